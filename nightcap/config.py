@@ -1,0 +1,383 @@
+"""One validated object that flows through every stage.
+
+Configs are YAML files validated into `Config`. Unknown keys are errors, every problem is reported at
+once with its YAML path, and nothing starts until the whole file is valid.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlparse
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from nightcap.quantities import QuantityError, parse_cpu, parse_memory
+
+STAGE_NAMES = ("tune", "single_client", "multi_client", "scaling", "sizing", "autoscale", "regression")
+StageName = Literal["tune", "single_client", "multi_client", "scaling", "sizing", "autoscale", "regression"]
+
+MAX_CONFIG_BYTES = 1_000_000
+
+
+def _cpu(value: Any) -> float:
+    try:
+        return parse_cpu(value)
+    except QuantityError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _memory(value: Any) -> int:
+    try:
+        return parse_memory(value)
+    except QuantityError as exc:
+        raise ValueError(str(exc)) from None
+
+
+Cores = Annotated[float, BeforeValidator(_cpu)]
+MemoryBytes = Annotated[int, BeforeValidator(_memory)]
+PositiveInt = Annotated[int, Field(gt=0, le=1_000_000)]
+Seconds = Annotated[float, Field(gt=0, le=86_400)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class TargetConfig(Strict):
+    """What is measured. `name` is the identity nightly runs are compared under."""
+
+    name: str = Field(min_length=1, max_length=120, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    kind: Literal["reference", "mlflow", "command", "url"]
+    url: str | None = None
+    # reference target: each request holds one of `slots` for `service_ms` (+ `cpu_ms` of CPU work)
+    slots: PositiveInt = 4
+    service_ms: float = Field(20.0, ge=0, le=60_000)
+    queue: int = Field(64, ge=0, le=100_000)
+    cpu_ms: float = Field(0.0, ge=0, le=60_000)
+    coherency_ms: float = Field(0.0, ge=0, le=1_000)
+    memory_mb: int = Field(0, ge=0, le=65_536)
+    # mlflow target: a saved model folder; empty means the bundled wine classifier
+    model_uri: str | None = None
+    # command target: argv with {port} and {concurrency}
+    command: list[str] | None = None
+    image: str | None = None  # container image on Kubernetes
+    version: str | None = None  # recorded with each run, not part of the comparison key
+    path: str = "/invocations"
+    ready_path: str = "/ping"
+    method: Literal["GET", "POST", "PUT"] = "POST"
+    headers: dict[str, str] = Field(default_factory=dict)
+    api_key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    api_key_secret_block: str | None = None
+    payload_file: str | None = None
+    payload_csv: str | None = None
+    request_timeout_s: Seconds = 10.0
+    startup_timeout_s: Seconds = 120.0
+    allowed_hosts: list[str] = Field(default_factory=lambda: ["127.0.0.1", "localhost", "::1"])
+
+    @field_validator("headers")
+    @classmethod
+    def _no_inline_secret(cls, headers: dict[str, str]) -> dict[str, str]:
+        for key in headers:
+            if key.lower() in {"authorization", "x-api-key", "api-key"}:
+                raise ValueError(
+                    f"header {key!r} must not be written in the config; set target.api_key_env to the "
+                    "name of an environment variable that holds the key"
+                )
+        return headers
+
+    @model_validator(mode="after")
+    def _kind_needs(self) -> "TargetConfig":
+        if self.kind == "url" and not self.url:
+            raise ValueError("target.kind 'url' needs target.url, e.g. http://127.0.0.1:8080")
+        if self.kind == "command" and not self.command:
+            raise ValueError("target.kind 'command' needs target.command, a list with {port} in it")
+        if self.url:
+            parsed = urlparse(self.url)
+            if parsed.scheme not in ("http", "https") or not parsed.hostname:
+                raise ValueError(f"target.url {self.url!r} must be an http(s) URL with a host")
+            if parsed.hostname not in self.allowed_hosts and "*" not in self.allowed_hosts:
+                raise ValueError(
+                    f"target.url host {parsed.hostname!r} is not in target.allowed_hosts "
+                    f"{self.allowed_hosts}; add it there if you really mean to load it"
+                )
+        if not self.path.startswith("/") or not self.ready_path.startswith("/"):
+            raise ValueError("target.path and target.ready_path must start with '/'")
+        return self
+
+
+class GkeConfig(Strict):
+    project: str
+    location: str
+    cluster: str
+    node_pool: str
+
+
+class PlatformConfig(Strict):
+    kind: Literal["local", "kubernetes"] = "local"
+    replicas: int = Field(1, ge=1, le=1000)
+    cpu: Cores | None = 1.0
+    memory: MemoryBytes | None = None
+    concurrency: int = Field(4, ge=1, le=10_000)
+    # local platform: cores the "cluster" can hand out; replicas beyond it stay Pending
+    allocatable_cpu: Cores | None = None
+    ready_timeout_s: Seconds = 120.0
+    # kubernetes platform
+    namespace: str = Field("nightcap", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)
+    context: str | None = None
+    port: int = Field(8080, ge=1, le=65535)
+    in_cluster: bool = False
+    gke: GkeConfig | None = None
+
+
+class LoadConfig(Strict):
+    workers: int = Field(2, ge=1, le=64)
+    warmup_s: Seconds = 2.0
+    window_s: Seconds = 4.0
+    spawn_rate: float = Field(1000.0, gt=0)
+    generator_bound_pct: float = Field(90.0, gt=0, le=100)
+    reconnect_s: float = Field(5.0, ge=0)
+    locust_image: str = "locustio/locust:2.47.0"
+    # safety limits: a run that would exceed them is refused before it starts
+    max_users: int = Field(512, ge=1, le=100_000)
+    max_rps: float = Field(20_000.0, gt=0)
+    max_duration_s: Seconds = 3600.0
+
+
+class SearchConfig(Strict):
+    start_users: int = Field(1, ge=1)
+    max_users: int = Field(256, ge=1)
+    min_gain: float = Field(0.05, ge=0, lt=1)
+    stable_within: float = Field(0.10, gt=0, lt=1)
+    max_windows: int = Field(3, ge=1, le=10)
+    refine_steps: int = Field(3, ge=0, le=10)
+    headroom: float = Field(0.7, gt=0, le=1)
+    slo_capacity: bool = True
+
+
+class SloConfig(Strict):
+    p95_ms: float = Field(gt=0, le=600_000)
+    max_error_rate: float = Field(0.01, ge=0, le=1)
+
+
+class TuneConfig(Strict):
+    cpu: list[Cores] = Field(default_factory=lambda: [1.0], min_length=1, max_length=16)
+    memory: list[MemoryBytes] = Field(default_factory=lambda: [parse_memory("512Mi")], min_length=1, max_length=16)
+    concurrency: list[Annotated[int, Field(ge=1, le=10_000)]] = Field(
+        default_factory=lambda: [1, 2, 4], min_length=1, max_length=16
+    )
+    replicas: int = Field(2, ge=1, le=16)
+
+
+class ScalingConfig(Strict):
+    max_replicas: int = Field(2, ge=1, le=1000)
+
+
+class SizingConfig(Strict):
+    users: list[Annotated[int, Field(gt=0)]] = Field(default_factory=list)
+    rps: list[Annotated[float, Field(gt=0)]] = Field(default_factory=list)
+    node_allocatable_cpu: Cores = 2.0
+    price_per_core_hour: float | None = Field(None, ge=0)
+    headroom: float = Field(0.7, gt=0, le=1)
+
+
+class AutoscalePhase(Strict):
+    name: str
+    load: float = Field(ge=0, le=100, description="multiple of one replica's saturation users")
+    duration_s: Seconds
+
+
+class AutoscaleConfig(Strict):
+    target_cpu_pct: float = Field(80.0, gt=0, le=100)
+    min_replicas: int = Field(1, ge=1)
+    max_replicas: int = Field(12, ge=1, le=1000)
+    overload: float = Field(3.0, gt=0, le=100)
+    phases: list[AutoscalePhase] | None = None
+    sample_s: Seconds = 2.0
+    sync_period_s: Seconds = 15.0
+    stabilization_s: float = Field(300.0, ge=0)
+    tolerance: float = Field(0.1, ge=0, lt=1)
+    readiness_delay_s: float = Field(30.0, ge=0)
+    nodes: dict[str, int] | None = None  # {"min": 1, "max": 5} for GKE node-pool autoscaling
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "AutoscaleConfig":
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("autoscale.min_replicas must not exceed autoscale.max_replicas")
+        return self
+
+
+class StoreConfig(Strict):
+    url: str = "sqlite:///.nightcap/history.db"
+
+
+class RegressionConfig(Strict):
+    last_n: int = Field(7, ge=1, le=365)
+    min_runs: int = Field(2, ge=1)
+    threshold: float = Field(0.10, gt=0, lt=1)
+    noise_k: float = Field(3.0, ge=0)
+    fail_flow: bool = True
+
+
+class Config(Strict):
+    target: TargetConfig
+    platform: PlatformConfig = Field(default_factory=PlatformConfig)
+    load: LoadConfig = Field(default_factory=LoadConfig)
+    search: SearchConfig = Field(default_factory=SearchConfig)
+    slo: SloConfig
+    stages: list[StageName] = Field(default_factory=lambda: ["single_client"])
+    tune: TuneConfig = Field(default_factory=TuneConfig)
+    scaling: ScalingConfig = Field(default_factory=ScalingConfig)
+    sizing: SizingConfig = Field(default_factory=SizingConfig)
+    autoscale: AutoscaleConfig = Field(default_factory=AutoscaleConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    regression: RegressionConfig = Field(default_factory=RegressionConfig)
+
+    @field_validator("stages")
+    @classmethod
+    def _ordered_unique(cls, stages: list[str]) -> list[str]:
+        if len(set(stages)) != len(stages):
+            raise ValueError("stages must not repeat a stage")
+        return sorted(stages, key=STAGE_NAMES.index)
+
+    @model_validator(mode="after")
+    def _safety(self) -> "Config":
+        if self.search.max_users > self.load.max_users:
+            raise ValueError(
+                f"search.max_users ({self.search.max_users}) exceeds the safety limit load.max_users "
+                f"({self.load.max_users}); lower the first or raise the second"
+            )
+        if self.platform.kind == "kubernetes" and self.target.kind in ("reference", "mlflow", "command") and not self.target.image:
+            raise ValueError("platform.kind 'kubernetes' needs target.image (the container image to deploy)")
+        return self
+
+    def identity(self) -> dict[str, Any]:
+        """What makes two runs comparable: target name, platform and load settings (not the model version)."""
+        return {
+            "target": self.target.name,
+            "platform": self.platform.kind,
+            "load": self.load.model_dump(exclude={"max_users", "max_rps", "max_duration_s", "locust_image"}),
+            "search": self.search.model_dump(),
+            "slo": self.slo.model_dump(),
+        }
+
+    def config_hash(self) -> str:
+        blob = json.dumps(self.identity(), sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+class ConfigError(Exception):
+    """Every problem in a config, each with its YAML path and what is allowed."""
+
+    def __init__(self, problems: list[str], source: str = "config"):
+        self.problems = problems
+        self.source = source
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        lines = [f"{self.source}: {len(self.problems)} problem(s), nothing was started:"]
+        lines += [f"  - {p}" for p in self.problems]
+        return "\n".join(lines)
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        elif str(item).startswith("function-") or item in ("constrained-float", "constrained-int"):
+            continue
+        else:
+            parts.append(("." if parts else "") + str(item))
+    return "".join(parts) or "(top level)"
+
+
+def _describe(error: dict[str, Any]) -> str:
+    where = _loc(error["loc"])
+    kind = error["type"]
+    msg = error["msg"].removeprefix("Value error, ")
+    if kind == "extra_forbidden":
+        return f"{where}: unknown key (check the spelling; see configs/ for every allowed key)"
+    if kind == "missing":
+        return f"{where}: required, but missing"
+    if kind == "literal_error":
+        return f"{where}: {msg} (got {error.get('input')!r})"
+    return f"{where}: {msg} (got {error.get('input')!r})" if "input" in error and not isinstance(error.get("input"), dict) else f"{where}: {msg}"
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """A SafeLoader that refuses aliases, so a YAML bomb cannot expand in memory."""
+
+    def compose_node(self, parent, index):  # type: ignore[override]
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.constructor.ConstructorError(
+                None, None, "YAML aliases (*name) are not allowed in nightcap configs", event.start_mark
+            )
+        return super().compose_node(parent, index)
+
+
+def parse_yaml(text: str, source: str = "config") -> Any:
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ConfigError([f"the file is {len(text)} bytes; configs are limited to {MAX_CONFIG_BYTES}"], source)
+    try:
+        return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - safe loader without aliases
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"not valid YAML: {exc}"], source) from None
+
+
+def apply_override(data: dict[str, Any], assignment: str) -> None:
+    """Apply one `dotted.key=value`; the value is parsed as YAML (`stages=["tune"]`)."""
+    if "=" not in assignment:
+        raise ConfigError([f"--set {assignment!r}: expected dotted.key=value"], "--set")
+    key, raw = assignment.split("=", 1)
+    parts = [p for p in key.strip().split(".")]
+    if not all(parts):
+        raise ConfigError([f"--set {assignment!r}: the key has an empty part"], "--set")
+    value = parse_yaml(raw, "--set") if raw.strip() else ""
+    node = data
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError([f"--set {key}: {part!r} is not a section"], "--set")
+        node = child
+    node[parts[-1]] = value
+
+
+def validate(data: Any, source: str = "config") -> Config:
+    if not isinstance(data, dict):
+        raise ConfigError(["the top level must be a mapping of sections (target, slo, stages, ...)"], source)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError([_describe(e) for e in exc.errors(include_url=False)], source) from None
+    except (OverflowError, RecursionError, TypeError) as exc:
+        raise ConfigError([f"value cannot be used: {exc}"], source) from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read, override and validate a config file; raise ConfigError listing every problem."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError([f"cannot read {path}: {exc.strerror}"], str(path)) from None
+    data = parse_yaml(text, str(path)) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(["the top level must be a mapping of sections (target, slo, stages, ...)"], str(path))
+    for assignment in overrides or []:
+        apply_override(data, assignment)
+    return validate(data, str(path))

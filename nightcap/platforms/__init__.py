@@ -1,0 +1,1 @@
+"""Where replicas run: `local` (OS processes + cgroups) or `kubernetes` (+ GKE node pools)."""
