@@ -1,0 +1,113 @@
+"""The regression check alarms on a real drop and stays quiet on noise and on a short history."""
+
+from __future__ import annotations
+
+import json
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nightcap.analysis.regression import FIGURES, check_regression
+
+STABLE = [  # five nights of a steady reference target, with a little noise
+    {"run_id": f"night-{i}", "saturation_rps": rps, "rps_per_core": rps / 2, "p95_at_operating_ms": p95,
+     "slo_users": users}
+    for i, (rps, p95, users) in enumerate(
+        [(210.0, 101.0, 40), (212.0, 99.0, 41), (214.0, 100.0, 40), (208.0, 102.0, 39), (213.0, 100.0, 40)]
+    )
+]
+
+
+def test_thirty_percent_slower_run_regresses_with_the_right_message():
+    tonight = {"saturation_rps": 146.3, "rps_per_core": 73.15, "p95_at_operating_ms": 100.0, "slo_users": 40}
+    result = check_regression(tonight, STABLE, threshold=0.10, noise_k=3.0, min_runs=2)
+    assert result.verdict == "regressed" and result.regressed
+    assert result.baseline_run_ids == [f"night-{i}" for i in range(5)]
+    by_name = {row.figure: row for row in result.figures}
+    assert by_name["saturation_rps"].verdict == "regressed"
+    assert by_name["saturation_rps"].baseline_median == 212.0
+    assert round(by_name["saturation_rps"].change_pct) == -31
+    assert by_name["p95_at_operating_ms"].verdict == "ok"
+    assert result.message.startswith("saturation_rps fell 31% (212.0 → 146.3 rps), beyond the 10% threshold")
+    assert "rps_per_core fell 31% (106.0 → 73.2 rps/core)" in result.message
+    assert "noise band (±" in result.message
+    json.dumps(result.to_dict(), allow_nan=False)  # goes into summary.json as is
+
+
+def test_latency_rise_regresses_because_lower_is_better():
+    tonight = {"saturation_rps": 212.0, "rps_per_core": 106.0, "p95_at_operating_ms": 160.0, "slo_users": 40}
+    result = check_regression(tonight, STABLE)
+    assert result.verdict == "regressed"
+    assert result.message.startswith("p95_at_operating_ms rose 60% (100.0 → 160.0 ms)")
+
+
+def test_run_within_noise_passes():
+    tonight = {"saturation_rps": 205.0, "rps_per_core": 103.0, "p95_at_operating_ms": 104.0, "slo_users": 39}
+    result = check_regression(tonight, STABLE)
+    assert result.verdict == "ok", result.message
+    assert all(row.verdict == "ok" for row in result.figures)
+
+
+def test_noisy_history_widens_the_band():
+    noisy = [{"run_id": str(i), "saturation_rps": v} for i, v in enumerate([150, 260, 200, 140, 250, 210])]
+    # 25% below the median: beyond the 10% threshold, but within what these nights usually do
+    result = check_regression({"saturation_rps": 153.0}, noisy)
+    row = result.figures[0]
+    assert row.verdict == "ok" and row.noise_pct > 25
+    assert result.verdict == "ok"
+
+
+def test_improvement_is_reported_not_failed():
+    tonight = {"saturation_rps": 300.0, "rps_per_core": 150.0, "p95_at_operating_ms": 60.0, "slo_users": 60}
+    result = check_regression(tonight, STABLE)
+    assert result.verdict == "ok"
+    assert {row.verdict for row in result.figures} == {"improved"}
+
+
+def test_insufficient_history_never_fails():
+    tonight = {"saturation_rps": 1.0, "rps_per_core": 0.5, "p95_at_operating_ms": 9999.0, "slo_users": 1}
+    for baseline in ([], STABLE[:1]):
+        result = check_regression(tonight, baseline, min_runs=2)
+        assert result.verdict == "insufficient history" and not result.regressed
+        assert "need 2" in result.message
+    # enough runs, but tonight measured none of the figures they have
+    result = check_regression({}, STABLE)
+    assert result.verdict == "insufficient history"
+    assert {row.verdict for row in result.figures} == {"not measured"}
+
+
+def test_figure_missing_from_old_runs_is_not_enough_history():
+    old = [{"run_id": str(i), "saturation_rps": 210.0} for i in range(3)]
+    result = check_regression({"saturation_rps": 209.0, "slo_users": 5}, old)
+    by_name = {row.figure: row.verdict for row in result.figures}
+    assert by_name["saturation_rps"] == "ok" and by_name["slo_users"] == "not enough history"
+    assert result.verdict == "ok"
+
+
+figure_values = st.floats(min_value=0.001, max_value=1e6, allow_nan=False, allow_infinity=False)
+
+
+@settings(max_examples=200, deadline=None)
+@given(values=st.fixed_dictionaries({f.name: figure_values for f in FIGURES}),
+       n=st.integers(min_value=0, max_value=10),
+       threshold=st.floats(min_value=0.001, max_value=0.9), k=st.floats(min_value=0, max_value=10))
+def test_identical_runs_never_regress(values, n, threshold, k):
+    baseline = [dict(values, run_id=f"r{i}") for i in range(n)]
+    result = check_regression(values, baseline, threshold=threshold, noise_k=k, min_runs=2)
+    assert not result.regressed
+    assert result.verdict == ("ok" if n >= 2 else "insufficient history")
+
+
+@settings(max_examples=200, deadline=None)
+@given(history=st.lists(figure_values, min_size=2, max_size=10), scale=st.floats(min_value=0.01, max_value=100))
+def test_better_than_every_night_never_regresses_and_scale_does_not_matter(history, scale):
+    baseline = [{"run_id": str(i), "saturation_rps": v, "p95_at_operating_ms": v} for i, v in enumerate(history)]
+    tonight = {"saturation_rps": max(history), "p95_at_operating_ms": min(history)}
+    assert not check_regression(tonight, baseline).regressed
+    worse = {"saturation_rps": min(history) * 0.5}
+    plain = check_regression(worse, baseline)
+    scaled = check_regression(
+        {"saturation_rps": worse["saturation_rps"] * scale},
+        [dict(run, saturation_rps=run["saturation_rps"] * scale) for run in baseline],
+    )
+    assert plain.verdict == scaled.verdict

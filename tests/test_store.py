@@ -1,0 +1,205 @@
+"""The results history on a real SQLite file: what a nightly run writes, keeps and compares."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from nightcap.config import validate
+from nightcap.steps import StepRow
+from nightcap.store import SCHEMA_VERSION, HistoryStore, StoreError
+
+SECRET = "sk-test-never-store-me-0123456789"
+
+
+def make_config(name: str = "ref", **target):
+    return validate({"target": {"name": name, "kind": "reference", **target}, "slo": {"p95_ms": 1000}})
+
+
+def step(n: int, rps: float = 100.0, **extra) -> StepRow:
+    values = dict(
+        stage="single_client", step=n, replicas=1, cpu=1.0, memory=256 * 2**20, concurrency=4,
+        users=2**n, rps=rps, p95_ms=12.5, replica_cpu_pct=[40.0 + n], replica_memory_mb=[80.0],
+        events=[f"step {n}"],
+    )
+    return StepRow(**{**values, **extra})
+
+
+@pytest.fixture
+def db_url(tmp_path):
+    # a folder that does not exist yet: the store must create it
+    return f"sqlite:///{tmp_path}/nested/dir/history.db"
+
+
+def test_run_and_steps_are_written(db_url, tmp_path):
+    config = make_config(version="v1")
+    store = HistoryStore(db_url)
+    assert (tmp_path / "nested/dir/history.db").exists()
+    store.start_run("run-1", config, {"version": "v1", "service_ms": 20}, flow_run_id="f-1")
+    assert store.get_run("run-1")["status"] == "running"
+    for n in range(3):
+        store.add_step("run-1", step(n, rps=100.0 * (n + 1)))
+    store.finish_run("run-1", "completed", {"saturation_rps": 300.0, "rps_per_core": 150.0, "slo_users": 8},
+                     {"saturation": {"rps": 300.0}})
+    store.close()
+
+    reopened = HistoryStore(db_url)  # a new process reading last night's file
+    run = reopened.get_run("run-1")
+    assert run["status"] == "completed"
+    assert run["flow_run_id"] == "f-1"
+    assert run["target_name"] == "ref" and run["platform"] == "local"
+    assert run["config_hash"] == config.config_hash()
+    assert run["target_version"] == {"version": "v1", "service_ms": 20}
+    assert run["saturation_rps"] == 300.0 and run["slo_users"] == 8.0 and run["p95_at_operating_ms"] is None
+    assert run["summary"] == {"saturation": {"rps": 300.0}}
+    assert run["finished_at"] >= run["started_at"]
+    rows = reopened.steps_of("run-1")
+    assert [r.rps for r in rows] == [100.0, 200.0, 300.0]
+    assert rows[0] == step(0, rps=100.0)  # every StepRow field survives the round trip
+    assert reopened.schema_version() == SCHEMA_VERSION
+
+
+def test_failed_run_keeps_its_steps(db_url):
+    store = HistoryStore(db_url)
+    store.start_run("crash", make_config(), {})
+    store.add_step("crash", step(0))
+    store.add_step("crash", step(1, valid=False, note="worker died mid-step"))
+    store.close()  # the runner dies here: finish_run is never called
+
+    later = HistoryStore(db_url)
+    assert later.get_run("crash")["status"] == "running"
+    assert later.mark_abandoned(older_than_s=3600) == []  # too recent to call abandoned
+    assert later.mark_abandoned(older_than_s=0) == ["crash"]
+    run = later.get_run("crash")
+    assert run["status"] == "failed" and "abandoned" in run["note"]
+    assert [(r.step, r.valid) for r in later.steps_of("crash")] == [(0, True), (1, False)]
+
+    later.start_run("cancelled", make_config(), {})
+    later.add_step("cancelled", step(0))
+    later.finish_run("cancelled", "cancelled", {}, {"stages": {"single_client": {"status": "cancelled"}}})
+    assert later.get_run("cancelled")["status"] == "cancelled"
+    assert len(later.steps_of("cancelled")) == 1
+
+
+def test_unknown_run_and_status_are_refused(db_url):
+    store = HistoryStore(db_url)
+    with pytest.raises(KeyError, match="start_run first"):
+        store.add_step("nope", step(0))
+    store.start_run("r", make_config(), {})
+    with pytest.raises(ValueError, match="status"):
+        store.finish_run("r", "exploded", {}, {})
+
+
+def test_no_secret_is_stored(db_url, tmp_path):
+    config = make_config(headers={"X-Tenant": SECRET}, api_key_env="NIGHTCAP_API_KEY")
+    # header values and secret-named keys are masked even when the caller names no secret
+    HistoryStore(db_url).start_run("r", config, {"image": "model:1", "api_key": SECRET})
+    # free text (notes, events, summaries) is scrubbed of the secrets the caller knows about
+    store = HistoryStore(db_url, redact=[SECRET])
+    store.add_step("r", step(0, note=f"401 with Bearer {SECRET}", events=[SECRET]))
+    store.finish_run("r", "failed", {}, {"error": f"Authorization: Bearer {SECRET}", "token": SECRET}, note=SECRET)
+    store.close()
+    run = HistoryStore(db_url).get_run("r")
+    assert run["config"]["target"]["headers"] == {"X-Tenant": "***"}
+    assert run["config"]["target"]["api_key_env"] == "NIGHTCAP_API_KEY"  # the variable's name is not a secret
+    for path in (tmp_path / "nested/dir").iterdir():  # the db, and its WAL if any
+        assert SECRET.encode() not in path.read_bytes(), path
+
+
+def test_comparable_runs_filter_by_hash_and_status(db_url):
+    store = HistoryStore(db_url)
+    base = make_config("ref")
+    other = make_config("other")
+    assert base.config_hash() == make_config("ref", service_ms=80, version="v2").config_hash()
+    for i, status in enumerate(["completed", "failed", "completed", "cancelled", "completed", "completed"]):
+        store.start_run(f"ref-{i}", base, {"service_ms": 20})
+        store.finish_run(f"ref-{i}", status, {"saturation_rps": 200.0 + i}, {})
+    store.start_run("ref-running", base, {})
+    store.start_run("other-0", other, {})
+    store.finish_run("other-0", "completed", {"saturation_rps": 1.0}, {})
+
+    found = store.comparable_runs(base.config_hash(), last_n=3, exclude_run_id="ref-5")
+    assert [r["run_id"] for r in found] == ["ref-4", "ref-2", "ref-0"]  # newest first, completed only
+    assert all(r["config_hash"] == base.config_hash() for r in found)
+    assert [r["run_id"] for r in store.comparable_runs(other.config_hash(), 7, None)] == ["other-0"]
+    assert store.comparable_runs("0" * 16, 7, None) == []
+
+
+def test_history_frame(db_url):
+    store = HistoryStore(db_url)
+    for i in range(4):
+        store.start_run(f"ref-{i}", make_config("ref"), {"service_ms": 20 + i})
+        store.add_step(f"ref-{i}", step(0))
+        store.finish_run(f"ref-{i}", "completed", {"saturation_rps": 100.0 + i, "p95_at_operating_ms": 50.0}, {})
+    store.start_run("other", make_config("other"), {"image": "registry/model:7"})
+
+    frame = store.history(last=10)
+    assert len(frame) == 5
+    assert list(frame["run_id"])[-1] == "other"  # oldest first, so plots read left to right
+    assert frame["started_at"].is_monotonic_increasing
+    only_ref = store.history(target="ref", last=2)
+    assert list(only_ref["run_id"]) == ["ref-2", "ref-3"]
+    assert list(only_ref["saturation_rps"]) == [102.0, 103.0]
+    assert list(only_ref["steps"]) == [1, 1]
+    assert list(only_ref["version"]) == ["service_ms=22", "service_ms=23"]
+    assert frame.iloc[-1]["version"] == "registry/model:7"
+    assert store.history(target="missing").empty
+
+
+OLD_SCHEMA = """
+CREATE TABLE runs (
+    id INTEGER PRIMARY KEY, run_id VARCHAR(64) NOT NULL UNIQUE, started_at DATETIME,
+    finished_at DATETIME, status VARCHAR(16) NOT NULL, target_name VARCHAR(120), platform VARCHAR(32),
+    config_hash VARCHAR(64), saturation_rps FLOAT
+);
+CREATE TABLE steps (
+    id INTEGER PRIMARY KEY, run_id VARCHAR(64) NOT NULL REFERENCES runs(run_id),
+    stage TEXT, step INTEGER, replicas INTEGER, cpu FLOAT, memory INTEGER, concurrency INTEGER,
+    users INTEGER, rps FLOAT
+);
+"""
+
+
+def test_migration_from_an_older_schema_keeps_rows(tmp_path):
+    path = tmp_path / "old.db"
+    config = make_config("ref")
+    with sqlite3.connect(path) as conn:  # a history written by an early nightcap
+        conn.executescript(OLD_SCHEMA)
+        started = (datetime.now(timezone.utc).replace(tzinfo=None) - timedelta(days=1)).isoformat(sep=" ")
+        conn.execute(
+            "INSERT INTO runs (run_id, started_at, finished_at, status, target_name, platform, config_hash, "
+            "saturation_rps) VALUES ('old-1', ?, ?, 'completed', 'ref', 'local', ?, 210.5)",
+            (started, started, config.config_hash()),
+        )
+        conn.execute(
+            "INSERT INTO steps (run_id, stage, step, replicas, cpu, memory, concurrency, users, rps) "
+            "VALUES ('old-1', 'single_client', 0, 1, 1.0, NULL, 4, 8, 210.5)"
+        )
+    store = HistoryStore(f"sqlite:///{path}")
+    assert store.schema_version() == SCHEMA_VERSION
+    with sqlite3.connect(path) as conn:
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(runs)")}
+        step_columns = {row[1] for row in conn.execute("PRAGMA table_info(steps)")}
+    assert {"rps_per_core", "slo_users", "target_version", "summary", "flow_run_id"} <= columns
+    assert {"p95_ms", "replica_cpu_pct", "events", "valid"} <= step_columns
+    old = store.get_run("old-1")
+    assert old["saturation_rps"] == 210.5 and old["rps_per_core"] is None
+    assert store.steps_of("old-1")[0].rps == 210.5
+    assert [r["run_id"] for r in store.comparable_runs(config.config_hash(), 7, None)] == ["old-1"]
+
+    store.start_run("new-1", config, {"service_ms": 20})
+    store.add_step("new-1", step(0))
+    store.finish_run("new-1", "completed", {"saturation_rps": 211.0, "rps_per_core": 105.5}, {})
+    store.close()
+    again = HistoryStore(f"sqlite:///{path}")  # opening twice is a no-op
+    assert list(again.history(last=5)["run_id"]) == ["old-1", "new-1"]
+
+
+def test_bad_url_is_a_clear_error(tmp_path):
+    with pytest.raises(StoreError, match="not a database URL"):
+        HistoryStore("history.db")
+    with pytest.raises(StoreError) as info:
+        HistoryStore("postgresql+nosuchdriver://user:hunter2@localhost/db")
+    assert "hunter2" not in str(info.value)
