@@ -1,0 +1,221 @@
+"""A Locust master and N worker processes on loopback, and the HTTP driver that controls them.
+
+Locust is never imported here: it monkey-patches with gevent. We start it as processes and talk to the
+master's web API, as a person would with the web UI.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+from nightcap.registry import RunRegistry, kill_process_tree
+
+LOCUSTFILE = Path(__file__).with_name("locustfile.py")
+API_KEY_VAR = "NIGHTCAP_API_KEY"
+
+
+class LoadError(RuntimeError):
+    """The load generator could not be started or stopped responding."""
+
+
+@dataclass
+class Window:
+    """What the master saw over one measured window, summed over workers."""
+
+    requests: int
+    failures: int
+    rps: float
+    p50_ms: float | None
+    p90_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+    users: int
+    workers: int
+    errors: list[dict[str, Any]]
+
+
+class MasterClient:
+    """The Locust master's web API: swarm, reset, read, stop (all POST except reads)."""
+
+    def __init__(self, base_url: str, timeout_s: float = 10.0):
+        self.base_url = base_url.rstrip("/")
+        self.http = httpx.Client(base_url=self.base_url, timeout=timeout_s)
+
+    def swarm(self, users: int, spawn_rate: float, host: str) -> None:
+        r = self.http.post("/swarm", data={"user_count": users, "spawn_rate": spawn_rate, "host": host})
+        r.raise_for_status()
+        body = r.json()
+        if not body.get("success", False):
+            raise LoadError(f"Locust refused to swarm: {body.get('message')}")
+
+    def reset(self) -> None:
+        self.http.post("/stats/reset").raise_for_status()
+
+    def stop(self) -> None:
+        self.http.post("/stop").raise_for_status()
+
+    def window(self) -> dict[str, Any]:
+        r = self.http.get("/nightcap/window")
+        r.raise_for_status()
+        return r.json()
+
+    def close(self) -> None:
+        self.http.close()
+
+
+def summarize(raw: dict[str, Any]) -> Window:
+    """Exact rps: each worker's requests over the time its reports covered, summed."""
+    workers = raw.get("workers", {})
+    rps = sum(w["requests"] / w["covered_s"] for w in workers.values() if w["covered_s"] > 0)
+    total = raw.get("total", {})
+
+    def pct(key: str) -> float | None:
+        value = total.get(key)
+        return float(value) if value not in (None, 0) or total.get("num_requests") else None
+
+    return Window(
+        requests=int(sum(w["requests"] for w in workers.values())),
+        failures=int(sum(w["failures"] for w in workers.values())),
+        rps=rps,
+        p50_ms=pct("response_time_percentile_0.5"),
+        p90_ms=pct("response_time_percentile_0.9"),
+        p95_ms=pct("response_time_percentile_0.95"),
+        p99_ms=pct("response_time_percentile_0.99"),
+        users=int(raw.get("user_count", 0)),
+        workers=len(workers),
+        errors=raw.get("errors", []),
+    )
+
+
+class LocalLocust:
+    """Master + workers as local processes; `workers=1` is the single-client case."""
+
+    def __init__(self, workers: int, payloads: list[bytes], path: str, method: str, headers: dict[str, str],
+                 timeout_s: float, reconnect_s: float, api_key: str | None = None,
+                 registry: RunRegistry | None = None, logdir: Path | None = None):
+        self.workers = workers
+        self.registry = registry
+        self._tmp = Path(tempfile.mkdtemp(prefix="nightcap-locust-"))
+        self.logdir = Path(logdir) if logdir else self._tmp
+        self.logdir.mkdir(parents=True, exist_ok=True)
+        payload_file = self._tmp / "payloads.jsonl"
+        payload_file.write_bytes(b"\n".join(payloads) + b"\n")
+        from nightcap.platforms.local import free_port
+
+        self.web_port, self.bind_port = free_port(), free_port()
+        self.env = {
+            **os.environ,
+            "NIGHTCAP_PATH": path,
+            "NIGHTCAP_METHOD": method,
+            "NIGHTCAP_PAYLOADS": str(payload_file),
+            "NIGHTCAP_HEADERS": __import__("json").dumps(headers),
+            "NIGHTCAP_TIMEOUT_S": str(timeout_s),
+            "NIGHTCAP_RECONNECT_S": str(reconnect_s),
+            "PYTHONUNBUFFERED": "1",
+        }
+        self.env.pop(API_KEY_VAR, None)
+        if api_key:
+            # Only in the workers' environment, never on a command line (ps would show it) or in a file.
+            self.env[API_KEY_VAR] = api_key
+            self.env["NIGHTCAP_API_KEY_ENV"] = API_KEY_VAR
+        self.master: subprocess.Popen | None = None
+        self.worker_procs: list[subprocess.Popen] = []
+        self.client = MasterClient(f"http://127.0.0.1:{self.web_port}")
+        self._cpu_marks: dict[int, float] = {}
+        self._mark_at = 0.0
+
+    @property
+    def master_url(self) -> str:
+        return self.client.base_url
+
+    def _locust(self) -> str:
+        exe = Path(sys.executable).with_name("locust")
+        return str(exe) if exe.exists() else (shutil.which("locust") or "locust")
+
+    def _spawn(self, args: list[str], what: str) -> subprocess.Popen:
+        log = (self.logdir / f"{what}.log").open("ab")
+        proc = subprocess.Popen([self._locust(), "-f", str(LOCUSTFILE), *args], stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, env=self.env, start_new_session=True)
+        log.close()
+        if self.registry:
+            self.registry.add_process(proc.pid, f"locust {what}")
+        return proc
+
+    def start(self, timeout_s: float = 60.0) -> None:
+        self.master = self._spawn(["--master", "--web-host", "127.0.0.1", "--web-port", str(self.web_port),
+                                   "--master-bind-host", "127.0.0.1", "--master-bind-port", str(self.bind_port),
+                                   "--loglevel", "WARNING"], "master")
+        for i in range(self.workers):
+            self.worker_procs.append(self._spawn(["--worker", "--master-host", "127.0.0.1", "--master-port",
+                                                  str(self.bind_port), "--loglevel", "WARNING"], f"worker-{i}"))
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.master.poll() is not None:
+                raise LoadError(f"the Locust master exited ({self.master.returncode}); see {self.logdir}/master.log")
+            try:
+                raw = self.client.window()
+                if raw.get("worker_count", 0) >= self.workers:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise LoadError(f"{self.workers} Locust worker(s) did not connect within {timeout_s:.0f}s; see {self.logdir}")
+
+    def alive_workers(self) -> int:
+        return sum(1 for p in self.worker_procs if p.poll() is None)
+
+    def mark_cpu(self) -> None:
+        """Start a CPU window for the generator processes."""
+        self._cpu_marks = {p.pid: _cpu_seconds(p.pid) for p in self.worker_procs}
+        self._mark_at = time.monotonic()
+
+    def generator_cpu_pct(self) -> list[float]:
+        """Each worker's CPU since `mark_cpu`, in % of one core: near 100 means the generator is the limit."""
+        elapsed = max(time.monotonic() - self._mark_at, 1e-6)
+        return [100.0 * max(_cpu_seconds(p.pid) - self._cpu_marks.get(p.pid, 0.0), 0.0) / elapsed
+                for p in self.worker_procs]
+
+    def stop(self) -> None:
+        try:
+            self.client.stop()
+        except httpx.HTTPError:
+            pass
+        self.client.close()
+        for proc in self.worker_procs + ([self.master] if self.master else []):
+            if proc.poll() is None:
+                kill_process_tree(proc.pid, grace_s=3.0)
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+            if self.registry:
+                self.registry.remove_process(proc.pid)
+        self.worker_procs = []
+        self.master = None
+        shutil.rmtree(self._tmp, ignore_errors=True)
+
+    def __enter__(self) -> "LocalLocust":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _cpu_seconds(pid: int) -> float:
+    try:
+        t = psutil.Process(pid).cpu_times()
+        return t.user + t.system
+    except psutil.Error:
+        return 0.0

@@ -1,0 +1,144 @@
+"""The locustfile nightcap runs in its own Locust processes (never imported by the flow process).
+
+Users are closed-loop (no think time): each holds one request in flight, so `users` is the offered
+concurrency. Everything comes from environment variables so the same file serves local processes and
+the ConfigMap in a cluster:
+
+NIGHTCAP_PATH, NIGHTCAP_METHOD, NIGHTCAP_PAYLOADS (JSON-lines file of bodies), NIGHTCAP_HEADERS (JSON of
+non-secret headers), NIGHTCAP_API_KEY_ENV (the name of the variable holding the key; its value is sent as
+`Authorization: Bearer` and never logged), NIGHTCAP_TIMEOUT_S, NIGHTCAP_RECONNECT_S (re-open the
+connection this often, so new replicas behind a per-connection balancer receive traffic),
+NIGHTCAP_REPORT_INTERVAL_S (how often workers report to the master).
+
+The master also serves `GET /nightcap/window`: exact request counts per worker over the time each
+worker's reports actually covered since the last `/stats/reset`, because Locust's own `total_rps`
+counts the first report after a reset (which holds pre-reset requests) against a shorter interval.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import random
+import time
+from typing import Any
+
+import locust.runners
+import locust.stats
+from locust import FastHttpUser, constant, events, task
+
+locust.stats.PERCENTILES_TO_STATISTICS = [0.5, 0.9, 0.95, 0.99]
+locust.runners.WORKER_REPORT_INTERVAL = float(os.environ.get("NIGHTCAP_REPORT_INTERVAL_S", "0.5"))
+
+PATH = os.environ.get("NIGHTCAP_PATH", "/invocations")
+METHOD = os.environ.get("NIGHTCAP_METHOD", "POST").upper()
+TIMEOUT_S = float(os.environ.get("NIGHTCAP_TIMEOUT_S", "10"))
+RECONNECT_S = float(os.environ.get("NIGHTCAP_RECONNECT_S", "0"))
+
+
+def _payloads() -> list[bytes]:
+    path = os.environ.get("NIGHTCAP_PAYLOADS")
+    if not path:
+        return [b"{}"]
+    with open(path, "rb") as handle:
+        bodies = [line.rstrip(b"\n") for line in handle if line.strip()]
+    return bodies or [b"{}"]
+
+
+def _headers() -> dict[str, str]:
+    headers = {"Content-Type": "application/json"}
+    headers.update(json.loads(os.environ.get("NIGHTCAP_HEADERS", "{}")))
+    key_env = os.environ.get("NIGHTCAP_API_KEY_ENV")
+    if key_env and os.environ.get(key_env):
+        headers["Authorization"] = f"Bearer {os.environ[key_env]}"
+    return headers
+
+
+PAYLOADS = _payloads()
+HEADERS = _headers()
+
+
+class ModelUser(FastHttpUser):
+    """One closed-loop client posting rows of the payload set."""
+
+    wait_time = constant(0)
+    network_timeout = TIMEOUT_S
+    connection_timeout = TIMEOUT_S
+
+    def on_start(self) -> None:
+        self._bodies = itertools.cycle(random.sample(PAYLOADS, len(PAYLOADS)))
+        self._opened = time.monotonic()
+
+    @task
+    def predict(self) -> None:
+        headers = HEADERS
+        if RECONNECT_S and time.monotonic() - self._opened > RECONNECT_S:
+            # Ask the server to close after this response; the next request opens a new connection,
+            # which a per-connection balancer (kube-proxy, the local proxy) may send to another replica.
+            headers = {**HEADERS, "Connection": "close"}
+            self._opened = time.monotonic()
+        body = next(self._bodies) if METHOD != "GET" else None
+        self.client.request(METHOD, PATH, data=body, headers=headers, name=PATH)
+
+
+# --- worker side: stamp each report with the time it was cut -------------------------------------
+
+
+@events.report_to_master.add_listener
+def _stamp(client_id: str, data: dict[str, Any]) -> None:
+    data["nightcap_t"] = time.time()
+
+
+# --- master side: exact per-worker windows ------------------------------------------------------
+
+_workers: dict[str, dict[str, float]] = {}
+
+
+@events.worker_report.add_listener
+def _on_report(client_id: str, data: dict[str, Any]) -> None:
+    stamp = float(data.get("nightcap_t", time.time()))
+    total = data.get("stats_total") or {}
+    state = _workers.setdefault(client_id, {"since": stamp, "last": stamp, "requests": 0, "failures": 0})
+    state["requests"] += int(total.get("num_requests", 0))
+    state["failures"] += int(total.get("num_failures", 0))
+    state["last"] = stamp
+
+
+@events.reset_stats.add_listener
+def _on_reset() -> None:
+    for state in _workers.values():
+        # Requests in the next report were made after this worker's last report: count from there.
+        state.update(since=state["last"], requests=0, failures=0)
+
+
+@events.init.add_listener
+def _add_routes(environment: Any, **_: Any) -> None:
+    if environment.web_ui is None:
+        return
+
+    @environment.web_ui.app.route("/nightcap/window")
+    def window() -> Any:
+        from flask import jsonify
+
+        runner = environment.runner
+        total = runner.stats.total if runner is not None else None
+        cpu = {}
+        if runner is not None and hasattr(runner, "clients"):
+            cpu = {w.id: w.cpu_usage for w in runner.clients.values()}
+        workers = {
+            wid: {**s, "covered_s": max(s["last"] - s["since"], 0.0), "cpu_usage": cpu.get(wid)}
+            for wid, s in _workers.items()
+            if runner is None or not hasattr(runner, "clients") or wid in runner.clients
+        }
+        return jsonify(
+            {
+                "now": time.time(),
+                "state": getattr(runner, "state", "missing"),
+                "user_count": getattr(runner, "user_count", 0),
+                "worker_count": getattr(runner, "worker_count", 0),
+                "workers": workers,
+                "total": total.to_dict() if total is not None else {},
+                "errors": [e.serialize() for e in itertools.islice(runner.errors.values(), 20)] if runner else [],
+            }
+        )

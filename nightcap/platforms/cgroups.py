@@ -1,0 +1,174 @@
+"""CPU and memory limits for local replicas, through cgroups v1 or v2, or a clear 'not enforced'.
+
+v1 (this machine): `cpu` and `memory` hierarchies mounted separately; memory groups must live under the
+process's own memory cgroup. v2: one unified hierarchy with `cpu.max` and `memory.max`, usable when we
+own a delegated subtree. Anything else: replicas run unlimited and the report says so.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path("/sys/fs/cgroup")
+PREFIX = "nightcap-"
+PERIOD_US = 100_000
+
+
+def _own_path(controller: str) -> str:
+    """This process's cgroup path for a v1 controller (or the v2 path when controller is '')."""
+    try:
+        for line in Path("/proc/self/cgroup").read_text().splitlines():
+            _, controllers, path = line.split(":", 2)
+            if controller == "" and controllers == "":
+                return path
+            if controller and controller in controllers.split(","):
+                return path
+    except OSError:
+        pass
+    return "/"
+
+
+def _writable(path: Path) -> bool:
+    return path.is_dir() and os.access(path, os.W_OK)
+
+
+@dataclass
+class CgroupSupport:
+    """What this machine lets us enforce, and why not when it doesn't."""
+
+    version: str  # "v1", "v2" or "none"
+    cpu_base: Path | None = None
+    memory_base: Path | None = None
+    note: str = ""
+
+    @property
+    def enforced(self) -> bool:
+        return self.version != "none"
+
+
+def detect(root: Path = ROOT) -> CgroupSupport:
+    if (root / "cgroup.controllers").exists():
+        base = root / _own_path("").lstrip("/")
+        if base == root / "":
+            base = root
+        candidate = base
+        controllers = (candidate / "cgroup.controllers").read_text().split() if (candidate / "cgroup.controllers").exists() else []
+        if _writable(candidate) and {"cpu", "memory"} <= set(controllers):
+            return CgroupSupport("v2", candidate, candidate)
+        return CgroupSupport("none", note="cgroup v2 is present but no writable subtree with cpu and memory controllers is delegated to this user")
+    cpu = root / "cpu"
+    mem = root / "memory" / _own_path("memory").lstrip("/")
+    if _writable(cpu) and (cpu / "cpu.cfs_quota_us").exists() and _writable(mem):
+        return CgroupSupport("v1", cpu, mem)
+    if cpu.exists() or (root / "memory").exists():
+        return CgroupSupport("none", note="cgroup v1 is mounted but not writable here (run as root to enforce limits)")
+    return CgroupSupport("none", note="no cgroup filesystem found; limits cannot be enforced on this machine")
+
+
+@dataclass
+class ReplicaCgroup:
+    """One replica's CPU + memory group; `attach()` runs in the child before exec."""
+
+    support: CgroupSupport
+    name: str
+    dirs: list[Path] = field(default_factory=list)
+
+    def create(self, cpu: float | None, memory: int | None) -> None:
+        s = self.support
+        if s.version == "v1":
+            assert s.cpu_base and s.memory_base
+            cpu_dir, mem_dir = s.cpu_base / self.name, s.memory_base / self.name
+            cpu_dir.mkdir(exist_ok=True)
+            mem_dir.mkdir(exist_ok=True)
+            self.dirs = [cpu_dir, mem_dir]
+            (cpu_dir / "cpu.cfs_period_us").write_text(str(PERIOD_US))
+            (cpu_dir / "cpu.cfs_quota_us").write_text(str(int(cpu * PERIOD_US)) if cpu else "-1")
+            if memory:
+                # No swap, so the limit is a real OOM line as in a pod.
+                (mem_dir / "memory.limit_in_bytes").write_text(str(memory))
+                swap = mem_dir / "memory.memsw.limit_in_bytes"
+                if swap.exists():
+                    try:
+                        swap.write_text(str(memory))
+                    except OSError:
+                        pass
+                (mem_dir / "memory.swappiness").write_text("0") if (mem_dir / "memory.swappiness").exists() else None
+        elif s.version == "v2":
+            assert s.cpu_base
+            group = s.cpu_base / self.name
+            group.mkdir(exist_ok=True)
+            self.dirs = [group]
+            (group / "cpu.max").write_text(f"{int(cpu * PERIOD_US)} {PERIOD_US}" if cpu else f"max {PERIOD_US}")
+            (group / "memory.max").write_text(str(memory) if memory else "max")
+            if (group / "memory.swap.max").exists():
+                (group / "memory.swap.max").write_text("0")
+
+    def attach(self) -> None:
+        """Join the groups; called in the child between fork and exec so every descendant inherits them."""
+        pid = str(os.getpid())
+        for d in self.dirs:
+            with open(d / "cgroup.procs", "w") as handle:
+                handle.write(pid)
+
+    def oom_kills(self) -> int:
+        s = self.support
+        try:
+            if s.version == "v1":
+                text = (self.dirs[1] / "memory.oom_control").read_text()
+                match = re.search(r"oom_kill (\d+)", text)
+                return int(match.group(1)) if match else 0
+            if s.version == "v2":
+                text = (self.dirs[0] / "memory.events").read_text()
+                match = re.search(r"oom_kill (\d+)", text)
+                return int(match.group(1)) if match else 0
+        except (OSError, IndexError):
+            pass
+        return 0
+
+    def memory_bytes(self) -> int | None:
+        try:
+            if self.support.version == "v1":
+                return int((self.dirs[1] / "memory.usage_in_bytes").read_text())
+            if self.support.version == "v2":
+                return int((self.dirs[0] / "memory.current").read_text())
+        except (OSError, IndexError, ValueError):
+            pass
+        return None
+
+    def remove(self) -> None:
+        """Move stragglers out and delete the groups; safe to call twice."""
+        for d in self.dirs:
+            remove_group(d)
+        self.dirs = []
+
+
+def remove_group(d: Path) -> None:
+    if not d.exists():
+        return
+    try:
+        pids = (d / "cgroup.procs").read_text().split()
+    except OSError:
+        pids = []
+    parent_procs = d.parent / "cgroup.procs"
+    for pid in pids:
+        try:
+            parent_procs.write_text(pid)
+        except OSError:
+            pass
+    try:
+        d.rmdir()
+    except OSError:
+        pass
+
+
+def leftover_groups(support: CgroupSupport, prefix: str = PREFIX) -> list[Path]:
+    """Every nightcap group under our bases (for cleanup of dead runs)."""
+    found: list[Path] = []
+    for base in {support.cpu_base, support.memory_base} - {None}:
+        assert base is not None
+        if base.exists():
+            found += [p for p in base.iterdir() if p.is_dir() and p.name.startswith(prefix)]
+    return found

@@ -1,0 +1,392 @@
+"""The local platform: replicas are OS processes with cgroup limits behind a per-connection proxy.
+
+It behaves like a small cluster on purpose: replicas restart when they die (with OOM kills counted),
+become ready through an HTTP probe, stay Pending when the allocatable cores run out, and sit behind one
+stable address. Everything it starts is registered, so teardown (and `nightcap cleanup` after a
+SIGKILL) leaves no process and no cgroup behind.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import httpx
+import psutil
+
+from nightcap.config import Config
+from nightcap.platforms.base import AutoscaleStatus, HpaSpec, Observation, PlatformError, PodSpec, ReplicaSample
+from nightcap.platforms.cgroups import PREFIX, CgroupSupport, ReplicaCgroup, detect
+from nightcap.registry import RunRegistry, kill_process_tree
+from nightcap.targets import TargetPlan
+
+MAX_RESTARTS = 5
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Replica:
+    name: str
+    port: int
+    spec: PodSpec
+    proc: subprocess.Popen | None = None
+    cgroup: ReplicaCgroup | None = None
+    ready: bool = False
+    phase: str = "Starting"
+    restarts: int = 0
+    oom_kills: int = 0
+    started: float = 0.0
+    ready_at: float | None = None
+    stopping: bool = False
+    log: Path | None = None
+    _cpu_prev: tuple[float, float] | None = None
+    events: list[str] = field(default_factory=list)
+
+
+class LocalPlatform:
+    kind = "local"
+
+    def __init__(self, config: Config, plan: TargetPlan, run_id: str, workdir: Path,
+                 registry: RunRegistry | None = None, support: CgroupSupport | None = None):
+        self.config = config
+        self.plan = plan
+        self.run_id = run_id
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.registry = registry
+        self.support = support or detect()
+        self.limits_enforced = self.support.enforced
+        self.limits_note = "" if self.support.enforced else f"limits not enforced: {self.support.note}"
+        cpus = config.platform.allocatable_cpu or float(os.cpu_count() or 1)
+        self.allocatable_cpu = cpus
+        self._replicas: list[Replica] = []
+        self._pending: list[Replica] = []
+        self._lock = threading.RLock()
+        self._spec: PodSpec | None = None
+        self._serial = 0
+        self._events: list[str] = []
+        self._backends = self.workdir / "backends.json"
+        self._proxy: subprocess.Popen | None = None
+        self._proxy_port = free_port()
+        self._stop = threading.Event()
+        self._monitor: threading.Thread | None = None
+        self._autoscaler = None
+        if plan.command is None:
+            raise PlatformError("the local platform needs a target it can start (reference, mlflow, command)")
+
+    # --- the Platform interface --------------------------------------------------------------
+
+    @property
+    def service_url(self) -> str:
+        return f"http://127.0.0.1:{self._proxy_port}"
+
+    @property
+    def replicas(self) -> int:
+        with self._lock:
+            return len(self._replicas) + len(self._pending)
+
+    @property
+    def spec(self) -> PodSpec:
+        assert self._spec is not None
+        return self._spec
+
+    def deploy(self, spec: PodSpec, replicas: int) -> None:
+        self._spec = spec
+        self._write_backends([])
+        self._proxy = self._spawn([sys.executable, "-m", "nightcap.platforms.proxy", "--port", str(self._proxy_port),
+                                   "--backends", str(self._backends)], "proxy", self.workdir / "proxy.log")
+        self._monitor = threading.Thread(target=self._watch, name="nightcap-replicas", daemon=True)
+        self._monitor.start()
+        self.scale(replicas)
+
+    def scale(self, replicas: int, wait: bool = True) -> None:
+        with self._lock:
+            while self.replicas < replicas:
+                self._add_replica(self.spec)
+            while self.replicas > replicas:
+                victim = self._pending.pop() if self._pending else self._replicas.pop()
+                self._stop_replica(victim)
+            self._publish()
+        if wait:
+            self.wait_ready()
+
+    def set_resources(self, spec: PodSpec) -> None:
+        """Replace every replica with one of the new size (a rolling update done all at once)."""
+        with self._lock:
+            count = self.replicas
+            for replica in self._replicas + self._pending:
+                self._stop_replica(replica)
+            self._replicas, self._pending = [], []
+            self._spec = spec
+            self._publish()
+        self.scale(count)
+
+    def wait_ready(self, timeout_s: float | None = None) -> None:
+        deadline = time.monotonic() + (timeout_s or self.config.platform.ready_timeout_s)
+        while time.monotonic() < deadline:
+            with self._lock:
+                running = list(self._replicas)
+            if all(r.ready for r in running):
+                return
+            crashed = [r for r in running if r.restarts >= MAX_RESTARTS]
+            if crashed:
+                raise PlatformError(self._crash_message(crashed[0]))
+            time.sleep(0.1)
+        with self._lock:
+            slow = [r for r in self._replicas if not r.ready]
+        hint = self._log_tail(slow[0]) if slow else ""
+        raise PlatformError(
+            f"{len(slow)} replica(s) not ready after {timeout_s or self.config.platform.ready_timeout_s:.0f}s "
+            f"(probe GET {self.config.target.ready_path}); raise platform.ready_timeout_s or check the server.{hint}"
+        )
+
+    def observe(self) -> Observation:
+        now = time.time()
+        samples = []
+        with self._lock:
+            replicas = list(self._replicas)
+            pending = len(self._pending)
+            events, self._events = self._events, []
+        for r in replicas:
+            samples.append(self._sample(r, now))
+        samples += [ReplicaSample(name=p.name, ready=False, phase="Pending", cpu_limit=p.spec.cpu,
+                                  memory_limit=p.spec.memory) for p in self._pending_snapshot()]
+        return Observation(at=now, replicas=samples, pending=pending, nodes={"local": 1}, events=events)
+
+    def enable_autoscaling(self, hpa: HpaSpec) -> None:
+        from nightcap.platforms.local_autoscaler import LocalAutoscaler
+
+        self.disable_autoscaling()
+        self._autoscaler = LocalAutoscaler(self, hpa)
+        self._autoscaler.start()
+
+    def autoscaling_status(self) -> AutoscaleStatus:
+        with self._lock:
+            ready = sum(1 for r in self._replicas if r.ready)
+            current = self.replicas
+            pending = len(self._pending)
+        desired = self._autoscaler.desired if self._autoscaler else current
+        last = self._autoscaler.last_scale_time if self._autoscaler else None
+        return AutoscaleStatus(current_replicas=current, desired_replicas=desired, ready_replicas=ready,
+                               pending=pending, nodes=None, last_scale_time=last)
+
+    def disable_autoscaling(self) -> None:
+        if self._autoscaler is not None:
+            self._autoscaler.stop()
+            self._autoscaler = None
+
+    def teardown(self) -> None:
+        """Stop everything this platform started; safe to call twice and from a signal path."""
+        self._stop.set()
+        self.disable_autoscaling()
+        with self._lock:
+            victims = self._replicas + self._pending
+            self._replicas, self._pending = [], []
+        for replica in victims:
+            self._stop_replica(replica)
+        if self._proxy is not None:
+            self._kill(self._proxy)
+            self._proxy = None
+        if self._monitor is not None and self._monitor is not threading.current_thread():
+            self._monitor.join(timeout=3)
+
+    # --- replicas ----------------------------------------------------------------------------
+
+    def _cpu_committed(self) -> float:
+        return sum(r.spec.cpu or 0.0 for r in self._replicas)
+
+    def _add_replica(self, spec: PodSpec) -> None:
+        self._serial += 1
+        replica = Replica(name=f"replica-{self._serial}", port=free_port(), spec=spec)
+        if spec.cpu and self._cpu_committed() + spec.cpu > self.allocatable_cpu + 1e-9:
+            replica.phase = "Pending"
+            self._pending.append(replica)
+            self._event(f"{replica.name}: Pending (FailedScheduling: {self.allocatable_cpu:g} allocatable cores in use)")
+            return
+        self._replicas.append(replica)
+        self._start(replica)
+
+    def _pending_snapshot(self) -> list[Replica]:
+        with self._lock:
+            return list(self._pending)
+
+    def _schedule_pending(self) -> None:
+        while self._pending:
+            nxt = self._pending[0]
+            if nxt.spec.cpu and self._cpu_committed() + nxt.spec.cpu > self.allocatable_cpu + 1e-9:
+                return
+            self._pending.pop(0)
+            self._replicas.append(nxt)
+            self._start(nxt)
+
+    def _start(self, replica: Replica) -> None:
+        spec = replica.spec
+        argv = [a.format(port=replica.port, concurrency=spec.concurrency) for a in self.plan.command or []]
+        cgroup = None
+        if self.support.enforced and (spec.cpu or spec.memory):
+            cgroup = ReplicaCgroup(self.support, f"{PREFIX}{self.run_id}-{replica.name}")
+            cgroup.create(spec.cpu, spec.memory)
+            for d in cgroup.dirs:
+                if self.registry:
+                    self.registry.add_cgroup(d)
+        replica.cgroup = cgroup
+        replica.log = self.workdir / f"{replica.name}.log"
+        replica.proc = self._spawn(argv, replica.name, replica.log, cgroup.attach if cgroup else None, self.plan.env)
+        replica.started = time.monotonic()
+        replica.ready = False
+        replica.phase = "Starting"
+        replica._cpu_prev = None
+        threading.Thread(target=self._probe, args=(replica, replica.proc), daemon=True).start()
+
+    def _spawn(self, argv: list[str], what: str, log: Path, preexec: Callable[[], None] | None = None,
+               env_extra: dict[str, str] | None = None) -> subprocess.Popen:
+        env = {**os.environ, **(env_extra or {}), "NIGHTCAP_RUN_ID": self.run_id}
+        with log.open("ab") as out:
+            proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=True, preexec_fn=preexec, env=env)
+        if self.registry:
+            self.registry.add_process(proc.pid, what)
+        return proc
+
+    def _probe(self, replica: Replica, proc: subprocess.Popen) -> None:
+        url = f"http://127.0.0.1:{replica.port}{self.config.target.ready_path}"
+        while not self._stop.is_set() and proc.poll() is None and replica.proc is proc and not replica.stopping:
+            try:
+                if httpx.get(url, timeout=1.0).status_code == 200:
+                    with self._lock:
+                        replica.ready, replica.phase, replica.ready_at = True, "Running", time.monotonic()
+                        self._publish()
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+
+    def _stop_replica(self, replica: Replica) -> None:
+        replica.stopping = True
+        replica.ready = False
+        if replica.proc is not None:
+            self._kill(replica.proc)
+        if replica.cgroup is not None:
+            for d in list(replica.cgroup.dirs):
+                if self.registry:
+                    self.registry.remove_cgroup(d)
+            replica.cgroup.remove()
+
+    def _kill(self, proc: subprocess.Popen) -> None:
+        if proc.poll() is None:
+            kill_process_tree(proc.pid, grace_s=3.0)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+        if self.registry:
+            self.registry.remove_process(proc.pid)
+
+    def _watch(self) -> None:
+        """Restart replicas that die, like a kubelet, and count OOM kills."""
+        while not self._stop.wait(0.25):
+            with self._lock:
+                for replica in list(self._replicas):
+                    proc = replica.proc
+                    if replica.stopping or proc is None or proc.poll() is None:
+                        continue
+                    code = proc.returncode
+                    ooms = replica.cgroup.oom_kills() if replica.cgroup else 0
+                    oom = ooms > 0 or (code == -signal.SIGKILL and replica.spec.memory is not None and replica.cgroup is not None)
+                    replica.restarts += 1
+                    if oom:
+                        replica.oom_kills += 1
+                    reason = "OOMKilled" if oom else f"exited with {code}"
+                    self._event(f"{replica.name}: {reason}; restart {replica.restarts}")
+                    if self.registry:
+                        self.registry.remove_process(proc.pid)
+                    replica.ready = False
+                    replica.phase = "CrashLoopBackOff" if replica.restarts >= MAX_RESTARTS else "Restarting"
+                    if replica.cgroup is not None:
+                        for d in list(replica.cgroup.dirs):
+                            if self.registry:
+                                self.registry.remove_cgroup(d)
+                        replica.cgroup.remove()
+                    self._publish()
+                    if replica.restarts < MAX_RESTARTS:
+                        self._start(replica)
+                self._schedule_pending()
+
+    def _publish(self) -> None:
+        self._write_backends([f"127.0.0.1:{r.port}" for r in self._replicas if r.ready])
+
+    def _write_backends(self, items: list[str]) -> None:
+        import json
+
+        tmp = self._backends.with_suffix(".tmp")
+        tmp.write_text(json.dumps(items))
+        tmp.replace(self._backends)
+
+    def _event(self, text: str) -> None:
+        self._events.append(f"{time.strftime('%H:%M:%S')} {text}")
+
+    def _sample(self, r: Replica, now: float) -> ReplicaSample:
+        cores = None
+        memory = None
+        proc = r.proc
+        if proc is not None and proc.poll() is None:
+            try:
+                root = psutil.Process(proc.pid)
+                tree = [root] + root.children(recursive=True)
+                cpu_s = 0.0
+                rss = 0
+                for p in tree:
+                    try:
+                        t = p.cpu_times()
+                        cpu_s += t.user + t.system + t.children_user + t.children_system
+                        rss += p.memory_info().rss
+                    except psutil.Error:
+                        pass
+                if r._cpu_prev is not None and now > r._cpu_prev[0]:
+                    cores = max(cpu_s - r._cpu_prev[1], 0.0) / (now - r._cpu_prev[0])
+                r._cpu_prev = (now, cpu_s)
+                memory = (r.cgroup.memory_bytes() if r.cgroup else None) or rss
+            except psutil.Error:
+                pass
+        return ReplicaSample(name=r.name, ready=r.ready, phase=r.phase, cpu_cores=cores, cpu_limit=r.spec.cpu,
+                             memory_bytes=memory, memory_limit=r.spec.memory, restarts=r.restarts,
+                             oom_kills=r.oom_kills)
+
+    def _log_tail(self, replica: Replica, lines: int = 5) -> str:
+        try:
+            tail = replica.log.read_text(errors="replace").splitlines()[-lines:] if replica.log else []
+        except OSError:
+            return ""
+        return ("\n  last lines of " + str(replica.log) + ":\n    " + "\n    ".join(tail)) if tail else ""
+
+    def _crash_message(self, replica: Replica) -> str:
+        why = "OOM-killed" if replica.oom_kills else "crashed"
+        fix = " raise the memory limit (platform.memory / tune.memory)" if replica.oom_kills else " check the command and its log"
+        return f"{replica.name} {why} {replica.restarts} times (CrashLoopBackOff);{fix}.{self._log_tail(replica)}"
+
+    # --- for tests and the autoscaler ---------------------------------------------------------
+
+    def replica_pids(self) -> list[int]:
+        with self._lock:
+            return [r.proc.pid for r in self._replicas if r.proc is not None and r.proc.poll() is None]
+
+    def ready_replicas(self) -> list[Replica]:
+        with self._lock:
+            return [r for r in self._replicas if r.ready]
+
+    def all_replicas(self) -> list[Replica]:
+        with self._lock:
+            return list(self._replicas)

@@ -1,0 +1,178 @@
+"""What each run started, on disk, with a heartbeat: so a run killed with SIGKILL leaves nothing for long.
+
+Every process group, cgroup, Kubernetes label and node-pool change a run makes is written here first.
+The next run, and `nightcap cleanup`, remove what belongs to runs whose owner is gone, and only that.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import psutil
+
+DEFAULT_DIR = Path(".nightcap/runs")
+STALE_AFTER_S = 60.0
+
+
+@dataclass
+class RunRecord:
+    run_id: str
+    owner_pid: int
+    owner_started: float
+    heartbeat: float
+    processes: list[dict[str, Any]] = field(default_factory=list)  # {pid, create_time, what}
+    cgroups: list[str] = field(default_factory=list)
+    kubernetes: dict[str, Any] | None = None  # {namespace, run_id}
+    node_pools: list[dict[str, Any]] = field(default_factory=list)  # original autoscaling settings
+    locks: list[str] = field(default_factory=list)
+
+
+class RunRegistry:
+    """The live record of one run; thread-safe, rewritten atomically on every change."""
+
+    def __init__(self, run_id: str, directory: Path = DEFAULT_DIR, heartbeat_s: float = 5.0):
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        me = psutil.Process()
+        self.record = RunRecord(run_id, me.pid, me.create_time(), time.time())
+        self.path = self.directory / f"{run_id}.json"
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._heartbeat_s = heartbeat_s
+        self._write()
+        self._thread = threading.Thread(target=self._beat, name="nightcap-heartbeat", daemon=True)
+        self._thread.start()
+
+    def _write(self) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self.record)))
+        tmp.replace(self.path)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self._heartbeat_s):
+            with self._lock:
+                self.record.heartbeat = time.time()
+                self._write()
+
+    def update(self, change: Callable[[RunRecord], None]) -> None:
+        with self._lock:
+            change(self.record)
+            self._write()
+
+    def add_process(self, pid: int, what: str) -> None:
+        try:
+            created = psutil.Process(pid).create_time()
+        except psutil.Error:
+            return
+        self.update(lambda r: r.processes.append({"pid": pid, "create_time": created, "what": what}))
+
+    def remove_process(self, pid: int) -> None:
+        self.update(lambda r: r.processes.__setitem__(slice(None), [p for p in r.processes if p["pid"] != pid]))
+
+    def add_cgroup(self, path: Path) -> None:
+        self.update(lambda r: r.cgroups.append(str(path)))
+
+    def remove_cgroup(self, path: Path) -> None:
+        self.update(lambda r: r.cgroups.remove(str(path)) if str(path) in r.cgroups else None)
+
+    def close(self) -> None:
+        """The run ended and cleaned up after itself: drop the record."""
+        self._stop.set()
+        self._thread.join(timeout=2)
+        with self._lock:
+            self.path.unlink(missing_ok=True)
+
+
+def _owner_alive(record: RunRecord) -> bool:
+    try:
+        proc = psutil.Process(record.owner_pid)
+        return abs(proc.create_time() - record.owner_started) < 1.0 and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def dead_runs(directory: Path = DEFAULT_DIR, stale_after_s: float = STALE_AFTER_S) -> list[RunRecord]:
+    """Runs whose owner process is gone, or whose heartbeat stopped (a lost machine, a frozen runner)."""
+    out = []
+    if not Path(directory).exists():
+        return out
+    for path in sorted(Path(directory).glob("*.json")):
+        try:
+            record = RunRecord(**json.loads(path.read_text()))
+        except (OSError, ValueError, TypeError):
+            continue
+        if not _owner_alive(record) or time.time() - record.heartbeat > stale_after_s:
+            out.append(record)
+    return out
+
+
+def kill_process_tree(pid: int, create_time: float | None = None, grace_s: float = 3.0) -> bool:
+    """SIGTERM a process group (then SIGKILL), only if the pid still names the process we started."""
+    try:
+        proc = psutil.Process(pid)
+        if create_time is not None and abs(proc.create_time() - create_time) > 1.0:
+            return False  # the pid was reused by something that is not ours
+    except psutil.Error:
+        return False
+    try:
+        procs = [proc] + proc.children(recursive=True)
+    except psutil.Error:
+        procs = [proc]
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except OSError:
+        for p in procs:
+            try:
+                p.terminate()
+            except psutil.Error:
+                pass
+    _, alive = psutil.wait_procs(procs, timeout=grace_s)
+    for p in alive:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except OSError:
+        pass
+    psutil.wait_procs(alive, timeout=grace_s)
+    return True
+
+
+def cleanup_dead(
+    directory: Path = DEFAULT_DIR,
+    stale_after_s: float = STALE_AFTER_S,
+    kubernetes_cleanup: Callable[[dict[str, Any]], None] | None = None,
+    node_pool_restore: Callable[[dict[str, Any]], None] | None = None,
+) -> list[str]:
+    """Remove or restore what dead runs left; returns one line per thing done."""
+    from nightcap.platforms.cgroups import remove_group
+
+    done: list[str] = []
+    for record in dead_runs(directory, stale_after_s):
+        for proc in record.processes:
+            if kill_process_tree(proc["pid"], proc.get("create_time")):
+                done.append(f"run {record.run_id}: stopped {proc.get('what', 'process')} (pid {proc['pid']})")
+        for group in record.cgroups:
+            if Path(group).exists():
+                remove_group(Path(group))
+                done.append(f"run {record.run_id}: removed cgroup {group}")
+        if record.kubernetes and kubernetes_cleanup:
+            kubernetes_cleanup(record.kubernetes)
+            done.append(f"run {record.run_id}: deleted Kubernetes objects labelled nightcap.io/run-id={record.run_id}")
+        for pool in record.node_pools:
+            if node_pool_restore:
+                node_pool_restore(pool)
+                done.append(f"run {record.run_id}: restored autoscaling of node pool {pool.get('name')}")
+        for lock in record.locks:
+            Path(lock).unlink(missing_ok=True)
+        (Path(directory) / f"{record.run_id}.json").unlink(missing_ok=True)
+    return done

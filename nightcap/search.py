@@ -1,0 +1,217 @@
+"""The saturation search: pure logic over a `measure(users)` callable, so it is tested in milliseconds.
+
+Users grow in powers of two until errors, an SLO breach or no throughput gain (< min_gain); then a binary
+search between the last good and the first bad level. Each level is measured until two consecutive
+windows agree (bounded). Saturation is the knee: the fewest users that reach the best throughput seen
+within min_gain; the operating point sits at `headroom` of it. Optionally the search goes on past the knee
+to find the most users the SLO allows (queueing adds latency long before errors appear).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+
+class Measured(Protocol):
+    users: int
+    rps: float
+    p95_ms: float | None
+    error_rate: float
+    generator_bound: bool
+    valid: bool
+
+
+@dataclass(frozen=True)
+class Slo:
+    p95_ms: float
+    max_error_rate: float
+
+
+@dataclass
+class Level:
+    users: int
+    rps: float
+    p95_ms: float | None
+    error_rate: float
+    windows: int
+    stable: bool
+    good: bool
+    generator_bound: bool
+    why_bad: str = ""
+
+
+@dataclass
+class SearchResult:
+    saturation_users: int | None
+    saturation_rps: float | None
+    operating_users: int | None
+    operating_rps: float | None
+    slo_users: int | None
+    slo_rps: float | None
+    levels: list[Level] = field(default_factory=list)
+    stop_reason: str = ""
+    found: bool = True
+    windows: int = 0
+
+    def level(self, users: int) -> Level | None:
+        return next((lv for lv in self.levels if lv.users == users), None)
+
+
+class SearchAborted(RuntimeError):
+    """The search could not produce an answer (e.g. every window invalid)."""
+
+
+@dataclass
+class SearchParams:
+    start_users: int = 1
+    max_users: int = 256
+    min_gain: float = 0.05
+    stable_within: float = 0.10
+    max_windows: int = 3
+    refine_steps: int = 3
+    headroom: float = 0.7
+    slo_capacity: bool = True
+    max_invalid: int = 3
+
+
+def judge(m: Measured, slo: Slo) -> tuple[bool, str]:
+    if m.generator_bound:
+        return False, "the load generator was CPU-bound"
+    if m.error_rate > slo.max_error_rate:
+        return False, f"error rate {m.error_rate:.1%} over {slo.max_error_rate:.1%}"
+    if m.p95_ms is None:
+        return False, "no successful request"
+    if m.p95_ms > slo.p95_ms:
+        return False, f"p95 {m.p95_ms:.0f} ms over the SLO {slo.p95_ms:.0f} ms"
+    return True, ""
+
+
+def measure_level(measure: Callable[[int], Measured], users: int, slo: Slo, p: SearchParams) -> Level:
+    """Windows at one level until two in a row agree within `stable_within` (at most max_windows valid ones)."""
+    windows: list[Measured] = []
+    invalid = 0
+    stable = False
+    while len(windows) < p.max_windows:
+        m = measure(users)
+        if not m.valid:
+            invalid += 1
+            if invalid > p.max_invalid:
+                raise SearchAborted(f"{invalid} invalid windows in a row at {users} users")
+            continue
+        windows.append(m)
+        if len(windows) >= 2:
+            a, b = windows[-2].rps, windows[-1].rps
+            if abs(a - b) <= p.stable_within * max(a, b, 1e-9):
+                stable = True
+                break
+        if p.max_windows == 1:
+            stable = True
+    last = windows[-1]
+    rps = (windows[-2].rps + last.rps) / 2 if stable and len(windows) >= 2 else last.rps
+    good, why = judge(last, slo)
+    return Level(users, rps, last.p95_ms, last.error_rate, len(windows), stable, good, last.generator_bound, why)
+
+
+def find_saturation(measure: Callable[[int], Measured], slo: Slo, params: SearchParams | None = None) -> SearchResult:
+    p = params or SearchParams()
+    levels: dict[int, Level] = {}
+
+    def at(users: int) -> Level:
+        if users not in levels:
+            levels[users] = measure_level(measure, users, slo, p)
+        return levels[users]
+
+    def best_rps() -> float:
+        return max((lv.rps for lv in levels.values() if lv.good), default=0.0)
+
+    # 1) double until bad, flat, or the ceiling
+    users = max(1, min(p.start_users, p.max_users))
+    last_good: Level | None = None
+    first_stop: Level | None = None
+    stop_reason = ""
+    while True:
+        lv = at(users)
+        if lv.generator_bound:
+            stop_reason = f"generator-bound at {users} users; add load.workers"
+            first_stop = lv
+            break
+        if not lv.good:
+            stop_reason = lv.why_bad + f" at {users} users"
+            first_stop = lv
+            break
+        if last_good is not None and lv.rps < last_good.rps * (1 + p.min_gain):
+            stop_reason = f"throughput gained under {p.min_gain:.0%} from {last_good.users} to {users} users"
+            first_stop = lv
+            break
+        last_good = lv
+        if users >= p.max_users:
+            stop_reason = f"reached search.max_users ({p.max_users}) while throughput still grew"
+            break
+        users = min(users * 2, p.max_users)
+
+    # 2) binary search between the last good level and the first stop
+    if last_good is not None and first_stop is not None:
+        lo, hi = last_good.users, first_stop.users
+        for _ in range(p.refine_steps):
+            mid = (lo + hi) // 2
+            if mid in (lo, hi):
+                break
+            lv = at(mid)
+            if first_stop.good:  # flat: looking for the knee
+                if lv.good and lv.rps >= best_rps() * (1 - p.min_gain):
+                    hi = mid
+                else:
+                    lo = mid
+            else:  # bad: looking for the last good level
+                if lv.good:
+                    lo = mid
+                else:
+                    hi = mid
+
+    good = sorted((lv for lv in levels.values() if lv.good), key=lambda lv: lv.users)
+    result = SearchResult(None, None, None, None, None, None, stop_reason=stop_reason)
+    if good:
+        peak = max(lv.rps for lv in good)
+        knee = next(lv for lv in good if lv.rps >= peak * (1 - p.min_gain))
+        result.saturation_users, result.saturation_rps = knee.users, peak
+        result.operating_users = max(1, math.floor(knee.users * p.headroom))
+        result.operating_rps = peak * p.headroom
+        result.found = first_stop is not None and not first_stop.generator_bound
+
+        # 3) how many users fit under the SLO (keep doubling past the knee, then bisect)
+        if p.slo_capacity and not any(lv.generator_bound for lv in levels.values()):
+            _slo_capacity(at, levels, p)
+        good = sorted((lv for lv in levels.values() if lv.good), key=lambda lv: lv.users)
+        top = good[-1]
+        result.slo_users, result.slo_rps = top.users, top.rps
+    result.levels = sorted(levels.values(), key=lambda lv: lv.users)
+    result.windows = sum(lv.windows for lv in result.levels)
+    return result
+
+
+def _slo_capacity(at: Callable[[int], Level], levels: dict[int, Level], p: SearchParams) -> None:
+    bad = [lv.users for lv in levels.values() if not lv.good]
+    good = [lv.users for lv in levels.values() if lv.good]
+    lo = max(good)
+    hi = min((u for u in bad if u > lo), default=None)
+    while hi is None:
+        nxt = min(lo * 2, p.max_users)
+        if nxt == lo:
+            return  # the ceiling is still within the SLO
+        lv = at(nxt)
+        if lv.generator_bound:
+            return
+        if lv.good:
+            lo = nxt
+        else:
+            hi = nxt
+    for _ in range(p.refine_steps):
+        mid = (lo + hi) // 2
+        if mid in (lo, hi):
+            break
+        if at(mid).good:
+            lo = mid
+        else:
+            hi = mid

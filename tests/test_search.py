@@ -1,0 +1,110 @@
+"""The saturation search on synthetic servers whose answer is known exactly."""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nightcap.search import SearchParams, Slo, find_saturation
+
+
+@dataclass
+class M:
+    users: int
+    rps: float
+    p95_ms: float | None
+    error_rate: float
+    generator_bound: bool = False
+    valid: bool = True
+
+
+def closed_loop(capacity: float, service_ms: float, max_inflight: int | None = None, noise: float = 0.0, seed: int = 1):
+    """A queueing server: throughput min(users/latency, capacity); latency grows once saturated."""
+    rng = random.Random(seed)
+    calls: list[int] = []
+
+    def measure(users: int) -> M:
+        calls.append(users)
+        rps = min(users * 1000 / service_ms, capacity) * (1 + rng.uniform(-noise, noise))
+        latency = max(service_ms, users / capacity * 1000)
+        err = 0.0 if max_inflight is None or users <= max_inflight else 1 - max_inflight / users
+        return M(users, rps, latency * 1.2, err)
+
+    measure.calls = calls  # type: ignore[attr-defined]
+    return measure
+
+
+SLO = Slo(p95_ms=1000, max_error_rate=0.01)
+
+
+def test_finds_the_knee_of_a_4_slot_20ms_server():
+    result = find_saturation(closed_loop(200, 20), SLO, SearchParams(slo_capacity=False))
+    assert result.saturation_rps == 200
+    assert result.saturation_users == 4
+    assert result.operating_rps == 140
+    assert result.found
+
+
+def test_noisy_measurements_stay_within_ten_percent():
+    for seed in range(20):
+        result = find_saturation(closed_loop(200, 20, noise=0.04, seed=seed), SLO, SearchParams(slo_capacity=False))
+        assert abs(result.saturation_rps - 200) / 200 <= 0.10
+
+
+def test_errors_stop_the_ramp_and_slo_capacity_is_the_last_good_level():
+    result = find_saturation(closed_loop(200, 20, max_inflight=68), SLO, SearchParams(max_users=256))
+    assert result.saturation_users == 4
+    # 503s start above 68 users; the bisection gets within its refine steps of that edge
+    assert 60 <= result.slo_users <= 68
+    assert all(not lv.good for lv in result.levels if lv.users > 68)
+
+
+def test_slo_breach_bounds_capacity():
+    # p95 = 1.2 * users/200 s: the 1000 ms SLO holds up to 166 users
+    result = find_saturation(closed_loop(200, 20), SLO, SearchParams(max_users=512, refine_steps=6))
+    assert 150 <= result.slo_users <= 166
+
+
+def test_generator_bound_steps_are_never_the_answer():
+    def measure(users: int) -> M:
+        return M(users, min(users * 50, 300), 20, 0.0, generator_bound=users >= 8)
+
+    result = find_saturation(measure, SLO)
+    assert result.saturation_users < 8
+    assert not result.level(result.saturation_users).generator_bound
+    assert all(lv.users < 8 for lv in result.levels if lv.good)
+    assert not result.found
+    assert "generator" in result.stop_reason
+
+
+def test_invalid_windows_are_remeasured_not_averaged():
+    state = {"n": 0}
+
+    def measure(users: int) -> M:
+        state["n"] += 1
+        if state["n"] % 3 == 0:
+            return M(users, 0.0, None, 1.0, valid=False)
+        return M(users, min(users * 50, 200), 20, 0.0)
+
+    result = find_saturation(measure, SLO, SearchParams(slo_capacity=False))
+    assert result.saturation_rps == 200
+
+
+@settings(max_examples=60, deadline=None)
+@given(capacity=st.floats(10, 5000), service_ms=st.floats(1, 500), max_users=st.integers(1, 1024),
+       min_gain=st.floats(0.01, 0.2), refine=st.integers(0, 6))
+def test_monotonic_curves_give_sane_answers_within_bounds(capacity, service_ms, max_users, min_gain, refine):
+    measure = closed_loop(capacity, service_ms)
+    params = SearchParams(max_users=max_users, min_gain=min_gain, refine_steps=refine)
+    result = find_saturation(measure, Slo(p95_ms=1e9, max_error_rate=0.01), params)
+    assert all(1 <= u <= max_users for u in measure.calls)
+    # terminates: doubling (log2) + refinement + SLO phase, each level at most max_windows windows
+    assert len(result.levels) <= 2 * (math.log2(max_users) + 2) + 2 * refine
+    assert result.saturation_rps <= capacity * (1 + 1e-9)
+    assert 1 <= result.saturation_users <= max_users
+    true_knee_rps = min(capacity, max_users * 1000 / service_ms)
+    assert result.saturation_rps >= true_knee_rps * (1 - min_gain) - 1e-6
