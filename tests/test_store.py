@@ -203,3 +203,25 @@ def test_bad_url_is_a_clear_error(tmp_path):
     with pytest.raises(StoreError) as info:
         HistoryStore("postgresql+nosuchdriver://user:hunter2@localhost/db")
     assert "hunter2" not in str(info.value)
+
+
+def test_history_table_and_trend_plot(db_url, tmp_path):
+    from rich.console import Console
+
+    from nightcap.history_cli import history_command
+    from nightcap.trend import trend_plot
+
+    console = Console(record=True, width=140)
+    history_command(db_url.replace("history.db", "missing.db"), None, 5, console=console)
+    assert "No history yet" in console.export_text()
+    store = HistoryStore(db_url)
+    for i, status in enumerate(["completed", "failed", "completed"]):
+        store.start_run(f"ref-{i}", make_config("ref"), {"image": f"model:{i}"})
+        store.finish_run(f"ref-{i}", status, {"saturation_rps": 200.0 + i, "rps_per_core": 100.0,
+                                              "p95_at_operating_ms": 50.0, "slo_users": 40}, {})
+    history_command(db_url, "ref", 10, console=console)
+    text = console.export_text()
+    assert "202.0" in text and "model:2" in text and "failed" in text
+    png = trend_plot(store.history(last=10), tmp_path / "plots" / "trend.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert trend_plot(store.history(target="none"), tmp_path / "empty.png").stat().st_size > 0

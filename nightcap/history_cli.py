@@ -1,0 +1,93 @@
+"""`nightcap history`: the results history as a table, for a person asking "what happened lately?"."""
+
+from __future__ import annotations
+
+import math
+import sys
+from typing import Any
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from nightcap.store import DEFAULT_URL, HistoryStore, StoreError, safe_url
+
+_STATUS_STYLE = {"completed": "green", "failed": "red", "cancelled": "yellow", "running": "cyan"}
+
+
+def _figure(value: Any, digits: int = 1) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value:,.{digits}f}"
+
+
+def _sqlite_file_missing(url: str) -> bool:
+    """Reading must not create an empty database where the user mistyped a path."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        parsed = make_url(url)
+    except Exception:  # noqa: BLE001 - HistoryStore reports a bad URL with a better message
+        return False
+    database = parsed.database or ""
+    if parsed.get_backend_name() != "sqlite" or not database or database == ":memory:" or database.startswith("file:"):
+        return False
+    from pathlib import Path
+
+    return not Path(database).expanduser().exists()
+
+
+def history_command(store_url: str | None, target: str | None, last: int, console: Console | None = None) -> None:
+    """Print the last `last` runs (oldest first) with their headline figures and what was measured."""
+    console = console or Console()
+    url = store_url or DEFAULT_URL
+    if _sqlite_file_missing(url):
+        console.print(f"No history yet at {safe_url(url)}: run `nightcap run CONFIG` first, or pass --store URL.")
+        return
+    try:
+        store = HistoryStore(url)
+    except StoreError as exc:
+        Console(stderr=True).print(f"[red]{exc}[/red]")
+        sys.exit(2)
+    try:
+        frame = store.history(target=target, last=max(1, last))
+    finally:
+        store.close()
+    scope = f" for target {target!r}" if target else ""
+    if frame.empty:
+        console.print(f"No runs{scope} in {store.display_url}.")
+        return
+    table = Table(
+        title=f"nightcap history{scope}",
+        caption=f"last {len(frame)} run(s) in {store.display_url}",
+        box=box.SIMPLE_HEAD,
+        collapse_padding=True,
+    )
+    table.add_column("date (UTC)", min_width=11)
+    table.add_column("target", overflow="fold", min_width=6)
+    table.add_column("status", no_wrap=True)
+    table.add_column("sat. rps", justify="right", no_wrap=True)
+    table.add_column("rps/core", justify="right", no_wrap=True)
+    table.add_column("p95 at op ms", justify="right", min_width=6)
+    table.add_column("SLO users", justify="right", min_width=5)
+    table.add_column("version", overflow="fold", min_width=8)
+    for row in frame.itertuples(index=False):
+        started = row.started_at.strftime("%Y-%m-%d %H:%M") if row.started_at is not None and not _isnat(row.started_at) else "?"
+        style = _STATUS_STYLE.get(row.status, "")
+        table.add_row(
+            started,
+            str(row.target_name or ""),
+            f"[{style}]{row.status}[/{style}]" if style else str(row.status),
+            _figure(row.saturation_rps),
+            _figure(row.rps_per_core),
+            _figure(row.p95_at_operating_ms),
+            _figure(row.slo_users, 0),
+            str(row.version or ""),
+        )
+    console.print(table)
+
+
+def _isnat(value: Any) -> bool:
+    import pandas as pd
+
+    return bool(pd.isna(value))
