@@ -1,0 +1,103 @@
+"""USL fit: linear scaling gives σ≈κ≈0, a shared lock gives κ>0 and a retrograde point, few points give no fit."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from nightcap.analysis.usl import fit_usl, predict, usl
+
+
+def reference_linear(replicas: int, slots: int = 4, service_ms: float = 20.0) -> float:
+    """The reference target without CPU limits scales exactly: slots × 1000 / service_ms per replica."""
+    return replicas * slots * 1000.0 / service_ms
+
+
+def test_linear_scaling_gives_zero_contention_and_coherency() -> None:
+    n = [1, 2, 3, 4, 6, 8]
+    fit = fit_usl(n, [reference_linear(k) for k in n])
+    assert fit.ok
+    assert fit.lam == pytest.approx(200.0, rel=1e-6)
+    assert fit.sigma == pytest.approx(0.0, abs=1e-6)
+    assert fit.kappa == pytest.approx(0.0, abs=1e-9)
+    assert fit.r2 == pytest.approx(1.0)
+    assert fit.predicted_peak_n is None and fit.retrograde_from_n is None and fit.peak_throughput is None
+    value, low, high = predict(fit, 16)
+    assert value == pytest.approx(3200.0, rel=1e-6) and low <= value <= high
+
+
+def test_retrograde_curve_reports_kappa_and_the_point_where_throughput_falls() -> None:
+    # a shared lock: coherency κ = 0.02, contention σ = 0.05 → N* = sqrt(0.95 / 0.02) ≈ 6.9
+    n = np.arange(1, 13)
+    rng = np.random.default_rng(7)
+    x = usl(n, 100.0, 0.05, 0.02) * (1 + rng.normal(0, 0.01, n.size))
+    fit = fit_usl(n, x)
+    assert fit.ok and fit.kappa is not None and fit.kappa > 0.01
+    assert fit.predicted_peak_n == pytest.approx(math.sqrt(0.95 / 0.02), rel=0.15)
+    assert fit.retrograde_from_n in (7, 8)
+    true_x = usl(np.arange(1, 20), 100.0, 0.05, 0.02)
+    first_drop = int(np.argmax(np.diff(true_x) < 0)) + 2  # N whose throughput is below N−1's
+    assert abs(fit.retrograde_from_n - first_drop) <= 1
+    assert fit.kappa_err is not None and fit.kappa_err < fit.kappa
+    assert fit.r2 > 0.98
+
+
+def test_noisy_fit_band_covers_truth_and_widens_when_extrapolating() -> None:
+    n = np.repeat(np.arange(1, 7), 3)
+    rng = np.random.default_rng(3)
+    x = usl(n, 50.0, 0.1, 0.005) * (1 + rng.normal(0, 0.02, n.size))
+    fit = fit_usl(n, x)
+    assert fit.n_points == 18
+    v4, lo4, hi4 = predict(fit, 4)
+    v30, lo30, hi30 = predict(fit, 30)
+    assert lo4 <= usl(4, 50.0, 0.1, 0.005) <= hi4
+    assert (hi30 - lo30) / v30 > (hi4 - lo4) / v4  # the farther out, the less we know
+
+
+@pytest.mark.parametrize("n,x", [([], []), ([1], [100.0]), ([1, 2], [100.0, 190.0]), ([2, 2, 2], [1.0, 2.0, 3.0])])
+def test_too_few_points_give_no_fit_and_a_reason(n: list[int], x: list[float]) -> None:
+    fit = fit_usl(n, x)
+    assert not fit.ok and fit.sigma is None and fit.kappa is None
+    assert "3 or more distinct" in fit.reason
+    assert fit.to_dict()["ok"] is False
+    with pytest.raises(ValueError, match="no USL fit"):
+        predict(fit, 3)
+
+
+def test_mismatched_lengths_are_an_error() -> None:
+    with pytest.raises(ValueError, match="differ in length"):
+        fit_usl([1, 2, 3], [1.0, 2.0])
+
+
+def test_to_dict_is_json_ready() -> None:
+    import json
+
+    fit = fit_usl([1, 2, 3, 4], [100, 180, 240, 280])
+    data = json.loads(json.dumps(fit.to_dict()))
+    assert set(data) >= {"sigma", "kappa", "r2", "predicted_peak_n", "retrograde_from_n", "ok"}
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    first=st.floats(0.1, 1000),
+    increments=st.lists(st.floats(0.01, 1.0), min_size=2, max_size=9),
+)
+def test_monotonic_throughput_gives_a_sane_fit(first: float, increments: list[float]) -> None:
+    x = np.cumsum([first] + [first * inc for inc in increments])  # strictly increasing
+    n = np.arange(1, x.size + 1)
+    fit = fit_usl(n, x)
+    assert fit.ok
+    assert 0.0 <= fit.sigma <= 1.0 and fit.kappa >= 0.0 and fit.lam > 0
+    assert fit.r2 <= 1.0 + 1e-9 and fit.rmse >= 0
+    if fit.predicted_peak_n is not None:
+        # a curve still rising at every measured point does not peak early, nor low
+        assert fit.predicted_peak_n >= 0.5 * n.max()
+        assert fit.peak_throughput >= 0.5 * x.max()
+        assert fit.retrograde_from_n >= fit.predicted_peak_n
+    for k in n:
+        value, low, high = predict(fit, float(k))
+        assert math.isfinite(value) and value >= 0 and low <= value <= high
