@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -225,3 +226,35 @@ def test_history_table_and_trend_plot(db_url, tmp_path):
     png = trend_plot(store.history(last=10), tmp_path / "plots" / "trend.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert trend_plot(store.history(target="none"), tmp_path / "empty.png").stat().st_size > 0
+
+
+def test_sigkill_mid_run_leaves_a_consistent_history(db_url):
+    """A runner killed without warning: the file opens, every written step is there, the run is marked."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(f"""
+        import os, signal
+        from nightcap.config import validate
+        from nightcap.steps import StepRow
+        from nightcap.store import HistoryStore
+        store = HistoryStore({db_url!r})
+        config = validate({{"target": {{"name": "ref", "kind": "reference"}}, "slo": {{"p95_ms": 1000}}}})
+        store.start_run("killed", config, {{}})
+        for n in range(3):
+            store.add_step("killed", StepRow(stage="single_client", step=n, replicas=1, cpu=1.0, memory=None,
+                                             concurrency=4, users=n + 1, rps=10.0 * (n + 1)))
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-c", script], cwd=root, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(root)})
+    assert proc.returncode == -signal.SIGKILL
+    store = HistoryStore(db_url)
+    assert [r.rps for r in store.steps_of("killed")] == [10.0, 20.0, 30.0]
+    assert store.mark_abandoned(older_than_s=0) == ["killed"]
+    assert store.get_run("killed")["status"] == "failed"
+    assert store.comparable_runs(store.get_run("killed")["config_hash"], 7, None) == []
