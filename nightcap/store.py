@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from dataclasses import fields
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
 
 import sqlalchemy as sa
@@ -166,7 +167,23 @@ def config_dump(config: "Config", redact: Iterable[str] = ()) -> dict[str, Any]:
     data = config.model_dump(mode="json")
     target = data.get("target") or {}
     target["headers"] = {name: REDACTED for name in (target.get("headers") or {})}
+    if target.get("url"):
+        target["url"] = _without_password(target["url"])
+    store = data.get("store") or {}
+    if store.get("url"):
+        store["url"] = safe_url(store["url"])
     return sanitize(data, redact)
+
+
+def _without_password(url: str) -> str:
+    """http://user:secret@host/ -> http://user:***@host/ (a password in a URL is still a password)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:{REDACTED}@{host}"))
 
 
 def version_label(target_version: Mapping[str, Any] | None) -> str:

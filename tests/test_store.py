@@ -95,6 +95,8 @@ def test_unknown_run_and_status_are_refused(db_url):
 
 def test_no_secret_is_stored(db_url, tmp_path):
     config = make_config(headers={"X-Tenant": SECRET}, api_key_env="NIGHTCAP_API_KEY")
+    config.store.url = f"postgresql+psycopg://nightcap:{SECRET}@db.example/nightcap"
+    config.target.url = f"http://user:{SECRET}@127.0.0.1:8080"
     # header values and secret-named keys are masked even when the caller names no secret
     HistoryStore(db_url).start_run("r", config, {"image": "model:1", "api_key": SECRET})
     # free text (notes, events, summaries) is scrubbed of the secrets the caller knows about
@@ -105,6 +107,8 @@ def test_no_secret_is_stored(db_url, tmp_path):
     run = HistoryStore(db_url).get_run("r")
     assert run["config"]["target"]["headers"] == {"X-Tenant": "***"}
     assert run["config"]["target"]["api_key_env"] == "NIGHTCAP_API_KEY"  # the variable's name is not a secret
+    assert run["config"]["target"]["url"] == "http://user:***@127.0.0.1:8080"
+    assert run["config"]["store"]["url"] == "postgresql+psycopg://nightcap:***@db.example/nightcap"
     for path in (tmp_path / "nested/dir").iterdir():  # the db, and its WAL if any
         assert SECRET.encode() not in path.read_bytes(), path
 
