@@ -1,0 +1,227 @@
+"""GKE node-pool autoscaling through the real client and its REST transport, against a local fake API."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import container_v1
+from google.cloud.container_v1.services.cluster_manager.transports.rest import ClusterManagerRestTransport
+
+from nightcap.config import GkeConfig
+from nightcap.platforms.base import PlatformError
+from nightcap.platforms.gke import GkeNodePools
+
+POOL = "projects/p1/locations/europe-west4/clusters/c1/nodePools/pool-a"
+OPS = "projects/p1/locations/europe-west4/operations"
+
+
+def _enum_names(autoscaling: dict[str, Any]) -> dict[str, Any]:
+    """The REST transport sends enums as integers (GKE accepts both); store them by name like GKE shows them."""
+    out = dict(autoscaling)
+    if isinstance(out.get("locationPolicy"), int):
+        out["locationPolicy"] = container_v1.NodePoolAutoscaling.LocationPolicy(out["locationPolicy"]).name
+    return out
+
+
+class FakeGke:
+    """The three endpoints used, with scripted answers; every request is recorded."""
+
+    def __init__(self) -> None:
+        self.autoscaling: dict[str, Any] = {"enabled": True, "minNodeCount": 1, "maxNodeCount": 3,
+                                            "locationPolicy": "BALANCED"}
+        self.requests: list[tuple[str, str, Any]] = []
+        self.set_errors: list[tuple[int, str, str]] = []  # (http status, grpc status, message) answered first
+        self.polls_until_done = 2
+        self.fail_operation = False
+        self._ops: dict[str, int] = {}
+        self._pending: dict[str, dict[str, Any]] = {}
+        self.lock = threading.Lock()
+
+    def handle(self, method: str, path: str, body: Any) -> tuple[int, dict[str, Any]]:
+        with self.lock:
+            self.requests.append((method, path, body))
+            if method == "GET" and path == f"/v1/{POOL}":
+                return 200, {"name": "pool-a", "initialNodeCount": 2, "autoscaling": self.autoscaling}
+            if method == "POST" and path == f"/v1/{POOL}:setAutoscaling":
+                if self.set_errors:
+                    code, status, message = self.set_errors.pop(0)
+                    return code, {"error": {"code": code, "status": status, "message": message}}
+                op = f"operation-{len(self._ops) + 1}"
+                self._ops[op] = 0
+                self._pending[op] = body["autoscaling"]
+                return 200, {"name": op, "status": "RUNNING", "operationType": "SET_NODE_POOL_SIZE"}
+            match = re.fullmatch(rf"/v1/{OPS}/(operation-\d+)", path)
+            if method == "GET" and match:
+                op = match.group(1)
+                self._ops[op] += 1
+                if self._ops[op] < self.polls_until_done:
+                    return 200, {"name": op, "status": "RUNNING"}
+                if self.fail_operation:
+                    return 200, {"name": op, "status": "DONE", "error": {"code": 9, "message": "quota exceeded"}}
+                if op in self._pending:
+                    self.autoscaling = _enum_names(self._pending.pop(op))
+                return 200, {"name": op, "status": "DONE"}
+            return 404, {"error": {"code": 404, "status": "NOT_FOUND", "message": f"no {path}"}}
+
+
+@pytest.fixture()
+def fake() -> Any:
+    state = FakeGke()
+
+    class Handler(BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length) if length else b""
+            body = json.loads(raw) if raw else None
+            code, payload = state.handle(self.command, self.path.split("?")[0], body)
+            data = json.dumps(payload).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        do_GET = do_POST = _answer
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+    transport = ClusterManagerRestTransport(host=f"127.0.0.1:{server.server_port}", credentials=AnonymousCredentials(),
+                                            url_scheme="http")
+    state.client = container_v1.ClusterManagerClient(transport=transport)
+    yield state
+    server.shutdown()
+    server.server_close()
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def time(self) -> float:
+        return 1_700_000_000 + self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def pools(fake: FakeGke, clock: FakeClock | None = None, **kwargs: Any) -> GkeNodePools:
+    gke = GkeConfig(project="p1", location="europe-west4", cluster="c1", node_pool="pool-a")
+    return GkeNodePools(gke, client=fake.client, clock=clock or FakeClock(), **kwargs)
+
+
+def test_set_reads_original_sends_full_name_and_polls_operation(fake: FakeGke) -> None:
+    clock = FakeClock()
+    np = pools(fake, clock)
+    np.set_autoscaling(True, 2, 7)
+    methods = [(m, p) for m, p, _ in fake.requests]
+    assert methods == [
+        ("GET", f"/v1/{POOL}"),
+        ("POST", f"/v1/{POOL}:setAutoscaling"),
+        ("GET", f"/v1/{OPS}/operation-1"),
+        ("GET", f"/v1/{OPS}/operation-1"),
+    ]
+    body = fake.requests[1][2]  # the full resource name travels in the URL (REST mapping of `name`)
+    assert body == {"autoscaling": {"enabled": True, "minNodeCount": 2, "maxNodeCount": 7}}
+    assert fake.autoscaling["maxNodeCount"] == 7
+    assert clock.sleeps == [np.poll_s, np.poll_s]  # one sleep before each poll, on the fake clock
+    assert np.original_settings()["maxNodeCount"] == 3
+
+
+def test_restore_writes_back_the_original_exactly_once(fake: FakeGke) -> None:
+    np = pools(fake)
+    np.set_autoscaling(True, 0, 10)
+    np.set_autoscaling(True, 1, 12)  # a second change keeps the first original
+    np.restore()
+    np.restore()  # idempotent: nothing more is sent
+    sets = [b for m, p, b in fake.requests if p.endswith(":setAutoscaling")]
+    assert len(sets) == 3
+    assert _enum_names(sets[-1]["autoscaling"]) == {"enabled": True, "minNodeCount": 1, "maxNodeCount": 3,
+                                       "locationPolicy": "BALANCED"}
+    assert fake.autoscaling == {"enabled": True, "minNodeCount": 1, "maxNodeCount": 3, "locationPolicy": "BALANCED"}
+
+
+def test_restore_without_change_sends_nothing(fake: FakeGke) -> None:
+    pools(fake).restore()
+    assert fake.requests == []
+
+
+def test_busy_cluster_is_retried_with_backoff(fake: FakeGke) -> None:
+    fake.set_errors = [(400, "FAILED_PRECONDITION", "Cluster is running incompatible operation operation-99."),
+                       (503, "UNAVAILABLE", "try again")]
+    clock = FakeClock()
+    np = pools(fake, clock)
+    np.set_autoscaling(True, 1, 5)
+    assert sum(1 for _, p, _ in fake.requests if p.endswith(":setAutoscaling")) == 3
+    assert clock.sleeps[:2] == [np.backoff_initial_s, 2 * np.backoff_initial_s]
+    assert fake.autoscaling["maxNodeCount"] == 5
+
+
+def test_permission_denied_names_the_pool_and_permission(fake: FakeGke) -> None:
+    fake.set_errors = [(403, "PERMISSION_DENIED", "Required 'container.clusters.update' permission")]
+    with pytest.raises(PlatformError) as err:
+        pools(fake).set_autoscaling(True, 1, 5)
+    assert POOL in str(err.value) and "container.clusters.update" in str(err.value)
+    assert sum(1 for _, p, _ in fake.requests if p.endswith(":setAutoscaling")) == 1  # not retried
+
+
+def test_busy_for_too_long_gives_up_with_a_clear_message(fake: FakeGke) -> None:
+    fake.set_errors = [(400, "FAILED_PRECONDITION", "another operation is in progress")] * 20
+    np = pools(fake)
+    np.attempts = 3
+    with pytest.raises(PlatformError, match="still failed after 3 attempts"):
+        np.set_autoscaling(True, 1, 5)
+
+
+def test_failed_operation_is_reported(fake: FakeGke) -> None:
+    fake.fail_operation = True
+    with pytest.raises(PlatformError, match="quota exceeded"):
+        pools(fake).set_autoscaling(True, 1, 50)
+
+
+def test_restoration_after_a_failure_mid_stage(fake: FakeGke) -> None:
+    """The stage fails after node autoscaling was changed; teardown's restore puts the original back."""
+    np = pools(fake)
+
+    def autoscale_stage() -> None:
+        np.set_autoscaling(True, 0, 20)
+        raise RuntimeError("load generator died mid-stage")
+
+    with pytest.raises(RuntimeError):
+        try:
+            autoscale_stage()
+        finally:
+            np.restore()
+    assert fake.autoscaling == {"enabled": True, "minNodeCount": 1, "maxNodeCount": 3, "locationPolicy": "BALANCED"}
+
+
+def test_a_dead_runs_change_is_restored_from_the_saved_original(fake: FakeGke) -> None:
+    first = pools(fake)
+    first.set_autoscaling(False, 0, 0)
+    saved = json.loads(json.dumps(first.original_settings()))  # what the run registry stores
+    # the run dies here; a later run restores the pool from the record
+    pools(fake, original=saved).restore()
+    assert fake.autoscaling == {"enabled": True, "minNodeCount": 1, "maxNodeCount": 3, "locationPolicy": "BALANCED"}
+
+
+def test_failed_restore_can_be_retried(fake: FakeGke) -> None:
+    np = pools(fake)
+    np.set_autoscaling(True, 0, 9)
+    fake.set_errors = [(403, "PERMISSION_DENIED", "denied")]
+    with pytest.raises(PlatformError):
+        np.restore()
+    np.restore()
+    assert fake.autoscaling["maxNodeCount"] == 3
