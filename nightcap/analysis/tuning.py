@@ -1,0 +1,352 @@
+"""The pure half of the fine-tune stage: judge each pod size, choose one, and decide what to measure next.
+
+A pod size is a `Candidate` (CPU limit, memory limit, server concurrency). The flow measures a candidate
+(saturation search on a few replicas) and hands back a `CandidateResult`; `TunePlanner` says which
+candidate to measure next without walking the whole grid, and `choose` picks the winner with a reason.
+
+The planner rests on three assumptions, stated so a reader can judge them:
+  1. more memory never lowers throughput, so the smallest memory that neither OOMs nor loses throughput
+     against the largest can be found by bisection at one (CPU, concurrency) point;
+  2. more CPU never lowers throughput at the same concurrency, so a measurement at a larger CPU bounds
+     the rps per core every smaller CPU can reach at that concurrency (candidates whose bound cannot
+     reach the best so far are pruned);
+  3. past the point where throughput stops growing, the SLO fails, memory runs out or CPU is pegged,
+     more concurrency only adds queueing, so the climb for that CPU stops.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Generator, Iterable, Sequence
+
+PEGGED_PCT = 85.0  # per-pod CPU use (% of its limit) above which CPU is the limit
+IDLE_PCT = 60.0  # below this the pod waits on something else: its concurrency
+
+
+def format_memory(n_bytes: int | None) -> str:
+    """512Mi / 1Gi / 1.5Gi, as people write them in manifests."""
+    if n_bytes is None:
+        return "unlimited"
+    for unit, size in (("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)):
+        if n_bytes >= size:
+            return f"{n_bytes / size:g}{unit}"
+    return str(n_bytes)
+
+
+@dataclass(frozen=True, order=True)
+class Candidate:
+    """One pod size to try: CPU limit in cores, memory limit in bytes, server concurrency (workers/slots)."""
+
+    cpu: float
+    memory: int
+    concurrency: int
+
+    def label(self) -> str:
+        return f"cpu={self.cpu:g} memory={format_memory(self.memory)} concurrency={self.concurrency}"
+
+
+@dataclass(frozen=True)
+class CandidateResult:
+    """What one candidate did; `rps_per_core` is saturation rps / (cpu × replicas measured)."""
+
+    candidate: Candidate
+    saturation_rps: float
+    rps_per_core: float
+    p95_ms: float | None  # at the operating point
+    cpu_use_pct: float | None  # per-pod mean CPU use, % of its limit
+    memory_peak_pct: float | None  # per-pod peak memory, % of its limit
+    oom_kills: int
+    restarts: int
+    meets_slo: bool
+    verdict: str
+
+    def to_dict(self) -> dict[str, object]:
+        """Flat row for summary.json `tuning.candidates` and the candidates table."""
+        return {
+            "cpu": self.candidate.cpu,
+            "memory": self.candidate.memory,
+            "memory_label": format_memory(self.candidate.memory),
+            "concurrency": self.candidate.concurrency,
+            "saturation_rps": self.saturation_rps,
+            "rps_per_core": self.rps_per_core,
+            "p95_ms": self.p95_ms,
+            "cpu_use_pct": self.cpu_use_pct,
+            "memory_peak_pct": self.memory_peak_pct,
+            "oom_kills": self.oom_kills,
+            "restarts": self.restarts,
+            "meets_slo": self.meets_slo,
+            "verdict": self.verdict,
+        }
+
+
+def _times(n: int) -> str:
+    return {1: "once", 2: "twice"}.get(n, f"{n} times")
+
+
+def verdict(
+    cpu_use_pct: float | None,
+    memory_peak_pct: float | None = None,
+    oom_kills: int = 0,
+    restarts: int = 0,
+    meets_slo: bool = True,
+    *,
+    pegged_pct: float = PEGGED_PCT,
+    idle_pct: float = IDLE_PCT,
+) -> str:
+    """What limited this pod, in the words an engineer would use when watching it by hand.
+
+    Memory trouble first (it invalidates the rest), then CPU pegged or idle; an SLO miss is appended.
+    """
+    if oom_kills > 0:
+        text = f"memory too small (OOM-killed {_times(oom_kills)})"
+    elif restarts > 0:
+        text = f"unstable (restarted {_times(restarts)} without an OOM kill)"
+    elif cpu_use_pct is None:
+        text = "CPU use not measured"
+    elif cpu_use_pct >= pegged_pct:
+        text = f"CPU-bound (pegged at {cpu_use_pct:.0f}% of its limit)"
+    elif memory_peak_pct is not None and memory_peak_pct >= 90:
+        text = f"memory nearly full (peak {memory_peak_pct:.0f}% of its limit)"
+    elif cpu_use_pct < idle_pct:
+        text = f"under-used (CPU {cpu_use_pct:.0f}%): concurrency is the limit"
+    else:
+        text = f"balanced (CPU {cpu_use_pct:.0f}%)"
+    if not meets_slo:
+        text += "; misses the SLO"
+    return text
+
+
+def evaluate(
+    candidate: Candidate,
+    *,
+    replicas: int,
+    saturation_rps: float,
+    p95_ms: float | None,
+    cpu_use_pct: float | None,
+    memory_peak_pct: float | None,
+    oom_kills: int = 0,
+    restarts: int = 0,
+    meets_slo: bool,
+) -> CandidateResult:
+    """Build a result from the flow's measurements: rps per core over all replicas, and the verdict."""
+    if replicas < 1:
+        raise ValueError(f"replicas must be ≥ 1, got {replicas}")
+    cores = candidate.cpu * replicas
+    return CandidateResult(
+        candidate=candidate,
+        saturation_rps=saturation_rps,
+        rps_per_core=saturation_rps / cores if cores > 0 else 0.0,
+        p95_ms=p95_ms,
+        cpu_use_pct=cpu_use_pct,
+        memory_peak_pct=memory_peak_pct,
+        oom_kills=oom_kills,
+        restarts=restarts,
+        meets_slo=meets_slo,
+        verdict=verdict(cpu_use_pct, memory_peak_pct, oom_kills, restarts, meets_slo),
+    )
+
+
+def eligible(result: CandidateResult) -> bool:
+    """Can this candidate be chosen at all: it met the SLO, was never OOM-killed and served something."""
+    return result.meets_slo and result.oom_kills == 0 and result.saturation_rps > 0
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The chosen candidate (None when nothing qualifies) and the sentence that explains it."""
+
+    result: CandidateResult | None
+    reason: str
+
+    @property
+    def candidate(self) -> Candidate | None:
+        return self.result.candidate if self.result else None
+
+
+def choose(results: Iterable[CandidateResult], tie: float = 0.03) -> Choice:
+    """Best rps per core among eligible candidates; within `tie` of the best, less memory, then less CPU wins.
+
+    Smaller allocations pack more pods per node, so a 2% loss in efficiency is worth a smaller pod.
+    Remaining ties go to the higher rps per core, then the lower concurrency (less queueing).
+    """
+    results = list(results)
+    ok = [r for r in results if eligible(r)]
+    if not ok:
+        oom = sum(1 for r in results if r.oom_kills)
+        slo = sum(1 for r in results if not r.meets_slo)
+        return Choice(None, f"no candidate of {len(results)} met the SLO without an OOM kill "
+                            f"({oom} were OOM-killed, {slo} missed the SLO): add larger memory or CPU to the tune grid, "
+                            "or relax the SLO")
+    top = max(ok, key=lambda r: r.rps_per_core)
+    tied = [r for r in ok if r.rps_per_core >= top.rps_per_core * (1 - tie)]
+    pick = min(tied, key=lambda r: (r.candidate.memory, r.candidate.cpu, -r.rps_per_core, r.candidate.concurrency))
+    reason = (f"{pick.candidate.label()}: {pick.rps_per_core:.0f} rps per core "
+              f"({pick.saturation_rps:.0f} rps, {pick.verdict})")
+    if pick.rps_per_core >= top.rps_per_core:
+        reason += f", the best of {len(ok)} candidates that met the SLO without an OOM kill"
+    else:
+        reason += (f", within {tie:.0%} of the best ({top.candidate.label()} at {top.rps_per_core:.0f}) "
+                   f"of {len(ok)} candidates that met the SLO without an OOM kill")
+    if len(tied) > 1:
+        reason += f"; {len(tied) - 1} other(s) within {tie:.0%} lost the tie-break (less memory, then less CPU wins)"
+    return Choice(pick, reason)
+
+
+_Plan = Generator[Candidate, CandidateResult, None]
+
+
+@dataclass
+class TunePlanner:
+    """Says which candidate to measure next; the flow measures it and passes every result back.
+
+    Use: `while (c := planner.next_candidate(results)) is not None: results.append(measure(c))`.
+    Never asks for a candidate twice (nor one already in `results`), and asks for at most the grid size.
+    `notes` records each decision (memory settled, candidates pruned, climbs stopped) for the report.
+    """
+
+    cpus: Sequence[float]
+    memories: Sequence[int]
+    concurrencies: Sequence[int]
+    min_gain: float = 0.05  # keep climbing concurrency while throughput grows at least this much
+    memory_loss: float = 0.05  # a smaller memory may lose this much throughput (noise) against the largest
+    tie: float = 0.03  # as in `choose`: a pruned candidate must not even be able to tie
+    noise: float = 0.05  # measurements may be this much off when bounding a candidate
+    pegged_pct: float = PEGGED_PCT
+    notes: list[str] = field(default_factory=list)
+    memory: int | None = None  # settled memory (after phase 1)
+    asked: list[Candidate] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.cpus or not self.memories or not self.concurrencies:
+            raise ValueError("the tune grid needs at least one cpu, memory and concurrency value")
+        self.cpus = sorted(set(float(c) for c in self.cpus))
+        self.memories = sorted(set(int(m) for m in self.memories))
+        self.concurrencies = sorted(set(int(c) for c in self.concurrencies))
+        self._known: dict[Candidate, CandidateResult] = {}
+        self._plan: _Plan = self._steps()
+        self._pending: Candidate | None = None
+        self._done = False
+
+    @classmethod
+    def from_config(cls, tune: object, **kw: float) -> "TunePlanner":
+        """From a `TuneConfig` (cpu, memory, concurrency lists)."""
+        return cls(tune.cpu, tune.memory, tune.concurrency, **kw)  # type: ignore[attr-defined]
+
+    @property
+    def grid_size(self) -> int:
+        return len(self.cpus) * len(self.memories) * len(self.concurrencies)
+
+    @property
+    def measured(self) -> int:
+        """Candidates this planner asked for (what the summary reports against `grid_size`)."""
+        return len(self.asked)
+
+    def next_candidate(self, results_so_far: Iterable[CandidateResult]) -> Candidate | None:
+        """The next candidate to measure, or None when the search is over.
+
+        Raises ValueError when the candidate asked for last has no result in `results_so_far`:
+        a flow that could not measure it should still pass a result (e.g. 0 rps, meets_slo False).
+        """
+        for result in results_so_far:
+            self._known.setdefault(result.candidate, result)
+        if self._done:
+            return None
+        try:
+            if self._pending is None:
+                nxt = next(self._plan)
+            else:
+                if self._pending not in self._known:
+                    raise ValueError(f"no result for {self._pending.label()} yet: measure it and pass its CandidateResult")
+                nxt = self._plan.send(self._known[self._pending])
+        except StopIteration:
+            self._done, self._pending = True, None
+            return None
+        self._pending = nxt
+        self.asked.append(nxt)
+        return nxt
+
+    # the plan, as a generator that yields what it needs measured and receives the result
+
+    def _get(self, c: Candidate) -> Generator[Candidate, CandidateResult, CandidateResult]:
+        if c in self._known:
+            return self._known[c]
+        result = yield c
+        return result
+
+    def _steps(self) -> _Plan:
+        cmax = self.cpus[-1]
+        cmid = self.concurrencies[len(self.concurrencies) // 2]
+        mems = self.memories
+        ref = yield from self._get(Candidate(cmax, mems[-1], cmid))
+        if len(mems) == 1:
+            self.memory = mems[0]
+        elif ref.oom_kills or ref.restarts:
+            self.memory = mems[-1]
+            self.notes.append(f"even the largest memory was OOM-killed or restarted at {ref.candidate.label()}: "
+                              "memory settled at the largest; add a larger memory value to the tune grid")
+        else:
+            lo, hi = 0, len(mems) - 1  # mems[hi] is known good
+            while lo < hi:
+                mid = (lo + hi) // 2
+                r = yield from self._get(Candidate(cmax, mems[mid], cmid))
+                if r.oom_kills == 0 and r.restarts == 0 and r.saturation_rps >= (1 - self.memory_loss) * ref.saturation_rps:
+                    hi = mid
+                else:
+                    lo = mid + 1
+                    why = (f"OOM-killed {_times(r.oom_kills)}" if r.oom_kills else
+                           f"restarted {_times(r.restarts)}" if r.restarts else
+                           f"{r.saturation_rps:.0f} rps against {ref.saturation_rps:.0f} with the largest")
+                    self.notes.append(f"memory {format_memory(mems[mid])} ruled out: {why}")
+            self.memory = mems[hi]
+        self.notes.append(f"memory settled at {format_memory(self.memory)} "
+                          f"(measured at cpu={cmax:g}, concurrency={cmid})")
+
+        best = max((r.rps_per_core for r in self._known.values() if eligible(r)), default=None)
+        for cpu in reversed(self.cpus):
+            prev: CandidateResult | None = None
+            for conc in self.concurrencies:
+                c = Candidate(cpu, self.memory, conc)
+                if c not in self._known and best is not None:
+                    bound = self._bound(c)
+                    if bound is not None and bound * (1 + self.noise) < best * (1 - self.tie):
+                        self.notes.append(f"{c.label()} pruned: at most {bound:.0f} rps per core "
+                                          f"(a larger CPU at this concurrency), below the best {best:.0f}")
+                        continue
+                r = yield from self._get(c)
+                if eligible(r):
+                    best = r.rps_per_core if best is None else max(best, r.rps_per_core)
+                stop = self._stop(r, prev)
+                if stop:
+                    self.notes.append(f"cpu={cpu:g}: stopped climbing at concurrency {conc}: {stop}")
+                    break
+                prev = r
+
+    def _bound(self, c: Candidate) -> float | None:
+        """Upper bound on rps per core of `c`: the throughput some CPU ≥ c.cpu reached at this concurrency.
+
+        rps per core of that result × its cpu / c.cpu is its throughput spread over c's smaller cores.
+        """
+        bounds = [r.rps_per_core * k.cpu / c.cpu for k, r in self._known.items()
+                  if k.concurrency == c.concurrency and k.cpu >= c.cpu and k.memory >= c.memory and r.oom_kills == 0]
+        return min(bounds) if bounds else None
+
+    def _stop(self, r: CandidateResult, prev: CandidateResult | None) -> str:
+        if r.oom_kills:
+            return f"OOM-killed {_times(r.oom_kills)} at {format_memory(r.candidate.memory)}"
+        if not r.meets_slo:
+            return "the SLO no longer holds"
+        if prev is not None and r.saturation_rps < prev.saturation_rps * (1 + self.min_gain):
+            return (f"throughput grew {r.saturation_rps / prev.saturation_rps - 1:+.0%} "
+                    f"(less than {self.min_gain:.0%})" if prev.saturation_rps > 0 else "no throughput")
+        if r.cpu_use_pct is not None and r.cpu_use_pct >= self.pegged_pct:
+            return f"CPU pegged at {r.cpu_use_pct:.0f}%: more concurrency only queues"
+        return ""
+
+
+def run_planner(planner: TunePlanner, measure: Callable[[Candidate], CandidateResult],
+                results: Sequence[CandidateResult] = ()) -> list[CandidateResult]:
+    """Drive a planner with a measuring callable (tests, benchmarks, or a flow without retries)."""
+    out = list(results)
+    while (c := planner.next_candidate(out)) is not None:
+        out.append(measure(c))
+    return out

@@ -1,0 +1,228 @@
+"""Fine-tune stage logic against a synthetic reference server whose best pod size is known from its formula."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from nightcap.analysis.tuning import (
+    Candidate,
+    CandidateResult,
+    TunePlanner,
+    choose,
+    evaluate,
+    format_memory,
+    run_planner,
+    verdict,
+)
+from nightcap.config import TuneConfig
+
+MI = 1 << 20
+CPUS = [0.5, 1.0, 2.0]
+MEMS = [256 * MI, 512 * MI, 1024 * MI]
+CONCS = [1, 2, 4, 8]
+
+
+@dataclass
+class ReferenceServer:
+    """The reference target per pod: min(slots × 1000 / service_ms, (cpu − overhead) × 1000 / cpu_ms) rps.
+
+    `overhead` is CPU the server burns whatever the load (runtime, health checks): it makes larger pods
+    more efficient per core, so the best answer is not simply the smallest CPU. Below `working_set_mb`
+    (+ `per_slot_mb` per concurrent request) a pod is OOM-killed twice per window and loses half its rps.
+    """
+
+    service_ms: float = 20.0
+    cpu_ms: float = 10.0
+    overhead: float = 0.0
+    working_set_mb: float = 300.0
+    per_slot_mb: float = 0.0
+    replicas: int = 2
+    slo_p95_ms: float = 100.0
+
+    def capacity(self, c: Candidate) -> float:
+        return min(c.concurrency * 1000 / self.service_ms, max(0.0, c.cpu - self.overhead) * 1000 / self.cpu_ms)
+
+    def measure(self, c: Candidate) -> CandidateResult:
+        per_pod = self.capacity(c)
+        need = (self.working_set_mb + self.per_slot_mb * c.concurrency) * MI
+        oom = 2 if c.memory < need else 0
+        if oom:
+            per_pod *= 0.5
+        use = min(100.0, (per_pod * self.cpu_ms / 1000 + self.overhead) / c.cpu * 100)
+        p95 = self.service_ms + self.cpu_ms / min(c.cpu, 1.0) + 2.0 * c.concurrency
+        return evaluate(c, replicas=self.replicas, saturation_rps=per_pod * self.replicas, p95_ms=p95,
+                        cpu_use_pct=use, memory_peak_pct=min(100.0, need / c.memory * 100), oom_kills=oom,
+                        meets_slo=p95 < self.slo_p95_ms)
+
+
+def full_grid(server: ReferenceServer, cpus=CPUS, mems=MEMS, concs=CONCS) -> list[CandidateResult]:
+    return [server.measure(Candidate(*k)) for k in itertools.product(cpus, mems, concs)]
+
+
+def test_verdicts_in_words() -> None:
+    assert verdict(97.2) == "CPU-bound (pegged at 97% of its limit)"
+    assert verdict(35.0) == "under-used (CPU 35%): concurrency is the limit"
+    assert verdict(99.0, oom_kills=2) == "memory too small (OOM-killed twice)"
+    assert verdict(50.0, oom_kills=1) == "memory too small (OOM-killed once)"
+    assert verdict(70.0, restarts=3) == "unstable (restarted 3 times without an OOM kill)"
+    assert verdict(70.0) == "balanced (CPU 70%)"
+    assert verdict(70.0, memory_peak_pct=95) == "memory nearly full (peak 95% of its limit)"
+    assert verdict(None) == "CPU use not measured"
+    assert verdict(97.0, meets_slo=False).endswith("; misses the SLO")
+
+
+def test_verdicts_name_cpu_where_cpu_limits_and_concurrency_where_slots_do() -> None:
+    server = ReferenceServer()
+    slots_bound = server.measure(Candidate(2.0, 512 * MI, 1))  # 50 rps per pod on 2 cores: 25% busy
+    cpu_bound = server.measure(Candidate(0.5, 512 * MI, 8))  # 400 rps of slots, 50 rps of CPU
+    assert slots_bound.verdict == "under-used (CPU 25%): concurrency is the limit"
+    assert cpu_bound.verdict == "CPU-bound (pegged at 100% of its limit)"
+    assert slots_bound.rps_per_core == pytest.approx(25.0) and cpu_bound.rps_per_core == pytest.approx(100.0)
+
+
+def test_choose_prefers_rps_per_core_then_less_memory_then_less_cpu() -> None:
+    def res(cpu: float, mem: int, conc: int, rpc: float, slo: bool = True, oom: int = 0) -> CandidateResult:
+        return evaluate(Candidate(cpu, mem * MI, conc), replicas=1, saturation_rps=rpc * cpu, p95_ms=10,
+                        cpu_use_pct=90, memory_peak_pct=50, oom_kills=oom, meets_slo=slo)
+
+    results = [
+        res(2, 1024, 4, 100.0),
+        res(1, 1024, 4, 98.5),  # within 3%, less CPU
+        res(2, 512, 4, 97.5),  # within 3%, less memory: wins
+        res(0.5, 256, 1, 150.0, slo=False),  # best, but misses the SLO
+        res(0.5, 128, 1, 140.0, oom=1),  # OOM-killed: never chosen
+        res(1, 256, 2, 90.0),  # cheaper but 10% worse
+    ]
+    choice = choose(results)
+    assert choice.candidate == Candidate(2, 512 * MI, 4)
+    assert "within 3% of the best" in choice.reason and "cpu=2 memory=1Gi concurrency=4" in choice.reason
+    assert "cpu=2 memory=512Mi concurrency=4" in choice.reason
+    none = choose([results[3], results[4]])
+    assert none.result is None and "1 were OOM-killed, 1 missed the SLO" in none.reason
+
+
+@pytest.mark.parametrize(
+    "server,expected,best_rpc",
+    [
+        # plain reference: every CPU reaches 100 rps per core once slots ≥ 2 × cpu; the smallest CPU wins
+        (ReferenceServer(), Candidate(0.5, 512 * MI, 1), 100.0),
+        # 0.1 core of overhead: 80 / 90 / 95 rps per core for 0.5 / 1 / 2 CPU; 2 CPU needs 4 slots (190 rps)
+        (ReferenceServer(overhead=0.1), Candidate(2.0, 512 * MI, 4), 95.0),
+    ],
+)
+def test_planner_finds_the_known_best_with_fewer_measurements(
+    server: ReferenceServer, expected: Candidate, best_rpc: float
+) -> None:
+    planner = TunePlanner(CPUS, MEMS, CONCS)
+    results = run_planner(planner, server.measure)
+    choice = choose(results)
+    assert choice.candidate == expected
+    assert choice.result is not None and choice.result.rps_per_core == pytest.approx(best_rpc)
+    assert choose(full_grid(server)).candidate == expected  # the brute force agrees
+    assert planner.grid_size == 36 and planner.measured == len(results) <= 8
+    assert planner.memory == 512 * MI
+    assert any("pruned" in n for n in planner.notes)
+
+
+def test_memory_below_the_working_set_is_detected_and_never_chosen() -> None:
+    server = ReferenceServer(working_set_mb=600)  # 256Mi and 512Mi are both too small
+    planner = TunePlanner(CPUS, MEMS, CONCS)
+    results = run_planner(planner, server.measure)
+    assert planner.memory == 1024 * MI
+    ooms = [r for r in results if r.oom_kills]
+    assert ooms and all(r.verdict == "memory too small (OOM-killed twice)" for r in ooms)
+    assert any("ruled out: OOM-killed twice" in n for n in planner.notes)
+    assert choose(results).candidate.memory == 1024 * MI
+    assert choose(full_grid(server)).candidate.memory == 1024 * MI
+
+
+def test_memory_that_only_fits_low_concurrency_stops_the_climb() -> None:
+    # 100 MiB + 150 MiB per in-flight request: 1Gi (settled at concurrency 4) holds 4 but not 8
+    server = ReferenceServer(cpu_ms=2.0, working_set_mb=100, per_slot_mb=150)
+    planner = TunePlanner(CPUS, MEMS, CONCS)
+    results = run_planner(planner, server.measure)
+    assert planner.memory == 1024 * MI
+    assert any("stopped climbing at concurrency 8: OOM-killed twice at 1Gi" in n for n in planner.notes)
+    choice = choose(results)
+    assert choice.result is not None and choice.result.oom_kills == 0 and choice.candidate.concurrency < 8
+
+
+def test_planner_never_measures_a_known_candidate_and_insists_on_results() -> None:
+    server = ReferenceServer()
+    already = [server.measure(Candidate(2.0, 1024 * MI, 4))]  # e.g. measured by an earlier, interrupted run
+    planner = TunePlanner.from_config(TuneConfig(cpu=CPUS, memory=["256Mi", "512Mi", "1Gi"], concurrency=CONCS))
+    first = planner.next_candidate(already)
+    assert first is not None and first != already[0].candidate
+    with pytest.raises(ValueError, match="no result for"):
+        planner.next_candidate(already)  # the result for `first` was not passed back
+    results = run_planner(planner, server.measure, already + [server.measure(first)])
+    assert len({r.candidate for r in results}) == len(results)
+    assert planner.next_candidate(results) is None  # finished stays finished
+
+
+def test_single_value_grid() -> None:
+    planner = TunePlanner([1.0], [512 * MI], [4])
+    results = run_planner(planner, ReferenceServer().measure)
+    assert planner.grid_size == 1 and planner.measured == 1 and len(results) == 1
+
+
+def test_format_memory() -> None:
+    assert [format_memory(m) for m in (256 * MI, 1024 * MI, 1536 * MI, None)] == ["256Mi", "1Gi", "1.5Gi", "unlimited"]
+
+
+grids = dict(
+    cpus=st.lists(st.sampled_from([0.25, 0.5, 1.0, 1.5, 2.0, 4.0]), min_size=1, max_size=4, unique=True),
+    mems=st.lists(st.sampled_from([128, 256, 384, 512, 1024, 2048]), min_size=1, max_size=4, unique=True),
+    concs=st.lists(st.sampled_from([1, 2, 3, 4, 8, 16, 32]), min_size=1, max_size=5, unique=True),
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32 - 1), **grids)
+def test_planner_terminates_within_the_grid_on_arbitrary_measurements(
+    seed: int, cpus: list[float], mems: list[int], concs: list[int]
+) -> None:
+    """Whatever the measurements say (even nonsense), the planner asks only grid candidates, each once."""
+    import random
+
+    rng = random.Random(seed)
+
+    def measure(c: Candidate) -> CandidateResult:
+        return evaluate(c, replicas=rng.randint(1, 3), saturation_rps=rng.choice([0.0, rng.uniform(0, 1000)]),
+                        p95_ms=rng.uniform(1, 500), cpu_use_pct=rng.uniform(0, 100), memory_peak_pct=rng.uniform(0, 100),
+                        oom_kills=rng.choice([0, 0, 0, 1, 2]), restarts=rng.choice([0, 0, 1]),
+                        meets_slo=rng.random() < 0.7)
+
+    planner = TunePlanner(cpus, [m * MI for m in mems], concs)
+    results = run_planner(planner, measure)
+    asked = [r.candidate for r in results]
+    grid = set(itertools.product(planner.cpus, planner.memories, planner.concurrencies))
+    assert len(asked) == len(set(asked)) == planner.measured <= planner.grid_size
+    assert all((c.cpu, c.memory, c.concurrency) in grid for c in asked)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    service_ms=st.floats(1, 200), cpu_ms=st.floats(0.5, 100), overhead=st.sampled_from([0.0, 0.05, 0.1]),
+    working_set=st.sampled_from([100, 300, 700, 3000]), **grids,
+)
+def test_planner_matches_brute_force_on_reference_servers(
+    service_ms: float, cpu_ms: float, overhead: float, working_set: int,
+    cpus: list[float], mems: list[int], concs: list[int],
+) -> None:
+    """Where the assumptions hold (the reference formula), skipping candidates never loses the best answer."""
+    server = ReferenceServer(service_ms=service_ms, cpu_ms=cpu_ms, overhead=overhead, working_set_mb=working_set,
+                             slo_p95_ms=1e9)
+    planner = TunePlanner(cpus, [m * MI for m in mems], concs)
+    planned = choose(run_planner(planner, server.measure))
+    brute = choose(full_grid(server, cpus, [m * MI for m in mems], concs))
+    if brute.result is None:
+        assert planned.result is None
+        return
+    assert planned.result is not None
+    assert planned.result.rps_per_core >= brute.result.rps_per_core * (1 - 0.03) - 1e-9
