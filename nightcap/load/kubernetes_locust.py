@@ -1,0 +1,153 @@
+"""Distributed Locust inside the cluster: master Deployment + Service, worker Deployment, files in a ConfigMap.
+
+Load must come from inside the cluster (next to the model, through its Service), as people do it by hand;
+the flow only talks to the master's HTTP API: through the Service when it runs in the cluster, through a
+port-forward to the master pod when it runs outside. Same locustfile and environment contract as the local
+Locust (`nightcap/load/locustfile.py`); the API key travels in a Secret owned by the master Deployment, so it is
+never in a manifest, a ConfigMap or a log, and garbage collection removes it with the master.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client as k8s
+
+from nightcap.config import Config
+from nightcap.platforms import manifests as mf
+from nightcap.platforms.base import PlatformError
+from nightcap.platforms.kubernetes import Kube, KubeApiError, MERGE_PATCH, PortForward, _ready, api_client_for, \
+    open_pod_socket
+
+log = logging.getLogger(__name__)
+
+LOCUSTFILE = Path(__file__).with_name("locustfile.py")
+API_KEY_VAR = "NIGHTCAP_API_KEY"
+CONFIGMAP_BUDGET = 900_000  # bytes of payloads; a ConfigMap holds at most 1 MiB
+
+
+class KubernetesLocust:
+    """Locust master + `load.workers` workers as pods of this run (labelled like every nightcap object)."""
+
+    poll_s = 2.0
+
+    def __init__(self, config: Config, run_id: str, api_client: k8s.ApiClient | None = None,
+                 payloads: list[bytes] | None = None, api_key: str | None = None, clock: Any = time,
+                 locustfile: str | None = None):
+        self.config = config
+        self.run_id = run_id
+        self.namespace = config.platform.namespace
+        self.clock = clock
+        self.kube = Kube(api_client or api_client_for(config.platform), self.namespace, clock=clock)
+        self.workers = config.load.workers
+        self.api_key = api_key
+        self.notes: list[str] = []
+        self._files = {"locustfile.py": locustfile if locustfile is not None else LOCUSTFILE.read_text(),
+                       "payloads.jsonl": self._payload_text(payloads or [b"{}"])}
+        self._env = {
+            "NIGHTCAP_PATH": config.target.path,
+            "NIGHTCAP_METHOD": config.target.method,
+            "NIGHTCAP_PAYLOADS": f"{mf.LOCUST_MOUNT}/payloads.jsonl",
+            "NIGHTCAP_HEADERS": json.dumps(config.target.headers),
+            "NIGHTCAP_TIMEOUT_S": str(config.target.request_timeout_s),
+            "NIGHTCAP_RECONNECT_S": str(config.load.reconnect_s),
+            "PYTHONUNBUFFERED": "1",
+        }
+        self._secret_env: dict[str, tuple[str, str]] | None = None
+        if api_key:
+            self._env["NIGHTCAP_API_KEY_ENV"] = API_KEY_VAR
+            self._secret_env = {API_KEY_VAR: (mf.locust_name(run_id, "key"), "api-key")}
+        self._forward: PortForward | None = None
+        self.master_name = mf.locust_name(run_id, "master")
+        self.worker_name = mf.locust_name(run_id, "worker")
+
+    def _payload_text(self, payloads: list[bytes]) -> str:
+        kept, size = [], 0
+        for body in payloads:
+            size += len(body) + 1
+            if size > CONFIGMAP_BUDGET:
+                self.notes.append(f"only {len(kept)} of {len(payloads)} payloads fit in the ConfigMap (1 MiB)")
+                break
+            kept.append(body.decode("utf-8", errors="replace"))
+        return "\n".join(kept) + "\n"
+
+    def _selector(self, component: str) -> dict[str, str]:
+        return {**mf.run_selector(self.run_id), mf.COMPONENT: component}
+
+    def start(self, timeout_s: float | None = None) -> None:
+        """Create the files, master, its Service and the workers; wait until all their pods are ready."""
+        timeout = timeout_s or self.config.platform.ready_timeout_s
+        c, r = self.config, self.run_id
+        self.kube.create(mf.locust_configmap(c, r, self._files), r)
+        master = self.kube.create(mf.locust_master_deployment(c, r, self._env, self._secret_env), r)
+        if self.api_key:
+            owner = master if (master.get("metadata") or {}).get("uid") else None
+            self.kube.create(mf.api_key_secret(c, r, self.api_key, owner), r)
+        self.kube.create(mf.locust_master_service(c, r), r)
+        self.kube.create(mf.locust_worker_deployment(c, r, self.workers, self._env, self._secret_env), r)
+        self.kube.wait_rollout(self.master_name, 1, timeout, "start the Locust master",
+                               self._selector(mf.LOCUST_MASTER), self.poll_s)
+        self.kube.wait_rollout(self.worker_name, self.workers, timeout, f"start {self.workers} Locust worker(s)",
+                               self._selector(mf.LOCUST_WORKER), self.poll_s)
+
+    @property
+    def master_url(self) -> str:
+        """The master's web API: Service DNS in the cluster, a local port-forward outside it."""
+        if self.config.platform.in_cluster:
+            return f"http://{self.master_name}.{self.namespace}.svc:{mf.LOCUST_WEB_PORT}"
+        if self._forward is None:
+            self._forward = PortForward(self._open_master, what=f"port-forward to {self.master_name}")
+        return self._forward.url
+
+    def _open_master(self) -> socket.socket:
+        ready = [p["metadata"]["name"] for p in self.kube.pods(self._selector(mf.LOCUST_MASTER)) if _ready(p)]
+        if not ready:
+            raise PlatformError(f"the Locust master {self.namespace}/{self.master_name} has no ready pod")
+        return self._open_pod_socket(ready[0], mf.LOCUST_WEB_PORT)
+
+    def _open_pod_socket(self, pod: str, port: int) -> socket.socket:
+        return open_pod_socket(self.kube.api, self.namespace, pod, port)
+
+    def scale_workers(self, n: int) -> None:
+        self.kube.patch_deployment(self.worker_name, {"spec": {"replicas": n}}, MERGE_PATCH)
+        self.workers = n
+        self.kube.wait_rollout(self.worker_name, n, self.config.platform.ready_timeout_s,
+                               f"scale Locust workers to {n}", self._selector(mf.LOCUST_WORKER), self.poll_s)
+
+    def generator_cpu_pct(self) -> list[float]:
+        """Each worker pod's CPU now, in % of one core (a Locust worker is one process: ~100 means bound).
+
+        Empty when metrics-server is absent (a note says so once)."""
+        try:
+            usage = self.kube.pod_metrics(self._selector(mf.LOCUST_WORKER))
+        except KubeApiError as exc:
+            if not any("generator CPU" in n for n in self.notes):
+                self.notes.append(f"generator CPU not measured: {exc}")
+            return []
+        return [round(cpu * 100.0, 1) for _, (cpu, _) in sorted(usage.items())]
+
+    def stop(self) -> None:
+        """Delete this run's Locust objects (by label) and close the port-forward. Idempotent."""
+        if self._forward is not None:
+            self._forward.close()
+            self._forward = None
+        errors = []
+        for component in (mf.LOCUST_WORKER, mf.LOCUST_MASTER, mf.LOCUST_FILES):
+            try:
+                self.kube.delete_labelled(self._selector(component))
+            except PlatformError as exc:
+                errors.append(str(exc))
+        if errors:
+            raise PlatformError("stopping the Locust cluster left objects behind: " + " | ".join(errors))
+
+    def __enter__(self) -> "KubernetesLocust":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

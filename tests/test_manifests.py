@@ -1,0 +1,143 @@
+"""Every manifest nightcap can produce, and every file under deployments/k8s, is valid Kubernetes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from nightcap.config import Config, load_config, validate
+from nightcap.platforms import manifests as mf
+from nightcap.platforms.base import HpaSpec, PodSpec
+
+ROOT = Path(__file__).resolve().parents[1]
+K8S_VERSION = "1.33"  # kubernetes-validate ships schemas 1.25 .. 1.37; 1.33 is GKE's regular channel
+
+
+def _config(**target: Any) -> Config:
+    data: dict[str, Any] = {
+        "target": {"name": "Wine_Classifier.v2", "kind": "mlflow", "image": "registry.example/wine:1.0", **target},
+        "platform": {"kind": "kubernetes", "namespace": "capacity", "port": 5000},
+        "slo": {"p95_ms": 500},
+    }
+    return validate(data)
+
+
+CONFIGS = {
+    "mlflow": _config(),
+    "reference": _config(kind="reference", image="registry.example/nightcap:0.1", cpu_ms=2.0, coherency_ms=0.5,
+                         memory_mb=64),
+    "command": _config(kind="command", image="registry.example/srv:3",
+                       command=["serve", "--port={port}", "--workers", "{concurrency}", "--json={\"a\": 1}"]),
+    "gke-example": load_config(ROOT / "configs" / "gke.yaml"),
+}
+SPECS = [PodSpec(cpu=0.5, memory=512 * 2**20, concurrency=4), PodSpec(cpu=2.0, memory=None, concurrency=1),
+         PodSpec(cpu=None, memory=None, concurrency=16), PodSpec(cpu=0.25, memory=3 * 2**30 // 2, concurrency=2)]
+RUN_IDS = ["0b6f3c1e-8d2a-4b7e-9a51-2f1d6c0e7a93", "nightly_2024-06-01T02:00:00Z", "r1"]
+
+
+def all_manifests(config: Config, run_id: str) -> list[dict[str, Any]]:
+    env = {"NIGHTCAP_PATH": config.target.path, "NIGHTCAP_HEADERS": "{}"}
+    out = [mf.model_service(config, run_id), mf.locust_master_service(config, run_id),
+           mf.locust_configmap(config, run_id, {"locustfile.py": "print('hi')\n", "payloads.jsonl": "{}\n"}),
+           mf.locust_master_deployment(config, run_id, env),
+           mf.locust_worker_deployment(config, run_id, config.load.workers, env,
+                                       {"NIGHTCAP_API_KEY": (mf.locust_name(run_id, "key"), "api-key")}),
+           mf.api_key_secret(config, run_id, "s3cr3t"),
+           mf.api_key_secret(config, run_id, "s3cr3t", {"metadata": {"name": "owner", "uid": "1234-abcd"}})]
+    out += [mf.model_deployment(config, run_id, spec, replicas) for spec in SPECS for replicas in (0, 1, 12)]
+    out += [mf.hpa(config, run_id, HpaSpec()),
+            mf.hpa(config, run_id, HpaSpec(target_cpu_pct=65.5, min_replicas=2, max_replicas=40, stabilization_s=0)),
+            mf.hpa(config, run_id, HpaSpec(stabilization_s=86_400))]
+    return out
+
+
+@pytest.mark.parametrize("run_id", RUN_IDS)
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_every_generated_manifest_validates_strictly(name: str, run_id: str) -> None:
+    config = CONFIGS[name]
+    for obj in all_manifests(config, run_id):
+        kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+        labels = obj["metadata"]["labels"]
+        assert labels[mf.MANAGED_BY] == "nightcap"
+        assert labels[mf.RUN_ID] == mf.run_label(run_id)
+        assert mf.NAME in labels
+        assert len(obj["metadata"]["name"]) <= 63
+        if obj["kind"] == "Service":
+            assert obj["metadata"]["name"][0].isalpha()  # DNS-1035
+
+
+def test_strict_validation_is_real() -> None:
+    """A control: an unknown field is rejected, so the passes above mean something."""
+    obj = mf.model_service(CONFIGS["mlflow"], "r1")
+    obj["spec"]["portz"] = []
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "deployments" / "k8s").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_file_under_deployments_k8s_validates(path: Path) -> None:
+    docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    assert docs
+    for obj in docs:
+        kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+        assert obj["metadata"].get("labels"), f"{obj['kind']}/{obj['metadata']['name']} has no labels"
+
+
+def test_model_container_fills_port_and_concurrency_and_sizes_the_pod() -> None:
+    config = CONFIGS["command"]
+    dep = mf.model_deployment(config, "r1", PodSpec(cpu=0.5, memory=512 * 2**20, concurrency=4), 3)
+    container = dep["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"] == ["serve", "--port=5000", "--workers", "4", "--json={\"a\": 1}"]
+    assert {"name": "NIGHTCAP_CONCURRENCY", "value": "4"} in container["env"]
+    assert container["resources"] == {"requests": {"cpu": "500m", "memory": "512Mi"},
+                                      "limits": {"cpu": "500m", "memory": "512Mi"}}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/ping", "port": "http"}
+    assert container["ports"][0]["containerPort"] == 5000
+    assert dep["spec"]["replicas"] == 3
+    selector = dep["spec"]["selector"]["matchLabels"].items()
+    assert set(selector) <= set(dep["spec"]["template"]["metadata"]["labels"].items())
+    mlflow = mf.model_deployment(CONFIGS["mlflow"], "r1", PodSpec(cpu=1.0, memory=None, concurrency=3), 1)
+    mc = mlflow["spec"]["template"]["spec"]["containers"][0]
+    assert "command" not in mc  # the image's own entrypoint serves the model
+    assert {"name": "MLFLOW_MODELS_WORKERS", "value": "3"} in mc["env"]
+    ref = mf.model_deployment(CONFIGS["reference"], "r1", PodSpec(cpu=1.0, memory=None, concurrency=8), 1)
+    rc = ref["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert rc[rc.index("--slots") + 1] == "8" and rc[rc.index("--host") + 1] == "0.0.0.0"
+
+
+def test_hpa_targets_the_model_with_cpu_utilization_and_behavior() -> None:
+    config = CONFIGS["mlflow"]
+    h = mf.hpa(config, "r1", HpaSpec(target_cpu_pct=80, min_replicas=1, max_replicas=12, stabilization_s=120))
+    assert h["apiVersion"] == "autoscaling/v2"
+    assert h["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
+                                           "name": mf.model_name(config, "r1")}
+    assert (h["spec"]["minReplicas"], h["spec"]["maxReplicas"]) == (1, 12)
+    assert h["spec"]["metrics"][0]["resource"] == {"name": "cpu",
+                                                   "target": {"type": "Utilization", "averageUtilization": 80}}
+    assert h["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 120
+
+
+def test_locust_manifests_use_the_configured_image_and_wire_workers_to_the_master() -> None:
+    config = CONFIGS["gke-example"]
+    master = mf.locust_master_deployment(config, "r1", {})
+    worker = mf.locust_worker_deployment(config, "r1", 4, {})
+    svc = mf.locust_master_service(config, "r1")
+    assert master["spec"]["template"]["spec"]["containers"][0]["image"] == config.load.locust_image
+    assert worker["spec"]["replicas"] == 4
+    args = worker["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--master-host") + 1] == svc["metadata"]["name"]
+    assert {p["port"] for p in svc["spec"]["ports"]} == {mf.LOCUST_WEB_PORT, mf.LOCUST_MASTER_PORT}
+    assert svc["spec"]["selector"] == master["spec"]["selector"]["matchLabels"]
+
+
+def test_names_and_labels_are_safe_for_any_run_id() -> None:
+    for run_id in ["A" * 200, "--weird__ID..", "ünïcode run", "x"]:
+        value = mf.run_label(run_id)
+        assert len(value) <= 63 and value[0].isalnum() and value[-1].isalnum()
+        assert mf.run_label(run_id) == value  # stable
+        assert len(mf.model_name(CONFIGS["mlflow"], run_id)) <= 63
+    assert mf.short_run("run-a-1234567") != mf.short_run("run-a-1234568")
