@@ -1,0 +1,163 @@
+"""Timings of an autoscaling run, computed from its sampled timeline (summary.json `autoscale`).
+
+Definitions (all times in seconds after the load step `step_t`, None when the event never happened):
+
+- initial replicas: `current` of the last sample before the step (the first sample otherwise);
+- `time_to_scale_up_s`: first sample at or after the step whose `desired` exceeds the initial replicas;
+- `peak_desired`: highest `desired` between the step and the step back down (or the end);
+- `time_to_ready_s`: first sample at or after the step whose `ready` reaches that peak desired;
+- `time_to_recover_slo_s`: start of the final run of samples meeting the SLO inside the overload
+  window (step to step-down, or the end): 0 when the SLO never broke, None when it broke and
+  was still broken at the window's last sample;
+- `slo_breach_s`: over the whole timeline, the sum of sample intervals whose p95 is over the SLO
+  or whose error rate is over the max; a sample stands for the interval since the one before it
+  (the first one for the median interval), as load-generator stats cover the time since the last read;
+- `peak_replicas` / `peak_ready` / `peak_pending`: highest `current` / `ready` / `pending` seen;
+- `scale_down_s`: from the step back down (`step_down_t`) to the first sample whose `current` is back at
+  the initial replicas; `first_scale_down_s`: to the first sample with `current` below its peak;
+- node changes: every change of `nodes` between consecutive samples, with its time after the step.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol, Sequence
+
+
+@dataclass(frozen=True)
+class AutoscaleSample:
+    """One look at the system during the autoscale stage (every `autoscale.sample_s`)."""
+
+    t: float  # seconds, any clock shared with step_t
+    phase: str
+    users: int
+    rps: float
+    p50_ms: float | None
+    p95_ms: float | None
+    error_rate: float
+    current: int  # replicas the workload has (spec / created)
+    desired: int  # what the autoscaler asks for
+    ready: int
+    pending: int
+    nodes: int | None = None
+
+
+@dataclass(frozen=True)
+class NodeChange:
+    t: float  # sample time
+    at_s: float  # seconds after the load step (negative before it)
+    before: int
+    after: int
+
+    @property
+    def delta(self) -> int:
+        return self.after - self.before
+
+
+@dataclass(frozen=True)
+class AutoscaleSummary:
+    initial_replicas: int
+    time_to_scale_up_s: float | None
+    peak_desired: int
+    time_to_ready_s: float | None
+    time_to_recover_slo_s: float | None
+    slo_breach_s: float
+    peak_replicas: int
+    peak_ready: int
+    peak_pending: int
+    first_scale_down_s: float | None
+    scale_down_s: float | None
+    nodes_added: int
+    nodes_removed: int
+    node_changes: list[NodeChange] = field(default_factory=list)
+    samples: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["node_changes"] = [dict(asdict(c), delta=c.delta) for c in self.node_changes]
+        return out
+
+
+class _SloLike(Protocol):
+    p95_ms: float
+    max_error_rate: float
+
+
+def breaches(sample: AutoscaleSample, slo: _SloLike) -> bool:
+    """Over the SLO: p95 above it, or errors above the max (a sample with no p95 breaches only on errors)."""
+    return (sample.p95_ms is not None and sample.p95_ms > slo.p95_ms) or sample.error_rate > slo.max_error_rate
+
+
+def _intervals(ts: list[float]) -> list[float]:
+    if len(ts) < 2:
+        return [0.0] * len(ts)
+    gaps = [b - a for a, b in zip(ts, ts[1:])]
+    return [statistics.median(gaps)] + gaps
+
+
+def summarize_autoscale(
+    samples: Sequence[AutoscaleSample],
+    slo: _SloLike,
+    step_t: float,
+    step_down_t: float | None = None,
+) -> AutoscaleSummary:
+    """Compute every timing in the module docstring from `samples` (sorted here by time)."""
+    if not samples:
+        raise ValueError("no autoscale samples: the stage recorded nothing to summarize")
+    s = sorted(samples, key=lambda x: x.t)
+    if step_down_t is not None and step_down_t < step_t:
+        raise ValueError(f"the step down ({step_down_t}) comes before the step up ({step_t})")
+    before = [x for x in s if x.t < step_t]
+    initial = (before[-1] if before else s[0]).current
+    after = [x for x in s if x.t >= step_t]
+    window = [x for x in after if step_down_t is None or x.t < step_down_t]
+
+    def first(rows: list[AutoscaleSample], cond: Any, origin: float = step_t) -> float | None:
+        return next((x.t - origin for x in rows if cond(x)), None)
+
+    time_to_scale_up = first(after, lambda x: x.desired > initial)
+    peak_desired = max((x.desired for x in window), default=initial)
+    time_to_ready = first(after, lambda x: x.ready >= peak_desired) if peak_desired > initial else None
+
+    recover: float | None = None
+    if window:
+        bad = [i for i, x in enumerate(window) if breaches(x, slo)]
+        if not bad:
+            recover = 0.0
+        elif bad[-1] < len(window) - 1:
+            recover = window[bad[-1] + 1].t - step_t
+
+    breach_s = sum(dt for x, dt in zip(s, _intervals([x.t for x in s])) if breaches(x, slo))
+
+    first_down = scale_down = None
+    if step_down_t is not None:
+        down = [x for x in s if x.t >= step_down_t]
+        peak_now = max((x.current for x in s if x.t <= step_down_t), default=initial)
+        first_down = first(down, lambda x: x.current < peak_now, step_down_t)
+        scale_down = first(down, lambda x: x.current <= initial, step_down_t)
+
+    changes = [NodeChange(b.t, b.t - step_t, a.nodes, b.nodes) for a, b in zip(s, s[1:])
+               if a.nodes is not None and b.nodes is not None and a.nodes != b.nodes]
+    return AutoscaleSummary(
+        initial_replicas=initial,
+        time_to_scale_up_s=time_to_scale_up,
+        peak_desired=peak_desired,
+        time_to_ready_s=time_to_ready,
+        time_to_recover_slo_s=recover,
+        slo_breach_s=breach_s,
+        peak_replicas=max(x.current for x in s),
+        peak_ready=max(x.ready for x in s),
+        peak_pending=max(x.pending for x in s),
+        first_scale_down_s=first_down,
+        scale_down_s=scale_down,
+        nodes_added=sum(c.delta for c in changes if c.delta > 0),
+        nodes_removed=-sum(c.delta for c in changes if c.delta < 0),
+        node_changes=changes,
+        samples=len(s),
+    )
+
+
+def phase_start(samples: Sequence[AutoscaleSample], phase: str) -> float | None:
+    """Time of the first sample of `phase` (to find step_t / step_down_t from the phase names)."""
+    return next((x.t for x in sorted(samples, key=lambda x: x.t) if x.phase == phase), None)
