@@ -21,7 +21,7 @@ from kubernetes import client as k8s
 from nightcap.config import Config
 from nightcap.platforms import manifests as mf
 from nightcap.platforms.base import PlatformError
-from nightcap.platforms.kubernetes import Kube, KubeApiError, MERGE_PATCH, PortForward, _ready, api_client_for, \
+from nightcap.platforms.kubernetes import Kube, KubeApiError, MERGE_PATCH, PortForward, api_client_for, pod_ready, \
     open_pod_socket
 
 log = logging.getLogger(__name__)
@@ -105,7 +105,7 @@ class KubernetesLocust:
         return self._forward.url
 
     def _open_master(self) -> socket.socket:
-        ready = [p["metadata"]["name"] for p in self.kube.pods(self._selector(mf.LOCUST_MASTER)) if _ready(p)]
+        ready = [p["metadata"]["name"] for p in self.kube.pods(self._selector(mf.LOCUST_MASTER)) if pod_ready(p)]
         if not ready:
             raise PlatformError(f"the Locust master {self.namespace}/{self.master_name} has no ready pod")
         return self._open_pod_socket(ready[0], mf.LOCUST_WEB_PORT)

@@ -423,7 +423,7 @@ def _limit(pod: dict[str, Any], key: str) -> float | None:
     return total or None
 
 
-def _ready(pod: dict[str, Any]) -> bool:
+def pod_ready(pod: dict[str, Any]) -> bool:
     return any(c.get("type") == "Ready" and c.get("status") == "True"
                for c in (pod.get("status") or {}).get("conditions") or [])
 
@@ -570,7 +570,7 @@ class KubernetesPlatform:
         return self._forward.url
 
     def _open_ready_pod(self) -> socket.socket:
-        ready = [p["metadata"]["name"] for p in self.kube.pods(self.selector) if _ready(p)]
+        ready = [p["metadata"]["name"] for p in self.kube.pods(self.selector) if pod_ready(p)]
         if not ready:
             raise PlatformError(f"no ready pod of deployment {self.namespace}/{self.name} to forward to")
         self._next_pod += 1
@@ -658,7 +658,7 @@ class KubernetesPlatform:
             if oom_now and restarts > seen:
                 ooms += restarts - seen
         self._ooms[name] = (restarts, ooms)
-        ready = _ready(pod)
+        ready = pod_ready(pod)
         phase = st.get("phase") or "Pending"
         if phase == "Running" and not ready:
             phase = "Starting"
