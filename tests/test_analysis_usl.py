@@ -101,3 +101,20 @@ def test_monotonic_throughput_gives_a_sane_fit(first: float, increments: list[fl
     for k in n:
         value, low, high = predict(fit, float(k))
         assert math.isfinite(value) and value >= 0 and low <= value <= high
+
+
+def test_fit_from_steps_uses_the_best_usable_rps_per_replica_count() -> None:
+    from nightcap.analysis.saturation import steps_frame
+    from nightcap.analysis.usl import fit_usl_steps
+    from nightcap.steps import StepRow
+
+    rows = []
+    for replicas in (1, 2, 3, 4):
+        for users, share in ((4, 0.5), (8, 1.0)):  # a ramp: only its top counts
+            rows.append(StepRow(stage="scaling", step=len(rows), replicas=replicas, cpu=1.0, memory=None,
+                                concurrency=4, users=users * replicas, rps=200.0 * replicas * share))
+    rows.append(StepRow(stage="scaling", step=99, replicas=4, cpu=1.0, memory=None, concurrency=4, users=64,
+                        rps=5000.0, generator_bound=True))  # never used
+    fit = fit_usl_steps(steps_frame(rows))
+    assert fit.ok and fit.lam == pytest.approx(200.0, rel=1e-6) and fit.kappa == pytest.approx(0.0, abs=1e-9)
+    assert fit.n_points == 4

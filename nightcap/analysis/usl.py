@@ -11,10 +11,13 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 from scipy.optimize import OptimizeWarning, curve_fit
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 MIN_POINTS = 3  # λ, σ and κ: three unknowns need three distinct N
 Z95 = 1.96
@@ -166,3 +169,18 @@ def predict(fit: UslFit, n: float, z: float = Z95) -> tuple[float, float, float]
     var = float(grad[mask] @ sub @ grad[mask])
     half = z * math.sqrt(max(var, 0.0))
     return value, max(0.0, value - half), value + half
+
+
+def fit_usl_steps(steps: "pd.DataFrame", by: str = "replicas") -> UslFit:
+    """Fit throughput against `by` (replicas, or users for one pod) from steps.csv rows.
+
+    Uses usable steps only (valid, not generator-bound) and the highest rps at each count: the
+    saturation throughput, not the ramp steps below it. Filter the frame by stage first.
+    """
+    from nightcap.analysis.saturation import usable_mask
+
+    if steps.empty:
+        return fit_usl([], [])
+    frame = steps.loc[usable_mask(steps)]
+    best = frame.groupby(by)["rps"].max()
+    return fit_usl(best.index.to_numpy(dtype=float), best.to_numpy(dtype=float))
