@@ -129,7 +129,7 @@ class PlatformConfig(Strict):
     replicas: int = Field(1, ge=1, le=1000)
     cpu: Cores | None = 1.0
     memory: MemoryBytes | None = None
-    concurrency: int = Field(4, ge=1, le=10_000)
+    concurrency: int | None = Field(None, ge=1, le=10_000)  # None: the target's default (reference: slots)
     # local platform: cores the "cluster" can hand out; replicas beyond it stay Pending
     allocatable_cpu: Cores | None = None
     ready_timeout_s: Seconds = 120.0

@@ -1,0 +1,189 @@
+"""The parent flow: deploy → tune → single-client → multi-client → scaling → sizing → autoscale → regression.
+
+Each stage is a subflow the config's `stages` list turns on. Deploy and teardown always run; a stage that
+fails is marked failed and keeps every step it measured, and the stages after it still run on what is known.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+from prefect import flow, get_run_logger
+from prefect.context import get_run_context
+
+from nightcap.config import Config, load_config
+from nightcap.context import RunContext, new_run_id
+from nightcap.headline import headline_figures, summarize_run
+from nightcap.measure import BudgetExceeded
+from nightcap.preflight import RunLock, preflight
+from nightcap.registry import RunRegistry, cleanup_dead
+from nightcap.report import headline, plot_p95_by_cores, write_markdown
+from nightcap.targets import api_key, plan_target
+from tasks.artifacts import Progress, artifact_key, publish_summary, steps_table
+from tasks.platform import deploy, teardown
+
+FATAL = (BudgetExceeded, KeyboardInterrupt, SystemExit)
+
+
+class RegressionDetected(RuntimeError):
+    """Tonight's capacity fell beyond the noise of earlier nights."""
+
+
+class StagesFailed(RuntimeError):
+    """One or more stages failed; what they measured is kept."""
+
+
+STAGE_FLOWS = {
+    "tune": ("flows.tune", "tune"),
+    "single_client": ("flows.ramp", "single_client"),
+    "multi_client": ("flows.ramp", "multi_client"),
+    "scaling": ("flows.scaling", "scaling"),
+    "sizing": ("flows.sizing", "sizing"),
+    "autoscale": ("flows.autoscale", "autoscale"),
+    "regression": ("flows.regression", "regression"),
+}
+
+
+def stage_flow(name: str) -> Callable[[str], Any]:
+    import importlib
+
+    module, attr = STAGE_FLOWS[name]
+    return getattr(importlib.import_module(module), attr)
+
+
+def _terminate_on_sigterm() -> None:
+    """SIGTERM (a cancelled flow run, a stopped worker) unwinds like Ctrl-C, so teardown runs."""
+    if threading.current_thread() is threading.main_thread():
+        def raise_interrupt(signum: int, _frame: object) -> None:
+            raise KeyboardInterrupt(f"signal {signum}")
+
+        signal.signal(signal.SIGTERM, raise_interrupt)
+
+
+def open_run(cfg: Config, out: str | None) -> RunContext:
+    run_id = new_run_id()
+    out_dir = Path(out or f"reports/{cfg.target.name}-{run_id}")
+    for line in cleanup_dead():
+        get_run_logger().warning("cleaned up after a dead run: %s", line)
+    registry = RunRegistry(run_id)
+    try:
+        plan = plan_target(cfg)
+        ctx = RunContext(config=cfg, run_id=run_id, out=out_dir, plan=plan, registry=registry)
+        ctx.api_key = api_key(cfg.target)
+    except Exception:
+        registry.close()
+        raise
+    ctx.summary.update(run_id=run_id, target={"name": cfg.target.name, "kind": cfg.target.kind, "version": plan.version},
+                       config_hash=cfg.config_hash(), stages={s: {"status": "pending"} for s in cfg.stages})
+    try:
+        from nightcap.store import HistoryStore
+
+        ctx.store = HistoryStore(cfg.store.url, redact=[ctx.api_key] if ctx.api_key else [])
+        ctx.store.mark_abandoned(cfg.load.max_duration_s + 600)
+        flow_run = get_run_context().flow_run  # type: ignore[union-attr]
+        ctx.store.start_run(run_id, cfg, plan.version, flow_run_id=str(flow_run.id) if flow_run else None)
+    except Exception as exc:
+        ctx.store = None
+        ctx.warn(f"history store unavailable ({exc}); results are in the report folder only")
+    return ctx
+
+
+@flow(name="capacity-check", flow_run_name="{config}", log_prints=True)
+def capacity_check(config: str = "configs/local.yaml", overrides: list[str] | None = None,
+                   out: str | None = None) -> dict[str, Any]:
+    """How much load can the model take, on what pod size, and how many pods and nodes does that cost?"""
+    logger = get_run_logger()
+    cfg = load_config(config, overrides or [])
+    preflight(cfg)
+    _terminate_on_sigterm()
+    with RunLock(cfg.target.name):
+        ctx = open_run(cfg, out)
+        logger.info("run %s: report folder %s", ctx.run_id, ctx.out.resolve())
+        progress = Progress(list(cfg.stages) or ["deploy"])
+        ctx.on_step.append(progress.step)
+        status, fatal = "completed", None
+        try:
+            t0 = time.monotonic()
+            deploy(ctx)
+            ctx.summary["deploy_s"] = round(time.monotonic() - t0, 1)
+            for name in cfg.stages:
+                t0 = time.monotonic()
+                ctx.stage_status(name, "running")
+                try:
+                    stage_flow(name)(ctx.run_id)
+                    ctx.stage_status(name, "completed")
+                except FATAL as exc:
+                    ctx.stage_status(name, "failed", error=str(exc) or type(exc).__name__)
+                    fatal = exc
+                    break
+                except Exception as exc:
+                    logger.error("stage %s failed: %s\n%s", name, exc, traceback.format_exc(limit=3))
+                    ctx.stage_status(name, "failed", error=str(exc))
+                finally:
+                    ctx.summary["stages"][name].update(duration_s=round(time.monotonic() - t0, 1),
+                                                       steps=len(ctx.stage_steps(name)))
+                    progress.stage_done()
+                    ctx.write_summary()
+        except FATAL as exc:
+            fatal = exc
+        except Exception as exc:
+            ctx.summary["error"] = str(exc)
+            status = "failed"
+            raise
+        finally:
+            teardown(ctx)
+            if fatal is not None:
+                status = "cancelled" if isinstance(fatal, (KeyboardInterrupt, SystemExit)) else "failed"
+                for name, info in ctx.summary["stages"].items():
+                    if info.get("status") in ("pending", "running"):
+                        info["status"] = "skipped" if info["status"] == "pending" else "failed"
+            finish(ctx, status)
+        failed = [n for n, s in ctx.summary["stages"].items() if s.get("status") == "failed"]
+        if fatal is not None:
+            raise fatal
+        regression = ctx.summary.get("regression", {})
+        if regression.get("verdict") == "regressed" and cfg.regression.fail_flow:
+            raise RegressionDetected(regression.get("message", "capacity regressed"))
+        if failed:
+            raise StagesFailed(f"stage(s) {', '.join(failed)} failed: "
+                               + "; ".join(ctx.summary['stages'][n].get('error', '') for n in failed))
+        return ctx.summary
+
+
+def finish(ctx: RunContext, status: str) -> None:
+    """Whatever happened: summary.json, report.md, plots, artifacts, history row; then forget the run."""
+    logger = get_run_logger()
+    try:
+        summarize_run(ctx)
+        ctx.summary["status"] = status
+        ctx.summary["warnings"] = ctx.warnings
+        ctx.summary["answer"] = headline(ctx.summary).replace("**", "")
+        plots = [ctx.out / p for p in ctx.summary.get("plots", []) if p and (ctx.out / p).exists()]
+        if any(s.stage == "scaling" for s in ctx.steps):
+            p = plot_p95_by_cores([s for s in ctx.steps if s.stage == "scaling"], ctx.out / "p95_by_cores.png",
+                                  ctx.config.slo.p95_ms)
+            if p:
+                plots.append(p)
+        lead = ctx.summary.get("lead_plot")
+        if lead and (ctx.out / lead).exists():
+            plots = [ctx.out / lead] + [p for p in plots if p.name != lead]
+        tables = ctx.summary.pop("lead_tables", [])
+        ctx.write_summary()
+        write_markdown(ctx.summary, ctx.out, plots)
+        if ctx.steps:
+            steps_table(ctx.config.target.name, ctx.steps)
+        publish_summary(ctx.config.target.name, ctx.summary, ctx.out, plots, tables)
+        if ctx.store is not None:
+            ctx.store.finish_run(ctx.run_id, status, headline_figures(ctx), ctx.summary)
+        logger.info("%s", ctx.summary["answer"])
+        logger.info("report: %s", (ctx.out / "report.md").resolve())
+    finally:
+        if ctx.registry is not None:
+            ctx.registry.close()
+        ctx.forget()

@@ -1,0 +1,184 @@
+"""`nightcap`: run a capacity check, serve the reference target, read the history, clean up after dead runs.
+
+Exit codes: 0 done, 1 the run failed (a stage, a regression), 2 bad input (nothing was started),
+130 interrupted (everything started was stopped).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from nightcap.config import ConfigError, load_config
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+err = Console(stderr=True)
+out = Console()
+
+
+@app.command()
+def run(
+    config: Path = typer.Argument(Path("configs/local.yaml"), help="YAML capacity-check config"),
+    set_: list[str] = typer.Option([], "--set", help="override a key: dotted.key=value (value parsed as YAML)"),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="report folder (default reports/<target>-<run id>)"),
+) -> None:
+    """Run the capacity-check flow on CONFIG."""
+    try:
+        cfg = load_config(config, set_)
+        from nightcap.preflight import preflight
+
+        preflight(cfg)
+    except ConfigError as exc:
+        err.print(f"[red]{exc.render()}[/red]", highlight=False)
+        raise typer.Exit(2)
+    signal.signal(signal.SIGTERM, _sigterm)
+    from nightcap.prefect_server import prefect_api
+
+    try:
+        with prefect_api() as api:
+            err.print(f"Prefect API: {api}", highlight=False)
+            from flows.capacity_check import capacity_check
+
+            state = capacity_check(config=str(config), overrides=list(set_), out=str(out_dir) if out_dir else None,
+                                   return_state=True)
+    except KeyboardInterrupt:
+        err.print("interrupted: every process and cgroup of the run was stopped; measured steps are in the report")
+        raise typer.Exit(130)
+    except RuntimeError as exc:
+        err.print(f"[red]{exc}[/red]", highlight=False)
+        raise typer.Exit(1)
+    summary = _summary_of(state)
+    if summary:
+        out.print(summary.get("answer", ""), highlight=False)
+    folder = _report_folder(out_dir, summary)
+    if folder:
+        out.print(f"report: {folder}/report.md  (summary.json, steps.csv, plots)", highlight=False)
+    if not os.environ.get("NIGHTCAP_EXTERNAL_API"):
+        out.print("Prefect UI: run `make ui` and open http://127.0.0.1:4200 to see this run", highlight=False)
+    if state.is_failed():
+        err.print(f"[red]run failed: {state.message}[/red]", highlight=False)
+        raise typer.Exit(1)
+
+
+def _sigterm(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _summary_of(state) -> dict:  # type: ignore[no-untyped-def]
+    try:
+        result = state.result(raise_on_failure=False)
+        return result if isinstance(result, dict) else {}
+    except Exception:
+        return {}
+
+
+def _report_folder(out_dir: Optional[Path], summary: dict) -> Optional[str]:
+    if out_dir:
+        return str(out_dir)
+    run_id = summary.get("run_id")
+    name = summary.get("target", {}).get("name")
+    return f"reports/{name}-{run_id}" if run_id and name else None
+
+
+@app.command()
+def validate(
+    config: Path = typer.Argument(..., help="YAML capacity-check config"),
+    set_: list[str] = typer.Option([], "--set", help="override a key: dotted.key=value"),
+) -> None:
+    """Check a config (and its safety limits) without starting anything; print the resolved config."""
+    try:
+        cfg = load_config(config, set_)
+        from nightcap.preflight import preflight
+
+        preflight(cfg)
+    except ConfigError as exc:
+        err.print(f"[red]{exc.render()}[/red]", highlight=False)
+        raise typer.Exit(2)
+    out.print_json(json.dumps(cfg.model_dump(mode="json")))
+
+
+@app.command("serve-reference")
+def serve_reference(
+    port: int = typer.Option(..., help="TCP port on 127.0.0.1"),
+    slots: int = typer.Option(4, help="requests served at once"),
+    service_ms: float = typer.Option(20.0, "--service-ms", help="time each request holds a slot"),
+    queue: int = typer.Option(64, help="requests waiting beyond the slots before 503"),
+    cpu_ms: float = typer.Option(0.0, "--cpu-ms", help="real CPU work per request"),
+    coherency_ms: float = typer.Option(0.0, "--coherency-ms", help="shared-lock cost per request per other in-flight request"),
+    memory_mb: int = typer.Option(0, "--memory-mb", help="working set to allocate at start"),
+    host: str = typer.Option("127.0.0.1", help="address to bind"),
+) -> None:
+    """Serve the reference target, whose capacity is known exactly."""
+    from nightcap.reference_server import serve
+
+    serve(port=port, slots=slots, service_ms=service_ms, queue=queue, cpu_ms=cpu_ms, coherency_ms=coherency_ms,
+          memory_mb=memory_mb, host=host)
+
+
+@app.command()
+def history(
+    store: Optional[str] = typer.Option(None, "--store", help="SQL URL (default sqlite:///.nightcap/history.db)"),
+    target: Optional[str] = typer.Option(None, "--target", help="only this target.name"),
+    last: int = typer.Option(14, "--last", help="how many runs"),
+) -> None:
+    """Print the results history as a table."""
+    from nightcap.history_cli import history_command
+
+    history_command(store, target, last)
+
+
+@app.command()
+def cleanup(
+    stale_after_s: float = typer.Option(60.0, help="a run whose heartbeat is older than this is dead"),
+) -> None:
+    """Stop processes, remove cgroups and restore cluster settings left by runs that died (only those)."""
+    from nightcap.registry import cleanup_dead
+
+    done = cleanup_dead(stale_after_s=stale_after_s, kubernetes_cleanup=_k8s_cleanup, node_pool_restore=_pool_restore)
+    for line in done:
+        out.print(line, highlight=False)
+    out.print(f"{len(done)} thing(s) cleaned up" if done else "nothing left behind by dead runs")
+
+
+def _k8s_cleanup(record: dict) -> None:
+    try:
+        from kubernetes import config as kconfig
+
+        from nightcap.platforms.kubernetes import cleanup_dead_runs
+
+        try:
+            kconfig.load_incluster_config()
+        except kconfig.ConfigException:
+            kconfig.load_kube_config(context=record.get("context"))
+        from kubernetes.client import ApiClient
+
+        cleanup_dead_runs(ApiClient(), record["namespace"], live_run_ids=[])
+    except Exception as exc:  # report, keep cleaning the rest
+        err.print(f"[yellow]could not clean Kubernetes objects of run {record.get('run_id')}: {exc}[/yellow]")
+
+
+def _pool_restore(pool: dict) -> None:
+    try:
+        from nightcap.platforms.gke import restore_recorded
+
+        restore_recorded(pool)
+    except Exception as exc:
+        err.print(f"[yellow]could not restore node pool {pool.get('name')}: {exc}[/yellow]")
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,106 @@
+"""The state of one capacity-check run, shared by the stages.
+
+Stages hand each other the tuned pod size and the saturation points through here. Every measured step is
+written to `steps.csv` and the history the moment it is measured, so a stage that fails (or a run that is
+killed) keeps every step already measured.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from nightcap.config import Config
+from nightcap.platforms.base import Platform, PodSpec
+from nightcap.registry import RunRegistry
+from nightcap.steps import StepRow, write_steps_csv
+from nightcap.targets import TargetPlan
+
+_RUNS: dict[str, "RunContext"] = {}
+
+
+def new_run_id() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
+
+
+@dataclass
+class RunContext:
+    config: Config
+    run_id: str
+    out: Path
+    plan: TargetPlan
+    registry: RunRegistry | None = None
+    store: Any = None  # HistoryStore, or None when the history is off/unavailable
+    platform: Platform | None = None
+    spec: PodSpec | None = None
+    api_key: str | None = None
+    steps: list[StepRow] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+    started: float = field(default_factory=time.monotonic)
+    deadline: float | None = None
+    on_step: list[Callable[[StepRow], None]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    _counter: int = 0
+
+    def __post_init__(self) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.deadline = self.started + self.config.load.max_duration_s
+        self.summary.setdefault("stages", {})
+        _RUNS[self.run_id] = self
+
+    @staticmethod
+    def get(run_id: str) -> "RunContext":
+        return _RUNS[run_id]
+
+    def forget(self) -> None:
+        _RUNS.pop(self.run_id, None)
+
+    def next_step(self) -> int:
+        self._counter += 1
+        return self._counter
+
+    def record_step(self, row: StepRow) -> None:
+        """Persist at once: steps.csv is rewritten atomically and the history gets the row."""
+        self.steps.append(row)
+        write_steps_csv(self.out / "steps.csv", self.steps)
+        if self.store is not None:
+            try:
+                self.store.add_step(self.run_id, row)
+            except Exception as exc:  # the history must never cost us a measurement
+                self.warn(f"history: could not store step {row.step}: {exc}")
+        for callback in self.on_step:
+            callback(row)
+
+    def warn(self, text: str) -> None:
+        if text not in self.warnings:
+            self.warnings.append(text)
+
+    def stage_status(self, name: str, status: str, **extra: Any) -> None:
+        self.summary["stages"].setdefault(name, {}).update(status=status, **extra)
+
+    def write_summary(self) -> Path:
+        path = self.out / "summary.json"
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(self.summary, indent=2, default=_jsonable))
+        tmp.replace(path)
+        return path
+
+    def stage_steps(self, stage: str) -> list[StepRow]:
+        return [s for s in self.steps if s.stage == stage]
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "__dataclass_fields__"):
+        from dataclasses import asdict
+
+        return asdict(value)
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, float) and value != value:
+        return None
+    return str(value)

@@ -1,0 +1,161 @@
+"""One load step against the platform: users held, warm-up, a measured window, replicas watched meanwhile."""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from typing import Callable, Protocol
+
+import httpx
+
+from nightcap.config import Config
+from nightcap.load.cluster import LoadError, MasterClient, summarize
+from nightcap.platforms.base import Observation, Platform, PodSpec
+from nightcap.steps import StepRow
+
+
+class Generator(Protocol):
+    """The load side: local processes or pods in a cluster."""
+
+    client: MasterClient
+    workers: int
+
+    def alive_workers(self) -> int: ...
+
+    def mark_cpu(self) -> None: ...
+
+    def generator_cpu_pct(self) -> list[float]: ...
+
+
+class BudgetExceeded(RuntimeError):
+    """The run reached load.max_duration_s; what was measured is kept."""
+
+
+class StepRunner:
+    """Measures windows for the search; every row is handed to `on_row` at once so nothing is lost."""
+
+    def __init__(self, config: Config, platform: Platform, generator: Generator, stage: str,
+                 on_row: Callable[[StepRow], None], deadline: float | None = None,
+                 spec: PodSpec | None = None, step_counter: Callable[[], int] | None = None,
+                 sample_s: float = 1.0):
+        self.config = config
+        self.platform = platform
+        self.generator = generator
+        self.stage = stage
+        self.on_row = on_row
+        self.deadline = deadline
+        self.spec = spec
+        self.sample_s = sample_s
+        self._users: int | None = None
+        self._counter = step_counter or _counter()
+        self.rows: list[StepRow] = []
+
+    def _check_budget(self, needed_s: float) -> None:
+        if self.deadline is not None and time.monotonic() + needed_s > self.deadline:
+            raise BudgetExceeded(
+                f"the run would exceed load.max_duration_s ({self.config.load.max_duration_s:.0f}s); "
+                "steps measured so far are kept"
+            )
+
+    def set_users(self, users: int) -> None:
+        load = self.config.load
+        if users > load.max_users:
+            raise LoadError(f"{users} users exceeds the safety limit load.max_users ({load.max_users})")
+        self.generator.client.swarm(users, load.spawn_rate, self.platform.service_url)
+        self._users = users
+
+    def measure(self, users: int) -> StepRow:
+        load = self.config.load
+        self._check_budget(load.window_s + load.warmup_s)
+        started = time.time()
+        if users != self._users:
+            self.set_users(users)
+            time.sleep(load.warmup_s)
+        workers_before = self.generator.alive_workers()
+        self.generator.client.reset()
+        self.generator.mark_cpu()
+        samples: list[Observation] = []
+        stop = threading.Event()
+        sampler = threading.Thread(target=self._sample, args=(samples, stop), daemon=True)
+        sampler.start()
+        time.sleep(load.window_s)
+        stop.set()
+        sampler.join(timeout=5)
+        try:
+            raw = self.generator.client.window()
+        except httpx.HTTPError as exc:
+            raise LoadError(f"the Locust master stopped answering: {exc}") from None
+        gen_cpu = self.generator.generator_cpu_pct()
+        window = summarize(raw)
+        row = self._row(users, window, gen_cpu, samples, started)
+        if self.generator.alive_workers() < workers_before or window.workers < self.generator.workers:
+            row.valid = False
+            row.note = (f"a load generator worker died during the window ({window.workers} of "
+                        f"{self.generator.workers} reporting); the step is re-measured, not averaged")
+        if rate_limited := (self.config.load.max_rps and window.rps > self.config.load.max_rps):
+            row.note = (row.note + "; " if row.note else "") + f"rps {window.rps:.0f} above load.max_rps"
+        self.rows.append(row)
+        self.on_row(row)
+        if rate_limited:
+            raise LoadError(f"measured {window.rps:.0f} rps, above the safety limit load.max_rps "
+                            f"({self.config.load.max_rps:.0f}); the run stops here")
+        return row
+
+    def _sample(self, samples: list[Observation], stop: threading.Event) -> None:
+        self.platform.observe()  # primes per-replica CPU counters
+        while not stop.wait(self.sample_s):
+            try:
+                samples.append(self.platform.observe())
+            except Exception as exc:  # observation must never break a measurement
+                samples.append(Observation(events=[f"observe failed: {exc}"]))
+
+    def _row(self, users: int, w, gen_cpu: list[float], samples: list[Observation], started: float) -> StepRow:
+        spec = self.spec or getattr(self.platform, "spec", None)
+        cpu_pct: dict[str, list[float]] = {}
+        mem: dict[str, float] = {}
+        restarts = oom = pending = 0
+        events: list[str] = []
+        for obs in samples:
+            pending = max(pending, obs.pending)
+            events += obs.events
+            for r in obs.replicas:
+                if r.cpu_cores is not None:
+                    base = r.cpu_limit or 1.0
+                    cpu_pct.setdefault(r.name, []).append(100.0 * r.cpu_cores / base)
+                if r.memory_bytes is not None:
+                    mem[r.name] = max(mem.get(r.name, 0.0), r.memory_bytes / 2**20)
+        if samples:
+            last = samples[-1]
+            base = {r.name: (r.restarts, r.oom_kills) for r in samples[0].replicas}
+            restarts = sum(max(r.restarts - base.get(r.name, (0, 0))[0], 0) for r in last.replicas)
+            oom = sum(max(r.oom_kills - base.get(r.name, (0, 0))[1], 0) for r in last.replicas)
+            # a replica that died and came back between samples still shows in its counters
+            restarts = max(restarts, sum(1 for e in events if "restart" in e))
+            oom = max(oom, sum(1 for e in events if "OOMKilled" in e))
+        busiest = max(gen_cpu, default=0.0)
+        error_rate = w.failures / w.requests if w.requests else (1.0 if w.failures else 0.0)
+        return StepRow(
+            stage=self.stage, step=self._counter(), replicas=self.platform.replicas,
+            cpu=spec.cpu if spec else None, memory=spec.memory if spec else None,
+            concurrency=spec.concurrency if spec else 0, users=users, rps=round(w.rps, 2),
+            p50_ms=w.p50_ms, p90_ms=w.p90_ms, p95_ms=w.p95_ms, p99_ms=w.p99_ms,
+            error_rate=round(error_rate, 5), requests=w.requests, failures=w.failures,
+            workers=self.generator.workers, generator_cpu_pct=round(busiest, 1),
+            generator_bound=busiest >= self.config.load.generator_bound_pct,
+            replica_cpu_pct=[round(statistics.fmean(v), 1) for v in cpu_pct.values()],
+            replica_memory_mb=[round(v, 1) for v in mem.values()],
+            restarts=restarts, oom_kills=oom, pending=pending, valid=w.requests > 0 or w.failures > 0,
+            note="" if w.requests else "no request completed in the window",
+            started_at=started, duration_s=round(time.time() - started, 2), events=events[-20:],
+        )
+
+
+def _counter() -> Callable[[], int]:
+    state = {"n": 0}
+
+    def nxt() -> int:
+        state["n"] += 1
+        return state["n"]
+
+    return nxt

@@ -1,0 +1,79 @@
+"""Prefect artifacts: a progress bar updated after every step, step tables, the summary in markdown.
+
+Keys are stable per target (lowercase, digits, dashes) so artifacts version night after night in the UI.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from prefect.artifacts import (
+    create_link_artifact,
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
+
+from nightcap.report import write_markdown
+from nightcap.steps import StepRow
+
+
+def artifact_key(target: str, what: str) -> str:
+    key = re.sub(r"[^a-z0-9-]+", "-", f"{target}-{what}".lower()).strip("-")
+    return key[:100] or "nightcap"
+
+
+class Progress:
+    """One progress artifact for the run: share of planned stages done, nudged forward by each step."""
+
+    def __init__(self, stages: list[str]):
+        self.stages = stages
+        self.done = 0
+        self.steps_in_stage = 0
+        self.id = create_progress_artifact(progress=0.0, description=f"nightcap: {', '.join(stages)}")
+
+    def _value(self) -> float:
+        share = 100.0 / max(len(self.stages), 1)
+        partial = share * (1 - 1 / (1 + self.steps_in_stage / 6))  # approaches the stage's share, never passes it
+        return min(100.0, self.done * share + partial)
+
+    def step(self, _row: StepRow | None = None) -> None:
+        self.steps_in_stage += 1
+        self._update()
+
+    def stage_done(self) -> None:
+        self.done += 1
+        self.steps_in_stage = 0
+        self._update()
+
+    def _update(self) -> None:
+        try:
+            update_progress_artifact(self.id, progress=round(self._value(), 1))
+        except Exception:
+            pass  # progress is a courtesy; never fail a measurement over it
+
+
+STEP_TABLE_COLUMNS = ["stage", "step", "replicas", "cpu", "concurrency", "users", "rps", "p50_ms", "p95_ms",
+                      "p99_ms", "error_rate", "generator_cpu_pct", "generator_bound", "restarts", "oom_kills",
+                      "pending", "valid", "note"]
+
+
+def steps_table(target: str, steps: list[StepRow]) -> None:
+    rows = [{c: getattr(s, c) for c in STEP_TABLE_COLUMNS} for s in steps]
+    create_table_artifact(key=artifact_key(target, "steps"), table=rows,
+                          description=f"{len(rows)} measured load steps (steps.csv)")
+
+
+def publish_summary(target: str, summary: dict[str, Any], out: Path, plots: list[Path],
+                    tables: list[tuple[str, list[dict[str, Any]]]]) -> None:
+    """The answer first; tables the stages asked to lead with; plots embedded as data URIs."""
+    for name, rows in tables:
+        if rows:
+            create_table_artifact(key=artifact_key(target, name), table=rows, description=f"{name} ({target})")
+    create_markdown_artifact(key=artifact_key(target, "summary"), markdown=write_markdown(summary, out, plots, embed=True),
+                             description=summary.get("answer", "")[:250])
+    create_link_artifact(key=artifact_key(target, "report-folder"), link=out.resolve().as_uri(),
+                         link_text=str(out), description="report folder: summary.json, steps.csv, report.md, plots")

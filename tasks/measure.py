@@ -1,0 +1,78 @@
+"""Measuring tasks: one Prefect task per load window, so every step shows in the UI as it happens."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from nightcap.context import RunContext
+from nightcap.load.cluster import LocalLocust
+from nightcap.measure import StepRunner
+from nightcap.search import SearchParams, SearchResult, Slo, find_saturation
+from nightcap.steps import StepRow
+
+
+def start_generator(ctx: RunContext, workers: int) -> Any:
+    """Locust master + workers where the platform lives: local processes, or pods in the cluster."""
+    t = ctx.config.target
+    if ctx.config.platform.kind == "kubernetes":
+        from nightcap.load.kubernetes_locust import KubernetesLocust
+
+        gen = KubernetesLocust.for_run(ctx, workers)
+    else:
+        gen = LocalLocust(workers, ctx.plan.payloads, t.path, t.method, t.headers, t.request_timeout_s,
+                          ctx.config.load.reconnect_s, api_key=ctx.api_key, registry=ctx.registry,
+                          logdir=ctx.out / "logs")
+    gen.start()
+    return gen
+
+
+@task(name="measure-window", task_run_name="{stage}: {users} users", cache_policy=NO_CACHE, persist_result=False)
+def measure_window(runner: StepRunner, stage: str, users: int) -> StepRow:
+    row = runner.measure(users)
+    logger = get_run_logger()
+    flag = " GENERATOR-BOUND" if row.generator_bound else ""
+    flag += "" if row.valid else f" INVALID ({row.note})"
+    logger.info("%s %3d users x %d replica(s): %7.1f rps  p50 %s ms  p95 %s ms  errors %.1f%%  generator CPU %.0f%%%s",
+                stage, users, row.replicas, row.rps, row.p50_ms, row.p95_ms, 100 * row.error_rate,
+                row.generator_cpu_pct, flag)
+    return row
+
+
+def search_params(ctx: RunContext, cheap: bool = False, **overrides: Any) -> SearchParams:
+    s = ctx.config.search
+    params = SearchParams(start_users=s.start_users, max_users=s.max_users, min_gain=s.min_gain,
+                          stable_within=s.stable_within, max_windows=s.max_windows, refine_steps=s.refine_steps,
+                          headroom=s.headroom, slo_capacity=s.slo_capacity)
+    if cheap:  # tuning compares candidates: one window per level, no SLO extension
+        params.max_windows, params.slo_capacity, params.refine_steps = 1, False, min(s.refine_steps, 2)
+    for key, value in overrides.items():
+        setattr(params, key, value)
+    return params
+
+
+def run_search(ctx: RunContext, stage: str, workers: int, params: SearchParams) -> SearchResult:
+    """Start generators, search, stop generators: nothing is left running whatever happens."""
+    assert ctx.platform is not None
+    gen = start_generator(ctx, workers)
+    try:
+        runner = StepRunner(ctx.config, ctx.platform, gen, stage, ctx.record_step, ctx.deadline, ctx.spec,
+                            ctx.next_step)
+        slo = Slo(ctx.config.slo.p95_ms, ctx.config.slo.max_error_rate)
+        return find_saturation(lambda users: measure_window(runner, stage, users), slo, params)
+    finally:
+        gen.stop()
+
+
+def result_block(result: SearchResult, headroom: float) -> dict[str, Any]:
+    return {
+        "saturation": {"rps": result.saturation_rps, "users": result.saturation_users, "found": result.found,
+                       "stop_reason": result.stop_reason},
+        "operating_point": {"rps": result.operating_rps, "users": result.operating_users, "headroom": headroom},
+        "slo_capacity": {"users": result.slo_users, "rps": result.slo_rps},
+        "levels": [asdict(lv) for lv in result.levels],
+        "windows": result.windows,
+    }

@@ -1,0 +1,44 @@
+"""Deploy and teardown as tasks: the first and last thing every run does."""
+
+from __future__ import annotations
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from nightcap.context import RunContext
+from nightcap.platforms.base import Platform, PodSpec
+
+
+def make_platform(ctx: RunContext) -> Platform:
+    if ctx.config.platform.kind == "kubernetes":
+        from nightcap.platforms.kubernetes import KubernetesPlatform
+
+        return KubernetesPlatform(ctx.config, ctx.run_id)
+    from nightcap.platforms.local import LocalPlatform
+
+    return LocalPlatform(ctx.config, ctx.plan, ctx.run_id, ctx.out / "replicas", registry=ctx.registry)
+
+
+def initial_spec(ctx: RunContext) -> PodSpec:
+    p = ctx.config.platform
+    return PodSpec(cpu=p.cpu, memory=p.memory, concurrency=p.concurrency or ctx.plan.default_concurrency)
+
+
+@task(name="deploy", cache_policy=NO_CACHE, persist_result=False)
+def deploy(ctx: RunContext) -> None:
+    logger = get_run_logger()
+    ctx.platform = make_platform(ctx)
+    ctx.spec = initial_spec(ctx)
+    logger.info("deploying %s on %s: %d replica(s) of %s", ctx.config.target.name, ctx.config.platform.kind,
+                ctx.config.platform.replicas, ctx.spec)
+    ctx.platform.deploy(ctx.spec, ctx.config.platform.replicas)
+    if not ctx.platform.limits_enforced:
+        ctx.warn(ctx.platform.limits_note)
+        logger.warning(ctx.platform.limits_note)
+    logger.info("service ready at %s", ctx.platform.service_url)
+
+
+@task(name="teardown", cache_policy=NO_CACHE, persist_result=False)
+def teardown(ctx: RunContext) -> None:
+    if ctx.platform is not None:
+        ctx.platform.teardown()
