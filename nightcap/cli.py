@@ -46,8 +46,11 @@ def run(
             err.print(f"Prefect API: {api}", highlight=False)
             from flows.capacity_check import capacity_check
 
-            state = capacity_check(config=str(config), overrides=list(set_), out=str(out_dir) if out_dir else None,
-                                   return_state=True)
+            try:
+                state = capacity_check(config=str(config), overrides=list(set_),
+                                       out=str(out_dir) if out_dir else None, return_state=True)
+            finally:
+                _flush_logs()
     except KeyboardInterrupt:
         err.print("interrupted: every process and cgroup of the run was stopped; measured steps are in the report")
         raise typer.Exit(130)
@@ -65,6 +68,16 @@ def run(
     if state.is_failed():
         err.print(f"[red]run failed: {state.message}[/red]", highlight=False)
         raise typer.Exit(1)
+
+
+def _flush_logs() -> None:
+    """Send buffered flow logs before the run's Prefect server stops."""
+    try:
+        from prefect.logging.handlers import APILogHandler
+
+        APILogHandler.flush()
+    except Exception:
+        pass
 
 
 def _sigterm(signum: int, _frame: object) -> None:

@@ -190,11 +190,12 @@ class SizingConfig(Strict):
     node_allocatable_cpu: Cores = 2.0
     price_per_core_hour: float | None = Field(None, ge=0)
     headroom: float = Field(0.7, gt=0, le=1)
+    think_time_s: float = Field(0.0, ge=0, le=3600)  # per user between requests; 0 = every user always in flight
 
 
 class AutoscalePhase(Strict):
     name: str
-    load: float = Field(ge=0, le=100, description="multiple of one replica's saturation users")
+    load: float = Field(ge=0, le=100, description="offered rate, as a multiple of one replica's saturation rps")
     duration_s: Seconds
 
 

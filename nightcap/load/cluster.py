@@ -52,8 +52,10 @@ class MasterClient:
         self.base_url = base_url.rstrip("/")
         self.http = httpx.Client(base_url=self.base_url, timeout=timeout_s)
 
-    def swarm(self, users: int, spawn_rate: float, host: str) -> None:
-        r = self.http.post("/swarm", data={"user_count": users, "spawn_rate": spawn_rate, "host": host})
+    def swarm(self, users: int, spawn_rate: float, host: str, user_rps: float = 0.0) -> None:
+        """Hold `users` users; with `user_rps` each is paced to that rate (offered load), else closed loop."""
+        r = self.http.post("/swarm", data={"user_count": users, "spawn_rate": spawn_rate, "host": host,
+                                           "user_rps": user_rps})
         r.raise_for_status()
         body = r.json()
         if not body.get("success", False):

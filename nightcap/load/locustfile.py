@@ -26,7 +26,7 @@ from typing import Any
 
 import locust.runners
 import locust.stats
-from locust import FastHttpUser, constant, events, task
+from locust import FastHttpUser, constant_throughput, events, task
 
 locust.stats.PERCENTILES_TO_STATISTICS = [0.5, 0.9, 0.95, 0.99]
 locust.runners.WORKER_REPORT_INTERVAL = float(os.environ.get("NIGHTCAP_REPORT_INTERVAL_S", "0.5"))
@@ -59,12 +59,24 @@ PAYLOADS = _payloads()
 HEADERS = _headers()
 
 
-class ModelUser(FastHttpUser):
-    """One closed-loop client posting rows of the payload set."""
+@events.init_command_line_parser.add_listener
+def _options(parser: Any) -> None:
+    # Set per swarm through POST /swarm (user_rps=...): paces each user, so a phase offers a rate, not just
+    # a concurrency. 0 = closed loop, no think time.
+    parser.add_argument("--user-rps", type=float, default=0.0, include_in_web_ui=True,
+                        help="requests per second per user (0: no pacing)")
 
-    wait_time = constant(0)
+
+class ModelUser(FastHttpUser):
+    """One client posting rows of the payload set: closed loop, or paced at --user-rps."""
+
     network_timeout = TIMEOUT_S
     connection_timeout = TIMEOUT_S
+
+    def wait_time(self) -> float:
+        options = self.environment.parsed_options
+        rate = float(getattr(options, "user_rps", 0.0) or 0.0) if options is not None else 0.0
+        return constant_throughput(rate)(self) if rate > 0 else 0.0
 
     def on_start(self) -> None:
         self._bodies = itertools.cycle(random.sample(PAYLOADS, len(PAYLOADS)))
