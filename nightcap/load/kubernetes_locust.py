@@ -14,15 +14,19 @@ import logging
 import socket
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kubernetes import client as k8s
 
 from nightcap.config import Config
+from nightcap.load.cluster import MasterClient
 from nightcap.platforms import manifests as mf
 from nightcap.platforms.base import PlatformError
 from nightcap.platforms.kubernetes import Kube, KubeApiError, MERGE_PATCH, PortForward, api_client_for, pod_ready, \
     open_pod_socket
+
+if TYPE_CHECKING:
+    from nightcap.platforms.kubernetes import KubernetesPlatform
 
 log = logging.getLogger(__name__)
 
@@ -38,13 +42,13 @@ class KubernetesLocust:
 
     def __init__(self, config: Config, run_id: str, api_client: k8s.ApiClient | None = None,
                  payloads: list[bytes] | None = None, api_key: str | None = None, clock: Any = time,
-                 locustfile: str | None = None):
+                 locustfile: str | None = None, workers: int | None = None):
         self.config = config
         self.run_id = run_id
         self.namespace = config.platform.namespace
         self.clock = clock
         self.kube = Kube(api_client or api_client_for(config.platform), self.namespace, clock=clock)
-        self.workers = config.load.workers
+        self.workers = workers if workers is not None else config.load.workers
         self.api_key = api_key
         self.notes: list[str] = []
         self._files = {"locustfile.py": locustfile if locustfile is not None else LOCUSTFILE.read_text(),
@@ -65,6 +69,7 @@ class KubernetesLocust:
         self._forward: PortForward | None = None
         self.master_name = mf.locust_name(run_id, "master")
         self.worker_name = mf.locust_name(run_id, "worker")
+        self._client: MasterClient | None = None
 
     def _payload_text(self, payloads: list[bytes]) -> str:
         kept, size = [], 0
@@ -94,6 +99,26 @@ class KubernetesLocust:
                                self._selector(mf.LOCUST_MASTER), self.poll_s)
         self.kube.wait_rollout(self.worker_name, self.workers, timeout, f"start {self.workers} Locust worker(s)",
                                self._selector(mf.LOCUST_WORKER), self.poll_s)
+
+    # --- what StepRunner and the stages drive (nightcap.measure.Generator) ---------------------------------
+
+    @property
+    def client(self) -> MasterClient:
+        """The master's web API, opened on first use (through the port-forward outside the cluster)."""
+        if self._client is None:
+            self._client = MasterClient(self.master_url)
+        return self._client
+
+    def target_url(self, platform: "KubernetesPlatform") -> str:
+        """The workers run next to the model: they send to the Service's DNS name, never to a port-forward."""
+        return platform.cluster_service_url
+
+    def alive_workers(self) -> int:
+        """Ready worker pods (a crashed or evicted worker is not ready until it restarts)."""
+        return sum(1 for p in self.kube.pods(self._selector(mf.LOCUST_WORKER)) if pod_ready(p))
+
+    def mark_cpu(self) -> None:
+        """Nothing to mark: metrics-server already averages each pod's CPU over its own window."""
 
     @property
     def master_url(self) -> str:
@@ -132,7 +157,16 @@ class KubernetesLocust:
         return [round(cpu * 100.0, 1) for _, (cpu, _) in sorted(usage.items())]
 
     def stop(self) -> None:
-        """Delete this run's Locust objects (by label) and close the port-forward. Idempotent."""
+        """Stop the swarm, delete this run's Locust objects (by label), close the port-forward. Idempotent.
+
+        Waits (bounded) until the Deployments are gone: the next stage creates objects of the same names."""
+        if self._client is not None:
+            try:
+                self._client.stop()
+            except Exception as exc:  # the master may already be gone; deletion below is what matters
+                log.info("stopping the swarm: %s", exc)
+            self._client.close()
+            self._client = None
         if self._forward is not None:
             self._forward.close()
             self._forward = None
@@ -142,8 +176,30 @@ class KubernetesLocust:
                 self.kube.delete_labelled(self._selector(component))
             except PlatformError as exc:
                 errors.append(str(exc))
+        if not errors:
+            errors += self._wait_gone((self.worker_name, self.master_name))
         if errors:
             raise PlatformError("stopping the Locust cluster left objects behind: " + " | ".join(errors))
+
+    def _wait_gone(self, names: tuple[str, ...], timeout_s: float = 60.0) -> list[str]:
+        deadline = self.clock.monotonic() + timeout_s
+        left = list(names)
+        while left:
+            for name in list(left):
+                try:
+                    self.kube.get_deployment(name)
+                except KubeApiError as exc:
+                    if exc.status == 404:
+                        left.remove(name)
+                    else:
+                        return [str(exc)]
+            if not left:
+                break
+            if self.clock.monotonic() >= deadline:
+                return [f"deployment(s) {', '.join(left)} in namespace {self.namespace} still exist "
+                        f"{timeout_s:.0f}s after deletion (finalizers?)"]
+            self.clock.sleep(self.poll_s)
+        return []
 
     def __enter__(self) -> "KubernetesLocust":
         self.start()
