@@ -19,7 +19,7 @@ from nightcap.analysis.autoscale_metrics import AutoscaleSample, phase_start, su
 from nightcap.config import AutoscalePhase  # noqa: E402
 from nightcap.context import RunContext  # noqa: E402
 from nightcap.load.cluster import summarize  # noqa: E402
-from nightcap.measure import BudgetExceeded  # noqa: E402
+from nightcap.measure import BudgetExceeded, target_url  # noqa: E402
 from nightcap.platforms.base import HpaSpec  # noqa: E402
 from tasks.measure import start_generator  # noqa: E402
 
@@ -110,9 +110,10 @@ def autoscale(run_id: str) -> dict:
             platform.enable_node_autoscaling(a.nodes.get("min", 1), a.nodes.get("max", 3))  # type: ignore[attr-defined]
         platform.enable_autoscaling(hpa)
         client = gen.client
+        host = target_url(gen, platform)
         for phase in phases:
             users, user_rps = offered_load(phase.load, base_users, base_rps, ctx.config.load.max_users)
-            client.swarm(users, ctx.config.load.spawn_rate, platform.service_url, user_rps=user_rps)
+            client.swarm(users, ctx.config.load.spawn_rate, host, user_rps=user_rps)
             logger.info("autoscale: phase %s: %.1f rps offered by %d users (%.2f rps each) for %.0fs", phase.name,
                         users * user_rps, users, user_rps, phase.duration_s)
             end = time.monotonic() + phase.duration_s

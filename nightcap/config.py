@@ -149,6 +149,11 @@ class LoadConfig(Strict):
     generator_bound_pct: float = Field(90.0, gt=0, le=100)
     reconnect_s: float = Field(5.0, ge=0)
     locust_image: str = "locustio/locust:2.47.0"
+    # Where the Locust master and workers run. `cluster`: pods next to the model (platform.kind kubernetes
+    # only), sending to the Service's DNS name; `local`: processes on this machine, sending to the platform's
+    # service_url (on Kubernetes outside the cluster, a port-forward: fine for checks, not for capacity).
+    # Unset: `cluster` on kubernetes, `local` on the local platform.
+    generator: Literal["cluster", "local"] | None = None
     # safety limits: a run that would exceed them is refused before it starts
     max_users: int = Field(512, ge=1, le=100_000)
     max_rps: float = Field(20_000.0, gt=0)
@@ -261,17 +266,33 @@ class Config(Strict):
             )
         if self.platform.kind == "kubernetes" and self.target.kind in ("reference", "mlflow", "command") and not self.target.image:
             raise ValueError("platform.kind 'kubernetes' needs target.image (the container image to deploy)")
+        if self.platform.kind == "local" and self.load.generator == "cluster":
+            raise ValueError("load.generator 'cluster' needs platform.kind 'kubernetes'; use 'local' (or leave it unset)")
         return self
+
+    @property
+    def generator_site(self) -> Literal["cluster", "local"]:
+        """Where load is generated: load.generator, or the platform's default (cluster on kubernetes)."""
+        return self.load.generator or ("cluster" if self.platform.kind == "kubernetes" else "local")
 
     def identity(self) -> dict[str, Any]:
         """What makes two runs comparable: target name, platform and load settings (not the model version)."""
         return {
             "target": self.target.name,
             "platform": self.platform.kind,
-            "load": self.load.model_dump(exclude={"max_users", "max_rps", "max_duration_s", "locust_image"}),
+            "load": self._load_identity(),
             "search": self.search.model_dump(),
             "slo": self.slo.model_dump(),
         }
+
+    def _load_identity(self) -> dict[str, Any]:
+        # the generator's site counts only when it is not the platform's default, so configs written before
+        # load.generator existed keep their hash (and their history)
+        load = self.load.model_dump(exclude={"max_users", "max_rps", "max_duration_s", "locust_image", "generator"})
+        default = "cluster" if self.platform.kind == "kubernetes" else "local"
+        if self.generator_site != default:
+            load["generator"] = self.generator_site
+        return load
 
     def config_hash(self) -> str:
         blob = json.dumps(self.identity(), sort_keys=True, default=str)

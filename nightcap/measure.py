@@ -28,6 +28,16 @@ class Generator(Protocol):
     def generator_cpu_pct(self) -> list[float]: ...
 
 
+def target_url(generator: object, platform: Platform) -> str:
+    """The URL the generator's users send to: the generator knows where it runs.
+
+    In-cluster Locust sends to the Service's DNS name (`generator.target_url(platform)`); local processes
+    send to `platform.service_url` (local replicas, or a port-forward into the cluster).
+    """
+    own = getattr(generator, "target_url", None)
+    return own(platform) if callable(own) else platform.service_url
+
+
 class BudgetExceeded(RuntimeError):
     """The run reached load.max_duration_s; what was measured is kept."""
 
@@ -62,7 +72,7 @@ class StepRunner:
         load = self.config.load
         if users > load.max_users:
             raise LoadError(f"{users} users exceeds the safety limit load.max_users ({load.max_users})")
-        self.generator.client.swarm(users, load.spawn_rate, self.platform.service_url)
+        self.generator.client.swarm(users, load.spawn_rate, target_url(self.generator, self.platform))
         self._users = users
 
     def measure(self, users: int) -> StepRow:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import asdict
 from typing import Any
 
@@ -16,17 +18,31 @@ from nightcap.steps import StepRow
 
 
 def start_generator(ctx: RunContext, workers: int) -> Any:
-    """Locust master + workers where the platform lives: local processes, or pods in the cluster."""
-    t = ctx.config.target
-    if ctx.config.platform.kind == "kubernetes":
-        from nightcap.load.kubernetes_locust import KubernetesLocust
+    """Locust master + workers where `load.generator` says: pods in the cluster, or local processes.
 
-        gen = KubernetesLocust.for_run(ctx, workers)
+    In the cluster they reuse the platform's API client (same credentials, same namespace, same run labels),
+    and send to the Service's DNS name; local processes send to `platform.service_url`.
+    """
+    t = ctx.config.target
+    if ctx.config.generator_site == "cluster":
+        from nightcap.load.kubernetes_locust import LOCUSTFILE, KubernetesLocust
+
+        api = getattr(getattr(ctx.platform, "kube", None), "api", None)
+        gen: Any = KubernetesLocust(ctx.config, ctx.run_id, api_client=api, payloads=ctx.plan.payloads,
+                                    api_key=ctx.api_key, locustfile=LOCUSTFILE.read_text(), workers=workers,
+                                    clock=getattr(ctx.platform, "clock", time))
     else:
         gen = LocalLocust(workers, ctx.plan.payloads, t.path, t.method, t.headers, t.request_timeout_s,
                           ctx.config.load.reconnect_s, api_key=ctx.api_key, registry=ctx.registry,
                           logdir=ctx.out / "logs")
-    gen.start()
+    try:
+        gen.start()
+    except BaseException:
+        try:
+            gen.stop()  # a half-started generator (pods created, processes spawned) is not left behind
+        except Exception as exc:
+            logging.getLogger(__name__).warning("cleaning up the load generator that failed to start: %s", exc)
+        raise
     return gen
 
 
