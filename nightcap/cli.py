@@ -161,29 +161,24 @@ def cleanup(
 
 
 def _k8s_cleanup(record: dict) -> None:
+    """Delete the dead run's objects (its run-id label only: other runs may be live). Raises to keep the record."""
+    from kubernetes import config as kconfig
+    from kubernetes.client import ApiClient
+
+    from nightcap.platforms.kubernetes import cleanup_run
+
     try:
-        from kubernetes import config as kconfig
-
-        from nightcap.platforms.kubernetes import cleanup_dead_runs
-
-        try:
-            kconfig.load_incluster_config()
-        except kconfig.ConfigException:
-            kconfig.load_kube_config(context=record.get("context"))
-        from kubernetes.client import ApiClient
-
-        cleanup_dead_runs(ApiClient(), record["namespace"], live_run_ids=[])
-    except Exception as exc:  # report, keep cleaning the rest
-        err.print(f"[yellow]could not clean Kubernetes objects of run {record.get('run_id')}: {exc}[/yellow]")
+        kconfig.load_incluster_config()
+    except kconfig.ConfigException:
+        kconfig.load_kube_config(context=record.get("context"))
+    cleanup_run(ApiClient(), record["namespace"], record["run_id"])
 
 
 def _pool_restore(pool: dict) -> None:
-    try:
-        from nightcap.platforms.gke import restore_recorded
+    """Write back a node pool's original autoscaling. Raises to keep the record for the next cleanup."""
+    from nightcap.platforms.gke import restore_recorded
 
-        restore_recorded(pool)
-    except Exception as exc:
-        err.print(f"[yellow]could not restore node pool {pool.get('name')}: {exc}[/yellow]")
+    restore_recorded(pool)
 
 
 def main() -> None:

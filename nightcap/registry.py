@@ -165,14 +165,39 @@ def cleanup_dead(
             if Path(group).exists():
                 remove_group(Path(group))
                 done.append(f"run {record.run_id}: removed cgroup {group}")
-        if record.kubernetes and kubernetes_cleanup:
-            kubernetes_cleanup(record.kubernetes)
-            done.append(f"run {record.run_id}: deleted Kubernetes objects labelled nightcap.io/run-id={record.run_id}")
+        kept = RunRecord(record.run_id, record.owner_pid, record.owner_started, record.heartbeat)
+        if record.kubernetes:
+            where = (f"labelled nightcap.io/run-id={record.kubernetes.get('run_id', record.run_id)} in namespace "
+                     f"{record.kubernetes.get('namespace')}")
+            try:
+                if not kubernetes_cleanup:
+                    raise LookupError("no Kubernetes credentials here")
+                kubernetes_cleanup(record.kubernetes)
+                done.append(f"run {record.run_id}: deleted Kubernetes objects {where}")
+            except Exception as exc:  # kept for the next `nightcap cleanup`
+                kept.kubernetes = record.kubernetes
+                if kubernetes_cleanup:
+                    done.append(f"run {record.run_id}: could not delete Kubernetes objects {where}: {exc}")
         for pool in record.node_pools:
-            if node_pool_restore:
+            try:
+                if not node_pool_restore:
+                    raise LookupError("no GKE credentials here")
                 node_pool_restore(pool)
                 done.append(f"run {record.run_id}: restored autoscaling of node pool {pool.get('name')}")
+            except Exception as exc:
+                kept.node_pools.append(pool)
+                if node_pool_restore:
+                    done.append(f"run {record.run_id}: could not restore node pool {pool.get('name')}: {exc}")
         for lock in record.locks:
             Path(lock).unlink(missing_ok=True)
-        (Path(directory) / f"{record.run_id}.json").unlink(missing_ok=True)
+        path = Path(directory) / f"{record.run_id}.json"
+        if kept.kubernetes or kept.node_pools:
+            # cluster state needs credentials this caller does not have: keep it for `nightcap cleanup`
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(asdict(kept)))
+            tmp.replace(path)
+            done.append(f"run {record.run_id}: left Kubernetes objects / node-pool settings behind; "
+                        "run `nightcap cleanup` to remove and restore them")
+        else:
+            path.unlink(missing_ok=True)
     return done

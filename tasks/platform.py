@@ -13,7 +13,7 @@ def make_platform(ctx: RunContext) -> Platform:
     if ctx.config.platform.kind == "kubernetes":
         from nightcap.platforms.kubernetes import KubernetesPlatform
 
-        return KubernetesPlatform(ctx.config, ctx.run_id)
+        return KubernetesPlatform(ctx.config, ctx.run_id, registry=ctx.registry)
     from nightcap.platforms.local import LocalPlatform
 
     return LocalPlatform(ctx.config, ctx.plan, ctx.run_id, ctx.out / "replicas", registry=ctx.registry)

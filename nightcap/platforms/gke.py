@@ -15,7 +15,7 @@ import json
 import logging
 import re
 import time
-from typing import Any
+from typing import Any, Callable
 
 from google.api_core import exceptions as gexc
 from google.cloud import container_v1
@@ -56,8 +56,14 @@ class GkeNodePools:
     request_timeout_s = 60.0
 
     def __init__(self, gke: GkeConfig, client: container_v1.ClusterManagerClient | None = None, clock: Any = time,
-                 original: dict[str, Any] | None = None):
+                 original: dict[str, Any] | None = None,
+                 on_original: Callable[[dict[str, Any]], None] | None = None,
+                 on_restored: Callable[[], None] | None = None):
+        """`on_original(record)` runs after the original is read and before anything is changed (the run
+        registry stores `record`, which `restore_recorded` takes); `on_restored()` after a successful restore."""
         self.gke = gke
+        self.on_original = on_original
+        self.on_restored = on_restored
         self.client = client or container_v1.ClusterManagerClient()
         self.clock = clock
         self._original: container_v1.NodePoolAutoscaling | None = (
@@ -116,6 +122,8 @@ class GkeNodePools:
             raise PlatformError(f"autoscale.nodes min ({min_node_count}) must be between 0 and max ({max_node_count})")
         if self._original is None:
             self._original = self.read()
+            if self.on_original is not None:
+                self.on_original(self.record())
         settings = container_v1.NodePoolAutoscaling(enabled=enabled, min_node_count=min_node_count,
                                                     max_node_count=max_node_count)
         self._changed = True
@@ -148,3 +156,17 @@ class GkeNodePools:
         self._apply(container_v1.NodePoolAutoscaling(self._original), "restore node-pool autoscaling")
         self._changed = False
         log.info("node pool %s autoscaling restored", self.pool_name)
+        if self.on_restored is not None:
+            self.on_restored()
+
+    def record(self) -> dict[str, Any]:
+        """What a later process needs to restore this pool: its name, where it is, and the original settings."""
+        return {"name": self.pool_name, "gke": self.gke.model_dump(), "original": self.original_settings()}
+
+
+def restore_recorded(record: dict[str, Any], client: container_v1.ClusterManagerClient | None = None,
+                     clock: Any = time) -> None:
+    """Put back a node pool's autoscaling from a `GkeNodePools.record()` left by a run that died."""
+    if record.get("original") is None:
+        return  # the run died before it read (so before it changed) anything
+    GkeNodePools(GkeConfig(**record["gke"]), client=client, clock=clock, original=record["original"]).restore()

@@ -38,6 +38,7 @@ from nightcap.quantities import QuantityError, parse_cpu, parse_memory
 
 if TYPE_CHECKING:
     from nightcap.platforms.gke import GkeNodePools
+    from nightcap.registry import RunRegistry
 
 log = logging.getLogger(__name__)
 
@@ -535,8 +536,12 @@ class KubernetesPlatform:
     poll_s = 2.0  # rollout polling period
 
     def __init__(self, config: Config, run_id: str, api_client: k8s.ApiClient | None = None,
-                 node_pools: "GkeNodePools | None" = None, clock: Any = time):
+                 node_pools: "GkeNodePools | None" = None, clock: Any = time, registry: "RunRegistry | None" = None):
+        """`node_pools`: injected, or built on first use from platform.gke when autoscale.nodes is set.
+        `registry`: where the namespace/run id and the pool's original autoscaling are recorded before they
+        are touched, so `nightcap cleanup` can undo them if this process dies."""
         self.config = config
+        self.registry = registry
         self.run_id = run_id
         self.namespace = config.platform.namespace
         self.clock = clock
@@ -552,6 +557,7 @@ class KubernetesPlatform:
         self._forward: PortForward | None = None
         self._next_pod = 0
         self._hpa = False
+        self._nodes_on = False
         self._said: set[str] = set()
 
     # --- addresses ---------------------------------------------------------------------------------------
@@ -586,6 +592,10 @@ class KubernetesPlatform:
     # --- lifecycle ---------------------------------------------------------------------------------------
 
     def deploy(self, spec: PodSpec, replicas: int) -> None:
+        if self.registry is not None:
+            record = {"namespace": self.namespace, "run_id": self.run_id, "context": self.config.platform.context,
+                      "in_cluster": self.config.platform.in_cluster}
+            self.registry.update(lambda r: setattr(r, "kubernetes", record))
         self._spec, self._replicas = spec, replicas
         self.kube.create(mf.model_deployment(self.config, self.run_id, spec, replicas), self.run_id)
         self.kube.create(mf.model_service(self.config, self.run_id), self.run_id)
@@ -719,10 +729,47 @@ class KubernetesPlatform:
         self.kube.create(mf.hpa(self.config, self.run_id, hpa), self.run_id)
         self._hpa = True
         nodes = self.config.autoscale.nodes
-        if nodes and self.node_pools is not None:
-            self.node_pools.set_autoscaling(True, int(nodes.get("min", 1)), int(nodes.get("max", 3)))
-        elif nodes:
-            self.notes.append("autoscale.nodes is set but platform.gke is not: node-pool autoscaling was not changed")
+        if nodes and not self._nodes_on:
+            self.enable_node_autoscaling(int(nodes.get("min", 1)), int(nodes.get("max", 3)))
+
+    def _pools(self) -> "GkeNodePools | None":
+        if self.node_pools is None and self.config.platform.gke is not None:
+            from nightcap.platforms.gke import GkeNodePools
+
+            self.node_pools = GkeNodePools(self.config.platform.gke, clock=self.clock)
+        if self.node_pools is not None and self.registry is not None and hasattr(self.node_pools, "on_original"):
+            if self.node_pools.on_original is None:
+                self.node_pools.on_original = self._record_pool
+                self.node_pools.on_restored = self._forget_pool
+        return self.node_pools
+
+    def _record_pool(self, record: dict[str, Any]) -> None:
+        assert self.registry is not None
+        self.registry.update(lambda r: r.node_pools.append(record))
+
+    def _forget_pool(self) -> None:
+        assert self.registry is not None and self.node_pools is not None
+        name = self.node_pools.pool_name  # type: ignore[union-attr]
+        self.registry.update(lambda r: r.node_pools.__setitem__(
+            slice(None), [p for p in r.node_pools if p.get("name") != name]))
+
+    def enable_node_autoscaling(self, min_nodes: int, max_nodes: int) -> None:
+        """Turn on the GKE node pool's autoscaling (platform.gke); its original settings are recorded first."""
+        pools = self._pools()
+        if pools is None:
+            if "nodes-no-gke" not in self._said:
+                self._said.add("nodes-no-gke")
+                self.notes.append("autoscale.nodes is set but platform.gke is not: node-pool autoscaling was "
+                                  "not changed")
+            return
+        pools.set_autoscaling(True, int(min_nodes), int(max_nodes))
+        self._nodes_on = True
+
+    def restore_node_autoscaling(self) -> None:
+        """Put the node pool's autoscaling back as found (a no-op when nothing was changed)."""
+        if self.node_pools is not None:
+            self.node_pools.restore()
+        self._nodes_on = False
 
     def autoscaling_status(self) -> AutoscaleStatus:
         h = self.kube.autoscaling
@@ -760,11 +807,10 @@ class KubernetesPlatform:
             if exc.status != 404:
                 errors.append(str(exc))
         self._hpa = False
-        if self.node_pools is not None:
-            try:
-                self.node_pools.restore()
-            except PlatformError as exc:
-                errors.append(str(exc))
+        try:
+            self.restore_node_autoscaling()
+        except PlatformError as exc:
+            errors.append(str(exc))
         try:
             replicas = (self.kube.get_deployment(self.name).get("spec") or {}).get("replicas")
             self._replicas = int(replicas if replicas is not None else self._replicas)
@@ -784,14 +830,18 @@ class KubernetesPlatform:
             log.info("teardown of run %s deleted %s", self.run_id, deleted)
         except PlatformError as exc:
             errors.append(str(exc))
-        if self.node_pools is not None:
-            try:
-                self.node_pools.restore()
-            except PlatformError as exc:
-                errors.append(str(exc))
+        try:
+            self.restore_node_autoscaling()
+        except PlatformError as exc:
+            errors.append(str(exc))
         if errors:
             raise PlatformError(f"teardown of run {self.run_id} in namespace {self.namespace} was incomplete: "
                                 + " | ".join(errors))
+
+
+def cleanup_run(api_client: k8s.ApiClient, namespace: str, run_id: str, clock: Any = time) -> list[str]:
+    """Delete the objects of one (dead) run by its labels; return `resource/name` of each deleted."""
+    return Kube(api_client, namespace, clock=clock).delete_labelled(mf.run_selector(run_id))
 
 
 def cleanup_dead_runs(api_client: k8s.ApiClient, namespace: str, live_run_ids: list[str] | set[str],
