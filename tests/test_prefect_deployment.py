@@ -1,0 +1,188 @@
+"""End to end through Prefect as people use it: a real `prefect server start`, `prefect deploy` of
+deployments/prefect.yaml, a process worker, `prefect deployment run ... --param ...`, and the run's state
+and artifacts read back through the Prefect API.
+
+Every process here is started in its own session and stopped by pid (its whole tree) in a finally.
+Costs ~45 s on 2 shared cores: server ~12 s, deploy ~3 s, the run ~25 s.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+import pytest
+
+from nightcap.platforms.local import free_port
+from nightcap.registry import kill_process_tree
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
+
+REPO = Path(__file__).resolve().parents[1]
+PREFECT = str(Path(sys.executable).with_name("prefect"))
+POOL = "nightcap-local"
+
+
+def short_overrides(tmp: Path) -> list[str]:
+    """A bounded run on the reference target (200 rps per replica): 1 s windows, at most 16 users."""
+    return [
+        "load.window_s=1",
+        "load.warmup_s=0.5",
+        "search.max_users=16",
+        "search.max_windows=1",
+        f"store.url=sqlite:///{tmp / 'h.db'}",
+        'stages=["single_client"]',
+    ]
+
+
+def prefect_env(home: Path, api_url: str) -> dict[str, str]:
+    """The CLI's environment: this test's server only, whatever PREFECT_* the caller had set."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(
+        PREFECT_HOME=str(home),
+        PREFECT_API_URL=api_url,
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_SERVER_UI_ENABLED="false",
+        PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT="false",
+        PREFECT_LOGGING_LEVEL="INFO",
+    )
+    return env
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        kill_process_tree(proc.pid, grace_s=10)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory) -> Iterator[dict[str, str]]:
+    """`prefect server start` on SQLite in a private PREFECT_HOME, on a free port, without the UI."""
+    tmp = tmp_path_factory.mktemp("prefect-server")
+    home = tmp / "home"
+    home.mkdir()
+    port = free_port()
+    api_url = f"http://127.0.0.1:{port}/api"
+    env = prefect_env(home, api_url)
+    env.pop("PREFECT_API_URL")  # the server itself does not need one
+    log = tmp / "server.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-ui"],
+                                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                cwd=tmp, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"prefect server exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{api_url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"prefect server did not answer within 90 s:\n{log.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield {"api_url": api_url, "home": str(home), "tmp": str(tmp), "log": str(log)}
+    finally:
+        stop(proc)
+
+
+def cli(server: dict[str, str], *args: str, timeout: float = 90) -> str:
+    """A `prefect ...` command from the repository root (the deployments' entrypoints are relative to it)."""
+    result = subprocess.run([PREFECT, *args], cwd=REPO, env=prefect_env(Path(server["home"]), server["api_url"]),
+                            capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, f"prefect {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+def api_client(server: dict[str, str]):
+    """A sync Prefect client on this test's server, whatever server the session's settings name."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: server["api_url"]}):
+        return get_client(sync_client=True)
+
+
+def test_deploy_then_run_on_demand_through_a_process_worker(server, tmp_path):
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    t0 = time.monotonic()
+    cli(server, "work-pool", "create", POOL, "--type", "process")
+    out = cli(server, "deploy", "--prefect-file", "deployments/prefect.yaml", "--all", "--no-prompt")
+    assert "capacity-check/nightly" in out and "capacity-check/on-demand" in out, out
+    timings = {"deploy_s": round(time.monotonic() - t0, 1)}
+
+    with api_client(server) as client:
+        nightly = client.read_deployment_by_name("capacity-check/nightly")
+        (schedule,) = nightly.schedules
+        assert schedule.schedule.cron == "0 2 * * *" and schedule.schedule.timezone == "UTC"
+        assert nightly.work_pool_name == POOL and nightly.entrypoint == "flows/capacity_check.py:capacity_check"
+        assert nightly.pull_steps and "prefect.deployments.steps.set_working_directory" in nightly.pull_steps[0]
+        # the run-once worker takes any run due now; keep a nightly that falls due mid-test out of its way
+        client.pause_deployment(nightly.id)
+        on_demand = client.read_deployment_by_name("capacity-check/on-demand")
+        assert not on_demand.schedules
+
+    report = tmp_path / "report"
+    out = cli(server, "deployment", "run", "capacity-check/on-demand",
+              "--param", "config=configs/reference.yaml",
+              "--param", "overrides=" + json.dumps(short_overrides(tmp_path)),
+              "--param", f"out={report}")
+    flow_run_id = next(line.split("UUID:")[1].strip() for line in out.splitlines() if "UUID:" in line)
+
+    worker_log = tmp_path / "worker.log"
+    env = prefect_env(Path(server["home"]), server["api_url"])
+    env["NIGHTCAP_HOME"] = str(REPO)  # the deployments' pull step changes into it
+    t1 = time.monotonic()
+    with worker_log.open("wb") as log:
+        worker = subprocess.Popen([PREFECT, "worker", "start", "--pool", POOL, "--run-once"], stdout=log,
+                                  stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=tmp_path,
+                                  start_new_session=True)
+    try:
+        with api_client(server) as client:
+            deadline = time.monotonic() + 150
+            while True:
+                flow_run = client.read_flow_run(flow_run_id)
+                if flow_run.state is not None and flow_run.state.is_final():
+                    break
+                assert time.monotonic() < deadline, (f"flow run still {flow_run.state_name} after 150 s:\n"
+                                                     f"{worker_log.read_text()[-4000:]}")
+                time.sleep(1)
+            timings["run_s"] = round(time.monotonic() - t1, 1)
+            assert flow_run.state.is_completed(), (f"{flow_run.state.type}: {flow_run.state.message}\n"
+                                                   f"{worker_log.read_text()[-4000:]}")
+            assert flow_run.parameters["overrides"] == short_overrides(tmp_path)
+
+            artifacts = client.read_artifacts(
+                artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run.id])))
+        worker.wait(timeout=30)  # --run-once: the worker exits once the run is over
+    finally:
+        stop(worker)
+
+    by_key = {a.key: a for a in artifacts if a.key}
+    assert {"reference-summary", "reference-steps", "reference-report-folder"} <= set(by_key), sorted(by_key)
+    assert all(key.startswith("reference-") for key in by_key)
+    summary = by_key["reference-summary"]
+    assert summary.type == "markdown" and "saturates at" in summary.data and "rps" in summary.data
+    steps = by_key["reference-steps"]
+    rows = json.loads(steps.data) if isinstance(steps.data, str) else steps.data
+    assert steps.type == "table" and rows and {r["stage"] for r in rows} == {"single_client"}
+    assert report.resolve().as_uri() in by_key["reference-report-folder"].data  # a link artifact renders as markdown
+    progress = [a for a in artifacts if a.type == "progress"]
+    assert progress and float(progress[-1].data) == 100.0
+
+    written = json.loads((report / "summary.json").read_text())
+    assert written["stages"]["single_client"]["status"] == "completed"
+    assert 150 <= written["saturation"]["rps"] <= 240  # 4 slots x 20 ms = 200 rps on one replica
+    print(f"timings: {timings}")
