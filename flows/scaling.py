@@ -100,7 +100,11 @@ def scaling(run_id: str) -> dict:
                  + (f"peak at {fit.predicted_peak_n:.1f} pods, retrograde from {fit.retrograde_from_n}"
                     if fit.predicted_peak_n else "no retrograde scaling predicted"))
     else:
-        text += f". USL: {fit.reason}"
+        text += f". USL over replicas: {fit.reason}"
+    if fit_users.ok:
+        text += (f". USL over users on one pod: σ={fit_users.sigma:.3f}, κ={fit_users.kappa:.4f}, r²={fit_users.r2:.3f}"
+                 + (f", throughput peaks at {fit_users.predicted_peak_n:.1f} users and falls from "
+                    f"{fit_users.retrograde_from_n}" if fit_users.predicted_peak_n else ", no retrograde predicted"))
     ctx.summary.setdefault("sections", []).append({"title": "Scaling (throughput per pod)", "text": text, "rows": rows,
                                                    "columns": ["replicas", "saturation_rps", "rps_per_pod",
                                                                "efficiency", "slo_users"]})

@@ -74,8 +74,9 @@ def heatmap(results: list[CandidateResult], path, memory: int | None) -> str | N
     ax.set_ylabel("CPU per pod (cores)")
     for i, row in enumerate(grid):
         for j, value in enumerate(row):
-            ax.text(j, i, "not measured" if value != value else f"{value:.0f}", ha="center", va="center",
-                    color="white", fontsize=8)
+            missing = value != value
+            ax.text(j, i, "pruned" if missing else f"{value:.0f}", ha="center", va="center",
+                    color="grey" if missing else "white", fontsize=8)
     fig.colorbar(im, ax=ax, label="rps per core")
     ax.set_title(f"rps per core (memory {format_memory(memory)})")
     fig.tight_layout()

@@ -73,9 +73,11 @@ def run(
 def _flush_logs() -> None:
     """Send buffered flow logs before the run's Prefect server stops."""
     try:
-        from prefect.logging.handlers import APILogHandler
+        from prefect.events.worker import EventsWorker
+        from prefect.logging.handlers import APILogWorker
 
-        APILogHandler.flush()
+        APILogWorker.drain_all(timeout=10)
+        EventsWorker.drain_all(timeout=10)
     except Exception:
         pass
 

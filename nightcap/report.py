@@ -36,7 +36,8 @@ def headline(summary: dict[str, Any]) -> str:
         return f"**{target}**: no saturation point was found ({sat.get('stop_reason') or 'no stage measured it'})."
     plat = summary.get("platform", {})
     size = f"{plat.get('replicas', 1)} replica(s) of {_fmt(plat.get('cpu'), 2)} CPU"
-    line = (f"**{target}** saturates at **{_fmt(sat['rps'])} rps** with {sat.get('users')} concurrent users "
+    users = sat.get("users")
+    line = (f"**{target}** saturates at **{_fmt(sat['rps'])} rps** with {users} concurrent user{'s' if users != 1 else ''} "
             f"on {size}; operate at {_fmt(op.get('rps'))} rps ({int(round(100 * op.get('headroom', 0.7)))}%)")
     if slo.get("users") is not None:
         line += f"; {slo['users']} users fit under p95 < {_fmt(slo.get('p95_ms'), 0)} ms"
@@ -58,6 +59,7 @@ def plot_ramp(steps: Iterable[StepRow], path: Path, title: str, slo_p95_ms: floa
     fig, ax1 = plt.subplots(figsize=(7, 4))
     ax1.plot(users, [by_users[u].rps for u in users], "o-", color="tab:blue", label="throughput (rps)")
     ax1.set_xscale("log", base=2)
+    ax1.set_ylim(bottom=0)
     ax1.set_xlabel("concurrent users")
     ax1.set_ylabel("rps", color="tab:blue")
     ax2 = ax1.twinx()
