@@ -113,20 +113,20 @@ class ReplicaCgroup:
             with open(d / "cgroup.procs", "w") as handle:
                 handle.write(pid)
 
-    def oom_kills(self) -> int:
+    def oom_kills(self) -> int | None:
+        """The kernel's OOM-kill count for the group, or None when this kernel does not report it."""
         s = self.support
         try:
             if s.version == "v1":
                 text = (self.dirs[1] / "memory.oom_control").read_text()
-                match = re.search(r"oom_kill (\d+)", text)
-                return int(match.group(1)) if match else 0
-            if s.version == "v2":
+            elif s.version == "v2":
                 text = (self.dirs[0] / "memory.events").read_text()
-                match = re.search(r"oom_kill (\d+)", text)
-                return int(match.group(1)) if match else 0
+            else:
+                return None
         except (OSError, IndexError):
-            pass
-        return 0
+            return None
+        match = re.search(r"oom_kill (\d+)", text)
+        return int(match.group(1)) if match else None
 
     def memory_bytes(self) -> int | None:
         try:

@@ -305,7 +305,10 @@ class LocalPlatform:
                         continue
                     code = proc.returncode
                     ooms = replica.cgroup.oom_kills() if replica.cgroup else 0
-                    oom = ooms > 0 or (code == -signal.SIGKILL and replica.spec.memory is not None and replica.cgroup is not None)
+                    # Trust the kernel's count; guess from SIGKILL + a memory limit only when it has none
+                    # (a SIGKILL from outside, e.g. an operator or a fault test, is not an OOM kill).
+                    oom = ooms > 0 if ooms is not None else (
+                        code == -signal.SIGKILL and replica.spec.memory is not None and replica.cgroup is not None)
                     replica.restarts += 1
                     if oom:
                         replica.oom_kills += 1
