@@ -79,6 +79,9 @@ class StepRunner:
         load = self.config.load
         self._check_budget(load.window_s + load.warmup_s)
         started = time.time()
+        restart = getattr(self.generator, "restart_dead_workers", None)
+        if restart is not None and restart():
+            self._users = None  # a replacement worker holds no users yet: swarm again before measuring
         if users != self._users:
             self.set_users(users)
             time.sleep(load.warmup_s)
@@ -92,6 +95,7 @@ class StepRunner:
         time.sleep(load.window_s)
         stop.set()
         sampler.join(timeout=5)
+        self._observe_into(samples)  # the end of the window: a replica that died in its last second counts
         try:
             raw = self.generator.client.window()
         except httpx.HTTPError as exc:
@@ -113,12 +117,18 @@ class StepRunner:
         return row
 
     def _sample(self, samples: list[Observation], stop: threading.Event) -> None:
-        self.platform.observe()  # primes per-replica CPU counters
+        # The first look primes per-replica CPU counters and is the baseline for restarts and OOM kills;
+        # it is kept (its CPU is None, so it does not skew the means), else a replica that died during the
+        # warm-up, or a window shorter than sample_s, would lose its restart and events.
+        self._observe_into(samples)
         while not stop.wait(self.sample_s):
-            try:
-                samples.append(self.platform.observe())
-            except Exception as exc:  # observation must never break a measurement
-                samples.append(Observation(events=[f"observe failed: {exc}"]))
+            self._observe_into(samples)
+
+    def _observe_into(self, samples: list[Observation]) -> None:
+        try:
+            samples.append(self.platform.observe())
+        except Exception as exc:  # observation must never break a measurement
+            samples.append(Observation(events=[f"observe failed: {exc}"]))
 
     def _row(self, users: int, w, gen_cpu: list[float], samples: list[Observation], started: float) -> StepRow:
         spec = self.spec or getattr(self.platform, "spec", None)
@@ -126,11 +136,11 @@ class StepRunner:
         mem: dict[str, float] = {}
         restarts = oom = pending = 0
         events: list[str] = []
-        for obs in samples:
+        for i, obs in enumerate(samples):
             pending = max(pending, obs.pending)
             events += obs.events
             for r in obs.replicas:
-                if r.cpu_cores is not None:
+                if r.cpu_cores is not None and i > 0:  # the first look's CPU covers the warm-up
                     base = r.cpu_limit or 1.0
                     cpu_pct.setdefault(r.name, []).append(100.0 * r.cpu_cores / base)
                 if r.memory_bytes is not None:

@@ -105,8 +105,11 @@ class LocalLocust:
 
     def __init__(self, workers: int, payloads: list[bytes], path: str, method: str, headers: dict[str, str],
                  timeout_s: float, reconnect_s: float, api_key: str | None = None,
-                 registry: RunRegistry | None = None, logdir: Path | None = None):
+                 registry: RunRegistry | None = None, logdir: Path | None = None,
+                 worker_cpu: float | None = None):
         self.workers = workers
+        self.worker_cpu = worker_cpu
+        self._cgroups: list = []
         self.registry = registry
         self._tmp = Path(tempfile.mkdtemp(prefix="nightcap-locust-"))
         self.logdir = Path(logdir) if logdir else self._tmp
@@ -127,6 +130,8 @@ class LocalLocust:
             "PYTHONUNBUFFERED": "1",
         }
         self.env.pop(API_KEY_VAR, None)
+        if registry is not None:  # so the run's generators can be found by run id, like its replicas
+            self.env["NIGHTCAP_RUN_ID"] = registry.record.run_id
         if api_key:
             # Only in the workers' environment, never on a command line (ps would show it) or in a file.
             self.env[API_KEY_VAR] = api_key
@@ -145,10 +150,30 @@ class LocalLocust:
         exe = Path(sys.executable).with_name("locust")
         return str(exe) if exe.exists() else (shutil.which("locust") or "locust")
 
+    def _limit(self, what: str):  # type: ignore[no-untyped-def]
+        """A CPU-capped cgroup for a worker when load.worker_cpu is set and the machine allows it."""
+        if not self.worker_cpu or not what.startswith("worker"):
+            return None
+        from nightcap.platforms.cgroups import PREFIX, ReplicaCgroup, detect
+
+        support = detect()
+        if not support.enforced:
+            return None
+        run = self.registry.record.run_id if self.registry else self._tmp.name
+        group = ReplicaCgroup(support, f"{PREFIX}{run}-gen-{what}-{len(self._cgroups)}")
+        group.create(self.worker_cpu, None)
+        self._cgroups.append(group)
+        for d in group.dirs:
+            if self.registry:
+                self.registry.add_cgroup(d)
+        return group
+
     def _spawn(self, args: list[str], what: str) -> subprocess.Popen:
         log = (self.logdir / f"{what}.log").open("ab")
+        group = self._limit(what)
         proc = subprocess.Popen([self._locust(), "-f", str(LOCUSTFILE), *args], stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, env=self.env, start_new_session=True)
+                                stdin=subprocess.DEVNULL, env=self.env, start_new_session=True,
+                                preexec_fn=group.attach if group else None)
         log.close()
         if self.registry:
             self.registry.add_process(proc.pid, f"locust {what}")
@@ -177,15 +202,47 @@ class LocalLocust:
     def alive_workers(self) -> int:
         return sum(1 for p in self.worker_procs if p.poll() is None)
 
+    def restart_dead_workers(self, timeout_s: float = 30.0) -> int:
+        """Replace workers that died, and wait until the master counts them; returns how many were replaced.
+
+        Without this a dead worker invalidates every later window too, and the search gives up.
+        """
+        dead = [i for i, p in enumerate(self.worker_procs) if p.poll() is not None]
+        if not dead:
+            return 0
+        try:
+            before = set(self.client.window().get("active_workers", []))
+        except httpx.HTTPError:
+            before = set()
+        for i in dead:
+            old = self.worker_procs[i]
+            if self.registry:
+                self.registry.remove_process(old.pid)
+            self.worker_procs[i] = self._spawn(["--worker", "--master-host", "127.0.0.1", "--master-port",
+                                                str(self.bind_port), "--loglevel", "WARNING"], f"worker-{i}")
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                # Ready when the replacements have joined and the master no longer counts the dead ones
+                # (it notices a missing heartbeat after ~4 s); users sent earlier could land on a dead worker.
+                active = set(self.client.window().get("active_workers", []))
+                if len(active) == self.workers and len(active - before) >= len(dead):
+                    return len(dead)
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise LoadError(f"a replacement Locust worker did not connect within {timeout_s:.0f}s; see {self.logdir}")
+
     def mark_cpu(self) -> None:
         """Start a CPU window for the generator processes."""
         self._cpu_marks = {p.pid: _cpu_seconds(p.pid) for p in self.worker_procs}
         self._mark_at = time.monotonic()
 
     def generator_cpu_pct(self) -> list[float]:
-        """Each worker's CPU since `mark_cpu`, in % of one core: near 100 means the generator is the limit."""
+        """Each worker's CPU since `mark_cpu`, in % of one core (or of its cap): near 100 means the generator is the limit."""
         elapsed = max(time.monotonic() - self._mark_at, 1e-6)
-        return [100.0 * max(_cpu_seconds(p.pid) - self._cpu_marks.get(p.pid, 0.0), 0.0) / elapsed
+        cap = min(self.worker_cpu or 1.0, 1.0)  # a capped worker is saturated at its cap, not at a full core
+        return [100.0 * max(_cpu_seconds(p.pid) - self._cpu_marks.get(p.pid, 0.0), 0.0) / elapsed / cap
                 for p in self.worker_procs]
 
     def stop(self) -> None:
@@ -205,6 +262,12 @@ class LocalLocust:
                 self.registry.remove_process(proc.pid)
         self.worker_procs = []
         self.master = None
+        for group in self._cgroups:
+            for d in list(group.dirs):
+                if self.registry:
+                    self.registry.remove_cgroup(d)
+            group.remove()
+        self._cgroups = []
         shutil.rmtree(self._tmp, ignore_errors=True)
 
     def __enter__(self) -> "LocalLocust":

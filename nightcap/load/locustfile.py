@@ -149,6 +149,9 @@ def _add_routes(environment: Any, **_: Any) -> None:
                 "state": getattr(runner, "state", "missing"),
                 "user_count": getattr(runner, "user_count", 0),
                 "worker_count": getattr(runner, "worker_count", 0),
+                "active_workers": sorted(w.id for w in (runner.clients.ready + runner.clients.spawning
+                                                        + runner.clients.running))
+                if runner is not None and hasattr(runner, "clients") else [],
                 "workers": workers,
                 "total": total.to_dict() if total is not None else {},
                 "errors": [e.serialize() for e in itertools.islice(runner.errors.values(), 20)] if runner else [],
