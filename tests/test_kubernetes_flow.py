@@ -174,22 +174,16 @@ class FakeCluster:
         self.api.close()
 
 
-@pytest.fixture(scope="session")
-def prefect_harness() -> Iterator[None]:
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
-
-
 @pytest.fixture()
-def reference_server() -> Iterator[int]:
+def reference_server(leftovers: Any) -> Iterator[int]:
+    """The stand-in for the model pods; spared by `leftovers` (conftest), which checks the run's own processes."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen([sys.executable, "-m", "nightcap.reference_server", "--host", "127.0.0.1",
                              "--port", str(port), "--slots", str(SLOTS), "--service-ms", str(SERVICE_MS),
                              "--queue", "64"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    leftovers.spared.add(proc.pid)
     try:
         deadline = time.monotonic() + 20
         while True:
@@ -240,12 +234,13 @@ def _config(tmp: Path) -> Path:
 
 @pytest.mark.slow
 @pytest.mark.timeout(180)
-def test_parent_flow_on_kubernetes_end_to_end(prefect_harness: None, cluster: FakeCluster, reference_server: int,
-                                              tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_parent_flow_on_kubernetes_end_to_end(prefect_api: str, cluster: FakeCluster, reference_server: int,
+                                              leftovers: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from flows.capacity_check import capacity_check
     from nightcap.platforms import kubernetes as kube_mod
 
-    monkeypatch.chdir(tmp_path)  # run registry, locks and report folder stay in the test's directory
+    # `leftovers` (conftest) runs this in tmp_path (run registry, locks, report) and fails it if a Locust
+    # process or a run record outlives the flow
     monkeypatch.setattr(kube_mod, "api_client_for", lambda platform: cluster.api)
     monkeypatch.setattr(kube_mod.KubernetesPlatform, "poll_s", 0.2)
     forwarded: list[tuple[str, int]] = []
@@ -332,3 +327,176 @@ def test_parent_flow_on_kubernetes_end_to_end(prefect_harness: None, cluster: Fa
           f"{on_disk['saturation']['users']} users; {len(forwarded)} forwarded connections; HPA statuses "
           f"{[(s['currentReplicas'], s['desiredReplicas']) for s in cluster.hpa_statuses]}; flow {elapsed:.0f}s")
     assert elapsed < 90, f"the flow took {elapsed:.0f}s"
+
+
+# --- the pieces the flow wires, without Prefect or load --------------------------------------------------
+
+
+def _k8s_config(**load: Any) -> Any:
+    from nightcap.config import validate
+
+    return validate({
+        "target": {"name": "k8s-unit", "kind": "reference", "image": "registry.example/nightcap:0.1"},
+        "platform": {"kind": "kubernetes", "namespace": NS, "ready_timeout_s": 10},
+        "load": {"workers": 2, **load},
+        "slo": {"p95_ms": 500},
+    })
+
+
+class RecordingClient:
+    def __init__(self) -> None:
+        self.swarms: list[tuple[int, str]] = []
+
+    def swarm(self, users: int, spawn_rate: float, host: str, user_rps: float = 0.0) -> None:
+        self.swarms.append((users, host))
+
+    def stop(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def test_generator_site_defaults_and_keeps_existing_config_hashes() -> None:
+    from nightcap.config import ConfigError, validate
+
+    assert _k8s_config().generator_site == "cluster"
+    assert _k8s_config(generator="local").generator_site == "local"
+    local = validate({"target": {"name": "x", "kind": "reference"}, "slo": {"p95_ms": 500}})
+    assert local.generator_site == "local"
+    assert "generator" not in local.identity()["load"]  # the default does not change the comparison key
+    assert _k8s_config().config_hash() == _k8s_config(generator="cluster").config_hash()
+    assert _k8s_config().config_hash() != _k8s_config(generator="local").config_hash()
+    with pytest.raises(ConfigError, match="load.generator 'cluster' needs platform.kind 'kubernetes'"):
+        validate({"target": {"name": "x", "kind": "reference"}, "slo": {"p95_ms": 500},
+                  "load": {"generator": "cluster"}})
+
+
+def test_cluster_generator_runs_in_the_cluster_and_sends_to_the_service_dns(
+        cluster: FakeCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from nightcap.load.kubernetes_locust import KubernetesLocust
+    from nightcap.measure import StepRunner, target_url
+    from nightcap.platforms.kubernetes import KubernetesPlatform
+    from tasks.measure import start_generator
+
+    monkeypatch.setattr(KubernetesLocust, "poll_s", 0.1)
+    config = _k8s_config()
+    run = "run-gen"
+    platform = KubernetesPlatform(config, run, api_client=cluster.api)
+    ctx = SimpleNamespace(config=config, run_id=run, platform=platform, plan=SimpleNamespace(payloads=[b'{"a": 1}']),
+                          api_key=None, registry=None, out=tmp_path)
+    gen = start_generator(ctx, 3)  # type: ignore[arg-type]
+    try:
+        assert isinstance(gen, KubernetesLocust)
+        created = [(r.data["kind"], r.data["metadata"]["name"]) for r in cluster.requests("POST")]
+        assert created == [("ConfigMap", mf.locust_name(run, "files")), ("Deployment", mf.locust_name(run, "master")),
+                           ("Service", mf.locust_name(run, "master")), ("Deployment", mf.locust_name(run, "worker"))]
+        worker = next(r.data for r in cluster.requests("POST") if r.data["metadata"]["name"] == gen.worker_name)
+        assert worker["spec"]["replicas"] == 3 and gen.workers == 3
+        files = next(r.data for r in cluster.requests("POST") if r.data["kind"] == "ConfigMap")["data"]
+        assert "FastHttpUser" in files["locustfile.py"] and files["payloads.jsonl"] == '{"a": 1}\n'
+        assert gen.alive_workers() == 3
+        gen.mark_cpu()
+        assert gen.generator_cpu_pct() == [30.0, 30.0, 30.0]  # metrics.k8s.io of the worker pods
+
+        # the users hit the model's Service by DNS name, not this process's port-forward
+        assert target_url(gen, platform) == f"http://{platform.name}.{NS}.svc:8080"
+        client = RecordingClient()
+        gen._client = client  # type: ignore[assignment]
+        runner = StepRunner(config, platform, gen, "single_client", lambda row: None)
+        runner.set_users(5)
+        assert client.swarms == [(5, platform.cluster_service_url)]
+        # a generator that does not say (local processes) sends to the platform's service_url, as before
+        local = SimpleNamespace(client=RecordingClient(), workers=1)
+        StepRunner(config, platform, local, "single_client", lambda row: None).set_users(2)  # type: ignore[arg-type]
+        assert local.client.swarms == [(2, platform.service_url)]
+    finally:
+        gen.stop()
+        platform.teardown()
+    assert cluster.run(lambda: cluster.live("deployments")) == {}
+    assert cluster.run(lambda: cluster.live("configmaps")) == {}
+    assert cluster.run(lambda: cluster.live("services")) == {}
+
+
+class FakeGkeClient:
+    """Just enough of ClusterManagerClient for a restore: operations finish at once."""
+
+    def __init__(self) -> None:
+        self.requests: list[Any] = []
+
+    def set_node_pool_autoscaling(self, request: Any, retry: Any = None, timeout: Any = None) -> Any:
+        from google.cloud import container_v1
+
+        self.requests.append(request)
+        return container_v1.Operation(name="op-1", status=container_v1.Operation.Status.DONE)
+
+
+def test_node_pool_original_is_recorded_before_the_change_and_restored_by_cleanup(
+        cluster: FakeCluster, tmp_path: Path) -> None:
+    from google.cloud import container_v1
+
+    from nightcap.platforms.base import HpaSpec, PodSpec
+    from nightcap.platforms.gke import GkeNodePools, restore_recorded
+    from nightcap.platforms.kubernetes import KubernetesPlatform, cleanup_run
+    from nightcap.registry import RunRegistry, cleanup_dead
+    from nightcap.config import validate
+
+    config = validate({
+        "target": {"name": "k8s-unit", "kind": "reference", "image": "registry.example/nightcap:0.1"},
+        "platform": {"kind": "kubernetes", "namespace": NS, "ready_timeout_s": 10,
+                     "gke": {"project": "p", "location": "europe-west1", "cluster": "c", "node_pool": "models"}},
+        "slo": {"p95_ms": 500}, "autoscale": {"nodes": {"min": 1, "max": 5}},
+    })
+    original = container_v1.NodePoolAutoscaling(enabled=True, min_node_count=2, max_node_count=3)
+
+    class Pools(GkeNodePools):
+        def read(self) -> container_v1.NodePoolAutoscaling:
+            return container_v1.NodePoolAutoscaling(original)
+
+        def _apply(self, settings: container_v1.NodePoolAutoscaling, what: str) -> None:
+            applied.append((what, settings.enabled, settings.min_node_count, settings.max_node_count,
+                            [dict(p) for p in registry.record.node_pools]))
+
+    applied: list[tuple[Any, ...]] = []
+    registry = RunRegistry("run-pool", directory=tmp_path / "runs")
+    pools = Pools(config.platform.gke, client=FakeGkeClient())  # type: ignore[arg-type]
+    platform = KubernetesPlatform(config, "run-pool", api_client=cluster.api, node_pools=pools, registry=registry)
+    platform.poll_s = 0.1
+    platform.deploy(PodSpec(cpu=1.0, memory=None, concurrency=1), 1)
+    assert registry.record.kubernetes == {"namespace": NS, "run_id": "run-pool", "context": None,
+                                          "in_cluster": False}
+    platform.enable_node_autoscaling(1, 5)
+    platform.enable_autoscaling(HpaSpec())  # the pool is already on: not changed twice
+    assert [a[:4] for a in applied] == [("set node-pool autoscaling", True, 1, 5)]
+    pool_name = "projects/p/locations/europe-west1/clusters/c/nodePools/models"
+    # the original was in the registry before the pool was changed
+    assert [(p["name"], p["gke"]) for p in applied[0][4]] == [(pool_name, config.platform.gke.model_dump())]
+    recorded = applied[0][4][0]["original"]
+    assert (recorded["enabled"], recorded["minNodeCount"], recorded["maxNodeCount"]) == (True, 2, 3)
+    saved = json.loads(json.dumps(registry.record.node_pools[0]))
+
+    # the process dies here: its record is what a later `nightcap cleanup` works from
+    registry._stop.set()
+    registry.update(lambda r: setattr(r, "owner_pid", 999_999_999))
+    # a flow's own start-up cleanup has no credentials: it keeps the cluster parts of the record
+    lines = cleanup_dead(tmp_path / "runs")
+    assert any("nightcap cleanup" in line for line in lines)
+    kept = json.loads((tmp_path / "runs" / "run-pool.json").read_text())
+    assert kept["kubernetes"]["run_id"] == "run-pool" and kept["node_pools"] == [saved]
+
+    cluster.run(lambda: cluster.kmock.objects.__setitem__(
+        ("apps/v1/deployments", NS, "other-run"),
+        {"metadata": {"name": "other-run", "labels": {mf.MANAGED_BY: mf.MANAGER, mf.RUN_ID: "live-run"}},
+         "spec": {"replicas": 0, "template": {"metadata": {"labels": {}}, "spec": {}}}}))
+    gke = FakeGkeClient()
+    lines = cleanup_dead(tmp_path / "runs",
+                         kubernetes_cleanup=lambda rec: cleanup_run(cluster.api, rec["namespace"], rec["run_id"]),
+                         node_pool_restore=lambda pool: restore_recorded(pool, client=gke))  # type: ignore[arg-type]
+    assert len(lines) == 2 and not (tmp_path / "runs" / "run-pool.json").exists()
+    assert [r.name for r in gke.requests] == [pool_name]
+    assert (gke.requests[0].autoscaling.enabled, gke.requests[0].autoscaling.min_node_count,
+            gke.requests[0].autoscaling.max_node_count) == (True, 2, 3)
+    live = cluster.run(lambda: cluster.live("deployments"))
+    assert list(live) == ["other-run"]  # another run's objects are not the dead run's: untouched
