@@ -10,6 +10,10 @@ from nightcap.platforms.base import Platform, PodSpec
 
 
 def make_platform(ctx: RunContext) -> Platform:
+    if ctx.plan.command is None:  # target.kind 'url': measured where it runs
+        from nightcap.platforms.external import ExternalPlatform
+
+        return ExternalPlatform(ctx.config)
     if ctx.config.platform.kind == "kubernetes":
         from nightcap.platforms.kubernetes import KubernetesPlatform
 
