@@ -103,6 +103,8 @@ class StepRunner:
         gen_cpu = self.generator.generator_cpu_pct()
         window = summarize(raw)
         row = self._row(users, window, gen_cpu, samples, started)
+        if window.failures and window.errors:
+            row.note = (row.note + "; " if row.note else "") + "errors: " + _top_errors(window.errors)
         if self.generator.alive_workers() < workers_before or window.workers < self.generator.workers:
             row.valid = False
             row.note = (f"a load generator worker died during the window ({window.workers} of "
@@ -169,6 +171,12 @@ class StepRunner:
             note="" if w.requests else "no request completed in the window",
             started_at=started, duration_s=round(time.time() - started, 2), events=events[-20:],
         )
+
+
+def _top_errors(errors: list[dict], limit: int = 2) -> str:
+    """What failed, most frequent first (`BadStatusCode(... code=503) x41`), so a stop reason has a cause."""
+    ranked = sorted(errors, key=lambda e: -int(e.get("occurrences", 0)))[:limit]
+    return "; ".join(f"{str(e.get('error', '?'))[:160]} x{e.get('occurrences', 0)}" for e in ranked)
 
 
 def _counter() -> Callable[[], int]:

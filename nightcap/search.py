@@ -171,7 +171,8 @@ def find_saturation(measure: Callable[[int], Measured], slo: Slo, params: Search
                     hi = mid
 
     good = sorted((lv for lv in levels.values() if lv.good), key=lambda lv: lv.users)
-    result = SearchResult(None, None, None, None, None, None, stop_reason=stop_reason)
+    # found stays False when no level met the SLO: there is no saturation point to report
+    result = SearchResult(None, None, None, None, None, None, stop_reason=stop_reason, found=False)
     if good:
         peak = max(lv.rps for lv in good)
         knee = next(lv for lv in good if lv.rps >= peak * (1 - p.min_gain))
