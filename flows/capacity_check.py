@@ -143,6 +143,8 @@ def capacity_check(config: str = "configs/local.yaml", overrides: list[str] | No
                 for name, info in ctx.summary["stages"].items():
                     if info.get("status") in ("pending", "running"):
                         info["status"] = "skipped" if info["status"] == "pending" else "failed"
+            elif status == "completed" and any(s.get("status") == "failed" for s in ctx.summary["stages"].values()):
+                status = "failed"  # the flow run ends Failed (StagesFailed): the history says so, and no baseline uses it
             finish(ctx, status)
         failed = [n for n, s in ctx.summary["stages"].items() if s.get("status") == "failed"]
         if fatal is not None:
