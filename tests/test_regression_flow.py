@@ -1,0 +1,133 @@
+"""Regression detection end to end, in-process: the parent flow on the reference target, night after night.
+
+Stable nights build a history in one SQLite store; a night against a slower reference server (service_ms
+20 → 40, so half the capacity) must end Failed naming saturation_rps and both values; a night within the
+noise passes; a night whose stage fails keeps its measured steps in the store, marked failed.
+
+Each run is short (1 s windows, at most 16 users, ~10 s); the whole module takes about a minute and a half.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+
+REPO = Path(__file__).resolve().parents[1]
+REFERENCE = str(REPO / "configs" / "reference.yaml")  # absolute: the tests run in a scratch directory
+
+
+@pytest.fixture(scope="session")
+def prefect_session_harness():
+    """One temporary Prefect API for the session (~12 s to start)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(scope="module")
+def night(prefect_session_harness, tmp_path_factory):
+    """Run the capacity-check flow once, like one night: same store and comparison key every time."""
+    from flows.capacity_check import capacity_check
+
+    work = tmp_path_factory.mktemp("nights")
+    store_url = f"sqlite:///{work / 'history.db'}"
+    count = iter(range(1, 100))
+
+    def run(*extra: str) -> tuple[Any, dict[str, Any], Path]:
+        out = work / f"night-{next(count)}"
+        overrides = [
+            "target.name=reference-regression",  # its own identity and run lock, apart from other runs here
+            "load.window_s=1",
+            "load.warmup_s=0.5",
+            "search.max_users=16",
+            "search.max_windows=1",
+            "search.refine_steps=1",
+            f"store.url={store_url}",
+            'stages=["single_client", "regression"]',
+            "regression.min_runs=2",
+            *extra,
+        ]
+        state = capacity_check(config=REFERENCE, overrides=overrides, out=str(out), return_state=True)
+        return state, json.loads((out / "summary.json").read_text()), out
+
+    mp = pytest.MonkeyPatch()
+    mp.chdir(work)  # run locks, the run registry and default report folders stay in the scratch directory
+    try:
+        yield run, store_url
+    finally:
+        mp.undo()
+
+
+def history(store_url: str):
+    from nightcap.store import HistoryStore
+
+    return HistoryStore(store_url)
+
+
+def test_slower_target_fails_the_flow_and_noise_does_not(night):
+    run, store_url = night
+    stable = []
+    for _ in range(3):
+        state, summary, _ = run()
+        assert state.is_completed(), state.message
+        assert summary["stages"]["regression"]["status"] == "completed"
+        assert 170 <= summary["saturation"]["rps"] <= 240, summary["saturation"]  # 4 slots x 20 ms = 200 rps
+        stable.append(summary["saturation"]["rps"])
+    # the first nights have too little history to judge, the third has two comparable nights
+    assert summary["regression"]["verdict"] == "ok", summary["regression"]
+
+    # another ordinary night: within the noise of the earlier ones, so it passes
+    state, summary, _ = run()
+    assert state.is_completed(), state.message
+    assert summary["regression"]["verdict"] == "ok", summary["regression"]
+    stable.append(summary["saturation"]["rps"])
+
+    # tonight the model is twice as slow: half the capacity
+    state, summary, out = run("target.service_ms=40")
+    assert state.is_failed()
+    assert summary["regression"]["verdict"] == "regressed"
+    tonight = summary["saturation"]["rps"]
+    assert 80 <= tonight <= 120, summary["saturation"]  # 4 slots x 40 ms = 100 rps
+    baseline = statistics.median(stable)  # all four earlier nights are comparable (last_n is 7)
+    message = state.message
+    assert "RegressionDetected" in message or "saturation_rps" in message
+    assert f"saturation_rps fell" in message, message
+    assert f"({baseline:.1f} → {tonight:.1f} rps)" in message, (message, stable, tonight)
+    with pytest.raises(Exception, match="saturation_rps fell"):
+        state.result()
+    # the change is in summary.json and the report, and the slower server is recorded with the run
+    figures = {row["figure"]: row for row in summary["regression"]["figures"]}
+    assert figures["saturation_rps"]["verdict"] == "regressed"
+    assert summary["target"]["version"]["service_ms"] == 40.0
+    assert "saturation_rps fell" in (out / "report.md").read_text()
+
+    # the slower night is one comparable run among the others, not a new identity
+    with history(store_url) as store:
+        frame = store.history(target="reference-regression", last=30)
+        assert len(frame) == 5 and frame["config_hash"].nunique() == 1
+
+
+def test_a_failed_stage_keeps_its_steps_in_the_history(night):
+    run, store_url = night
+    # a safety limit below the target's capacity: the ramp stops with an error once it measures more
+    state, summary, _ = run("load.max_rps=120")
+    assert state.is_failed()
+    assert summary["stages"]["single_client"]["status"] == "failed"
+    assert "load.max_rps" in summary["stages"]["single_client"]["error"]
+    with history(store_url) as store:
+        stored = store.get_run(summary["run_id"])
+        assert stored["status"] == "failed"
+        steps = store.steps_of(summary["run_id"])
+        assert len(steps) == summary["stages"]["single_client"]["steps"] >= 2
+        assert {s.stage for s in steps} == {"single_client"}
+        assert steps[-1].rps > 120  # the step that crossed the limit is kept too
+        # a failed night is history, never a baseline
+        comparable = store.comparable_runs(stored["config_hash"], last_n=30)
+        assert summary["run_id"] not in {r["run_id"] for r in comparable}
