@@ -74,6 +74,7 @@ class FakeCluster:
         self.hpa_seen: dict[str, float] = {}
         self.hpa_statuses: list[dict[str, Any]] = []
         self.max_pods = 0
+        self.serial = 0
         self.on_tick: list[Callable[[], None]] = []
         self._stop = threading.Event()
         self.run(lambda: self.kmock.objects.__setitem__(
@@ -87,9 +88,10 @@ class FakeCluster:
         return asyncio.run_coroutine_threadsafe(call(), self.loop).result(timeout=10)
 
     def live(self, plural: str) -> dict[str, dict[str, Any]]:
-        """name -> object of one resource in the namespace (not deleted)."""
+        """name -> object of one resource in the namespace (not deleted); metrics.k8s.io pods are not pods."""
+        group = {"deployments": "apps", "horizontalpodautoscalers": "autoscaling"}.get(plural, "")
         return {key[2]: obj.raw for key, obj in self.kmock.objects.items()
-                if key[0].plural == plural and key[1] == NS and not obj.deleted}
+                if key[0].plural == plural and (key[0].group or "") == group and key[1] == NS and not obj.deleted}
 
     def _control(self) -> None:
         while not self._stop.wait(0.1):
@@ -135,15 +137,18 @@ class FakeCluster:
                 objects["apps/v1/deployments", NS, name].patch({"status": status})
             template = dep["spec"]["template"]
             for i in range(n):
-                wanted[f"{name}-abc-{i}"] = template
+                wanted[f"{name}-abc-{i}-"] = template  # slot -> template; a replaced pod gets a new name
         pods = self.live("pods")
-        for pod_name in set(pods) - set(wanted):
+        slot = {p: p[:p.rindex("-") + 1] for p in pods}
+        for pod_name in [p for p in pods if slot[p] not in wanted]:
             del objects["v1/pods", NS, pod_name]
             if ("metrics.k8s.io/v1beta1/pods", NS, pod_name) in objects:
                 del objects["metrics.k8s.io/v1beta1/pods", NS, pod_name]
-        for pod_name, template in wanted.items():
-            if pod_name in pods:
+        for prefix, template in wanted.items():
+            if prefix in slot.values():
                 continue
+            self.serial += 1
+            pod_name = f"{prefix}{self.serial}"
             labels = {**template["metadata"]["labels"], "pod-template-hash": "abc"}
             objects["v1/pods", NS, pod_name] = {
                 "metadata": {"name": pod_name, "namespace": NS, "labels": labels},
@@ -400,6 +405,16 @@ def test_cluster_generator_runs_in_the_cluster_and_sends_to_the_service_dns(
         assert gen.alive_workers() == 3
         gen.mark_cpu()
         assert gen.generator_cpu_pct() == [30.0, 30.0, 30.0]  # metrics.k8s.io of the worker pods
+        assert gen.restart_dead_workers() == 0
+        # a worker pod dies and the Deployment controller replaces it (the test's controller re-creates it)
+        workers = sorted(n for n in cluster.run(lambda: cluster.live("pods")) if n.startswith(gen.worker_name))
+        cluster.run(lambda: cluster.kmock.objects.__delitem__(("v1/pods", NS, workers[0])))
+        time.sleep(0.5)  # the controller replaces it under a new name
+        cluster.run(lambda: cluster.kmock.objects["v1/pods", NS, workers[1]].patch(
+            {"status": {"containerStatuses": [{"name": "locust", "ready": True, "restartCount": 1, "image": "x",
+                                               "imageID": "", "state": {"running": {}}}]}}))
+        assert gen.restart_dead_workers() == 2  # one pod replaced, one container restarted: swarm again
+        assert gen.restart_dead_workers() == 0 and gen.alive_workers() == 3
 
         # the users hit the model's Service by DNS name, not this process's port-forward
         assert target_url(gen, platform) == f"http://{platform.name}.{NS}.svc:8080"

@@ -70,6 +70,7 @@ class KubernetesLocust:
         self.master_name = mf.locust_name(run_id, "master")
         self.worker_name = mf.locust_name(run_id, "worker")
         self._client: MasterClient | None = None
+        self._worker_pods: dict[str, int] = {}  # worker pod -> restarts, as last seen ready
 
     def _payload_text(self, payloads: list[bytes]) -> str:
         kept, size = [], 0
@@ -99,6 +100,7 @@ class KubernetesLocust:
                                self._selector(mf.LOCUST_MASTER), self.poll_s)
         self.kube.wait_rollout(self.worker_name, self.workers, timeout, f"start {self.workers} Locust worker(s)",
                                self._selector(mf.LOCUST_WORKER), self.poll_s)
+        self._worker_pods = self._worker_snapshot()
 
     # --- what StepRunner and the stages drive (nightcap.measure.Generator) ---------------------------------
 
@@ -116,6 +118,27 @@ class KubernetesLocust:
     def alive_workers(self) -> int:
         """Ready worker pods (a crashed or evicted worker is not ready until it restarts)."""
         return sum(1 for p in self.kube.pods(self._selector(mf.LOCUST_WORKER)) if pod_ready(p))
+
+    def _worker_snapshot(self) -> dict[str, int]:
+        return {p["metadata"]["name"]: sum(int(cs.get("restartCount") or 0)
+                                           for cs in (p.get("status") or {}).get("containerStatuses") or [])
+                for p in self.kube.pods(self._selector(mf.LOCUST_WORKER))}
+
+    def restart_dead_workers(self, timeout_s: float | None = None) -> int:
+        """Workers that died since the last look: the Deployment controller replaces them (new pod or container
+        restart); wait until all are ready again and return how many, so the caller swarms again (a
+        replacement holds no users)."""
+        now = self._worker_snapshot()
+        replaced = sum(1 for name, restarts in now.items()
+                       if name not in self._worker_pods or restarts > self._worker_pods[name])
+        replaced = max(replaced, self.workers - self.alive_workers())
+        if not replaced:
+            return 0
+        self.kube.wait_rollout(self.worker_name, self.workers, timeout_s or self.config.platform.ready_timeout_s,
+                               f"replace {replaced} dead Locust worker(s)", self._selector(mf.LOCUST_WORKER),
+                               self.poll_s)
+        self._worker_pods = self._worker_snapshot()
+        return replaced
 
     def mark_cpu(self) -> None:
         """Nothing to mark: metrics-server already averages each pod's CPU over its own window."""
@@ -143,6 +166,7 @@ class KubernetesLocust:
         self.workers = n
         self.kube.wait_rollout(self.worker_name, n, self.config.platform.ready_timeout_s,
                                f"scale Locust workers to {n}", self._selector(mf.LOCUST_WORKER), self.poll_s)
+        self._worker_pods = self._worker_snapshot()
 
     def generator_cpu_pct(self) -> list[float]:
         """Each worker pod's CPU now, in % of one core (a Locust worker is one process: ~100 means bound).
