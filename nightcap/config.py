@@ -52,7 +52,8 @@ Seconds = Annotated[float, Field(gt=0, le=86_400)]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # inf and nan are never a sane setting (and inf passes a bare `gt=0`)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class TargetConfig(Strict):
@@ -107,6 +108,10 @@ class TargetConfig(Strict):
             parsed = urlparse(self.url)
             if parsed.scheme not in ("http", "https") or not parsed.hostname:
                 raise ValueError(f"target.url {self.url!r} must be an http(s) URL with a host")
+            try:
+                parsed.port
+            except ValueError:
+                raise ValueError(f"target.url {self.url!r} has a port outside 1-65535") from None
             if parsed.hostname not in self.allowed_hosts and "*" not in self.allowed_hosts:
                 raise ValueError(
                     f"target.url host {parsed.hostname!r} is not in target.allowed_hosts "
@@ -145,9 +150,9 @@ class LoadConfig(Strict):
     workers: int = Field(2, ge=1, le=64)
     warmup_s: Seconds = 2.0
     window_s: Seconds = 4.0
-    spawn_rate: float = Field(1000.0, gt=0)
+    spawn_rate: float = Field(1000.0, gt=0, le=100_000)
     generator_bound_pct: float = Field(90.0, gt=0, le=100)
-    reconnect_s: float = Field(5.0, ge=0)
+    reconnect_s: float = Field(5.0, ge=0, le=3600)
     locust_image: str = "locustio/locust:2.47.0"
     # Where the Locust master and workers run. `cluster`: pods next to the model (platform.kind kubernetes
     # only), sending to the Service's DNS name; `local`: processes on this machine, sending to the platform's
@@ -190,8 +195,8 @@ class ScalingConfig(Strict):
 
 
 class SizingConfig(Strict):
-    users: list[Annotated[int, Field(gt=0)]] = Field(default_factory=list)
-    rps: list[Annotated[float, Field(gt=0)]] = Field(default_factory=list)
+    users: list[Annotated[int, Field(gt=0, le=100_000_000)]] = Field(default_factory=list, max_length=100)
+    rps: list[Annotated[float, Field(gt=0, le=1e9)]] = Field(default_factory=list, max_length=100)
     node_allocatable_cpu: Cores = 2.0
     price_per_core_hour: float | None = Field(None, ge=0)
     headroom: float = Field(0.7, gt=0, le=1)
@@ -212,9 +217,9 @@ class AutoscaleConfig(Strict):
     phases: list[AutoscalePhase] | None = None
     sample_s: Seconds = 2.0
     sync_period_s: Seconds = 15.0
-    stabilization_s: float = Field(300.0, ge=0)
+    stabilization_s: float = Field(300.0, ge=0, le=86_400)
     tolerance: float = Field(0.1, ge=0, lt=1)
-    readiness_delay_s: float = Field(30.0, ge=0)
+    readiness_delay_s: float = Field(30.0, ge=0, le=86_400)
     nodes: dict[str, int] | None = None  # {"min": 1, "max": 5} for GKE node-pool autoscaling
 
     @model_validator(mode="after")
@@ -335,7 +340,9 @@ def _describe(error: dict[str, Any]) -> str:
         return f"{where}: required, but missing"
     if kind == "literal_error":
         return f"{where}: {msg} (got {error.get('input')!r})"
-    return f"{where}: {msg} (got {error.get('input')!r})" if "input" in error and not isinstance(error.get("input"), dict) else f"{where}: {msg}"
+    got = repr(error.get("input"))
+    got = got if len(got) <= 80 else got[:60] + f"... ({len(got)} characters)"
+    return f"{where}: {msg} (got {got})" if "input" in error and not isinstance(error.get("input"), dict) else f"{where}: {msg}"
 
 
 class _NoAliasLoader(yaml.SafeLoader):
@@ -357,6 +364,10 @@ def parse_yaml(text: str, source: str = "config") -> Any:
         return yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - safe loader without aliases
     except yaml.YAMLError as exc:
         raise ConfigError([f"not valid YAML: {exc}"], source) from None
+    except RecursionError:
+        raise ConfigError(["the YAML is nested too deeply to be a config"], source) from None
+    except ValueError as exc:  # e.g. an integer with more digits than Python converts
+        raise ConfigError([f"a value cannot be read: {exc}"], source) from None
 
 
 def apply_override(data: dict[str, Any], assignment: str) -> None:
@@ -386,7 +397,7 @@ def validate(data: Any, source: str = "config") -> Config:
         return Config.model_validate(data)
     except ValidationError as exc:
         raise ConfigError([_describe(e) for e in exc.errors(include_url=False)], source) from None
-    except (OverflowError, RecursionError, TypeError) as exc:
+    except (OverflowError, RecursionError, TypeError, ValueError) as exc:
         raise ConfigError([f"value cannot be used: {exc}"], source) from None
 
 
@@ -394,6 +405,9 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     """Read, override and validate a config file; raise ConfigError listing every problem."""
     path = Path(path)
     try:
+        size = path.stat().st_size
+        if size > MAX_CONFIG_BYTES:  # refuse before reading it into memory
+            raise ConfigError([f"the file is {size} bytes; configs are limited to {MAX_CONFIG_BYTES}"], str(path))
         text = path.read_text()
     except OSError as exc:
         raise ConfigError([f"cannot read {path}: {exc.strerror}"], str(path)) from None

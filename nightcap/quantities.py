@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 _BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
@@ -41,7 +42,7 @@ def parse_memory(value: str | int | float) -> int:
         raise QuantityError(f"memory {value!r} must be greater than zero")
     if result > MAX_MEMORY_BYTES:
         raise QuantityError(f"memory {value!r} is larger than 1Pi; that is not a pod size")
-    return int(result)
+    return math.ceil(result)  # fractions of a byte round up, as Kubernetes does (0.5 is 1 byte, not 0)
 
 
 def parse_cpu(value: str | int | float) -> float:
