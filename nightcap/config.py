@@ -159,6 +159,9 @@ class LoadConfig(Strict):
     # service_url (on Kubernetes outside the cluster, a port-forward: fine for checks, not for capacity).
     # Unset: `cluster` on kubernetes, `local` on the local platform.
     generator: Literal["cluster", "local"] | None = None
+    # CPU cap per local generator process (cgroups): reproducible generator capacity, and a way to show
+    # that generator-bound steps are flagged and never taken as the target's limit.
+    worker_cpu: Cores | None = None
     # safety limits: a run that would exceed them is refused before it starts
     max_users: int = Field(512, ge=1, le=100_000)
     max_rps: float = Field(20_000.0, gt=0)

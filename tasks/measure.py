@@ -34,7 +34,7 @@ def start_generator(ctx: RunContext, workers: int) -> Any:
     else:
         gen = LocalLocust(workers, ctx.plan.payloads, t.path, t.method, t.headers, t.request_timeout_s,
                           ctx.config.load.reconnect_s, api_key=ctx.api_key, registry=ctx.registry,
-                          logdir=ctx.out / "logs")
+                          logdir=ctx.out / "logs", worker_cpu=ctx.config.load.worker_cpu)
     try:
         gen.start()
     except BaseException:
