@@ -254,6 +254,10 @@ class LocalPlatform:
     def _spawn(self, argv: list[str], what: str, log: Path, preexec: Callable[[], None] | None = None,
                env_extra: dict[str, str] | None = None) -> subprocess.Popen:
         env = {**os.environ, **(env_extra or {}), "NIGHTCAP_RUN_ID": self.run_id}
+        # The client's API key is for the load generators only; the server being measured never gets it.
+        for secret in (self.config.target.api_key_env, "NIGHTCAP_API_KEY"):
+            if secret:
+                env.pop(secret, None)
         with log.open("ab") as out:
             proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     start_new_session=True, preexec_fn=preexec, env=env)
