@@ -100,13 +100,19 @@ def autoscale(run_id: str) -> dict:
                   sync_period_s=a.sync_period_s, stabilization_s=a.stabilization_s, tolerance=a.tolerance,
                   readiness_delay_s=a.readiness_delay_s)
     samples: list[AutoscaleSample] = []
-    nodes_note = ("node-pool autoscaling: not available on the local platform" if ctx.config.platform.kind == "local"
-                  else ("node-pool autoscaling on" if a.nodes else "node-pool autoscaling not requested"))
+    if ctx.config.platform.kind == "local":
+        nodes_note = "node-pool autoscaling: not available on the local platform"
+    elif a.nodes and ctx.config.platform.gke:
+        nodes_note = f"node-pool autoscaling on ({a.nodes.get('min', 1)}-{a.nodes.get('max', 3)} nodes)"
+    elif a.nodes:
+        nodes_note = "node-pool autoscaling requested but platform.gke is not set: nodes were not changed"
+    else:
+        nodes_note = "node-pool autoscaling not requested (autoscale.nodes)"
     platform.scale(a.min_replicas)
     gen = start_generator(ctx, ctx.config.load.workers)
     t0 = time.monotonic()
     try:
-        if a.nodes and hasattr(platform, "enable_node_autoscaling"):
+        if a.nodes and ctx.config.platform.gke and hasattr(platform, "enable_node_autoscaling"):
             platform.enable_node_autoscaling(a.nodes.get("min", 1), a.nodes.get("max", 3))  # type: ignore[attr-defined]
         platform.enable_autoscaling(hpa)
         client = gen.client
