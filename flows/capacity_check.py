@@ -22,7 +22,8 @@ from nightcap.context import RunContext, new_run_id
 from nightcap.headline import headline_figures, summarize_run
 from nightcap.measure import BudgetExceeded
 from nightcap.preflight import RunLock, preflight
-from nightcap.registry import RunRegistry, cleanup_dead
+from nightcap.cleanup import cleanup_dead_runs
+from nightcap.registry import RunRegistry
 from nightcap.report import headline, plot_p95_by_cores, write_markdown
 from nightcap.targets import api_key, plan_target
 from tasks.artifacts import Progress, artifact_key, publish_summary, steps_table
@@ -69,7 +70,7 @@ def _terminate_on_sigterm() -> None:
 def open_run(cfg: Config, out: str | None) -> RunContext:
     run_id = new_run_id()
     out_dir = Path(out or f"reports/{cfg.target.name}-{run_id}")
-    for line in cleanup_dead():
+    for line in cleanup_dead_runs():
         get_run_logger().warning("cleaned up after a dead run: %s", line)
     registry = RunRegistry(run_id)
     try:

@@ -32,11 +32,15 @@ def run(
     """Run the capacity-check flow on CONFIG."""
     try:
         cfg = load_config(config, set_)
-        from nightcap.preflight import preflight
+        from nightcap.preflight import RunLock, preflight
 
         preflight(cfg)
+        RunLock(cfg.target.name).check()  # before a Prefect server is started for nothing
     except ConfigError as exc:
         err.print(f"[red]{exc.render()}[/red]", highlight=False)
+        raise typer.Exit(2)
+    except RuntimeError as exc:
+        err.print(f"[red]refused, nothing was started: {exc}[/red]", highlight=False)
         raise typer.Exit(2)
     signal.signal(signal.SIGTERM, _sigterm)
     from nightcap.prefect_server import prefect_api
@@ -154,33 +158,12 @@ def cleanup(
     stale_after_s: float = typer.Option(60.0, help="a run whose heartbeat is older than this is dead"),
 ) -> None:
     """Stop processes, remove cgroups and restore cluster settings left by runs that died (only those)."""
-    from nightcap.registry import cleanup_dead
+    from nightcap.cleanup import cleanup_dead_runs
 
-    done = cleanup_dead(stale_after_s=stale_after_s, kubernetes_cleanup=_k8s_cleanup, node_pool_restore=_pool_restore)
+    done = cleanup_dead_runs(stale_after_s=stale_after_s)
     for line in done:
         out.print(line, highlight=False)
     out.print(f"{len(done)} thing(s) cleaned up" if done else "nothing left behind by dead runs")
-
-
-def _k8s_cleanup(record: dict) -> None:
-    """Delete the dead run's objects (its run-id label only: other runs may be live). Raises to keep the record."""
-    from kubernetes import config as kconfig
-    from kubernetes.client import ApiClient
-
-    from nightcap.platforms.kubernetes import cleanup_run
-
-    try:
-        kconfig.load_incluster_config()
-    except kconfig.ConfigException:
-        kconfig.load_kube_config(context=record.get("context"))
-    cleanup_run(ApiClient(), record["namespace"], record["run_id"])
-
-
-def _pool_restore(pool: dict) -> None:
-    """Write back a node pool's original autoscaling. Raises to keep the record for the next cleanup."""
-    from nightcap.platforms.gke import restore_recorded
-
-    restore_recorded(pool)
 
 
 def main() -> None:
