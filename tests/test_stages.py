@@ -63,7 +63,7 @@ def test_ramps_scaling_and_sizing_match_the_formula(prefect_api, tmp_path, monke
 
     assert within(summary["single_client"]["saturation"]["rps"], 200, 0.10)
     assert within(summary["saturation"]["rps"], 200, 0.10)
-    assert summary["operating_point"]["rps"] == pytest.approx(0.7 * summary["saturation"]["rps"])
+    assert summary["operating_point"]["rps"] == pytest.approx(0.7 * summary["saturation"]["rps"], abs=0.02)
     rows = {r["replicas"]: r for r in summary["scaling"]["rows"]}
     for n in (1, 2, 3):
         assert within(rows[n]["saturation_rps"], 200 * n, 0.10), rows[n]
