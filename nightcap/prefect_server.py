@@ -52,6 +52,12 @@ def prefect_api(port: int | None = None, timeout_s: float = 120.0) -> Iterator[s
                             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                             start_new_session=True)
     log.close()
+    # Registered like a run's processes, so a runner killed with SIGKILL does not leave the server running:
+    # the next run, or `nightcap cleanup`, stops it.
+    from nightcap.registry import RunRegistry
+
+    registry = RunRegistry(f"prefect-server-{os.getpid()}-{proc.pid}")
+    registry.add_process(proc.pid, "local Prefect server")
     url = f"http://127.0.0.1:{port}/api"
     try:
         deadline = time.monotonic() + timeout_s
@@ -78,3 +84,4 @@ def prefect_api(port: int | None = None, timeout_s: float = 120.0) -> Iterator[s
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             pass
+        registry.close()

@@ -62,6 +62,11 @@ class RunLock:
         self.handle = handle
         return self
 
+    def check(self) -> None:
+        """Refuse now if another run holds the lock (taken and released at once: the flow takes it for real)."""
+        with self:
+            pass
+
     def __exit__(self, *exc: object) -> None:
         if self.handle is not None:
             fcntl.flock(self.handle, fcntl.LOCK_UN)

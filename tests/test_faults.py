@@ -295,7 +295,7 @@ def test_signal_mid_run_stops_everything_and_keeps_steps(signum, prefect_api, le
             second = subprocess.run([NIGHTCAP, "run", str(config), "--out", str(tmp_path / "out2")], cwd=tmp_path,
                                     env=leftovers.env(PREFECT_API_URL=prefect_api), capture_output=True, text=True,
                                     timeout=120)
-            assert second.returncode != 0
+            assert second.returncode == 2, second.stderr
             assert "another nightcap run against target 'faults' is in progress" in second.stdout + second.stderr
             assert not (tmp_path / "out2" / "steps.csv").exists()
             leftovers.fault("a second run against the same target")
