@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 import time
 import traceback
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from prefect import flow, get_run_logger
 from prefect.context import get_run_context
@@ -58,13 +60,32 @@ def stage_flow(name: str) -> Callable[[str], Any]:
     return getattr(importlib.import_module(module), attr)
 
 
-def _terminate_on_sigterm() -> None:
-    """SIGTERM (a cancelled flow run, a stopped worker) unwinds like Ctrl-C, so teardown runs."""
-    if threading.current_thread() is threading.main_thread():
-        def raise_interrupt(signum: int, _frame: object) -> None:
-            raise KeyboardInterrupt(f"signal {signum}")
+@contextmanager
+def _stop_once_on_signals() -> Iterator[None]:
+    """SIGTERM (a cancelled flow run, a stopped worker) and SIGINT unwind like Ctrl-C, so teardown runs.
 
-        signal.signal(signal.SIGTERM, raise_interrupt)
+    A second signal while the run is stopping is ignored: raised inside teardown it would cut it short and
+    leave generators running (found by the fault suite: Ctrl-C twice left the Locust processes behind).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    stopping = threading.Event()
+
+    def stop_once(signum: int, _frame: object) -> None:
+        if stopping.is_set():
+            sys.stderr.write(f"nightcap: signal {signum} ignored, already stopping (teardown in progress); "
+                             "SIGKILL abandons it, then run `nightcap cleanup`\n")
+            return
+        stopping.set()
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = {sig: signal.signal(sig, stop_once) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def open_run(cfg: Config, out: str | None) -> RunContext:
@@ -102,8 +123,7 @@ def capacity_check(config: str = "configs/local.yaml", overrides: list[str] | No
     logger = get_run_logger()
     cfg = load_config(config, overrides or [])
     preflight(cfg)
-    _terminate_on_sigterm()
-    with RunLock(cfg.target.name):
+    with _stop_once_on_signals(), RunLock(cfg.target.name):
         ctx = open_run(cfg, out)
         logger.info("run %s: report folder %s", ctx.run_id, ctx.out.resolve())
         progress = Progress(list(cfg.stages) or ["deploy"])

@@ -83,11 +83,31 @@ class RunRegistry:
         self.update(lambda r: r.cgroups.remove(str(path)) if str(path) in r.cgroups else None)
 
     def close(self) -> None:
-        """The run ended and cleaned up after itself: drop the record."""
+        """The run ended and cleaned up after itself: drop the record.
+
+        If a registered process or cgroup outlived the run's teardown (cut short, or failed), the record
+        is kept with just those, so the next run or `nightcap cleanup` still finds and removes them.
+        """
         self._stop.set()
         self._thread.join(timeout=2)
         with self._lock:
+            left = [p for p in self.record.processes if _process_alive(p["pid"], p.get("create_time"))]
+            groups = [g for g in self.record.cgroups if Path(g).exists()]
+            if left or groups:
+                self.record.processes, self.record.cgroups = left, groups
+                self._write()
+                return
             self.path.unlink(missing_ok=True)
+
+
+def _process_alive(pid: int, create_time: float | None) -> bool:
+    try:
+        proc = psutil.Process(pid)
+        if create_time is not None and abs(proc.create_time() - create_time) > 1.0:
+            return False
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 def _owner_alive(record: RunRecord) -> bool:

@@ -293,15 +293,16 @@ def run_processes_of(trace) -> list[psutil.Process]:
     return trace.processes()
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_signal_mid_run_stops_everything_and_keeps_steps(signum, prefect_api, leftovers, tmp_path):
+@pytest.mark.parametrize("signum,twice", [(signal.SIGTERM, False), (signal.SIGINT, False), (signal.SIGINT, True)],
+                         ids=["SIGTERM", "SIGINT", "SIGINT-twice"])
+def test_signal_mid_run_stops_everything_and_keeps_steps(signum, twice, prefect_api, leftovers, tmp_path):
     config = tiny_config(tmp_path, search={"max_users": 64}, load={"max_users": 64})
     out = tmp_path / "out"
     proc = start_run(config, out, leftovers, prefect_api, tmp_path)
     try:
         wait_for_steps(out, proc)
         assert run_processes_of(leftovers), "the run has started replicas and generators"
-        if signum == signal.SIGINT:
+        if signum == signal.SIGINT and not twice:
             # a second run against the same target while this one runs is refused, and starts nothing
             second = subprocess.run([NIGHTCAP, "run", str(config), "--out", str(tmp_path / "out2")], cwd=tmp_path,
                                     env=leftovers.env(PREFECT_API_URL=prefect_api), capture_output=True, text=True,
@@ -314,6 +315,10 @@ def test_signal_mid_run_stops_everything_and_keeps_steps(signum, prefect_api, le
         time.sleep(0.7)  # mid-step
         os.kill(proc.pid, signum)
         leftovers.fault(f"{signal.Signals(signum).name} to nightcap run")
+        if twice:  # an impatient operator: the second Ctrl-C lands while the run tears down
+            time.sleep(0.3)
+            os.kill(proc.pid, signum)
+            leftovers.fault("a second SIGINT during teardown")
         text, _ = proc.communicate(timeout=90)
     finally:
         stop(proc)
