@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -289,10 +290,6 @@ def measured_in_log(text: str) -> int:
     return sum(1 for line in text.splitlines() if "users x " in line and " rps " in line and "Task run" in line)
 
 
-def run_processes_of(trace) -> list[psutil.Process]:
-    return trace.processes()
-
-
 @pytest.mark.parametrize("signum,twice", [(signal.SIGTERM, False), (signal.SIGINT, False), (signal.SIGINT, True)],
                          ids=["SIGTERM", "SIGINT", "SIGINT-twice"])
 def test_signal_mid_run_stops_everything_and_keeps_steps(signum, twice, prefect_api, leftovers, tmp_path):
@@ -301,7 +298,7 @@ def test_signal_mid_run_stops_everything_and_keeps_steps(signum, twice, prefect_
     proc = start_run(config, out, leftovers, prefect_api, tmp_path)
     try:
         wait_for_steps(out, proc)
-        assert run_processes_of(leftovers), "the run has started replicas and generators"
+        assert leftovers.processes(), "the run has started replicas and generators"
         if signum == signal.SIGINT and not twice:
             # a second run against the same target while this one runs is refused, and starts nothing
             second = subprocess.run([NIGHTCAP, "run", str(config), "--out", str(tmp_path / "out2")], cwd=tmp_path,
@@ -326,8 +323,6 @@ def test_signal_mid_run_stops_everything_and_keeps_steps(signum, twice, prefect_
     assert "interrupted" in text
     summary = summary_of(out)
     assert summary["status"] == "cancelled"
-    import sqlite3
-
     with sqlite3.connect(tmp_path / "history.db") as con:
         assert [r[0] for r in con.execute("select status from runs")] == ["cancelled"]
     assert leftovers.steps_lost(measured_in_log(text), out) == 0
