@@ -26,7 +26,7 @@ from typing import Any
 
 import locust.runners
 import locust.stats
-from locust import FastHttpUser, constant_throughput, events, task
+from locust import FastHttpUser, events, task
 
 locust.stats.PERCENTILES_TO_STATISTICS = [0.5, 0.9, 0.95, 0.99]
 locust.runners.WORKER_REPORT_INTERVAL = float(os.environ.get("NIGHTCAP_REPORT_INTERVAL_S", "0.5"))
@@ -76,11 +76,24 @@ class ModelUser(FastHttpUser):
     def wait_time(self) -> float:
         options = self.environment.parsed_options
         rate = float(getattr(options, "user_rps", 0.0) or 0.0) if options is not None else 0.0
-        return constant_throughput(rate)(self) if rate > 0 else 0.0
+        if rate <= 0:
+            return 0.0
+        now = time.monotonic()
+        if rate != self._rate:
+            # A random phase: the master hands a worker all its users at once, so paced users started in
+            # step and sent in bursts (32 users x 2.5 rps hit 8 slots x 20 ms as 32 requests at once every
+            # 400 ms: p50 50 ms, not 20). Spread over one period, they offer the rate evenly.
+            self._rate = rate
+            self._next = now + random.uniform(0.0, 1.0 / rate)
+        else:  # one request per period; a request that overran starts the next at once (constant_pacing)
+            self._next = max(self._next + 1.0 / rate, now)
+        return self._next - now
 
     def on_start(self) -> None:
         self._bodies = itertools.cycle(random.sample(PAYLOADS, len(PAYLOADS)))
         self._opened = time.monotonic()
+        self._rate = 0.0
+        self._next = 0.0
 
     @task
     def predict(self) -> None:
