@@ -19,8 +19,8 @@ from rich.console import Console
 from nightcap.config import ConfigError, load_config
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
-err = Console(stderr=True)
-out = Console()
+err = Console(stderr=True, soft_wrap=True)  # errors and answers stay one line each, whatever the terminal
+out = Console(soft_wrap=True)
 
 
 @app.command()
@@ -46,7 +46,7 @@ def run(
     from nightcap.prefect_server import prefect_api
 
     try:
-        with prefect_api() as api:
+        with prefect_api(strip_env=tuple(v for v in [cfg.target.api_key_env] if v)) as api:
             err.print(f"Prefect API: {api}", highlight=False)
             from flows.capacity_check import capacity_check
 

@@ -29,12 +29,14 @@ def prefect_home() -> Path:
     return Path(os.environ.get("PREFECT_HOME", ".prefect")).resolve()
 
 
-def server_env() -> dict[str, str]:
-    return {**os.environ, **QUIET, "PREFECT_HOME": str(prefect_home())}
+def server_env(strip: tuple[str, ...] = ()) -> dict[str, str]:
+    """The server's environment, without variables it must not see (the target's API key)."""
+    env = {k: v for k, v in os.environ.items() if k not in strip}
+    return {**env, **QUIET, "PREFECT_HOME": str(prefect_home())}
 
 
 @contextmanager
-def prefect_api(port: int | None = None, timeout_s: float = 120.0) -> Iterator[str]:
+def prefect_api(port: int | None = None, timeout_s: float = 120.0, strip_env: tuple[str, ...] = ()) -> Iterator[str]:
     """Yield the API URL to use; start (and always stop) a local server when none is configured."""
     if os.environ.get("PREFECT_API_URL"):
         yield os.environ["PREFECT_API_URL"]
@@ -42,7 +44,7 @@ def prefect_api(port: int | None = None, timeout_s: float = 120.0) -> Iterator[s
     from nightcap.platforms.local import free_port
 
     port = port or free_port()
-    env = server_env()
+    env = server_env(strip_env)
     env["PREFECT_UI_ENABLED"] = "false"
     home = prefect_home()
     home.mkdir(parents=True, exist_ok=True)

@@ -19,6 +19,7 @@ import psutil
 
 DEFAULT_DIR = Path(".nightcap/runs")
 STALE_AFTER_S = 60.0
+MIN_STALE_S = 15.0
 
 
 @dataclass
@@ -128,7 +129,8 @@ def dead_runs(directory: Path = DEFAULT_DIR, stale_after_s: float = STALE_AFTER_
             record = RunRecord(**json.loads(path.read_text()))
         except (OSError, ValueError, TypeError):
             continue
-        if not _owner_alive(record) or time.time() - record.heartbeat > stale_after_s:
+        # A live owner whose heartbeat is a few beats late is busy, not dead: never less than MIN_STALE_S.
+        if not _owner_alive(record) or time.time() - record.heartbeat > max(stale_after_s, MIN_STALE_S):
             out.append(record)
     return out
 
