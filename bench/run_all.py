@@ -1,0 +1,66 @@
+"""`make bench`: every benchmark in turn (never two at once: this machine has 2 cores), one table each.
+
+Tables are printed with rich and written to bench/results/<name>.csv, with bench/results/machine.txt saying
+where they were measured. `python -m bench.run_all search_accuracy fidelity` runs only those.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import time
+import traceback
+
+from rich.console import Console
+from rich.table import Table as RichTable
+
+from bench.common import RESULTS, Table, machine_line
+
+ORDER = ["search_accuracy", "generator_efficiency", "fidelity", "end_to_end"]
+console = Console(width=200)
+
+
+def show(table: Table) -> None:
+    rich = RichTable(title=table.title, title_justify="left", show_lines=False)
+    for column in table.columns:
+        rich.add_column(column, overflow="fold")
+    for row in table.rows:
+        rich.add_row(*["" if v is None else str(v) for v in row])
+    console.print(rich)
+    for note in table.notes:
+        console.print(f"  - {note}", highlight=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    names = (argv if argv is not None else sys.argv[1:]) or ORDER
+    unknown = [n for n in names if n not in ORDER]
+    if unknown:
+        console.print(f"unknown benchmark(s): {', '.join(unknown)}; choose from {', '.join(ORDER)}")
+        return 2
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    machine = machine_line()
+    (RESULTS / "machine.txt").write_text(machine + "\n")
+    console.print(f"machine: {machine}", highlight=False)
+    failed = []
+    started = time.monotonic()
+    for name in names:
+        t0 = time.monotonic()
+        console.rule(name)
+        try:
+            table = importlib.import_module(f"bench.{name}").run()
+        except Exception:
+            failed.append(name)
+            console.print(traceback.format_exc(), highlight=False)
+            continue
+        table.notes.append(f"benchmark wall time {time.monotonic() - t0:.0f}s")
+        show(table)
+        path = table.write_csv()
+        console.print(f"  written: {path.relative_to(RESULTS.parent.parent)}", highlight=False)
+    console.rule()
+    console.print(f"all benchmarks: {time.monotonic() - started:.0f}s" + (f"; failed: {', '.join(failed)}" if failed else ""),
+                  highlight=False)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
