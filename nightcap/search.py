@@ -77,10 +77,13 @@ class SearchParams:
 
 
 def judge(m: Measured, slo: Slo) -> tuple[bool, str]:
-    if m.generator_bound:
-        return False, "the load generator was CPU-bound"
+    # Errors first: closed-loop users spin on instant 503s, so an overloaded target pegs the generator too;
+    # calling that level generator-bound reported "no saturation found, add load.workers" for a target
+    # that was plainly rejecting load.
     if m.error_rate > slo.max_error_rate:
         return False, f"error rate {m.error_rate:.1%} over {slo.max_error_rate:.1%}"
+    if m.generator_bound:
+        return False, "the load generator was CPU-bound"
     if m.p95_ms is None:
         return False, "no successful request"
     if m.p95_ms > slo.p95_ms:
@@ -111,7 +114,8 @@ def measure_level(measure: Callable[[int], Measured], users: int, slo: Slo, p: S
     last = windows[-1]
     rps = (windows[-2].rps + last.rps) / 2 if stable and len(windows) >= 2 else last.rps
     good, why = judge(last, slo)
-    return Level(users, rps, last.p95_ms, last.error_rate, len(windows), stable, good, last.generator_bound, why)
+    bound = last.generator_bound and last.error_rate <= slo.max_error_rate  # see judge: errors name the target
+    return Level(users, rps, last.p95_ms, last.error_rate, len(windows), stable, good, bound, why)
 
 
 def find_saturation(measure: Callable[[int], Measured], slo: Slo, params: SearchParams | None = None) -> SearchResult:

@@ -108,3 +108,15 @@ def test_monotonic_curves_give_sane_answers_within_bounds(capacity, service_ms, 
     assert 1 <= result.saturation_users <= max_users
     true_knee_rps = min(capacity, max_users * 1000 / service_ms)
     assert result.saturation_rps >= true_knee_rps * (1 - min_gain) - 1e-6
+
+
+def test_a_target_failing_with_errors_is_not_called_generator_bound():
+    """Closed-loop users spin on instant 503s and peg the generator: the errors name the target, not the generator."""
+    def measure(users: int) -> M:
+        over = users > 4
+        return M(users, min(users * 20, 80) if not over else 5000, 50, 0.98 if over else 0.0, generator_bound=over)
+
+    result = find_saturation(measure, SLO)
+    assert result.found
+    assert result.saturation_users == 4
+    assert "error rate" in result.stop_reason and "generator" not in result.stop_reason
