@@ -1,0 +1,233 @@
+"""Search accuracy and cost: nightcap's saturation search against the two ways people ramp by hand.
+
+On reference targets whose capacity is known exactly (`reference_capacity`), each case deploys real replicas
+(LocalPlatform: processes, cgroup CPU limits, the proxy) and one Locust generator (LocalLocust), and runs
+three methods through the same StepRunner, so a step costs the same whatever the method:
+
+- nightcap: `find_saturation` with the `search:` settings of configs/local.yaml (what `make run` uses:
+  doubling, two windows per level until they agree, bisection, then the SLO-capacity extension), answer
+  = its saturation rps;
+- linear: the field report's procedure: one more user per step (one window each) until errors or an SLO
+  breach (or the user ceiling); answer = the most rps of a good step;
+- doubling: 1, 2, 4, ... users (one window each) until errors, an SLO breach or a gain under 5%, no
+  refinement; answer = the most rps of a good step.
+
+Windows are short (0.5 s warm-up + 1.5 s) to keep the benchmark within minutes; the methods share them.
+
+Measured cases stay small (knees of 4 to 24 users) to fit the time budget. The same three methods are
+then run on the reference model (`reference_throughput`, no noise, milliseconds) for knees up to 128
+users, counting windows and warm-ups: that is where the cost of a linear ramp (one step per user) and of
+the search (logarithmic) part ways. Those rows are marked `model`, with no wall time measured.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import yaml
+
+from bench.common import Stack, Table, fmt, reference_config, reference_stack
+from nightcap.measure import StepRunner
+from nightcap.platforms.cgroups import detect
+from nightcap.reference_server import reference_capacity, reference_throughput
+from nightcap.search import Measured, SearchParams, Slo, find_saturation, judge
+
+ROOT = Path(__file__).resolve().parents[1]
+MAX_USERS = 64
+WARMUP_S = 0.5
+WINDOW_S = 1.5
+
+# name, slots, service_ms, queue, cpu_ms, cpu limit (cores), replicas
+CASES = [
+    ("4 slots x 50 ms, queue 0", 4, 50.0, 0, 0.0, None, 1),
+    ("8 slots x 20 ms, queue 4", 8, 20.0, 4, 0.0, None, 1),
+    ("2 replicas x 4 slots x 20 ms, queue 2", 4, 20.0, 2, 0.0, None, 2),
+    ("CPU limit 0.5 core, 10 ms CPU + 5 ms wait, 8 slots, queue 4", 8, 5.0, 4, 10.0, 0.5, 1),
+    ("24 slots x 50 ms, queue 8", 24, 50.0, 8, 0.0, None, 1),
+]
+# modelled only: slots, service_ms, queue (knees of 8 to 128 users)
+MODEL_CASES = [(8, 50.0, 4), (12, 50.0, 0), (32, 50.0, 16), (96, 50.0, 0), (128, 50.0, 64)]
+
+METHODS = ("nightcap", "linear +1 user", "doubling")
+
+
+@dataclass
+class Outcome:
+    answer: float | None
+    windows: int
+    levels: int
+    users: int
+    why: str
+
+
+def shipped_search(max_users: int = MAX_USERS) -> dict:
+    """The `search:` block `make run` uses (configs/local.yaml), with a ceiling the cases fit under."""
+    block = dict((yaml.safe_load((ROOT / "configs" / "local.yaml").read_text()) or {}).get("search") or {})
+    block["max_users"] = max_users
+    return block
+
+
+def _params(search: dict) -> SearchParams:
+    p = SearchParams()
+    for key, value in search.items():
+        if hasattr(p, key):
+            setattr(p, key, value)
+    return p
+
+
+def nightcap_search(measure: Callable[[int], Measured], slo: Slo, search: dict) -> Outcome:
+    result = find_saturation(measure, slo, _params(search))
+    return Outcome(result.saturation_rps, result.windows, len(result.levels), result.saturation_users or 0,
+                   result.stop_reason)
+
+
+def ramp(measure: Callable[[int], Measured], slo: Slo, levels: Callable[[int], int], max_users: int,
+         flat_stop: float | None = None) -> Outcome:
+    """One window per level; stop at the first bad level (or, with `flat_stop`, a gain under it)."""
+    best: Measured | None = None
+    last_good: Measured | None = None
+    why = f"reached {max_users} users"
+    i = windows = 0
+    while (users := levels(i)) <= max_users:
+        i += 1
+        row = measure(users)
+        windows += 1
+        if not row.valid:
+            continue
+        good, reason = judge(row, slo)
+        if not good:
+            why = f"{reason} at {users} users"
+            note = getattr(row, "note", "")
+            if "errors: " in note:  # what failed, e.g. BadStatusCode(... code=503)
+                why += " (" + note.split("errors: ", 1)[1][:60] + ")"
+            break
+        if best is None or row.rps > best.rps:
+            best = row
+        if flat_stop is not None and last_good is not None and row.rps < last_good.rps * (1 + flat_stop):
+            why = f"gain under {flat_stop:.0%} at {users} users"
+            break
+        last_good = row
+    return Outcome(best.rps if best else None, windows, i, best.users if best else 0, why)
+
+
+def three_methods(measure_for: Callable[[str], Callable[[int], Measured]], slo: Slo, search: dict,
+                  between: Callable[[], None] = lambda: None) -> list[tuple[str, Outcome, float]]:
+    """Each method starts as a fresh search would: `between` stops the users the previous one left."""
+    min_gain, ceiling = _params(search).min_gain, int(search["max_users"])
+    runs = [
+        ("nightcap", lambda: nightcap_search(measure_for("nightcap"), slo, search)),
+        ("linear +1 user", lambda: ramp(measure_for("linear"), slo, lambda i: i + 1, ceiling)),
+        ("doubling", lambda: ramp(measure_for("doubling"), slo, lambda i: 2 ** i, ceiling, min_gain)),
+    ]
+    out = []
+    for method, go in runs:
+        between()
+        t0 = time.monotonic()
+        outcome = go()
+        out.append((method, outcome, time.monotonic() - t0))
+    return out
+
+
+@dataclass
+class Modelled:
+    """A window as the reference model predicts it: closed-loop users, 503s past slots + queue."""
+
+    users: int
+    rps: float
+    p95_ms: float | None
+    error_rate: float
+    generator_bound: bool = False
+    valid: bool = True
+
+
+def model(slots: int, service_ms: float, queue: int) -> Callable[[int], Measured]:
+    def measure(users: int) -> Measured:
+        rps = reference_throughput(users, slots, service_ms)
+        if users > slots + queue:
+            return Modelled(users, rps, service_ms, (users - slots - queue) / users)
+        return Modelled(users, rps, 1000.0 * users / rps, 0.0)  # Little's law; every request waits alike
+
+    return measure
+
+
+def run(cases: list[tuple] | None = None, model_cases: list[tuple] | None = None) -> Table:
+    table = Table("search_accuracy", "Search accuracy and cost on reference targets (truth = reference_capacity)",
+                  ["case", "true_rps", "method", "answer_rps", "error_pct", "users_at_answer", "wall_s", "windows",
+                   "levels", "wall_vs_linear", "stopped"])
+    search = shipped_search()
+    support = detect()
+    for name, slots, service_ms, queue, cpu_ms, cpu, replicas in cases if cases is not None else CASES:
+        if cpu and not support.enforced:
+            table.notes.append(f"skipped '{name}': CPU limits are not enforced here ({support.note})")
+            continue
+        truth = reference_capacity(slots, service_ms, cpu_ms, cpu, replicas)
+        config = reference_config(slots, service_ms, queue=queue, cpu_ms=cpu_ms, cpu=cpu, replicas=replicas,
+                                  warmup_s=WARMUP_S, window_s=WINDOW_S, **search)
+        slo = Slo(config.slo.p95_ms, config.slo.max_error_rate)
+        with reference_stack(config) as stack:
+            results = three_methods(lambda stage: _runner(stack, stage), slo, search, lambda: _idle(stack))
+        _rows(table, name, truth, results, measured=True)
+    for slots, service_ms, queue in model_cases if model_cases is not None else MODEL_CASES:
+        ceiling = 4 * (slots + queue)
+        msearch = shipped_search(ceiling)
+        results = three_methods(lambda stage: model(slots, service_ms, queue), Slo(250.0, 0.01), msearch)
+        _rows(table, f"model: {slots} slots x {service_ms:.0f} ms, queue {queue}",
+              reference_capacity(slots, service_ms), results, measured=False)
+    _verdict(table, search)
+    return table
+
+
+def _idle(stack: Stack) -> None:
+    """No users, and time for the replicas to finish what the last overloaded level left in flight."""
+    stack.generator.client.stop()
+    time.sleep(1.0)
+
+
+def _runner(stack: Stack, stage: str) -> Callable[[int], Measured]:
+    return StepRunner(stack.config, stack.platform, stack.generator, stage, lambda row: None).measure
+
+
+def _rows(table: Table, name: str, truth: float, results: list[tuple[str, Outcome, float]], measured: bool) -> None:
+    def cost(o: Outcome, wall: float) -> float:
+        return wall if measured else o.levels * WARMUP_S + o.windows * WINDOW_S  # the model: windows + warm-ups
+
+    linear = next(cost(o, w) for m, o, w in results if m.startswith("linear"))
+    for method, o, wall in results:
+        err = None if o.answer is None else 100.0 * (o.answer - truth) / truth
+        table.add(name, fmt(truth), method, fmt(o.answer), fmt(err), o.users, fmt(wall) if measured else None,
+                  o.windows, o.levels, fmt(cost(o, wall) / linear, 2) if linear else None, o.why)
+
+
+def _verdict(table: Table, search: dict) -> None:
+    mine = [r for r in table.rows if r[2] == "nightcap" and not r[0].startswith("model")]
+    if mine:
+        within = sum(1 for r in mine if r[4] is not None and abs(r[4]) <= 5.0)
+        fast = sum(1 for r in mine if r[9] is not None and r[9] <= 1 / 3)
+        total = {m: sum(r[6] or 0 for r in table.rows if r[2] == m and not r[0].startswith("model")) for m in METHODS}
+        worst = max((abs(r[4]) for r in mine if r[4] is not None), default=None)
+        table.notes.append(f"target: nightcap within ±5% of the truth in ≤ 1/3 of the linear ramp's wall time. "
+                           f"Measured: within ±5% in {within}/{len(mine)} cases (worst |error| {worst}%); "
+                           f"≤ 1/3 of the linear ramp's time in {fast}/{len(mine)} cases")
+        if total["linear +1 user"]:
+            table.notes.append("total wall of the measured cases: " + ", ".join(f"{m} {s:.0f}s" for m, s in total.items())
+                               + f" (nightcap / linear = {total['nightcap'] / total['linear +1 user']:.2f})")
+    modelled = [r for r in table.rows if r[2] == "nightcap" and r[0].startswith("model")]
+    if modelled:
+        table.notes.append("model rows: the same methods on reference_throughput (no noise); wall_vs_linear = "
+                           f"(levels x {WARMUP_S} s warm-up + windows x {WINDOW_S} s) relative to the linear ramp: "
+                           + "; ".join(f"{r[0][7:]}: {r[9]}" for r in modelled))
+    table.notes.append(f"nightcap ran with configs/local.yaml's search block {shipped_search()} (model rows: "
+                       "max_users = 4 x (slots + queue)), SLO-capacity extension included, as the single_client "
+                       "stage runs it; SLO p95 < 250 ms and errors < 1% (configs/local.yaml)")
+
+
+if __name__ == "__main__":
+    import sys
+
+    from bench.run_all import show
+
+    picked = [c for c in CASES if not sys.argv[1:] or any(a in c[0] for a in sys.argv[1:])]
+    show(run(picked))
