@@ -115,6 +115,9 @@ def measure_level(measure: Callable[[int], Measured], users: int, slo: Slo, p: S
     rps = (windows[-2].rps + last.rps) / 2 if stable and len(windows) >= 2 else last.rps
     good, why = judge(last, slo)
     bound = last.generator_bound and last.error_rate <= slo.max_error_rate  # see judge: errors name the target
+    if not bound and any(w.generator_bound for w in windows) and last.error_rate <= slo.max_error_rate:
+        # one starved window makes the level untrustworthy: its rps would enter the average below
+        bound, good, why = True, False, "the load generator was CPU-bound in a window at this level"
     return Level(users, rps, last.p95_ms, last.error_rate, len(windows), stable, good, bound, why)
 
 

@@ -111,3 +111,12 @@ def test_better_than_every_night_never_regresses_and_scale_does_not_matter(histo
         [dict(run, saturation_rps=run["saturation_rps"] * scale) for run in baseline],
     )
     assert plain.verdict == scaled.verdict
+
+
+def test_latency_changes_below_the_measurement_resolution_never_regress():
+    """Nights with identical p95 have no spread; a 2.5 ms change is Locust's ms rounding, not a regression."""
+    baseline = [{"run_id": str(i), "saturation_rps": 200.0, "p95_at_operating_ms": 22.0} for i in range(3)]
+    ok = check_regression({"saturation_rps": 200.0, "p95_at_operating_ms": 24.5}, baseline)
+    assert not ok.regressed
+    bad = check_regression({"saturation_rps": 200.0, "p95_at_operating_ms": 40.0}, baseline)
+    assert bad.regressed and "p95_at_operating_ms" in bad.message
