@@ -91,8 +91,13 @@ def judge(m: Measured, slo: Slo) -> tuple[bool, str]:
     return True, ""
 
 
-def measure_level(measure: Callable[[int], Measured], users: int, slo: Slo, p: SearchParams) -> Level:
-    """Windows at one level until two in a row agree within `stable_within` (at most max_windows valid ones)."""
+def measure_level(measure: Callable[[int], Measured], users: int, slo: Slo, p: SearchParams,
+                  decisive: Callable[[Measured], bool] | None = None) -> Level:
+    """Windows at one level until two in a row agree within `stable_within` (at most max_windows valid ones).
+
+    A first window whose verdict cannot flip on a 10% wobble (`decisive`) needs no second one: confirming a
+    level that doubled the throughput, or that rejects half its requests, only costs time.
+    """
     windows: list[Measured] = []
     invalid = 0
     stable = False
@@ -104,6 +109,8 @@ def measure_level(measure: Callable[[int], Measured], users: int, slo: Slo, p: S
                 raise SearchAborted(f"{invalid} invalid windows in a row at {users} users")
             continue
         windows.append(m)
+        if len(windows) == 1 and decisive is not None and not m.generator_bound and decisive(m):
+            break
         if len(windows) >= 2:
             a, b = windows[-2].rps, windows[-1].rps
             if abs(a - b) <= p.stable_within * max(a, b, 1e-9):
@@ -121,13 +128,40 @@ def measure_level(measure: Callable[[int], Measured], users: int, slo: Slo, p: S
     return Level(users, rps, last.p95_ms, last.error_rate, len(windows), stable, good, bound, why)
 
 
+def decisive_errors(m: Measured, slo: Slo) -> bool:
+    return m.error_rate > max(0.05, 5 * slo.max_error_rate)
+
+
+def rising_or_failing(slo: Slo, p: SearchParams, last_good: Level | None) -> Callable[[Measured], bool]:
+    """Doubling: one window settles a level that clearly fails, or clearly gains (3x min_gain) well within the SLO."""
+    def decisive(m: Measured) -> bool:
+        if decisive_errors(m, slo):
+            return True
+        good, _ = judge(m, slo)
+        if not good or m.p95_ms is None or m.p95_ms > 0.8 * slo.p95_ms:
+            return False
+        return last_good is None or m.rps >= last_good.rps * (1 + 3 * p.min_gain)
+    return decisive
+
+
+def clearly_in_or_out(slo: Slo) -> Callable[[Measured], bool]:
+    """SLO searches: one window settles a level far from the SLO line (or failing on errors)."""
+    def decisive(m: Measured) -> bool:
+        if decisive_errors(m, slo):
+            return True
+        if m.p95_ms is None or m.error_rate > slo.max_error_rate:
+            return False
+        return m.p95_ms > 1.5 * slo.p95_ms or m.p95_ms < 0.67 * slo.p95_ms
+    return decisive
+
+
 def find_saturation(measure: Callable[[int], Measured], slo: Slo, params: SearchParams | None = None) -> SearchResult:
     p = params or SearchParams()
     levels: dict[int, Level] = {}
 
-    def at(users: int) -> Level:
+    def at(users: int, decisive: Callable[[Measured], bool] | None = None) -> Level:
         if users not in levels:
-            levels[users] = measure_level(measure, users, slo, p)
+            levels[users] = measure_level(measure, users, slo, p, decisive)
         return levels[users]
 
     def best_rps() -> float:
@@ -139,7 +173,7 @@ def find_saturation(measure: Callable[[int], Measured], slo: Slo, params: Search
     first_stop: Level | None = None
     stop_reason = ""
     while True:
-        lv = at(users)
+        lv = at(users, rising_or_failing(slo, p, last_good))
         if lv.generator_bound:
             stop_reason = f"generator-bound at {users} users; add load.workers"
             first_stop = lv
@@ -165,7 +199,7 @@ def find_saturation(measure: Callable[[int], Measured], slo: Slo, params: Search
             mid = (lo + hi) // 2
             if mid in (lo, hi):
                 break
-            lv = at(mid)
+            lv = at(mid, None if first_stop.good else clearly_in_or_out(slo))
             if first_stop.good:  # flat: looking for the knee
                 if lv.good and lv.rps >= best_rps() * (1 - p.min_gain):
                     hi = mid
@@ -190,7 +224,7 @@ def find_saturation(measure: Callable[[int], Measured], slo: Slo, params: Search
 
         # 3) how many users fit under the SLO (keep doubling past the knee, then bisect)
         if p.slo_capacity and not any(lv.generator_bound for lv in levels.values()):
-            _slo_capacity(at, levels, p)
+            _slo_capacity(lambda u: at(u, clearly_in_or_out(slo)), levels, p)
         good = sorted((lv for lv in levels.values() if lv.good), key=lambda lv: lv.users)
         top = good[-1]
         result.slo_users, result.slo_rps = top.users, top.rps

@@ -120,3 +120,13 @@ def test_a_target_failing_with_errors_is_not_called_generator_bound():
     assert result.found
     assert result.saturation_users == 4
     assert "error rate" in result.stop_reason and "generator" not in result.stop_reason
+
+
+def test_clear_levels_take_one_window_and_the_knee_is_confirmed():
+    """Doubling throughput or rejecting most requests cannot flip on noise; levels near the knee can."""
+    result = find_saturation(closed_loop(200, 20, max_inflight=12), SLO, SearchParams(max_windows=3))
+    by_users = {lv.users: lv for lv in result.levels}
+    assert by_users[1].windows == 1 and by_users[2].windows == 1  # +100% each: decisive
+    assert by_users[16].windows == 1  # 25% errors: decisive
+    assert by_users[8].windows >= 2  # +0% over 4 users: needs a second look
+    assert result.saturation_users == 4 and result.saturation_rps == 200
