@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from prefect import flow, get_run_logger
+from prefect.exceptions import TerminationSignal
 from prefect.context import get_run_context
 
 from nightcap.config import Config, load_config
@@ -31,7 +32,9 @@ from nightcap.targets import api_key, plan_target
 from tasks.artifacts import Progress, artifact_key, publish_summary, steps_table
 from tasks.platform import deploy, teardown
 
-FATAL = (BudgetExceeded, KeyboardInterrupt, SystemExit)
+# Prefect's worker cancels a run with SIGTERM, which its engine turns into TerminationSignal (a BaseException).
+CANCELLED = (KeyboardInterrupt, SystemExit, TerminationSignal)
+FATAL = (BudgetExceeded, *CANCELLED)
 
 
 class RegressionDetected(RuntimeError):
@@ -140,7 +143,8 @@ def capacity_check(config: str = "configs/local.yaml", overrides: list[str] | No
                     stage_flow(name)(ctx.run_id)
                     ctx.stage_status(name, "completed")
                 except FATAL as exc:
-                    ctx.stage_status(name, "failed", error=str(exc) or type(exc).__name__)
+                    ctx.stage_status(name, "cancelled" if isinstance(exc, CANCELLED) else "failed",
+                                     error=str(exc) or type(exc).__name__)
                     fatal = exc
                     break
                 except Exception as exc:
@@ -157,10 +161,13 @@ def capacity_check(config: str = "configs/local.yaml", overrides: list[str] | No
             ctx.summary["error"] = str(exc)
             status = "failed"
             raise
+        except BaseException:
+            status = "failed"  # anything else that unwinds the flow: never recorded as completed
+            raise
         finally:
             teardown(ctx)
             if fatal is not None:
-                status = "cancelled" if isinstance(fatal, (KeyboardInterrupt, SystemExit)) else "failed"
+                status = "cancelled" if isinstance(fatal, CANCELLED) else "failed"
                 for name, info in ctx.summary["stages"].items():
                     if info.get("status") in ("pending", "running"):
                         info["status"] = "skipped" if info["status"] == "pending" else "failed"

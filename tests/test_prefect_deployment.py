@@ -186,3 +186,70 @@ def test_deploy_then_run_on_demand_through_a_process_worker(server, tmp_path):
     assert written["stages"]["single_client"]["status"] == "completed"
     assert 150 <= written["saturation"]["rps"] <= 240  # 4 slots x 20 ms = 200 rps on one replica
     print(f"timings: {timings}")
+
+
+def _run_processes(run_id: str) -> list[int]:
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.environ().get("NIGHTCAP_RUN_ID") == run_id and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc.pid)
+        except psutil.Error:
+            pass
+    return found
+
+
+def test_cancelling_from_prefect_stops_everything_and_keeps_the_steps(server, tmp_path):
+    """Cancel in the UI/API -> the worker sends SIGTERM -> teardown runs; steps stay in steps.csv and the history."""
+    import sqlite3
+
+    from prefect.states import Cancelling
+
+    subprocess.run([PREFECT, "work-pool", "create", POOL, "--type", "process"], cwd=REPO, capture_output=True,
+                   env=prefect_env(Path(server["home"]), server["api_url"]), timeout=60)  # may exist already
+    cli(server, "deploy", "--prefect-file", "deployments/prefect.yaml", "--name", "on-demand", "--no-prompt")
+    report = tmp_path / "report"
+    long_run = [o for o in short_overrides(tmp_path) if not o.startswith(("search.max_users", "stages"))]
+    long_run += ["search.max_users=64", 'stages=["single_client", "multi_client"]']
+    out = cli(server, "deployment", "run", "capacity-check/on-demand", "--param", "config=configs/reference.yaml",
+              "--param", "overrides=" + json.dumps(long_run), "--param", f"out={report}")
+    flow_run_id = next(line.split("UUID:")[1].strip() for line in out.splitlines() if "UUID:" in line)
+    env = prefect_env(Path(server["home"]), server["api_url"])
+    env["NIGHTCAP_HOME"] = str(REPO)
+    worker_log = tmp_path / "worker.log"
+    with worker_log.open("wb") as log:
+        worker = subprocess.Popen([PREFECT, "worker", "start", "--pool", POOL], stdout=log, stderr=subprocess.STDOUT,
+                                  stdin=subprocess.DEVNULL, env=env, cwd=tmp_path, start_new_session=True)
+    try:
+        steps_csv = report / "steps.csv"
+        deadline = time.monotonic() + 120
+        while not (steps_csv.exists() and len(steps_csv.read_text().splitlines()) >= 3):  # header + 2 steps
+            assert time.monotonic() < deadline, f"no steps after 120 s:\n{worker_log.read_text()[-4000:]}"
+            time.sleep(0.5)
+        with api_client(server) as client:
+            client.set_flow_run_state(flow_run_id, Cancelling(), force=True)
+            deadline = time.monotonic() + 90
+            while True:
+                flow_run = client.read_flow_run(flow_run_id)
+                if flow_run.state is not None and flow_run.state.is_final():
+                    break
+                assert time.monotonic() < deadline, f"still {flow_run.state_name}:\n{worker_log.read_text()[-4000:]}"
+                time.sleep(1)
+        assert flow_run.state.is_cancelled(), flow_run.state
+        summary = json.loads((report / "summary.json").read_text())
+        run_id = summary["run_id"]
+        time.sleep(1)
+        assert _run_processes(run_id) == [], "processes of the cancelled run are still alive"
+        from nightcap.platforms.cgroups import detect, leftover_groups
+
+        assert not [g for g in leftover_groups(detect()) if run_id in g.name]
+        kept = steps_csv.read_text().splitlines()[1:]
+        assert len(kept) >= 2
+        with sqlite3.connect(tmp_path / "h.db") as db:
+            status, = db.execute("select status from runs where run_id = ?", (run_id,)).fetchone()
+            stored, = db.execute("select count(*) from steps where run_id = ?", (run_id,)).fetchone()
+        assert status == "cancelled" and stored == len(kept)
+    finally:
+        stop(worker)
