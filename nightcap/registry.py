@@ -223,3 +223,17 @@ def cleanup_dead(
         else:
             path.unlink(missing_ok=True)
     return done
+
+
+def stop_process(proc: "subprocess.Popen", registry: "RunRegistry | None" = None, grace_s: float = 3.0) -> None:
+    """Stop a process we started (its whole group), reap it, and drop it from the run's record."""
+    import subprocess
+
+    if proc.poll() is None:
+        kill_process_tree(proc.pid, grace_s=grace_s)
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        pass
+    if registry is not None:
+        registry.remove_process(proc.pid)

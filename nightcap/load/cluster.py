@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import psutil
 
-from nightcap.registry import RunRegistry, kill_process_tree
+from nightcap.registry import RunRegistry, stop_process
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 API_KEY_VAR = "NIGHTCAP_API_KEY"
@@ -252,14 +252,7 @@ class LocalLocust:
             pass
         self.client.close()
         for proc in self.worker_procs + ([self.master] if self.master else []):
-            if proc.poll() is None:
-                kill_process_tree(proc.pid, grace_s=3.0)
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
-            if self.registry:
-                self.registry.remove_process(proc.pid)
+            stop_process(proc, self.registry)
         self.worker_procs = []
         self.master = None
         for group in self._cgroups:

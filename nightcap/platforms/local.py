@@ -25,7 +25,7 @@ import psutil
 from nightcap.config import Config
 from nightcap.platforms.base import AutoscaleStatus, HpaSpec, Observation, PlatformError, PodSpec, ReplicaSample
 from nightcap.platforms.cgroups import PREFIX, CgroupSupport, ReplicaCgroup, detect
-from nightcap.registry import RunRegistry, kill_process_tree
+from nightcap.registry import RunRegistry, stop_process
 from nightcap.targets import TargetPlan
 
 MAX_RESTARTS = 5
@@ -290,14 +290,7 @@ class LocalPlatform:
             replica.cgroup.remove()
 
     def _kill(self, proc: subprocess.Popen) -> None:
-        if proc.poll() is None:
-            kill_process_tree(proc.pid, grace_s=3.0)
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
-        if self.registry:
-            self.registry.remove_process(proc.pid)
+        stop_process(proc, self.registry)
 
     def _watch(self) -> None:
         """Restart replicas that die, like a kubelet, and count OOM kills."""
