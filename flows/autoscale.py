@@ -70,8 +70,9 @@ def timeline_plot(samples: list[AutoscaleSample], path, slo_ms: float, step_t: f
     if any(s.nodes for s in samples):
         ax1.step(t, [s.nodes or 0 for s in samples], where="post", color="black", label="nodes")
     ax1b = ax1.twinx()
-    ax1b.plot(t, [s.users for s in samples], color="grey", alpha=0.5, label="users")
-    ax1b.set_ylabel("users")
+    ax1b.plot(t, [s.rps for s in samples], color="grey", alpha=0.6, label="rps served")
+    ax1b.set_ylabel("rps served (grey)")
+    ax1b.set_ylim(bottom=0)
     ax1.set_ylabel("replicas")
     ax1.legend(loc="upper left", fontsize=8)
     ax2.plot(t, [s.p95_ms or float("nan") for s in samples], "o-", color="tab:red", markersize=3, label="p95 ms")
