@@ -29,6 +29,7 @@ from nightcap.registry import RunRegistry, stop_process
 from nightcap.targets import TargetPlan
 
 MAX_RESTARTS = 5
+MIN_RATE_INTERVAL_S = 0.5
 
 
 def free_port() -> int:
@@ -53,6 +54,7 @@ class Replica:
     stopping: bool = False
     log: Path | None = None
     _cpu_prev: tuple[float, float] | None = None
+    _cpu_rate: float | None = None
     events: list[str] = field(default_factory=list)
 
 
@@ -249,6 +251,7 @@ class LocalPlatform:
         replica.ready = False
         replica.phase = "Starting"
         replica._cpu_prev = None
+        replica._cpu_rate = None
         threading.Thread(target=self._probe, args=(replica, replica.proc), daemon=True).start()
 
     def _spawn(self, argv: list[str], what: str, log: Path, preexec: Callable[[], None] | None = None,
@@ -355,9 +358,14 @@ class LocalPlatform:
                         rss += p.memory_info().rss
                     except psutil.Error:
                         pass
-                if r._cpu_prev is not None and now > r._cpu_prev[0]:
-                    cores = max(cpu_s - r._cpu_prev[1], 0.0) / (now - r._cpu_prev[0])
-                r._cpu_prev = (now, cpu_s)
+                # Several observers (a step's sampler, the autoscaler) call this; CPU times tick every 10 ms, so a
+                # rate over a few ms between two of them is noise. Keep the last rate until 0.5 s have passed.
+                if r._cpu_prev is None:
+                    r._cpu_prev = (now, cpu_s)
+                elif now - r._cpu_prev[0] >= MIN_RATE_INTERVAL_S:
+                    r._cpu_rate = max(cpu_s - r._cpu_prev[1], 0.0) / (now - r._cpu_prev[0])
+                    r._cpu_prev = (now, cpu_s)
+                cores = r._cpu_rate
                 memory = (r.cgroup.memory_bytes() if r.cgroup else None) or rss
             except psutil.Error:
                 pass

@@ -59,6 +59,7 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 
 async def _serve(port: int, backends: Backends, host: str) -> None:
     async def handle(client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        backends.refresh()  # one stat per connection: a replica is routable as soon as the platform says ready
         for _ in range(max(len(backends.items), 1)):
             target = backends.pick()
             if target is None:
