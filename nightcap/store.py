@@ -27,6 +27,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError, ProgrammingError, SQLAlchemyError
 
+from nightcap.analysis.regression import finite
 from nightcap.steps import StepRow
 
 if TYPE_CHECKING:
@@ -126,13 +127,7 @@ def _as_utc(value: datetime | None) -> datetime | None:
 
 def _number(value: Any) -> float | None:
     """Headline figures are plain floats; NaN, inf and non-numbers are stored as NULL."""
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
+    return finite(value)
 
 
 def sanitize(value: Any, redact: Iterable[str] = ()) -> Any:

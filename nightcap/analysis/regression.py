@@ -84,7 +84,8 @@ class RegressionResult:
         return data
 
 
-def _finite(value: Any) -> float | None:
+def finite(value: Any) -> float | None:
+    """A finite float, or None for None, booleans, non-numbers, NaN and infinity."""
     if value is None or isinstance(value, bool):
         return None
     try:
@@ -118,8 +119,8 @@ def check_figure(
     min_runs: int,
 ) -> FigureCheck:
     """Verdict on one figure; worse must exceed both the threshold and the noise band to regress."""
-    value = _finite(tonight)
-    history = [v for v in (_finite(b) for b in baseline) if v is not None]
+    value = finite(tonight)
+    history = [v for v in (finite(b) for b in baseline) if v is not None]
     check = FigureCheck(figure.name, figure.unit, value, None, None, None, len(history), OK)
     if value is None:
         check.verdict = NOT_MEASURED
