@@ -6,10 +6,8 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -17,6 +15,7 @@ import httpx
 import pytest
 
 from nightcap.bundled_model import ensure_model, model_dir_for, sample_payloads, serve_command, serve_env
+from nightcap.ports import free_port
 
 
 @pytest.fixture(scope="module")
@@ -71,15 +70,9 @@ def test_serve_command_and_env(model_dir: Path) -> None:
     assert (Path(sys.executable).parent / "uvicorn").exists(), "mlflow execs a bare uvicorn"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_mlflow_serves_predictions(model_dir: Path, tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     log = (tmp_path / "serve.log").open("w+")
     proc = subprocess.Popen(
         serve_command(model_dir, port=port, concurrency=1),

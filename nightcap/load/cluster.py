@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import psutil
 
+from nightcap.ports import free_port
 from nightcap.registry import RunRegistry, stop_process
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
@@ -27,6 +28,35 @@ API_KEY_VAR = "NIGHTCAP_API_KEY"
 
 class LoadError(RuntimeError):
     """The load generator could not be started or stopped responding."""
+
+
+class MasterExited(Exception):
+    """The master process ended while starting; `tail` is the end of its log."""
+
+    def __init__(self, what: str, tail: str):
+        super().__init__(f"the Locust master {what}")
+        self.what, self.tail = what, tail
+
+
+PORT_TAKEN = "Address already in use"
+
+
+def _read_from(path: Path, offset: int) -> str:
+    try:
+        with path.open("rb") as f:
+            f.seek(offset)
+            return f.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _tail(path: Path, offset: int = 0, lines: int = 6) -> str:
+    """The error lines of a log (from `offset` on), else its last lines."""
+    text = _read_from(path, offset).splitlines()
+    if not text:
+        return "(empty log)"
+    errors = [line for line in text if "Error" in line or PORT_TAKEN in line]
+    return "\n".join((errors or text)[-lines:])
 
 
 @dataclass
@@ -67,8 +97,8 @@ class MasterClient:
     def stop(self) -> None:
         self.http.post("/stop").raise_for_status()
 
-    def window(self) -> dict[str, Any]:
-        r = self.http.get("/nightcap/window")
+    def window(self, timeout_s: float | None = None) -> dict[str, Any]:
+        r = self.http.get("/nightcap/window", **({"timeout": timeout_s} if timeout_s else {}))
         r.raise_for_status()
         return r.json()
 
@@ -116,8 +146,6 @@ class LocalLocust:
         self.logdir.mkdir(parents=True, exist_ok=True)
         payload_file = self._tmp / "payloads.jsonl"
         payload_file.write_bytes(b"\n".join(payloads) + b"\n")
-        from nightcap.platforms.local import free_port
-
         self.web_port, self.bind_port = free_port(), free_port()
         self.env = {
             **os.environ,
@@ -179,7 +207,24 @@ class LocalLocust:
             self.registry.add_process(proc.pid, f"locust {what}")
         return proc
 
-    def start(self, timeout_s: float = 60.0) -> None:
+    def start(self, timeout_s: float = 60.0, attempts: int = 3) -> None:
+        """Start master and workers; if the master dies while starting (a port taken meanwhile), retry on new ports."""
+        for attempt in range(1, attempts + 1):
+            try:
+                self._start_once(timeout_s)
+                return
+            except MasterExited as exc:
+                self._stop_processes()
+                if attempt == attempts:
+                    raise LoadError(f"the Locust master failed to start {attempts} times ({exc.what}); "
+                                    f"last lines of {self.logdir}/master.log:\n{exc.tail}") from None
+                self.web_port, self.bind_port = free_port(), free_port()
+                self.client.close()
+                self.client = MasterClient(f"http://127.0.0.1:{self.web_port}")
+
+    def _start_once(self, timeout_s: float) -> None:
+        log = self.logdir / "master.log"
+        offset = log.stat().st_size if log.exists() else 0  # logs append across attempts
         self.master = self._spawn(["--master", "--web-host", "127.0.0.1", "--web-port", str(self.web_port),
                                    "--master-bind-host", "127.0.0.1", "--master-bind-port", str(self.bind_port),
                                    "--loglevel", "WARNING"], "master")
@@ -189,13 +234,15 @@ class LocalLocust:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.master.poll() is not None:
-                raise LoadError(f"the Locust master exited ({self.master.returncode}); see {self.logdir}/master.log")
+                raise MasterExited(f"exited ({self.master.returncode})", _tail(log, offset))
             try:
-                raw = self.client.window()
+                raw = self.client.window(timeout_s=1.0)  # whoever holds the port may accept and never answer
                 if raw.get("worker_count", 0) >= self.workers:
                     return
             except httpx.HTTPError:
-                pass
+                # A master whose web port was taken logs it at once but lingers ~10 s before exiting.
+                if PORT_TAKEN in _read_from(log, offset):
+                    raise MasterExited("could not bind its port", _tail(log, offset)) from None
             time.sleep(0.2)
         raise LoadError(f"{self.workers} Locust worker(s) did not connect within {timeout_s:.0f}s; see {self.logdir}")
 
@@ -251,10 +298,7 @@ class LocalLocust:
         except httpx.HTTPError:
             pass
         self.client.close()
-        for proc in self.worker_procs + ([self.master] if self.master else []):
-            stop_process(proc, self.registry)
-        self.worker_procs = []
-        self.master = None
+        self._stop_processes()
         for group in self._cgroups:
             for d in list(group.dirs):
                 if self.registry:
@@ -262,6 +306,12 @@ class LocalLocust:
             group.remove()
         self._cgroups = []
         shutil.rmtree(self._tmp, ignore_errors=True)
+
+    def _stop_processes(self) -> None:
+        for proc in self.worker_procs + ([self.master] if self.master else []):
+            stop_process(proc, self.registry)
+        self.worker_procs = []
+        self.master = None
 
     def __enter__(self) -> "LocalLocust":
         self.start()

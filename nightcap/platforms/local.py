@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -24,18 +23,13 @@ import psutil
 
 from nightcap.config import Config
 from nightcap.platforms.base import AutoscaleStatus, HpaSpec, Observation, PlatformError, PodSpec, ReplicaSample
+from nightcap.ports import free_port  # noqa: F401  (re-exported: tests and bench import it from here)
 from nightcap.platforms.cgroups import PREFIX, CgroupSupport, ReplicaCgroup, detect
 from nightcap.registry import RunRegistry, stop_process
 from nightcap.targets import TargetPlan
 
 MAX_RESTARTS = 5
 MIN_RATE_INTERVAL_S = 0.5
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
