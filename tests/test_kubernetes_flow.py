@@ -10,7 +10,6 @@ reference server's capacity, and the objects it created, patched and deleted are
 
 from __future__ import annotations
 
-import asyncio
 import json
 import socket
 import subprocess
@@ -22,12 +21,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import kmock
 import pytest
 import yaml
-from kubernetes import client as k8s
 
+from kmock_api import KmockApi
 from nightcap.platforms import manifests as mf
+from nightcap.ports import free_port
 
 NS = "capacity"
 SLOTS, SERVICE_MS = 4, 25.0
@@ -36,41 +35,13 @@ RESOURCES = ["v1/pods", "v1/events", "v1/nodes", "v1/services", "v1/configmaps",
              "apps/v1/deployments", "autoscaling/v2/horizontalpodautoscalers", "metrics.k8s.io/v1beta1/pods"]
 
 
-class SelectorEmulator(kmock.KubernetesEmulator):
-    """The emulator, plus equality label selectors on lists (as the API server applies them)."""
-
-    async def _serve_list(self, request: Any) -> Any:
-        result = await super()._serve_list(request)
-        selector = request.params.get("labelSelector")
-        if selector:
-            wanted = dict(part.split("=", 1) for part in selector.split(","))
-            result["items"] = [o for o in result["items"]
-                               if all(((o.get("metadata") or {}).get("labels") or {}).get(k) == v
-                                      for k, v in wanted.items())]
-        return result
-
-
-class FakeCluster:
+class FakeCluster(KmockApi):
     """kmock on a background loop, and a controller thread that plays kube-controller-manager and kubelet."""
 
     hpa_reacts_after_s = 2.0
 
     def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-
-        async def start() -> tuple[Any, Any]:
-            handler = SelectorEmulator()
-            await handler.__aenter__()
-            server = kmock.Server(handler)
-            await server.__aenter__()
-            return handler, server
-
-        self.kmock, self.server = asyncio.run_coroutine_threadsafe(start(), self.loop).result()
-        for res in RESOURCES:
-            self.kmock.resources[res] = {}
-        self.api = k8s.ApiClient(k8s.Configuration(host=str(self.server.url).rstrip("/")))
+        super().__init__(RESOURCES)
         self.hpa_seen: dict[str, float] = {}
         self.hpa_statuses: list[dict[str, Any]] = []
         self.max_pods = 0
@@ -81,11 +52,6 @@ class FakeCluster:
             ("v1/nodes", None, "node-0"), {"metadata": {"name": "node-0", "labels": {mf.NODE_POOL_LABEL: "models"}}}))
         self.controller = threading.Thread(target=self._control, daemon=True)
         self.controller.start()
-
-    def run(self, fn: Callable[[], Any]) -> Any:
-        async def call() -> Any:
-            return fn()
-        return asyncio.run_coroutine_threadsafe(call(), self.loop).result(timeout=10)
 
     def live(self, plural: str) -> dict[str, dict[str, Any]]:
         """name -> object of one resource in the namespace (not deleted); metrics.k8s.io pods are not pods."""
@@ -169,22 +135,13 @@ class FakeCluster:
     def close(self) -> None:
         self._stop.set()
         self.controller.join(timeout=5)
-
-        async def stop() -> None:
-            await self.server.__aexit__(None, None, None)
-            await self.kmock.__aexit__(None, None, None)
-        asyncio.run_coroutine_threadsafe(stop(), self.loop).result(timeout=10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=5)
-        self.api.close()
+        super().close()
 
 
 @pytest.fixture()
 def reference_server(leftovers: Any) -> Iterator[int]:
     """The stand-in for the model pods; spared by `leftovers` (conftest), which checks the run's own processes."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "nightcap.reference_server", "--host", "127.0.0.1",
                              "--port", str(port), "--slots", str(SLOTS), "--service-ms", str(SERVICE_MS),
                              "--queue", "64"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -17,8 +17,8 @@ from typing import Any
 
 import kmock
 import pytest
-from kubernetes import client as k8s
 
+from kmock_api import KmockApi
 from nightcap.config import Config, validate
 from nightcap.load.kubernetes_locust import KubernetesLocust
 from nightcap.platforms import manifests as mf
@@ -33,45 +33,11 @@ RESOURCES = ["v1/pods", "v1/events", "v1/nodes", "v1/services", "v1/configmaps",
 METRICS = "metrics.k8s.io/v1beta1/pods"
 
 
-class SelectorEmulator(kmock.KubernetesEmulator):
-    """The emulator, plus equality label selectors on lists (as the API server applies them)."""
-
-    async def _serve_list(self, request: Any) -> Any:
-        result = await super()._serve_list(request)
-        selector = request.params.get("labelSelector")
-        if selector:
-            wanted = dict(part.split("=", 1) for part in selector.split(","))
-            result["items"] = [o for o in result["items"]
-                               if all(((o.get("metadata") or {}).get("labels") or {}).get(k) == v
-                                      for k, v in wanted.items())]
-        return result
-
-
-class Cluster:
+class Cluster(KmockApi):
     """kmock on a background loop, with thread-safe helpers to play the controllers."""
 
     def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-
-        async def start() -> tuple[Any, Any]:
-            handler = SelectorEmulator()
-            await handler.__aenter__()
-            server = kmock.Server(handler)
-            await server.__aenter__()
-            return handler, server
-
-        self.kmock, self.server = asyncio.run_coroutine_threadsafe(start(), self.loop).result()
-        for res in RESOURCES:
-            self.kmock.resources[res] = {}
-        self.api = k8s.ApiClient(k8s.Configuration(host=str(self.server.url).rstrip("/")))
-
-    def run(self, fn: Callable[[], Any]) -> Any:
-        """Run `fn` on the server's loop (mutations never race with a request being served)."""
-        async def call() -> Any:
-            return fn()
-        return asyncio.run_coroutine_threadsafe(call(), self.loop).result()
+        super().__init__(RESOURCES)
 
     def put(self, resource: str, name: str, obj: dict[str, Any], namespace: str | None = NS) -> None:
         obj = {"metadata": {"name": name, **({"namespace": namespace} if namespace else {})}, **obj}
@@ -98,15 +64,6 @@ class Cluster:
         """Answer matching requests with `answers` in turn (exceptions become API errors), then normally."""
         it = iter(answers)
         self.run(lambda: self.kmock[criteria] << (lambda: next(it, NotImplemented)))
-
-    def close(self) -> None:
-        async def stop() -> None:
-            await self.server.__aexit__(None, None, None)
-            await self.kmock.__aexit__(None, None, None)
-        asyncio.run_coroutine_threadsafe(stop(), self.loop).result()
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=5)
-        self.api.close()
 
 
 class FakeClock:
