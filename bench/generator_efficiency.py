@@ -29,7 +29,7 @@ from typing import Callable, Iterator
 
 import httpx
 
-from bench.common import Table, cpu_seconds, fmt, spawned, wait_http, which_locust
+from bench.common import Table, cpu_seconds, fmt, spawned, which_locust
 from nightcap.config import validate
 from nightcap.load.cluster import LocalLocust
 from nightcap.measure import StepRunner

@@ -6,7 +6,6 @@ fails is marked failed and keeps every step it measured, and the stages after it
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 import threading
@@ -29,7 +28,7 @@ from nightcap.cleanup import cleanup_dead_runs
 from nightcap.registry import RunRegistry
 from nightcap.report import headline, plot_p95_by_cores, write_markdown
 from nightcap.targets import api_key, plan_target
-from tasks.artifacts import Progress, artifact_key, publish_summary, steps_table
+from tasks.artifacts import Progress, publish_summary, steps_table
 from tasks.platform import deploy, teardown
 
 # Prefect's worker cancels a run with SIGTERM, which its engine turns into TerminationSignal (a BaseException).
@@ -129,7 +128,7 @@ def capacity_check(config: str = "configs/local.yaml", overrides: list[str] | No
     with _stop_once_on_signals(), RunLock(cfg.target.name):
         ctx = open_run(cfg, out)
         logger.info("run %s: report folder %s", ctx.run_id, ctx.out.resolve())
-        progress = Progress(list(cfg.stages) or ["deploy"])
+        progress = Progress(cfg.target.name, list(cfg.stages) or ["deploy"])
         ctx.on_step.append(progress.step)
         status, fatal = "completed", None
         try:

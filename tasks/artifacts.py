@@ -27,13 +27,17 @@ def artifact_key(target: str, what: str) -> str:
 
 
 class Progress:
-    """One progress artifact for the run: share of planned stages done, nudged forward by each step."""
+    """One progress artifact for the run: share of planned stages done, nudged forward by each step.
 
-    def __init__(self, stages: list[str]):
+    Keyed per target, so the Artifacts page lists it next to the summary and shows last night's too.
+    """
+
+    def __init__(self, target: str, stages: list[str]):
         self.stages = stages
         self.done = 0
         self.steps_in_stage = 0
-        self.id = create_progress_artifact(progress=0.0, description=f"nightcap: {', '.join(stages)}")
+        self.id = create_progress_artifact(progress=0.0, key=artifact_key(target, "progress"),
+                                           description=f"nightcap: {', '.join(stages)}")
 
     def _value(self) -> float:
         share = 100.0 / max(len(self.stages), 1)

@@ -171,7 +171,8 @@ def test_deploy_then_run_on_demand_through_a_process_worker(server, tmp_path):
         stop(worker)
 
     by_key = {a.key: a for a in artifacts if a.key}
-    assert {"reference-summary", "reference-steps", "reference-report-folder"} <= set(by_key), sorted(by_key)
+    assert {"reference-summary", "reference-steps", "reference-report-folder",
+            "reference-progress"} <= set(by_key), sorted(by_key)
     assert all(key.startswith("reference-") for key in by_key)
     summary = by_key["reference-summary"]
     assert summary.type == "markdown" and "saturates at" in summary.data and "rps" in summary.data
@@ -179,8 +180,7 @@ def test_deploy_then_run_on_demand_through_a_process_worker(server, tmp_path):
     rows = json.loads(steps.data) if isinstance(steps.data, str) else steps.data
     assert steps.type == "table" and rows and {r["stage"] for r in rows} == {"single_client"}
     assert report.resolve().as_uri() in by_key["reference-report-folder"].data  # a link artifact renders as markdown
-    progress = [a for a in artifacts if a.type == "progress"]
-    assert progress and float(progress[-1].data) == 100.0
+    assert by_key["reference-progress"].type == "progress" and float(by_key["reference-progress"].data) == 100.0
 
     written = json.loads((report / "summary.json").read_text())
     assert written["stages"]["single_client"]["status"] == "completed"
