@@ -73,11 +73,10 @@ def history_command(store_url: str | None, target: str | None, last: int, consol
     table.add_column("version", overflow="fold", min_width=8)
     for row in frame.itertuples(index=False):
         started = row.started_at.strftime("%Y-%m-%d %H:%M") if row.started_at is not None and not _isnat(row.started_at) else "?"
-        style = _STATUS_STYLE.get(row.status, "")
         table.add_row(
             started,
             str(row.target_name or ""),
-            f"[{style}]{row.status}[/{style}]" if style else str(row.status),
+            _status(row.status, getattr(row, "regression", None)),
             _figure(row.saturation_rps),
             _figure(row.rps_per_core),
             _figure(row.p95_at_operating_ms),
@@ -85,6 +84,14 @@ def history_command(store_url: str | None, target: str | None, last: int, consol
             str(row.version or ""),
         )
     console.print(table)
+
+
+def _status(status: str, regression: str | None) -> str:
+    """The run's status, and "regressed" when the regression stage failed the night on its figures."""
+    if regression == "regressed":
+        return f"[red]{status}, regressed[/red]"
+    style = _STATUS_STYLE.get(status, "")
+    return f"[{style}]{status}[/{style}]" if style else str(status)
 
 
 def _isnat(value: Any) -> bool:

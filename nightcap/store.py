@@ -442,11 +442,13 @@ class HistoryStore:
             ) if rows else {}
         columns = [
             "run_id", "started_at", "finished_at", "status", "target_name", "platform", "config_hash",
-            "version", *HEADLINE_FIGURES, "steps", "flow_run_id", "target_version", "note",
+            "version", *HEADLINE_FIGURES, "steps", "regression", "flow_run_id", "target_version", "note",
         ]
         records = []
         for row in reversed(rows):
             row["version"] = version_label(row["target_version"])
+            # a regressed night ends its flow run Failed yet stays a completed measurement (and a baseline)
+            row["regression"] = ((row.get("summary") or {}).get("regression") or {}).get("verdict")
             row["steps"] = int(counts.get(row["run_id"], 0))
             records.append({name: row.get(name) for name in columns})
         frame = pd.DataFrame.from_records(records, columns=columns)

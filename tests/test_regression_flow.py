@@ -105,6 +105,16 @@ def test_slower_target_fails_the_flow_and_noise_does_not(night):
     with history(store_url) as store:
         frame = store.history(target="reference-regression", last=30)
         assert len(frame) == 5 and frame["config_hash"].nunique() == 1
+        assert list(frame["regression"]) == ["insufficient history"] * 2 + ["ok", "ok", "regressed"]
+    # and `nightcap history` says so next to the status
+    from rich.console import Console
+
+    from nightcap.history_cli import history_command
+
+    console = Console(record=True, width=200)
+    history_command(store_url, "reference-regression", 10, console=console)
+    lines = console.export_text().splitlines()
+    assert sum("completed, regressed" in line for line in lines) == 1, lines
 
 
 def test_a_failed_stage_keeps_its_steps_in_the_history(night):
