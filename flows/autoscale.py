@@ -21,7 +21,7 @@ from nightcap.context import RunContext  # noqa: E402
 from nightcap.load.cluster import summarize  # noqa: E402
 from nightcap.measure import BudgetExceeded, target_url  # noqa: E402
 from nightcap.platforms.base import HpaSpec  # noqa: E402
-from tasks.measure import start_generator  # noqa: E402
+from tasks.measure import generator, idle  # noqa: E402
 
 
 def one_pod_saturation(ctx: RunContext) -> tuple[int, float]:
@@ -110,7 +110,7 @@ def autoscale(run_id: str) -> dict:
     else:
         nodes_note = "node-pool autoscaling not requested (autoscale.nodes)"
     platform.scale(a.min_replicas)
-    gen = start_generator(ctx, ctx.config.load.workers)
+    gen = generator(ctx, ctx.config.load.workers)
     t0 = time.monotonic()
     try:
         if a.nodes and ctx.config.platform.gke and hasattr(platform, "enable_node_autoscaling"):
@@ -140,9 +140,12 @@ def autoscale(run_id: str) -> dict:
                     pending=st.pending, nodes=nodes))
                 for event in obs.events:
                     logger.info("autoscale event: %s", event)
+    except BaseException:
+        ctx.release_generator()
+        raise
     finally:
         try:
-            gen.stop()
+            idle(ctx)
         finally:
             platform.disable_autoscaling()
             if hasattr(platform, "restore_node_autoscaling"):

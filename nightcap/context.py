@@ -39,6 +39,7 @@ class RunContext:
     platform: Platform | None = None
     spec: PodSpec | None = None
     api_key: str | None = None
+    generator: Any = None  # the run's load generator, kept across searches (tasks.measure.generator)
     steps: list[StepRow] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
@@ -59,6 +60,12 @@ class RunContext:
 
     def forget(self) -> None:
         _RUNS.pop(self.run_id, None)
+
+    def release_generator(self) -> None:
+        """Stop the run's load generator (processes or pods) if one is running; idempotent."""
+        gen, self.generator = self.generator, None
+        if gen is not None:
+            gen.stop()
 
     def next_step(self) -> int:
         self._counter += 1

@@ -46,6 +46,40 @@ def start_generator(ctx: RunContext, workers: int) -> Any:
     return gen
 
 
+def generator(ctx: RunContext, workers: int) -> Any:
+    """The run's generator with `workers` workers, idle: started on first use and kept for later searches.
+
+    Starting Locust costs seconds locally and a pod rollout (and its deletion) in a cluster, and tuning
+    alone runs a search per candidate. Pods are scaled to a new worker count; local processes restart.
+    """
+    gen = ctx.generator
+    if gen is not None and gen.workers != workers:
+        if hasattr(gen, "scale_workers"):
+            try:
+                gen.scale_workers(workers)
+            except Exception:
+                ctx.release_generator()
+                raise
+        else:
+            ctx.release_generator()
+            gen = None
+    if gen is None:
+        gen = ctx.generator = start_generator(ctx, workers)
+    return gen
+
+
+def idle(ctx: RunContext) -> None:
+    """Stop the swarm so the next search starts from zero users; a generator that cannot is dropped."""
+    gen = ctx.generator
+    if gen is None:
+        return
+    try:
+        gen.client.stop()
+    except Exception as exc:
+        logging.getLogger(__name__).info("the load generator did not stop its swarm (%s); it is replaced", exc)
+        ctx.release_generator()
+
+
 @task(name="measure-window", task_run_name="{stage}: {users} users", cache_policy=NO_CACHE, persist_result=False)
 def measure_window(runner: StepRunner, stage: str, users: int) -> StepRow:
     row = runner.measure(users)
@@ -71,16 +105,22 @@ def search_params(ctx: RunContext, cheap: bool = False, **overrides: Any) -> Sea
 
 
 def run_search(ctx: RunContext, stage: str, workers: int, params: SearchParams) -> SearchResult:
-    """Start generators, search, stop generators: nothing is left running whatever happens."""
+    """Search with the run's generator; it is left idle for the next search, or stopped if the search failed.
+
+    Teardown stops it at the end of the run, so nothing is left running whatever happens.
+    """
     assert ctx.platform is not None
-    gen = start_generator(ctx, workers)
+    gen = generator(ctx, workers)
     try:
         runner = StepRunner(ctx.config, ctx.platform, gen, stage, ctx.record_step, ctx.deadline, ctx.spec,
                             ctx.next_step)
         slo = Slo(ctx.config.slo.p95_ms, ctx.config.slo.max_error_rate)
-        return find_saturation(lambda users: measure_window(runner, stage, users), slo, params)
-    finally:
-        gen.stop()
+        result = find_saturation(lambda users: measure_window(runner, stage, users), slo, params)
+    except BaseException:
+        ctx.release_generator()  # it may be what failed; the next search starts a fresh one
+        raise
+    idle(ctx)
+    return result
 
 
 def _r(x: float | None) -> float | None:

@@ -44,5 +44,9 @@ def deploy(ctx: RunContext) -> None:
 
 @task(name="teardown", cache_policy=NO_CACHE, persist_result=False)
 def teardown(ctx: RunContext) -> None:
-    if ctx.platform is not None:
-        ctx.platform.teardown()
+    """The load generator first (it would only hammer a vanishing service), then the platform, whatever fails."""
+    try:
+        ctx.release_generator()
+    finally:
+        if ctx.platform is not None:
+            ctx.platform.teardown()

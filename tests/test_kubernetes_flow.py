@@ -392,6 +392,44 @@ def test_cluster_generator_runs_in_the_cluster_and_sends_to_the_service_dns(
     assert cluster.run(lambda: cluster.live("services")) == {}
 
 
+def test_cluster_generator_is_created_once_per_run_and_scaled_between_searches(
+        cluster: FakeCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tuning runs a search per candidate: each must not cost a Locust rollout and its deletion."""
+    from types import SimpleNamespace
+
+    from nightcap.context import RunContext
+    from nightcap.load.kubernetes_locust import KubernetesLocust
+    from nightcap.platforms.kubernetes import KubernetesPlatform
+    from tasks.measure import generator, idle
+
+    monkeypatch.setattr(KubernetesLocust, "poll_s", 0.1)
+    config = _k8s_config()
+    run = "run-reuse"
+    platform = KubernetesPlatform(config, run, api_client=cluster.api)
+    ctx = RunContext(config=config, run_id=run, out=tmp_path, plan=SimpleNamespace(payloads=[b"{}"]),  # type: ignore[arg-type]
+                     platform=platform)
+    try:
+        first = generator(ctx, 1)
+        first._client = RecordingClient()  # type: ignore[assignment]
+        idle(ctx)  # between searches: the swarm stops, the pods stay
+        assert generator(ctx, 1) is first
+        posts = [(r.data["kind"], r.data["metadata"]["name"]) for r in cluster.requests("POST")]
+        assert posts == [("ConfigMap", mf.locust_name(run, "files")), ("Deployment", first.master_name),
+                         ("Service", first.master_name), ("Deployment", first.worker_name)]
+        assert generator(ctx, 3) is first and first.workers == 3 and first.alive_workers() == 3
+        patches = [r for r in cluster.requests("PATCH") if r.url.path.endswith(f"/deployments/{first.worker_name}")]
+        assert [p.data["spec"]["replicas"] for p in patches] == [3]
+        assert [(r.data["kind"], r.data["metadata"]["name"]) for r in cluster.requests("POST")] == posts  # nothing new
+        assert not cluster.requests("DELETE")
+        ctx.release_generator()
+        assert ctx.generator is None and cluster.requests("DELETE")
+        assert not any(n.startswith(first.worker_name) for n in cluster.run(lambda: cluster.live("deployments")))
+    finally:
+        ctx.release_generator()
+        platform.teardown()
+        ctx.forget()
+
+
 class FakeGkeClient:
     """Just enough of ClusterManagerClient for a restore: operations finish at once."""
 

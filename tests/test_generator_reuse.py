@@ -1,0 +1,97 @@
+"""One load generator per run: kept idle between searches, resized or replaced when the worker count changes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from nightcap.config import validate
+from nightcap.context import RunContext
+import tasks.measure as measure
+
+
+class FakeClient:
+    def __init__(self, fail_stop: bool = False) -> None:
+        self.stops = 0
+        self.fail_stop = fail_stop
+
+    def stop(self) -> None:
+        if self.fail_stop:
+            raise ConnectionError("master gone")
+        self.stops += 1
+
+
+class LocalLike:
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self.client = FakeClient()
+        self.stopped = False
+
+    def stop(self) -> None:
+        self.stopped = True
+
+
+class PodLike(LocalLike):
+    def scale_workers(self, n: int) -> None:
+        self.workers = n
+
+
+@pytest.fixture()
+def ctx(tmp_path: Path) -> Any:
+    config = validate({"target": {"name": "reuse", "kind": "reference"}, "slo": {"p95_ms": 500}})
+    c = RunContext(config=config, run_id="run-reuse", out=tmp_path, plan=SimpleNamespace(payloads=[]))  # type: ignore[arg-type]
+    yield c
+    c.forget()
+
+
+def _factory(monkeypatch: pytest.MonkeyPatch, kind: type) -> list[Any]:
+    started: list[Any] = []
+
+    def start(_ctx: Any, workers: int) -> Any:
+        started.append(kind(workers))
+        return started[-1]
+    monkeypatch.setattr(measure, "start_generator", start)
+    return started
+
+
+def test_local_generator_is_reused_and_replaced_when_the_worker_count_changes(ctx, monkeypatch) -> None:
+    started = _factory(monkeypatch, LocalLike)
+    first = measure.generator(ctx, 1)
+    measure.idle(ctx)
+    assert measure.generator(ctx, 1) is first and first.client.stops == 1 and len(started) == 1
+    second = measure.generator(ctx, 3)  # local processes: a fresh master with 3 workers
+    assert first.stopped and second is not first and second.workers == 3 and ctx.generator is second
+    ctx.release_generator()
+    assert second.stopped and ctx.generator is None
+    ctx.release_generator()  # idempotent
+
+
+def test_pod_generator_is_scaled_not_recreated(ctx, monkeypatch) -> None:
+    started = _factory(monkeypatch, PodLike)
+    first = measure.generator(ctx, 1)
+    assert measure.generator(ctx, 4) is first and first.workers == 4 and not first.stopped and len(started) == 1
+
+
+def test_a_generator_that_cannot_stop_its_swarm_is_dropped(ctx, monkeypatch) -> None:
+    _factory(monkeypatch, LocalLike)
+    gen = measure.generator(ctx, 1)
+    gen.client = FakeClient(fail_stop=True)
+    measure.idle(ctx)
+    assert gen.stopped and ctx.generator is None
+    assert measure.generator(ctx, 1) is not gen
+
+
+def test_a_failed_search_stops_the_generator(ctx, monkeypatch) -> None:
+    _factory(monkeypatch, LocalLike)
+    ctx.platform = SimpleNamespace()
+    monkeypatch.setattr(measure, "StepRunner", lambda *a, **k: None)
+
+    def broken(*_a: Any, **_k: Any) -> Any:
+        raise RuntimeError("the search blew up")
+    monkeypatch.setattr(measure, "find_saturation", broken)
+    with pytest.raises(RuntimeError, match="blew up"):
+        measure.run_search(ctx, "single_client", 1, measure.search_params(ctx))
+    assert ctx.generator is None
