@@ -39,7 +39,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     RESULTS.mkdir(parents=True, exist_ok=True)
     machine = machine_line()
-    (RESULTS / "machine.txt").write_text(machine + "\n")
     console.print(f"machine: {machine}", highlight=False)
     failed = []
     started = time.monotonic()
@@ -55,11 +54,21 @@ def main(argv: list[str] | None = None) -> int:
         table.notes.append(f"benchmark wall time {time.monotonic() - t0:.0f}s")
         show(table)
         path = table.write_csv()
+        record_machine(name, machine)
         console.print(f"  written: {path.relative_to(RESULTS.parent.parent)}", highlight=False)
     console.rule()
     console.print(f"all benchmarks: {time.monotonic() - started:.0f}s" + (f"; failed: {', '.join(failed)}" if failed else ""),
                   highlight=False)
     return 1 if failed else 0
+
+
+def record_machine(name: str, machine: str) -> None:
+    """machine.txt: one line per benchmark, so running one benchmark keeps where the others were measured."""
+    path = RESULTS / "machine.txt"
+    lines = path.read_text().splitlines() if path.exists() else []
+    kept = [line for line in lines if ": " in line and line.split(": ", 1)[0] in ORDER and line.split(": ", 1)[0] != name]
+    entries = {line.split(": ", 1)[0]: line for line in kept + [f"{name}: {machine}"]}
+    path.write_text("".join(entries[n] + "\n" for n in ORDER if n in entries))
 
 
 if __name__ == "__main__":
