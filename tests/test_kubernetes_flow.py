@@ -334,19 +334,26 @@ def test_generator_site_defaults_and_keeps_existing_config_hashes() -> None:
                   "load": {"generator": "cluster"}})
 
 
+def _fast_platform(cluster: FakeCluster, run: str, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Any]:
+    """A KubernetesPlatform on the fake cluster, and in-cluster Locust polling it every 0.1 s."""
+    from nightcap.load.kubernetes_locust import KubernetesLocust
+    from nightcap.platforms.kubernetes import KubernetesPlatform
+
+    monkeypatch.setattr(KubernetesLocust, "poll_s", 0.1)
+    config = _k8s_config()
+    return config, KubernetesPlatform(config, run, api_client=cluster.api)
+
+
 def test_cluster_generator_runs_in_the_cluster_and_sends_to_the_service_dns(
         cluster: FakeCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from types import SimpleNamespace
 
     from nightcap.load.kubernetes_locust import KubernetesLocust
     from nightcap.measure import StepRunner, target_url
-    from nightcap.platforms.kubernetes import KubernetesPlatform
     from tasks.measure import start_generator
 
-    monkeypatch.setattr(KubernetesLocust, "poll_s", 0.1)
-    config = _k8s_config()
     run = "run-gen"
-    platform = KubernetesPlatform(config, run, api_client=cluster.api)
+    config, platform = _fast_platform(cluster, run, monkeypatch)
     ctx = SimpleNamespace(config=config, run_id=run, platform=platform, plan=SimpleNamespace(payloads=[b'{"a": 1}']),
                           api_key=None, registry=None, out=tmp_path)
     gen = start_generator(ctx, 3)  # type: ignore[arg-type]
@@ -398,14 +405,10 @@ def test_cluster_generator_is_created_once_per_run_and_scaled_between_searches(
     from types import SimpleNamespace
 
     from nightcap.context import RunContext
-    from nightcap.load.kubernetes_locust import KubernetesLocust
-    from nightcap.platforms.kubernetes import KubernetesPlatform
     from tasks.measure import generator, idle
 
-    monkeypatch.setattr(KubernetesLocust, "poll_s", 0.1)
-    config = _k8s_config()
     run = "run-reuse"
-    platform = KubernetesPlatform(config, run, api_client=cluster.api)
+    config, platform = _fast_platform(cluster, run, monkeypatch)
     ctx = RunContext(config=config, run_id=run, out=tmp_path, plan=SimpleNamespace(payloads=[b"{}"]),  # type: ignore[arg-type]
                      platform=platform)
     try:
