@@ -3,7 +3,8 @@
 Users grow in powers of two until errors, an SLO breach or no throughput gain (< min_gain); then a binary
 search between the last good and the first bad level. Each level is measured until two consecutive
 windows agree (bounded). Saturation is the knee: the fewest users that reach the best throughput seen
-within min_gain; the operating point sits at `headroom` of it. Optionally the search goes on past the knee
+within min_gain; when it lies between two doubling levels it is placed where the linear rise meets the
+peak, then bisected. The operating point sits at `headroom` of it. Optionally the search goes on past the knee
 to find the most users the SLO allows (queueing adds latency long before errors appear).
 """
 
@@ -211,6 +212,9 @@ def find_saturation(measure: Callable[[int], Measured], slo: Slo, params: Search
                 else:
                     hi = mid
 
+    if not any(lv.generator_bound for lv in levels.values()):
+        _refine_knee(lambda u: at(u), levels, p)
+
     good = sorted((lv for lv in levels.values() if lv.good), key=lambda lv: lv.users)
     # found stays False when no level met the SLO: there is no saturation point to report
     result = SearchResult(None, None, None, None, None, None, stop_reason=stop_reason, found=False)
@@ -231,6 +235,48 @@ def find_saturation(measure: Callable[[int], Measured], slo: Slo, params: Search
     result.levels = sorted(levels.values(), key=lambda lv: lv.users)
     result.windows = sum(lv.windows for lv in result.levels)
     return result
+
+
+def _knee(levels: dict[int, Level], p: SearchParams) -> tuple[Level, Level | None, float] | None:
+    """The knee (fewest users within min_gain of the peak), the good level just below it, and the peak."""
+    good = sorted((lv for lv in levels.values() if lv.good), key=lambda lv: lv.users)
+    if not good:
+        return None
+    peak = max(lv.rps for lv in good)
+    knee = next(lv for lv in good if lv.rps >= peak * (1 - p.min_gain))
+    below = [lv for lv in good if lv.users < knee.users]
+    return knee, (below[-1] if below else None), peak
+
+
+def _refine_knee(at: Callable[[int], Level], levels: dict[int, Level], p: SearchParams) -> None:
+    """Place the knee between the doubling levels around it when the rise stopped short of linear.
+
+    Doubling can stop on errors with the knee anywhere between its last two good levels (16 users at 320
+    rps, 32 at 480: the knee may be 24). Throughput that rose linearly to the knee meets the peak where the
+    line through the level below does, so that users count is measured first; if it falls short, bisect.
+    A rise that was linear all the way (the knee at the upper level) costs nothing.
+    """
+    lo_users = 0
+    for _ in range(p.refine_steps):
+        found = _knee(levels, p)
+        if found is None or found[1] is None:
+            return
+        knee, below, peak = found
+        lo = max(below.users, lo_users)
+        if knee.users - lo < 2 or below.rps <= 0:
+            return
+        if lo_users == 0:  # first try: where the line through `below` reaches the peak
+            guess = round(below.users * peak / below.rps)
+            if guess >= knee.users * (1 - p.min_gain):
+                return  # linear up to the knee level: it is the knee
+            guess = max(guess, lo + 1)
+        else:
+            guess = (lo + knee.users) // 2
+        if guess in levels or not lo < guess < knee.users:
+            return
+        lv = at(guess)
+        if not (lv.good and lv.rps >= peak * (1 - p.min_gain)):
+            lo_users = guess  # still rising there: the knee is above it
 
 
 def _slo_capacity(at: Callable[[int], Level], levels: dict[int, Level], p: SearchParams) -> None:

@@ -130,3 +130,33 @@ def test_clear_levels_take_one_window_and_the_knee_is_confirmed():
     assert by_users[16].windows == 1  # 25% errors: decisive
     assert by_users[8].windows >= 2  # +0% over 4 users: needs a second look
     assert result.saturation_users == 4 and result.saturation_rps == 200
+
+
+def test_knee_between_doubling_levels_is_placed_where_the_linear_rise_meets_the_peak():
+    # 24 slots x 50 ms = 480 rps; 16 users give 320, 32 give 480: doubling alone would say 32 users
+    measure = closed_loop(480, 50, max_inflight=32)
+    result = find_saturation(measure, SLO, SearchParams(max_users=64, max_windows=1))
+    assert result.saturation_users == 24 and result.saturation_rps == 480
+    assert result.operating_users == 16  # 70% of the knee's users, not of 32
+    assert measure.calls.count(24) == 1  # the line's guess, measured once, is the knee
+
+
+def test_a_knee_on_a_doubling_level_costs_no_extra_level():
+    measure = closed_loop(400, 20, max_inflight=12)  # knee at 8 users: 4 -> 200 rps, 8 -> 400 rps
+    result = find_saturation(measure, SLO, SearchParams(max_users=64, max_windows=1))
+    assert result.saturation_users == 8
+    assert not [u for u in measure.calls if 4 < u < 8]
+
+
+def test_a_rise_that_bends_before_the_peak_is_bisected():
+    # throughput bends (3 users -> 120, 6 -> 200, knee near 10): the line's guess falls short, then bisect
+    calls: list[int] = []
+
+    def bend(users: int) -> M:
+        calls.append(users)
+        rps = 400 * users / (users + 6) if users <= 10 else 250
+        return M(users, rps, 50.0, 0.0 if users <= 12 else 0.5)
+    result = find_saturation(bend, SLO, SearchParams(start_users=3, max_users=48, max_windows=1, refine_steps=3))
+    # the first users within 5% of the 250 rps peak: 400u/(u+6) >= 237.5 from u = 9
+    assert result.saturation_users == 9
+    assert calls.index(8) < calls.index(10) < calls.index(9)  # the line's guess (8), then bisection
