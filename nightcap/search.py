@@ -156,6 +156,16 @@ def clearly_in_or_out(slo: Slo) -> Callable[[Measured], bool]:
     return decisive
 
 
+def near_peak_or_clearly_below(slo: Slo, p: SearchParams, peak: float) -> Callable[[Measured], bool]:
+    """Knee refinement: one window settles a level at the peak or far under it; near the band's edge, two."""
+    def decisive(m: Measured) -> bool:
+        if decisive_errors(m, slo):
+            return True
+        good, _ = judge(m, slo)
+        return good and (m.rps >= peak or m.rps < peak * (1 - 3 * p.min_gain))
+    return decisive
+
+
 def find_saturation(measure: Callable[[int], Measured], slo: Slo, params: SearchParams | None = None) -> SearchResult:
     p = params or SearchParams()
     levels: dict[int, Level] = {}
@@ -213,7 +223,7 @@ def find_saturation(measure: Callable[[int], Measured], slo: Slo, params: Search
                     hi = mid
 
     if not any(lv.generator_bound for lv in levels.values()):
-        _refine_knee(lambda u: at(u), levels, p)
+        _refine_knee(lambda u, peak: at(u, near_peak_or_clearly_below(slo, p, peak)), levels, p)
 
     good = sorted((lv for lv in levels.values() if lv.good), key=lambda lv: lv.users)
     # found stays False when no level met the SLO: there is no saturation point to report
@@ -248,7 +258,7 @@ def _knee(levels: dict[int, Level], p: SearchParams) -> tuple[Level, Level | Non
     return knee, (below[-1] if below else None), peak
 
 
-def _refine_knee(at: Callable[[int], Level], levels: dict[int, Level], p: SearchParams) -> None:
+def _refine_knee(at: Callable[[int, float], Level], levels: dict[int, Level], p: SearchParams) -> None:
     """Place the knee between the doubling levels around it when the rise stopped short of linear.
 
     Doubling can stop on errors with the knee anywhere between its last two good levels (16 users at 320
@@ -274,7 +284,7 @@ def _refine_knee(at: Callable[[int], Level], levels: dict[int, Level], p: Search
             guess = (lo + knee.users) // 2
         if guess in levels or not lo < guess < knee.users:
             return
-        lv = at(guess)
+        lv = at(guess, peak)
         if not (lv.good and lv.rps >= peak * (1 - p.min_gain)):
             lo_users = guess  # still rising there: the knee is above it
 
