@@ -72,6 +72,7 @@ class SearchParams:
     stable_within: float = 0.10
     max_windows: int = 3
     refine_steps: int = 3
+    refine_knee: bool = True  # place the knee's users between doubling levels (tuning compares rps only)
     headroom: float = 0.7
     slo_capacity: bool = True
     max_invalid: int = 3
@@ -222,7 +223,7 @@ def find_saturation(measure: Callable[[int], Measured], slo: Slo, params: Search
                 else:
                     hi = mid
 
-    if not any(lv.generator_bound for lv in levels.values()):
+    if p.refine_knee and not any(lv.generator_bound for lv in levels.values()):
         _refine_knee(lambda u, peak: at(u, near_peak_or_clearly_below(slo, p, peak)), levels, p)
 
     good = sorted((lv for lv in levels.values() if lv.good), key=lambda lv: lv.users)

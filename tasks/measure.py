@@ -97,8 +97,9 @@ def search_params(ctx: RunContext, cheap: bool = False, **overrides: Any) -> Sea
     params = SearchParams(start_users=s.start_users, max_users=s.max_users, min_gain=s.min_gain,
                           stable_within=s.stable_within, max_windows=s.max_windows, refine_steps=s.refine_steps,
                           headroom=s.headroom, slo_capacity=s.slo_capacity)
-    if cheap:  # tuning compares candidates: one window per level, no SLO extension
+    if cheap:  # tuning compares candidates' rps: one window per level, no SLO extension, no knee placement
         params.max_windows, params.slo_capacity, params.refine_steps = 1, False, min(s.refine_steps, 2)
+        params.refine_knee = False
     for key, value in overrides.items():
         setattr(params, key, value)
     return params

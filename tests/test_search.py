@@ -141,6 +141,12 @@ def test_knee_between_doubling_levels_is_placed_where_the_linear_rise_meets_the_
     assert measure.calls.count(24) == 1  # the line's guess, measured once, is the knee
 
 
+def test_knee_placement_can_be_turned_off_for_tuning():
+    measure = closed_loop(480, 50, max_inflight=32)
+    result = find_saturation(measure, SLO, SearchParams(max_users=64, max_windows=1, refine_knee=False))
+    assert result.saturation_users == 32 and 24 not in measure.calls
+
+
 def test_a_knee_on_a_doubling_level_costs_no_extra_level():
     measure = closed_loop(400, 20, max_inflight=12)  # knee at 8 users: 4 -> 200 rps, 8 -> 400 rps
     result = find_saturation(measure, SLO, SearchParams(max_users=64, max_windows=1))
