@@ -33,7 +33,7 @@ from bench.common import Stack, Table, fmt, reference_config, reference_stack
 from nightcap.measure import StepRunner
 from nightcap.platforms.cgroups import detect
 from nightcap.reference_server import reference_capacity, reference_throughput
-from nightcap.search import Measured, SearchParams, Slo, find_saturation, judge
+from nightcap.search import Measured, SearchParams, Slo, Point, find_saturation, judge
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_USERS = 64
@@ -131,24 +131,13 @@ def three_methods(measure_for: Callable[[str], Callable[[int], Measured]], slo: 
     return out
 
 
-@dataclass
-class Modelled:
-    """A window as the reference model predicts it: closed-loop users, 503s past slots + queue."""
-
-    users: int
-    rps: float
-    p95_ms: float | None
-    error_rate: float
-    generator_bound: bool = False
-    valid: bool = True
-
-
 def model(slots: int, service_ms: float, queue: int) -> Callable[[int], Measured]:
+    """Windows as the reference model predicts them: closed-loop users, 503s past slots + queue."""
     def measure(users: int) -> Measured:
         rps = reference_throughput(users, slots, service_ms)
         if users > slots + queue:
-            return Modelled(users, rps, service_ms, (users - slots - queue) / users)
-        return Modelled(users, rps, 1000.0 * users / rps, 0.0)  # Little's law; every request waits alike
+            return Point(users, rps, service_ms, (users - slots - queue) / users)
+        return Point(users, rps, 1000.0 * users / rps, 0.0)  # Little's law; every request waits alike
 
     return measure
 

@@ -24,6 +24,18 @@ class Measured(Protocol):
     valid: bool
 
 
+@dataclass
+class Point:
+    """A plain `Measured`: what models, benchmarks and tests hand the search."""
+
+    users: int
+    rps: float
+    p95_ms: float | None
+    error_rate: float
+    generator_bound: bool = False
+    valid: bool = True
+
+
 @dataclass(frozen=True)
 class Slo:
     p95_ms: float

@@ -4,22 +4,12 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nightcap.search import SearchParams, Slo, find_saturation
-
-
-@dataclass
-class M:
-    users: int
-    rps: float
-    p95_ms: float | None
-    error_rate: float
-    generator_bound: bool = False
-    valid: bool = True
+from nightcap.search import Point as M
 
 
 def closed_loop(capacity: float, service_ms: float, max_inflight: int | None = None, noise: float = 0.0, seed: int = 1):
