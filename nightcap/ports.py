@@ -38,23 +38,26 @@ def _bindable(port: int) -> bool:
         return True
 
 
-def candidate_range() -> tuple[int, int]:
-    """Ports to pick from: below the ephemeral range when there is room, else above it."""
+def candidate_range() -> tuple[int, int] | None:
+    """Ports to pick from: below the ephemeral range when there is room, else above it, else None."""
     low, high = ephemeral_range()
     if low - _LOWEST >= 2000:
         return _LOWEST, low - 1
-    return high + 1, 65535
+    if 65535 - high >= 2000:
+        return high + 1, 65535
+    return None  # the source ports cover nearly everything: only the kernel's choice is left
 
 
 def free_port(attempts: int = 200) -> int:
     """A free loopback port outside the ephemeral range, not handed out before by this process."""
-    first, last = candidate_range()
-    with _lock:
-        for _ in range(attempts):
-            port = random.randint(first, last)
-            if port not in _given and _bindable(port):
-                _given.add(port)
-                return port
-    with socket.socket() as s:  # the range is crowded: fall back to the kernel's choice
+    span = candidate_range()
+    if span is not None:
+        with _lock:
+            for _ in range(attempts):
+                port = random.randint(*span)
+                if port not in _given and _bindable(port):
+                    _given.add(port)
+                    return port
+    with socket.socket() as s:  # no room outside the range, or it is crowded: the kernel's choice
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
