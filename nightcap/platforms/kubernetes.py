@@ -737,6 +737,9 @@ class KubernetesPlatform:
             from nightcap.platforms.gke import GkeNodePools
 
             self.node_pools = GkeNodePools(self.config.platform.gke, clock=self.clock)
+        if self.node_pools is not None and getattr(self.node_pools, "node_count", False) is None:
+            pool = self.config.platform.gke.node_pool if self.config.platform.gke else None
+            self.node_pools.node_count = lambda: self.kube.node_counts().get(pool or "", 0)  # type: ignore[union-attr]
         if self.node_pools is not None and self.registry is not None and hasattr(self.node_pools, "on_original"):
             if self.node_pools.on_original is None:
                 self.node_pools.on_original = self._record_pool
