@@ -29,7 +29,7 @@ NS = "capacity"
 RUN = "run-0001"
 DEPLOY = "apps/v1/deployments"
 RESOURCES = ["v1/pods", "v1/events", "v1/nodes", "v1/services", "v1/configmaps", "v1/secrets", DEPLOY,
-             "autoscaling/v2/horizontalpodautoscalers"]
+             "autoscaling/v2/horizontalpodautoscalers", "networking.k8s.io/v1/networkpolicies"]
 METRICS = "metrics.k8s.io/v1beta1/pods"
 
 
@@ -564,7 +564,7 @@ def test_kubernetes_locust_lifecycle(cluster: Cluster) -> None:
                                                                                        ready_status(2))))
     loc.start()
     kinds = [(str(r.url.path).rsplit("/", 1)[-1], r.data["metadata"]["name"]) for r in cluster.requests("POST")]
-    assert kinds == [("configmaps", mf.locust_name(RUN, "files")), ("deployments", master),
+    assert kinds == [("configmaps", mf.locust_name(RUN, "files")), ("networkpolicies", master), ("deployments", master),
                      ("secrets", mf.locust_name(RUN, "key")), ("services", master), ("deployments", worker)]
     files = cluster.obj("v1/configmaps", mf.locust_name(RUN, "files"))["data"]
     assert files == {"locustfile.py": "# the locustfile\n", "payloads.jsonl": '{"a": 1}\n{"a": 2}\n'}
@@ -594,6 +594,7 @@ def test_kubernetes_locust_lifecycle(cluster: Cluster) -> None:
     assert not cluster.exists(DEPLOY, master) and not cluster.exists(DEPLOY, worker)
     assert not cluster.exists("v1/services", master) and not cluster.exists("v1/configmaps",
                                                                              mf.locust_name(RUN, "files"))
+    assert not cluster.exists("networking.k8s.io/v1/networkpolicies", master)
     assert cluster.exists(DEPLOY, NAME)  # the model of the same run is the platform's to remove
 
 

@@ -91,6 +91,7 @@ class KubernetesLocust:
         timeout = timeout_s or self.config.platform.ready_timeout_s
         c, r = self.config, self.run_id
         self.kube.create(mf.locust_configmap(c, r, self._files), r)
+        self.kube.create(mf.locust_network_policy(c, r), r)  # before the master: it never runs unguarded
         master = self.kube.create(mf.locust_master_deployment(c, r, self._env), r)  # sends nothing: no key
         if self.api_key:
             owner = master if (master.get("metadata") or {}).get("uid") else None

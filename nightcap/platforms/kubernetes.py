@@ -124,12 +124,14 @@ class Kube:
     apps: k8s.AppsV1Api = field(init=False)
     autoscaling: k8s.AutoscalingV2Api = field(init=False)
     custom: k8s.CustomObjectsApi = field(init=False)
+    networking: k8s.NetworkingV1Api = field(init=False)
 
     def __post_init__(self) -> None:
         self.core = k8s.CoreV1Api(self.api)
         self.apps = k8s.AppsV1Api(self.api)
         self.autoscaling = k8s.AutoscalingV2Api(self.api)
         self.custom = k8s.CustomObjectsApi(self.api)
+        self.networking = k8s.NetworkingV1Api(self.api)
 
     def call(self, verb: str, resource: str, name: str | None, fn: Callable[..., Any], *args: Any,
              **kwargs: Any) -> dict[str, Any]:
@@ -210,7 +212,7 @@ class Kube:
         return self.call("patch", resource, name, patch, name, self.namespace, body, _content_type=MERGE_PATCH)
 
     def _ops(self, kind: str) -> tuple[str, Callable[..., Any], Callable[..., Any], Callable[..., Any]]:
-        c, a, h = self.core, self.apps, self.autoscaling
+        c, a, h, n = self.core, self.apps, self.autoscaling, self.networking
         table: dict[str, tuple[str, Callable[..., Any], Callable[..., Any], Callable[..., Any]]] = {
             "Deployment": ("deployments.apps", a.create_namespaced_deployment, a.read_namespaced_deployment,
                            a.patch_namespaced_deployment),
@@ -223,6 +225,8 @@ class Kube:
                                         h.create_namespaced_horizontal_pod_autoscaler,
                                         h.read_namespaced_horizontal_pod_autoscaler,
                                         h.patch_namespaced_horizontal_pod_autoscaler),
+            "NetworkPolicy": ("networkpolicies.networking.k8s.io", n.create_namespaced_network_policy,
+                              n.read_namespaced_network_policy, n.patch_namespaced_network_policy),
         }
         return table[kind]
 
@@ -288,16 +292,18 @@ class Kube:
         return counts
 
     def delete_labelled(self, selector: dict[str, str]) -> list[str]:
-        """Delete every HPA, Deployment, Service and ConfigMap carrying all `selector` labels; return kind/name."""
+        """Delete every HPA, Deployment, Service, ConfigMap and NetworkPolicy carrying all `selector` labels;
+        return resource/name of each."""
         deleted: list[str] = []
         errors: list[str] = []
-        c, a, h = self.core, self.apps, self.autoscaling
+        c, a, h, n = self.core, self.apps, self.autoscaling, self.networking
         kinds = [
             ("horizontalpodautoscalers.autoscaling", h.list_namespaced_horizontal_pod_autoscaler,
              h.delete_namespaced_horizontal_pod_autoscaler),
             ("deployments.apps", a.list_namespaced_deployment, a.delete_namespaced_deployment),
             ("services", c.list_namespaced_service, c.delete_namespaced_service),
             ("configmaps", c.list_namespaced_config_map, c.delete_namespaced_config_map),
+            ("networkpolicies.networking.k8s.io", n.list_namespaced_network_policy, n.delete_namespaced_network_policy),
         ]
         for resource, list_fn, delete_fn in kinds:
             try:
@@ -880,12 +886,13 @@ def cleanup_dead_runs(api_client: k8s.ApiClient, namespace: str, live_run_ids: l
     kube = Kube(api_client, namespace, clock=clock)
     live = {mf.run_label(r) for r in live_run_ids}
     dead: set[str] = set()
-    c, a, h = kube.core, kube.apps, kube.autoscaling
+    c, a, h, n = kube.core, kube.apps, kube.autoscaling, kube.networking
     managed = {mf.MANAGED_BY: mf.MANAGER}
     for resource, list_fn in (("horizontalpodautoscalers.autoscaling", h.list_namespaced_horizontal_pod_autoscaler),
                               ("deployments.apps", a.list_namespaced_deployment),
                               ("services", c.list_namespaced_service),
-                              ("configmaps", c.list_namespaced_config_map)):
+                              ("configmaps", c.list_namespaced_config_map),
+                              ("networkpolicies.networking.k8s.io", n.list_namespaced_network_policy)):
         items = kube.call("list", resource, None, list_fn, namespace,
                           label_selector=mf.selector_string(managed)).get("items", [])
         for item in items:
