@@ -22,7 +22,7 @@ from kmock_api import KmockApi, requests_outside_rbac
 from nightcap.config import Config, validate
 from nightcap.load.kubernetes_locust import KubernetesLocust
 from nightcap.platforms import manifests as mf
-from nightcap.platforms.base import HpaSpec, Platform, PlatformError, PodSpec
+from nightcap.platforms.base import HpaSpec, NoRoomForPods, Platform, PlatformError, PodSpec
 from nightcap.platforms.kubernetes import KubernetesPlatform, cleanup_dead_runs
 
 NS = "capacity"
@@ -209,6 +209,10 @@ def test_rollout_timeout_names_the_cause(cluster: Cluster, cause: str, setup: Ca
     for text in expected:
         assert text in message
     assert clock.now >= 30
+    # no room is a fact about the pod size and the nodes (tune records it as such), not a broken model
+    assert isinstance(err.value, NoRoomForPods) is (cause == "scheduling")
+    if cause == "scheduling":
+        assert err.value.reason == "0/3 nodes are available: 3 Insufficient cpu."
 
 
 def test_scale_and_set_resources_patch_and_wait_for_the_new_replicaset(cluster: Cluster) -> None:

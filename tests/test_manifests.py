@@ -102,6 +102,7 @@ def test_model_container_fills_port_and_concurrency_and_sizes_the_pod() -> None:
     assert container["readinessProbe"]["httpGet"] == {"path": "/ping", "port": "http"}
     assert container["ports"][0]["containerPort"] == 5000
     assert dep["spec"]["replicas"] == 3
+    assert dep["spec"]["strategy"] == {"type": "Recreate"}  # a surge pod would need room a full pool lacks
     selector = dep["spec"]["selector"]["matchLabels"].items()
     assert set(selector) <= set(dep["spec"]["template"]["metadata"]["labels"].items())
     mlflow = mf.model_deployment(CONFIGS["mlflow"], "r1", PodSpec(cpu=1.0, memory=None, concurrency=3), 1)

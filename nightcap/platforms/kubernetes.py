@@ -33,7 +33,8 @@ from kubernetes.client.exceptions import ApiException
 
 from nightcap.config import Config, PlatformConfig
 from nightcap.platforms import manifests as mf
-from nightcap.platforms.base import AutoscaleStatus, HpaSpec, Observation, PlatformError, PodSpec, ReplicaSample
+from nightcap.platforms.base import (AutoscaleStatus, HpaSpec, NoRoomForPods, Observation, PlatformError, PodSpec,
+                                     ReplicaSample)
 from nightcap.quantities import QuantityError, parse_cpu, parse_memory
 
 if TYPE_CHECKING:
@@ -63,6 +64,7 @@ _HINTS = {
 }
 _WAITING_REASONS = {"ImagePullBackOff", "ErrImagePull", "InvalidImageName", "CrashLoopBackOff",
                     "CreateContainerConfigError", "CreateContainerError", "RunContainerError"}
+_NO_ROOM = ("FailedScheduling", "Unschedulable")
 _EVENT_REASONS = {"FailedScheduling", "Unhealthy", "FailedCreate", "FailedMount", "BackOff", "Failed"}
 
 
@@ -339,12 +341,17 @@ class Kube:
             stalled = any(c.get("type") == "Progressing" and c.get("reason") == "ProgressDeadlineExceeded"
                           for c in (dep.get("status") or {}).get("conditions") or [])
             if stalled or self.clock.monotonic() >= deadline:
-                raise PlatformError(self.diagnose(dep, replicas, timeout_s, action, selector))
+                message, causes = self.diagnose(dep, replicas, timeout_s, action, selector)
+                room = [text for reason in _NO_ROOM for text in causes.get(reason, [])]
+                if room:
+                    raise NoRoomForPods(message, room[0].split(": ", 1)[-1])
+                raise PlatformError(message)
             self.clock.sleep(poll_s)
 
     def diagnose(self, dep: dict[str, Any], replicas: int, timeout_s: float, action: str,
-                 selector: dict[str, str]) -> str:
-        """Why a rollout did not finish, from pod statuses and the events of the run's objects."""
+                 selector: dict[str, str]) -> tuple[str, dict[str, list[str]]]:
+        """Why a rollout did not finish, from pod statuses and the events of the run's objects: the message
+        and the reasons found (FailedScheduling, ImagePullBackOff...)."""
         name = dep.get("metadata", {}).get("name", "?")
         status = dep.get("status") or {}
         head = (f"{action}: deployment {self.namespace}/{name} was not ready within {timeout_s:.0f}s "
@@ -389,13 +396,13 @@ class Kube:
             add(reason, f"{involved.get('kind', '')} {involved.get('name', '')}: {message}")
         if not causes:
             return (f"{head}; no pod status or event explains it yet: run `kubectl describe deployment -n "
-                    f"{self.namespace} {name}`, or raise platform.ready_timeout_s if the image starts slowly")
+                    f"{self.namespace} {name}`, or raise platform.ready_timeout_s if the image starts slowly"), {}
         parts = []
         for reason, texts in causes.items():
             hint = _HINTS.get(reason, "")
             shown = "; ".join(texts[:2]) + (f" (+{len(texts) - 2} more)" if len(texts) > 2 else "")
             parts.append(f"{reason}: {shown}" + (f" -> {hint}" if hint else ""))
-        return head + ". Causes: " + " | ".join(parts)
+        return head + ". Causes: " + " | ".join(parts), causes
 
 
 def rollout_done(dep: dict[str, Any], replicas: int) -> bool:

@@ -162,7 +162,9 @@ def model_deployment(config: Config, run_id: str, spec: PodSpec, replicas: int) 
             "revisionHistoryLimit": 2,
             "progressDeadlineSeconds": max(int(config.platform.ready_timeout_s), 30),
             "selector": {"matchLabels": pod_selector(run_id, MODEL)},
-            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0}},
+            # A new pod size replaces the old pods rather than surging beside them: between tuning candidates
+            # nothing is measured, and a surge pod needs room a full node pool does not have.
+            "strategy": {"type": "Recreate"},
             "template": {
                 "metadata": {"labels": lab},
                 "spec": {
