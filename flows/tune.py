@@ -16,7 +16,7 @@ from prefect import flow, get_run_logger  # noqa: E402
 
 from nightcap.analysis.tuning import (Candidate, CandidateResult, TunePlanner, choose, evaluate,  # noqa: E402
                                       format_memory, no_room)
-from nightcap.context import RunContext  # noqa: E402
+from nightcap.run.context import RunContext  # noqa: E402
 from nightcap.platforms.base import NoRoomForPods, PlatformError, PodSpec  # noqa: E402
 from nightcap.search import SearchAborted  # noqa: E402
 from tasks.measure import run_search, search_params  # noqa: E402
