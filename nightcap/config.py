@@ -146,10 +146,17 @@ class PlatformConfig(Strict):
     gke: GkeConfig | None = None
 
 
+# On Kubernetes per-pod CPU comes from metrics-server, a rate over 15 s intervals (30 s on GKE): a window has
+# to hold one whole interval for the figure to describe its own load. Used when load.window_s / warmup_s
+# are not set and platform.kind is kubernetes.
+KUBERNETES_WINDOW_S = 60.0
+KUBERNETES_WARMUP_S = 10.0
+
+
 class LoadConfig(Strict):
     workers: int = Field(2, ge=1, le=64)
-    warmup_s: Seconds = 2.0
-    window_s: Seconds = 4.0
+    warmup_s: Seconds = 2.0  # kubernetes: KUBERNETES_WARMUP_S
+    window_s: Seconds = 4.0  # kubernetes: KUBERNETES_WINDOW_S
     spawn_rate: float = Field(1000.0, gt=0, le=100_000)
     generator_bound_pct: float = Field(90.0, gt=0, le=100)
     reconnect_s: float = Field(5.0, ge=0, le=3600)
@@ -257,6 +264,15 @@ class Config(Strict):
     autoscale: AutoscaleConfig = Field(default_factory=AutoscaleConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
     regression: RegressionConfig = Field(default_factory=RegressionConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _kubernetes_windows(cls, data: Any) -> Any:
+        """Windows long enough for metrics-server on Kubernetes, unless the config sets them."""
+        platform, load = (data.get("platform"), data.get("load", {})) if isinstance(data, dict) else (None, None)
+        if isinstance(platform, dict) and platform.get("kind") == "kubernetes" and isinstance(load, dict):
+            data = {**data, "load": {"window_s": KUBERNETES_WINDOW_S, "warmup_s": KUBERNETES_WARMUP_S, **load}}
+        return data
 
     @field_validator("stages")
     @classmethod

@@ -88,3 +88,64 @@ def requests_outside_rbac(api: KmockApi) -> list[tuple[str, str, str]]:
 
     seen = {rbac_access(str(r.method.value), str(r.url.path)) for r in api.run(lambda: list(api.kmock))}
     return sorted(a for a in seen if not allowed(*a))
+
+
+class FakeMaster:
+    """A Locust master's web API on 127.0.0.1, counting as connected the workers `connected()` names.
+
+    Stands in for the master pod behind the port-forward (`open_socket`) or for its client (`client()`);
+    `swarms` records every POST /swarm, `polls` every window read."""
+
+    def __init__(self, connected: Callable[[], list[str]]) -> None:
+        import http.server
+        import json
+        from urllib.parse import parse_qs
+
+        self.connected = connected
+        self.swarms: list[dict[str, str]] = []
+        self.polls = 0
+        master = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _send(self, body: dict[str, Any]) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:  # /nightcap/window
+                master.polls += 1
+                ids = list(master.connected())
+                self._send({"active_workers": ids, "worker_count": len(ids), "user_count": 0, "state": "ready",
+                            "workers": {i: {"requests": 0, "failures": 0, "covered_s": 1.0, "cpu_s": 0.3}
+                                        for i in ids}, "total": {}, "errors": []})
+
+            def do_POST(self) -> None:  # /swarm, /stats/reset, /stop
+                length = int(self.headers.get("Content-Length") or 0)
+                form = parse_qs(self.rfile.read(length).decode()) if length else {}
+                if self.path == "/swarm":
+                    master.swarms.append({k: v[0] for k, v in form.items()})
+                self._send({"success": True})
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_port
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+
+    def open_socket(self, *_: Any) -> Any:
+        import socket
+
+        return socket.create_connection(("127.0.0.1", self.port), timeout=10)
+
+    def client(self) -> Any:
+        from nightcap.load.driver import MasterClient
+
+        return MasterClient(f"http://127.0.0.1:{self.port}")
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import yaml
 
-from kmock_api import KmockApi
+from kmock_api import FakeMaster, KmockApi
 from nightcap.platforms import manifests as mf
 from nightcap.run.ports import free_port
 
@@ -48,6 +48,7 @@ class FakeCluster(KmockApi):
         self.max_pods = 0
         self.serial = 0
         self.on_tick: list[Callable[[], None]] = []
+        self.on_close: list[Callable[[], None]] = []
         self._stop = threading.Event()
         self.run(lambda: self.kmock.objects.__setitem__(
             ("v1/nodes", None, "node-0"), {"metadata": {"name": "node-0", "labels": {mf.NODE_POOL_LABEL: "models"}}}))
@@ -137,6 +138,8 @@ class FakeCluster(KmockApi):
     def close(self) -> None:
         self._stop.set()
         self.controller.join(timeout=5)
+        for fn in self.on_close:
+            fn()
         super().close()
 
 
@@ -337,11 +340,20 @@ def test_generator_site_defaults_and_keeps_existing_config_hashes() -> None:
 
 
 def _fast_platform(cluster: FakeCluster, run: str, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Any]:
-    """A KubernetesPlatform on the fake cluster, and in-cluster Locust polling it every 0.1 s."""
+    """A KubernetesPlatform on the fake cluster, and in-cluster Locust polling it every 0.1 s whose master
+    (reached through the port-forward code path) counts the ready worker pods as its connected workers."""
     from nightcap.load.kubernetes import KubernetesLocust
     from nightcap.platforms.kubernetes import KubernetesPlatform
 
+    worker = mf.locust_name(run, "worker")
+    def connected() -> list[str]:  # a restarted container is a new Locust process: a new worker id
+        return sorted(f"{n}/{p['status']['containerStatuses'][0]['restartCount']}"
+                      for n, p in cluster.run(lambda: cluster.live("pods")).items() if n.startswith(worker + "-"))
+
+    master = FakeMaster(connected)
     monkeypatch.setattr(KubernetesLocust, "poll_s", 0.1)
+    monkeypatch.setattr(KubernetesLocust, "_open_pod_socket", master.open_socket)
+    cluster.on_close.append(master.close)
     config = _k8s_config()
     return config, KubernetesPlatform(config, run, api_client=cluster.api)
 
@@ -369,7 +381,7 @@ def test_cluster_generator_runs_in_the_cluster_and_sends_to_the_service_dns(
         assert "FastHttpUser" in files["locustfile.py"] and files["payloads.jsonl"] == '{"a": 1}\n'
         assert gen.alive_workers() == 3
         gen.mark_cpu()
-        assert gen.generator_cpu_pct() == [30.0, 30.0, 30.0]  # metrics.k8s.io of the worker pods
+        assert gen.generator_cpu_pct() == [30.0, 30.0, 30.0]  # each worker's CPU seconds / its covered seconds
         assert gen.restart_dead_workers() == 0
         # a worker pod dies and the Deployment controller replaces it (the test's controller re-creates it)
         workers = sorted(n for n in cluster.run(lambda: cluster.live("pods")) if n.startswith(gen.worker_name))
@@ -414,7 +426,6 @@ def test_cluster_generator_is_created_once_per_run_and_scaled_between_searches(
                      platform=platform)
     try:
         first = ctx.generator_for(1)
-        first._client = RecordingClient()  # type: ignore[assignment]
         ctx.idle_generator()  # between searches: the swarm stops, the pods stay
         assert ctx.generator_for(1) is first
         posts = [(r.data["kind"], r.data["metadata"]["name"]) for r in cluster.requests("POST")]

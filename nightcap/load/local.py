@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from nightcap.load.base import API_KEY_VAR, LOCUSTFILE, locust_env
+from nightcap.load.base import API_KEY_VAR, LOCUSTFILE, locust_env, wait_for_workers
 from nightcap.load.driver import LoadError, MasterClient
 from nightcap.run.ports import free_port
 from nightcap.run.registry import RunRegistry, stop_process
@@ -54,6 +54,8 @@ def _tail(path: Path, offset: int = 0, lines: int = 6) -> str:
 
 class LocalLocust:
     """Master + workers as local processes; `workers=1` is the single-client case."""
+
+    cpu_source = "process CPU counters over the window"
 
     def __init__(self, workers: int, payloads: list[bytes], path: str, method: str, headers: dict[str, str],
                  timeout_s: float, reconnect_s: float, api_key: str | None = None,
@@ -144,20 +146,16 @@ class LocalLocust:
         for i in range(self.workers):
             self.worker_procs.append(self._spawn(["--worker", "--master-host", "127.0.0.1", "--master-port",
                                                   str(self.bind_port), "--loglevel", "WARNING"], f"worker-{i}"))
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.master.poll() is not None:
-                raise MasterExited(f"exited ({self.master.returncode})", _tail(log, offset))
-            try:
-                raw = self.client.window(timeout_s=1.0)  # whoever holds the port may accept and never answer
-                if raw.get("worker_count", 0) >= self.workers:
-                    return
-            except httpx.HTTPError:
-                # A master whose web port was taken logs it at once but lingers ~10 s before exiting.
-                if PORT_TAKEN in _read_from(log, offset):
-                    raise MasterExited("could not bind its port", _tail(log, offset)) from None
-            time.sleep(0.2)
-        raise LoadError(f"{self.workers} Locust worker(s) did not connect within {timeout_s:.0f}s; see {self.logdir}")
+        master = self.master
+
+        def check(error: Exception | None) -> None:
+            if master.poll() is not None:
+                raise MasterExited(f"exited ({master.returncode})", _tail(log, offset))
+            # A master whose web port was taken logs it at once but lingers ~10 s before exiting.
+            if error is not None and PORT_TAKEN in _read_from(log, offset):
+                raise MasterExited("could not bind its port", _tail(log, offset))
+
+        wait_for_workers(self.client, self.workers, timeout_s, check=check, where=str(self.logdir))
 
     def alive_workers(self) -> int:
         return sum(1 for p in self.worker_procs if p.poll() is None)
@@ -180,18 +178,9 @@ class LocalLocust:
                 self.registry.remove_process(old.pid)
             self.worker_procs[i] = self._spawn(["--worker", "--master-host", "127.0.0.1", "--master-port",
                                                 str(self.bind_port), "--loglevel", "WARNING"], f"worker-{i}")
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            try:
-                # Ready when the replacements have joined and the master no longer counts the dead ones
-                # (it notices a missing heartbeat after ~4 s); users sent earlier could land on a dead worker.
-                active = set(self.client.window().get("active_workers", []))
-                if len(active) == self.workers and len(active - before) >= len(dead):
-                    return len(dead)
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise LoadError(f"a replacement Locust worker did not connect within {timeout_s:.0f}s; see {self.logdir}")
+        wait_for_workers(self.client, self.workers, timeout_s, joined_since=before, joined=len(dead),
+                         where=str(self.logdir))
+        return len(dead)
 
     def mark_cpu(self) -> None:
         """Start a CPU window for the generator processes."""

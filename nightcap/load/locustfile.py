@@ -12,7 +12,9 @@ NIGHTCAP_REPORT_INTERVAL_S (how often workers report to the master).
 
 The master also serves `GET /nightcap/window`: exact request counts per worker over the time each
 worker's reports actually covered since the last `/stats/reset`, because Locust's own `total_rps`
-counts the first report after a reset (which holds pre-reset requests) against a shorter interval.
+counts the first report after a reset (which holds pre-reset requests) against a shorter interval; and
+each worker's CPU seconds over that same interval (`cpu_s`, from the counter it reports), so a worker pod's
+CPU is known over the window without metrics-server.
 """
 
 from __future__ import annotations
@@ -113,6 +115,7 @@ class ModelUser(FastHttpUser):
 @events.report_to_master.add_listener
 def _stamp(client_id: str, data: dict[str, Any]) -> None:
     data["nightcap_t"] = time.time()
+    data["nightcap_cpu_s"] = time.process_time()  # this worker's CPU seconds so far (one gevent process)
 
 
 # --- master side: exact per-worker windows ------------------------------------------------------
@@ -123,18 +126,21 @@ _workers: dict[str, dict[str, float]] = {}
 @events.worker_report.add_listener
 def _on_report(client_id: str, data: dict[str, Any]) -> None:
     stamp = float(data.get("nightcap_t", time.time()))
+    cpu = float(data.get("nightcap_cpu_s", 0.0))
     total = data.get("stats_total") or {}
-    state = _workers.setdefault(client_id, {"since": stamp, "last": stamp, "requests": 0, "failures": 0})
+    state = _workers.setdefault(client_id, {"since": stamp, "last": stamp, "requests": 0, "failures": 0,
+                                            "cpu_since": cpu, "cpu_last": cpu})
     state["requests"] += int(total.get("num_requests", 0))
     state["failures"] += int(total.get("num_failures", 0))
     state["last"] = stamp
+    state["cpu_last"] = cpu
 
 
 @events.reset_stats.add_listener
 def _on_reset() -> None:
     for state in _workers.values():
-        # Requests in the next report were made after this worker's last report: count from there.
-        state.update(since=state["last"], requests=0, failures=0)
+        # Requests in the next report were made after this worker's last report: count from there (its CPU too).
+        state.update(since=state["last"], requests=0, failures=0, cpu_since=state["cpu_last"])
 
 
 @events.init.add_listener
@@ -152,7 +158,8 @@ def _add_routes(environment: Any, **_: Any) -> None:
         if runner is not None and hasattr(runner, "clients"):
             cpu = {w.id: w.cpu_usage for w in runner.clients.values()}
         workers = {
-            wid: {**s, "covered_s": max(s["last"] - s["since"], 0.0), "cpu_usage": cpu.get(wid)}
+            wid: {**s, "covered_s": max(s["last"] - s["since"], 0.0), "cpu_usage": cpu.get(wid),
+                  "cpu_s": max(s["cpu_last"] - s["cpu_since"], 0.0)}
             for wid, s in _workers.items()
             if runner is None or not hasattr(runner, "clients") or wid in runner.clients
         }

@@ -68,6 +68,7 @@ class StepRunner:
             time.sleep(load.warmup_s)
         workers_before = self.generator.alive_workers()
         self.generator.client.reset()
+        measured_from = time.time()
         self.generator.mark_cpu()
         samples: list[Observation] = []
         stop = threading.Event()
@@ -83,13 +84,18 @@ class StepRunner:
             raise LoadError(f"the Locust master stopped answering: {exc}") from None
         gen_cpu = self.generator.generator_cpu_pct()
         window = summarize(raw)
-        row = self._row(users, window, gen_cpu, samples, started)
+        row = self._row(users, window, gen_cpu, samples, started, (measured_from, time.time()))
         if window.failures and window.errors:
             row.note = (row.note + "; " if row.note else "") + "errors: " + _top_errors(window.errors)
         if self.generator.alive_workers() < workers_before or window.workers < self.generator.workers:
             row.valid = False
             row.note = (f"a load generator worker died during the window ({window.workers} of "
                         f"{self.generator.workers} reporting); the step is re-measured, not averaged")
+        if not row.valid:
+            # Swarm again before the next window, whatever made this one invalid: a master that had no worker
+            # when it was told to swarm says success and starts nothing, and the user count alone would not
+            # change, so every later window would come back empty too.
+            self._users = None
         if rate_limited := (self.config.load.max_rps and window.rps > self.config.load.max_rps):
             row.note = (row.note + "; " if row.note else "") + f"rps {window.rps:.0f} above load.max_rps"
         self.rows.append(row)
@@ -113,19 +119,17 @@ class StepRunner:
         except Exception as exc:  # observation must never break a measurement
             samples.append(Observation(events=[f"observe failed: {exc}"]))
 
-    def _row(self, users: int, w, gen_cpu: list[float], samples: list[Observation], started: float) -> StepRow:
+    def _row(self, users: int, w, gen_cpu: list[float], samples: list[Observation], started: float,
+             span: tuple[float, float]) -> StepRow:
         spec = self.spec or getattr(self.platform, "spec", None)
-        cpu_pct: dict[str, list[float]] = {}
+        cpu_pct, cpu_source = replica_cpu(samples, span)
         mem: dict[str, float] = {}
         restarts = oom = pending = 0
         events: list[str] = []
-        for i, obs in enumerate(samples):
+        for obs in samples:
             pending = max(pending, obs.pending)
             events += obs.events
             for r in obs.replicas:
-                if r.cpu_cores is not None and i > 0:  # the first look's CPU covers the warm-up
-                    base = r.cpu_limit or 1.0
-                    cpu_pct.setdefault(r.name, []).append(100.0 * r.cpu_cores / base)
                 if r.memory_bytes is not None:
                     mem[r.name] = max(mem.get(r.name, 0.0), r.memory_bytes / 2**20)
         if samples:
@@ -151,7 +155,45 @@ class StepRunner:
             restarts=restarts, oom_kills=oom, pending=pending, valid=w.requests > 0 or w.failures > 0,
             note="" if w.requests else "no request completed in the window",
             started_at=started, duration_s=round(time.time() - started, 2), events=events[-20:],
+            replica_cpu_source=cpu_source, generator_cpu_source=getattr(self.generator, "cpu_source", ""),
         )
+
+
+CLOCK_SLACK_S = 1.0  # the cluster's clock (metrics timestamps) and this machine's may differ this much
+
+
+def replica_cpu(samples: list[Observation], span: tuple[float, float]) -> tuple[dict[str, list[float]], str]:
+    """Per-replica CPU use in the measured window (% of its limit, or of a core), and where it comes from.
+
+    A figure that says which interval it covers (metrics-server: 15-30 s) counts only when that interval lies
+    inside the window: one that began earlier describes earlier load, and would make a tuning verdict or a
+    generator flag about the previous step. Figures without an interval (local counters, rates since the
+    previous look) count from the second look on, as the first look's covers the warm-up.
+    """
+    per_replica: dict[str, list[float]] = {}
+    inside: dict[tuple[str, float, float], float] = {}
+    intervals = 0
+    for i, obs in enumerate(samples):
+        for r in obs.replicas:
+            if r.cpu_cores is None:
+                continue
+            pct = 100.0 * r.cpu_cores / (r.cpu_limit or 1.0)
+            if r.cpu_window is not None:
+                intervals += 1
+                start, end = r.cpu_window
+                if start >= span[0] - CLOCK_SLACK_S and end <= span[1] + CLOCK_SLACK_S:
+                    inside[(r.name, start, end)] = pct  # the same interval is read again on every look
+            elif i > 0:
+                per_replica.setdefault(r.name, []).append(pct)
+    for (name, _, _), pct in inside.items():
+        per_replica.setdefault(name, []).append(pct)
+    source = next((o.cpu_source for o in reversed(samples) if o.cpu_source), "")
+    if intervals:
+        length = span[1] - span[0]
+        source += (f"; {len(inside)} interval(s) inside the window" if inside else
+                   f"; none inside this {length:.0f}s window, so per-pod CPU was not measured: set load.window_s "
+                   "to at least twice the interval")
+    return per_replica, source
 
 
 def _top_errors(errors: list[dict], limit: int = 2) -> str:

@@ -41,6 +41,8 @@ class StepRow:
     started_at: float = 0.0
     duration_s: float = 0.0
     events: list[str] = field(default_factory=list)
+    replica_cpu_source: str = ""  # e.g. "metrics-server, 15s intervals; 2 inside the window"
+    generator_cpu_source: str = ""  # e.g. "worker CPU counters over the window"
 
     def to_csv_row(self) -> dict[str, Any]:
         row = asdict(self)
