@@ -30,7 +30,7 @@ from nightcap.run.registry import RunRegistry
 from nightcap.results.report import headline, plot_p95_by_cores, write_markdown
 from nightcap.targets.plan import api_key, plan_target
 from tasks.artifacts import Progress, publish_summary, steps_table
-from tasks.platform import deploy, teardown
+from tasks.platform import deploy, preflight, teardown
 
 # Prefect's worker cancels a run with SIGTERM, which its engine turns into TerminationSignal (a BaseException).
 CANCELLED = (KeyboardInterrupt, SystemExit, TerminationSignal)
@@ -126,6 +126,7 @@ def capacity_check(config: str = "configs/local.yaml", overrides: list[str] | No
     logger = get_run_logger()
     cfg = load_config(config, overrides or [])
     check_safety_limits(cfg)
+    preflight(cfg)  # on Kubernetes: a night that cannot succeed fails here, in seconds, with the reasons
     with _stop_once_on_signals(), RunLock(cfg.target.name):
         ctx = open_run(cfg, out)
         logger.info("run %s: report folder %s", ctx.run_id, ctx.out.resolve())

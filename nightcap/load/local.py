@@ -149,11 +149,12 @@ class LocalLocust:
         master = self.master
 
         def check(error: Exception | None) -> None:
-            if master.poll() is not None:
-                raise MasterExited(f"exited ({master.returncode})", _tail(log, offset))
+            exited = master.poll() is not None
             # A master whose web port was taken logs it at once but lingers ~10 s before exiting.
-            if error is not None and PORT_TAKEN in _read_from(log, offset):
+            if (exited or error is not None) and PORT_TAKEN in _read_from(log, offset):
                 raise MasterExited("could not bind its port", _tail(log, offset))
+            if exited:
+                raise MasterExited(f"exited ({master.returncode})", _tail(log, offset))
 
         wait_for_workers(self.client, self.workers, timeout_s, check=check, where=str(self.logdir))
 

@@ -204,6 +204,12 @@ class Kube:
         }
         return table[kind]
 
+    def dry_run(self, obj: dict[str, Any]) -> None:
+        """Create `obj` with dryRun=All: validation, admission (quotas, policies, webhooks) and RBAC judge it
+        as they would the real one, and nothing is stored."""
+        resource, create, _, _ = self._ops(obj["kind"])
+        self.call("create", resource, obj["metadata"]["name"], create, self.namespace, obj, dry_run="All")
+
     def delete_secret(self, name: str, selector: dict[str, str]) -> list[str]:
         """Delete one Secret by name when it carries `selector`'s labels; [] when it is not there.
 
