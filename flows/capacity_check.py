@@ -29,6 +29,7 @@ from nightcap.registry import RunRegistry
 from nightcap.report import headline, plot_p95_by_cores, write_markdown
 from nightcap.targets import api_key, plan_target
 from tasks.artifacts import Progress, publish_summary, steps_table
+from tasks.events import emit_run_events
 from tasks.platform import deploy, teardown
 
 # Prefect's worker cancels a run with SIGTERM, which its engine turns into TerminationSignal (a BaseException).
@@ -213,6 +214,10 @@ def finish(ctx: RunContext, status: str) -> None:
         logger.info("%s", ctx.summary["answer"])
         logger.info("report: %s", (ctx.out / "report.md").resolve())
     finally:
+        try:  # even when the report could not be written: the "did not run" automation waits for these
+            emit_run_events(ctx.summary, status, headline_figures(ctx), str(ctx.out.resolve()))
+        except Exception as exc:
+            logger.warning("run events not emitted: %s", exc)
         if ctx.registry is not None:
             ctx.registry.close()
         ctx.forget()
