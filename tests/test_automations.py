@@ -1,0 +1,104 @@
+"""Alerts end to end against a real Prefect server: the automations in deployments/, loaded with the commands
+docs/nightly.md gives, a regressed `nightcap run` that notifies a webhook on 127.0.0.1, and the proactive
+"did not run" automation firing when no completed run follows (its 26 h window shortened to 10 s).
+
+~1 min on 2 shared cores: server ~12 s, automations ~6 s, one short run on the reference target ~20 s,
+the proactive window 10 s plus up to 5 s of Prefect's proactive evaluation period.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from prefect_cli import REPO, WebhookReceiver, cli, prefect_env, prefect_server
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
+
+TARGET = "reference-alerts"  # its own identity, run lock and history, apart from other tests
+NIGHTCAP = str(Path(sys.executable).with_name("nightcap"))
+
+
+def overrides(store_url: str) -> list[str]:
+    return [
+        f"target.name={TARGET}",
+        "load.window_s=1",
+        "load.warmup_s=0.5",
+        "search.max_users=16",
+        "search.max_windows=1",
+        "search.refine_steps=1",
+        f"store.url={store_url}",
+        'stages=["single_client", "regression"]',
+    ]
+
+
+def seed_history(store_url: str, nights: list[float]) -> None:
+    """Earlier completed nights of the same comparison key (4 slots x 20 ms: 200 rps on 1 CPU)."""
+    from nightcap.config import load_config
+    from nightcap.store import HistoryStore
+
+    cfg = load_config(REPO / "configs" / "reference.yaml", overrides(store_url))
+    with HistoryStore(store_url) as store:
+        for i, rps in enumerate(nights):
+            store.start_run(f"seeded-{i}", cfg, {"service_ms": 20.0})
+            store.finish_run(f"seeded-{i}", "completed", {"saturation_rps": rps, "rps_per_core": rps}, {})
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with prefect_server(tmp_path_factory.mktemp("prefect-alerts")) as info:
+        yield info
+
+
+def test_regressed_run_notifies_the_webhook_and_a_missing_run_fires_the_proactive_automation(server, tmp_path):
+    timings: dict[str, float] = {}
+    env = prefect_env(Path(server["home"]), server["api_url"])
+    with WebhookReceiver() as receiver:
+        t0 = time.monotonic()
+        automations = tmp_path / "nightcap-automations.yaml"
+        made = subprocess.run([sys.executable, "deployments/automations.py", "--webhook-url", receiver.url,
+                               "--out", str(automations), "--missing-after-s", "10"],
+                              cwd=REPO, env=env, capture_output=True, text=True, timeout=90)
+        assert made.returncode == 0, made.stdout + made.stderr
+        out = cli(server, "automation", "create", "--from-file", str(automations))
+        assert "Created 2 automation(s)" in out, out
+        timings["automations_s"] = round(time.monotonic() - t0, 1)
+
+        store_url = f"sqlite:///{tmp_path / 'h.db'}"
+        seed_history(store_url, [201.0, 198.5, 200.2])
+        report = tmp_path / "report"
+        t1 = time.monotonic()
+        run = subprocess.run([NIGHTCAP, "run", str(REPO / "configs" / "reference.yaml"),
+                              *[arg for o in overrides(store_url) for arg in ("--set", o)],
+                              "--set", "target.service_ms=40",  # tonight the model is twice as slow
+                              "--out", str(report)],
+                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=150)
+        finished = time.monotonic()
+        timings["run_s"] = round(finished - t1, 1)
+        assert run.returncode == 1, run.stdout + run.stderr[-4000:]  # a regression fails the run
+        summary = json.loads((report / "summary.json").read_text())
+        assert summary["regression"]["verdict"] == "regressed", summary["regression"]
+        figure = next(f for f in summary["regression"]["figures"] if f["figure"] == "saturation_rps")
+        assert figure["verdict"] == "regressed" and 80 <= figure["tonight"] <= 120  # 4 slots x 40 ms = 100 rps
+
+        posted = receiver.wait_for(lambda body: "capacity regressed" in body.get("subject", ""), timeout_s=60)
+        timings["regressed_notified_after_run_s"] = round(posted["at"] - finished, 1)
+        body = posted["json"]["body"]
+        assert posted["json"]["subject"] == f"nightcap: {TARGET} capacity regressed"
+        assert f"target {TARGET}" in body and f"run {summary['run_id']}" in body
+        assert f"saturation_rps: {figure['baseline_median']} -> {figure['tonight']} rps" in body, body
+        assert "saturation_rps fell" in body and str(report) in body
+
+        # no run follows: 10 s after the completed event, "did not run" fires for this target
+        missing = receiver.wait_for(lambda body: "did not run" in body.get("subject", ""), timeout_s=60)
+        timings["missing_fired_after_run_s"] = round(missing["at"] - finished, 1)
+        assert missing["json"]["subject"] == f"nightcap: the nightly check did not run for {TARGET}"
+        assert f"target {TARGET}:" in missing["json"]["body"]
+        assert missing["at"] - finished >= 9, timings  # not before the window is over
+        assert [b["json"]["subject"] for b in receiver.received].count(missing["json"]["subject"]) == 1
+    print(f"timings: {timings}")
