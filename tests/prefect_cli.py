@@ -104,7 +104,8 @@ class WebhookReceiver:
                 except ValueError:
                     data = {"raw": body.decode(errors="replace")}
                 with receiver._changed:
-                    receiver.received.append({"path": self.path, "at": time.monotonic(), "json": data})
+                    receiver.received.append({"path": self.path, "at": time.monotonic(), "wall": time.time(),
+                                              "json": data})
                     receiver._changed.notify_all()
                 self.send_response(200)
                 self.end_headers()

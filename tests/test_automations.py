@@ -12,8 +12,10 @@ import json
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
+import httpx
 import pytest
 
 from prefect_cli import REPO, WebhookReceiver, cli, prefect_env, prefect_server
@@ -47,6 +49,14 @@ def seed_history(store_url: str, nights: list[float]) -> None:
         for i, rps in enumerate(nights):
             store.start_run(f"seeded-{i}", cfg, {"service_ms": 20.0})
             store.finish_run(f"seeded-{i}", "completed", {"saturation_rps": rps, "rps_per_core": rps}, {})
+
+
+def events(server: dict[str, str], name: str) -> list[dict]:
+    """The events of that name the server has stored (its events API)."""
+    response = httpx.post(f"{server['api_url']}/events/filter",
+                          json={"filter": {"event": {"name": [name]}}, "limit": 50}, timeout=10)
+    response.raise_for_status()
+    return response.json()["events"]
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +101,7 @@ def test_regressed_run_notifies_the_webhook_and_a_missing_run_fires_the_proactiv
         body = posted["json"]["body"]
         assert posted["json"]["subject"] == f"nightcap: {TARGET} capacity regressed"
         assert f"target {TARGET}" in body and f"run {summary['run_id']}" in body
-        assert f"saturation_rps: {figure['baseline_median']} -> {figure['tonight']} rps" in body, body
+        assert f"\n- saturation_rps: {figure['baseline_median']} -> {figure['tonight']} rps (" in body, body
         assert "saturation_rps fell" in body and str(report) in body
 
         # no run follows: 10 s after the completed event, "did not run" fires for this target
@@ -99,6 +109,12 @@ def test_regressed_run_notifies_the_webhook_and_a_missing_run_fires_the_proactiv
         timings["missing_fired_after_run_s"] = round(missing["at"] - finished, 1)
         assert missing["json"]["subject"] == f"nightcap: the nightly check did not run for {TARGET}"
         assert f"target {TARGET}:" in missing["json"]["body"]
-        assert missing["at"] - finished >= 9, timings  # not before the window is over
+        completed = events(server, "nightcap.run.completed")
+        assert [e["resource"]["prefect.resource.id"] for e in completed] == [f"nightcap.target.{TARGET}"]
+        assert completed[0]["payload"]["run_id"] == summary["run_id"]
+        silent = missing["wall"] - datetime.fromisoformat(completed[0]["occurred"]).timestamp()
+        timings["missing_fired_after_completed_event_s"] = round(silent, 1)
+        assert silent >= 10, timings  # not before the window is over
         assert [b["json"]["subject"] for b in receiver.received].count(missing["json"]["subject"]) == 1
     print(f"timings: {timings}")
+    print("\n\n".join(f"{b['json'].get('subject')}\n{b['json'].get('body')}" for b in receiver.received))
