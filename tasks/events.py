@@ -1,4 +1,4 @@
-"""Emit a finished run's Prefect events (built by nightcap.events) so automations can tell people."""
+"""Emit a finished run's Prefect events (built by nightcap.results.events) so automations can tell people."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any, Mapping
 
 from prefect.events import emit_event
 
-from nightcap.events import RunEvent, run_events
+from nightcap.results.events import RunEvent, run_events
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator
 import httpx
 
 from nightcap.platforms.local import free_port
-from nightcap.registry import kill_process_tree
+from nightcap.run.registry import kill_process_tree
 
 REPO = Path(__file__).resolve().parents[1]
 PREFECT = str(Path(sys.executable).with_name("prefect"))

@@ -42,7 +42,7 @@ def overrides(store_url: str) -> list[str]:
 def seed_history(store_url: str, nights: list[float]) -> None:
     """Earlier completed nights of the same comparison key (4 slots x 20 ms: 200 rps on 1 CPU)."""
     from nightcap.config import load_config
-    from nightcap.store import HistoryStore
+    from nightcap.results.store import HistoryStore
 
     cfg = load_config(REPO / "configs" / "reference.yaml", overrides(store_url))
     with HistoryStore(store_url) as store:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from nightcap.analysis.regression import check_regression
-from nightcap.events import CAPACITY_IMPROVED, CAPACITY_REGRESSED, RUN_COMPLETED, RUN_FAILED, run_events
+from nightcap.results.events import CAPACITY_IMPROVED, CAPACITY_REGRESSED, RUN_COMPLETED, RUN_FAILED, run_events
 
 REPO = Path(__file__).resolve().parents[1]
 HISTORY = [{"run_id": f"night-{i}", "saturation_rps": v, "rps_per_core": v}
