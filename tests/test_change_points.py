@@ -79,3 +79,12 @@ def test_levels_cover_the_series_between_change_points():
     assert levels(4, []) == [range(0, 4)]
     assert levels(0, []) == []
     assert ChangePoint(1, 200.0, 160.0, 0.0).change_pct == pytest.approx(-20.0)
+
+
+def test_changes_smaller_than_min_change_are_dropped_though_significant():
+    """Seen in tests/test_regression_flow.py: a first night 6% under three that agree within 0.1%."""
+    nights_rps = [199.68, 211.8, 211.71, 211.56]
+    (point,) = find_change_points(nights_rps)
+    assert point.index == 1 and point.pvalue < 0.001
+    assert find_change_points(nights_rps, min_change=0.10) == []
+    assert [p.index for p in find_change_points([*nights_rps, 107.8], min_change=0.10)] == [4]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -191,3 +192,12 @@ def test_a_change_a_night_already_reported_is_not_reported_again():
     runs[0]["summary"] = {"regression": {"figures": [{"figure": "saturation_rps", "verdict": "regressed"}]}}
     known = check_regression({"saturation_rps": tonight}, runs, last_n=7).figures[0]
     assert not known.change_point["new"] and known.verdict == "ok", known.message
+
+
+def test_a_level_change_smaller_than_the_threshold_does_not_split_the_baseline():
+    """From a run of tests/test_regression_flow.py: night 1 was 6% under nights 2-4, which agree within 0.1%."""
+    runs = [{"run_id": f"night-{i + 1}", "saturation_rps": v}
+            for i, v in enumerate([199.68, 211.8, 211.71, 211.56])][::-1]
+    row = check_regression({"saturation_rps": 107.82}, runs, last_n=7).figures[0]
+    assert row.baseline_median == statistics.median([199.68, 211.8, 211.71, 211.56])
+    assert row.baseline == "the last 4 night(s)" and row.change_point["tonight"]

@@ -49,20 +49,26 @@ def _finite(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def find_change_points(values: Sequence[Any], *, max_pvalue: float = MAX_PVALUE) -> list[ChangePoint]:
+def find_change_points(values: Sequence[Any], *, max_pvalue: float = MAX_PVALUE,
+                       min_change: float = 0.0) -> list[ChangePoint]:
     """Change points of a series, oldest value first; missing values (None, NaN) are skipped.
 
     Indices refer to `values` as given, so a night that did not measure the figure keeps its place.
+    `min_change` (a fraction) drops level changes smaller than that even when significant: three nights
+    within 0.1% of each other after one 6% lower make a significant change that no one needs to hear of.
     """
     if not 0 < max_pvalue < 1:
         raise ValueError(f"max_pvalue must be between 0 and 1, got {max_pvalue}")
+    if min_change < 0:
+        raise ValueError(f"min_change must be a fraction >= 0, got {min_change}")
     present = [(i, v) for i, v in ((i, _finite(v)) for i, v in enumerate(values)) if v is not None]
     if len(present) < 3:
         return []  # two values are a difference, not a level: there is nothing to test
     from otava.analysis import compute_change_points
 
     series = [v for _, v in present]
-    found, _weak = compute_change_points(series, window_len=max(WINDOW, len(series)), max_pvalue=max_pvalue)
+    found, _weak = compute_change_points(series, window_len=max(WINDOW, len(series)), max_pvalue=max_pvalue,
+                                         min_magnitude=min_change)
     points = []
     for cp in found:
         stats = cp.stats

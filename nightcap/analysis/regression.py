@@ -242,13 +242,13 @@ def check_figure(
         check.message = f"{figure.name}: {len(present)} earlier value(s), need {min_runs}"
         return check, []
     n = len(values)
-    points = find_change_points([*values, value], max_pvalue=max_pvalue)
+    points = find_change_points([*values, value], max_pvalue=max_pvalue, min_change=threshold)
     inside = [p for p in points if p.index < n]
     latest = points[-1] if points else None
     point_text = ""
     if latest is not None:
-        new = latest.index == n or not _is_known(latest, find_change_points(values, max_pvalue=max_pvalue),
-                                                   nights, figure.name)
+        last_night = find_change_points(values, max_pvalue=max_pvalue, min_change=threshold)
+        new = latest.index == n or not _is_known(latest, last_night, nights, figure.name)
         where = _describe_night(latest.index, nights, tonight_id)
         check.change_point = dict(night=latest.index + 1, nights=n + 1, **where, mean_before=latest.mean_before,
                                   mean_after=latest.mean_after, change_pct=latest.change_pct, pvalue=latest.pvalue,
