@@ -31,21 +31,8 @@ def regression(run_id: str) -> dict:
     ctx.summary.setdefault("sections", []).append({
         "title": "Change since the baseline",
         "text": result.message,
-        "rows": block.get("figures", []),
+        "rows": result.table_rows(),
     })
     (logger.error if result.regressed else logger.info)("regression: %s", result.message)
-    _trend(ctx)
     return block
 
-
-def _trend(ctx: RunContext) -> None:
-    """A trend plot of the headline figures over the last nights, tonight included."""
-    try:
-        from nightcap.results.trend import trend_plot
-
-        frame = ctx.store.history(target=ctx.config.target.name, last=30)
-        if len(frame) >= 2:
-            trend_plot(frame, ctx.out / "trend.png", title=f"{ctx.config.target.name}: last {len(frame)} runs")
-            ctx.summary.setdefault("plots", []).append("trend.png")
-    except Exception as exc:
-        ctx.warn(f"trend plot skipped: {exc}")

@@ -59,6 +59,15 @@ def events(server: dict[str, str], name: str) -> list[dict]:
     return response.json()["events"]
 
 
+def artifact(server: dict[str, str], key: str) -> dict:
+    """The latest version of a keyed artifact (its artifacts API)."""
+    response = httpx.post(f"{server['api_url']}/artifacts/latest/filter",
+                          json={"artifacts": {"key": {"any_": [key]}}}, timeout=10)
+    response.raise_for_status()
+    (found,) = response.json()
+    return found
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     with prefect_server(tmp_path_factory.mktemp("prefect-alerts")) as info:
@@ -95,6 +104,15 @@ def test_regressed_run_notifies_the_webhook_and_a_missing_run_fires_the_proactiv
         assert summary["regression"]["verdict"] == "regressed", summary["regression"]
         figure = next(f for f in summary["regression"]["figures"] if f["figure"] == "saturation_rps")
         assert figure["verdict"] == "regressed" and 80 <= figure["tonight"] <= 120  # 4 slots x 40 ms = 100 rps
+
+        # the trend table (every run, keyed per target) and the trend plot in the summary
+        trend = artifact(server, f"{TARGET}-trend")
+        assert trend["type"] == "table" and trend["flow_run_id"]
+        rows = json.loads(trend["data"]) if isinstance(trend["data"], str) else trend["data"]
+        assert [r["run"] for r in rows] == ["seeded-0", "seeded-1", "seeded-2", summary["run_id"]]
+        assert rows[-1]["status"] == "completed, regressed" and rows[-1]["sat. rps"] == round(figure["tonight"], 1)
+        assert rows[-1]["level change"].startswith("sat. rps −")
+        assert "![trend](data:image/png;base64," in artifact(server, f"{TARGET}-summary")["data"]
 
         posted = receiver.wait_for(lambda body: "capacity regressed" in body.get("subject", ""), timeout_s=60)
         timings["regressed_notified_after_run_s"] = round(posted["at"] - finished, 1)

@@ -201,3 +201,15 @@ def test_a_level_change_smaller_than_the_threshold_does_not_split_the_baseline()
     row = check_regression({"saturation_rps": 107.82}, runs, last_n=7).figures[0]
     assert row.baseline_median == statistics.median([199.68, 211.8, 211.71, 211.56])
     assert row.baseline == "the last 4 night(s)" and row.change_point["tonight"]
+
+
+def test_report_rows_name_the_level_change():
+    from nightcap.results.report import table
+
+    results = nightly(series_of(drop_at=9))
+    rows = results[-1].table_rows()
+    assert rows[0]["figure"] == "saturation_rps" and rows[0]["verdict"] == "ok"
+    assert rows[0]["level change"].startswith("night 9 of 14 (2026-11-09): 2") and "p=" in rows[0]["level change"]
+    assert rows[0]["baseline nights"] == "5 night(s) since the level change at night 9"
+    assert results[8].table_rows()[0]["level change"].startswith("tonight: ")
+    assert "| figure | tonight | baseline |" in table(rows)

@@ -84,6 +84,22 @@ class RegressionResult:
         """The latest change point of every figure that has one (what events and the trend table show)."""
         return [dict(c.change_point, figure=c.figure, unit=c.unit) for c in self.figures if c.change_point]
 
+    def table_rows(self) -> list[dict[str, Any]]:
+        """One row per figure for report.md and the summary artifact: the verdict and the latest level change."""
+        rows = []
+        for c in self.figures:
+            point = c.change_point
+            level = ""
+            if point:
+                when = "tonight" if point["tonight"] else f"night {point['night']} of {point['nights']}" + (
+                    f" ({point['started_at'][:10]})" if point.get("started_at") else "")
+                level = (f"{when}: {point['mean_before']:.1f} → {point['mean_after']:.1f} "
+                         f"({_signed_pct(point['change_pct'])}, p={point['pvalue']:.2g})")
+            rows.append({"figure": c.figure, "tonight": c.tonight, "baseline": c.baseline_median,
+                         "change %": c.change_pct, "noise ±%": c.noise_pct, "verdict": c.verdict,
+                         "baseline nights": c.baseline, "level change": level})
+        return rows
+
     def to_dict(self) -> dict[str, Any]:
         """The `regression` block of summary.json (strict JSON: no NaN or infinity)."""
         data = asdict(self)
