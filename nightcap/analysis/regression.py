@@ -210,18 +210,15 @@ def _describe_night(index: int, nights: Sequence[Night], tonight_id: str | None)
     return {"run_id": tonight_id, "started_at": None, "tonight": True}
 
 
-def _is_known(point: ChangePoint, earlier: list[ChangePoint], nights: Sequence[Night], figure: str) -> bool:
-    """Was this change already there last night, or already reported by a night's own check since it began?"""
+def _is_known(point: ChangePoint, earlier: list[ChangePoint], nights: Sequence[Night], figure: Figure) -> bool:
+    """Was this change already there last night (within a night of here, same direction), or already
+    reported by a night's own check since it began (found by the median check before it was a level)?"""
     sign = math.copysign(1, point.mean_after - point.mean_before)
     for old in earlier:
         if abs(old.index - point.index) <= 1 and math.copysign(1, old.mean_after - old.mean_before) == sign:
             return True
-    wanted = IMPROVED if (sign > 0) == _higher_is_better(figure) else REGRESSED
-    return any(n.verdicts.get(figure) == wanted for n in nights[max(0, point.index - 1):])
-
-
-def _higher_is_better(name: str) -> bool:
-    return next((f.higher_is_better for f in FIGURES if f.name == name), True)
+    wanted = IMPROVED if (sign > 0) == figure.higher_is_better else REGRESSED
+    return any(n.verdicts.get(figure.name) == wanted for n in nights[max(0, point.index - 1):])
 
 
 def check_figure(
@@ -239,11 +236,12 @@ def check_figure(
 ) -> tuple[FigureCheck, list[int]]:
     """Verdict on one figure (`history` oldest first), and the indices of the nights it was compared with.
 
-    Two checks, both needed to regress on their own terms:
-    - the median check: worse than the baseline's median by more than the threshold and the noise band;
+    Either of two checks regresses the figure:
+    - the median check: worse than the baseline's median by more than the threshold and the noise band
+      (the baseline is the nights since the latest level change, when there is one);
     - the change-point check: the latest change of level in the series (tonight included) is worse than
       the threshold, tonight is still at the worse level, and the change was not known before tonight.
-      So a step is reported on the night it is first seen, once, and a drift once it adds up.
+    So a step is reported on the night it is first seen, once, and a drift once it adds up.
     """
     value = finite(tonight)
     values = [finite(v) for v in history]
@@ -264,7 +262,7 @@ def check_figure(
     point_text = ""
     if latest is not None:
         last_night = find_change_points(values, max_pvalue=max_pvalue, min_change=threshold)
-        new = latest.index == n or not _is_known(latest, last_night, nights, figure.name)
+        new = latest.index == n or not _is_known(latest, last_night, nights, figure)
         where = _describe_night(latest.index, nights, tonight_id)
         check.change_point = dict(night=latest.index + 1, nights=n + 1, **where, mean_before=latest.mean_before,
                                   mean_after=latest.mean_after, change_pct=latest.change_pct, pvalue=latest.pvalue,
