@@ -119,8 +119,26 @@ def test_deploy_then_run_on_demand_through_a_process_worker(server, tmp_path):
 
     written = json.loads((report / "summary.json").read_text())
     assert written["stages"]["single_client"]["status"] == "completed"
+    (done,) = run_events(server, "nightcap.run.completed", written["run_id"])  # what "did not run" alerts wait for
+    assert done["resource"]["prefect.resource.id"] == "nightcap.target.reference"
+    assert done["payload"]["figures"]["saturation_rps"] == written["saturation"]["rps"]
     assert 150 <= written["saturation"]["rps"] <= 240  # 4 slots x 20 ms = 200 rps on one replica
     print(f"timings: {timings}")
+
+
+def run_events(server: dict[str, str], name: str, run_id: str, timeout_s: float = 15) -> list[dict]:
+    """The events of that name about one nightcap run, once the server has them (sent in the background)."""
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        response = httpx.post(f"{server['api_url']}/events/filter",
+                              json={"filter": {"event": {"name": [name]}}, "limit": 50}, timeout=10)
+        response.raise_for_status()
+        found = [e for e in response.json()["events"] if (e.get("payload") or {}).get("run_id") == run_id]
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.5)
 
 
 def _run_processes(run_id: str) -> list[int]:
@@ -186,5 +204,7 @@ def test_cancelling_from_prefect_stops_everything_and_keeps_the_steps(server, tm
             status, = db.execute("select status from runs where run_id = ?", (run_id,)).fetchone()
             stored, = db.execute("select count(*) from steps where run_id = ?", (run_id,)).fetchone()
         assert status == "cancelled" and stored == len(kept)
+        (failed,) = run_events(server, "nightcap.run.failed", run_id)
+        assert failed["payload"]["status"] == "cancelled"
     finally:
         stop(worker)
