@@ -180,19 +180,17 @@ def _baseline(
 ) -> tuple[list[int], float, float] | str:
     """Which earlier nights tonight is compared with, their median and noise band; or why there are none.
 
-    With no change point, the last `last_n` nights. After a change point, only the nights since it (the
-    current level): the nights before it measured something else. When fewer than `min_runs` nights have
-    passed since, the median is theirs and the noise band is the spread of every night around its own
-    level, since a change of level does not change how noisy the measurement is.
+    The median is that of the last `last_n` nights of the current level: all nights when no change point
+    split the series, else the nights since the latest one (the nights before measured something else).
+    The noise band is k x scaled MAD of every night around the median of its own level, over the whole
+    series: a level change does not change how noisy the measurement is, and thirty nights know the noise
+    better than the three since a change (whose spread can be nil by chance, and then every night alarms).
     """
     start = inside[-1].index if inside else 0
     used = [i for i in range(start, len(values)) if values[i] is not None]
     if last_n:
         used = used[-last_n:]
     level = [values[i] for i in used]
-    if not inside or len(level) >= min_runs:
-        median, band = noise_band(level, noise_k)  # type: ignore[arg-type]
-        return used, median, band
     residuals = []
     for stretch in levels(len(values), inside):
         own = [values[i] for i in stretch if values[i] is not None]
@@ -219,6 +217,38 @@ def _is_known(point: ChangePoint, earlier: list[ChangePoint], nights: Sequence[N
             return True
     wanted = IMPROVED if (sign > 0) == figure.higher_is_better else REGRESSED
     return any(n.verdicts.get(figure.name) == wanted for n in nights[max(0, point.index - 1):])
+
+
+def _already_reported(figure: Figure, value: float, verdict: str, values: list[float | None],
+                      inside: list[ChangePoint], nights: Sequence[Night], *, threshold: float, noise_k: float,
+                      min_runs: int, last_n: int | None) -> str:
+    """Why tonight's `verdict` is old news, or "" when it is not.
+
+    A step is seen by the median check the night it happens, but becomes a change point only once a few
+    nights confirm it; until then every night would repeat the alarm. So a night whose own check already
+    reported this verdict (after the latest change point) counts as the start of a provisional level, and
+    tonight repeats the verdict only if it is also beyond the threshold and noise against that level.
+    """
+    since = inside[-1].index if inside else 0
+    marked = [i for i in range(since, len(nights)) if nights[i].verdicts.get(figure.name) == verdict]
+    if not marked:
+        return ""
+    start = marked[-1]
+    found = _baseline(values, [*inside, ChangePoint(start, math.nan, math.nan, 0.0)], noise_k=noise_k,
+                      min_runs=min_runs, last_n=last_n)
+    if isinstance(found, str):
+        return ""
+    _used, median, band = found
+    if median == 0:
+        return ""
+    worse = _worse_pct(figure, (value - median) / abs(median) * 100)
+    limit = max(threshold * 100, max(band, figure.resolution) / abs(median) * 100)
+    if (worse if verdict == REGRESSED else -worse) > limit:
+        return ""
+    night = nights[start]
+    when = f"night {start + 1}" + (f" ({night.started_at[:10]}, run {night.run_id})" if night.started_at else "")
+    return (f"already reported {verdict} on {when}; tonight is within the {threshold * 100:g}% threshold or the "
+            f"noise band of the {len(values) - start} night(s) since (median {median:.1f} {figure.unit})")
 
 
 def check_figure(
@@ -296,6 +326,12 @@ def check_figure(
         check.verdict = REGRESSED
     elif -worse > limit:
         check.verdict = IMPROVED
+    reported = ""
+    if check.verdict in (REGRESSED, IMPROVED):
+        reported = _already_reported(figure, value, check.verdict, values, inside, nights, threshold=threshold,
+                                     noise_k=noise_k, min_runs=min_runs, last_n=last_n)
+        if reported:
+            check.verdict = OK
     shifted = ""
     if latest is not None and check.change_point and check.change_point["new"] and latest.mean_before != 0:
         level_worse = _worse_pct(figure, latest.change_pct)
@@ -319,6 +355,8 @@ def check_figure(
         check.message += f", beyond the {threshold * 100:g}% threshold and the noise band (±{noise:.1f}%)"
     elif check.verdict == IMPROVED:
         check.message += f", an improvement beyond the noise band (±{noise:.1f}%)"
+    elif reported:
+        check.message += f", {reported}"
     else:
         check.message += f", within the {threshold * 100:g}% threshold or the noise band (±{noise:.1f}%)"
     if inside:
