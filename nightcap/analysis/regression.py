@@ -4,7 +4,11 @@ Tonight's headline figures are compared with the median of the last N comparable
 Capacity measurements are noisy, so a fixed threshold alone would alarm on bad nights that are
 only noise; a noise band alone would alarm on tiny but very steady shifts. A figure therefore
 regresses only when its change is worse than both the relative `threshold` and `noise_k` times the
-scaled median absolute deviation (MAD, robust to one odd night) of the baseline runs.
+scaled median absolute deviation (MAD, robust to one odd night) of the nights around their level.
+
+Beside it, change points (change_points.py) over the whole series say when the level moved: the
+baseline is then the nights since the move, a move found for the first time tonight is reported once,
+and a drift too slow for the median shows up once it adds up.
 
 Pure: no Prefect, no database; the caller hands in plain dicts.
 """
