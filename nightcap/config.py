@@ -172,6 +172,9 @@ class SearchConfig(Strict):
     start_users: int = Field(1, ge=1)
     max_users: int = Field(256, ge=1)
     min_gain: float = Field(0.05, ge=0, lt=1)
+    # a level is measured until its goodput's 95% half-width is within this fraction (or max_windows) ...
+    precision: float = Field(0.05, gt=0, lt=1)
+    # ... and its last two windows agree within this fraction
     stable_within: float = Field(0.10, gt=0, lt=1)
     max_windows: int = Field(3, ge=1, le=10)
     refine_steps: int = Field(3, ge=0, le=10)
