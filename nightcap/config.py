@@ -137,6 +137,9 @@ class PlatformConfig(Strict):
     concurrency: int | None = Field(None, ge=1, le=10_000)  # None: the target's default (reference: slots)
     # local platform: cores the "cluster" can hand out; replicas beyond it stay Pending
     allocatable_cpu: Cores | None = None
+    # local platform: replicas on some CPUs, the run's own processes (flow, Prefect server, proxy, Locust) on
+    # the others, so neither steals the other's time slices (summary.json platform.cpu_pinning says what was done)
+    pin_cpus: bool = True
     ready_timeout_s: Seconds = 120.0
     # kubernetes platform
     namespace: str = Field("nightcap", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)
