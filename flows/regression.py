@@ -5,8 +5,8 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 
 from nightcap.analysis.regression import check_regression
-from nightcap.context import RunContext
-from nightcap.headline import headline_figures, summarize_run
+from nightcap.run.context import RunContext
+from nightcap.results.summary import headline_figures, summarize_run
 
 
 @flow(name="regression-check", flow_run_name="regression {run_id}")
@@ -38,7 +38,7 @@ def regression(run_id: str) -> dict:
 def _trend(ctx: RunContext) -> None:
     """A trend plot of the headline figures over the last nights, tonight included."""
     try:
-        from nightcap.trend import trend_plot
+        from nightcap.results.trend import trend_plot
 
         frame = ctx.store.history(target=ctx.config.target.name, last=30)
         if len(frame) >= 2:

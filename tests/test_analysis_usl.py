@@ -107,7 +107,7 @@ def test_fit_from_steps_uses_the_best_level_within_the_slo_per_replica_count() -
     from nightcap.analysis.saturation import steps_frame
     from nightcap.analysis.usl import fit_usl_steps
     from nightcap.config import SloConfig
-    from nightcap.steps import StepRow
+    from nightcap.results.steps import StepRow
 
     def row(replicas: int, users: int, rps: float, **extra) -> StepRow:
         return StepRow(stage="scaling", step=len(rows), replicas=replicas, cpu=1.0, memory=None, concurrency=4,

@@ -3,23 +3,23 @@
 Load must come from inside the cluster (next to the model, through its Service), as people do it by hand;
 the flow only talks to the master's HTTP API: through the Service when it runs in the cluster, through a
 port-forward to the master pod when it runs outside. Same locustfile and environment contract as the local
-Locust (`nightcap/load/locustfile.py`); the API key travels in a Secret owned by the master Deployment, so it is
-never in a manifest, a ConfigMap or a log, and garbage collection removes it with the master.
+Locust (`nightcap/load/locustfile.py`); the API key travels in a Secret read only by the workers, so it is
+never in a manifest, a ConfigMap or a log. The Secret is owned by the master Deployment (garbage collection
+removes it with the master) and is also deleted by name when the generator stops.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import socket
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kubernetes import client as k8s
 
 from nightcap.config import Config
-from nightcap.load.cluster import MasterClient
+from nightcap.load.base import API_KEY_VAR, LOCUSTFILE, locust_env
+from nightcap.load.driver import MasterClient
 from nightcap.platforms import manifests as mf
 from nightcap.platforms.base import PlatformError
 from nightcap.platforms.kubernetes import Kube, KubeApiError, MERGE_PATCH, PortForward, api_client_for, pod_ready, \
@@ -30,8 +30,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-LOCUSTFILE = Path(__file__).with_name("locustfile.py")
-API_KEY_VAR = "NIGHTCAP_API_KEY"
 CONFIGMAP_BUDGET = 900_000  # bytes of payloads; a ConfigMap holds at most 1 MiB
 
 
@@ -53,18 +51,11 @@ class KubernetesLocust:
         self.notes: list[str] = []
         self._files = {"locustfile.py": locustfile if locustfile is not None else LOCUSTFILE.read_text(),
                        "payloads.jsonl": self._payload_text(payloads or [b"{}"])}
-        self._env = {
-            "NIGHTCAP_PATH": config.target.path,
-            "NIGHTCAP_METHOD": config.target.method,
-            "NIGHTCAP_PAYLOADS": f"{mf.LOCUST_MOUNT}/payloads.jsonl",
-            "NIGHTCAP_HEADERS": json.dumps(config.target.headers),
-            "NIGHTCAP_TIMEOUT_S": str(config.target.request_timeout_s),
-            "NIGHTCAP_RECONNECT_S": str(config.load.reconnect_s),
-            "PYTHONUNBUFFERED": "1",
-        }
+        t = config.target
+        self._env = locust_env(t.path, t.method, t.headers, t.request_timeout_s, config.load.reconnect_s,
+                               f"{mf.LOCUST_MOUNT}/payloads.jsonl", with_api_key=bool(api_key))
         self._secret_env: dict[str, tuple[str, str]] | None = None
         if api_key:
-            self._env["NIGHTCAP_API_KEY_ENV"] = API_KEY_VAR
             self._secret_env = {API_KEY_VAR: (mf.locust_name(run_id, "key"), "api-key")}
         self._forward: PortForward | None = None
         self.master_name = mf.locust_name(run_id, "master")
@@ -90,7 +81,8 @@ class KubernetesLocust:
         timeout = timeout_s or self.config.platform.ready_timeout_s
         c, r = self.config, self.run_id
         self.kube.create(mf.locust_configmap(c, r, self._files), r)
-        master = self.kube.create(mf.locust_master_deployment(c, r, self._env, self._secret_env), r)
+        self.kube.create(mf.locust_network_policy(c, r), r)  # before the master: it never runs unguarded
+        master = self.kube.create(mf.locust_master_deployment(c, r, self._env), r)  # sends nothing: no key
         if self.api_key:
             owner = master if (master.get("metadata") or {}).get("uid") else None
             self.kube.create(mf.api_key_secret(c, r, self.api_key, owner), r)
@@ -102,7 +94,7 @@ class KubernetesLocust:
                                self._selector(mf.LOCUST_WORKER), self.poll_s)
         self._worker_pods = self._worker_snapshot()
 
-    # --- what StepRunner and the stages drive (nightcap.measure.Generator) ---------------------------------
+    # --- what StepRunner and the stages drive (nightcap.load.base.Generator) -----------------------------------
 
     @property
     def client(self) -> MasterClient:
@@ -198,6 +190,11 @@ class KubernetesLocust:
         for component in (mf.LOCUST_WORKER, mf.LOCUST_MASTER, mf.LOCUST_FILES):
             try:
                 self.kube.delete_labelled(self._selector(component))
+            except PlatformError as exc:
+                errors.append(str(exc))
+        if self.api_key:
+            try:  # garbage collection would follow the owner reference, when the server could set one
+                self.kube.delete_secret(mf.locust_name(self.run_id, "key"), self._selector(mf.LOCUST_WORKER))
             except PlatformError as exc:
                 errors.append(str(exc))
         if not errors:

@@ -10,7 +10,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from nightcap.store import DEFAULT_URL, HistoryStore, StoreError, safe_url
+from nightcap.results.store import DEFAULT_URL, HistoryStore, StoreError, safe_url
 
 _STATUS_STYLE = {"completed": "green", "failed": "red", "cancelled": "yellow", "running": "cyan"}
 
