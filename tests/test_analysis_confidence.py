@@ -80,3 +80,34 @@ def test_pooling_without_intervals_falls_back_to_the_spread_of_the_values():
     pooled = pool([Estimate(100.0, None, 1), Estimate(110.0, None, 1)])
     assert pooled.estimate.mean == 105 and pooled.estimate.half_width >= 5
     assert pool([Estimate(100.0, 3.0, 5, 4.0)]).estimate == Estimate(100.0, 3.0, 5, 4.0)
+
+
+# --- one pod, one capacity ---------------------------------------------------------------------
+
+from nightcap.analysis.capacity import Measurement, pool_pod  # noqa: E402
+
+
+def test_stages_that_agree_pool_into_one_per_pod_figure_without_warnings():
+    cap = pool_pod([Measurement("single_client", 140.0, 5.0, 12, 2, 1), Measurement("multi_client", 143.0, 5.0, 12, 2, 1),
+                    Measurement("scaling", 141.0, 6.0, 8, 2, 1)])
+    assert 140 <= cap.rps <= 143 and cap.high - cap.low < 10
+    assert not cap.warnings()
+    assert cap.to_dict()["stages"] == ["single_client", "multi_client", "scaling"]
+
+
+def test_stages_that_disagree_are_named_with_their_figures():
+    # the field report's run: tune 173.7, single_client 135.7, multi_client 141.8, scaling 169.2 on one pod
+    cap = pool_pod([Measurement("tune", 173.7, 6.0, 8, 1, 1), Measurement("single_client", 135.7, 5.0, 12, 1, 1),
+                    Measurement("multi_client", 141.8, 5.0, 12, 2, 1), Measurement("scaling", 169.2, 7.0, 8, 1, 1)])
+    lines = cap.warnings()
+    assert any("tune 173.7 rps" in w and "single_client 135.7 rps" in w for w in lines)
+    assert not any("single_client" in w and "multi_client" in w for w in lines)  # these two agree
+    assert cap.low <= 140 and cap.high >= 165  # the interval says how little one night can tell
+
+
+def test_per_pod_figures_divide_by_the_replicas_measured_together():
+    cap = pool_pod([Measurement("single_client", 400.0, 8.0, 10, 8, 2), Measurement("multi_client", 404.0, 8.0, 10, 8, 2)])
+    assert cap.replicas == 2 and 199 <= cap.rps <= 203
+    with pytest.raises(ValueError, match="one replica count"):
+        pool_pod([Measurement("single_client", 400.0, 8.0, 10, 8, 2), Measurement("scaling", 200.0, 8.0, 10, 4, 1)])
+    assert pool_pod([]) is None
