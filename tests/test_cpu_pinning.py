@@ -154,7 +154,7 @@ def test_the_local_platform_pins_replicas_shares_when_they_outgrow_their_cpus_an
     from nightcap.platforms.base import PodSpec
     from nightcap.platforms.cgroups import detect, leftover_groups
     from nightcap.platforms.local import LocalPlatform
-    from nightcap.targets import plan_target
+    from nightcap.targets.plan import plan_target
 
     cfg = validate({"target": {"name": "ref", "kind": "reference", "slots": 2, "service_ms": 5},
                     "slo": {"p95_ms": 500}, "platform": {"kind": "local", "ready_timeout_s": 20}})
