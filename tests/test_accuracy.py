@@ -3,9 +3,14 @@ an interval that holds the truth.
 
 Each case runs the real parent flow in-process with only `single_client` (real replicas, proxy, Locust):
 a CPU-limited target (0.5 core × 10 ms of CPU per request = 50 rps) and a queue-0 target driven past its
-slots (8 slots × 100 ms = 80 rps; past 8 users most requests are fast 503s). 100 ms rather than 50 keeps the
-client's round trip (~3 ms through Locust and the proxy here) a small part of a slot's cycle: with queue 0 a
-slot idles while its client turns round, so the closed loop can reach at most slots / (service + round trip).
+slots (8 slots × 200 ms = 40 rps; past 8 users most requests are fast 503s). With queue 0 a slot idles while
+its client turns round (3-5 ms through Locust and the proxy on this busy 2-core machine), and more users than
+slots only add 503s over the error limit, so the closed loop reaches at most slots / (service + round trip):
+94% of 160 rps at 8 × 50 ms, 97.5% at 8 × 200 ms. 200 ms keeps that bias inside the tests' 3% widening.
+
+"No throughput figure above capacity": every reported figure and every level within the SLO is not
+significantly above it (the low end of its interval ≤ capacity + 3%); every window, over the SLO or not,
+stays within the requests in flight at its edges (5%) of it.
 """
 
 from __future__ import annotations
@@ -65,8 +70,8 @@ def check_answer(summary: dict[str, Any], steps: list[dict[str, str]], truth: fl
     assert summary["operating_point"]["rps"] == pytest.approx(summary["operating_point"]["headroom"] * sat["rps"],
                                                               abs=0.02)
     # no throughput figure above capacity: the figures, the levels a line or fit uses, and every window
-    figures = [sat["rps"], summary["slo_capacity"]["rps"], summary["operating_point"]["rps"]]
-    figures += [lv["rps"] for lv in summary["single_client"]["levels"] if lv["good"]]
+    figures = [summary[key]["rps_ci"][0] for key in ("saturation", "operating_point", "slo_capacity")]
+    figures += [lv["rps"] - (lv["rps_halfwidth"] or 0.0) for lv in summary["single_client"]["levels"] if lv["good"]]
     assert max(figures) <= truth * (1 + WIDEN), figures
     windows = [float(s["rps"]) for s in steps if s["valid"] == "True"]
     assert max(windows) <= truth * (1 + QUANTUM), windows
@@ -85,16 +90,16 @@ def test_a_cpu_limited_target_is_found_within_5_percent_and_inside_its_interval(
 
 def test_a_queue_0_target_past_its_slots_reports_goodput_not_its_fast_503s(prefect_api, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    truth = reference_capacity(8, 100.0)  # 80 rps
+    truth = reference_capacity(8, 200.0)  # 40 rps
     state, summary, steps = run_single_client(
-        tmp_path, {"slots": 8, "service_ms": 100, "queue": 0}, None, {"max_users": 64})
+        tmp_path, {"slots": 8, "service_ms": 200, "queue": 0}, None, {"max_users": 64})
     assert state.is_completed(), state.message
     check_answer(summary, steps, truth)
     over = [s for s in steps if s["valid"] == "True" and float(s["error_rate"]) > 0.5]
     assert over, "the search never went past the slots"
     for s in over:  # mostly 503s: goodput stays at capacity and the p95 is of the requests that were served
         assert float(s["rps"]) <= truth * (1 + QUANTUM)
-        assert float(s["p95_ms"]) >= 100
+        assert float(s["p95_ms"]) >= 200
 
 
 def test_far_past_its_slots_a_window_counts_only_the_served_requests(tmp_path):
