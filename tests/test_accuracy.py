@@ -9,8 +9,8 @@ slots only add 503s over the error limit, so the closed loop reaches at most slo
 94% of 160 rps at 8 × 50 ms, 97.5% at 8 × 200 ms. 200 ms keeps that bias inside the tests' 3% widening.
 
 "No throughput figure above capacity": every reported figure and every level within the SLO is not
-significantly above it (the low end of its interval ≤ capacity + 3%); every window, over the SLO or not,
-stays within the requests in flight at its edges (5%) of it.
+significantly above it (the low end of its interval ≤ capacity + 3%), nor is any window, over the SLO or
+not (the low end of its own interval ≤ capacity + 5%: a CPU quota lets a 2 s window burst 5-8% over).
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def check_answer(summary: dict[str, Any], steps: list[dict[str, str]], truth: fl
     figures = [summary[key]["rps_ci"][0] for key in ("saturation", "operating_point", "slo_capacity")]
     figures += [lv["rps"] - (lv["rps_halfwidth"] or 0.0) for lv in summary["single_client"]["levels"] if lv["good"]]
     assert max(figures) <= truth * (1 + WIDEN), figures
-    windows = [float(s["rps"]) for s in steps if s["valid"] == "True"]
+    windows = [float(s["rps"]) - float(s["rps_halfwidth"] or 0) for s in steps if s["valid"] == "True"]
     assert max(windows) <= truth * (1 + QUANTUM), windows
     assert all(s["rps_halfwidth"] != "" for s in steps if s["valid"] == "True")
 
