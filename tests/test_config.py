@@ -233,3 +233,13 @@ def test_kubernetes_windows_default_to_what_metrics_server_can_resolve() -> None
     assert validate({**base, "platform": {"kind": "kubernetes"}, "load": {"window_s": 3}}).load.warmup_s == 10
     local = validate(base)
     assert (local.load.window_s, local.load.warmup_s) == (4.0, 2.0)  # local configs (and their hashes) unchanged
+
+
+def test_reference_stall_is_passed_to_the_server_and_checked():
+    from nightcap.targets.plan import plan_target
+
+    cfg = validate({**GOOD, "target": {**GOOD["target"], "stall_every_s": 2, "stall_s": 0.5}})
+    argv = plan_target(cfg).command
+    assert argv[argv.index("--stall-every-s") + 1] == "2.0" and argv[argv.index("--stall-s") + 1] == "0.5"
+    with pytest.raises(ConfigError, match="target.stall_s .* shorter than target.stall_every_s"):
+        validate({**GOOD, "target": {**GOOD["target"], "stall_s": 0.5}})
