@@ -98,3 +98,28 @@ def test_a_window_shorter_than_the_interval_reports_no_cpu_and_says_why() -> Non
 def test_counter_rates_skip_the_first_look_as_before() -> None:
     per_pod, source = replica_cpu([_sample(0.9, None), _sample(0.4, None), _sample(0.6, None)], (0.0, 3.0))
     assert per_pod == {"pod-a": [40.0, 60.0]} and source == "process CPU counters"
+
+
+def test_only_local_workers_get_the_api_key(monkeypatch: Any, tmp_path: Any) -> None:
+    """The master sends no request, so it never holds the key (in the cluster: only worker pods read the Secret)."""
+    import nightcap.load.local as local
+
+    envs: dict[str, dict[str, str]] = {}
+
+    class Recorded:
+        pid = 0
+
+    def popen(argv: list[str], env: dict[str, str], **_: Any) -> Recorded:
+        envs["master" if "--master" in argv else "worker"] = env
+        return Recorded()
+
+    monkeypatch.setattr(local.subprocess, "Popen", popen)
+    gen = local.LocalLocust(1, [b"{}"], "/p", "POST", {}, 5.0, 0.0, api_key="k3y", logdir=tmp_path)
+    try:
+        gen._spawn(["--master"], "master")
+        gen._spawn(["--worker"], "worker-0")
+    finally:
+        gen.client.close()
+        __import__("shutil").rmtree(gen._tmp, ignore_errors=True)
+    assert envs["worker"]["NIGHTCAP_API_KEY"] == "k3y"
+    assert "NIGHTCAP_API_KEY" not in envs["master"]

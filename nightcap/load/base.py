@@ -32,6 +32,7 @@ class Generator(Protocol):
 
     client: MasterClient
     workers: int
+    cpu_source: str  # where generator_cpu_pct comes from (steps.csv generator_cpu_source)
 
     def start(self) -> None: ...
 

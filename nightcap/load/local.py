@@ -114,8 +114,10 @@ class LocalLocust:
     def _spawn(self, args: list[str], what: str) -> subprocess.Popen:
         log = (self.logdir / f"{what}.log").open("ab")
         group = self._limit(what)
+        # the master sends no request: only the workers get the API key
+        env = self.env if what.startswith("worker") else {k: v for k, v in self.env.items() if k != API_KEY_VAR}
         proc = subprocess.Popen([self._locust(), "-f", str(LOCUSTFILE), *args], stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, env=self.env, start_new_session=True,
+                                stdin=subprocess.DEVNULL, env=env, start_new_session=True,
                                 preexec_fn=group.attach if group else None)
         log.close()
         if self.registry:
