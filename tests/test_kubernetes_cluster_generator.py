@@ -196,7 +196,6 @@ def test_flow_with_in_cluster_locust_through_the_port_forward(prefect_api: str, 
     from flows.capacity_check import capacity_check
     from nightcap.load.kubernetes import KubernetesLocust
     from nightcap.platforms import kubernetes as kube_mod
-    from nightcap.platforms import preflight as preflight_mod
     from nightcap.platforms.gke import GkeNodePools
 
     reference, port = start_reference_server(SLOTS, SERVICE_MS)
@@ -213,8 +212,7 @@ def test_flow_with_in_cluster_locust_through_the_port_forward(prefect_api: str, 
         return socket.create_connection(("127.0.0.1", rewriter.server.server_port), timeout=10)
 
     monkeypatch.setenv("NC_E2E_KEY", KEY)
-    monkeypatch.setattr(kube_mod, "api_client_for", lambda platform: cluster.api)
-    monkeypatch.setattr(preflight_mod, "api_client_for", lambda platform: cluster.api)
+    monkeypatch.setattr("nightcap.platforms.kube_client.api_client_for", lambda platform: cluster.api)
     monkeypatch.setattr("nightcap.platforms.gke.container_v1.ClusterManagerClient", lambda *a, **k: gke_client)
     monkeypatch.setattr(GkeNodePools, "poll_s", 0.05)
     monkeypatch.setattr(kube_mod.KubernetesPlatform, "poll_s", 0.2)

@@ -44,7 +44,7 @@ def cluster(monkeypatch: pytest.MonkeyPatch) -> Iterator[Cluster]:
     gke = FakeGke()
     gke.autoscaling = {}  # the pool does not autoscale by itself
     client, stop = serve(gke, POOL, OPS)
-    monkeypatch.setattr("nightcap.platforms.preflight.api_client_for", lambda platform: c.api)
+    monkeypatch.setattr("nightcap.platforms.kube_client.api_client_for", lambda platform: c.api)
     monkeypatch.setattr("nightcap.platforms.gke.container_v1.ClusterManagerClient", lambda *a, **k: client)
     c.gke = gke  # type: ignore[attr-defined]
     yield c
@@ -125,7 +125,7 @@ def test_unreachable_cluster_and_bad_config(monkeypatch: pytest.MonkeyPatch, tmp
     def refuse(platform: Any) -> Any:
         raise PlatformError("cannot load Kubernetes credentials from kubeconfig context 'x': no such context")
 
-    monkeypatch.setattr("nightcap.platforms.preflight.api_client_for", refuse)
+    monkeypatch.setattr("nightcap.platforms.kube_client.api_client_for", refuse)
     code, lines = preflight()
     assert code == 1 and lines[0].startswith("FAIL  credentials: cannot load Kubernetes credentials")
     bad = tmp_path / "bad.yaml"

@@ -23,7 +23,8 @@ from nightcap.load.base import API_KEY_VAR, LOCUSTFILE, locust_env, wait_for_wor
 from nightcap.load.driver import MasterClient
 from nightcap.platforms import manifests as mf
 from nightcap.platforms.base import PlatformError
-from nightcap.platforms.kube_client import MERGE_PATCH, Kube, KubeApiError, api_client_for, pod_ready
+from nightcap.platforms import kube_client
+from nightcap.platforms.kube_client import MERGE_PATCH, Kube, KubeApiError, pod_ready
 from nightcap.platforms.port_forward import PortForward, open_pod_socket
 
 if TYPE_CHECKING:
@@ -47,7 +48,7 @@ class KubernetesLocust:
         self.run_id = run_id
         self.namespace = config.platform.namespace
         self.clock = clock
-        self.kube = Kube(api_client or api_client_for(config.platform), self.namespace, clock=clock)
+        self.kube = Kube(api_client or kube_client.api_client_for(config.platform), self.namespace, clock=clock)
         self.workers = workers if workers is not None else config.load.workers
         self.api_key = api_key
         self.notes: list[str] = []

@@ -16,7 +16,8 @@ from kubernetes import client as k8s
 from nightcap.config import Config
 from nightcap.platforms import manifests as mf
 from nightcap.platforms.base import AutoscaleStatus, HpaSpec, Observation, PlatformError, PodSpec, ReplicaSample
-from nightcap.platforms.kube_client import MERGE_PATCH, JSON_PATCH, Kube, KubeApiError, api_client_for, pod_ready
+from nightcap.platforms import kube_client
+from nightcap.platforms.kube_client import MERGE_PATCH, JSON_PATCH, Kube, KubeApiError, pod_ready
 from nightcap.platforms.kube_metrics import PodUsage, timestamp
 from nightcap.platforms.port_forward import PortForward, open_pod_socket
 from nightcap.quantities import QuantityError, parse_cpu, parse_memory
@@ -46,7 +47,7 @@ class KubernetesPlatform:
         self.run_id = run_id
         self.namespace = config.platform.namespace
         self.clock = clock
-        self.kube = Kube(api_client or api_client_for(config.platform), self.namespace, clock=clock)
+        self.kube = Kube(api_client or kube_client.api_client_for(config.platform), self.namespace, clock=clock)
         self.node_pools = node_pools
         self.name = mf.model_name(config, run_id)
         self.selector = {**mf.run_selector(run_id), mf.COMPONENT: mf.MODEL}

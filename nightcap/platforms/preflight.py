@@ -19,7 +19,8 @@ from nightcap.config import Config
 from nightcap.load.base import LOCUSTFILE, locust_env
 from nightcap.platforms import manifests as mf
 from nightcap.platforms.base import HpaSpec, PlatformError, PodSpec
-from nightcap.platforms.kube_client import Kube, KubeApiError, api_client_for
+from nightcap.platforms import kube_client
+from nightcap.platforms.kube_client import Kube, KubeApiError
 from nightcap.platforms.rbac import RULES, Rule
 from nightcap.quantities import QuantityError, format_cpu, format_memory, parse_cpu, parse_memory
 
@@ -50,7 +51,7 @@ def preflight(config: Config, api_client: k8s.ApiClient | None = None, gke_clien
     where = "the in-cluster service account" if p.in_cluster else (
         f"kubeconfig context {p.context!r}" if p.context else "the current kubeconfig context")
     try:
-        kube = Kube(api_client or api_client_for(p), p.namespace, attempts=2, backoff_initial_s=0.5)
+        kube = Kube(api_client or kube_client.api_client_for(p), p.namespace, attempts=2, backoff_initial_s=0.5)
         version = kube.call("get", "version", None, k8s.VersionApi(kube.api).get_code)
     except PlatformError as exc:
         return [Check("credentials", False, f"{exc}; check {where} (`kubectl --context ... get --raw /version`)")]
