@@ -120,3 +120,23 @@ def test_the_canary_figure_is_goodput_per_core_with_its_interval() -> None:
     assert canary_figure([Point(4, 0.0, None, 1.0)], cores=0.5) is None
     assert normalise(240.0, 160.0, 200.0) == pytest.approx(300.0)
     assert normalise(240.0, None, 200.0) is None
+
+
+def test_events_follow_the_cause_a_platform_change_alone_is_not_a_regressed_event() -> None:
+    from nightcap.results.events import CAPACITY_REGRESSED, run_events
+
+    def events_for(night: dict) -> list:
+        block = check(night, history()).to_dict()
+        summary = {"run_id": "tonight", "target": {"name": "ref", "kind": "reference"},
+                   "stages": {"regression": {"status": "completed"}}, "regression": block}
+        return run_events(summary, "completed", {"saturation_rps": night["saturation_rps"]})
+
+    assert [e.event for e in events_for(tonight(canary=160.0, capacity=240.0))] == ["nightcap.run.completed"]
+    both = events_for(tonight(canary=160.0, capacity=180.0))
+    regressed = [e for e in both if e.event == CAPACITY_REGRESSED]
+    assert len(regressed) == 1 and regressed[0].payload["cause"] == "platform and model"
+    assert {f["figure"] for f in regressed[0].payload["figures"]} == {"saturation_rps_normalised",
+                                                                      "rps_per_core_normalised"}
+    model = [e for e in events_for(tonight(canary=200.0, capacity=240.0)) if e.event == CAPACITY_REGRESSED]
+    assert model[0].payload["cause"] == "model"
+    assert {f["figure"] for f in model[0].payload["figures"]} == {"saturation_rps", "rps_per_core"}
