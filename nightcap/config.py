@@ -72,6 +72,8 @@ class TargetConfig(Strict):
     # reference target stalls: every `stall_every_s` no response leaves for `stall_s` (0: never)
     stall_every_s: float = Field(0.0, ge=0, le=3600)
     stall_s: float = Field(0.0, ge=0, le=3600)
+    # reference target: KiB hashed per request, a fixed amount of work (the platform canary's workload)
+    work_kb: int = Field(0, ge=0, le=1_048_576)
     # mlflow target: a saved model folder; empty means the bundled wine classifier
     model_uri: str | None = None
     # command target: argv with {port} and {concurrency}
@@ -189,6 +191,9 @@ class SearchConfig(Strict):
     refine_steps: int = Field(3, ge=0, le=10)
     headroom: float = Field(0.7, gt=0, le=1)
     slo_capacity: bool = True
+    # verify the last comparable night's knee (and tune's choice) before searching from scratch; not part of
+    # the comparison key: a warm night is measured the same way, at fewer levels
+    warm_start: bool = True
 
 
 class SloConfig(Strict):
@@ -248,6 +253,23 @@ class StoreConfig(Strict):
     url: str = "sqlite:///.nightcap/history.db"
 
 
+class CanaryConfig(Strict):
+    """The platform canary: a reference server hashing `work_kb` KiB per request (fixed work, so its rate moves
+    with the machine), one pod of `cpu`/`memory` on the model's platform, measured before the model for
+    `windows` windows of `users` closed-loop users. It runs with the regression stage, which uses it."""
+
+    enabled: bool = True
+    work_kb: int = Field(2048, ge=1, le=1_048_576)
+    cpu: Cores = 0.5
+    memory: MemoryBytes = Field(default_factory=lambda: parse_memory("256Mi"))
+    slots: int = Field(2, ge=1, le=256)
+    users: int = Field(4, ge=1, le=1024)
+    windows: int = Field(3, ge=1, le=10)
+    # Kubernetes: any image with Python >= 3.9 runs it (the server is standard-library only; its source is
+    # passed with `python -c`, so nothing is built or pushed)
+    image: str = "python:3.12-slim"
+
+
 class RegressionConfig(Strict):
     last_n: int = Field(7, ge=1, le=365)
     min_runs: int = Field(2, ge=1)
@@ -257,6 +279,8 @@ class RegressionConfig(Strict):
     # the change-point analysis looks back over this many comparable nights (never fewer than last_n)
     series_n: int = Field(30, ge=3, le=1000)
     max_pvalue: float = Field(0.001, gt=0, lt=1)
+    # the platform canary moved when it changed beyond this fraction and beyond its own noise band
+    canary_threshold: float = Field(0.05, gt=0, lt=1)
 
     @property
     def nights(self) -> int:
@@ -277,6 +301,7 @@ class Config(Strict):
     autoscale: AutoscaleConfig = Field(default_factory=AutoscaleConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
     regression: RegressionConfig = Field(default_factory=RegressionConfig)
+    canary: CanaryConfig = Field(default_factory=CanaryConfig)
 
     @field_validator("stages")
     @classmethod
@@ -309,7 +334,7 @@ class Config(Strict):
             "target": self.target.name,
             "platform": self.platform.kind,
             "load": self._load_identity(),
-            "search": self.search.model_dump(),
+            "search": self.search.model_dump(exclude={"warm_start"}),
             "slo": self.slo.model_dump(),
         }
 

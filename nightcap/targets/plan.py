@@ -77,8 +77,12 @@ def plan_target(config: Config) -> TargetPlan:
             cmd += ["--memory-mb", str(t.memory_mb)]
         if t.stall_s:
             cmd += ["--stall-every-s", str(t.stall_every_s), "--stall-s", str(t.stall_s)]
+        if t.work_kb:
+            cmd += ["--work-kb", str(t.work_kb)]
         version = {"service_ms": t.service_ms, "cpu_ms": t.cpu_ms, "slots": t.slots, "queue": t.queue,
                    "coherency_ms": t.coherency_ms}
+        if t.work_kb:
+            version["work_kb"] = t.work_kb
         if t.stall_s:
             version.update(stall_every_s=t.stall_every_s, stall_s=t.stall_s)
         return TargetPlan(cmd, payloads=payloads, default_concurrency=t.slots, version=version)
