@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
-from nightcap.analysis.regression import check_regression
+from nightcap.analysis.regression import check_regression, version_change
 from nightcap.context import RunContext
 from nightcap.headline import headline_figures, summarize_run
+from nightcap.store import version_label
 
 
 @flow(name="regression-check", flow_run_name="regression {run_id}")
@@ -22,7 +23,12 @@ def regression(run_id: str) -> dict:
     tonight = headline_figures(ctx)
     baseline = ctx.store.comparable_runs(ctx.config.config_hash(), cfg.last_n, exclude_run_id=ctx.run_id)
     result = check_regression(tonight, baseline, threshold=cfg.threshold, noise_k=cfg.noise_k, min_runs=cfg.min_runs)
+    changed = version_change(version_label(ctx.summary.get("target", {}).get("version")),
+                             [version_label(run.get("target_version")) for run in baseline])
+    if changed:  # "capacity dropped 20% ... when wine v3 replaced wine v2"
+        result.message += f" (when {changed})" if result.regressed else f"; {changed}"
     block = result.to_dict()
+    block["version_change"] = changed
     ctx.summary["regression"] = block
     ctx.summary["regression_line"] = f"regression check against {len(baseline)} earlier night(s): {result.message}"
     ctx.summary.setdefault("sections", []).append({

@@ -69,8 +69,10 @@ class TargetConfig(Strict):
     cpu_ms: float = Field(0.0, ge=0, le=60_000)
     coherency_ms: float = Field(0.0, ge=0, le=1_000)
     memory_mb: int = Field(0, ge=0, le=65_536)
-    # mlflow target: a saved model folder; empty means the bundled wine classifier
-    model_uri: str | None = None
+    # mlflow target: a local folder, file://, runs:/, models:/name/version or models:/name@alias; empty means
+    # the bundled wine classifier. runs:/ and models:/ are looked up in tracking_uri, else MLFLOW_TRACKING_URI.
+    model_uri: str | None = Field(None, min_length=1, max_length=2000)
+    tracking_uri: str | None = Field(None, min_length=1, max_length=2000)
     # command target: argv with {port} and {concurrency}
     command: list[str] | None = None
     image: str | None = None  # container image on Kubernetes
@@ -117,6 +119,10 @@ class TargetConfig(Strict):
                     f"target.url host {parsed.hostname!r} is not in target.allowed_hosts "
                     f"{self.allowed_hosts}; add it there if you really mean to load it"
                 )
+        if self.model_uri and self.kind != "mlflow":
+            raise ValueError(f"target.model_uri is for target.kind 'mlflow' (got kind {self.kind!r})")
+        if self.tracking_uri and not self.model_uri:
+            raise ValueError("target.tracking_uri is where target.model_uri is looked up; set target.model_uri too")
         if not self.path.startswith("/") or not self.ready_path.startswith("/"):
             raise ValueError("target.path and target.ready_path must start with '/'")
         return self
