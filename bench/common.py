@@ -24,11 +24,11 @@ import httpx
 import psutil
 
 from nightcap.config import Config, validate
-from nightcap.load.cluster import LocalLocust
+from nightcap.load.local import LocalLocust
 from nightcap.platforms.base import PodSpec
 from nightcap.platforms.local import LocalPlatform, free_port
-from nightcap.registry import RunRegistry, kill_process_tree
-from nightcap.targets import plan_target
+from nightcap.run.registry import RunRegistry, kill_process_tree
+from nightcap.targets.plan import plan_target
 
 RESULTS = Path(__file__).with_name("results")
 
@@ -150,7 +150,7 @@ def wait_http(url: str, proc: subprocess.Popen | None = None, timeout_s: float =
 def reference_server(slots: int, service_ms: float, queue: int = 64) -> contextlib.AbstractContextManager:
     """One reference server process on a free loopback port (no proxy, no platform)."""
     port = free_port()
-    argv = [sys.executable, "-m", "nightcap.reference_server", "--port", str(port), "--slots", str(slots),
+    argv = [sys.executable, "-m", "nightcap.targets.reference_server", "--port", str(port), "--slots", str(slots),
             "--service-ms", str(service_ms), "--queue", str(queue)]
 
     @contextlib.contextmanager

@@ -27,7 +27,7 @@ from pathlib import Path
 import psutil
 
 from bench.common import Table, fmt
-from nightcap.registry import kill_process_tree
+from nightcap.run.registry import kill_process_tree
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "local.yaml"

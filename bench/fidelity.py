@@ -13,8 +13,9 @@ from __future__ import annotations
 import time
 
 from bench.common import Table, cpu_seconds, fmt, reference_server
-from nightcap.load.cluster import LocalLocust, summarize
-from nightcap.targets import payloads_for
+from nightcap.load.driver import summarize
+from nightcap.load.local import LocalLocust
+from nightcap.targets.plan import payloads_for
 from nightcap.config import validate
 
 SLOTS = 8

@@ -31,12 +31,12 @@ import httpx
 
 from bench.common import Table, cpu_seconds, fmt, spawned, which_locust
 from nightcap.config import validate
-from nightcap.load.cluster import LocalLocust
-from nightcap.measure import StepRunner
+from nightcap.load.local import LocalLocust
+from nightcap.load.runner import StepRunner
 from nightcap.platforms.base import PodSpec
 from nightcap.platforms.external import ExternalPlatform
 from nightcap.platforms.local import free_port
-from nightcap.targets import plan_target
+from nightcap.targets.plan import plan_target
 
 HERE = Path(__file__).resolve().parent
 USERS = 16

@@ -30,9 +30,9 @@ from typing import Callable
 import yaml
 
 from bench.common import Stack, Table, fmt, reference_config, reference_stack
-from nightcap.measure import StepRunner
+from nightcap.load.runner import StepRunner
 from nightcap.platforms.cgroups import detect
-from nightcap.reference_server import reference_capacity, reference_throughput
+from nightcap.targets.reference_server import reference_capacity, reference_throughput
 from nightcap.search import Measured, SearchParams, Slo, Point, find_saturation, judge
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -17,11 +17,11 @@ from prefect import flow, get_run_logger  # noqa: E402
 
 from nightcap.analysis.autoscale_metrics import AutoscaleSample, phase_start, summarize_autoscale  # noqa: E402
 from nightcap.config import AutoscalePhase  # noqa: E402
-from nightcap.context import RunContext  # noqa: E402
-from nightcap.load.cluster import summarize  # noqa: E402
-from nightcap.measure import BudgetExceeded, target_url  # noqa: E402
+from nightcap.run.context import RunContext  # noqa: E402
+from nightcap.load.base import target_url  # noqa: E402
+from nightcap.load.driver import summarize  # noqa: E402
+from nightcap.load.runner import BudgetExceeded  # noqa: E402
 from nightcap.platforms.base import HpaSpec  # noqa: E402
-from tasks.measure import generator, idle  # noqa: E402
 
 
 def one_pod_saturation(ctx: RunContext) -> tuple[int, float]:
@@ -110,7 +110,7 @@ def autoscale(run_id: str) -> dict:
     else:
         nodes_note = "node-pool autoscaling not requested (autoscale.nodes)"
     platform.scale(a.min_replicas)
-    gen = generator(ctx, ctx.config.load.workers)
+    gen = ctx.generator_for(ctx.config.load.workers)
     t0 = time.monotonic()
     try:
         if a.nodes and ctx.config.platform.gke and hasattr(platform, "enable_node_autoscaling"):
@@ -145,7 +145,7 @@ def autoscale(run_id: str) -> dict:
         raise
     finally:
         try:
-            idle(ctx)
+            ctx.idle_generator()
         finally:
             platform.disable_autoscaling()
             if hasattr(platform, "restore_node_autoscaling"):

@@ -20,14 +20,15 @@ from prefect.exceptions import TerminationSignal
 from prefect.context import get_run_context
 
 from nightcap.config import Config, load_config
-from nightcap.context import RunContext, new_run_id
-from nightcap.headline import headline_figures, summarize_run
-from nightcap.measure import BudgetExceeded
-from nightcap.preflight import RunLock, preflight
-from nightcap.cleanup import cleanup_dead_runs
-from nightcap.registry import RunRegistry
-from nightcap.report import headline, plot_p95_by_cores, write_markdown
-from nightcap.targets import api_key, plan_target
+from nightcap.run.context import RunContext, new_run_id
+from nightcap.results.summary import headline_figures, summarize_run
+from nightcap.load.runner import BudgetExceeded
+from nightcap.run.lock import RunLock
+from nightcap.run.safety import check_safety_limits
+from nightcap.run.cleanup import reap_dead_runs
+from nightcap.run.registry import RunRegistry
+from nightcap.results.report import headline, plot_p95_by_cores, write_markdown
+from nightcap.targets.plan import api_key, plan_target
 from tasks.artifacts import Progress, publish_summary, steps_table
 from tasks.platform import deploy, teardown
 
@@ -93,7 +94,7 @@ def _stop_once_on_signals() -> Iterator[None]:
 def open_run(cfg: Config, out: str | None) -> RunContext:
     run_id = new_run_id()
     out_dir = Path(out or f"reports/{cfg.target.name}-{run_id}")
-    for line in cleanup_dead_runs():
+    for line in reap_dead_runs():
         get_run_logger().warning("cleaned up after a dead run: %s", line)
     registry = RunRegistry(run_id)
     try:
@@ -106,7 +107,7 @@ def open_run(cfg: Config, out: str | None) -> RunContext:
     ctx.summary.update(run_id=run_id, target={"name": cfg.target.name, "kind": cfg.target.kind, "version": plan.version},
                        config_hash=cfg.config_hash(), stages={s: {"status": "pending"} for s in cfg.stages})
     try:
-        from nightcap.store import HistoryStore
+        from nightcap.results.store import HistoryStore
 
         ctx.store = HistoryStore(cfg.store.url, redact=[ctx.api_key] if ctx.api_key else [])
         ctx.store.mark_abandoned(cfg.load.max_duration_s + 600)
@@ -124,7 +125,7 @@ def capacity_check(config: str = "configs/local.yaml", overrides: list[str] | No
     """How much load can the model take, on what pod size, and how many pods and nodes does that cost?"""
     logger = get_run_logger()
     cfg = load_config(config, overrides or [])
-    preflight(cfg)
+    check_safety_limits(cfg)
     with _stop_once_on_signals(), RunLock(cfg.target.name):
         ctx = open_run(cfg, out)
         logger.info("run %s: report folder %s", ctx.run_id, ctx.out.resolve())

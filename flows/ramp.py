@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
-from nightcap.context import RunContext
-from nightcap.report import plot_ramp
+from nightcap.run.context import RunContext
+from nightcap.results.report import plot_ramp
 from tasks.measure import result_block, run_search, search_params
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 
 from nightcap.analysis.regression import check_regression, version_change
-from nightcap.context import RunContext
-from nightcap.headline import headline_figures, summarize_run
-from nightcap.store import version_label
+from nightcap.run.context import RunContext
+from nightcap.results.store import version_label
+from nightcap.results.summary import headline_figures, summarize_run
 
 
 @flow(name="regression-check", flow_run_name="regression {run_id}")
@@ -44,7 +44,7 @@ def regression(run_id: str) -> dict:
 def _trend(ctx: RunContext) -> None:
     """A trend plot of the headline figures over the last nights, tonight included."""
     try:
-        from nightcap.trend import trend_plot
+        from nightcap.results.trend import trend_plot
 
         frame = ctx.store.history(target=ctx.config.target.name, last=30)
         if len(frame) >= 2:

@@ -14,7 +14,7 @@ from prefect import flow, get_run_logger  # noqa: E402
 from nightcap.analysis.saturation import steps_frame  # noqa: E402
 from nightcap.analysis.sizing import slo_capacity_by_cores  # noqa: E402
 from nightcap.analysis.usl import UslFit, fit_usl_steps, predict  # noqa: E402
-from nightcap.context import RunContext  # noqa: E402
+from nightcap.run.context import RunContext  # noqa: E402
 from tasks.measure import run_search, search_params  # noqa: E402
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 
 from nightcap.analysis.sizing import size_rows
-from nightcap.context import RunContext
+from nightcap.run.context import RunContext
 
 
 def per_pod_figures(ctx: RunContext) -> dict:

@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from prefect import flow, get_run_logger  # noqa: E402
 
 from nightcap.analysis.tuning import Candidate, CandidateResult, TunePlanner, choose, evaluate, format_memory  # noqa: E402
-from nightcap.context import RunContext  # noqa: E402
+from nightcap.run.context import RunContext  # noqa: E402
 from nightcap.platforms.base import PlatformError, PodSpec  # noqa: E402
 from nightcap.search import SearchAborted  # noqa: E402
 from tasks.measure import run_search, search_params  # noqa: E402

@@ -1,0 +1,18 @@
+"""nightcap: nightly capacity checks of ML models served over HTTP, as Prefect flows.
+
+File map (each package's `__init__` says what lives in it):
+- `cli.py`        the `nightcap` command (run, validate, serve-reference, history, cleanup).
+- `config.py`     pydantic models: one validated Config flows through everything.
+- `quantities.py` CPU and memory quantities ("500m", "768Mi") parsed and formatted.
+- `search.py`     the saturation search (pure: takes a "measure one window" callable).
+- `analysis/`     pure capacity analysis: saturation, tuning, USL, sizing, HPA model, autoscale timings, regression.
+- `targets/`      what is measured: target plans, the bundled model, the reference server.
+- `platforms/`    where replicas run: Platform protocol, local processes + cgroups, Kubernetes, GKE; the factory.
+- `load/`         the load generator (Locust as processes or pods) and the step runner.
+- `run/`          the run's lifecycle: context, registry, cleanup, lock, safety limits, ports, Prefect server.
+- `results/`      step rows, summary, report, plots, history store.
+
+Data flows one way: config -> targets + platforms + load -> step rows -> search/analysis -> results.
+Prefect lives only in the top-level `flows/` (orchestration) and `tasks/` (the Prefect tasks); pure modules
+(search, analysis, quantities) import neither Prefect, Locust nor Kubernetes (tests/test_analysis_purity.py).
+"""

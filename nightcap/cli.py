@@ -32,9 +32,10 @@ def run(
     """Run the capacity-check flow on CONFIG."""
     try:
         cfg = load_config(config, set_)
-        from nightcap.preflight import RunLock, preflight
+        from nightcap.run.lock import RunLock
+        from nightcap.run.safety import check_safety_limits
 
-        preflight(cfg)
+        check_safety_limits(cfg)
         RunLock(cfg.target.name).check()  # before a Prefect server is started for nothing
     except ConfigError as exc:
         err.print(f"[red]{exc.render()}[/red]", highlight=False)
@@ -43,7 +44,7 @@ def run(
         err.print(f"[red]refused, nothing was started: {exc}[/red]", highlight=False)
         raise typer.Exit(2)
     signal.signal(signal.SIGTERM, _sigterm)
-    from nightcap.prefect_server import prefect_api
+    from nightcap.run.prefect_server import prefect_api
 
     try:
         with prefect_api(strip_env=tuple(v for v in [cfg.target.api_key_env] if v)) as api:
@@ -114,9 +115,9 @@ def validate(
     """Check a config (and its safety limits) without starting anything; print the resolved config."""
     try:
         cfg = load_config(config, set_)
-        from nightcap.preflight import preflight
+        from nightcap.run.safety import check_safety_limits
 
-        preflight(cfg)
+        check_safety_limits(cfg)
     except ConfigError as exc:
         err.print(f"[red]{exc.render()}[/red]", highlight=False)
         raise typer.Exit(2)
@@ -135,7 +136,7 @@ def serve_reference(
     host: str = typer.Option("127.0.0.1", help="address to bind"),
 ) -> None:
     """Serve the reference target, whose capacity is known exactly."""
-    from nightcap.reference_server import serve
+    from nightcap.targets.reference_server import serve
 
     serve(port=port, slots=slots, service_ms=service_ms, queue=queue, cpu_ms=cpu_ms, coherency_ms=coherency_ms,
           memory_mb=memory_mb, host=host)
@@ -148,7 +149,7 @@ def history(
     last: int = typer.Option(14, "--last", help="how many runs"),
 ) -> None:
     """Print the results history as a table."""
-    from nightcap.history_cli import history_command
+    from nightcap.results.history_cli import history_command
 
     history_command(store, target, last)
 
@@ -158,9 +159,9 @@ def cleanup(
     stale_after_s: float = typer.Option(60.0, help="a run whose heartbeat is older than this is dead"),
 ) -> None:
     """Stop processes, remove cgroups and restore cluster settings left by runs that died (only those)."""
-    from nightcap.cleanup import cleanup_dead_runs
+    from nightcap.run.cleanup import reap_dead_runs
 
-    done = cleanup_dead_runs(stale_after_s=stale_after_s)
+    done = reap_dead_runs(stale_after_s=stale_after_s)
     for line in done:
         out.print(line, highlight=False)
     out.print(f"{len(done)} thing(s) cleaned up" if done else "nothing left behind by dead runs")

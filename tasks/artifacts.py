@@ -17,8 +17,8 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 
-from nightcap.report import write_markdown
-from nightcap.steps import StepRow
+from nightcap.results.report import write_markdown
+from nightcap.results.steps import StepRow
 
 
 def artifact_key(target: str, what: str) -> str:

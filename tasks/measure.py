@@ -2,82 +2,16 @@
 
 from __future__ import annotations
 
-import logging
-import time
 from dataclasses import asdict
 from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from nightcap.context import RunContext
-from nightcap.load.cluster import LocalLocust
-from nightcap.measure import StepRunner
+from nightcap.run.context import RunContext
+from nightcap.load.runner import StepRunner
 from nightcap.search import SearchParams, SearchResult, Slo, find_saturation
-from nightcap.steps import StepRow
-
-
-def start_generator(ctx: RunContext, workers: int) -> Any:
-    """Locust master + workers where `load.generator` says: pods in the cluster, or local processes.
-
-    In the cluster they reuse the platform's API client (same credentials, same namespace, same run labels),
-    and send to the Service's DNS name; local processes send to `platform.service_url`.
-    """
-    t = ctx.config.target
-    if ctx.config.generator_site == "cluster":
-        from nightcap.load.kubernetes_locust import LOCUSTFILE, KubernetesLocust
-
-        api = getattr(getattr(ctx.platform, "kube", None), "api", None)
-        gen: Any = KubernetesLocust(ctx.config, ctx.run_id, api_client=api, payloads=ctx.plan.payloads,
-                                    api_key=ctx.api_key, locustfile=LOCUSTFILE.read_text(), workers=workers,
-                                    clock=getattr(ctx.platform, "clock", time))
-    else:
-        gen = LocalLocust(workers, ctx.plan.payloads, t.path, t.method, t.headers, t.request_timeout_s,
-                          ctx.config.load.reconnect_s, api_key=ctx.api_key, registry=ctx.registry,
-                          logdir=ctx.out / "logs", worker_cpu=ctx.config.load.worker_cpu)
-    try:
-        gen.start()
-    except BaseException:
-        try:
-            gen.stop()  # a half-started generator (pods created, processes spawned) is not left behind
-        except Exception as exc:
-            logging.getLogger(__name__).warning("cleaning up the load generator that failed to start: %s", exc)
-        raise
-    return gen
-
-
-def generator(ctx: RunContext, workers: int) -> Any:
-    """The run's generator with `workers` workers, idle: started on first use and kept for later searches.
-
-    Starting Locust costs seconds locally and a pod rollout (and its deletion) in a cluster, and tuning
-    alone runs a search per candidate. Pods are scaled to a new worker count; local processes restart.
-    """
-    gen = ctx.generator
-    if gen is not None and gen.workers != workers:
-        if hasattr(gen, "scale_workers"):
-            try:
-                gen.scale_workers(workers)
-            except Exception:
-                ctx.release_generator()
-                raise
-        else:
-            ctx.release_generator()
-            gen = None
-    if gen is None:
-        gen = ctx.generator = start_generator(ctx, workers)
-    return gen
-
-
-def idle(ctx: RunContext) -> None:
-    """Stop the swarm so the next search starts from zero users; a generator that cannot is dropped."""
-    gen = ctx.generator
-    if gen is None:
-        return
-    try:
-        gen.client.stop()
-    except Exception as exc:
-        logging.getLogger(__name__).info("the load generator did not stop its swarm (%s); it is replaced", exc)
-        ctx.release_generator()
+from nightcap.results.steps import StepRow
 
 
 @task(name="measure-window", task_run_name="{stage}: {users} users", cache_policy=NO_CACHE, persist_result=False)
@@ -111,7 +45,7 @@ def run_search(ctx: RunContext, stage: str, workers: int, params: SearchParams) 
     Teardown stops it at the end of the run, so nothing is left running whatever happens.
     """
     assert ctx.platform is not None
-    gen = generator(ctx, workers)
+    gen = ctx.generator_for(workers)
     try:
         runner = StepRunner(ctx.config, ctx.platform, gen, stage, ctx.record_step, ctx.deadline, ctx.spec,
                             ctx.next_step)
@@ -120,7 +54,7 @@ def run_search(ctx: RunContext, stage: str, workers: int, params: SearchParams) 
     except BaseException:
         ctx.release_generator()  # it may be what failed; the next search starts a fresh one
         raise
-    idle(ctx)
+    ctx.idle_generator()
     return result
 
 

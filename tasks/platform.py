@@ -5,34 +5,15 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from nightcap.context import RunContext
-from nightcap.platforms.base import Platform, PodSpec
-
-
-def make_platform(ctx: RunContext) -> Platform:
-    if ctx.plan.command is None:  # target.kind 'url': measured where it runs
-        from nightcap.platforms.external import ExternalPlatform
-
-        return ExternalPlatform(ctx.config)
-    if ctx.config.platform.kind == "kubernetes":
-        from nightcap.platforms.kubernetes import KubernetesPlatform
-
-        return KubernetesPlatform(ctx.config, ctx.run_id, registry=ctx.registry)
-    from nightcap.platforms.local import LocalPlatform
-
-    return LocalPlatform(ctx.config, ctx.plan, ctx.run_id, ctx.out / "replicas", registry=ctx.registry)
-
-
-def initial_spec(ctx: RunContext) -> PodSpec:
-    p = ctx.config.platform
-    return PodSpec(cpu=p.cpu, memory=p.memory, concurrency=p.concurrency or ctx.plan.default_concurrency)
+from nightcap.platforms.factory import initial_spec, make_platform
+from nightcap.run.context import RunContext
 
 
 @task(name="deploy", cache_policy=NO_CACHE, persist_result=False)
 def deploy(ctx: RunContext) -> None:
     logger = get_run_logger()
-    ctx.platform = make_platform(ctx)
-    ctx.spec = initial_spec(ctx)
+    ctx.platform = make_platform(ctx.config, ctx.plan, ctx.run_id, ctx.out, ctx.registry)
+    ctx.spec = initial_spec(ctx.config, ctx.plan)
     logger.info("deploying %s on %s: %d replica(s) of %s", ctx.config.target.name, ctx.config.platform.kind,
                 ctx.config.platform.replicas, ctx.spec)
     ctx.platform.deploy(ctx.spec, ctx.config.platform.replicas)

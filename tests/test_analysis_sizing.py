@@ -20,7 +20,7 @@ from nightcap.analysis.sizing import (
     slo_capacity_by_cores,
 )
 from nightcap.config import SizingConfig, SloConfig
-from nightcap.steps import StepRow, write_steps_csv
+from nightcap.results.steps import StepRow, write_steps_csv
 
 
 def test_rps_row_equals_the_hand_computation() -> None:

@@ -106,7 +106,7 @@ def test_monotonic_throughput_gives_a_sane_fit(first: float, increments: list[fl
 def test_fit_from_steps_uses_the_best_usable_rps_per_replica_count() -> None:
     from nightcap.analysis.saturation import steps_frame
     from nightcap.analysis.usl import fit_usl_steps
-    from nightcap.steps import StepRow
+    from nightcap.results.steps import StepRow
 
     rows = []
     for replicas in (1, 2, 3, 4):

@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from nightcap.bundled_model import ensure_model, model_dir_for, sample_payloads, serve_command, serve_env
-from nightcap.ports import free_port
+from nightcap.targets.bundled_model import ensure_model, model_dir_for, sample_payloads, serve_command, serve_env
+from nightcap.run.ports import free_port
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,7 @@ def test_ensure_model_is_idempotent(model_dir: Path) -> None:
 
 def test_ensure_model_survives_a_race(tmp_path: Path) -> None:
     """Two processes building the same cache: both succeed and one model remains."""
-    code = "import sys; from nightcap.bundled_model import ensure_model; print(ensure_model(sys.argv[1]))"
+    code = "import sys; from nightcap.targets.bundled_model import ensure_model; print(ensure_model(sys.argv[1]))"
     procs = [
         subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for _ in range(2)

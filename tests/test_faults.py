@@ -24,7 +24,7 @@ import psutil
 import pytest
 import yaml
 
-from nightcap.steps import read_steps_csv
+from nightcap.results.steps import read_steps_csv
 
 pytestmark = pytest.mark.slow
 
@@ -52,7 +52,7 @@ class StepHook:
     """Wraps StepRunner.measure: counts steps, and runs `inject(runner)` part-way into the Nth window."""
 
     def __init__(self, monkeypatch, at_step: int | None = None, inject=None, into_window_s: float = 0.4):
-        from nightcap.measure import StepRunner
+        from nightcap.load.runner import StepRunner
 
         self.measured = 0
         self.injected_at: int | None = None
@@ -333,7 +333,7 @@ def test_sigkill_then_cleanup_removes_exactly_what_the_run_left(prefect_api, lef
     config = tiny_config(tmp_path, search={"max_users": 64}, load={"max_users": 64})
     out = tmp_path / "out"
     # an unrelated process that looks like a replica, started by the test itself
-    unrelated = subprocess.Popen([sys.executable, "-m", "nightcap.reference_server", "--port", "0", "--slots", "1",
+    unrelated = subprocess.Popen([sys.executable, "-m", "nightcap.targets.reference_server", "--port", "0", "--slots", "1",
                                   "--service-ms", "1"], env=leftovers.env(NIGHTCAP_RUN_ID="not-a-nightcap-run"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                  start_new_session=True)
     leftovers.spared.add(unrelated.pid)

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from nightcap.config import validate
-from nightcap.context import RunContext
+from nightcap.run.context import RunContext
+import nightcap.run.context as context_mod
 import tasks.measure as measure
 
 
@@ -50,19 +51,19 @@ def ctx(tmp_path: Path) -> Any:
 def _factory(monkeypatch: pytest.MonkeyPatch, kind: type) -> list[Any]:
     started: list[Any] = []
 
-    def start(_ctx: Any, workers: int) -> Any:
+    def start(_config: Any, _run_id: str, workers: int, *_args: Any) -> Any:
         started.append(kind(workers))
         return started[-1]
-    monkeypatch.setattr(measure, "start_generator", start)
+    monkeypatch.setattr(context_mod, "start_generator", start)
     return started
 
 
 def test_local_generator_is_reused_and_replaced_when_the_worker_count_changes(ctx, monkeypatch) -> None:
     started = _factory(monkeypatch, LocalLike)
-    first = measure.generator(ctx, 1)
-    measure.idle(ctx)
-    assert measure.generator(ctx, 1) is first and first.client.stops == 1 and len(started) == 1
-    second = measure.generator(ctx, 3)  # local processes: a fresh master with 3 workers
+    first = ctx.generator_for(1)
+    ctx.idle_generator()
+    assert ctx.generator_for(1) is first and first.client.stops == 1 and len(started) == 1
+    second = ctx.generator_for(3)  # local processes: a fresh master with 3 workers
     assert first.stopped and second is not first and second.workers == 3 and ctx.generator is second
     ctx.release_generator()
     assert second.stopped and ctx.generator is None
@@ -71,17 +72,17 @@ def test_local_generator_is_reused_and_replaced_when_the_worker_count_changes(ct
 
 def test_pod_generator_is_scaled_not_recreated(ctx, monkeypatch) -> None:
     started = _factory(monkeypatch, PodLike)
-    first = measure.generator(ctx, 1)
-    assert measure.generator(ctx, 4) is first and first.workers == 4 and not first.stopped and len(started) == 1
+    first = ctx.generator_for(1)
+    assert ctx.generator_for(4) is first and first.workers == 4 and not first.stopped and len(started) == 1
 
 
 def test_a_generator_that_cannot_stop_its_swarm_is_dropped(ctx, monkeypatch) -> None:
     _factory(monkeypatch, LocalLike)
-    gen = measure.generator(ctx, 1)
+    gen = ctx.generator_for(1)
     gen.client = FakeClient(fail_stop=True)
-    measure.idle(ctx)
+    ctx.idle_generator()
     assert gen.stopped and ctx.generator is None
-    assert measure.generator(ctx, 1) is not gen
+    assert ctx.generator_for(1) is not gen
 
 
 def test_a_failed_search_stops_the_generator(ctx, monkeypatch) -> None:

@@ -26,7 +26,7 @@ import yaml
 
 from kmock_api import KmockApi
 from nightcap.platforms import manifests as mf
-from nightcap.ports import free_port
+from nightcap.run.ports import free_port
 
 NS = "capacity"
 SLOTS, SERVICE_MS = 4, 25.0
@@ -142,7 +142,7 @@ class FakeCluster(KmockApi):
 def reference_server(leftovers: Any) -> Iterator[int]:
     """The stand-in for the model pods; spared by `leftovers` (conftest), which checks the run's own processes."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "nightcap.reference_server", "--host", "127.0.0.1",
+    proc = subprocess.Popen([sys.executable, "-m", "nightcap.targets.reference_server", "--host", "127.0.0.1",
                              "--port", str(port), "--slots", str(SLOTS), "--service-ms", str(SERVICE_MS),
                              "--queue", "64"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     leftovers.spared.add(proc.pid)
@@ -349,14 +349,12 @@ def test_cluster_generator_runs_in_the_cluster_and_sends_to_the_service_dns(
     from types import SimpleNamespace
 
     from nightcap.load.kubernetes_locust import KubernetesLocust
-    from nightcap.measure import StepRunner, target_url
-    from tasks.measure import start_generator
+    from nightcap.load.base import start_generator, target_url
+    from nightcap.load.runner import StepRunner
 
     run = "run-gen"
     config, platform = _fast_platform(cluster, run, monkeypatch)
-    ctx = SimpleNamespace(config=config, run_id=run, platform=platform, plan=SimpleNamespace(payloads=[b'{"a": 1}']),
-                          api_key=None, registry=None, out=tmp_path)
-    gen = start_generator(ctx, 3)  # type: ignore[arg-type]
+    gen = start_generator(config, run, 3, [b'{"a": 1}'], None, platform, None, tmp_path / "logs")
     try:
         assert isinstance(gen, KubernetesLocust)
         created = [(r.data["kind"], r.data["metadata"]["name"]) for r in cluster.requests("POST")]
@@ -404,22 +402,21 @@ def test_cluster_generator_is_created_once_per_run_and_scaled_between_searches(
     """Tuning runs a search per candidate: each must not cost a Locust rollout and its deletion."""
     from types import SimpleNamespace
 
-    from nightcap.context import RunContext
-    from tasks.measure import generator, idle
+    from nightcap.run.context import RunContext
 
     run = "run-reuse"
     config, platform = _fast_platform(cluster, run, monkeypatch)
     ctx = RunContext(config=config, run_id=run, out=tmp_path, plan=SimpleNamespace(payloads=[b"{}"]),  # type: ignore[arg-type]
                      platform=platform)
     try:
-        first = generator(ctx, 1)
+        first = ctx.generator_for(1)
         first._client = RecordingClient()  # type: ignore[assignment]
-        idle(ctx)  # between searches: the swarm stops, the pods stay
-        assert generator(ctx, 1) is first
+        ctx.idle_generator()  # between searches: the swarm stops, the pods stay
+        assert ctx.generator_for(1) is first
         posts = [(r.data["kind"], r.data["metadata"]["name"]) for r in cluster.requests("POST")]
         assert posts == [("ConfigMap", mf.locust_name(run, "files")), ("Deployment", first.master_name),
                          ("Service", first.master_name), ("Deployment", first.worker_name)]
-        assert generator(ctx, 3) is first and first.workers == 3 and first.alive_workers() == 3
+        assert ctx.generator_for(3) is first and first.workers == 3 and first.alive_workers() == 3
         patches = [r for r in cluster.requests("PATCH") if r.url.path.endswith(f"/deployments/{first.worker_name}")]
         assert [p.data["spec"]["replicas"] for p in patches] == [3]
         assert [(r.data["kind"], r.data["metadata"]["name"]) for r in cluster.requests("POST")] == posts  # nothing new
@@ -453,7 +450,7 @@ def test_node_pool_original_is_recorded_before_the_change_and_restored_by_cleanu
     from nightcap.platforms.base import HpaSpec, PodSpec
     from nightcap.platforms.gke import GkeNodePools, restore_recorded
     from nightcap.platforms.kubernetes import KubernetesPlatform, cleanup_run
-    from nightcap.registry import RunRegistry, cleanup_dead
+    from nightcap.run.registry import RunRegistry, cleanup_dead
     from nightcap.config import validate
 
     config = validate({

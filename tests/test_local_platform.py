@@ -13,7 +13,7 @@ from nightcap.config import validate
 from nightcap.platforms.base import PodSpec
 from nightcap.platforms.cgroups import detect, leftover_groups
 from nightcap.platforms.local import LocalPlatform
-from nightcap.targets import plan_target
+from nightcap.targets.plan import plan_target
 
 pytestmark = pytest.mark.slow
 LIMITS = detect().enforced

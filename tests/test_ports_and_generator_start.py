@@ -7,8 +7,9 @@ import socket
 import psutil
 import pytest
 
-from nightcap.load.cluster import LoadError, LocalLocust
-from nightcap.ports import candidate_range, ephemeral_range, free_port
+from nightcap.load.driver import LoadError
+from nightcap.load.local import LocalLocust
+from nightcap.run.ports import candidate_range, ephemeral_range, free_port
 
 
 def test_ports_are_outside_the_ephemeral_range_and_never_repeat() -> None:
@@ -22,7 +23,7 @@ def test_ports_are_outside_the_ephemeral_range_and_never_repeat() -> None:
 
 
 def test_a_range_that_covers_nearly_every_port_falls_back_to_the_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("nightcap.ports.ephemeral_range", lambda: (1024, 65000))
+    monkeypatch.setattr("nightcap.run.ports.ephemeral_range", lambda: (1024, 65000))
     assert candidate_range() is None
     assert 1 <= free_port() <= 65535
 
@@ -32,7 +33,7 @@ def test_a_port_in_use_is_not_handed_out(monkeypatch: pytest.MonkeyPatch) -> Non
         taken.bind(("127.0.0.1", 0))
         busy = taken.getsockname()[1]
         taken.listen()
-        monkeypatch.setattr("nightcap.ports.candidate_range", lambda: (busy, busy))
+        monkeypatch.setattr("nightcap.run.ports.candidate_range", lambda: (busy, busy))
         assert free_port(attempts=5) != busy  # every pick was busy: the kernel's choice instead
 
 
@@ -65,7 +66,7 @@ def test_a_master_that_keeps_dying_names_its_log(monkeypatch: pytest.MonkeyPatch
     squatter.bind(("127.0.0.1", 0))
     squatter.listen()
     busy = squatter.getsockname()[1]
-    monkeypatch.setattr("nightcap.load.cluster.free_port", lambda: busy)
+    monkeypatch.setattr("nightcap.load.local.free_port", lambda: busy)
     gen = _generator()
     try:
         with pytest.raises(LoadError, match=r"failed to start 2 times \(could not bind its port\); last lines of .*master\.log"):

@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from nightcap.platforms.local import free_port
-from nightcap.registry import kill_process_tree
+from nightcap.run.registry import kill_process_tree
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from nightcap.reference_server import reference_capacity, reference_throughput
+from nightcap.targets.reference_server import reference_capacity, reference_throughput
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -35,7 +35,7 @@ def reference_server(
     ``cgroup_procs``: cgroup.procs files the child joins before it execs (so limits hold from
     its first allocation).
     """
-    argv = [sys.executable, "-m", "nightcap.reference_server", "--port", "0"]
+    argv = [sys.executable, "-m", "nightcap.targets.reference_server", "--port", "0"]
     for key, value in options.items():
         argv += [f"--{key.replace('_', '-')}", str(value)]
 
@@ -270,7 +270,7 @@ def test_cpu_limit_gives_cpu_capacity() -> None:
 def test_memory_limit_below_ballast_is_oom_killed() -> None:
     limit = 64 * 2**20
     with v1_cgroup("memory", **{"memory.limit_in_bytes": limit}) as group:
-        argv = [sys.executable, "-m", "nightcap.reference_server", "--port", "0", "--slots", "1",
+        argv = [sys.executable, "-m", "nightcap.targets.reference_server", "--port", "0", "--slots", "1",
                 "--service-ms", "1", "--memory-mb", "128"]
         proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 preexec_fn=lambda: (group / "cgroup.procs").write_text(str(os.getpid())))

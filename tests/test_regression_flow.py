@@ -60,7 +60,7 @@ def night(prefect_api, tmp_path_factory):
 
 
 def history(store_url: str):
-    from nightcap.store import HistoryStore
+    from nightcap.results.store import HistoryStore
 
     return HistoryStore(store_url)
 
@@ -109,7 +109,7 @@ def test_slower_target_fails_the_flow_and_noise_does_not(night):
     # and `nightcap history` says so next to the status
     from rich.console import Console
 
-    from nightcap.history_cli import history_command
+    from nightcap.results.history_cli import history_command
 
     console = Console(record=True, width=200)
     history_command(store_url, "reference-regression", 10, console=console)

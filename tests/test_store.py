@@ -9,8 +9,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from nightcap.config import validate
-from nightcap.steps import StepRow
-from nightcap.store import SCHEMA_VERSION, HistoryStore, StoreError
+from nightcap.results.steps import StepRow
+from nightcap.results.store import SCHEMA_VERSION, HistoryStore, StoreError
 
 SECRET = "sk-test-never-store-me-0123456789"
 
@@ -213,8 +213,8 @@ def test_bad_url_is_a_clear_error(tmp_path):
 def test_history_table_and_trend_plot(db_url, tmp_path):
     from rich.console import Console
 
-    from nightcap.history_cli import history_command
-    from nightcap.trend import trend_plot
+    from nightcap.results.history_cli import history_command
+    from nightcap.results.trend import trend_plot
 
     console = Console(record=True, width=140)
     history_command(db_url.replace("history.db", "missing.db"), None, 5, console=console)
@@ -243,8 +243,8 @@ def test_sigkill_mid_run_leaves_a_consistent_history(db_url):
     script = textwrap.dedent(f"""
         import os, signal
         from nightcap.config import validate
-        from nightcap.steps import StepRow
-        from nightcap.store import HistoryStore
+        from nightcap.results.steps import StepRow
+        from nightcap.results.store import HistoryStore
         store = HistoryStore({db_url!r})
         config = validate({{"target": {{"name": "ref", "kind": "reference"}}, "slo": {{"p95_ms": 1000}}}})
         store.start_run("killed", config, {{}})

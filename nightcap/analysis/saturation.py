@@ -1,49 +1,16 @@
-"""Small rules on measured steps that every stage shares: which steps count, when two agree, where to operate."""
+"""Which measured steps count for capacity, shared by every frame-based analysis (USL, sizing).
+
+The search's own rules (when two windows agree, where to operate) live in `nightcap/search.py`."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any, Iterable, Mapping
 
 import pandas as pd
 
-from nightcap.steps import STEP_COLUMNS, StepRow
-
-
-@dataclass(frozen=True)
-class OperatingPoint:
-    """Where to run in production: a fraction (headroom) of the saturation point."""
-
-    rps: float
-    users: int
-    headroom: float
-
-
-def operating_point(sat_rps: float, sat_users: int, headroom: float = 0.7) -> OperatingPoint:
-    """Scale the saturation point by `headroom` (0.7 in the recipe) so bursts do not tip it over.
-
-    Users are rounded down (never above the fraction asked for), but stay ≥ 1 when the saturation
-    point had any users, so a tiny saturation point still yields a usable operating point.
-    """
-    if not 0 < headroom <= 1:
-        raise ValueError(f"headroom must be in (0, 1], got {headroom}")
-    if sat_rps < 0 or sat_users < 0:
-        raise ValueError(f"saturation must not be negative (rps={sat_rps}, users={sat_users})")
-    users = math.floor(sat_users * headroom + 1e-9)
-    if sat_users > 0:
-        users = max(1, users)
-    return OperatingPoint(rps=sat_rps * headroom, users=users, headroom=headroom)
-
-
-def is_stable(a: float, b: float, within: float = 0.10) -> bool:
-    """Two measurements agree when they differ by at most `within` of the larger one (0 and 0 agree)."""
-    if within < 0:
-        raise ValueError(f"within must be ≥ 0, got {within}")
-    if not (math.isfinite(a) and math.isfinite(b)):
-        return False
-    scale = max(abs(a), abs(b))
-    return scale == 0 or abs(a - b) <= within * scale + 1e-12
+from nightcap.results.steps import STEP_COLUMNS, StepRow
 
 
 def _truthy(value: Any, default: bool = False) -> bool:

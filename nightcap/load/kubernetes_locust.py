@@ -9,17 +9,16 @@ never in a manifest, a ConfigMap or a log, and garbage collection removes it wit
 
 from __future__ import annotations
 
-import json
 import logging
 import socket
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kubernetes import client as k8s
 
 from nightcap.config import Config
-from nightcap.load.cluster import MasterClient
+from nightcap.load.base import API_KEY_VAR, LOCUSTFILE, locust_env
+from nightcap.load.driver import MasterClient
 from nightcap.platforms import manifests as mf
 from nightcap.platforms.base import PlatformError
 from nightcap.platforms.kubernetes import Kube, KubeApiError, MERGE_PATCH, PortForward, api_client_for, pod_ready, \
@@ -30,8 +29,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-LOCUSTFILE = Path(__file__).with_name("locustfile.py")
-API_KEY_VAR = "NIGHTCAP_API_KEY"
 CONFIGMAP_BUDGET = 900_000  # bytes of payloads; a ConfigMap holds at most 1 MiB
 
 
@@ -53,18 +50,11 @@ class KubernetesLocust:
         self.notes: list[str] = []
         self._files = {"locustfile.py": locustfile if locustfile is not None else LOCUSTFILE.read_text(),
                        "payloads.jsonl": self._payload_text(payloads or [b"{}"])}
-        self._env = {
-            "NIGHTCAP_PATH": config.target.path,
-            "NIGHTCAP_METHOD": config.target.method,
-            "NIGHTCAP_PAYLOADS": f"{mf.LOCUST_MOUNT}/payloads.jsonl",
-            "NIGHTCAP_HEADERS": json.dumps(config.target.headers),
-            "NIGHTCAP_TIMEOUT_S": str(config.target.request_timeout_s),
-            "NIGHTCAP_RECONNECT_S": str(config.load.reconnect_s),
-            "PYTHONUNBUFFERED": "1",
-        }
+        t = config.target
+        self._env = locust_env(t.path, t.method, t.headers, t.request_timeout_s, config.load.reconnect_s,
+                               f"{mf.LOCUST_MOUNT}/payloads.jsonl", with_api_key=bool(api_key))
         self._secret_env: dict[str, tuple[str, str]] | None = None
         if api_key:
-            self._env["NIGHTCAP_API_KEY_ENV"] = API_KEY_VAR
             self._secret_env = {API_KEY_VAR: (mf.locust_name(run_id, "key"), "api-key")}
         self._forward: PortForward | None = None
         self.master_name = mf.locust_name(run_id, "master")
@@ -102,7 +92,7 @@ class KubernetesLocust:
                                self._selector(mf.LOCUST_WORKER), self.poll_s)
         self._worker_pods = self._worker_snapshot()
 
-    # --- what StepRunner and the stages drive (nightcap.measure.Generator) ---------------------------------
+    # --- what StepRunner and the stages drive (nightcap.load.base.Generator) -----------------------------------
 
     @property
     def client(self) -> MasterClient:

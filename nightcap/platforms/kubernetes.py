@@ -38,7 +38,7 @@ from nightcap.quantities import QuantityError, parse_cpu, parse_memory
 
 if TYPE_CHECKING:
     from nightcap.platforms.gke import GkeNodePools
-    from nightcap.registry import RunRegistry
+    from nightcap.run.registry import RunRegistry
 
 log = logging.getLogger(__name__)
 

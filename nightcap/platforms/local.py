@@ -23,10 +23,10 @@ import psutil
 
 from nightcap.config import Config
 from nightcap.platforms.base import AutoscaleStatus, HpaSpec, Observation, PlatformError, PodSpec, ReplicaSample
-from nightcap.ports import free_port  # noqa: F401  (re-exported: tests and bench import it from here)
+from nightcap.run.ports import free_port  # noqa: F401  (re-exported: tests and bench import it from here)
 from nightcap.platforms.cgroups import PREFIX, CgroupSupport, ReplicaCgroup, detect
-from nightcap.registry import RunRegistry, stop_process
-from nightcap.targets import TargetPlan
+from nightcap.run.registry import RunRegistry, stop_process
+from nightcap.targets.plan import TargetPlan
 
 MAX_RESTARTS = 5
 MIN_RATE_INTERVAL_S = 0.5

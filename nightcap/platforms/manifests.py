@@ -111,7 +111,7 @@ def model_argv(config: Config) -> tuple[list[str] | None, dict[str, str]]:
     if t.command:
         return list(t.command), {}
     if t.kind == "reference":
-        argv = ["python", "-m", "nightcap.reference_server", "--host", "0.0.0.0", "--port", "{port}",
+        argv = ["python", "-m", "nightcap.targets.reference_server", "--host", "0.0.0.0", "--port", "{port}",
                 "--slots", "{concurrency}", "--service-ms", str(t.service_ms), "--queue", str(t.queue),
                 "--cpu-ms", str(t.cpu_ms)]
         if t.coherency_ms:

@@ -1,41 +1,22 @@
-"""One load step against the platform: users held, warm-up, a measured window, replicas watched meanwhile."""
+"""One load step against the platform: users held, warm-up, a measured window, replicas watched meanwhile.
+
+The search (`nightcap.search`) calls `StepRunner.measure(users)` once per window; every row is handed on at once.
+"""
 
 from __future__ import annotations
 
 import statistics
 import threading
 import time
-from typing import Callable, Protocol
+from typing import Callable
 
 import httpx
 
 from nightcap.config import Config
-from nightcap.load.cluster import LoadError, MasterClient, summarize
+from nightcap.load.base import Generator, target_url
+from nightcap.load.driver import LoadError, summarize
 from nightcap.platforms.base import Observation, Platform, PodSpec
-from nightcap.steps import StepRow
-
-
-class Generator(Protocol):
-    """The load side: local processes or pods in a cluster."""
-
-    client: MasterClient
-    workers: int
-
-    def alive_workers(self) -> int: ...
-
-    def mark_cpu(self) -> None: ...
-
-    def generator_cpu_pct(self) -> list[float]: ...
-
-
-def target_url(generator: object, platform: Platform) -> str:
-    """The URL the generator's users send to: the generator knows where it runs.
-
-    In-cluster Locust sends to the Service's DNS name (`generator.target_url(platform)`); local processes
-    send to `platform.service_url` (local replicas, or a port-forward into the cluster).
-    """
-    own = getattr(generator, "target_url", None)
-    return own(platform) if callable(own) else platform.service_url
+from nightcap.results.steps import StepRow
 
 
 class BudgetExceeded(RuntimeError):

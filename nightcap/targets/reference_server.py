@@ -428,7 +428,7 @@ def serve(
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m nightcap.reference_server",
+        prog="python -m nightcap.targets.reference_server",
         description="HTTP server with exactly known capacity: slots*1000/(service_ms+cpu_ms) rps.",
     )
     parser.add_argument("--port", type=int, required=True, help="0 picks a free port")

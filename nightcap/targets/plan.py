@@ -59,7 +59,7 @@ def payloads_for(target: TargetConfig) -> list[bytes]:
     if target.payload_file:
         return _file_payloads(Path(target.payload_file))
     if target.kind == "mlflow" and not target.model_uri:
-        from nightcap.bundled_model import sample_payloads
+        from nightcap.targets.bundled_model import sample_payloads
 
         return [json.dumps(p).encode() for p in sample_payloads(64)]
     return [b'{"inputs": [[1.0, 2.0, 3.0]]}']
@@ -69,7 +69,7 @@ def plan_target(config: Config) -> TargetPlan:
     t = config.target
     payloads = payloads_for(t)
     if t.kind == "reference":
-        cmd = [sys.executable, "-m", "nightcap.reference_server", "--port", "{port}", "--slots", "{concurrency}",
+        cmd = [sys.executable, "-m", "nightcap.targets.reference_server", "--port", "{port}", "--slots", "{concurrency}",
                "--service-ms", str(t.service_ms), "--queue", str(t.queue), "--cpu-ms", str(t.cpu_ms)]
         if t.coherency_ms:
             cmd += ["--coherency-ms", str(t.coherency_ms)]
@@ -79,7 +79,7 @@ def plan_target(config: Config) -> TargetPlan:
                    "coherency_ms": t.coherency_ms}
         return TargetPlan(cmd, payloads=payloads, default_concurrency=t.slots, version=version)
     if t.kind == "mlflow":
-        from nightcap.bundled_model import ensure_model, serve_command, serve_env
+        from nightcap.targets.bundled_model import ensure_model, serve_command, serve_env
 
         model_dir = Path(t.model_uri) if t.model_uri else ensure_model()
         if not (model_dir / "MLmodel").exists():

@@ -1,13 +1,18 @@
-"""The state of one capacity-check run, shared by the stages.
+"""The state of one capacity-check run, shared by the stages, and the run's one load generator.
 
 Stages hand each other the tuned pod size and the saturation points through here. Every measured step is
 written to `steps.csv` and the history the moment it is measured, so a stage that fails (or a run that is
 killed) keeps every step already measured.
+
+Stage subflows take a `run_id` and look the context up in `_RUNS` (a process-wide dict) instead of taking
+the context itself: Prefect records flow parameters through its API and shows them in the UI, so they must
+be serializable, and the context holds live processes, API clients and open files.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -16,10 +21,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from nightcap.config import Config
+from nightcap.load.base import Generator, start_generator
 from nightcap.platforms.base import Platform, PodSpec
-from nightcap.registry import RunRegistry
-from nightcap.steps import StepRow, write_steps_csv
-from nightcap.targets import TargetPlan
+from nightcap.run.registry import RunRegistry
+from nightcap.results.steps import StepRow, write_steps_csv
+from nightcap.targets.plan import TargetPlan
 
 _RUNS: dict[str, "RunContext"] = {}
 
@@ -39,7 +45,7 @@ class RunContext:
     platform: Platform | None = None
     spec: PodSpec | None = None
     api_key: str | None = None
-    generator: Any = None  # the run's load generator, kept across searches (tasks.measure.generator)
+    generator: Any = None  # the run's load generator, kept across searches (generator_for)
     steps: list[StepRow] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
@@ -60,6 +66,39 @@ class RunContext:
 
     def forget(self) -> None:
         _RUNS.pop(self.run_id, None)
+
+    def generator_for(self, workers: int) -> Generator:
+        """The run's generator with `workers` workers, idle: started on first use and kept for later searches.
+
+        Starting Locust costs seconds locally and a pod rollout (and its deletion) in a cluster, and tuning
+        alone runs a search per candidate. Pods are scaled to a new worker count; local processes restart.
+        """
+        gen = self.generator
+        if gen is not None and gen.workers != workers:
+            if hasattr(gen, "scale_workers"):
+                try:
+                    gen.scale_workers(workers)
+                except Exception:
+                    self.release_generator()
+                    raise
+            else:
+                self.release_generator()
+                gen = None
+        if gen is None:
+            gen = self.generator = start_generator(self.config, self.run_id, workers, self.plan.payloads,
+                                                   self.api_key, self.platform, self.registry, self.out / "logs")
+        return gen
+
+    def idle_generator(self) -> None:
+        """Stop the swarm so the next search starts from zero users; a generator that cannot is dropped."""
+        gen = self.generator
+        if gen is None:
+            return
+        try:
+            gen.client.stop()
+        except Exception as exc:
+            logging.getLogger(__name__).info("the load generator did not stop its swarm (%s); it is replaced", exc)
+            self.release_generator()
 
     def release_generator(self) -> None:
         """Stop the run's load generator (processes or pods) if one is running; idempotent."""

@@ -6,7 +6,7 @@ machine) leaves nothing behind for longer than one night.
 
 from __future__ import annotations
 
-from nightcap.registry import STALE_AFTER_S, cleanup_dead
+from nightcap.run.registry import STALE_AFTER_S, cleanup_dead
 
 
 def kubernetes_cleanup(record: dict) -> None:
@@ -30,6 +30,8 @@ def node_pool_restore(pool: dict) -> None:
     restore_recorded(pool)
 
 
-def cleanup_dead_runs(stale_after_s: float = STALE_AFTER_S) -> list[str]:
+def reap_dead_runs(stale_after_s: float = STALE_AFTER_S) -> list[str]:
+    """Everything every dead run left, on every platform it used (the Kubernetes-only part is
+    `nightcap.platforms.kubernetes.cleanup_dead_runs`, which deletes one namespace's objects of dead runs)."""
     return cleanup_dead(stale_after_s=stale_after_s, kubernetes_cleanup=kubernetes_cleanup,
                         node_pool_restore=node_pool_restore)

@@ -15,7 +15,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from nightcap.steps import StepRow  # noqa: E402
+from nightcap.results.steps import StepRow  # noqa: E402
 
 
 def _fmt(value: Any, digits: int = 1, unit: str = "") -> str:

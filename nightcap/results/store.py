@@ -28,7 +28,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError, ProgrammingError, SQLAlchemyError
 
 from nightcap.analysis.regression import finite
-from nightcap.steps import StepRow
+from nightcap.results.steps import StepRow
 
 if TYPE_CHECKING:
     import pandas as pd

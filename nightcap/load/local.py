@@ -1,7 +1,7 @@
-"""A Locust master and N worker processes on loopback, and the HTTP driver that controls them.
+"""The local generator: a Locust master and N worker processes on loopback (the `Generator` of `base.py`).
 
-Locust is never imported here: it monkey-patches with gevent. We start it as processes and talk to the
-master's web API, as a person would with the web UI.
+Locust is never imported here: it monkey-patches with gevent. We start it as processes and drive the
+master's web API (`driver.py`), as a person would with the web UI.
 """
 
 from __future__ import annotations
@@ -12,22 +12,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 import psutil
 
-from nightcap.ports import free_port
-from nightcap.registry import RunRegistry, stop_process
-
-LOCUSTFILE = Path(__file__).with_name("locustfile.py")
-API_KEY_VAR = "NIGHTCAP_API_KEY"
-
-
-class LoadError(RuntimeError):
-    """The load generator could not be started or stopped responding."""
+from nightcap.load.base import API_KEY_VAR, LOCUSTFILE, locust_env
+from nightcap.load.driver import LoadError, MasterClient
+from nightcap.run.ports import free_port
+from nightcap.run.registry import RunRegistry, stop_process
 
 
 class MasterExited(Exception):
@@ -59,77 +52,6 @@ def _tail(path: Path, offset: int = 0, lines: int = 6) -> str:
     return "\n".join((errors or text)[-lines:])
 
 
-@dataclass
-class Window:
-    """What the master saw over one measured window, summed over workers."""
-
-    requests: int
-    failures: int
-    rps: float
-    p50_ms: float | None
-    p90_ms: float | None
-    p95_ms: float | None
-    p99_ms: float | None
-    users: int
-    workers: int
-    errors: list[dict[str, Any]]
-
-
-class MasterClient:
-    """The Locust master's web API: swarm, reset, read, stop (all POST except reads)."""
-
-    def __init__(self, base_url: str, timeout_s: float = 10.0):
-        self.base_url = base_url.rstrip("/")
-        self.http = httpx.Client(base_url=self.base_url, timeout=timeout_s)
-
-    def swarm(self, users: int, spawn_rate: float, host: str, user_rps: float = 0.0) -> None:
-        """Hold `users` users; with `user_rps` each is paced to that rate (offered load), else closed loop."""
-        r = self.http.post("/swarm", data={"user_count": users, "spawn_rate": spawn_rate, "host": host,
-                                           "user_rps": user_rps})
-        r.raise_for_status()
-        body = r.json()
-        if not body.get("success", False):
-            raise LoadError(f"Locust refused to swarm: {body.get('message')}")
-
-    def reset(self) -> None:
-        self.http.post("/stats/reset").raise_for_status()
-
-    def stop(self) -> None:
-        self.http.post("/stop").raise_for_status()
-
-    def window(self, timeout_s: float | None = None) -> dict[str, Any]:
-        r = self.http.get("/nightcap/window", **({"timeout": timeout_s} if timeout_s else {}))
-        r.raise_for_status()
-        return r.json()
-
-    def close(self) -> None:
-        self.http.close()
-
-
-def summarize(raw: dict[str, Any]) -> Window:
-    """Exact rps: each worker's requests over the time its reports covered, summed."""
-    workers = raw.get("workers", {})
-    rps = sum(w["requests"] / w["covered_s"] for w in workers.values() if w["covered_s"] > 0)
-    total = raw.get("total", {})
-
-    def pct(key: str) -> float | None:
-        value = total.get(key)
-        return float(value) if value not in (None, 0) or total.get("num_requests") else None
-
-    return Window(
-        requests=int(sum(w["requests"] for w in workers.values())),
-        failures=int(sum(w["failures"] for w in workers.values())),
-        rps=rps,
-        p50_ms=pct("response_time_percentile_0.5"),
-        p90_ms=pct("response_time_percentile_0.9"),
-        p95_ms=pct("response_time_percentile_0.95"),
-        p99_ms=pct("response_time_percentile_0.99"),
-        users=int(raw.get("user_count", 0)),
-        workers=len(workers),
-        errors=raw.get("errors", []),
-    )
-
-
 class LocalLocust:
     """Master + workers as local processes; `workers=1` is the single-client case."""
 
@@ -147,23 +69,14 @@ class LocalLocust:
         payload_file = self._tmp / "payloads.jsonl"
         payload_file.write_bytes(b"\n".join(payloads) + b"\n")
         self.web_port, self.bind_port = free_port(), free_port()
-        self.env = {
-            **os.environ,
-            "NIGHTCAP_PATH": path,
-            "NIGHTCAP_METHOD": method,
-            "NIGHTCAP_PAYLOADS": str(payload_file),
-            "NIGHTCAP_HEADERS": __import__("json").dumps(headers),
-            "NIGHTCAP_TIMEOUT_S": str(timeout_s),
-            "NIGHTCAP_RECONNECT_S": str(reconnect_s),
-            "PYTHONUNBUFFERED": "1",
-        }
+        self.env = {**os.environ, **locust_env(path, method, headers, timeout_s, reconnect_s, str(payload_file),
+                                               with_api_key=bool(api_key))}
         self.env.pop(API_KEY_VAR, None)
         if registry is not None:  # so the run's generators can be found by run id, like its replicas
             self.env["NIGHTCAP_RUN_ID"] = registry.record.run_id
         if api_key:
-            # Only in the workers' environment, never on a command line (ps would show it) or in a file.
+            # Only in the Locust processes' environment, never on a command line (ps would show it) or in a file.
             self.env[API_KEY_VAR] = api_key
-            self.env["NIGHTCAP_API_KEY_ENV"] = API_KEY_VAR
         self.master: subprocess.Popen | None = None
         self.worker_procs: list[subprocess.Popen] = []
         self.client = MasterClient(f"http://127.0.0.1:{self.web_port}")

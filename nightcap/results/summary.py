@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from nightcap.context import RunContext
+from nightcap.run.context import RunContext
 
 
 def _pick(summary: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from nightcap.store import DEFAULT_URL, HistoryStore, StoreError, safe_url
+from nightcap.results.store import DEFAULT_URL, HistoryStore, StoreError, safe_url
 
 _STATUS_STYLE = {"completed": "green", "failed": "red", "cancelled": "yellow", "running": "cyan"}
 

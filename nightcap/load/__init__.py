@@ -1,0 +1,12 @@
+"""The load generator: Locust master + workers, driven over the master's HTTP API (Locust is never imported here).
+
+- `base.py`              Generator protocol, the locustfile's environment contract (`locust_env`, LOCUSTFILE,
+                         API_KEY_VAR), `target_url`, and `start_generator` (the factory: local or in-cluster).
+- `driver.py`            MasterClient (swarm, reset, window, stop), Window and `summarize`.
+- `local.py`             LocalLocust: master and workers as processes on this machine.
+- `kubernetes_locust.py` KubernetesLocust: master and workers as pods next to the model.
+- `runner.py`            StepRunner: one measured window (warm-up, window, replicas watched) -> StepRow.
+- `locustfile.py`        what runs inside Locust (a separate process or pod).
+
+Depends on: config, platforms (base; kubernetes for the in-cluster generator), run (ports, registry), results (steps).
+"""

@@ -1,0 +1,107 @@
+"""What every load generator shares: the `Generator` protocol, the Locust environment contract, the factory.
+
+Two generators implement the protocol: `LocalLocust` (`local.py`, master and workers as processes on this
+machine) and `KubernetesLocust` (`kubernetes_locust.py`, pods next to the model). Both run the same
+`locustfile.py`, configured only through the environment built by `locust_env`, and both are driven through
+the master's HTTP API (`driver.py`). The step runner (`runner.py`) measures windows with whichever one runs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from nightcap.config import Config
+from nightcap.load.driver import MasterClient
+from nightcap.platforms.base import Platform
+
+if TYPE_CHECKING:
+    from nightcap.run.registry import RunRegistry
+
+LOCUSTFILE = Path(__file__).with_name("locustfile.py")
+API_KEY_VAR = "NIGHTCAP_API_KEY"  # the variable holding the key in the Locust processes' environment
+
+
+class Generator(Protocol):
+    """The load side: local processes or pods in a cluster."""
+
+    client: MasterClient
+    workers: int
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def alive_workers(self) -> int: ...
+
+    def mark_cpu(self) -> None: ...
+
+    def generator_cpu_pct(self) -> list[float]: ...
+
+
+def locust_env(path: str, method: str, headers: dict[str, str], timeout_s: float, reconnect_s: float,
+               payloads_path: str, with_api_key: bool) -> dict[str, str]:
+    """The locustfile's settings (see its docstring), the same for local processes and pods.
+
+    The key itself is never in here: with `with_api_key` the locustfile is told the *name* of the variable
+    (`API_KEY_VAR`) that the generator fills from its own secret store (process environment or a Secret).
+    """
+    env = {
+        "NIGHTCAP_PATH": path,
+        "NIGHTCAP_METHOD": method,
+        "NIGHTCAP_PAYLOADS": payloads_path,
+        "NIGHTCAP_HEADERS": json.dumps(headers),
+        "NIGHTCAP_TIMEOUT_S": str(timeout_s),
+        "NIGHTCAP_RECONNECT_S": str(reconnect_s),
+        "PYTHONUNBUFFERED": "1",
+    }
+    if with_api_key:
+        env["NIGHTCAP_API_KEY_ENV"] = API_KEY_VAR
+    return env
+
+
+def target_url(generator: object, platform: Platform) -> str:
+    """The URL the generator's users send to: the generator knows where it runs.
+
+    In-cluster Locust sends to the Service's DNS name (`generator.target_url(platform)`); local processes
+    send to `platform.service_url` (local replicas, or a port-forward into the cluster).
+    """
+    own = getattr(generator, "target_url", None)
+    return own(platform) if callable(own) else platform.service_url
+
+
+def start_generator(config: Config, run_id: str, workers: int, payloads: list[bytes], api_key: str | None,
+                    platform: Platform | None, registry: "RunRegistry | None", logdir: Path) -> Generator:
+    """Locust master + workers where `load.generator` says: pods in the cluster, or local processes.
+
+    In the cluster they reuse the platform's API client (same credentials, same namespace, same run labels),
+    and send to the Service's DNS name; local processes send to `platform.service_url`. A generator that
+    fails to start is stopped before the error propagates (pods created, processes spawned).
+    """
+    t = config.target
+    gen: Any
+    if config.generator_site == "cluster":
+        from nightcap.load.kubernetes_locust import KubernetesLocust
+
+        api = getattr(getattr(platform, "kube", None), "api", None)
+        gen = KubernetesLocust(config, run_id, api_client=api, payloads=payloads, api_key=api_key,
+                               locustfile=LOCUSTFILE.read_text(), workers=workers,
+                               clock=getattr(platform, "clock", time))
+    else:
+        from nightcap.load.local import LocalLocust
+
+        gen = LocalLocust(workers, payloads, t.path, t.method, t.headers, t.request_timeout_s,
+                          config.load.reconnect_s, api_key=api_key, registry=registry, logdir=logdir,
+                          worker_cpu=config.load.worker_cpu)
+    try:
+        gen.start()
+    except BaseException:
+        try:
+            gen.stop()
+        except Exception as exc:
+            logging.getLogger(__name__).warning("cleaning up the load generator that failed to start: %s", exc)
+        raise
+    return gen

@@ -1,0 +1,11 @@
+"""What a run produces: step rows, summary.json, report.md, plots, the SQL history and its CLI.
+
+- `steps.py`        StepRow (one measured window) and steps.csv.
+- `summary.py`      the headline figures chosen from the stages that ran (summary.json contract keys).
+- `report.py`       report.md, the one-line answer and the ramp / p95-by-cores plots.
+- `trend.py`        the trend plot over nights.
+- `store.py`        the results history (SQLAlchemy; SQLite by default).
+- `history_cli.py`  `nightcap history`.
+
+Depends on: config, analysis (regression's `finite`), run (context, for summary.py). Never on flows/ or tasks/.
+"""
