@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
 import time
@@ -29,7 +30,8 @@ pytestmark = pytest.mark.slow
 
 NIGHTCAP = str(Path(sys.executable).parent / "nightcap")
 REGISTERED = "wine-rf"
-SHORT = ['stages=["single_client"]', "search.max_users=4", "search.max_windows=1", "search.refine_steps=1",
+# `mlflow models serve -w 1` peaks at one or two users: three levels find it, and keep each run near 15 s
+SHORT = ['stages=["single_client"]', "search.max_users=4", "search.max_windows=1", "search.refine_steps=0",
          "load.warmup_s=0.5", "load.window_s=1"]
 
 
@@ -57,17 +59,22 @@ def mlflow_store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         mlflow.sklearn.save_model(model, str(root / "with-example"), input_example=features.head(3), **common)
         mlflow.sklearn.save_model(model, str(root / "signature-only"), signature=signature, **common)
         mlflow.sklearn.save_model(model, str(root / "bare"), **common)
-        previous = mlflow.get_tracking_uri()
-        mlflow.set_tracking_uri(tracking)
-        mlflow.set_registry_uri(tracking)
+        # through the environment, as a user's script would; restored after (mlflow.set_tracking_uri would
+        # leave MLFLOW_TRACKING_URI set for every later test)
+        saved = {k: os.environ.pop(k, None) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+        os.environ["MLFLOW_TRACKING_URI"] = tracking
         try:
-            with mlflow.start_run() as run:
+            # artifacts beside the store, not in ./mlruns of whatever directory the suite runs from
+            experiment = MlflowClient().create_experiment("own-model", artifact_location=(root / "artifacts").as_uri())
+            with mlflow.start_run(experiment_id=experiment) as run:
                 mlflow.sklearn.log_model(model, name="model", signature=signature, input_example=features.head(2),
                                          registered_model_name=REGISTERED, **common)
             MlflowClient().set_registered_model_alias(REGISTERED, "champion", "1")
         finally:
-            mlflow.set_tracking_uri(previous)
-            mlflow.set_registry_uri(previous)
+            for key, value in saved.items():
+                os.environ.pop(key, None)
+                if value is not None:
+                    os.environ[key] = value
     return {"root": root, "tracking": tracking, "run_id": run.info.run_id}
 
 
@@ -95,7 +102,7 @@ def run_flow(tmp_path: Path, config: Path, overrides: list[str] = SHORT) -> tupl
 def assert_saturated(state: Any, summary: dict[str, Any]) -> None:
     assert state.is_completed(), state.message
     sat = summary["single_client"]["saturation"]
-    assert sat["rps"] and sat["rps"] > 5 and sat["users"] >= 1, sat
+    assert sat["found"] and sat["rps"] > 5 and sat["users"] >= 1, summary["single_client"]["levels"]
     assert summary["status"] == "completed"
     levels = summary["single_client"]["levels"]
     assert all(lv["error_rate"] == 0 for lv in levels if lv["good"]), levels
@@ -172,7 +179,8 @@ def test_a_rejected_payload_stops_right_after_deploy(prefect_api, mlflow_store, 
     said = " ".join((done.stdout + done.stderr).split())
     assert done.returncode == 1, said
     assert "the model answered 400 Bad Request to the payload: {" in said and "check target.payload_file" in said
-    assert "Traceback" not in said
+    last = done.stderr.strip().splitlines()[-1]  # the CLI's own closing line carries the reason
+    assert last.startswith("run failed:") and "400 Bad Request" in last and "INVALID_PARAMETER_VALUE" in last, last
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["status"] == "failed" and summary["stages"]["single_client"]["status"] == "skipped"
     assert not (tmp_path / "out" / "steps.csv").exists(), "no load may be sent after a refused smoke request"
@@ -218,3 +226,23 @@ def test_an_unreachable_tracking_server_is_refused_in_seconds(tmp_path, monkeypa
     text = " ".join(result.output.split())
     assert result.exit_code == 2 and "set target.tracking_uri or MLFLOW_TRACKING_URI" in text, text
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_a_run_that_measures_no_saturation_point_fails_with_the_reason(prefect_api, leftovers, tmp_path):
+    """An SLO no level can meet (p95 under 2 ms from a 20 ms server): failed, the reason first in report.md."""
+    cfg = {"target": {"name": "no-answer", "kind": "reference", "slots": 4, "service_ms": 20},
+           "platform": {"kind": "local", "replicas": 1, "cpu": None}, "slo": {"p95_ms": 2},
+           "stages": ["single_client"], "store": {"url": f"sqlite:///{tmp_path}/history.db"}}
+    (tmp_path / "ref.yaml").write_text(yaml.safe_dump(cfg))
+    state, summary, report = run_flow(tmp_path, tmp_path / "ref.yaml")
+    assert state.is_failed()
+    assert "no saturation point was measured: no load level met the SLO: p95" in state.message
+    assert summary["status"] == "failed" and summary["failure"].startswith("no saturation point was measured")
+    assert report.splitlines()[0].startswith("**Run failed**: no saturation point was measured: no load level met the SLO")
+    from nightcap.results.store import HistoryStore
+
+    store = HistoryStore(f"sqlite:///{tmp_path}/history.db")
+    try:
+        assert store.history()["status"].tolist() == ["failed"]
+    finally:
+        store.close()

@@ -140,8 +140,8 @@ def _local_path(uri: str) -> Path | None:
 
 def tracking_uris(tracking_uri: str | None) -> tuple[str | None, str | None, str]:
     """(tracking, registry, where they came from): the config first, then the environment, then MLflow's default."""
-    if tracking_uri:
-        return tracking_uri, os.environ.get("MLFLOW_REGISTRY_URI") or tracking_uri, "target.tracking_uri"
+    if tracking_uri:  # the config names one store for both: an environment pointing elsewhere must not win
+        return tracking_uri, tracking_uri, "target.tracking_uri"
     env = os.environ.get("MLFLOW_TRACKING_URI")
     if env:
         return env, os.environ.get("MLFLOW_REGISTRY_URI") or env, "MLFLOW_TRACKING_URI"
@@ -163,6 +163,33 @@ def _store_missing(uri: str) -> str | None:
         if not folder.is_dir():
             return f"no file tracking store at {folder}"
     return None
+
+
+@contextmanager
+def _using(tracking: str | None, registry: str | None) -> Iterator[None]:
+    """MLflow's process-wide tracking and registry URIs set to the model's for the duration, then restored.
+
+    Why: in mlflow 3.17.2 `download_artifacts(..., tracking_uri=, registry_uri=)` ignores both for runs:/ and
+    models:/ URIs and looks the model up in the process-wide default store (creating ./mlflow.db on the way).
+    """
+    from mlflow.tracking import _model_registry, _tracking_service
+
+    tracking_mod, registry_mod = _tracking_service.utils, _model_registry.utils
+    saved_env = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    saved = (getattr(tracking_mod, "_tracking_uri", None), getattr(registry_mod, "_registry_uri", None))
+    try:
+        for key, value in (("MLFLOW_TRACKING_URI", tracking), ("MLFLOW_REGISTRY_URI", registry)):
+            if value:
+                os.environ[key] = value
+        tracking_mod._tracking_uri, registry_mod._registry_uri = tracking, registry
+        yield
+    finally:
+        tracking_mod._tracking_uri, registry_mod._registry_uri = saved
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 @contextmanager
@@ -225,7 +252,7 @@ def _resolve_remote(uri: str, tracking_uri: str | None) -> ResolvedModel:
     model = ResolvedModel(uri, artifact_uri=uri, mlmodel={}, tracking_uri=tracking, registry_uri=registry, tried=tried)
     from mlflow.exceptions import MlflowException
 
-    with _fail_fast():
+    with _fail_fast(), _using(tracking, registry):
         try:
             if scheme == "models":
                 _pin_registered(model)
@@ -315,8 +342,10 @@ def download(model: ResolvedModel, dst: Path) -> Path:
     import mlflow.artifacts
 
     dst.mkdir(parents=True, exist_ok=True)
-    path = Path(mlflow.artifacts.download_artifacts(artifact_uri=model.artifact_uri, dst_path=str(dst),
-                                                     tracking_uri=model.tracking_uri, registry_uri=model.registry_uri))
+    with _using(model.tracking_uri, model.registry_uri):
+        path = Path(mlflow.artifacts.download_artifacts(artifact_uri=model.artifact_uri, dst_path=str(dst),
+                                                         tracking_uri=model.tracking_uri,
+                                                         registry_uri=model.registry_uri))
     if not (path / "MLmodel").is_file():
         raise ModelUriError(model.uri, f"the download ({path}) holds no MLmodel file", model.tried)
     return path
