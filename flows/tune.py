@@ -14,9 +14,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from prefect import flow, get_run_logger  # noqa: E402
 
-from nightcap.analysis.tuning import Candidate, CandidateResult, TunePlanner, choose, evaluate, format_memory  # noqa: E402
+from nightcap.analysis.tuning import (Candidate, CandidateResult, TunePlanner, choose, evaluate,  # noqa: E402
+                                      format_memory, no_room)
 from nightcap.run.context import RunContext  # noqa: E402
-from nightcap.platforms.base import PlatformError, PodSpec  # noqa: E402
+from nightcap.platforms.base import NoRoomForPods, PlatformError, PodSpec  # noqa: E402
 from nightcap.search import SearchAborted  # noqa: E402
 from tasks.measure import run_search, search_params  # noqa: E402
 
@@ -33,6 +34,9 @@ def measure_candidate(ctx: RunContext, c: Candidate) -> CandidateResult:
         if ctx.platform.replicas != replicas:
             ctx.platform.scale(replicas)
         result = run_search(ctx, "tune", 1, search_params(ctx, cheap=True))
+    except NoRoomForPods as exc:  # the nodes are full for this size: nothing was measured, nothing is scored
+        logger.warning("candidate %s: no room on the nodes: %s", c.label(), exc)
+        return no_room(c, exc.reason)
     except (PlatformError, SearchAborted) as exc:
         # an OOM crash loop or a server that never gets ready is a measured answer for this candidate
         obs = ctx.platform.observe()

@@ -32,7 +32,8 @@ NS = "capacity"
 SLOTS, SERVICE_MS = 4, 25.0
 CAPACITY_RPS = SLOTS * 1000 / SERVICE_MS  # 160 rps: the reference server's exact capacity
 RESOURCES = ["v1/pods", "v1/events", "v1/nodes", "v1/services", "v1/configmaps", "v1/secrets",
-             "apps/v1/deployments", "autoscaling/v2/horizontalpodautoscalers", "metrics.k8s.io/v1beta1/pods"]
+             "apps/v1/deployments", "autoscaling/v2/horizontalpodautoscalers", "metrics.k8s.io/v1beta1/pods",
+             "networking.k8s.io/v1/networkpolicies"]
 
 
 class FakeCluster(KmockApi):
@@ -55,7 +56,8 @@ class FakeCluster(KmockApi):
 
     def live(self, plural: str) -> dict[str, dict[str, Any]]:
         """name -> object of one resource in the namespace (not deleted); metrics.k8s.io pods are not pods."""
-        group = {"deployments": "apps", "horizontalpodautoscalers": "autoscaling"}.get(plural, "")
+        group = {"deployments": "apps", "horizontalpodautoscalers": "autoscaling",
+                 "networkpolicies": "networking.k8s.io"}.get(plural, "")
         return {key[2]: obj.raw for key, obj in self.kmock.objects.items()
                 if key[0].plural == plural and (key[0].group or "") == group and key[1] == NS and not obj.deleted}
 
@@ -358,7 +360,8 @@ def test_cluster_generator_runs_in_the_cluster_and_sends_to_the_service_dns(
     try:
         assert isinstance(gen, KubernetesLocust)
         created = [(r.data["kind"], r.data["metadata"]["name"]) for r in cluster.requests("POST")]
-        assert created == [("ConfigMap", mf.locust_name(run, "files")), ("Deployment", mf.locust_name(run, "master")),
+        assert created == [("ConfigMap", mf.locust_name(run, "files")),
+                           ("NetworkPolicy", mf.locust_name(run, "master")), ("Deployment", mf.locust_name(run, "master")),
                            ("Service", mf.locust_name(run, "master")), ("Deployment", mf.locust_name(run, "worker"))]
         worker = next(r.data for r in cluster.requests("POST") if r.data["metadata"]["name"] == gen.worker_name)
         assert worker["spec"]["replicas"] == 3 and gen.workers == 3
@@ -395,6 +398,7 @@ def test_cluster_generator_runs_in_the_cluster_and_sends_to_the_service_dns(
     assert cluster.run(lambda: cluster.live("deployments")) == {}
     assert cluster.run(lambda: cluster.live("configmaps")) == {}
     assert cluster.run(lambda: cluster.live("services")) == {}
+    assert cluster.run(lambda: cluster.live("networkpolicies")) == {}
 
 
 def test_cluster_generator_is_created_once_per_run_and_scaled_between_searches(
@@ -414,7 +418,8 @@ def test_cluster_generator_is_created_once_per_run_and_scaled_between_searches(
         ctx.idle_generator()  # between searches: the swarm stops, the pods stay
         assert ctx.generator_for(1) is first
         posts = [(r.data["kind"], r.data["metadata"]["name"]) for r in cluster.requests("POST")]
-        assert posts == [("ConfigMap", mf.locust_name(run, "files")), ("Deployment", first.master_name),
+        assert posts == [("ConfigMap", mf.locust_name(run, "files")), ("NetworkPolicy", first.master_name),
+                         ("Deployment", first.master_name),
                          ("Service", first.master_name), ("Deployment", first.worker_name)]
         assert ctx.generator_for(3) is first and first.workers == 3 and first.alive_workers() == 3
         patches = [r for r in cluster.requests("PATCH") if r.url.path.endswith(f"/deployments/{first.worker_name}")]
@@ -462,8 +467,8 @@ def test_node_pool_original_is_recorded_before_the_change_and_restored_by_cleanu
     original = container_v1.NodePoolAutoscaling(enabled=True, min_node_count=2, max_node_count=3)
 
     class Pools(GkeNodePools):
-        def read(self) -> container_v1.NodePoolAutoscaling:
-            return container_v1.NodePoolAutoscaling(original)
+        def read_pool(self) -> container_v1.NodePool:
+            return container_v1.NodePool(autoscaling=original, locations=["europe-west1-b"])
 
         def _apply(self, settings: container_v1.NodePoolAutoscaling, what: str) -> None:
             applied.append((what, settings.enabled, settings.min_node_count, settings.max_node_count,

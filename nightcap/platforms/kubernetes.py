@@ -33,7 +33,8 @@ from kubernetes.client.exceptions import ApiException
 
 from nightcap.config import Config, PlatformConfig
 from nightcap.platforms import manifests as mf
-from nightcap.platforms.base import AutoscaleStatus, HpaSpec, Observation, PlatformError, PodSpec, ReplicaSample
+from nightcap.platforms.base import (AutoscaleStatus, HpaSpec, NoRoomForPods, Observation, PlatformError, PodSpec,
+                                     ReplicaSample)
 from nightcap.quantities import QuantityError, parse_cpu, parse_memory
 
 if TYPE_CHECKING:
@@ -63,6 +64,7 @@ _HINTS = {
 }
 _WAITING_REASONS = {"ImagePullBackOff", "ErrImagePull", "InvalidImageName", "CrashLoopBackOff",
                     "CreateContainerConfigError", "CreateContainerError", "RunContainerError"}
+_NO_ROOM = ("FailedScheduling", "Unschedulable")
 _EVENT_REASONS = {"FailedScheduling", "Unhealthy", "FailedCreate", "FailedMount", "BackOff", "Failed"}
 
 
@@ -124,12 +126,14 @@ class Kube:
     apps: k8s.AppsV1Api = field(init=False)
     autoscaling: k8s.AutoscalingV2Api = field(init=False)
     custom: k8s.CustomObjectsApi = field(init=False)
+    networking: k8s.NetworkingV1Api = field(init=False)
 
     def __post_init__(self) -> None:
         self.core = k8s.CoreV1Api(self.api)
         self.apps = k8s.AppsV1Api(self.api)
         self.autoscaling = k8s.AutoscalingV2Api(self.api)
         self.custom = k8s.CustomObjectsApi(self.api)
+        self.networking = k8s.NetworkingV1Api(self.api)
 
     def call(self, verb: str, resource: str, name: str | None, fn: Callable[..., Any], *args: Any,
              **kwargs: Any) -> dict[str, Any]:
@@ -206,11 +210,11 @@ class Kube:
                                 f"to this run ({mf.RUN_ID}={labels.get(mf.RUN_ID)!r}); nightcap will not touch it. "
                                 "Delete it, or use another platform.namespace")
         body = {"metadata": {"labels": obj["metadata"]["labels"]},
-                **{k: v for k, v in obj.items() if k in ("spec", "data")}}
+                **{k: v for k, v in obj.items() if k in ("spec", "data", "stringData")}}
         return self.call("patch", resource, name, patch, name, self.namespace, body, _content_type=MERGE_PATCH)
 
     def _ops(self, kind: str) -> tuple[str, Callable[..., Any], Callable[..., Any], Callable[..., Any]]:
-        c, a, h = self.core, self.apps, self.autoscaling
+        c, a, h, n = self.core, self.apps, self.autoscaling, self.networking
         table: dict[str, tuple[str, Callable[..., Any], Callable[..., Any], Callable[..., Any]]] = {
             "Deployment": ("deployments.apps", a.create_namespaced_deployment, a.read_namespaced_deployment,
                            a.patch_namespaced_deployment),
@@ -223,8 +227,31 @@ class Kube:
                                         h.create_namespaced_horizontal_pod_autoscaler,
                                         h.read_namespaced_horizontal_pod_autoscaler,
                                         h.patch_namespaced_horizontal_pod_autoscaler),
+            "NetworkPolicy": ("networkpolicies.networking.k8s.io", n.create_namespaced_network_policy,
+                              n.read_namespaced_network_policy, n.patch_namespaced_network_policy),
         }
         return table[kind]
+
+    def delete_secret(self, name: str, selector: dict[str, str]) -> list[str]:
+        """Delete one Secret by name when it carries `selector`'s labels; [] when it is not there.
+
+        By name, not by label: listing Secrets would read every Secret in the namespace, and a Secret whose
+        owner reference could not be set (or whose owner is already gone) is not garbage-collected."""
+        c = self.core
+        try:
+            found = self.call("get", "secrets", name, c.read_namespaced_secret, name, self.namespace)
+        except KubeApiError as exc:
+            if exc.status == 404:
+                return []
+            raise
+        if not _has_labels(found, selector):
+            return []  # same name, someone else's: never touched
+        try:
+            self.call("delete", "secrets", name, c.delete_namespaced_secret, name, self.namespace)
+        except KubeApiError as exc:
+            if exc.status != 404:
+                raise
+        return [f"secrets/{name}"]
 
     def get_deployment(self, name: str) -> dict[str, Any]:
         return self.call("get", "deployments.apps", name, self.apps.read_namespaced_deployment, name, self.namespace)
@@ -267,16 +294,18 @@ class Kube:
         return counts
 
     def delete_labelled(self, selector: dict[str, str]) -> list[str]:
-        """Delete every HPA, Deployment, Service and ConfigMap carrying all `selector` labels; return kind/name."""
+        """Delete every HPA, Deployment, Service, ConfigMap and NetworkPolicy carrying all `selector` labels;
+        return resource/name of each."""
         deleted: list[str] = []
         errors: list[str] = []
-        c, a, h = self.core, self.apps, self.autoscaling
+        c, a, h, n = self.core, self.apps, self.autoscaling, self.networking
         kinds = [
             ("horizontalpodautoscalers.autoscaling", h.list_namespaced_horizontal_pod_autoscaler,
              h.delete_namespaced_horizontal_pod_autoscaler),
             ("deployments.apps", a.list_namespaced_deployment, a.delete_namespaced_deployment),
             ("services", c.list_namespaced_service, c.delete_namespaced_service),
             ("configmaps", c.list_namespaced_config_map, c.delete_namespaced_config_map),
+            ("networkpolicies.networking.k8s.io", n.list_namespaced_network_policy, n.delete_namespaced_network_policy),
         ]
         for resource, list_fn, delete_fn in kinds:
             try:
@@ -312,12 +341,17 @@ class Kube:
             stalled = any(c.get("type") == "Progressing" and c.get("reason") == "ProgressDeadlineExceeded"
                           for c in (dep.get("status") or {}).get("conditions") or [])
             if stalled or self.clock.monotonic() >= deadline:
-                raise PlatformError(self.diagnose(dep, replicas, timeout_s, action, selector))
+                message, causes = self.diagnose(dep, replicas, timeout_s, action, selector)
+                room = [text for reason in _NO_ROOM for text in causes.get(reason, [])]
+                if room:
+                    raise NoRoomForPods(message, room[0].split(": ", 1)[-1])
+                raise PlatformError(message)
             self.clock.sleep(poll_s)
 
     def diagnose(self, dep: dict[str, Any], replicas: int, timeout_s: float, action: str,
-                 selector: dict[str, str]) -> str:
-        """Why a rollout did not finish, from pod statuses and the events of the run's objects."""
+                 selector: dict[str, str]) -> tuple[str, dict[str, list[str]]]:
+        """Why a rollout did not finish, from pod statuses and the events of the run's objects: the message
+        and the reasons found (FailedScheduling, ImagePullBackOff...)."""
         name = dep.get("metadata", {}).get("name", "?")
         status = dep.get("status") or {}
         head = (f"{action}: deployment {self.namespace}/{name} was not ready within {timeout_s:.0f}s "
@@ -362,13 +396,13 @@ class Kube:
             add(reason, f"{involved.get('kind', '')} {involved.get('name', '')}: {message}")
         if not causes:
             return (f"{head}; no pod status or event explains it yet: run `kubectl describe deployment -n "
-                    f"{self.namespace} {name}`, or raise platform.ready_timeout_s if the image starts slowly")
+                    f"{self.namespace} {name}`, or raise platform.ready_timeout_s if the image starts slowly"), {}
         parts = []
         for reason, texts in causes.items():
             hint = _HINTS.get(reason, "")
             shown = "; ".join(texts[:2]) + (f" (+{len(texts) - 2} more)" if len(texts) > 2 else "")
             parts.append(f"{reason}: {shown}" + (f" -> {hint}" if hint else ""))
-        return head + ". Causes: " + " | ".join(parts)
+        return head + ". Causes: " + " | ".join(parts), causes
 
 
 def rollout_done(dep: dict[str, Any], replicas: int) -> bool:
@@ -737,6 +771,9 @@ class KubernetesPlatform:
             from nightcap.platforms.gke import GkeNodePools
 
             self.node_pools = GkeNodePools(self.config.platform.gke, clock=self.clock)
+        if self.node_pools is not None and getattr(self.node_pools, "node_count", False) is None:
+            pool = self.config.platform.gke.node_pool if self.config.platform.gke else None
+            self.node_pools.node_count = lambda: self.kube.node_counts().get(pool or "", 0)  # type: ignore[union-attr]
         if self.node_pools is not None and self.registry is not None and hasattr(self.node_pools, "on_original"):
             if self.node_pools.on_original is None:
                 self.node_pools.on_original = self._record_pool
@@ -827,6 +864,7 @@ class KubernetesPlatform:
             self._forward = None
         try:
             deleted = self.kube.delete_labelled(mf.run_selector(self.run_id))
+            deleted += self.kube.delete_secret(mf.locust_name(self.run_id, "key"), mf.run_selector(self.run_id))
             log.info("teardown of run %s deleted %s", self.run_id, deleted)
         except PlatformError as exc:
             errors.append(str(exc))
@@ -841,7 +879,9 @@ class KubernetesPlatform:
 
 def cleanup_run(api_client: k8s.ApiClient, namespace: str, run_id: str, clock: Any = time) -> list[str]:
     """Delete the objects of one (dead) run by its labels; return `resource/name` of each deleted."""
-    return Kube(api_client, namespace, clock=clock).delete_labelled(mf.run_selector(run_id))
+    kube = Kube(api_client, namespace, clock=clock)
+    return (kube.delete_labelled(mf.run_selector(run_id))
+            + kube.delete_secret(mf.locust_name(run_id, "key"), mf.run_selector(run_id)))
 
 
 def cleanup_dead_runs(api_client: k8s.ApiClient, namespace: str, live_run_ids: list[str] | set[str],
@@ -853,12 +893,13 @@ def cleanup_dead_runs(api_client: k8s.ApiClient, namespace: str, live_run_ids: l
     kube = Kube(api_client, namespace, clock=clock)
     live = {mf.run_label(r) for r in live_run_ids}
     dead: set[str] = set()
-    c, a, h = kube.core, kube.apps, kube.autoscaling
+    c, a, h, n = kube.core, kube.apps, kube.autoscaling, kube.networking
     managed = {mf.MANAGED_BY: mf.MANAGER}
     for resource, list_fn in (("horizontalpodautoscalers.autoscaling", h.list_namespaced_horizontal_pod_autoscaler),
                               ("deployments.apps", a.list_namespaced_deployment),
                               ("services", c.list_namespaced_service),
-                              ("configmaps", c.list_namespaced_config_map)):
+                              ("configmaps", c.list_namespaced_config_map),
+                              ("networkpolicies.networking.k8s.io", n.list_namespaced_network_policy)):
         items = kube.call("list", resource, None, list_fn, namespace,
                           label_selector=mf.selector_string(managed)).get("items", [])
         for item in items:
@@ -868,5 +909,7 @@ def cleanup_dead_runs(api_client: k8s.ApiClient, namespace: str, live_run_ids: l
                 dead.add(run)
     deleted: list[str] = []
     for run in sorted(dead):
-        deleted += kube.delete_labelled({mf.MANAGED_BY: mf.MANAGER, mf.RUN_ID: run})
+        selector = {mf.MANAGED_BY: mf.MANAGER, mf.RUN_ID: run}
+        deleted += kube.delete_labelled(selector)
+        deleted += kube.delete_secret(mf.locust_name(run, "key"), selector)  # the label is the run id
     return deleted
