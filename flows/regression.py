@@ -23,8 +23,8 @@ def regression(run_id: str) -> dict:
     tonight = headline_figures(ctx)
     baseline = ctx.store.comparable_runs(ctx.config.config_hash(), cfg.last_n, exclude_run_id=ctx.run_id)
     result = check_regression(tonight, baseline, threshold=cfg.threshold, noise_k=cfg.noise_k, min_runs=cfg.min_runs)
-    changed = version_change(version_label(ctx.summary.get("target", {}).get("version")),
-                             [version_label(run.get("target_version")) for run in baseline])
+    changed = version_change(_named(ctx.summary.get("target", {}).get("version")),
+                             [_named(run.get("target_version")) for run in baseline])
     if changed:  # "capacity dropped 20% ... when wine v3 replaced wine v2"
         result.message += f" (when {changed})" if result.regressed else f"; {changed}"
     block = result.to_dict()
@@ -52,3 +52,10 @@ def _trend(ctx: RunContext) -> None:
             ctx.summary.setdefault("plots", []).append("trend.png")
     except Exception as exc:
         ctx.warn(f"trend plot skipped: {exc}")
+
+
+def _named(target_version: dict | None) -> str | None:
+    """A model's or image's version label; None for a reference server's timings (its settings, not a version)."""
+    if not target_version or not any(target_version.get(k) for k in ("label", "version", "image")):
+        return None
+    return version_label(target_version)

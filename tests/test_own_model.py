@@ -246,3 +246,30 @@ def test_a_run_that_measures_no_saturation_point_fails_with_the_reason(prefect_a
         assert store.history()["status"].tolist() == ["failed"]
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("case", ["refused", "timeout"])
+def test_a_url_target_that_does_not_answer_stops_at_the_smoke_request(prefect_api, leftovers, tmp_path, case):
+    import socket
+
+    listener = None
+    port = free_port()
+    if case == "timeout":  # accepts the connection, never answers
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", port))
+        listener.listen(4)
+    cfg = {"target": {"name": "url-smoke", "kind": "url", "url": f"http://127.0.0.1:{port}", "request_timeout_s": 1},
+           "slo": {"p95_ms": 500}, "stages": ["single_client"], "store": {"url": f"sqlite:///{tmp_path}/history.db"}}
+    (tmp_path / "url.yaml").write_text(yaml.safe_dump(cfg))
+    t0 = time.monotonic()
+    try:
+        state, summary, report = run_flow(tmp_path, tmp_path / "url.yaml")
+    finally:
+        if listener is not None:
+            listener.close()
+    assert state.is_failed() and time.monotonic() - t0 < 30
+    expected = ("(connection refused); check target.url" if case == "refused"
+                else "did not answer the first request within 1 s (target.request_timeout_s)")
+    assert expected in summary["failure"] and expected in state.message
+    assert summary["stages"]["single_client"]["status"] == "skipped"
+    assert not (tmp_path / "out" / "steps.csv").exists()
