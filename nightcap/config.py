@@ -69,6 +69,9 @@ class TargetConfig(Strict):
     cpu_ms: float = Field(0.0, ge=0, le=60_000)
     coherency_ms: float = Field(0.0, ge=0, le=1_000)
     memory_mb: int = Field(0, ge=0, le=65_536)
+    # reference target stalls: every `stall_every_s` no response leaves for `stall_s` (0: never)
+    stall_every_s: float = Field(0.0, ge=0, le=3600)
+    stall_s: float = Field(0.0, ge=0, le=3600)
     # mlflow target: a local folder, file://, runs:/, models:/name/version or models:/name@alias; empty means
     # the bundled wine classifier. runs:/ and models:/ are looked up in tracking_uri, else MLFLOW_TRACKING_URI.
     model_uri: str | None = Field(None, min_length=1, max_length=2000)
@@ -123,6 +126,9 @@ class TargetConfig(Strict):
             raise ValueError(f"target.model_uri is for target.kind 'mlflow' (got kind {self.kind!r})")
         if self.tracking_uri and not self.model_uri:
             raise ValueError("target.tracking_uri is where target.model_uri is looked up; set target.model_uri too")
+        if self.stall_s and not self.stall_s < self.stall_every_s:
+            raise ValueError(f"target.stall_s ({self.stall_s:g}) must be shorter than target.stall_every_s "
+                             f"({self.stall_every_s:g}); set stall_every_s to how often a stall starts")
         if not self.path.startswith("/") or not self.ready_path.startswith("/"):
             raise ValueError("target.path and target.ready_path must start with '/'")
         return self

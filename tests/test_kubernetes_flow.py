@@ -338,7 +338,7 @@ def test_generator_site_defaults_and_keeps_existing_config_hashes() -> None:
 
 def _fast_platform(cluster: FakeCluster, run: str, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Any]:
     """A KubernetesPlatform on the fake cluster, and in-cluster Locust polling it every 0.1 s."""
-    from nightcap.load.kubernetes_locust import KubernetesLocust
+    from nightcap.load.kubernetes import KubernetesLocust
     from nightcap.platforms.kubernetes import KubernetesPlatform
 
     monkeypatch.setattr(KubernetesLocust, "poll_s", 0.1)
@@ -350,7 +350,7 @@ def test_cluster_generator_runs_in_the_cluster_and_sends_to_the_service_dns(
         cluster: FakeCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from types import SimpleNamespace
 
-    from nightcap.load.kubernetes_locust import KubernetesLocust
+    from nightcap.load.kubernetes import KubernetesLocust
     from nightcap.load.base import start_generator, target_url
     from nightcap.load.runner import StepRunner
 
@@ -454,7 +454,8 @@ def test_node_pool_original_is_recorded_before_the_change_and_restored_by_cleanu
 
     from nightcap.platforms.base import HpaSpec, PodSpec
     from nightcap.platforms.gke import GkeNodePools, restore_recorded
-    from nightcap.platforms.kubernetes import KubernetesPlatform, cleanup_run
+    from nightcap.platforms.kube_client import cleanup_run
+    from nightcap.platforms.kubernetes import KubernetesPlatform
     from nightcap.run.registry import RunRegistry, cleanup_dead
     from nightcap.config import validate
 

@@ -20,10 +20,11 @@ import pytest
 
 from kmock_api import KmockApi, requests_outside_rbac
 from nightcap.config import Config, validate
-from nightcap.load.kubernetes_locust import KubernetesLocust
+from nightcap.load.kubernetes import KubernetesLocust
 from nightcap.platforms import manifests as mf
 from nightcap.platforms.base import HpaSpec, NoRoomForPods, Platform, PlatformError, PodSpec
-from nightcap.platforms.kubernetes import KubernetesPlatform, cleanup_dead_runs
+from nightcap.platforms.kube_client import cleanup_dead_runs
+from nightcap.platforms.kubernetes import KubernetesPlatform
 
 NS = "capacity"
 RUN = "run-0001"
