@@ -73,3 +73,12 @@ def test_the_registry_name_becomes_the_target_name():
     model = ResolvedModel("models:/Fraud Model@prod", "models:/Fraud Model/4", {}, registered_model="Fraud Model",
                           version="4", alias="prod")
     assert default_name(model) == "Fraud-Model" and model.label == "Fraud Model v4 @prod"
+
+
+def test_a_missing_payload_file_is_refused_before_anything_starts(tmp_path):
+    from nightcap.config import validate
+
+    cfg = validate({"target": {"name": "r", "kind": "reference", "payload_file": str(tmp_path / "nope.json")},
+                    "slo": {"p95_ms": 100}})
+    with pytest.raises(ConfigError, match=r"target.payload_file: no such file '.*nope.json'"):
+        check_target(cfg)

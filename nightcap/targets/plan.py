@@ -53,6 +53,8 @@ def _configured(target: TargetConfig) -> Payloads:
         from nightcap.targets.bundled_model import sample_payloads
 
         return Payloads([json.dumps(p).encode() for p in sample_payloads(64)], "the bundled model's wine rows")
+    if target.kind == "reference":
+        return Payloads([GENERIC_BODY], "any body (the reference server does not read it)")
     return Payloads([GENERIC_BODY], "a generic JSON body (set target.payload_file to send the target's own)")
 
 
@@ -62,6 +64,9 @@ def check_target(config: Config) -> None:
     Reads only metadata (the MLmodel file and the registry record): milliseconds against a local store.
     """
     t = config.target
+    for key, value in (("target.payload_file", t.payload_file), ("target.payload_csv", t.payload_csv)):
+        if value and not Path(value).is_file():
+            raise ConfigError([f"{key}: no such file {value!r} (relative paths are from {Path.cwd()})"], "target")
     if t.kind != "mlflow" or not t.model_uri:
         return
     try:
