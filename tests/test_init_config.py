@@ -82,3 +82,10 @@ def test_a_missing_payload_file_is_refused_before_anything_starts(tmp_path):
                     "slo": {"p95_ms": 100}})
     with pytest.raises(ConfigError, match=r"target.payload_file: no such file '.*nope.json'"):
         check_target(cfg)
+
+
+def test_a_relative_folder_is_written_absolute(tmp_path, monkeypatch):
+    model_folder(tmp_path, "rel", signature=SIGNATURE)
+    monkeypatch.chdir(tmp_path)
+    text = render(resolve("rel"), "rel")
+    assert f'model_uri: "{(tmp_path / "rel").resolve()}"' in text  # the config works from any directory

@@ -55,7 +55,7 @@ def render(model: ResolvedModel, name: str, tracking_uri: str | None = None) -> 
         "target:",
         f"  name: {name}" + " " * max(1, 22 - len(name)) + "# the identity nightly runs are compared under",
         "  kind: mlflow",
-        f"  model_uri: {_yaml_str(model.uri)}   # {served}",
+        f"  model_uri: {_yaml_str(str(model.local_dir) if model.local_dir else model.uri)}   # {served}",
     ]
     if tracking_uri:
         target.append(f"  tracking_uri: {_yaml_str(tracking_uri)}   # where models:/ and runs:/ URIs are looked up")
