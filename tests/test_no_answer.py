@@ -31,6 +31,12 @@ def test_a_found_saturation_or_no_searching_stage_is_an_answer() -> None:
     assert no_answer_reason(summary({"single_client": "completed"}, rps=120.0), [row()]) is None
     assert no_answer_reason(summary({"sizing": "completed", "regression": "completed"}), []) is None
     assert no_answer_reason(summary({"single_client": "skipped"}), []) is None
+    tuned = summary({"tune": "completed"})
+    tuned["tuning"] = {"best": {"cpu": 0.25, "saturation_rps": 127.8}}  # a tune-only run answers per pod size
+    assert no_answer_reason(tuned, [row(stage="tune")]) is None
+    scaled = summary({"scaling": "completed"})
+    scaled["scaling"] = {"rows": [{"replicas": 1, "saturation_rps": 200.0}]}
+    assert no_answer_reason(scaled, [row(stage="scaling")]) is None
 
 
 def test_slo_breach_at_the_first_level_gives_the_search_stop_reason() -> None:
@@ -52,6 +58,8 @@ def test_nothing_measured_names_the_stage_error() -> None:
         "no load step was measured (single_client: the load generator did not start)")
     assert no_answer_reason(summary({"tune": "completed"}), [row(stage="tune", requests=0)]) == (
         "no request completed in any measured window")
+    assert no_answer_reason(summary({"multi_client": "completed"}), [row(stage="multi_client")]) == (
+        "no load level met the SLO")
 
 
 def test_top_errors_sums_over_rows_and_skips_other_notes() -> None:

@@ -50,9 +50,11 @@ def no_answer_reason(summary: dict[str, Any], steps: list[StepRow]) -> str | Non
     ran = [s for s in SATURATION_STAGES if stages.get(s, {}).get("status") in ("completed", "failed")]
     if not ran or (summary.get("saturation") or {}).get("rps") is not None:
         return None
-    if any((summary.get("scaling") or {}).get("rows") or []):
-        if any(r.get("saturation_rps") for r in summary["scaling"]["rows"]):
-            return None
+    # a tune-only or scaling run answers per candidate or per replica count, not in the headline
+    if ((summary.get("tuning") or {}).get("best") or {}).get("saturation_rps"):
+        return None
+    if any(r.get("saturation_rps") for r in (summary.get("scaling") or {}).get("rows") or []):
+        return None
     measured = [s for s in steps if s.stage in ran and s.valid]
     if not measured:
         errors = [f"{s}: {stages[s]['error']}" for s in ran if stages.get(s, {}).get("error")]
@@ -65,8 +67,8 @@ def no_answer_reason(summary: dict[str, Any], steps: list[StepRow]) -> str | Non
         return "no request completed in any measured window" + (f" ({named})" if named else "")
     if failures >= requests:
         return "every request failed: " + (named or f"{failures} failures")
-    why = [(summary.get(s) or {}).get("saturation", {}).get("stop_reason") for s in ran]
-    reason = "; ".join(w for w in why if w) or "no load level met the SLO"
+    why = [w for w in ((summary.get(s) or {}).get("saturation", {}).get("stop_reason") for s in ran) if w]
+    reason = "no load level met the SLO" + (": " + "; ".join(why) if why else "")
     if failures:
         reason += f" ({failures} of {requests} requests failed" + (f": {named})" if named else ")")
-    return f"no load level met the SLO: {reason}"
+    return reason
