@@ -31,7 +31,8 @@ from nightcap.results.report import headline, plot_p95_by_cores, write_markdown
 from nightcap.results.no_answer import no_answer_reason
 from nightcap.targets.plan import api_key, check_target, plan_target, release
 from nightcap.targets.smoke import SmokeFailed
-from tasks.artifacts import Progress, publish_summary, steps_table
+from tasks.artifacts import Progress, publish_summary, publish_trend, steps_table
+from tasks.events import emit_run_events
 from tasks.platform import deploy, smoke, teardown
 
 # Prefect's worker cancels a run with SIGTERM, which its engine turns into TerminationSignal (a BaseException).
@@ -227,6 +228,14 @@ def finish(ctx: RunContext, status: str) -> None:
                                   ctx.config.slo.p95_ms)
             if p:
                 plots.append(p)
+        if ctx.store is not None:
+            try:
+                trend = publish_trend(ctx, status)
+                if trend:
+                    plots.append(trend)
+                    ctx.summary.setdefault("plots", []).append(trend.name)
+            except Exception as exc:
+                ctx.warn(f"trend skipped: {exc}")
         lead = ctx.summary.get("lead_plot")
         if lead and (ctx.out / lead).exists():
             plots = [ctx.out / lead] + [p for p in plots if p.name != lead]
@@ -242,6 +251,10 @@ def finish(ctx: RunContext, status: str) -> None:
         logger.info("report: %s", (ctx.out / "report.md").resolve())
     finally:
         release(ctx.plan)
+        try:  # even when the report could not be written: the "did not run" automation waits for these
+            emit_run_events(ctx.summary, status, headline_figures(ctx), str(ctx.out.resolve()))
+        except Exception as exc:
+            logger.warning("run events not emitted: %s", exc)
         if ctx.registry is not None:
             ctx.registry.close()
         ctx.forget()

@@ -40,7 +40,7 @@ def _ramp(ctx: RunContext, stage: str, workers: int) -> dict:
     ctx.summary[stage] = block
     plot = plot_ramp(ctx.stage_steps(stage), ctx.out / f"{stage}.png",
                      f"{ctx.config.target.name}: {stage.replace('_', '-')} ramp ({workers} generator(s))",
-                     ctx.config.slo.p95_ms, block["saturation"])
+                     ctx.config.slo.p95_ms, block["saturation"], ctx.config.slo.max_error_rate)
     ctx.summary.setdefault("plots", []).append(plot.name if plot else None)
     logger.info("%s: saturation %s rps at %s users (%s); SLO capacity %s users", stage,
                 _r(result.saturation_rps), result.saturation_users, result.stop_reason, result.slo_users)

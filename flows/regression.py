@@ -1,4 +1,4 @@
-"""Regression check, the last stage: tonight's headline figures against the median of comparable nights."""
+"""Regression check, the last stage: tonight's headline figures against comparable nights and their change points."""
 
 from __future__ import annotations
 
@@ -21,37 +21,26 @@ def regression(run_id: str) -> dict:
         return ctx.summary["regression"]
     summarize_run(ctx)
     tonight = headline_figures(ctx)
-    baseline = ctx.store.comparable_runs(ctx.config.config_hash(), cfg.last_n, exclude_run_id=ctx.run_id)
-    result = check_regression(tonight, baseline, threshold=cfg.threshold, noise_k=cfg.noise_k, min_runs=cfg.min_runs)
+    history = ctx.store.comparable_runs(ctx.config.config_hash(), cfg.nights, exclude_run_id=ctx.run_id)
+    tonight["run_id"] = ctx.run_id
+    result = check_regression(tonight, history, threshold=cfg.threshold, noise_k=cfg.noise_k, min_runs=cfg.min_runs,
+                              last_n=cfg.last_n, max_pvalue=cfg.max_pvalue)
     changed = version_change(_named(ctx.summary.get("target", {}).get("version")),
-                             [_named(run.get("target_version")) for run in baseline])
-    if changed:  # "capacity dropped 20% ... when wine v3 replaced wine v2"
+                             [_named(run.get("target_version")) for run in history])
+    if changed:  # "capacity dropped 20% ... (when wine v3 replaced wine v2)"
         result.message += f" (when {changed})" if result.regressed else f"; {changed}"
     block = result.to_dict()
     block["version_change"] = changed
     ctx.summary["regression"] = block
-    ctx.summary["regression_line"] = f"regression check against {len(baseline)} earlier night(s): {result.message}"
+    ctx.summary["regression_line"] = (f"regression check against {len(result.baseline_run_ids)} earlier night(s), "
+                                      f"change points over {len(history) + 1}: {result.message}")
     ctx.summary.setdefault("sections", []).append({
         "title": "Change since the baseline",
         "text": result.message,
-        "rows": block.get("figures", []),
+        "rows": result.table_rows(),
     })
     (logger.error if result.regressed else logger.info)("regression: %s", result.message)
-    _trend(ctx)
     return block
-
-
-def _trend(ctx: RunContext) -> None:
-    """A trend plot of the headline figures over the last nights, tonight included."""
-    try:
-        from nightcap.results.trend import trend_plot
-
-        frame = ctx.store.history(target=ctx.config.target.name, last=30)
-        if len(frame) >= 2:
-            trend_plot(frame, ctx.out / "trend.png", title=f"{ctx.config.target.name}: last {len(frame)} runs")
-            ctx.summary.setdefault("plots", []).append("trend.png")
-    except Exception as exc:
-        ctx.warn(f"trend plot skipped: {exc}")
 
 
 def _named(target_version: dict | None) -> str | None:

@@ -78,9 +78,9 @@ def scaling(run_id: str) -> dict:
     finally:
         ctx.platform.scale(ctx.config.platform.replicas)
     frame = steps_frame(ctx.stage_steps("scaling"))
-    fit = fit_usl_steps(frame, by="replicas")
+    fit = fit_usl_steps(frame, ctx.config.slo, by="replicas")
     one_pod = frame[frame["replicas"] == 1] if not frame.empty else frame
-    fit_users = fit_usl_steps(one_pod, by="users")
+    fit_users = fit_usl_steps(one_pod, ctx.config.slo, by="users")
     by_cores = slo_capacity_by_cores(frame, ctx.config.slo)
     block = {
         "rows": rows,

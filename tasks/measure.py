@@ -29,7 +29,7 @@ def measure_window(runner: StepRunner, stage: str, users: int) -> StepRow:
 def search_params(ctx: RunContext, cheap: bool = False, **overrides: Any) -> SearchParams:
     s = ctx.config.search
     params = SearchParams(start_users=s.start_users, max_users=s.max_users, min_gain=s.min_gain,
-                          stable_within=s.stable_within, max_windows=s.max_windows, refine_steps=s.refine_steps,
+                          precision=s.precision, stable_within=s.stable_within, max_windows=s.max_windows, refine_steps=s.refine_steps,
                           headroom=s.headroom, slo_capacity=s.slo_capacity)
     if cheap:  # tuning compares candidates' rps: one window per level, no SLO extension, no knee placement
         params.max_windows, params.slo_capacity, params.refine_steps = 1, False, min(s.refine_steps, 2)
@@ -62,12 +62,21 @@ def _r(x: float | None) -> float | None:
     return None if x is None else round(x, 2)
 
 
+def _ci(rps: float | None, half: float | None) -> list[float | None] | None:
+    if rps is None or half is None:
+        return None
+    return [_r(max(rps - half, 0.0)), _r(rps + half)]
+
+
 def result_block(result: SearchResult, headroom: float) -> dict[str, Any]:
     return {
         "saturation": {"rps": _r(result.saturation_rps), "users": result.saturation_users, "found": result.found,
-                       "stop_reason": result.stop_reason},
-        "operating_point": {"rps": _r(result.operating_rps), "users": result.operating_users, "headroom": headroom},
-        "slo_capacity": {"users": result.slo_users, "rps": _r(result.slo_rps)},
+                       "stop_reason": result.stop_reason,
+                       "rps_ci": _ci(result.saturation_rps, result.saturation_halfwidth)},
+        "operating_point": {"rps": _r(result.operating_rps), "users": result.operating_users, "headroom": headroom,
+                            "rps_ci": _ci(result.operating_rps, result.operating_halfwidth)},
+        "slo_capacity": {"users": result.slo_users, "rps": _r(result.slo_rps),
+                         "rps_ci": _ci(result.slo_rps, result.slo_halfwidth)},
         "levels": [asdict(lv) for lv in result.levels],
         "windows": result.windows,
     }

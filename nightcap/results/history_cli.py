@@ -11,8 +11,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from nightcap.analysis.change_points import MAX_PVALUE
+from nightcap.config import RegressionConfig
+from nightcap.results.level_changes import LevelChange, level_changes
 from nightcap.results.store import DEFAULT_URL, HistoryStore, StoreError, safe_url
 
+CHANGE_POINT_NIGHTS = 60  # nights read to find level changes, however few are shown
+MIN_CHANGE = RegressionConfig.model_fields["threshold"].default  # the regression check's default threshold
 _STATUS_STYLE = {"completed": "green", "failed": "red", "cancelled": "yellow", "running": "cyan"}
 
 
@@ -51,9 +56,12 @@ def history_command(store_url: str | None, target: str | None, last: int, consol
         Console(stderr=True).print(f"[red]{exc}[/red]")
         sys.exit(2)
     try:
-        frame = store.history(target=target, last=max(1, last))
+        # change points need the nights before the ones shown: a level change is a comparison
+        analysed = store.history(target=target, last=max(1, last, CHANGE_POINT_NIGHTS))
     finally:
         store.close()
+    changes = level_changes(analysed, max_pvalue=MAX_PVALUE, min_change=MIN_CHANGE)
+    frame = analysed.tail(max(1, last))
     scope = f" for target {target!r}" if target else ""
     if frame.empty:
         console.print(f"No runs{scope} in {store.display_url}.")
@@ -72,6 +80,7 @@ def history_command(store_url: str | None, target: str | None, last: int, consol
     table.add_column("p95 at op ms", justify="right", min_width=6)
     table.add_column("SLO users", justify="right", min_width=5)
     table.add_column("version", overflow="fold", min_width=8)
+    table.add_column("level change", overflow="fold", min_width=13)
     previous: dict[str, str] = {}  # the last version seen per target, oldest run first
     for row in frame.itertuples(index=False):
         version = str(row.version or "")
@@ -91,8 +100,21 @@ def history_command(store_url: str | None, target: str | None, last: int, consol
             _figure(row.p95_at_operating_ms),
             _figure(row.slo_users, 0),
             version,
+            _changes(changes.get(str(row.run_id), [])),
         )
     console.print(table)
+    shown = [c for run_id in frame["run_id"].astype(str) for c in changes.get(run_id, [])]
+    if shown:
+        console.print("level change: the first night of a new level of that figure (change points: E-divisive means, "
+                      f"p < {MAX_PVALUE:g}, at least {MIN_CHANGE:.0%}, over the completed nights of one comparison "
+                      "key):")
+        for c in shown:
+            console.print(f"  run {c.run_id}: {c.figure} {c.mean_before:,.1f} → {c.mean_after:,.1f} "
+                          f"({c.label.split()[-1]}, p={c.pvalue:.2g})", highlight=False)
+
+
+def _changes(found: list[LevelChange]) -> str:
+    return ", ".join(f"[{'red' if c.worse else 'green'}]{c.label}[/]" for c in found)
 
 
 def _status(status: str, regression: str | None) -> str:

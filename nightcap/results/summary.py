@@ -46,6 +46,9 @@ def summarize_run(ctx: RunContext) -> None:
         "concurrency": spec.concurrency if spec else ctx.config.platform.concurrency,
         "limits_enforced": bool(getattr(platform, "limits_enforced", False)),
         "limits_note": getattr(platform, "limits_note", "not deployed"),
+        "cpu_pinning": getattr(platform, "cpu_pinning", None) or {
+            "method": "none", "mode": "off",
+            "note": "only the local platform pins CPUs" if platform is not None else "not deployed"},
     }
     cores = replicas * (s["platform"]["cpu"] or 1.0)
     s["rps_per_core"] = sat["rps"] / cores if sat.get("rps") else None

@@ -1,4 +1,5 @@
-"""Trend plot of the headline figures over the last nights: a drift is easier to see than to read.
+"""Trend plot of the headline figures over the last nights: a drift is easier to see than to read, and a
+level change (nightcap.results.level_changes) easier still when it is marked.
 
 Uses matplotlib's object API with the Agg canvas, so it never touches the global backend and works in
 a worker with no display.
@@ -7,11 +8,13 @@ a worker with no display.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Mapping
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
 from matplotlib.figure import Figure
+
+from nightcap.results.level_changes import LevelChange
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -24,8 +27,10 @@ TREND_FIGURES: tuple[tuple[str, str], ...] = (
 )
 
 
-def trend_plot(history_df: "pd.DataFrame", path: str | Path, title: str | None = None) -> Path:
-    """Write a PNG with one panel per headline figure; completed runs joined, others marked apart."""
+def trend_plot(history_df: "pd.DataFrame", path: str | Path, title: str | None = None,
+               changes: Mapping[str, list[LevelChange]] | None = None) -> Path:
+    """Write a PNG with one panel per headline figure; completed runs joined, others marked apart, level
+    changes as a dashed line at their night with the change written beside it."""
     import pandas as pd
 
     path = Path(path)
@@ -51,6 +56,18 @@ def trend_plot(history_df: "pd.DataFrame", path: str | Path, title: str | None =
             ax.plot(frame.loc[done, "started_at"], values[done], marker="o", color="tab:blue", label="completed")
         if other.any():
             ax.plot(frame.loc[other, "started_at"], values[other], "x", color="tab:red", label="failed / cancelled")
+        for run_id, found in (changes or {}).items():
+            for change in found:
+                if change.figure != column or "run_id" not in frame:
+                    continue
+                at = frame.loc[frame["run_id"] == run_id, "started_at"]
+                if at.empty:
+                    continue
+                colour = "tab:red" if change.worse else "tab:green"
+                ax.axvline(at.iloc[0], color=colour, linestyle="--", linewidth=1)
+                ax.annotate(f"{'+' if change.change_pct > 0 else '−'}{abs(change.change_pct):.0f}% (p={change.pvalue:.1g})",
+                            (at.iloc[0], 1), xycoords=("data", "axes fraction"), xytext=(3, -10),
+                            textcoords="offset points", fontsize=7, color=colour)
         if not values.notna().any():
             ax.text(0.5, 0.5, "not measured", ha="center", va="center", transform=ax.transAxes, color="grey")
         elif other.any():
