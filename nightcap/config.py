@@ -177,10 +177,20 @@ class LoadConfig(Strict):
     # CPU cap per local generator process (cgroups): reproducible generator capacity, and a way to show
     # that generator-bound steps are flagged and never taken as the target's limit.
     worker_cpu: Cores | None = None
+    # open loop (the operating-point check, autoscale phases): planned arrivals at a rate
+    verify_s: float | None = Field(None, ge=0, le=3600)  # operating-point window; None: 3 x window_s, 0: no check
+    arrivals: Literal["constant", "poisson"] = "constant"  # spacing of planned arrivals
+    open_max_in_flight: int = Field(1000, ge=1, le=100_000)  # per worker; beyond it arrivals are dropped
+    open_late_ms: float = Field(5.0, gt=0, le=10_000)  # an arrival sent this far behind its plan counts late
     # safety limits: a run that would exceed them is refused before it starts
     max_users: int = Field(512, ge=1, le=100_000)
     max_rps: float = Field(20_000.0, gt=0)
     max_duration_s: Seconds = 3600.0
+
+    @property
+    def verify_window_s(self) -> float:
+        """The operating-point check's window: `verify_s`, by default three measured windows."""
+        return 3 * self.window_s if self.verify_s is None else self.verify_s
 
 
 class SearchConfig(Strict):
@@ -195,6 +205,7 @@ class SearchConfig(Strict):
     refine_steps: int = Field(3, ge=0, le=10)
     headroom: float = Field(0.7, gt=0, le=1)
     slo_capacity: bool = True
+    backoff_windows: int = Field(3, ge=0, le=10)  # open-loop bisection windows when the operating point misses the SLO
 
 
 class SloConfig(Strict):
