@@ -74,8 +74,10 @@ class TargetConfig(Strict):
     stall_s: float = Field(0.0, ge=0, le=3600)
     # reference target: KiB hashed per request, a fixed amount of work (the platform canary's workload)
     work_kb: int = Field(0, ge=0, le=1_048_576)
-    # mlflow target: a saved model folder; empty means the bundled wine classifier
-    model_uri: str | None = None
+    # mlflow target: a local folder, file://, runs:/, models:/name/version or models:/name@alias; empty means
+    # the bundled wine classifier. runs:/ and models:/ are looked up in tracking_uri, else MLFLOW_TRACKING_URI.
+    model_uri: str | None = Field(None, min_length=1, max_length=2000)
+    tracking_uri: str | None = Field(None, min_length=1, max_length=2000)
     # command target: argv with {port} and {concurrency}
     command: list[str] | None = None
     image: str | None = None  # container image on Kubernetes
@@ -122,6 +124,10 @@ class TargetConfig(Strict):
                     f"target.url host {parsed.hostname!r} is not in target.allowed_hosts "
                     f"{self.allowed_hosts}; add it there if you really mean to load it"
                 )
+        if self.model_uri and self.kind != "mlflow":
+            raise ValueError(f"target.model_uri is for target.kind 'mlflow' (got kind {self.kind!r})")
+        if self.tracking_uri and not self.model_uri:
+            raise ValueError("target.tracking_uri is where target.model_uri is looked up; set target.model_uri too")
         if self.stall_s and not self.stall_s < self.stall_every_s:
             raise ValueError(f"target.stall_s ({self.stall_s:g}) must be shorter than target.stall_every_s "
                              f"({self.stall_every_s:g}); set stall_every_s to how often a stall starts")

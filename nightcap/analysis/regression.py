@@ -545,3 +545,15 @@ def _platform_moved(checks: list[FigureCheck], platform: FigureCheck, normalised
     return RegressionResult(PLATFORM, f"{said}; normalised by the canary the model held"
                             + (f" ({held})" if held else "") + "; " + "; ".join(c.message for c in changed),
                             figures=checks, cause="platform", **common)
+
+
+def version_change(tonight: str | None, baseline_versions: Sequence[str | None]) -> str | None:
+    """`wine v3 replaced wine v2` when tonight served another model than the last comparable night, else None.
+
+    The model version is not part of the comparison key (a new model is exactly what a nightly check should
+    judge), so a change is named beside the verdict: the drop, and which version brought it.
+    """
+    previous = next((v for v in baseline_versions if v), None)
+    if not tonight or not previous or tonight == previous:
+        return None
+    return f"{tonight} replaced {previous}"
