@@ -28,10 +28,12 @@ from nightcap.run.safety import check_safety_limits
 from nightcap.run.cleanup import reap_dead_runs
 from nightcap.run.registry import RunRegistry
 from nightcap.results.report import headline, plot_p95_by_cores, write_markdown
-from nightcap.targets.plan import api_key, plan_target
+from nightcap.results.no_answer import no_answer_reason
+from nightcap.targets.plan import api_key, check_target, plan_target, release
+from nightcap.targets.smoke import SmokeFailed
 from tasks.artifacts import Progress, publish_summary, publish_trend, steps_table
 from tasks.events import emit_run_events
-from tasks.platform import deploy, preflight, teardown
+from tasks.platform import deploy, preflight, smoke, teardown
 
 # Prefect's worker cancels a run with SIGTERM, which its engine turns into TerminationSignal (a BaseException).
 CANCELLED = (KeyboardInterrupt, SystemExit, TerminationSignal)
@@ -44,6 +46,10 @@ class RegressionDetected(RuntimeError):
 
 class StagesFailed(RuntimeError):
     """One or more stages failed; what they measured is kept."""
+
+
+class NoAnswer(RuntimeError):
+    """The stages that look for a saturation point found none: a failed run, never a completed one."""
 
 
 STAGE_FLOWS = {
@@ -98,15 +104,23 @@ def open_run(cfg: Config, out: str | None) -> RunContext:
     for line in reap_dead_runs():
         get_run_logger().warning("cleaned up after a dead run: %s", line)
     registry = RunRegistry(run_id)
+    plan = None
     try:
-        plan = plan_target(cfg)
+        plan = plan_target(cfg)  # a model URI is downloaded here, once per run
         ctx = RunContext(config=cfg, run_id=run_id, out=out_dir, plan=plan, registry=registry)
         ctx.api_key = api_key(cfg.target)
     except Exception:
+        if plan is not None:
+            release(plan)
         registry.close()
         raise
-    ctx.summary.update(run_id=run_id, target={"name": cfg.target.name, "kind": cfg.target.kind, "version": plan.version},
+    ctx.summary.update(run_id=run_id, target={"name": cfg.target.name, "kind": cfg.target.kind, "version": plan.version,
+                                              "payload": {"source": plan.payload_source,
+                                                          "synthetic": plan.payload_synthetic}},
                        config_hash=cfg.config_hash(), stages={s: {"status": "pending"} for s in cfg.stages})
+    if plan.payload_synthetic:  # report.md says it beside the answer (results/report.py)
+        get_run_logger().warning("the request bodies are synthetic: %s; real rows measure real cost (set "
+                                 "target.payload_file or target.payload_csv)", plan.payload_source)
     try:
         from nightcap.results.store import HistoryStore
 
@@ -127,6 +141,7 @@ def capacity_check(config: str = "configs/local.yaml", overrides: list[str] | No
     logger = get_run_logger()
     cfg = load_config(config, overrides or [])
     check_safety_limits(cfg)
+    check_target(cfg)
     preflight(cfg)  # on Kubernetes: a night that cannot succeed fails here, in seconds, with the reasons
     with _stop_once_on_signals(), RunLock(cfg.target.name):
         ctx = open_run(cfg, out)
@@ -138,6 +153,7 @@ def capacity_check(config: str = "configs/local.yaml", overrides: list[str] | No
             t0 = time.monotonic()
             deploy(ctx)
             ctx.summary["deploy_s"] = round(time.monotonic() - t0, 1)
+            smoke(ctx)  # one request before any load: a refused payload stops here, in seconds
             for name in cfg.stages:
                 t0 = time.monotonic()
                 ctx.stage_status(name, "running")
@@ -161,6 +177,8 @@ def capacity_check(config: str = "configs/local.yaml", overrides: list[str] | No
             fatal = exc
         except Exception as exc:
             ctx.summary["error"] = str(exc)
+            if isinstance(exc, SmokeFailed):
+                ctx.summary["failure"] = str(exc)
             status = "failed"
             raise
         except BaseException:
@@ -170,15 +188,24 @@ def capacity_check(config: str = "configs/local.yaml", overrides: list[str] | No
             teardown(ctx)
             if fatal is not None:
                 status = "cancelled" if isinstance(fatal, CANCELLED) else "failed"
+            if status != "completed":
                 for name, info in ctx.summary["stages"].items():
                     if info.get("status") in ("pending", "running"):
                         info["status"] = "skipped" if info["status"] == "pending" else "failed"
-            elif status == "completed" and any(s.get("status") == "failed" for s in ctx.summary["stages"].values()):
+            elif any(s.get("status") == "failed" for s in ctx.summary["stages"].values()):
                 status = "failed"  # the flow run ends Failed (StagesFailed): the history says so, and no baseline uses it
+            if fatal is None and "failure" not in ctx.summary:
+                summarize_run(ctx)
+                reason = no_answer_reason(ctx.summary, ctx.steps)
+                if reason:  # no answer is not success: failed, with the reason first in the report
+                    ctx.summary["failure"] = f"no saturation point was measured: {reason}"
+                    status = "failed"
             finish(ctx, status)
         failed = [n for n, s in ctx.summary["stages"].items() if s.get("status") == "failed"]
         if fatal is not None:
             raise fatal
+        if ctx.summary.get("failure") and not failed:
+            raise NoAnswer(ctx.summary["failure"])
         regression = ctx.summary.get("regression", {})
         if regression.get("verdict") == "regressed" and cfg.regression.fail_flow:
             raise RegressionDetected(regression.get("message", "capacity regressed"))
@@ -224,6 +251,7 @@ def finish(ctx: RunContext, status: str) -> None:
         logger.info("%s", ctx.summary["answer"])
         logger.info("report: %s", (ctx.out / "report.md").resolve())
     finally:
+        release(ctx.plan)
         try:  # even when the report could not be written: the "did not run" automation waits for these
             emit_run_events(ctx.summary, status, headline_figures(ctx), str(ctx.out.resolve()))
         except Exception as exc:

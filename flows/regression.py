@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
-from nightcap.analysis.regression import check_regression
+from nightcap.analysis.regression import check_regression, version_change
 from nightcap.run.context import RunContext
+from nightcap.results.store import version_label
 from nightcap.results.summary import headline_figures, summarize_run
 
 
@@ -24,7 +25,12 @@ def regression(run_id: str) -> dict:
     tonight["run_id"] = ctx.run_id
     result = check_regression(tonight, history, threshold=cfg.threshold, noise_k=cfg.noise_k, min_runs=cfg.min_runs,
                               last_n=cfg.last_n, max_pvalue=cfg.max_pvalue)
+    changed = version_change(_named(ctx.summary.get("target", {}).get("version")),
+                             [_named(run.get("target_version")) for run in history])
+    if changed:  # "capacity dropped 20% ... (when wine v3 replaced wine v2)"
+        result.message += f" (when {changed})" if result.regressed else f"; {changed}"
     block = result.to_dict()
+    block["version_change"] = changed
     ctx.summary["regression"] = block
     ctx.summary["regression_line"] = (f"regression check against {len(result.baseline_run_ids)} earlier night(s), "
                                       f"change points over {len(history) + 1}: {result.message}")
@@ -36,3 +42,9 @@ def regression(run_id: str) -> dict:
     (logger.error if result.regressed else logger.info)("regression: %s", result.message)
     return block
 
+
+def _named(target_version: dict | None) -> str | None:
+    """A model's or image's version label; None for a reference server's timings (its settings, not a version)."""
+    if not target_version or not any(target_version.get(k) for k in ("label", "version", "image")):
+        return None
+    return version_label(target_version)

@@ -72,8 +72,12 @@ class TargetConfig(Strict):
     # reference target stalls: every `stall_every_s` no response leaves for `stall_s` (0: never)
     stall_every_s: float = Field(0.0, ge=0, le=3600)
     stall_s: float = Field(0.0, ge=0, le=3600)
-    # mlflow target: a saved model folder; empty means the bundled wine classifier
-    model_uri: str | None = None
+    # reference target: KiB hashed per request, a fixed amount of work (the platform canary's workload)
+    work_kb: int = Field(0, ge=0, le=1_048_576)
+    # mlflow target: a local folder, file://, runs:/, models:/name/version or models:/name@alias; empty means
+    # the bundled wine classifier. runs:/ and models:/ are looked up in tracking_uri, else MLFLOW_TRACKING_URI.
+    model_uri: str | None = Field(None, min_length=1, max_length=2000)
+    tracking_uri: str | None = Field(None, min_length=1, max_length=2000)
     # command target: argv with {port} and {concurrency}
     command: list[str] | None = None
     image: str | None = None  # container image on Kubernetes
@@ -120,6 +124,10 @@ class TargetConfig(Strict):
                     f"target.url host {parsed.hostname!r} is not in target.allowed_hosts "
                     f"{self.allowed_hosts}; add it there if you really mean to load it"
                 )
+        if self.model_uri and self.kind != "mlflow":
+            raise ValueError(f"target.model_uri is for target.kind 'mlflow' (got kind {self.kind!r})")
+        if self.tracking_uri and not self.model_uri:
+            raise ValueError("target.tracking_uri is where target.model_uri is looked up; set target.model_uri too")
         if self.stall_s and not self.stall_s < self.stall_every_s:
             raise ValueError(f"target.stall_s ({self.stall_s:g}) must be shorter than target.stall_every_s "
                              f"({self.stall_every_s:g}); set stall_every_s to how often a stall starts")
@@ -178,10 +186,20 @@ class LoadConfig(Strict):
     # CPU cap per local generator process (cgroups): reproducible generator capacity, and a way to show
     # that generator-bound steps are flagged and never taken as the target's limit.
     worker_cpu: Cores | None = None
+    # open loop (the operating-point check, autoscale phases): planned arrivals at a rate
+    verify_s: float | None = Field(None, ge=0, le=3600)  # operating-point window; None: 3 x window_s, 0: no check
+    arrivals: Literal["constant", "poisson"] = "constant"  # spacing of planned arrivals
+    open_max_in_flight: int = Field(1000, ge=1, le=100_000)  # per worker; beyond it arrivals are dropped
+    open_late_ms: float = Field(5.0, gt=0, le=10_000)  # an arrival sent this far behind its plan counts late
     # safety limits: a run that would exceed them is refused before it starts
     max_users: int = Field(512, ge=1, le=100_000)
     max_rps: float = Field(20_000.0, gt=0)
     max_duration_s: Seconds = 3600.0
+
+    @property
+    def verify_window_s(self) -> float:
+        """The operating-point check's window: `verify_s`, by default three measured windows."""
+        return 3 * self.window_s if self.verify_s is None else self.verify_s
 
 
 class SearchConfig(Strict):
@@ -196,6 +214,10 @@ class SearchConfig(Strict):
     refine_steps: int = Field(3, ge=0, le=10)
     headroom: float = Field(0.7, gt=0, le=1)
     slo_capacity: bool = True
+    backoff_windows: int = Field(3, ge=0, le=10)  # open-loop bisection windows when the operating point misses the SLO
+    # verify the last comparable night's knee (and tune's choice) before searching from scratch; not part of
+    # the comparison key: a warm night is measured the same way, at fewer levels
+    warm_start: bool = True
 
 
 class SloConfig(Strict):
@@ -255,6 +277,23 @@ class StoreConfig(Strict):
     url: str = "sqlite:///.nightcap/history.db"
 
 
+class CanaryConfig(Strict):
+    """The platform canary: a reference server hashing `work_kb` KiB per request (fixed work, so its rate moves
+    with the machine), one pod of `cpu`/`memory` on the model's platform, measured before the model for
+    `windows` windows of `users` closed-loop users. It runs with the regression stage, which uses it."""
+
+    enabled: bool = True
+    work_kb: int = Field(2048, ge=1, le=1_048_576)
+    cpu: Cores = 0.5
+    memory: MemoryBytes = Field(default_factory=lambda: parse_memory("256Mi"))
+    slots: int = Field(2, ge=1, le=256)
+    users: int = Field(4, ge=1, le=1024)
+    windows: int = Field(3, ge=1, le=10)
+    # Kubernetes: any image with Python >= 3.9 runs it (the server is standard-library only; its source is
+    # passed with `python -c`, so nothing is built or pushed)
+    image: str = "python:3.12-slim"
+
+
 class RegressionConfig(Strict):
     last_n: int = Field(7, ge=1, le=365)
     min_runs: int = Field(2, ge=1)
@@ -264,6 +303,8 @@ class RegressionConfig(Strict):
     # the change-point analysis looks back over this many comparable nights (never fewer than last_n)
     series_n: int = Field(30, ge=3, le=1000)
     max_pvalue: float = Field(0.001, gt=0, lt=1)
+    # the platform canary moved when it changed beyond this fraction and beyond its own noise band
+    canary_threshold: float = Field(0.05, gt=0, lt=1)
 
     @property
     def nights(self) -> int:
@@ -284,6 +325,7 @@ class Config(Strict):
     autoscale: AutoscaleConfig = Field(default_factory=AutoscaleConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
     regression: RegressionConfig = Field(default_factory=RegressionConfig)
+    canary: CanaryConfig = Field(default_factory=CanaryConfig)
 
     @model_validator(mode="before")
     @classmethod
@@ -325,7 +367,7 @@ class Config(Strict):
             "target": self.target.name,
             "platform": self.platform.kind,
             "load": self._load_identity(),
-            "search": self.search.model_dump(),
+            "search": self.search.model_dump(exclude={"warm_start"}),
             "slo": self.slo.model_dump(),
         }
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Protocol, Sequence
+from typing import Callable, Mapping, Protocol, Sequence
 
 from nightcap.analysis.confidence import Estimate, combine_windows
 
@@ -171,6 +171,8 @@ def measure_level(measure: Callable[[int], Measured], users: int, slo: Slo, p: S
     windows = [] if windows is None else windows
     invalid = 0
     stable = bool(windows) and settled(combine_windows([window_estimate(w) for w in windows]), windows, p)
+    if len(windows) == 1 and decisive is not None and not windows[0].generator_bound and decisive(windows[0]):
+        stable = True  # a window measured earlier (a warm start's) that is decisive here too: no loop
     while not stable and len(windows) < p.max_windows:
         m = measure(users)
         if not m.valid:
@@ -233,14 +235,18 @@ def near_peak_or_clearly_below(slo: Slo, p: SearchParams, peak: float) -> Callab
     return decisive
 
 
-def find_saturation(measure: Callable[[int], Measured], slo: Slo, params: SearchParams | None = None) -> SearchResult:
+def find_saturation(measure: Callable[[int], Measured], slo: Slo, params: SearchParams | None = None,
+                    known: Mapping[int, Sequence[Measured]] | None = None) -> SearchResult:
+    """`known`: windows already measured tonight per users count (a warm start that fell back); a level the
+    search visits starts from them and is measured further only if they do not settle it."""
     p = params or SearchParams()
     levels: dict[int, Level] = {}
     windows_at: dict[int, list[Measured]] = {}
+    known = known or {}
 
     def at(users: int, decisive: Callable[[Measured], bool] | None = None) -> Level:
         if users not in levels:
-            windows_at[users] = []
+            windows_at[users] = list(known.get(users, ()))
             levels[users] = measure_level(measure, users, slo, p, decisive, windows_at[users])
         return levels[users]
 

@@ -54,3 +54,21 @@ def teardown(ctx: RunContext) -> None:
     finally:
         if ctx.platform is not None:
             ctx.platform.teardown()
+
+
+@task(name="smoke-request", cache_policy=NO_CACHE, persist_result=False, retries=0)
+def smoke(ctx: RunContext) -> None:
+    """One request with the first payload right after deploy: a refusal stops the run before any load."""
+    from nightcap.targets.smoke import smoke_request
+
+    t = ctx.config.target
+    assert ctx.platform is not None
+    headers = dict(t.headers)
+    if ctx.api_key:
+        headers["Authorization"] = f"Bearer {ctx.api_key}"
+    url = ctx.platform.service_url.rstrip("/") + t.path
+    result = smoke_request(url, t.method, ctx.plan.payloads[0], headers, t.request_timeout_s,
+                           payload_option=ctx.plan.payload_option,
+                           url_option="target.url" if t.kind == "url" else None)
+    ctx.summary["smoke"] = {"status": result.status, "elapsed_ms": result.elapsed_ms}
+    get_run_logger().info("smoke request: %s in %.0f ms", result.status, result.elapsed_ms)

@@ -103,3 +103,27 @@ def test_switching_between_closed_and_open_loop_keeps_one_class_at_a_time(locust
         users = locust.client.window()["user_count"]
     assert users == 1  # one OpenLoopUser on the one worker, no closed-loop user left over
     assert w.offered_rps == pytest.approx(50, rel=0.05) and w.dropped == 0
+
+
+def test_the_step_runner_measures_open_loop_rows_and_switches_back_to_users(locust: LocalLocust) -> None:
+    from nightcap.config import validate
+    from nightcap.load.runner import StepRunner
+    from nightcap.platforms.base import PodSpec
+    from nightcap.platforms.external import ExternalPlatform
+
+    with server("--slots", "16", "--service-ms", "20", "--stall-every-s", "1", "--stall-s", "0.2") as url:
+        config = validate({"target": {"name": "open", "kind": "url", "url": url},
+                           "load": {"warmup_s": 0.5, "window_s": 3, "workers": 1}, "slo": {"p95_ms": 100}})
+        platform = ExternalPlatform(config)
+        platform.deploy(PodSpec(None, None, 1), 1)
+        rows = []
+        runner = StepRunner(config, platform, locust, "single_client", rows.append)
+        row, window = runner.measure_rate(100.0)
+        closed = runner.measure(2)
+    truth = stall_latency_ms(0.95, 20, 1.0, 0.2)  # 20 + 200 - 50 = 170 ms
+    assert rows == [row, closed]
+    assert row.load == "open" and row.users == 0 and row.offered_rps == pytest.approx(100, rel=0.03)
+    assert row.rps == pytest.approx(window.goodput_rps, abs=0.01) and row.dropped == 0 and row.valid
+    assert row.p95_ms == pytest.approx(truth, rel=0.25) and row.mean_ms > 20
+    assert not row.generator_bound and row.note == ""
+    assert closed.load == "closed" and closed.users == 2 and closed.p95_ms < 40

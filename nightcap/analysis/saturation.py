@@ -23,13 +23,15 @@ def _truthy(value: Any, default: bool = False) -> bool:
 
 
 def usable(step: StepRow | Mapping[str, Any] | pd.Series) -> bool:
-    """A step counts for capacity only when it is valid and the load generator was not the bottleneck.
+    """A closed-loop step counts for capacity only when it is valid and the generator was not the bottleneck.
 
-    A generator-bound step measures the generator, not the model, so using it would understate capacity.
+    A generator-bound step measures the generator, not the model, so using it would understate capacity;
+    an open-loop step (a rate, not users) answers the SLO question, not the capacity one.
     """
     if isinstance(step, StepRow):
-        return step.valid and not step.generator_bound
-    return _truthy(step.get("valid"), True) and not _truthy(step.get("generator_bound"), False)
+        return step.valid and not step.generator_bound and step.load != "open"
+    return (_truthy(step.get("valid"), True) and not _truthy(step.get("generator_bound"), False)
+            and step.get("load") != "open")
 
 
 def within_slo_mask(steps: pd.DataFrame, p95_ms: float, max_error_rate: float) -> pd.Series:
@@ -51,7 +53,12 @@ def steps_frame(rows: Iterable[StepRow]) -> pd.DataFrame:
 
 
 def usable_mask(steps: pd.DataFrame) -> pd.Series:
-    """Row mask of `usable` steps in a frame (missing columns mean valid / not generator-bound)."""
+    """Row mask of `usable` closed-loop steps (missing columns mean valid / not generator-bound / closed).
+
+    Open-loop rows (load == "open") were measured at a rate, not at a user count: the analyses over users
+    (SLO users, USL fits) never take them.
+    """
     valid = steps["valid"].map(lambda v: _truthy(v, True)) if "valid" in steps else pd.Series(True, index=steps.index)
     bound = steps["generator_bound"].map(_truthy) if "generator_bound" in steps else pd.Series(False, index=steps.index)
-    return valid & ~bound
+    closed = steps["load"].fillna("closed") != "open" if "load" in steps else pd.Series(True, index=steps.index)
+    return valid & ~bound & closed

@@ -58,13 +58,14 @@ class MasterClient:
         self.base_url = base_url.rstrip("/")
         self.http = httpx.Client(base_url=self.base_url, timeout=timeout_s)
         self._user_class: str | None = None
+        self._host: str | None = None
 
     def swarm(self, users: int, spawn_rate: float, host: str, user_rps: float = 0.0) -> None:
         """Hold `users` users; with `user_rps` each is paced to that rate (offered load), else closed loop."""
         self._swarm(CLOSED_USER, {"user_count": users, "spawn_rate": spawn_rate, "host": host, "user_rps": user_rps})
 
     def swarm_rate(self, rate_rps: float, workers: int, host: str, arrivals: str = "constant",
-                   max_in_flight: int = 1000) -> None:
+                   max_in_flight: int = 1000, late_ms: float = 5.0) -> None:
         """Offer `rate_rps` in total, open loop: one OpenLoopUser per worker, each at rate / workers.
 
         Locust hands out users round-robin, so `workers` users put exactly one scheduler on each worker.
@@ -73,25 +74,26 @@ class MasterClient:
             raise LoadError(f"an open-loop rate needs rate_rps > 0 and workers >= 1 (got {rate_rps}, {workers})")
         self._swarm(OPEN_USER, {"user_count": workers, "spawn_rate": max(workers, 1) * 100, "host": host,
                                 "open_rps": rate_rps / workers, "open_arrivals": arrivals,
-                                "open_max_in_flight": max_in_flight})
+                                "open_max_in_flight": max_in_flight, "open_late_ms": late_ms})
 
     def _swarm(self, user_class: str, form: dict[str, Any]) -> None:
-        if self._user_class not in (None, user_class):
-            # The master keeps the classes it dispatched while running: switching needs a stop first.
+        if self._user_class not in (None, user_class) or self._host not in (None, form["host"]):
+            # The master keeps the classes it dispatched while running, and running users keep the host they
+            # were created with: switching either needs a stop first.
             self.stop()
         r = self.http.post("/swarm", data={**form, "user_classes": user_class})
         r.raise_for_status()
         body = r.json()
         if not body.get("success", False):
             raise LoadError(f"Locust refused to swarm: {body.get('message')}")
-        self._user_class = user_class
+        self._user_class, self._host = user_class, form["host"]
 
     def reset(self) -> None:
         self.http.post("/stats/reset").raise_for_status()
 
     def stop(self) -> None:
         self.http.post("/stop").raise_for_status()
-        self._user_class = None
+        self._user_class = self._host = None
 
     def window(self, timeout_s: float | None = None) -> dict[str, Any]:
         r = self.http.get("/nightcap/window", **({"timeout": timeout_s} if timeout_s else {}))

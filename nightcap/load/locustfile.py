@@ -8,7 +8,7 @@ Two user classes, chosen per swarm (the master runs with --class-picker; POST /s
   constant spacing or Poisson) without waiting for earlier responses, a greenlet per arrival, at most
   --open-max-in-flight per worker (beyond that an arrival is dropped and counted). Latency is measured
   from the planned send time, so a stalled server cannot hold back the arrivals that would have seen it
-  (coordinated omission); arrivals sent more than NIGHTCAP_OPEN_LATE_MS after plan are counted late.
+  (coordinated omission); arrivals sent more than --open-late-ms after plan are counted late.
 
 Everything else comes from environment variables so the same file serves local processes and the
 ConfigMap in a cluster:
@@ -53,7 +53,6 @@ PATH = os.environ.get("NIGHTCAP_PATH", "/invocations")
 METHOD = os.environ.get("NIGHTCAP_METHOD", "POST").upper()
 TIMEOUT_S = float(os.environ.get("NIGHTCAP_TIMEOUT_S", "10"))
 RECONNECT_S = float(os.environ.get("NIGHTCAP_RECONNECT_S", "0"))
-OPEN_LATE_S = float(os.environ.get("NIGHTCAP_OPEN_LATE_MS", "5")) / 1000.0
 
 
 def _payloads() -> list[bytes]:
@@ -91,6 +90,8 @@ def _options(parser: Any) -> None:
                         help="open loop: 'constant' spacing or 'poisson' arrivals")
     parser.add_argument("--open-max-in-flight", type=int, default=1000, include_in_web_ui=True,
                         help="open loop: arrivals in flight per worker before new ones are dropped")
+    parser.add_argument("--open-late-ms", type=float, default=5.0, include_in_web_ui=True,
+                        help="open loop: an arrival sent this much after its planned time counts as late")
 
 
 class ModelUser(FastHttpUser):
@@ -218,7 +219,8 @@ class OpenLoopUser(FastHttpUser):
         try:
             late_s = time.perf_counter() - planned
             _open_counts["sent"] += 1
-            if late_s > OPEN_LATE_S:
+            options = self.environment.parsed_options
+            if late_s > float(getattr(options, "open_late_ms", 5.0) or 5.0) / 1000.0:
                 _open_counts["late"] += 1
                 _open_counts["late_ms_max"] = max(_open_counts["late_ms_max"], 1000.0 * late_s)
             headers = HEADERS

@@ -1,6 +1,9 @@
-"""One load step against the platform: users held, warm-up, a measured window, replicas watched meanwhile.
+"""One load step against the platform: users held (or a rate offered), warm-up, a measured window, replicas
+watched meanwhile.
 
-The search (`nightcap.search`) calls `StepRunner.measure(users)` once per window; every row is handed on at once.
+The search (`nightcap.search`) calls `StepRunner.measure(users)` once per window (closed loop); the
+operating-point check and the autoscale phases call `measure_rate(rps)` (open loop). Every row is handed on
+at once.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import httpx
 from nightcap.config import Config
 from nightcap.load.base import Generator, target_url
 from nightcap.load.driver import LoadError, summarize
+from nightcap.load.open_loop import OpenWindow, summarize_open
 from nightcap.platforms.base import Observation, Platform, PodSpec
 from nightcap.results.steps import StepRow
 
@@ -39,6 +43,7 @@ class StepRunner:
         self.spec = spec
         self.sample_s = sample_s
         self._users: int | None = None
+        self._rate: float | None = None
         self._counter = step_counter or _counter()
         self.rows: list[StepRow] = []
 
@@ -54,7 +59,83 @@ class StepRunner:
         if users > load.max_users:
             raise LoadError(f"{users} users exceeds the safety limit load.max_users ({load.max_users})")
         self.generator.client.swarm(users, load.spawn_rate, target_url(self.generator, self.platform))
-        self._users = users
+        self._users, self._rate = users, None
+
+    def set_rate(self, rate_rps: float) -> None:
+        """Offer `rate_rps` open loop, split over the generator's workers."""
+        load = self.config.load
+        if rate_rps > load.max_rps:
+            raise LoadError(f"{rate_rps:.0f} rps exceeds the safety limit load.max_rps ({load.max_rps:.0f})")
+        self.generator.client.swarm_rate(rate_rps, self.generator.workers, target_url(self.generator, self.platform),
+                                         arrivals=load.arrivals, max_in_flight=load.open_max_in_flight,
+                                         late_ms=load.open_late_ms)
+        self._users, self._rate = None, rate_rps
+
+    def measure_rate(self, rate_rps: float, window_s: float | None = None) -> tuple[StepRow, OpenWindow]:
+        """One open-loop window at `rate_rps`: a StepRow (load "open", rps = goodput) and the full window.
+
+        The row is generator-bound when the schedule slipped (> 1% late or dropped) with a pegged
+        generator; when it slipped with the generator idle, the note says the target was overloaded.
+        """
+        load = self.config.load
+        window_s = window_s or load.window_s
+        self._check_budget(window_s + load.warmup_s)
+        started = time.time()
+        restart = getattr(self.generator, "restart_dead_workers", None)
+        if restart is not None and restart():
+            self._rate = None  # a replacement worker has no scheduler yet
+        if rate_rps != self._rate:
+            self.set_rate(rate_rps)
+            time.sleep(load.warmup_s)
+        raw, open_raw, gen_cpu, samples, workers_before, span = self._window(window_s, with_open=True)
+        closed = summarize(raw)
+        window = summarize_open(open_raw or {}, rate_rps, closed)
+        busiest = max(gen_cpu, default=0.0)
+        row = self._row(0, closed, gen_cpu, samples, started, span)
+        verdict = window.verdict(busiest, load.generator_bound_pct)
+        row.load, row.offered_rps, row.late, row.dropped = "open", round(window.offered_rps, 2), window.late, window.dropped
+        row.mean_ms = None if window.mean_ms is None else round(window.mean_ms, 2)
+        row.rps, row.requests, row.failures = round(window.goodput_rps, 2), window.completed, window.failures
+        row.error_rate = round(window.error_rate, 5)
+        row.valid = window.completed > 0 or window.failures > 0
+        row.generator_bound = row.generator_bound or verdict == "generator-bound"
+        notes = [n for n in (window.explain(busiest, load.generator_bound_pct),
+                             "errors: " + _top_errors(closed.errors) if window.failures and closed.errors else "")
+                 if n]
+        if self.generator.alive_workers() < workers_before or window.workers < self.generator.workers:
+            row.valid = False
+            notes.insert(0, f"a load generator worker died during the window ({window.workers} of "
+                            f"{self.generator.workers} reporting)")
+        row.note = "; ".join(notes) or ("" if window.completed else "no request completed in the window")
+        if not row.valid:
+            self._rate = None  # set the schedule again before the next window (see `measure`)
+        self.rows.append(row)
+        self.on_row(row)
+        return row, window
+
+    def _window(self, window_s: float, with_open: bool = False
+                ) -> tuple[dict, dict | None, list[float], list[Observation], int, tuple[float, float]]:
+        """Reset, watch the replicas for `window_s`, read the master: (window, open counters, generator CPU,
+        replica samples, workers alive at the start, (start, end) of the measured window)."""
+        workers_before = self.generator.alive_workers()
+        self.generator.client.reset()
+        measured_from = time.time()
+        self.generator.mark_cpu()
+        samples: list[Observation] = []
+        stop = threading.Event()
+        sampler = threading.Thread(target=self._sample, args=(samples, stop), daemon=True)
+        sampler.start()
+        time.sleep(window_s)
+        stop.set()
+        sampler.join(timeout=5)
+        self._observe_into(samples)  # the end of the window: a replica that died in its last second counts
+        span = (measured_from, time.time())
+        try:
+            raw = self.generator.client.window()
+            open_raw = self.generator.client.open_window() if with_open else None
+        except httpx.HTTPError as exc:
+            raise LoadError(f"the Locust master stopped answering: {exc}") from None
+        return raw, open_raw, self.generator.generator_cpu_pct(), samples, workers_before, span
 
     def measure(self, users: int) -> StepRow:
         load = self.config.load
@@ -66,25 +147,9 @@ class StepRunner:
         if users != self._users:
             self.set_users(users)
             time.sleep(load.warmup_s)
-        workers_before = self.generator.alive_workers()
-        self.generator.client.reset()
-        measured_from = time.time()
-        self.generator.mark_cpu()
-        samples: list[Observation] = []
-        stop = threading.Event()
-        sampler = threading.Thread(target=self._sample, args=(samples, stop), daemon=True)
-        sampler.start()
-        time.sleep(load.window_s)
-        stop.set()
-        sampler.join(timeout=5)
-        self._observe_into(samples)  # the end of the window: a replica that died in its last second counts
-        try:
-            raw = self.generator.client.window()
-        except httpx.HTTPError as exc:
-            raise LoadError(f"the Locust master stopped answering: {exc}") from None
-        gen_cpu = self.generator.generator_cpu_pct()
+        raw, _, gen_cpu, samples, workers_before, span = self._window(load.window_s)
         window = summarize(raw)
-        row = self._row(users, window, gen_cpu, samples, started, (measured_from, time.time()))
+        row = self._row(users, window, gen_cpu, samples, started, span)
         if window.failures and window.errors:
             row.note = (row.note + "; " if row.note else "") + "errors: " + _top_errors(window.errors)
         if self.generator.alive_workers() < workers_before or window.workers < self.generator.workers:

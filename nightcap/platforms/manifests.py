@@ -121,6 +121,8 @@ def model_argv(config: Config) -> tuple[list[str] | None, dict[str, str]]:
             argv += ["--memory-mb", str(t.memory_mb)]
         if t.stall_s:
             argv += ["--stall-every-s", str(t.stall_every_s), "--stall-s", str(t.stall_s)]
+        if t.work_kb:
+            argv += ["--work-kb", str(t.work_kb)]
         return argv, {}
     if t.kind == "mlflow":
         # An image from `mlflow models build-docker` serves on 8080 and reads its worker count from env.

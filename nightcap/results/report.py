@@ -152,6 +152,11 @@ def embed_png(path: Path) -> str:
 def write_markdown(summary: dict[str, Any], out: Path, plots: list[Path], embed: bool = False) -> str:
     """report.md: the answer first, then each stage's table and plot."""
     lines = [headline(summary), ""]
+    if summary.get("failure"):  # why there is no answer comes before anything else
+        lines = [f"**Run failed**: {summary['failure']}", ""] + lines
+    payload = (summary.get("target") or {}).get("payload") or {}
+    if payload.get("source"):
+        lines.append(f"- requests: {payload['source']}" + (" (**synthetic values**)" if payload.get("synthetic") else ""))
     for key in ("autoscale_line", "sizing_line", "tuning_line", "regression_line", "multi_client_line"):
         if summary.get(key):
             lines.append(f"- {summary[key]}")

@@ -11,7 +11,8 @@ from typing import Any, Iterable
 
 @dataclass
 class StepRow:
-    """U users held for a warm-up and then a measured window, with what the replicas did meanwhile."""
+    """U users (or, open loop, a rate) held for a warm-up and then a measured window, with what the replicas
+    did meanwhile."""
 
     stage: str
     step: int
@@ -43,6 +44,13 @@ class StepRow:
     started_at: float = 0.0
     duration_s: float = 0.0
     events: list[str] = field(default_factory=list)
+    # open loop (load == "open"): arrivals at a planned rate instead of `users`; latencies from the planned
+    # send time. `rps` is the goodput, `offered_rps` what the schedule sent.
+    load: str = "closed"
+    offered_rps: float | None = None
+    late: int | None = None  # arrivals sent more than a few ms behind schedule
+    dropped: int | None = None  # arrivals not sent: the worker's in-flight bound was full
+    mean_ms: float | None = None
     replica_cpu_source: str = ""  # e.g. "metrics-server, 15s intervals; 2 inside the window"
     generator_cpu_source: str = ""  # e.g. "worker CPU counters over the window"
 

@@ -182,10 +182,11 @@ def _without_password(url: str) -> str:
 
 
 def version_label(target_version: Mapping[str, Any] | None) -> str:
-    """One short string for tables: the model version, image or URI, else the reference timings."""
+    """One short string for tables: the model's label (`wine v3 @champion`), version, image or URI, else the
+    reference timings."""
     if not target_version:
         return ""
-    for key in ("version", "image", "model_uri"):
+    for key in ("label", "version", "image", "model_uri"):
         if target_version.get(key):
             return str(target_version[key])
     return " ".join(f"{k}={v}" for k, v in sorted(target_version.items()) if v not in (None, "", [], {}))

@@ -16,7 +16,9 @@ throughput is set by its parameters and not by parsing overhead:
 - ``stall_every_s`` / ``stall_s`` freeze the server periodically (a GC pause, a noisy neighbour):
   for the first ``stall_s`` of every ``stall_every_s`` period no response leaves; responses due
   meanwhile are sent when the stall ends. Slots are released on time (the stall adds latency, not
-  lost capacity), so what an open-loop client must see is known exactly: :func:`stall_latency_ms`.
+  lost capacity), so what an open-loop client must see is known exactly: :func:`stall_latency_ms`;
+- ``work_kb`` hashes that many KiB per request: a fixed amount of *work*, not of CPU time, so the
+  rate it allows moves with the machine's speed (the platform canary, ``nightcap.analysis.canary``).
 
 Only the standard library is imported, so the process starts in a fraction of a second.
 """
@@ -177,6 +179,15 @@ class _Slot:
     free_at: float = 0.0
 
 
+def _do_work(n_bytes: int) -> None:
+    """SHA-256 over ``n_bytes`` (GIL released): the same work on every machine, whatever CPU time it takes."""
+    left = n_bytes
+    while left > 0:
+        chunk = min(left, len(_HASH_BUFFER))
+        hashlib.sha256(_HASH_BUFFER[:max(chunk, _MIN_CHUNK)]).digest()
+        left -= chunk
+
+
 def _burn_cpu(seconds: float) -> float:
     """Spend ``seconds`` of this thread's CPU time in C code that releases the GIL.
 
@@ -207,8 +218,10 @@ class _ReferenceServer:
         coherency_ms: float,
         stall_every_s: float = 0.0,
         stall_s: float = 0.0,
+        work_kb: int = 0,
     ) -> None:
         self.slots = slots
+        self.work_bytes = work_kb * 1024
         self.stall_every_s = stall_every_s
         self.stall_s = stall_s if stall_every_s > 0 else 0.0
         self.started = time.monotonic()
@@ -225,7 +238,7 @@ class _ReferenceServer:
         self.lock = asyncio.Lock()
         self.pool = (
             ThreadPoolExecutor(max_workers=min(slots, MAX_CPU_THREADS), thread_name_prefix="cpu")
-            if cpu_ms > 0
+            if cpu_ms > 0 or work_kb > 0
             else None
         )
         self.writers: set[asyncio.StreamWriter] = set()
@@ -348,12 +361,14 @@ class _ReferenceServer:
                 if delay > 0:
                     await asyncio.sleep(delay)
                 woke = loop.time()
-                if self.pool is not None:
+                if self.pool is not None and self.cpu_s > 0:
                     burn_s = max(0.0, self.cpu_s - self.overhead_s)
                     burned = await loop.run_in_executor(self.pool, _burn_cpu, burn_s)
                     self.burned_s += burned  # not `+= await`: that would read before awaiting
                     self.burns += 1
                     self._recalibrate()
+                if self.work_bytes and self.pool is not None:
+                    await loop.run_in_executor(self.pool, _do_work, self.work_bytes)
                 if self.coherency_s > 0:
                     # Priced when the request asks for the lock: by the time it gets it, the holder
                     # before it has already left, which would undercount the concurrency it met.
@@ -418,9 +433,9 @@ def _allocate_ballast(memory_mb: int) -> bytearray:
 
 async def _serve_async(
     port: int, slots: int, service_ms: float, queue: int, cpu_ms: float, coherency_ms: float, host: str,
-    stall_every_s: float = 0.0, stall_s: float = 0.0,
+    stall_every_s: float = 0.0, stall_s: float = 0.0, work_kb: int = 0,
 ) -> None:
-    state = _ReferenceServer(slots, service_ms, queue, cpu_ms, coherency_ms, stall_every_s, stall_s)
+    state = _ReferenceServer(slots, service_ms, queue, cpu_ms, coherency_ms, stall_every_s, stall_s, work_kb)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -452,6 +467,7 @@ def serve(
     host: str = "127.0.0.1",
     stall_every_s: float = 0.0,
     stall_s: float = 0.0,
+    work_kb: int = 0,
 ) -> None:
     """Run the reference server until SIGTERM or SIGINT; returns normally (exit 0) then.
 
@@ -459,13 +475,14 @@ def serve(
     """
     if slots <= 0:
         raise ValueError("slots must be positive")
-    if min(service_ms, cpu_ms, coherency_ms) < 0 or queue < 0 or memory_mb < 0:
-        raise ValueError("service_ms, cpu_ms, coherency_ms, queue and memory_mb must be >= 0")
+    if min(service_ms, cpu_ms, coherency_ms) < 0 or queue < 0 or memory_mb < 0 or work_kb < 0:
+        raise ValueError("service_ms, cpu_ms, coherency_ms, queue, memory_mb and work_kb must be >= 0")
     if stall_s and not 0 < stall_s < stall_every_s:
         raise ValueError("--stall-s must be > 0 and shorter than --stall-every-s")
     ballast = _allocate_ballast(memory_mb) if memory_mb else None
     try:
-        asyncio.run(_serve_async(port, slots, service_ms, queue, cpu_ms, coherency_ms, host, stall_every_s, stall_s))
+        asyncio.run(_serve_async(port, slots, service_ms, queue, cpu_ms, coherency_ms, host, stall_every_s, stall_s,
+                                 work_kb))
     finally:
         del ballast
 
@@ -484,6 +501,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--memory-mb", type=int, default=0, help="working set allocated and touched at start")
     parser.add_argument("--stall-every-s", type=float, default=0.0, help="start a stall this often (0: never)")
     parser.add_argument("--stall-s", type=float, default=0.0, help="how long each stall holds every response")
+    parser.add_argument("--work-kb", type=int, default=0,
+                        help="KiB hashed per request: fixed work whose CPU time depends on the machine (canary)")
     parser.add_argument("--host", default="127.0.0.1")
     args = parser.parse_args(argv)
     try:
@@ -498,6 +517,7 @@ def main(argv: list[str] | None = None) -> None:
             host=args.host,
             stall_every_s=args.stall_every_s,
             stall_s=args.stall_s,
+            work_kb=args.work_kb,
         )
     except ValueError as exc:
         parser.error(str(exc))

@@ -1,0 +1,104 @@
+"""Verify the operating point at a rate, and back off to the highest rate that meets the SLO.
+
+Why a rate: a closed-loop search finds the knee, but "run at 70% of saturation: does the SLO hold?" is a
+question about arrivals per second, and only an open-loop window answers it (a closed loop slows down
+with the server and under-reports the latency of a stall). Pure: `check_operating_point` takes a
+`measure(rate) -> RateCheck` callable, so the bisection is tested without load.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Protocol
+
+
+class _SloLike(Protocol):
+    p95_ms: float
+    max_error_rate: float
+
+
+@dataclass(frozen=True)
+class RateCheck:
+    """One open-loop window at a rate, judged against the SLO."""
+
+    rate_rps: float
+    offered_rps: float
+    achieved_rps: float
+    goodput_rps: float
+    p50_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+    mean_ms: float | None
+    error_rate: float
+    planned: int
+    late: int
+    dropped: int
+    verdict: str  # ok, generator-bound or target-overloaded (late + dropped beyond 1%)
+    meets_slo: bool
+    why: str = ""  # what failed, in words, when it did not meet the SLO
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def judge(slo: _SloLike, *, p95_ms: float | None, error_rate: float, verdict: str) -> tuple[bool, str]:
+    """Meets the SLO when p95 < slo.p95_ms, errors within slo.max_error_rate and the schedule was kept.
+
+    A window that could not offer its rate (late or dropped arrivals beyond 1%) does not pass: a
+    target-overloaded one is a failure, a generator-bound one proved nothing.
+    """
+    reasons = []
+    if p95_ms is None:
+        reasons.append("no response completed")
+    elif p95_ms >= slo.p95_ms:
+        reasons.append(f"p95 {p95_ms:.0f} ms >= SLO {slo.p95_ms:g} ms")
+    if error_rate > slo.max_error_rate:
+        reasons.append(f"errors {100 * error_rate:.1f}% > {100 * slo.max_error_rate:g}%")
+    if verdict != "ok":
+        reasons.append(verdict)
+    return not reasons, "; ".join(reasons)
+
+
+@dataclass
+class OperatingPointCheck:
+    """The verification window at the operating rate and, when it failed, the bisection below it."""
+
+    verified: RateCheck
+    backoff: list[RateCheck] = field(default_factory=list)
+    slo_rate_rps: float | None = None  # highest rate measured to meet the SLO; None when none did
+    slo_rate_interval_rps: tuple[float, float | None] = (0.0, None)  # [met, first failed above it]
+
+    @property
+    def windows(self) -> list[RateCheck]:
+        return [self.verified, *self.backoff]
+
+    def at(self, rate_rps: float | None) -> RateCheck | None:
+        """The window measured at this rate (the sizing model takes its mean latency from it)."""
+        return next((w for w in self.windows if rate_rps is not None and w.rate_rps == rate_rps), None)
+
+
+def check_operating_point(measure: Callable[[float], RateCheck], rate_rps: float,
+                          backoff_windows: int = 3) -> OperatingPointCheck:
+    """One window at `rate_rps`; if it misses the SLO, bisect on [0, rate_rps] for `backoff_windows` windows.
+
+    The answer is the highest rate measured to meet the SLO, and the interval it lies in: [that rate,
+    the lowest failing rate above it]. After k windows the interval is rate / 2^k wide (3 windows: 12.5%
+    of the operating rate). When the operating rate meets the SLO, rates above it are not tried: the
+    interval's upper end is None.
+    """
+    if rate_rps <= 0:
+        raise ValueError(f"the operating rate must be > 0 rps, got {rate_rps}")
+    first = measure(rate_rps)
+    if first.meets_slo:
+        return OperatingPointCheck(first, [], rate_rps, (rate_rps, None))
+    low, high, best = 0.0, rate_rps, None
+    tried: list[RateCheck] = []
+    for _ in range(backoff_windows):
+        mid = (low + high) / 2
+        window = measure(mid)
+        tried.append(window)
+        if window.meets_slo:
+            low, best = mid, window
+        else:
+            high = mid
+    return OperatingPointCheck(first, tried, best.rate_rps if best else None, (low, high))

@@ -1,0 +1,69 @@
+"""The operating point is verified at a rate; a miss backs off by bisection to the highest rate meeting the SLO."""
+
+from __future__ import annotations
+
+import pytest
+
+from nightcap.analysis.operating_point import RateCheck, check_operating_point, judge
+from nightcap.config import SloConfig
+
+SLO = SloConfig(p95_ms=100, max_error_rate=0.01)
+
+
+def window(rate: float, p95: float | None, error_rate: float = 0.0, verdict: str = "ok") -> RateCheck:
+    ok, why = judge(SLO, p95_ms=p95, error_rate=error_rate, verdict=verdict)
+    return RateCheck(rate, rate, rate, rate * (1 - error_rate), p95 and p95 / 2, p95, p95 and p95 * 1.2,
+                     p95 and p95 / 2, error_rate, int(rate * 6), 0, 0, verdict, ok, why)
+
+
+def test_judge_names_every_reason() -> None:
+    assert judge(SLO, p95_ms=99, error_rate=0.01, verdict="ok") == (True, "")
+    ok, why = judge(SLO, p95_ms=100, error_rate=0.02, verdict="target-overloaded")
+    assert not ok and why == "p95 100 ms >= SLO 100 ms; errors 2.0% > 1%; target-overloaded"
+    assert judge(SLO, p95_ms=None, error_rate=0.0, verdict="ok") == (False, "no response completed")
+    assert judge(SLO, p95_ms=10, error_rate=0.0, verdict="generator-bound")[0] is False
+
+
+def test_a_met_operating_point_is_one_window() -> None:
+    rates: list[float] = []
+
+    def measure(rate: float) -> RateCheck:
+        rates.append(rate)
+        return window(rate, 50)
+
+    check = check_operating_point(measure, 140.0)
+    assert rates == [140.0]
+    assert check.verified.meets_slo and check.slo_rate_rps == 140.0
+    assert check.slo_rate_interval_rps == (140.0, None)
+    assert check.at(140.0) is check.verified
+
+
+def test_a_miss_bisects_to_the_highest_rate_that_meets_the_slo() -> None:
+    # p95 crosses the SLO at 100 rps: the truth lies in the interval after 3 windows of bisection
+    rates: list[float] = []
+
+    def measure(rate: float) -> RateCheck:
+        rates.append(rate)
+        return window(rate, 40 + 60 * rate / 100)
+
+    check = check_operating_point(measure, 160.0, backoff_windows=3)
+    assert rates == [160.0, 80.0, 120.0, 100.0]
+    assert not check.verified.meets_slo
+    assert check.slo_rate_rps == 80.0 and check.slo_rate_interval_rps == (80.0, 100.0)
+    assert check.at(80.0).meets_slo and len(check.windows) == 4
+
+
+def test_when_nothing_meets_the_slo_there_is_no_slo_rate() -> None:
+    check = check_operating_point(lambda r: window(r, 400), 100.0, backoff_windows=2)
+    assert check.slo_rate_rps is None and check.slo_rate_interval_rps == (0.0, 25.0)
+
+
+def test_a_dropped_or_late_window_fails_even_with_a_good_p95() -> None:
+    check = check_operating_point(
+        lambda r: window(r, 20, verdict="target-overloaded" if r > 60 else "ok"), 100.0, backoff_windows=2)
+    assert check.slo_rate_rps == 50.0 and "target-overloaded" in check.verified.why
+
+
+def test_a_rate_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="operating rate"):
+        check_operating_point(lambda r: window(r, 1), 0.0)
