@@ -27,6 +27,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError, ProgrammingError, SQLAlchemyError
 
+from nightcap.analysis.figures import HEADLINE_NAMES
 from nightcap.analysis.regression import finite
 from nightcap.results.steps import StepRow
 
@@ -40,15 +41,7 @@ log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 DEFAULT_URL = "sqlite:///.nightcap/history.db"
 RUN_STATUSES = ("running", "completed", "failed", "cancelled")
-HEADLINE_FIGURES = (
-    "saturation_rps",
-    "saturation_users",
-    "operating_rps",
-    "rps_per_core",
-    "p95_at_operating_ms",
-    "slo_users",
-    "slo_rps",
-)
+HEADLINE_FIGURES = HEADLINE_NAMES  # one column per figure (nightcap.analysis.figures)
 REDACTED = "***"
 _SECRET_KEY = re.compile(r"^(.*[-_])?(authorization|api[-_]?key|token|secret|password|passwd|bearer|credentials?)$", re.I)
 _MAX_TEXT = 4000
