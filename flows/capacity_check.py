@@ -27,10 +27,18 @@ from nightcap.run.lock import RunLock
 from nightcap.run.safety import check_safety_limits
 from nightcap.run.cleanup import reap_dead_runs
 from nightcap.run.registry import RunRegistry
-from nightcap.results.report import headline, plot_p95_by_cores, write_markdown
+from nightcap.results.plots import plot_p95_by_cores
+from nightcap.results.report import answer_line, write_markdown
 from nightcap.targets.plan import api_key, plan_target
 from tasks.artifacts import Progress, publish_summary, steps_table
 from tasks.platform import deploy, teardown
+
+from flows.autoscale import autoscale
+from flows.ramp import multi_client, single_client
+from flows.regression import regression
+from flows.scaling import scaling
+from flows.sizing import sizing
+from flows.tune import tune
 
 # Prefect's worker cancels a run with SIGTERM, which its engine turns into TerminationSignal (a BaseException).
 CANCELLED = (KeyboardInterrupt, SystemExit, TerminationSignal)
@@ -45,22 +53,15 @@ class StagesFailed(RuntimeError):
     """One or more stages failed; what they measured is kept."""
 
 
-STAGE_FLOWS = {
-    "tune": ("flows.tune", "tune"),
-    "single_client": ("flows.ramp", "single_client"),
-    "multi_client": ("flows.ramp", "multi_client"),
-    "scaling": ("flows.scaling", "scaling"),
-    "sizing": ("flows.sizing", "sizing"),
-    "autoscale": ("flows.autoscale", "autoscale"),
-    "regression": ("flows.regression", "regression"),
+STAGE_FLOWS: dict[str, Callable[[str], Any]] = {
+    "tune": tune,
+    "single_client": single_client,
+    "multi_client": multi_client,
+    "scaling": scaling,
+    "sizing": sizing,
+    "autoscale": autoscale,
+    "regression": regression,
 }
-
-
-def stage_flow(name: str) -> Callable[[str], Any]:
-    import importlib
-
-    module, attr = STAGE_FLOWS[name]
-    return getattr(importlib.import_module(module), attr)
 
 
 @contextmanager
@@ -140,7 +141,7 @@ def capacity_check(config: str = "configs/local.yaml", overrides: list[str] | No
                 t0 = time.monotonic()
                 ctx.stage_status(name, "running")
                 try:
-                    stage_flow(name)(ctx.run_id)
+                    STAGE_FLOWS[name](ctx.run_id)
                     ctx.stage_status(name, "completed")
                 except FATAL as exc:
                     ctx.stage_status(name, "cancelled" if isinstance(exc, CANCELLED) else "failed",
@@ -193,7 +194,7 @@ def finish(ctx: RunContext, status: str) -> None:
         summarize_run(ctx)
         ctx.summary["status"] = status
         ctx.summary["warnings"] = ctx.warnings
-        ctx.summary["answer"] = headline(ctx.summary).replace("**", "")
+        ctx.summary["answer"] = answer_line(ctx.summary).replace("**", "")
         plots = [ctx.out / p for p in ctx.summary.get("plots", []) if p and (ctx.out / p).exists()]
         if any(s.stage == "scaling" for s in ctx.steps):
             p = plot_p95_by_cores([s for s in ctx.steps if s.stage == "scaling"], ctx.out / "p95_by_cores.png",

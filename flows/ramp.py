@@ -4,30 +4,10 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
+from nightcap.analysis.saturation import p95_at_rate
+from nightcap.results.plots import plot_ramp
 from nightcap.run.context import RunContext
-from nightcap.results.report import plot_ramp
 from tasks.measure import result_block, run_search, search_params
-
-
-def _p95_at_rate(levels: list[dict], rps: float | None) -> float | None:
-    """p95 at the operating rate, interpolated along the rising part of the ramp.
-
-    Not at the operating *users*: those are 70% of the saturation users, which on a throughput plateau
-    land on any of the flat levels (8 or 12 users for the same 200 rps), so the p95 there jumped 2x from
-    night to night and the regression check alarmed on noise. The rate is what the operating point is.
-    """
-    good = sorted((lv for lv in levels if lv["good"] and lv["p95_ms"] is not None), key=lambda lv: lv["users"])
-    if rps is None or not good:
-        return None
-    before = None
-    for lv in good:
-        if lv["rps"] >= rps:
-            if before is None or lv["rps"] <= before["rps"]:
-                return lv["p95_ms"]
-            share = (rps - before["rps"]) / (lv["rps"] - before["rps"])
-            return round(before["p95_ms"] + share * (lv["p95_ms"] - before["p95_ms"]), 3)
-        before = lv
-    return good[-1]["p95_ms"]
 
 
 def _ramp(ctx: RunContext, stage: str, workers: int) -> dict:
@@ -35,7 +15,7 @@ def _ramp(ctx: RunContext, stage: str, workers: int) -> dict:
     result = run_search(ctx, stage, workers, search_params(ctx))
     block = result_block(result, ctx.config.search.headroom)
     block["workers"] = workers
-    block["operating_point"]["p95_ms"] = _p95_at_rate(block["levels"], result.operating_rps)
+    block["operating_point"]["p95_ms"] = p95_at_rate(result.levels, result.operating_rps)
     block["generator_bound_steps"] = sum(1 for s in ctx.stage_steps(stage) if s.generator_bound)
     ctx.summary[stage] = block
     plot = plot_ramp(ctx.stage_steps(stage), ctx.out / f"{stage}.png",

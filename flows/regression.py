@@ -38,7 +38,7 @@ def regression(run_id: str) -> dict:
 def _trend(ctx: RunContext) -> None:
     """A trend plot of the headline figures over the last nights, tonight included."""
     try:
-        from nightcap.results.trend import trend_plot
+        from nightcap.results.plots import trend_plot
 
         frame = ctx.store.history(target=ctx.config.target.name, last=30)
         if len(frame) >= 2:

@@ -2,63 +2,24 @@
 
 from __future__ import annotations
 
-import math
+from prefect import flow, get_run_logger
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from prefect import flow, get_run_logger  # noqa: E402
-
-from nightcap.analysis.saturation import steps_frame  # noqa: E402
-from nightcap.analysis.sizing import slo_capacity_by_cores  # noqa: E402
-from nightcap.analysis.usl import UslFit, fit_usl_steps, predict  # noqa: E402
-from nightcap.run.context import RunContext  # noqa: E402
-from tasks.measure import run_search, search_params  # noqa: E402
-
-
-def max_replicas(ctx: RunContext) -> int:
-    """What the platform can run: on the local platform, the allocatable cores bound it."""
-    wanted = ctx.config.scaling.max_replicas
-    cpu = ctx.spec.cpu if ctx.spec else None
-    alloc = getattr(ctx.platform, "allocatable_cpu", None)
-    if alloc and cpu:
-        return max(1, min(wanted, int(math.floor(alloc / cpu + 1e-9))))
-    return wanted
-
-
-def usl_plot(fit: UslFit, rows: list[dict], path) -> str | None:
-    if not rows:
-        return None
-    fig, ax = plt.subplots(figsize=(7, 4))
-    xs = [r["replicas"] for r in rows]
-    ax.plot(xs, [r["saturation_rps"] for r in rows], "o", label="measured saturation")
-    ax.plot(xs, [rows[0]["saturation_rps"] * n for n in xs], ":", color="grey", label="linear")
-    if fit.ok:
-        top = max(max(xs) * 2, (fit.predicted_peak_n or 0) * 1.2)
-        grid = np.linspace(1, top, 60)
-        pred = [predict(fit, n) for n in grid]
-        ax.plot(grid, [p[0] for p in pred], "-", label=f"USL σ={fit.sigma:.3f} κ={fit.kappa:.4f}")
-        ax.fill_between(grid, [p[1] for p in pred], [p[2] for p in pred], alpha=0.2, label="95% band")
-        ax.axvline(max(xs), color="black", linewidth=0.5, linestyle="--")
-        ax.annotate("measured | extrapolated", (max(xs), ax.get_ylim()[1] * 0.95), fontsize=8, ha="center")
-    ax.set_xlabel("replicas")
-    ax.set_ylabel("saturation rps")
-    ax.legend(fontsize=8)
-    ax.set_title("Throughput against replicas")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path.name
+from nightcap.analysis.saturation import steps_frame
+from nightcap.analysis.sizing import max_replicas, slo_capacity_by_cores
+from nightcap.analysis.usl import UslFit, fit_usl_steps, predict
+from nightcap.results.plots import usl_plot
+from nightcap.run.context import RunContext
+from tasks.measure import run_search, search_params
 
 
 @flow(name="manual-scaling", flow_run_name="scaling {run_id}")
 def scaling(run_id: str) -> dict:
+    """Saturation at 1, 2, ... pods of the tuned size: per-pod throughput, efficiency, USL fit, SLO users by cores."""
     ctx = RunContext.get(run_id)
     logger = get_run_logger()
     assert ctx.platform is not None
-    top = max_replicas(ctx)
+    top = max_replicas(ctx.config.scaling.max_replicas, ctx.spec.cpu if ctx.spec else None,
+                       getattr(ctx.platform, "allocatable_cpu", None))
     if top < ctx.config.scaling.max_replicas:
         ctx.warn(f"scaling stopped at {top} replica(s): {getattr(ctx.platform, 'allocatable_cpu', '?')} allocatable "
                  f"cores / {ctx.spec.cpu if ctx.spec else '?'} CPU per pod (scaling.max_replicas is "

@@ -4,23 +4,25 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
-from nightcap.analysis.sizing import size_rows
+from nightcap.analysis.sizing import Capacity, per_pod_capacity, size_rows
 from nightcap.run.context import RunContext
 
 
 def per_pod_figures(ctx: RunContext) -> dict:
-    """What one pod of the chosen size does: from scaling at 1 pod, else the ramps divided by replicas."""
+    """What one pod of the chosen size does (analysis.sizing.per_pod_capacity), and the latency to size with."""
     s = ctx.summary
     rows = s.get("scaling", {}).get("rows") or []
-    one = next((r for r in rows if r["replicas"] == 1 and r["saturation_rps"]), None)
-    ramp = s.get("multi_client") or s.get("single_client") or {}
-    replicas = ctx.config.platform.replicas
-    per_pod_rps = one["saturation_rps"] if one else ((ramp.get("saturation", {}).get("rps") or 0) / replicas or None)
-    per_pod_slo_users = (one or {}).get("slo_users") or (
-        (ramp.get("slo_capacity", {}).get("users") or 0) / replicas or None)
-    op = ramp.get("operating_point", {})
-    p95 = op.get("p95_ms")
-    return {"per_pod_rps": per_pod_rps, "per_pod_slo_users": per_pod_slo_users,
+    one = next((r for r in rows if r["replicas"] == 1), None)
+    ramp_stage = "multi_client" if s.get("multi_client") else "single_client"
+    ramp = s.get(ramp_stage) or {}
+    per_pod = per_pod_capacity(
+        Capacity(one["saturation_rps"], one["saturation_users"], one.get("slo_users")) if one else None,
+        Capacity(ramp.get("saturation", {}).get("rps"), ramp.get("saturation", {}).get("users"),
+                 ramp.get("slo_capacity", {}).get("users"), ctx.config.platform.replicas) if ramp else None,
+        ramp_stage)
+    p95 = ramp.get("operating_point", {}).get("p95_ms")
+    return {"per_pod_rps": per_pod.rps if per_pod else None,
+            "per_pod_slo_users": per_pod.slo_users if per_pod else None,
             "latency_s": (p95 / 1000.0) if p95 else None, "latency_from": "p95 at the operating point"}
 
 

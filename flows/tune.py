@@ -8,17 +8,15 @@ from __future__ import annotations
 
 import statistics
 
-import matplotlib
+from prefect import flow, get_run_logger
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from prefect import flow, get_run_logger  # noqa: E402
-
-from nightcap.analysis.tuning import Candidate, CandidateResult, TunePlanner, choose, evaluate, format_memory  # noqa: E402
-from nightcap.run.context import RunContext  # noqa: E402
-from nightcap.platforms.base import PlatformError, PodSpec  # noqa: E402
-from nightcap.search import SearchAborted  # noqa: E402
-from tasks.measure import run_search, search_params  # noqa: E402
+from nightcap.analysis.tuning import Candidate, CandidateResult, TunePlanner, choose, evaluate
+from nightcap.platforms.base import PlatformError, PodSpec
+from nightcap.quantities import format_memory
+from nightcap.results.plots import heatmap
+from nightcap.run.context import RunContext
+from nightcap.search import SearchAborted
+from tasks.measure import run_search, search_params
 
 
 def measure_candidate(ctx: RunContext, c: Candidate) -> CandidateResult:
@@ -56,37 +54,9 @@ def measure_candidate(ctx: RunContext, c: Candidate) -> CandidateResult:
     )
 
 
-def heatmap(results: list[CandidateResult], path, memory: int | None) -> str | None:
-    """CPU × concurrency → rps per core, at the settled memory: where the efficient pod sizes are."""
-    cells = [r for r in results if memory is None or r.candidate.memory == memory]
-    if not cells:
-        return None
-    cpus = sorted({r.candidate.cpu for r in cells})
-    concs = sorted({r.candidate.concurrency for r in cells})
-    grid = [[float("nan")] * len(concs) for _ in cpus]
-    for r in cells:
-        grid[cpus.index(r.candidate.cpu)][concs.index(r.candidate.concurrency)] = r.rps_per_core
-    fig, ax = plt.subplots(figsize=(1.2 * len(concs) + 3, 0.8 * len(cpus) + 2))
-    im = ax.imshow(grid, cmap="viridis", aspect="auto", origin="lower")
-    ax.set_xticks(range(len(concs)), [str(c) for c in concs])
-    ax.set_yticks(range(len(cpus)), [f"{c:g}" for c in cpus])
-    ax.set_xlabel("concurrency per pod")
-    ax.set_ylabel("CPU per pod (cores)")
-    for i, row in enumerate(grid):
-        for j, value in enumerate(row):
-            missing = value != value
-            ax.text(j, i, "pruned" if missing else f"{value:.0f}", ha="center", va="center",
-                    color="grey" if missing else "white", fontsize=8)
-    fig.colorbar(im, ax=ax, label="rps per core")
-    ax.set_title(f"rps per core (memory {format_memory(memory)})")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path.name
-
-
 @flow(name="fine-tune", flow_run_name="tune {run_id}")
 def tune(run_id: str) -> dict:
+    """Measure pod sizes on `tune.replicas` pods (the planner picks which) and keep the best rps per core."""
     ctx = RunContext.get(run_id)
     logger = get_run_logger()
     planner = TunePlanner.from_config(ctx.config.tune)

@@ -214,7 +214,7 @@ def test_history_table_and_trend_plot(db_url, tmp_path):
     from rich.console import Console
 
     from nightcap.results.history_cli import history_command
-    from nightcap.results.trend import trend_plot
+    from nightcap.results.plots import trend_plot
 
     console = Console(record=True, width=140)
     history_command(db_url.replace("history.db", "missing.db"), None, 5, console=console)

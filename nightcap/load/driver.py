@@ -32,6 +32,11 @@ class Window:
     workers: int
     errors: list[dict[str, Any]]
 
+    @property
+    def error_rate(self) -> float:
+        """Failed share of the requests (Locust counts failures among them); all failed when only failures came."""
+        return self.failures / self.requests if self.requests else (1.0 if self.failures else 0.0)
+
 
 class MasterClient:
     """The Locust master's web API: swarm, reset, read, stop (all POST except reads)."""

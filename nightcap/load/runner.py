@@ -14,7 +14,7 @@ import httpx
 
 from nightcap.config import Config
 from nightcap.load.base import Generator, target_url
-from nightcap.load.driver import LoadError, summarize
+from nightcap.load.driver import LoadError, Window, summarize
 from nightcap.platforms.base import Observation, Platform, PodSpec
 from nightcap.results.steps import StepRow
 
@@ -42,23 +42,42 @@ class StepRunner:
         self._counter = step_counter or _counter()
         self.rows: list[StepRow] = []
 
-    def _check_budget(self, needed_s: float) -> None:
+    def check_budget(self, needed_s: float) -> None:
+        """Refuse to start what would run past load.max_duration_s."""
         if self.deadline is not None and time.monotonic() + needed_s > self.deadline:
             raise BudgetExceeded(
                 f"the run would exceed load.max_duration_s ({self.config.load.max_duration_s:.0f}s); "
                 "steps measured so far are kept"
             )
 
-    def set_users(self, users: int) -> None:
+    def set_users(self, users: int, user_rps: float = 0.0) -> None:
+        """Hold `users` users: closed loop, or each paced to `user_rps` (an offered rate)."""
         load = self.config.load
         if users > load.max_users:
             raise LoadError(f"{users} users exceeds the safety limit load.max_users ({load.max_users})")
-        self.generator.client.swarm(users, load.spawn_rate, target_url(self.generator, self.platform))
+        self.generator.client.swarm(users, load.spawn_rate, target_url(self.generator, self.platform),
+                                    user_rps=user_rps)
         self._users = users
+
+    def read_window(self, seconds: float) -> Window:
+        """What the users already swarming did over the next `seconds` (reset, wait, read): a sample, no row.
+
+        The autoscale stage samples its paced phases this way; `measure` adds warm-up, replica watching and
+        the step row around the same reset and read.
+        """
+        self.generator.client.reset()
+        time.sleep(seconds)
+        return self._read()
+
+    def _read(self) -> Window:
+        try:
+            return summarize(self.generator.client.window())
+        except httpx.HTTPError as exc:
+            raise LoadError(f"the Locust master stopped answering: {exc}") from None
 
     def measure(self, users: int) -> StepRow:
         load = self.config.load
-        self._check_budget(load.window_s + load.warmup_s)
+        self.check_budget(load.window_s + load.warmup_s)
         started = time.time()
         restart = getattr(self.generator, "restart_dead_workers", None)
         if restart is not None and restart():
@@ -77,12 +96,8 @@ class StepRunner:
         stop.set()
         sampler.join(timeout=5)
         self._observe_into(samples)  # the end of the window: a replica that died in its last second counts
-        try:
-            raw = self.generator.client.window()
-        except httpx.HTTPError as exc:
-            raise LoadError(f"the Locust master stopped answering: {exc}") from None
+        window = self._read()
         gen_cpu = self.generator.generator_cpu_pct()
-        window = summarize(raw)
         row = self._row(users, window, gen_cpu, samples, started)
         if window.failures and window.errors:
             row.note = (row.note + "; " if row.note else "") + "errors: " + _top_errors(window.errors)
@@ -113,7 +128,7 @@ class StepRunner:
         except Exception as exc:  # observation must never break a measurement
             samples.append(Observation(events=[f"observe failed: {exc}"]))
 
-    def _row(self, users: int, w, gen_cpu: list[float], samples: list[Observation], started: float) -> StepRow:
+    def _row(self, users: int, w: Window, gen_cpu: list[float], samples: list[Observation], started: float) -> StepRow:
         spec = self.spec or getattr(self.platform, "spec", None)
         cpu_pct: dict[str, list[float]] = {}
         mem: dict[str, float] = {}
@@ -137,13 +152,12 @@ class StepRunner:
             restarts = max(restarts, sum(1 for e in events if "restart" in e))
             oom = max(oom, sum(1 for e in events if "OOMKilled" in e))
         busiest = max(gen_cpu, default=0.0)
-        error_rate = w.failures / w.requests if w.requests else (1.0 if w.failures else 0.0)
         return StepRow(
             stage=self.stage, step=self._counter(), replicas=self.platform.replicas,
             cpu=spec.cpu if spec else None, memory=spec.memory if spec else None,
             concurrency=spec.concurrency if spec else 0, users=users, rps=round(w.rps, 2),
             p50_ms=w.p50_ms, p90_ms=w.p90_ms, p95_ms=w.p95_ms, p99_ms=w.p99_ms,
-            error_rate=round(error_rate, 5), requests=w.requests, failures=w.failures,
+            error_rate=round(w.error_rate, 5), requests=w.requests, failures=w.failures,
             workers=self.generator.workers, generator_cpu_pct=round(busiest, 1),
             generator_bound=busiest >= self.config.load.generator_bound_pct,
             replica_cpu_pct=[round(statistics.fmean(v), 1) for v in cpu_pct.values()],

@@ -1,21 +1,13 @@
-"""The report folder: summary.json, steps.csv, report.md and PNG plots people look at instead of tables.
+"""report.md and the one-line answer: the summary rendered for people (plots are drawn in `plots.py`).
 
-Pure file output (matplotlib with the Agg backend); the Prefect artifacts are built from the same pieces in
-`tasks/artifacts.py`.
+The Prefect markdown artifact is the same text with the plots embedded (`tasks/artifacts.py`).
 """
 
 from __future__ import annotations
 
 import base64
 from pathlib import Path
-from typing import Any, Iterable
-
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from nightcap.results.steps import StepRow  # noqa: E402
+from typing import Any
 
 
 def _fmt(value: Any, digits: int = 1, unit: str = "") -> str:
@@ -26,7 +18,7 @@ def _fmt(value: Any, digits: int = 1, unit: str = "") -> str:
     return f"{value}{unit}"
 
 
-def headline(summary: dict[str, Any]) -> str:
+def answer_line(summary: dict[str, Any]) -> str:
     """The answer in one line: it leads report.md and the Prefect markdown artifact."""
     sat = summary.get("saturation") or {}
     slo = summary.get("slo_capacity") or {}
@@ -46,71 +38,6 @@ def headline(summary: dict[str, Any]) -> str:
     return line + "."
 
 
-def plot_ramp(steps: Iterable[StepRow], path: Path, title: str, slo_p95_ms: float | None = None,
-              saturation: dict[str, Any] | None = None) -> Path | None:
-    """Throughput and p95 against users, the saturation point marked."""
-    rows = sorted((s for s in steps if s.valid), key=lambda s: s.users)
-    if not rows:
-        return None
-    by_users: dict[int, StepRow] = {}
-    for row in rows:
-        by_users[row.users] = row  # the last window at each level
-    users = list(by_users)
-    fig, ax1 = plt.subplots(figsize=(7, 4))
-    ax1.plot(users, [by_users[u].rps for u in users], "o-", color="tab:blue", label="throughput (rps)")
-    ax1.set_xscale("log", base=2)
-    ax1.set_ylim(bottom=0)
-    ax1.set_xlabel("concurrent users")
-    ax1.set_ylabel("rps", color="tab:blue")
-    ax2 = ax1.twinx()
-    ax2.plot(users, [by_users[u].p95_ms or float("nan") for u in users], "s--", color="tab:red", label="p95 (ms)")
-    ax2.set_ylabel("p95 ms", color="tab:red")
-    if slo_p95_ms:
-        ax2.axhline(slo_p95_ms, color="tab:red", linestyle=":", linewidth=1, label=f"SLO p95 {slo_p95_ms:g} ms")
-    bound = [u for u in users if by_users[u].generator_bound]
-    if bound:
-        ax1.scatter(bound, [by_users[u].rps for u in bound], marker="x", s=80, color="black", label="generator-bound")
-    if saturation and saturation.get("users"):
-        ax1.axvline(saturation["users"], color="tab:green", linestyle="--", linewidth=1)
-        ax1.annotate(f"saturation {saturation['rps']:.0f} rps", (saturation["users"], saturation["rps"]),
-                     textcoords="offset points", xytext=(5, -15), color="tab:green")
-    lines = ax1.get_legend_handles_labels()
-    more = ax2.get_legend_handles_labels()
-    ax1.legend(lines[0] + more[0], lines[1] + more[1], loc="lower right", fontsize=8)
-    ax1.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
-
-
-def plot_p95_by_cores(steps: Iterable[StepRow], path: Path, slo_p95_ms: float) -> Path | None:
-    """p95 against users, one line per replica count, the SLO drawn: the capacity-under-SLO picture."""
-    rows = [s for s in steps if s.valid and not s.generator_bound and s.p95_ms is not None]
-    if not rows:
-        return None
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for replicas in sorted({s.replicas for s in rows}):
-        pts: dict[int, float] = {}
-        for s in rows:
-            if s.replicas == replicas:
-                pts[s.users] = s.p95_ms  # type: ignore[assignment]
-        xs = sorted(pts)
-        cores = rows[0].cpu or 1
-        ax.plot(xs, [pts[x] for x in xs], "o-", label=f"{replicas} replica(s), {replicas * cores:g} cores")
-    ax.axhline(slo_p95_ms, color="red", linestyle=":", label=f"SLO p95 {slo_p95_ms:g} ms")
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.set_xlabel("concurrent users")
-    ax.set_ylabel("p95 ms")
-    ax.legend(fontsize=8)
-    ax.set_title("Latency under load by core count")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
-
-
 def table(rows: list[dict[str, Any]], columns: list[str] | None = None) -> str:
     if not rows:
         return "_none_\n"
@@ -128,7 +55,7 @@ def embed_png(path: Path) -> str:
 
 def write_markdown(summary: dict[str, Any], out: Path, plots: list[Path], embed: bool = False) -> str:
     """report.md: the answer first, then each stage's table and plot."""
-    lines = [headline(summary), ""]
+    lines = [answer_line(summary), ""]
     for key in ("autoscale_line", "sizing_line", "tuning_line", "regression_line", "multi_client_line"):
         if summary.get(key):
             lines.append(f"- {summary[key]}")
