@@ -63,3 +63,28 @@ class KmockApi:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=5)
         self.api.close()
+
+
+def rbac_access(method: str, path: str) -> tuple[str, str, str]:
+    """(API group, resource[/subresource], RBAC verb) of one API request, as the authorizer sees it."""
+    parts = [p for p in path.split("/") if p]
+    if parts[0] == "api":
+        group, rest = "", parts[2:]
+    else:
+        group, rest = parts[1], parts[3:]
+    if rest and rest[0] == "namespaces" and len(rest) > 2:
+        rest = rest[2:]
+    resource, name, sub = rest[0], rest[1] if len(rest) > 1 else None, rest[2] if len(rest) > 2 else None
+    method = method.upper()
+    verb = {"POST": "create", "PATCH": "patch", "PUT": "update"}.get(method)
+    if verb is None:
+        verb = ("get" if name else "list") if method == "GET" else ("delete" if name else "deletecollection")
+    return group, f"{resource}/{sub}" if sub else resource, verb
+
+
+def requests_outside_rbac(api: KmockApi) -> list[tuple[str, str, str]]:
+    """Every request kmock saw that nightcap's RBAC table (nightcap/platforms/rbac.py) does not grant."""
+    from nightcap.platforms.rbac import allowed
+
+    seen = {rbac_access(str(r.method.value), str(r.url.path)) for r in api.run(lambda: list(api.kmock))}
+    return sorted(a for a in seen if not allowed(*a))

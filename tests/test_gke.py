@@ -35,6 +35,8 @@ class FakeGke:
     def __init__(self) -> None:
         self.autoscaling: dict[str, Any] = {"enabled": True, "minNodeCount": 1, "maxNodeCount": 3,
                                             "locationPolicy": "BALANCED"}
+        self.locations = ["europe-west4-a"]
+        self.node_count = 3  # per zone, as `set_node_pool_size` takes it
         self.requests: list[tuple[str, str, Any]] = []
         self.set_errors: list[tuple[int, str, str]] = []  # (http status, grpc status, message) answered first
         self.polls_until_done = 2
@@ -47,7 +49,13 @@ class FakeGke:
         with self.lock:
             self.requests.append((method, path, body))
             if method == "GET" and path == f"/v1/{POOL}":
-                return 200, {"name": "pool-a", "initialNodeCount": 2, "autoscaling": self.autoscaling}
+                return 200, {"name": "pool-a", "initialNodeCount": 2, "autoscaling": self.autoscaling,
+                             "locations": self.locations}
+            if method == "POST" and path == f"/v1/{POOL}:setSize":
+                op = f"operation-{len(self._ops) + 1}"
+                self._ops[op] = 0
+                self._pending[op] = {"nodeCount": body["nodeCount"]}
+                return 200, {"name": op, "status": "RUNNING", "operationType": "SET_NODE_POOL_SIZE"}
             if method == "POST" and path == f"/v1/{POOL}:setAutoscaling":
                 if self.set_errors:
                     code, status, message = self.set_errors.pop(0)
@@ -65,7 +73,11 @@ class FakeGke:
                 if self.fail_operation:
                     return 200, {"name": op, "status": "DONE", "error": {"code": 9, "message": "quota exceeded"}}
                 if op in self._pending:
-                    self.autoscaling = _enum_names(self._pending.pop(op))
+                    change = self._pending.pop(op)
+                    if "nodeCount" in change:
+                        self.node_count = change["nodeCount"]
+                    else:
+                        self.autoscaling = _enum_names(change)
                 return 200, {"name": op, "status": "DONE"}
             return 404, {"error": {"code": 404, "status": "NOT_FOUND", "message": f"no {path}"}}
 
@@ -225,3 +237,54 @@ def test_failed_restore_can_be_retried(fake: FakeGke) -> None:
         np.restore()
     np.restore()
     assert fake.autoscaling["maxNodeCount"] == 3
+
+
+def test_a_pool_without_autoscaling_gets_its_size_back(fake: FakeGke) -> None:
+    """Autoscaling off before the stage: the autoscaler then chose the size; restore puts back the node count."""
+    fake.autoscaling = {}  # GKE shows no fields for a pool whose autoscaling was never on
+    fake.locations = ["europe-west4-a", "europe-west4-b"]
+    counted: list[int] = []
+
+    def nodes_now() -> int:
+        counted.append(1)
+        return 2 * fake.node_count  # the pool's Kubernetes nodes, over both zones
+
+    np = pools(fake, node_count=nodes_now)
+    np.set_autoscaling(True, 1, 9)
+    assert counted == [1]  # counted once, before the change
+    fake.node_count = 7  # the autoscaler grew the pool during the stage
+    np.restore()
+    posts = [(p.rsplit(":", 1)[1], b) for m, p, b in fake.requests if m == "POST"]
+    assert posts[-2:] == [("setAutoscaling", {"autoscaling": {}}), ("setSize", {"nodeCount": 3})]
+    assert fake.autoscaling == {} and fake.node_count == 3
+    assert np.record()["node_count"] == 3
+
+
+def test_a_dead_runs_pool_size_is_restored_from_its_record(fake: FakeGke) -> None:
+    from nightcap.platforms.gke import restore_recorded
+
+    fake.autoscaling = {"enabled": False}
+    first = pools(fake, node_count=lambda: fake.node_count)
+    first.set_autoscaling(True, 0, 10)
+    record = json.loads(json.dumps(first.record()))  # what the run registry stores
+    fake.node_count = 8
+    restore_recorded(record, client=fake.client, clock=FakeClock())
+    assert fake.node_count == 3 and not fake.autoscaling.get("enabled")
+
+
+def test_an_autoscaled_pool_keeps_the_autoscalers_size(fake: FakeGke) -> None:
+    np = pools(fake, node_count=lambda: pytest.fail("an autoscaled pool's size is the autoscaler's"))
+    np.set_autoscaling(True, 0, 10)
+    np.restore()
+    assert not any(p.endswith(":setSize") for _, p, _ in fake.requests)
+
+
+def test_a_pool_whose_size_cannot_be_read_is_not_changed(fake: FakeGke) -> None:
+    fake.autoscaling = {"enabled": False}
+
+    def unreadable() -> int:
+        raise PlatformError("list nodes cluster-wide failed (403)")
+
+    with pytest.raises(PlatformError, match="could not be restored"):
+        pools(fake, node_count=unreadable).set_autoscaling(True, 1, 5)
+    assert not any(m == "POST" for m, _, _ in fake.requests)

@@ -462,8 +462,8 @@ def test_node_pool_original_is_recorded_before_the_change_and_restored_by_cleanu
     original = container_v1.NodePoolAutoscaling(enabled=True, min_node_count=2, max_node_count=3)
 
     class Pools(GkeNodePools):
-        def read(self) -> container_v1.NodePoolAutoscaling:
-            return container_v1.NodePoolAutoscaling(original)
+        def read_pool(self) -> container_v1.NodePool:
+            return container_v1.NodePool(autoscaling=original, locations=["europe-west1-b"])
 
         def _apply(self, settings: container_v1.NodePoolAutoscaling, what: str) -> None:
             applied.append((what, settings.enabled, settings.min_node_count, settings.max_node_count,

@@ -18,7 +18,7 @@ from typing import Any
 import kmock
 import pytest
 
-from kmock_api import KmockApi
+from kmock_api import KmockApi, requests_outside_rbac
 from nightcap.config import Config, validate
 from nightcap.load.kubernetes_locust import KubernetesLocust
 from nightcap.platforms import manifests as mf
@@ -414,8 +414,12 @@ def test_cleanup_dead_runs_deletes_only_nightcap_objects_of_dead_runs(cluster: C
     cluster.put("v1/configmaps", "dead-files", {**labelled("dead-run"), "data": {}})
     cluster.put(DEPLOY, "prod", {"metadata": {"labels": {"app": "prod"}}, "spec": {}})
     cluster.put(DEPLOY, "nightcap-no-run", {"metadata": {"labels": {mf.MANAGED_BY: "nightcap"}}, "spec": {}})
+    cluster.put("v1/secrets", mf.locust_name("dead-run", "key"), {**labelled("dead-run"), "type": "Opaque"})
+    cluster.put("v1/secrets", mf.locust_name("live-run", "key"), {**labelled("live-run"), "type": "Opaque"})
     deleted = cleanup_dead_runs(cluster.api, NS, ["live-run"])
-    assert sorted(deleted) == ["configmaps/dead-files", "deployments.apps/dead-model", "services/dead-model"]
+    assert sorted(deleted) == ["configmaps/dead-files", "deployments.apps/dead-model",
+                               f"secrets/{mf.locust_name('dead-run', 'key')}", "services/dead-model"]
+    assert cluster.exists("v1/secrets", mf.locust_name("live-run", "key"))
     assert cluster.exists(DEPLOY, "live-model") and cluster.exists(DEPLOY, "prod")
     assert cluster.exists(DEPLOY, "nightcap-no-run")
     assert not cluster.exists(DEPLOY, "dead-model")
@@ -591,3 +595,38 @@ def test_kubernetes_locust_lifecycle(cluster: Cluster) -> None:
     assert not cluster.exists("v1/services", master) and not cluster.exists("v1/configmaps",
                                                                              mf.locust_name(RUN, "files"))
     assert cluster.exists(DEPLOY, NAME)  # the model of the same run is the platform's to remove
+
+
+def test_the_api_key_secret_is_adopted_then_deleted_by_name_with_verbs_the_role_grants(cluster: Cluster) -> None:
+    """The mock (like a server that could not set the owner) leaves the Secret without a live owner: garbage
+    collection would never remove it, so stopping the generator must delete it, by name, never listing Secrets."""
+    clock = FakeClock()
+    loc = KubernetesLocust(make_config(in_cluster=True), RUN, api_client=cluster.api, api_key="s3cr3t-key",
+                           clock=clock, locustfile="# the locustfile\n")
+    loc.kube.request_timeout_s = 0.5
+    master, worker, key = (mf.locust_name(RUN, part) for part in ("master", "worker", "key"))
+    # stored, then answered 500 (a proxy reset): the retry meets 409 and adopts this run's Secret
+    cluster.react(f"post /api/v1/namespaces/{NS}/secrets",
+                  kmock.KubernetesError(status=500, reason="InternalError", message="proxy reset"))
+    clock.at(1, lambda: (cluster.patch(DEPLOY, master, ready_status(1)), cluster.patch(DEPLOY, worker,
+                                                                                       ready_status(2))))
+    loc.start()
+    posts = [r for r in cluster.requests("POST") if str(r.url.path).endswith("/secrets")]
+    assert len(posts) == 2 and cluster.exists("v1/secrets", key)
+    assert "ownerReferences" not in cluster.obj("v1/secrets", key)["metadata"]  # no uid, so no owner
+    master_env = cluster.obj(DEPLOY, master)["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert not any("valueFrom" in e for e in master_env)  # the master sends nothing: it never gets the key
+    loc.stop()
+    assert not cluster.exists("v1/secrets", key)
+    assert requests_outside_rbac(cluster) == []
+
+
+def test_platform_teardown_deletes_the_runs_secret_but_not_a_namesakes(cluster: Cluster) -> None:
+    key = mf.locust_name(RUN, "key")
+    cluster.put("v1/secrets", key, {"metadata": {"labels": mf.labels(make_config(), RUN, mf.LOCUST_WORKER)},
+                                    "type": "Opaque"})
+    make_platform(cluster, FakeClock()).teardown()
+    assert not cluster.exists("v1/secrets", key)
+    cluster.put("v1/secrets", key, {"metadata": {"labels": {"app": "prod"}}, "type": "Opaque"})
+    make_platform(cluster, FakeClock()).teardown()
+    assert cluster.exists("v1/secrets", key)

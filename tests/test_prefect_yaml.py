@@ -69,3 +69,24 @@ def test_prefect_accepts_the_file():
     assert len(built) == 1 and isinstance(built[0]["schedule"], CronSchedule)
     assert built[0]["schedule"].cron == "0 2 * * *" and built[0]["schedule"].timezone == "UTC"
     assert schedules_mod._construct_schedules(by_name["on-demand"], {}, console=console, is_interactive=lambda: False) == []
+
+
+def _in_cluster_example() -> dict:
+    """The commented `nightly-in-cluster` deployment at the end of prefect.yaml, uncommented as a user would."""
+    lines = PREFECT_YAML.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("#  - name: nightly-in-cluster"))
+    block = [line[1:] for line in lines[start:] if line.startswith("#  ")]
+    (deployment,) = yaml.safe_load("\n".join(block))
+    return deployment
+
+
+def test_in_cluster_example_runs_under_the_service_account_rbac_yaml_creates():
+    """A job pod names a ServiceAccount; one that does not exist means the pod is never created."""
+    rbac = [d for d in yaml.safe_load_all((PREFECT_YAML.parent / "k8s" / "rbac.yaml").read_text()) if d]
+    accounts = {(d["metadata"]["namespace"], d["metadata"]["name"]) for d in rbac if d["kind"] == "ServiceAccount"}
+    bound = {(s["namespace"], s["name"]) for d in rbac if d["kind"] in ("RoleBinding", "ClusterRoleBinding")
+             for s in d["subjects"] if s["kind"] == "ServiceAccount"}
+    job = _in_cluster_example()["work_pool"]["job_variables"]
+    account = (job["namespace"], job["service_account_name"])
+    assert account in accounts, f"service_account_name {account} is not a ServiceAccount of rbac.yaml {accounts}"
+    assert account in bound

@@ -3,8 +3,9 @@
 Load must come from inside the cluster (next to the model, through its Service), as people do it by hand;
 the flow only talks to the master's HTTP API: through the Service when it runs in the cluster, through a
 port-forward to the master pod when it runs outside. Same locustfile and environment contract as the local
-Locust (`nightcap/load/locustfile.py`); the API key travels in a Secret owned by the master Deployment, so it is
-never in a manifest, a ConfigMap or a log, and garbage collection removes it with the master.
+Locust (`nightcap/load/locustfile.py`); the API key travels in a Secret read only by the workers, so it is
+never in a manifest, a ConfigMap or a log. The Secret is owned by the master Deployment (garbage collection
+removes it with the master) and is also deleted by name when the generator stops.
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ class KubernetesLocust:
         timeout = timeout_s or self.config.platform.ready_timeout_s
         c, r = self.config, self.run_id
         self.kube.create(mf.locust_configmap(c, r, self._files), r)
-        master = self.kube.create(mf.locust_master_deployment(c, r, self._env, self._secret_env), r)
+        master = self.kube.create(mf.locust_master_deployment(c, r, self._env), r)  # sends nothing: no key
         if self.api_key:
             owner = master if (master.get("metadata") or {}).get("uid") else None
             self.kube.create(mf.api_key_secret(c, r, self.api_key, owner), r)
@@ -188,6 +189,11 @@ class KubernetesLocust:
         for component in (mf.LOCUST_WORKER, mf.LOCUST_MASTER, mf.LOCUST_FILES):
             try:
                 self.kube.delete_labelled(self._selector(component))
+            except PlatformError as exc:
+                errors.append(str(exc))
+        if self.api_key:
+            try:  # garbage collection would follow the owner reference, when the server could set one
+                self.kube.delete_secret(mf.locust_name(self.run_id, "key"), self._selector(mf.LOCUST_WORKER))
             except PlatformError as exc:
                 errors.append(str(exc))
         if not errors:

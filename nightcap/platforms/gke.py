@@ -1,7 +1,10 @@
 """GKE node-pool autoscaling: turned on for the autoscale stage, and put back exactly as found afterwards.
 
 The original `NodePoolAutoscaling` message is kept verbatim (min/max, total_*, location policy) and written
-back by `restore()`, which teardown calls on every path. `original_settings()` can be stored by the run
+back by `restore()`, which teardown calls on every path. A pool whose autoscaling was off also gets its
+node count back (`set_node_pool_size`): the autoscaler chose its size meanwhile. GKE's NodePool holds no
+current size, so it is counted from the Kubernetes nodes carrying the pool's label (`node_count`, injected by
+the platform) and divided over the pool's zones, as `set_node_pool_size` takes a count per zone. `original_settings()` can be stored by the run
 registry, so a later run (or `nightcap cleanup`) can restore the pool of a run that died:
 `GkeNodePools(gke, original=saved).restore()`.
 
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import time
 from typing import Any, Callable
@@ -58,14 +62,18 @@ class GkeNodePools:
     def __init__(self, gke: GkeConfig, client: container_v1.ClusterManagerClient | None = None, clock: Any = time,
                  original: dict[str, Any] | None = None,
                  on_original: Callable[[dict[str, Any]], None] | None = None,
-                 on_restored: Callable[[], None] | None = None):
+                 on_restored: Callable[[], None] | None = None, node_count: Callable[[], int] | None = None,
+                 original_node_count: int | None = None):
         """`on_original(record)` runs after the original is read and before anything is changed (the run
-        registry stores `record`, which `restore_recorded` takes); `on_restored()` after a successful restore."""
+        registry stores `record`, which `restore_recorded` takes); `on_restored()` after a successful restore.
+        `node_count()` counts the pool's nodes now (all zones); it is read only when autoscaling is off."""
         self.gke = gke
         self.on_original = on_original
         self.on_restored = on_restored
         self.client = client or container_v1.ClusterManagerClient()
         self.clock = clock
+        self.node_count = node_count
+        self._original_nodes = original_node_count  # per zone; None: the size is the autoscaler's
         self._original: container_v1.NodePoolAutoscaling | None = (
             container_v1.NodePoolAutoscaling.from_json(json.dumps(original)) if original is not None else None)
         self._changed = original is not None
@@ -105,10 +113,25 @@ class GkeNodePools:
             return f"{head}. Check platform.gke project, location, cluster and node_pool"
         return f"{head}. Check autoscale.nodes (min <= max, within the pool's limits)"
 
+    def read_pool(self) -> container_v1.NodePool:
+        return self._call("get node pool", self.client.get_node_pool, request={"name": self.pool_name})
+
     def read(self) -> container_v1.NodePoolAutoscaling:
         """The pool's current autoscaling settings (a copy)."""
-        pool = self._call("get node pool", self.client.get_node_pool, request={"name": self.pool_name})
-        return container_v1.NodePoolAutoscaling(pool.autoscaling)
+        return container_v1.NodePoolAutoscaling(self.read_pool().autoscaling)
+
+    def _nodes_per_zone(self, zones: int) -> int:
+        """The pool's size as `set_node_pool_size` takes it; refuses to go on when it cannot be told."""
+        if self.node_count is None:
+            raise PlatformError(f"node pool {self.pool_name} has autoscaling off and its node count is unknown, so "
+                                "its size could not be restored: nothing was changed")
+        try:
+            total = int(self.node_count())
+        except Exception as exc:
+            raise PlatformError(f"node pool {self.pool_name} has autoscaling off and its size could not be read "
+                                f"({exc}), so it could not be restored: nothing was changed. Grant list on nodes "
+                                "(deployments/k8s/rbac.yaml)") from None
+        return math.ceil(total / max(zones, 1))
 
     def original_settings(self) -> dict[str, Any] | None:
         """What `restore()` will write back, as JSON-able data for the run registry (None: nothing changed)."""
@@ -121,7 +144,11 @@ class GkeNodePools:
         if enabled and not 0 <= min_node_count <= max_node_count:
             raise PlatformError(f"autoscale.nodes min ({min_node_count}) must be between 0 and max ({max_node_count})")
         if self._original is None:
-            self._original = self.read()
+            pool = self.read_pool()
+            original = container_v1.NodePoolAutoscaling(pool.autoscaling)
+            if not original.enabled:
+                self._original_nodes = self._nodes_per_zone(len(pool.locations))
+            self._original = original
             if self.on_original is not None:
                 self.on_original(self.record())
         settings = container_v1.NodePoolAutoscaling(enabled=enabled, min_node_count=min_node_count,
@@ -149,11 +176,16 @@ class GkeNodePools:
             raise PlatformError(f"{what}: operation {name} failed: {operation.status_message}")
 
     def restore(self) -> None:
-        """Write back the settings found before the first change; a no-op when nothing was changed or after
-        a successful restore. On failure the original is kept, so calling again retries."""
+        """Write back the settings found before the first change, and the node count when autoscaling was
+        off; a no-op when nothing was changed or after a successful restore. On failure the original is
+        kept, so calling again retries."""
         if not self._changed or self._original is None:
             return
         self._apply(container_v1.NodePoolAutoscaling(self._original), "restore node-pool autoscaling")
+        if not self._original.enabled and self._original_nodes is not None:
+            request = container_v1.SetNodePoolSizeRequest(name=self.pool_name, node_count=self._original_nodes)
+            operation = self._call("restore node-pool size", self.client.set_node_pool_size, request=request)
+            self._wait(operation, "restore node-pool size")
         self._changed = False
         log.info("node pool %s autoscaling restored", self.pool_name)
         if self.on_restored is not None:
@@ -161,7 +193,8 @@ class GkeNodePools:
 
     def record(self) -> dict[str, Any]:
         """What a later process needs to restore this pool: its name, where it is, and the original settings."""
-        return {"name": self.pool_name, "gke": self.gke.model_dump(), "original": self.original_settings()}
+        return {"name": self.pool_name, "gke": self.gke.model_dump(), "original": self.original_settings(),
+                "node_count": self._original_nodes}
 
 
 def restore_recorded(record: dict[str, Any], client: container_v1.ClusterManagerClient | None = None,
@@ -169,4 +202,5 @@ def restore_recorded(record: dict[str, Any], client: container_v1.ClusterManager
     """Put back a node pool's autoscaling from a `GkeNodePools.record()` left by a run that died."""
     if record.get("original") is None:
         return  # the run died before it read (so before it changed) anything
-    GkeNodePools(GkeConfig(**record["gke"]), client=client, clock=clock, original=record["original"]).restore()
+    GkeNodePools(GkeConfig(**record["gke"]), client=client, clock=clock, original=record["original"],
+                 original_node_count=record.get("node_count")).restore()

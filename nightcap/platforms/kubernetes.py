@@ -206,7 +206,7 @@ class Kube:
                                 f"to this run ({mf.RUN_ID}={labels.get(mf.RUN_ID)!r}); nightcap will not touch it. "
                                 "Delete it, or use another platform.namespace")
         body = {"metadata": {"labels": obj["metadata"]["labels"]},
-                **{k: v for k, v in obj.items() if k in ("spec", "data")}}
+                **{k: v for k, v in obj.items() if k in ("spec", "data", "stringData")}}
         return self.call("patch", resource, name, patch, name, self.namespace, body, _content_type=MERGE_PATCH)
 
     def _ops(self, kind: str) -> tuple[str, Callable[..., Any], Callable[..., Any], Callable[..., Any]]:
@@ -225,6 +225,27 @@ class Kube:
                                         h.patch_namespaced_horizontal_pod_autoscaler),
         }
         return table[kind]
+
+    def delete_secret(self, name: str, selector: dict[str, str]) -> list[str]:
+        """Delete one Secret by name when it carries `selector`'s labels; [] when it is not there.
+
+        By name, not by label: listing Secrets would read every Secret in the namespace, and a Secret whose
+        owner reference could not be set (or whose owner is already gone) is not garbage-collected."""
+        c = self.core
+        try:
+            found = self.call("get", "secrets", name, c.read_namespaced_secret, name, self.namespace)
+        except KubeApiError as exc:
+            if exc.status == 404:
+                return []
+            raise
+        if not _has_labels(found, selector):
+            return []  # same name, someone else's: never touched
+        try:
+            self.call("delete", "secrets", name, c.delete_namespaced_secret, name, self.namespace)
+        except KubeApiError as exc:
+            if exc.status != 404:
+                raise
+        return [f"secrets/{name}"]
 
     def get_deployment(self, name: str) -> dict[str, Any]:
         return self.call("get", "deployments.apps", name, self.apps.read_namespaced_deployment, name, self.namespace)
@@ -737,6 +758,9 @@ class KubernetesPlatform:
             from nightcap.platforms.gke import GkeNodePools
 
             self.node_pools = GkeNodePools(self.config.platform.gke, clock=self.clock)
+        if self.node_pools is not None and getattr(self.node_pools, "node_count", False) is None:
+            pool = self.config.platform.gke.node_pool if self.config.platform.gke else None
+            self.node_pools.node_count = lambda: self.kube.node_counts().get(pool or "", 0)  # type: ignore[union-attr]
         if self.node_pools is not None and self.registry is not None and hasattr(self.node_pools, "on_original"):
             if self.node_pools.on_original is None:
                 self.node_pools.on_original = self._record_pool
@@ -827,6 +851,7 @@ class KubernetesPlatform:
             self._forward = None
         try:
             deleted = self.kube.delete_labelled(mf.run_selector(self.run_id))
+            deleted += self.kube.delete_secret(mf.locust_name(self.run_id, "key"), mf.run_selector(self.run_id))
             log.info("teardown of run %s deleted %s", self.run_id, deleted)
         except PlatformError as exc:
             errors.append(str(exc))
@@ -841,7 +866,9 @@ class KubernetesPlatform:
 
 def cleanup_run(api_client: k8s.ApiClient, namespace: str, run_id: str, clock: Any = time) -> list[str]:
     """Delete the objects of one (dead) run by its labels; return `resource/name` of each deleted."""
-    return Kube(api_client, namespace, clock=clock).delete_labelled(mf.run_selector(run_id))
+    kube = Kube(api_client, namespace, clock=clock)
+    return (kube.delete_labelled(mf.run_selector(run_id))
+            + kube.delete_secret(mf.locust_name(run_id, "key"), mf.run_selector(run_id)))
 
 
 def cleanup_dead_runs(api_client: k8s.ApiClient, namespace: str, live_run_ids: list[str] | set[str],
@@ -868,5 +895,7 @@ def cleanup_dead_runs(api_client: k8s.ApiClient, namespace: str, live_run_ids: l
                 dead.add(run)
     deleted: list[str] = []
     for run in sorted(dead):
-        deleted += kube.delete_labelled({mf.MANAGED_BY: mf.MANAGER, mf.RUN_ID: run})
+        selector = {mf.MANAGED_BY: mf.MANAGER, mf.RUN_ID: run}
+        deleted += kube.delete_labelled(selector)
+        deleted += kube.delete_secret(mf.locust_name(run, "key"), selector)  # the label is the run id
     return deleted

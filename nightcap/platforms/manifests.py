@@ -267,13 +267,13 @@ def _locust_pod(config: Config, run_id: str, component: str, args: list[str], en
     }
 
 
-def locust_master_deployment(config: Config, run_id: str, env: dict[str, str],
-                             secret_env: dict[str, tuple[str, str]] | None = None) -> Manifest:
+def locust_master_deployment(config: Config, run_id: str, env: dict[str, str]) -> Manifest:
+    """The master sends no request, so it never gets the API key (only the workers' pods reference it)."""
     args = ["--master", "--web-host", "0.0.0.0", "--web-port", str(LOCUST_WEB_PORT),
             "--master-bind-port", str(LOCUST_MASTER_PORT), "--loglevel", "WARNING"]
     ports = [{"name": "web", "containerPort": LOCUST_WEB_PORT, "protocol": "TCP"},
              {"name": "master", "containerPort": LOCUST_MASTER_PORT, "protocol": "TCP"}]
-    template = _locust_pod(config, run_id, LOCUST_MASTER, args, env, secret_env, ports)
+    template = _locust_pod(config, run_id, LOCUST_MASTER, args, env, None, ports)
     template["spec"]["containers"][0]["readinessProbe"] = {
         "httpGet": {"path": "/", "port": "web"}, "periodSeconds": 2, "failureThreshold": 3}
     return {
