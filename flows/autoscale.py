@@ -13,44 +13,25 @@ from prefect import flow, get_run_logger
 
 from nightcap.analysis.autoscale_load import default_phases, offered_load
 from nightcap.analysis.autoscale_metrics import AutoscaleSample, phase_start, summarize_autoscale
-from nightcap.analysis.sizing import Capacity, per_pod_capacity
+from nightcap.analysis.sizing import PerPod, per_pod_capacity
 from nightcap.load.runner import StepRunner
 from nightcap.platforms.base import HpaSpec
 from nightcap.results.plots import timeline_plot
+from nightcap.results.report import autoscale_line
+from nightcap.results.stages import AutoscaleResult
 from nightcap.run.context import RunContext
 
 
-def one_pod_saturation(ctx: RunContext) -> tuple[int, float]:
-    """(users, rps) at which one pod of the chosen size saturates."""
-    rows = ctx.summary.get("scaling", {}).get("rows") or []
-    one = next((r for r in rows if r["replicas"] == 1), None)
-    ramp_stage = "multi_client" if _multi_is_headline(ctx.summary) else "single_client"
-    ramp = ctx.summary.get(ramp_stage) or {}
-    per_pod = per_pod_capacity(
-        Capacity(one["saturation_rps"], one["saturation_users"], one.get("slo_users")) if one else None,
-        Capacity(ramp.get("saturation", {}).get("rps"), ramp.get("saturation", {}).get("users"),
-                 ramp.get("slo_capacity", {}).get("users"), ctx.config.platform.replicas) if ramp else None,
-        ramp_stage)
-    if per_pod is None:
-        raise RuntimeError("autoscale needs one pod's saturation point: run single_client (or scaling) before autoscale")
-    return per_pod.users, per_pod.rps
-
-
-def _multi_is_headline(summary: dict) -> bool:
-    from nightcap.results.summary import _pick
-
-    return _pick(summary)[0] == "multi_client"
-
-
 @flow(name="autoscaling", flow_run_name="autoscale {run_id}")
-def autoscale(run_id: str) -> dict:
+def autoscale(run_id: str) -> AutoscaleResult:
     """HPA (and node pool) under a load step: how fast pods come, what p95 does meanwhile, when it recovers."""
     ctx = RunContext.get(run_id)
     logger = get_run_logger()
     a = ctx.config.autoscale
     platform = ctx.platform
     assert platform is not None
-    base_users, base_rps = one_pod_saturation(ctx)
+    per_pod = one_pod(ctx)
+    base_users, base_rps = per_pod.users, per_pod.rps
     phases = a.phases or default_phases(a, ctx.config.search.headroom)
     hpa = HpaSpec(target_cpu_pct=a.target_cpu_pct, min_replicas=a.min_replicas, max_replicas=a.max_replicas,
                   sync_period_s=a.sync_period_s, stabilization_s=a.stabilization_s, tolerance=a.tolerance,
@@ -104,29 +85,23 @@ def autoscale(run_id: str) -> dict:
             platform.scale(ctx.config.platform.replicas)
     step_t = phase_start(samples, phases[1].name) if len(phases) > 1 else samples[0].t
     step_down_t = phase_start(samples, phases[2].name) if len(phases) > 2 else None
-    result = summarize_autoscale(samples, ctx.config.slo, step_t or 0.0, step_down_t).to_dict()
-    block = {**result, "phases": [p.model_dump() for p in phases], "one_pod_saturation_users": base_users,
-             "one_pod_saturation_rps": base_rps,
-             "hpa": {"target_cpu_pct": a.target_cpu_pct, "min": a.min_replicas, "max": a.max_replicas,
-                     "sync_period_s": a.sync_period_s, "stabilization_s": a.stabilization_s},
-             "nodes": nodes_note,
-             "load_spreading": (f"each generator user re-opens its connection every {ctx.config.load.reconnect_s:g}s "
-                                "(Connection: close), so the per-connection balancer in front of the replicas "
-                                "(a Kubernetes Service, or nightcap's local proxy) spreads load onto new pods"),
-             "samples": [s.__dict__ for s in samples]}
-    ctx.summary["autoscale"] = block
-    ctx.summary["autoscale_line"] = (
-        f"autoscaling: {result['initial_replicas']}→{result['peak_replicas']} replicas, first scale-up after "
-        f"{_s(result['time_to_scale_up_s'])}, pods ready after {_s(result['time_to_ready_s'])}, p95 back under the "
-        f"SLO after {_s(result['time_to_recover_slo_s'])}; {result['slo_breach_s']:.0f}s over the SLO; "
-        f"peak Pending {result['peak_pending']}; {nodes_note}")
-    plot = timeline_plot(samples, ctx.out / "autoscale_timeline.png", ctx.config.slo.p95_ms, step_t or 0.0)
-    if plot:
-        ctx.summary["lead_plot"] = plot
-        ctx.summary.setdefault("plots", []).append(plot)
-    logger.info("%s", ctx.summary["autoscale_line"])
-    return block
+    result = AutoscaleResult(
+        timings=summarize_autoscale(samples, ctx.config.slo, step_t or 0.0, step_down_t),
+        phases=[p.model_dump() for p in phases], per_pod=per_pod,
+        hpa={"target_cpu_pct": a.target_cpu_pct, "min": a.min_replicas, "max": a.max_replicas,
+             "sync_period_s": a.sync_period_s, "stabilization_s": a.stabilization_s},
+        nodes_note=nodes_note, reconnect_s=ctx.config.load.reconnect_s, samples=samples,
+        plot=timeline_plot(samples, ctx.out / "autoscale_timeline.png", ctx.config.slo.p95_ms, step_t or 0.0))
+    ctx.results.autoscale = result
+    logger.info("%s", autoscale_line(result))
+    return result
 
 
-def _s(x: float | None) -> str:
-    return "never" if x is None else f"{x:.0f}s"
+def one_pod(ctx: RunContext) -> PerPod:
+    """One pod's saturation point: scaling at one pod, else the headline ramp divided by its pods."""
+    ramp = ctx.results.headline_ramp()
+    per_pod = per_pod_capacity(ctx.results.scaling.one_pod if ctx.results.scaling else None,
+                               ramp.capacity if ramp else None, ramp.stage if ramp else "ramp")
+    if per_pod is None:
+        raise RuntimeError("autoscale needs one pod's saturation point: run single_client (or scaling) before autoscale")
+    return per_pod

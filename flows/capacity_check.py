@@ -21,14 +21,13 @@ from prefect.context import get_run_context
 
 from nightcap.config import Config, load_config
 from nightcap.run.context import RunContext, new_run_id
-from nightcap.results.summary import headline_figures, summarize_run
+from nightcap.results.summary import headline_figures, write_summary
 from nightcap.load.runner import BudgetExceeded
 from nightcap.run.lock import RunLock
 from nightcap.run.safety import check_safety_limits
 from nightcap.run.cleanup import reap_dead_runs
 from nightcap.run.registry import RunRegistry
-from nightcap.results.plots import plot_p95_by_cores
-from nightcap.results.report import answer_line, write_markdown
+from nightcap.results.report import write_markdown
 from nightcap.targets.plan import api_key, plan_target
 from tasks.artifacts import Progress, publish_summary, steps_table
 from tasks.platform import deploy, teardown
@@ -105,8 +104,9 @@ def open_run(cfg: Config, out: str | None) -> RunContext:
     except Exception:
         registry.close()
         raise
-    ctx.summary.update(run_id=run_id, target={"name": cfg.target.name, "kind": cfg.target.kind, "version": plan.version},
-                       config_hash=cfg.config_hash(), stages={s: {"status": "pending"} for s in cfg.stages})
+    ctx.info.update(run_id=run_id, target={"name": cfg.target.name, "kind": cfg.target.kind, "version": plan.version},
+                    config_hash=cfg.config_hash())
+    ctx.stages.update({s: {"status": "pending"} for s in cfg.stages})
     try:
         from nightcap.results.store import HistoryStore
 
@@ -136,7 +136,7 @@ def capacity_check(config: str = "configs/local.yaml", overrides: list[str] | No
         try:
             t0 = time.monotonic()
             deploy(ctx)
-            ctx.summary["deploy_s"] = round(time.monotonic() - t0, 1)
+            ctx.info["deploy_s"] = round(time.monotonic() - t0, 1)
             for name in cfg.stages:
                 t0 = time.monotonic()
                 ctx.stage_status(name, "running")
@@ -152,14 +152,14 @@ def capacity_check(config: str = "configs/local.yaml", overrides: list[str] | No
                     logger.error("stage %s failed: %s\n%s", name, exc, traceback.format_exc(limit=3))
                     ctx.stage_status(name, "failed", error=str(exc))
                 finally:
-                    ctx.summary["stages"][name].update(duration_s=round(time.monotonic() - t0, 1),
-                                                       steps=len(ctx.stage_steps(name)))
+                    ctx.stages[name].update(duration_s=round(time.monotonic() - t0, 1),
+                                            steps=len(ctx.stage_steps(name)))
                     progress.stage_done()
-                    ctx.write_summary()
+                    write_summary(ctx)
         except FATAL as exc:
             fatal = exc
         except Exception as exc:
-            ctx.summary["error"] = str(exc)
+            ctx.info["error"] = str(exc)
             status = "failed"
             raise
         except BaseException:
@@ -169,52 +169,45 @@ def capacity_check(config: str = "configs/local.yaml", overrides: list[str] | No
             teardown(ctx)
             if fatal is not None:
                 status = "cancelled" if isinstance(fatal, CANCELLED) else "failed"
-                for name, info in ctx.summary["stages"].items():
+                for info in ctx.stages.values():
                     if info.get("status") in ("pending", "running"):
                         info["status"] = "skipped" if info["status"] == "pending" else "failed"
-            elif status == "completed" and any(s.get("status") == "failed" for s in ctx.summary["stages"].values()):
+            elif status == "completed" and any(s.get("status") == "failed" for s in ctx.stages.values()):
                 status = "failed"  # the flow run ends Failed (StagesFailed): the history says so, and no baseline uses it
-            finish(ctx, status)
-        failed = [n for n, s in ctx.summary["stages"].items() if s.get("status") == "failed"]
+            summary = finish(ctx, status)
+        failed = [n for n, s in ctx.stages.items() if s.get("status") == "failed"]
         if fatal is not None:
             raise fatal
-        regression = ctx.summary.get("regression", {})
-        if regression.get("verdict") == "regressed" and cfg.regression.fail_flow:
-            raise RegressionDetected(regression.get("message", "capacity regressed"))
+        regression = ctx.results.regression
+        if regression is not None and regression.regressed and cfg.regression.fail_flow:
+            raise RegressionDetected(regression.result.message)  # type: ignore[union-attr]
         if failed:
             raise StagesFailed(f"stage(s) {', '.join(failed)} failed: "
-                               + "; ".join(ctx.summary['stages'][n].get('error', '') for n in failed))
-        return ctx.summary
+                               + "; ".join(ctx.stages[n].get('error', '') for n in failed))
+        return summary
 
 
-def finish(ctx: RunContext, status: str) -> None:
-    """Whatever happened: summary.json, report.md, plots, artifacts, history row; then forget the run."""
+def finish(ctx: RunContext, status: str) -> dict[str, Any]:
+    """Whatever happened: summary.json, report.md, artifacts, history row; then forget the run."""
     logger = get_run_logger()
+    summary: dict[str, Any] = {}
     try:
-        summarize_run(ctx)
-        ctx.summary["status"] = status
-        ctx.summary["warnings"] = ctx.warnings
-        ctx.summary["answer"] = answer_line(ctx.summary).replace("**", "")
-        plots = [ctx.out / p for p in ctx.summary.get("plots", []) if p and (ctx.out / p).exists()]
-        if any(s.stage == "scaling" for s in ctx.steps):
-            p = plot_p95_by_cores([s for s in ctx.steps if s.stage == "scaling"], ctx.out / "p95_by_cores.png",
-                                  ctx.config.slo.p95_ms)
-            if p:
-                plots.append(p)
-        lead = ctx.summary.get("lead_plot")
+        ctx.info["status"] = status
+        summary = write_summary(ctx)
+        plots = [ctx.out / p for p in summary["plots"] if (ctx.out / p).exists()]
+        lead = summary.get("lead_plot")
         if lead and (ctx.out / lead).exists():
             plots = [ctx.out / lead] + [p for p in plots if p.name != lead]
-        tables = ctx.summary.pop("lead_tables", [])
-        ctx.write_summary()
-        write_markdown(ctx.summary, ctx.out, plots)
+        write_markdown(summary, ctx.out, plots)
         if ctx.steps:
             steps_table(ctx.config.target.name, ctx.steps)
-        publish_summary(ctx.config.target.name, ctx.summary, ctx.out, plots, tables)
+        publish_summary(ctx.config.target.name, summary, ctx.out, plots)
         if ctx.store is not None:
-            ctx.store.finish_run(ctx.run_id, status, headline_figures(ctx), ctx.summary)
-        logger.info("%s", ctx.summary["answer"])
+            ctx.store.finish_run(ctx.run_id, status, headline_figures(summary), summary)
+        logger.info("%s", summary["answer"])
         logger.info("report: %s", (ctx.out / "report.md").resolve())
     finally:
         if ctx.registry is not None:
             ctx.registry.close()
         ctx.forget()
+    return summary

@@ -71,10 +71,15 @@ def steps_table(target: str, steps: list[StepRow]) -> None:
                           description=f"{len(rows)} measured load steps (steps.csv)")
 
 
-def publish_summary(target: str, summary: dict[str, Any], out: Path, plots: list[Path],
-                    tables: list[tuple[str, list[dict[str, Any]]]]) -> None:
-    """The answer first; tables the stages asked to lead with; plots embedded as data URIs."""
-    for name, rows in tables:
+def lead_tables(summary: dict[str, Any]) -> list[tuple[str, list[dict[str, Any]]]]:
+    """The tables the Artifacts page leads with: what to buy (sizing), then the pod sizes tried."""
+    return [("sizing", (summary.get("sizing") or {}).get("rows") or []),
+            ("tuning-candidates", (summary.get("tuning") or {}).get("candidates") or [])]
+
+
+def publish_summary(target: str, summary: dict[str, Any], out: Path, plots: list[Path]) -> None:
+    """The answer first; the lead tables; plots embedded as data URIs (all from summary.json)."""
+    for name, rows in lead_tables(summary):
         if rows:
             create_table_artifact(key=artifact_key(target, name), table=rows, description=f"{name} ({target})")
     create_markdown_artifact(key=artifact_key(target, "summary"), markdown=write_markdown(summary, out, plots, embed=True),

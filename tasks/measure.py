@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Any
 
 from prefect import get_run_logger, task
@@ -56,18 +55,3 @@ def run_search(ctx: RunContext, stage: str, workers: int, params: SearchParams) 
         raise
     ctx.idle_generator()
     return result
-
-
-def _r(x: float | None) -> float | None:
-    return None if x is None else round(x, 2)
-
-
-def result_block(result: SearchResult, headroom: float) -> dict[str, Any]:
-    return {
-        "saturation": {"rps": _r(result.saturation_rps), "users": result.saturation_users, "found": result.found,
-                       "stop_reason": result.stop_reason},
-        "operating_point": {"rps": _r(result.operating_rps), "users": result.operating_users, "headroom": headroom},
-        "slo_capacity": {"users": result.slo_users, "rps": _r(result.slo_rps)},
-        "levels": [asdict(lv) for lv in result.levels],
-        "windows": result.windows,
-    }

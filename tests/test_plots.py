@@ -27,9 +27,8 @@ def _png(path: Path) -> bool:
 def test_ramp_and_latency_plots(tmp_path: Path) -> None:
     steps = [_step(1, 50, 20), _step(2, 95, 22), _step(4, 120, 60), _step(2, 180, 21, replicas=2)]
     ramp = plot_ramp(steps[:3], tmp_path / "ramp.png", "ramp", 100, {"users": 2, "rps": 95.0})
-    assert ramp == tmp_path / "ramp.png" and _png(ramp)
-    cores = plot_p95_by_cores(steps, tmp_path / "cores.png", 100)
-    assert cores is not None and _png(cores)
+    assert ramp == "ramp.png" and _png(tmp_path / ramp)
+    assert plot_p95_by_cores(steps, tmp_path / "cores.png", 100) == "cores.png" and _png(tmp_path / "cores.png")
     assert plot_ramp([], tmp_path / "none.png", "ramp") is None
     assert plot_p95_by_cores([], tmp_path / "none.png", 100) is None
 
@@ -55,5 +54,5 @@ def test_trend_plot_with_and_without_history(tmp_path: Path) -> None:
     frame = pd.DataFrame({"started_at": ["2024-01-01T02:00:00Z", "2024-01-02T02:00:00Z"],
                           "status": ["completed", "failed"], "saturation_rps": [100.0, 90.0],
                           "rps_per_core": [200.0, 180.0], "p95_at_operating_ms": [20.0, 25.0], "slo_users": [10, 9]})
-    assert _png(trend_plot(frame, tmp_path / "t" / "trend.png"))
-    assert _png(trend_plot(pd.DataFrame(), tmp_path / "empty.png"))
+    assert trend_plot(frame, tmp_path / "t" / "trend.png") == "trend.png" and _png(tmp_path / "t" / "trend.png")
+    assert trend_plot(pd.DataFrame(), tmp_path / "empty.png") == "empty.png" and _png(tmp_path / "empty.png")

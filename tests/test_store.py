@@ -227,9 +227,10 @@ def test_history_table_and_trend_plot(db_url, tmp_path):
     history_command(db_url, "ref", 10, console=console)
     text = console.export_text()
     assert "202.0" in text and "model:2" in text and "failed" in text
-    png = trend_plot(store.history(last=10), tmp_path / "plots" / "trend.png")
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert trend_plot(store.history(target="none"), tmp_path / "empty.png").stat().st_size > 0
+    assert trend_plot(store.history(last=10), tmp_path / "plots" / "trend.png") == "trend.png"
+    assert (tmp_path / "plots" / "trend.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    trend_plot(store.history(target="none"), tmp_path / "empty.png")
+    assert (tmp_path / "empty.png").stat().st_size > 0
 
 
 def test_sigkill_mid_run_leaves_a_consistent_history(db_url):

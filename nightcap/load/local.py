@@ -74,8 +74,10 @@ class LocalLocust:
         self.env.pop(API_KEY_VAR, None)
         if registry is not None:  # so the run's generators can be found by run id, like its replicas
             self.env["NIGHTCAP_RUN_ID"] = registry.record.run_id
+        # The master sends no requests: the key goes into the workers' environment only, never on a command
+        # line (ps would show it) or in a file.
+        self.master_env = dict(self.env)
         if api_key:
-            # Only in the Locust processes' environment, never on a command line (ps would show it) or in a file.
             self.env[API_KEY_VAR] = api_key
         self.master: subprocess.Popen | None = None
         self.worker_procs: list[subprocess.Popen] = []
@@ -112,8 +114,9 @@ class LocalLocust:
     def _spawn(self, args: list[str], what: str) -> subprocess.Popen:
         log = (self.logdir / f"{what}.log").open("ab")
         group = self._limit(what)
+        env = self.master_env if what == "master" else self.env
         proc = subprocess.Popen([self._locust(), "-f", str(LOCUSTFILE), *args], stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, env=self.env, start_new_session=True,
+                                stdin=subprocess.DEVNULL, env=env, start_new_session=True,
                                 preexec_fn=group.attach if group else None)
         log.close()
         if self.registry:

@@ -1,7 +1,7 @@
 """Every plot nightcap draws, in one place: matplotlib with the Agg backend (no display), PNG files.
 
 Each function takes measured data (step rows, fits, samples, the history frame) and a path, writes the
-PNG and returns its name (or None when there is nothing to draw). Flows call these; nothing here measures.
+PNG and returns its file name (or None when there is nothing to draw). Flows call these; nothing here measures.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 
 def plot_ramp(steps: Iterable[StepRow], path: Path, title: str, slo_p95_ms: float | None = None,
-              saturation: dict[str, Any] | None = None) -> Path | None:
+              saturation: dict[str, Any] | None = None) -> str | None:
     """Throughput and p95 against users, the saturation point marked."""
     rows = sorted((s for s in steps if s.valid), key=lambda s: s.users)
     if not rows:
@@ -63,10 +63,10 @@ def plot_ramp(steps: Iterable[StepRow], path: Path, title: str, slo_p95_ms: floa
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
-    return path
+    return path.name
 
 
-def plot_p95_by_cores(steps: Iterable[StepRow], path: Path, slo_p95_ms: float) -> Path | None:
+def plot_p95_by_cores(steps: Iterable[StepRow], path: Path, slo_p95_ms: float) -> str | None:
     """p95 against users, one line per replica count, the SLO drawn: the capacity-under-SLO picture."""
     rows = [s for s in steps if s.valid and not s.generator_bound and s.p95_ms is not None]
     if not rows:
@@ -90,10 +90,10 @@ def plot_p95_by_cores(steps: Iterable[StepRow], path: Path, slo_p95_ms: float) -
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
-    return path
+    return path.name
 
 
-def heatmap(results: list[CandidateResult], path, memory: int | None) -> str | None:
+def heatmap(results: list[CandidateResult], path: Path, memory: int | None) -> str | None:
     """CPU × concurrency → rps per core, at the settled memory: where the efficient pod sizes are."""
     cells = [r for r in results if memory is None or r.candidate.memory == memory]
     if not cells:
@@ -122,7 +122,7 @@ def heatmap(results: list[CandidateResult], path, memory: int | None) -> str | N
     return path.name
 
 
-def usl_plot(fit: UslFit, rows: list[dict], path) -> str | None:
+def usl_plot(fit: UslFit, rows: list[dict], path: Path) -> str | None:
     if not rows:
         return None
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -147,7 +147,7 @@ def usl_plot(fit: UslFit, rows: list[dict], path) -> str | None:
     return path.name
 
 
-def timeline_plot(samples: list[AutoscaleSample], path, slo_ms: float, step_t: float) -> str | None:
+def timeline_plot(samples: list[AutoscaleSample], path: Path, slo_ms: float, step_t: float) -> str | None:
     if not samples:
         return None
     t = [s.t - step_t for s in samples]
@@ -178,7 +178,7 @@ def timeline_plot(samples: list[AutoscaleSample], path, slo_ms: float, step_t: f
 
 
 
-def trend_plot(history_df: "pd.DataFrame", path: str | Path, title: str | None = None) -> Path:
+def trend_plot(history_df: "pd.DataFrame", path: str | Path, title: str | None = None) -> str:
     """One panel per compared headline figure over the nights; completed runs joined, others marked apart."""
     import pandas as pd
 
@@ -216,4 +216,4 @@ def trend_plot(history_df: "pd.DataFrame", path: str | Path, title: str | None =
     fig.suptitle(title or "nightcap: headline figures, night after night", fontsize=11)
     fig.savefig(path, format="png", dpi=100)
     plt.close(fig)
-    return path
+    return path.name

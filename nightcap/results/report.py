@@ -9,6 +9,8 @@ import base64
 from pathlib import Path
 from typing import Any
 
+from nightcap.results.stages import AutoscaleResult, RampResult, ScalingResult, SizingResult, StageResults, TuneResult
+
 
 def _fmt(value: Any, digits: int = 1, unit: str = "") -> str:
     if value is None:
@@ -27,7 +29,7 @@ def answer_line(summary: dict[str, Any]) -> str:
     if sat.get("rps") is None:
         return f"**{target}**: no saturation point was found ({sat.get('stop_reason') or 'no stage measured it'})."
     plat = summary.get("platform", {})
-    size = f"{plat.get('replicas', 1)} replica(s) of {_fmt(plat.get('cpu'), 2)} CPU"
+    size = f"{sat.get('replicas') or plat.get('replicas', 1)} replica(s) of {_fmt(plat.get('cpu'), 2)} CPU"
     users = sat.get("users")
     line = (f"**{target}** saturates at **{_fmt(sat['rps'])} rps** with {users} concurrent user{'s' if users != 1 else ''} "
             f"on {size}; operate at {_fmt(op.get('rps'))} rps ({int(round(100 * op.get('headroom', 0.7)))}%)")
@@ -36,6 +38,99 @@ def answer_line(summary: dict[str, Any]) -> str:
     if not sat.get("found", True):
         line += f" (lower bound: {sat.get('stop_reason')})"
     return line + "."
+
+
+def _s(x: float | None) -> str:
+    return "never" if x is None else f"{x:.0f}s"
+
+
+def tuning_line(t: TuneResult) -> str:
+    note = "" if t.limits_enforced else " (limits NOT enforced on this machine: usage measured, not capped)"
+    return f"tuning chose {t.reason} — {t.candidates_measured} of {t.grid_size} grid candidates measured{note}"
+
+
+def multi_client_line(multi: RampResult) -> str | None:
+    single, rps = multi.vs_single_rps, multi.search.saturation_rps
+    if not (single and rps):
+        return None
+    single, rps = round(single, 2), round(rps, 2)
+    return (f"multi-client ({multi.workers} generators) saturation {rps:.1f} rps vs single-client {single:.1f} rps "
+            f"({rps / single - 1:+.0%})" + ("; the single client was the bottleneck"
+                                            if multi.single_client_was_bottleneck else "; one client was enough"))
+
+
+def sizing_line(s: SizingResult, slo_p95_ms: float) -> str | None:
+    if not s.rows:
+        return None
+    r = s.rows[0]
+    cost = f", ${r.cost_per_hour:.2f}/h" if r.cost_per_hour is not None else ""
+    return (f"for {r.target} with p95 under {slo_p95_ms:g} ms: {r.cores:g} cores = {r.pods} pods of "
+            f"{s.cpu_per_pod:g} CPU on {r.nodes} node(s){cost} (binding: {r.binding_constraint})")
+
+
+def autoscale_line(a: AutoscaleResult) -> str:
+    t = a.timings
+    return (f"autoscaling: {t.initial_replicas}→{t.peak_replicas} replicas, first scale-up after "
+            f"{_s(t.time_to_scale_up_s)}, pods ready after {_s(t.time_to_ready_s)}, p95 back under the "
+            f"SLO after {_s(t.time_to_recover_slo_s)}; {t.slo_breach_s:.0f}s over the SLO; "
+            f"peak Pending {t.peak_pending}; {a.nodes_note}")
+
+
+def stage_lines(r: StageResults, slo_p95_ms: float) -> dict[str, str]:
+    """One sentence per stage that has something to say (summary.json `<stage>_line`, report.md's bullets)."""
+    lines = {
+        "tuning_line": r.tune and tuning_line(r.tune),
+        "multi_client_line": r.multi_client and multi_client_line(r.multi_client),
+        "sizing_line": r.sizing and sizing_line(r.sizing, slo_p95_ms),
+        "autoscale_line": r.autoscale and autoscale_line(r.autoscale),
+        "regression_line": (r.regression and r.regression.result
+                            and f"regression check against {r.regression.baseline_runs} earlier night(s): "
+                                f"{r.regression.result.message}"),
+    }
+    return {k: v for k, v in lines.items() if v}
+
+
+TUNING_COLUMNS = ["cpu", "memory_label", "concurrency", "saturation_rps", "rps_per_core", "p95_ms", "cpu_use_pct",
+                  "memory_peak_pct", "oom_kills", "meets_slo", "verdict"]
+
+
+def scaling_text(s: ScalingResult) -> str:
+    text = ", ".join(f"{r.replicas} pod(s) {r.saturation_rps:.0f} rps ({100 * (r.efficiency or 0):.0f}%)"
+                     for r in s.rows)
+    fit, fit_users = s.usl, s.usl_users_one_pod
+    if fit.ok:
+        text += (f". USL fit: σ={fit.sigma:.3f}, κ={fit.kappa:.4f}, r²={fit.r2:.3f}; "
+                 + (f"peak at {fit.predicted_peak_n:.1f} pods, retrograde from {fit.retrograde_from_n}"
+                    if fit.predicted_peak_n else "no retrograde scaling predicted"))
+    else:
+        text += f". USL over replicas: {fit.reason}"
+    if fit_users.ok:
+        text += (f". USL over users on one pod: σ={fit_users.sigma:.3f}, κ={fit_users.kappa:.4f}, r²={fit_users.r2:.3f}"
+                 + (f", throughput peaks at {fit_users.predicted_peak_n:.1f} users and falls from "
+                    f"{fit_users.retrograde_from_n}" if fit_users.predicted_peak_n else ", no retrograde predicted"))
+    return text
+
+
+def sections(r: StageResults, slo_p95_ms: float) -> list[dict[str, Any]]:
+    """report.md's sections after the answer: sizing first (what to buy), then tuning, scaling, regression."""
+    out: list[dict[str, Any]] = []
+    if r.sizing and not r.sizing.note:
+        out.append({"title": "Sizing", "text": sizing_line(r.sizing, slo_p95_ms) or "",
+                    "rows": [row.to_dict() for row in r.sizing.rows],
+                    "columns": ["target", "pods", "cores", "nodes", "cost_per_hour", "binding_constraint"]})
+    if r.tune:
+        out.append({"title": "Fine-tuning (pod size)", "text": tuning_line(r.tune),
+                    "rows": [c.to_dict() for c in r.tune.candidates], "columns": TUNING_COLUMNS})
+    if r.scaling:
+        out.append({"title": "Scaling (throughput per pod)", "text": scaling_text(r.scaling),
+                    "rows": [row.__dict__ for row in r.scaling.rows],
+                    "columns": ["replicas", "saturation_rps", "rps_per_pod", "efficiency", "slo_users"]})
+        out.append({"title": "Capacity under the SLO by core count", "rows": r.scaling.by_cores})
+    if r.regression and r.regression.result:
+        result = r.regression.result
+        out.append({"title": "Change since the baseline", "text": result.message,
+                    "rows": result.to_dict().get("figures", [])})
+    return out
 
 
 def table(rows: list[dict[str, Any]], columns: list[str] | None = None) -> str:
