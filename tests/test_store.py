@@ -233,6 +233,7 @@ def test_history_table_and_trend_plot(db_url, tmp_path):
     assert (tmp_path / "empty.png").stat().st_size > 0
 
 
+@pytest.mark.slow  # starts a process and kills it
 def test_sigkill_mid_run_leaves_a_consistent_history(db_url):
     """A runner killed without warning: the file opens, every written step is there, the run is marked."""
     import os

@@ -10,7 +10,8 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from nightcap.results.store import DEFAULT_URL, HistoryStore, StoreError, safe_url
+from nightcap.results.redact import safe_url
+from nightcap.results.store import DEFAULT_URL, HistoryStore, StoreError
 
 _STATUS_STYLE = {"completed": "green", "failed": "red", "cancelled": "yellow", "running": "cyan"}
 

@@ -28,6 +28,15 @@ if TYPE_CHECKING:
     from nightcap.analysis.tuning import CandidateResult
 
 
+def _save(fig: Any, path: Path, dpi: int = 90, tight: bool = True) -> str:
+    """Write the PNG, free the figure (pyplot keeps every open one), return the file name."""
+    if tight:
+        fig.tight_layout()
+    fig.savefig(path, format="png", dpi=dpi)
+    plt.close(fig)
+    return path.name
+
+
 def plot_ramp(steps: Iterable[StepRow], path: Path, title: str, slo_p95_ms: float | None = None,
               saturation: dict[str, Any] | None = None) -> str | None:
     """Throughput and p95 against users, the saturation point marked."""
@@ -60,10 +69,7 @@ def plot_ramp(steps: Iterable[StepRow], path: Path, title: str, slo_p95_ms: floa
     more = ax2.get_legend_handles_labels()
     ax1.legend(lines[0] + more[0], lines[1] + more[1], loc="lower right", fontsize=8)
     ax1.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path.name
+    return _save(fig, path)
 
 
 def plot_p95_by_cores(steps: Iterable[StepRow], path: Path, slo_p95_ms: float) -> str | None:
@@ -87,10 +93,7 @@ def plot_p95_by_cores(steps: Iterable[StepRow], path: Path, slo_p95_ms: float) -
     ax.set_ylabel("p95 ms")
     ax.legend(fontsize=8)
     ax.set_title("Latency under load by core count")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path.name
+    return _save(fig, path)
 
 
 def heatmap(results: list[CandidateResult], path: Path, memory: int | None) -> str | None:
@@ -116,10 +119,7 @@ def heatmap(results: list[CandidateResult], path: Path, memory: int | None) -> s
                     color="grey" if missing else "white", fontsize=8)
     fig.colorbar(im, ax=ax, label="rps per core")
     ax.set_title(f"rps per core (memory {format_memory(memory)})")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path.name
+    return _save(fig, path)
 
 
 def usl_plot(fit: UslFit, rows: list[dict], path: Path) -> str | None:
@@ -141,10 +141,7 @@ def usl_plot(fit: UslFit, rows: list[dict], path: Path) -> str | None:
     ax.set_ylabel("saturation rps")
     ax.legend(fontsize=8)
     ax.set_title("Throughput against replicas")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path.name
+    return _save(fig, path)
 
 
 def timeline_plot(samples: list[AutoscaleSample], path: Path, slo_ms: float, step_t: float) -> str | None:
@@ -171,10 +168,7 @@ def timeline_plot(samples: list[AutoscaleSample], path: Path, slo_ms: float, ste
     ax2.set_xlabel("seconds after the load step")
     ax2.legend(loc="upper left", fontsize=8)
     ax1.set_title("Autoscaling timeline")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path.name
+    return _save(fig, path)
 
 
 
@@ -214,6 +208,4 @@ def trend_plot(history_df: "pd.DataFrame", path: str | Path, title: str | None =
     axes[-1].xaxis.set_major_locator(locator)
     axes[-1].xaxis.set_major_formatter(ConciseDateFormatter(locator))
     fig.suptitle(title or "nightcap: headline figures, night after night", fontsize=11)
-    fig.savefig(path, format="png", dpi=100)
-    plt.close(fig)
-    return path.name
+    return _save(fig, path, dpi=100, tight=False)
