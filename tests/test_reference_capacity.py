@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from nightcap.targets.reference_server import reference_capacity, reference_throughput
+from nightcap.targets.reference_capacity import reference_capacity, reference_throughput
 
 
 def test_capacity_formula() -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from nightcap.targets.reference_server import reference_capacity, reference_throughput
+from nightcap.targets.reference_capacity import reference_capacity, reference_throughput
 
 pytestmark = pytest.mark.slow  # every test here starts a real server
 
