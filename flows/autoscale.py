@@ -11,7 +11,7 @@ import time
 
 from prefect import flow, get_run_logger
 
-from nightcap.analysis.autoscale_load import default_phases, offered_load
+from nightcap.analysis.autoscale_load import default_phases, node_pool_note, offered_load
 from nightcap.analysis.autoscale_metrics import AutoscaleSample, phase_start, summarize_autoscale
 from nightcap.analysis.sizing import PerPod, per_pod_capacity
 from nightcap.load.runner import StepRunner
@@ -37,14 +37,7 @@ def autoscale(run_id: str) -> AutoscaleResult:
                   sync_period_s=a.sync_period_s, stabilization_s=a.stabilization_s, tolerance=a.tolerance,
                   readiness_delay_s=a.readiness_delay_s)
     samples: list[AutoscaleSample] = []
-    if ctx.config.platform.kind == "local":
-        nodes_note = "node-pool autoscaling: not available on the local platform"
-    elif a.nodes and ctx.config.platform.gke:
-        nodes_note = f"node-pool autoscaling on ({a.nodes.get('min', 1)}-{a.nodes.get('max', 3)} nodes)"
-    elif a.nodes:
-        nodes_note = "node-pool autoscaling requested but platform.gke is not set: nodes were not changed"
-    else:
-        nodes_note = "node-pool autoscaling not requested (autoscale.nodes)"
+    nodes_note = node_pool_note(ctx.config.platform.kind, a.nodes, bool(ctx.config.platform.gke))
     platform.scale(a.min_replicas)
     gen = ctx.generator_for(ctx.config.load.workers)
     runner = StepRunner(ctx.config, platform, gen, "autoscale", ctx.record_step, ctx.deadline, ctx.spec, ctx.next_step)

@@ -19,25 +19,24 @@ from prefect import flow, get_run_logger
 from prefect.exceptions import TerminationSignal
 from prefect.context import get_run_context
 
-from nightcap.config import Config, load_config
-from nightcap.run.context import RunContext, new_run_id
-from nightcap.results.summary import headline_figures, write_summary
-from nightcap.load.runner import BudgetExceeded
-from nightcap.run.lock import RunLock
-from nightcap.run.safety import check_safety_limits
-from nightcap.run.cleanup import reap_dead_runs
-from nightcap.run.registry import RunRegistry
-from nightcap.results.report import write_markdown
-from nightcap.targets.plan import api_key, plan_target
-from tasks.artifacts import Progress, publish_summary, steps_table
-from tasks.platform import deploy, teardown
-
 from flows.autoscale import autoscale
 from flows.ramp import multi_client, single_client
 from flows.regression import regression
 from flows.scaling import scaling
 from flows.sizing import sizing
 from flows.tune import tune
+from nightcap.config import Config, load_config
+from nightcap.load.runner import BudgetExceeded
+from nightcap.results.report import write_markdown
+from nightcap.results.summary import headline_figures, write_summary
+from nightcap.run.cleanup import reap_dead_runs
+from nightcap.run.context import RunContext, new_run_id
+from nightcap.run.lock import RunLock
+from nightcap.run.registry import RunRegistry
+from nightcap.run.safety import check_safety_limits
+from nightcap.targets.plan import api_key, plan_target
+from tasks.artifacts import Progress, publish_summary, steps_table
+from tasks.platform import deploy, teardown
 
 # Prefect's worker cancels a run with SIGTERM, which its engine turns into TerminationSignal (a BaseException).
 CANCELLED = (KeyboardInterrupt, SystemExit, TerminationSignal)
@@ -52,6 +51,7 @@ class StagesFailed(RuntimeError):
     """One or more stages failed; what they measured is kept."""
 
 
+# Each stage flow takes the run id (see flows/__init__.py) and keeps its typed result on the run's context.
 STAGE_FLOWS: dict[str, Callable[[str], Any]] = {
     "tune": tune,
     "single_client": single_client,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from nightcap.analysis.autoscale_load import default_phases, offered_load
+from nightcap.analysis.autoscale_load import default_phases, node_pool_note, offered_load
 from nightcap.config import AutoscaleConfig
 
 
@@ -27,3 +27,10 @@ def test_offered_load_paces_enough_users_to_offer_the_rate() -> None:
     assert users == 8 and users * per_user == pytest.approx(35.0)  # at least 8 users
     users, per_user = offered_load(3.0, sat_users=100, sat_rps=1000.0, max_users=64)
     assert users == 64 and users * per_user == pytest.approx(3000.0)  # capped at load.max_users, rate kept
+
+
+def test_node_pool_note_says_what_was_done_with_the_nodes() -> None:
+    assert node_pool_note("local", {"min": 1, "max": 5}, True).endswith("not available on the local platform")
+    assert node_pool_note("kubernetes", {"min": 2, "max": 5}, True) == "node-pool autoscaling on (2-5 nodes)"
+    assert "platform.gke is not set" in node_pool_note("kubernetes", {"max": 5}, False)
+    assert node_pool_note("kubernetes", None, True) == "node-pool autoscaling not requested (autoscale.nodes)"

@@ -1,4 +1,4 @@
-"""The load the autoscale stage offers: its phases and how users are paced to offer a rate."""
+"""The load the autoscale stage offers: its phases, how users are paced to offer a rate, and the node pool's part."""
 
 from __future__ import annotations
 
@@ -28,3 +28,14 @@ def offered_load(load: float, sat_users: int, sat_rps: float, max_users: int) ->
     rate = load * sat_rps
     users = min(max(8, int(3 * load * sat_users + 0.999)), max_users)
     return users, rate / users
+
+
+def node_pool_note(platform_kind: str, nodes: dict[str, int] | None, gke_configured: bool) -> str:
+    """What the autoscale stage did with the node pool, for the summary (`autoscale.nodes`)."""
+    if platform_kind == "local":
+        return "node-pool autoscaling: not available on the local platform"
+    if nodes and gke_configured:
+        return f"node-pool autoscaling on ({nodes.get('min', 1)}-{nodes.get('max', 3)} nodes)"
+    if nodes:
+        return "node-pool autoscaling requested but platform.gke is not set: nodes were not changed"
+    return "node-pool autoscaling not requested (autoscale.nodes)"
