@@ -58,7 +58,7 @@ class LocalLocust:
     def __init__(self, workers: int, payloads: list[bytes], path: str, method: str, headers: dict[str, str],
                  timeout_s: float, reconnect_s: float, api_key: str | None = None,
                  registry: RunRegistry | None = None, logdir: Path | None = None,
-                 worker_cpu: float | None = None):
+                 worker_cpu: float | None = None, key_source_var: str | None = None):
         self.workers = workers
         self.worker_cpu = worker_cpu
         self._cgroups: list = []
@@ -71,7 +71,9 @@ class LocalLocust:
         self.web_port, self.bind_port = free_port(), free_port()
         self.env = {**os.environ, **locust_env(path, method, headers, timeout_s, reconnect_s, str(payload_file),
                                                with_api_key=bool(api_key))}
-        self.env.pop(API_KEY_VAR, None)
+        for var in (API_KEY_VAR, key_source_var):  # where the flow read the key from (target.api_key_env)
+            if var:
+                self.env.pop(var, None)
         if registry is not None:  # so the run's generators can be found by run id, like its replicas
             self.env["NIGHTCAP_RUN_ID"] = registry.record.run_id
         # The master sends no requests: the key goes into the workers' environment only, never on a command
