@@ -33,7 +33,7 @@ def test_api_key_appears_in_no_output(prefect_api, leftovers, tmp_path, monkeypa
             has_key = key in env.values()
             if "locust" in cmd and "--worker" in cmd and has_key:
                 seen["generators_with_key"].append(proc.pid)
-            if "locust" in cmd and "--master" in cmd and has_key:
+            if "locust" in cmd and "--master" in cmd.split() and has_key:  # not --master-host (a worker's)
                 seen["masters_with_key"].append(proc.pid)
             if "reference_server" in cmd and has_key:
                 seen["replicas_with_key"].append(proc.pid)
