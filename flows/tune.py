@@ -10,8 +10,8 @@ import statistics
 
 from prefect import flow, get_run_logger
 
-from nightcap.analysis.tuning import Candidate, CandidateResult, TunePlanner, choose, evaluate
-from nightcap.platforms.base import PlatformError, PodSpec
+from nightcap.analysis.tuning import Candidate, CandidateResult, TunePlanner, choose, evaluate, no_room
+from nightcap.platforms.base import NoRoomForPods, PlatformError, PodSpec
 from nightcap.platforms.factory import initial_spec
 from nightcap.results.plots import heatmap
 from nightcap.results.stages import TuneResult
@@ -34,6 +34,9 @@ def measure_candidate(ctx: RunContext, c: Candidate) -> tuple[CandidateResult, S
         if ctx.platform.replicas != replicas:
             ctx.platform.scale(replicas)
         result = run_search(ctx, "tune", 1, search_params(ctx, cheap=True))
+    except NoRoomForPods as exc:  # the nodes are full for this size: nothing was measured, nothing is scored
+        logger.warning("candidate %s: no room on the nodes: %s", c.label(), exc)
+        return no_room(c, exc.reason), None
     except (PlatformError, SearchAborted) as exc:
         # an OOM crash loop or a server that never gets ready is a measured answer for this candidate
         obs = ctx.platform.observe()

@@ -15,6 +15,7 @@ from nightcap.analysis.tuning import (
     TunePlanner,
     choose,
     evaluate,
+    no_room,
     run_planner,
     verdict,
 )
@@ -232,3 +233,39 @@ def test_planner_matches_brute_force_on_reference_servers(
         return
     assert planned.result is not None
     assert planned.result.rps_per_core >= brute.result.rps_per_core * (1 - 0.03) / (1 + 0.03) - 1e-9
+
+
+def test_a_pod_size_the_nodes_have_no_room_for_is_not_a_bad_candidate() -> None:
+    """Nodes with room for at most 1 CPU and 512Mi per pod: larger pods stay Pending (FailedScheduling)."""
+    server = ReferenceServer()
+    room = "0/3 nodes are available: 3 Insufficient cpu"
+
+    def measure(c: Candidate) -> CandidateResult:
+        return no_room(c, room) if c.cpu > 1.0 or c.memory > 512 * MI else server.measure(c)
+
+    planner = TunePlanner(CPUS, MEMS, CONCS)
+    results = run_planner(planner, measure)
+    full = [r for r in results if r.unschedulable]
+    assert full and all(r.verdict == f"no room for this pod size ({room})" and r.saturation_rps == 0 for r in full)
+    # the largest size that fits is the memory reference; a size at least as large as one that did not fit is
+    # never tried (concurrency does not change a pod's size)
+    assert planner.memory == 512 * MI
+    for i, r in enumerate(results):
+        assert not any(k.unschedulable and k.candidate.cpu <= r.candidate.cpu and k.candidate.memory <= r.candidate.memory
+                       for k in results[:i])
+    assert any("no room on the nodes" in n for n in planner.notes)
+    choice = choose(results)
+    fits = [r for r in full_grid(server) if r.candidate.cpu <= 1.0 and r.candidate.memory <= 512 * MI]
+    assert choice.candidate == choose(fits).candidate  # the best of what fits, as brute force over it says
+    assert not choice.result.unschedulable and choice.result.to_dict()["unschedulable"] is False
+
+
+def test_when_nothing_fits_the_reason_says_make_room() -> None:
+    planner = TunePlanner(CPUS, MEMS, CONCS)
+    results = run_planner(planner, lambda c: no_room(c, "0/1 nodes are available: 1 Insufficient memory"))
+    # memory changes a pod's size too: each (cpu, memory) is tried once, at one concurrency, largest first
+    assert [(r.candidate.memory, r.candidate.cpu) for r in results] == sorted(itertools.product(MEMS, CPUS))[::-1]
+    assert {r.candidate.concurrency for r in results} == {4}
+    choice = choose(results)
+    assert choice.result is None
+    assert "9 found no room on the nodes" in choice.reason and "make room in the node pool" in choice.reason

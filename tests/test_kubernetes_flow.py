@@ -32,7 +32,8 @@ NS = "capacity"
 SLOTS, SERVICE_MS = 4, 25.0
 CAPACITY_RPS = SLOTS * 1000 / SERVICE_MS  # 160 rps: the reference server's exact capacity
 RESOURCES = ["v1/pods", "v1/events", "v1/nodes", "v1/services", "v1/configmaps", "v1/secrets",
-             "apps/v1/deployments", "autoscaling/v2/horizontalpodautoscalers", "metrics.k8s.io/v1beta1/pods"]
+             "apps/v1/deployments", "autoscaling/v2/horizontalpodautoscalers", "metrics.k8s.io/v1beta1/pods",
+             "networking.k8s.io/v1/networkpolicies"]
 
 
 class FakeCluster(KmockApi):
@@ -55,7 +56,8 @@ class FakeCluster(KmockApi):
 
     def live(self, plural: str) -> dict[str, dict[str, Any]]:
         """name -> object of one resource in the namespace (not deleted); metrics.k8s.io pods are not pods."""
-        group = {"deployments": "apps", "horizontalpodautoscalers": "autoscaling"}.get(plural, "")
+        group = {"deployments": "apps", "horizontalpodautoscalers": "autoscaling",
+                 "networkpolicies": "networking.k8s.io"}.get(plural, "")
         return {key[2]: obj.raw for key, obj in self.kmock.objects.items()
                 if key[0].plural == plural and (key[0].group or "") == group and key[1] == NS and not obj.deleted}
 
@@ -336,7 +338,7 @@ def test_generator_site_defaults_and_keeps_existing_config_hashes() -> None:
 
 def _fast_platform(cluster: FakeCluster, run: str, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Any]:
     """A KubernetesPlatform on the fake cluster, and in-cluster Locust polling it every 0.1 s."""
-    from nightcap.load.kubernetes_locust import KubernetesLocust
+    from nightcap.load.kubernetes import KubernetesLocust
     from nightcap.platforms.kubernetes import KubernetesPlatform
 
     monkeypatch.setattr(KubernetesLocust, "poll_s", 0.1)
@@ -348,7 +350,7 @@ def test_cluster_generator_runs_in_the_cluster_and_sends_to_the_service_dns(
         cluster: FakeCluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from types import SimpleNamespace
 
-    from nightcap.load.kubernetes_locust import KubernetesLocust
+    from nightcap.load.kubernetes import KubernetesLocust
     from nightcap.load.base import start_generator, target_url
     from nightcap.load.runner import StepRunner
 
@@ -358,7 +360,8 @@ def test_cluster_generator_runs_in_the_cluster_and_sends_to_the_service_dns(
     try:
         assert isinstance(gen, KubernetesLocust)
         created = [(r.data["kind"], r.data["metadata"]["name"]) for r in cluster.requests("POST")]
-        assert created == [("ConfigMap", mf.locust_name(run, "files")), ("Deployment", mf.locust_name(run, "master")),
+        assert created == [("ConfigMap", mf.locust_name(run, "files")),
+                           ("NetworkPolicy", mf.locust_name(run, "master")), ("Deployment", mf.locust_name(run, "master")),
                            ("Service", mf.locust_name(run, "master")), ("Deployment", mf.locust_name(run, "worker"))]
         worker = next(r.data for r in cluster.requests("POST") if r.data["metadata"]["name"] == gen.worker_name)
         assert worker["spec"]["replicas"] == 3 and gen.workers == 3
@@ -395,6 +398,7 @@ def test_cluster_generator_runs_in_the_cluster_and_sends_to_the_service_dns(
     assert cluster.run(lambda: cluster.live("deployments")) == {}
     assert cluster.run(lambda: cluster.live("configmaps")) == {}
     assert cluster.run(lambda: cluster.live("services")) == {}
+    assert cluster.run(lambda: cluster.live("networkpolicies")) == {}
 
 
 def test_cluster_generator_is_created_once_per_run_and_scaled_between_searches(
@@ -414,7 +418,8 @@ def test_cluster_generator_is_created_once_per_run_and_scaled_between_searches(
         ctx.idle_generator()  # between searches: the swarm stops, the pods stay
         assert ctx.generator_for(1) is first
         posts = [(r.data["kind"], r.data["metadata"]["name"]) for r in cluster.requests("POST")]
-        assert posts == [("ConfigMap", mf.locust_name(run, "files")), ("Deployment", first.master_name),
+        assert posts == [("ConfigMap", mf.locust_name(run, "files")), ("NetworkPolicy", first.master_name),
+                         ("Deployment", first.master_name),
                          ("Service", first.master_name), ("Deployment", first.worker_name)]
         assert ctx.generator_for(3) is first and first.workers == 3 and first.alive_workers() == 3
         patches = [r for r in cluster.requests("PATCH") if r.url.path.endswith(f"/deployments/{first.worker_name}")]
@@ -449,7 +454,8 @@ def test_node_pool_original_is_recorded_before_the_change_and_restored_by_cleanu
 
     from nightcap.platforms.base import HpaSpec, PodSpec
     from nightcap.platforms.gke import GkeNodePools, restore_recorded
-    from nightcap.platforms.kubernetes import KubernetesPlatform, cleanup_run
+    from nightcap.platforms.kube_client import cleanup_run
+    from nightcap.platforms.kubernetes import KubernetesPlatform
     from nightcap.run.registry import RunRegistry, cleanup_dead
     from nightcap.config import validate
 

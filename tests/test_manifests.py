@@ -47,7 +47,11 @@ def all_manifests(config: Config, run_id: str) -> list[dict[str, Any]]:
            mf.locust_worker_deployment(config, run_id, config.load.workers, env,
                                        {"NIGHTCAP_API_KEY": (mf.locust_name(run_id, "key"), "api-key")}),
            mf.api_key_secret(config, run_id, "s3cr3t"),
-           mf.api_key_secret(config, run_id, "s3cr3t", {"metadata": {"name": "owner", "uid": "1234-abcd"}})]
+           mf.api_key_secret(config, run_id, "s3cr3t", {"metadata": {"name": "owner", "uid": "1234-abcd"}}),
+           mf.locust_network_policy(config, run_id)]
+    inside = config.model_copy(update={"platform": config.platform.model_copy(update={"in_cluster": True})})
+    out += [mf.locust_network_policy(inside, run_id), mf.locust_master_deployment(inside, run_id, env),
+            mf.locust_master_service(inside, run_id)]
     out += [mf.model_deployment(config, run_id, spec, replicas) for spec in SPECS for replicas in (0, 1, 12)]
     out += [mf.hpa(config, run_id, HpaSpec()),
             mf.hpa(config, run_id, HpaSpec(target_cpu_pct=65.5, min_replicas=2, max_replicas=40, stabilization_s=0)),
@@ -98,6 +102,7 @@ def test_model_container_fills_port_and_concurrency_and_sizes_the_pod() -> None:
     assert container["readinessProbe"]["httpGet"] == {"path": "/ping", "port": "http"}
     assert container["ports"][0]["containerPort"] == 5000
     assert dep["spec"]["replicas"] == 3
+    assert dep["spec"]["strategy"] == {"type": "Recreate"}  # a surge pod would need room a full pool lacks
     selector = dep["spec"]["selector"]["matchLabels"].items()
     assert set(selector) <= set(dep["spec"]["template"]["metadata"]["labels"].items())
     mlflow = mf.model_deployment(CONFIGS["mlflow"], "r1", PodSpec(cpu=1.0, memory=None, concurrency=3), 1)
@@ -130,8 +135,39 @@ def test_locust_manifests_use_the_configured_image_and_wire_workers_to_the_maste
     assert worker["spec"]["replicas"] == 4
     args = worker["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[args.index("--master-host") + 1] == svc["metadata"]["name"]
-    assert {p["port"] for p in svc["spec"]["ports"]} == {mf.LOCUST_WEB_PORT, mf.LOCUST_MASTER_PORT}
+    assert {p["port"] for p in svc["spec"]["ports"]} == {mf.LOCUST_MASTER_PORT}  # the web API: port-forward only
     assert svc["spec"]["selector"] == master["spec"]["selector"]["matchLabels"]
+
+
+def _admits(policy: dict[str, Any], pod_labels: dict[str, str], port: int) -> bool:
+    """Does a NetworkPolicy's ingress let a pod with `pod_labels` (same namespace) reach `port`?"""
+    return any(any(set(peer["podSelector"]["matchLabels"].items()) <= set(pod_labels.items()) for peer in rule["from"])
+               and any(p["port"] == port for p in rule["ports"]) for rule in policy["spec"]["ingress"])
+
+
+@pytest.mark.parametrize("in_cluster", [False, True])
+def test_only_the_workers_and_the_runner_reach_the_locust_master(in_cluster: bool) -> None:
+    base = CONFIGS["gke-example"]
+    config = base.model_copy(update={"platform": base.platform.model_copy(update={"in_cluster": in_cluster})})
+    policy = mf.locust_network_policy(config, "r1")
+    master = mf.locust_master_deployment(config, "r1", {})
+    worker = mf.locust_worker_deployment(config, "r1", 2, {})
+    model = mf.model_deployment(config, "r1", SPECS[0], 1)
+    master_pod = master["spec"]["template"]["metadata"]["labels"]
+    assert set(policy["spec"]["podSelector"]["matchLabels"].items()) <= set(master_pod.items())
+    assert policy["spec"]["policyTypes"] == ["Ingress"]  # anything not admitted below is refused
+    worker_pod = worker["spec"]["template"]["metadata"]["labels"]
+    other_run = mf.locust_worker_deployment(config, "r2", 2, {})["spec"]["template"]["metadata"]["labels"]
+    runner = {mf.RUNNER_LABEL: "true", "app": "prefect-job"}
+    assert _admits(policy, worker_pod, mf.LOCUST_MASTER_PORT)
+    assert not _admits(policy, worker_pod, mf.LOCUST_WEB_PORT)  # a worker cannot start a swarm
+    assert not _admits(policy, other_run, mf.LOCUST_MASTER_PORT)
+    for pod in (model["spec"]["template"]["metadata"]["labels"], {"app": "anything"}):
+        assert not _admits(policy, pod, mf.LOCUST_WEB_PORT) and not _admits(policy, pod, mf.LOCUST_MASTER_PORT)
+    assert _admits(policy, runner, mf.LOCUST_WEB_PORT) is in_cluster
+    args = master["spec"]["template"]["spec"]["containers"][0]["args"]
+    # outside the cluster the web API listens on the pod's loopback, where the port-forward arrives
+    assert args[args.index("--web-host") + 1] == ("0.0.0.0" if in_cluster else "127.0.0.1")
 
 
 def test_names_and_labels_are_safe_for_any_run_id() -> None:

@@ -51,6 +51,7 @@ class CandidateResult:
     restarts: int
     meets_slo: bool
     verdict: str
+    unschedulable: bool = False  # no node had room for pods of this size: not measured, never chosen
 
     def to_dict(self) -> dict[str, object]:
         """Flat row for summary.json `tuning.candidates` and the candidates table."""
@@ -68,6 +69,7 @@ class CandidateResult:
             "restarts": self.restarts,
             "meets_slo": self.meets_slo,
             "verdict": self.verdict,
+            "unschedulable": self.unschedulable,
         }
 
 
@@ -138,6 +140,13 @@ def evaluate(
     )
 
 
+def no_room(candidate: Candidate, reason: str) -> CandidateResult:
+    """A candidate whose pods could not be scheduled: a fact about the cluster's room, not a 0-rps model."""
+    return CandidateResult(candidate=candidate, saturation_rps=0.0, rps_per_core=0.0, p95_ms=None, cpu_use_pct=None,
+                           memory_peak_pct=None, oom_kills=0, restarts=0, meets_slo=False,
+                           verdict=f"no room for this pod size ({reason})", unschedulable=True)
+
+
 def eligible(result: CandidateResult) -> bool:
     """Can this candidate be chosen at all: it met the SLO, was never OOM-killed and served something."""
     return result.meets_slo and result.oom_kills == 0 and result.saturation_rps > 0
@@ -165,10 +174,15 @@ def choose(results: Iterable[CandidateResult], tie: float = 0.03) -> Choice:
     ok = [r for r in results if eligible(r)]
     if not ok:
         oom = sum(1 for r in results if r.oom_kills)
-        slo = sum(1 for r in results if not r.meets_slo)
+        room = sum(1 for r in results if r.unschedulable)
+        slo = sum(1 for r in results if not r.meets_slo and not r.unschedulable)
+        fix = "add larger memory or CPU to the tune grid, or relax the SLO"
+        if room:
+            fix = ("make room in the node pool (more or larger nodes) or add smaller pod sizes to the tune grid; "
+                   + fix)
         return Choice(None, f"no candidate of {len(results)} met the SLO without an OOM kill "
-                            f"({oom} were OOM-killed, {slo} missed the SLO): add larger memory or CPU to the tune grid, "
-                            "or relax the SLO")
+                            f"({oom} were OOM-killed, {slo} missed the SLO, {room} found no room on the nodes): "
+                            + fix)
     top = max(ok, key=lambda r: r.rps_per_core)
     tied = [r for r in ok if r.rps_per_core >= top.rps_per_core * (1 - tie)]
     pick = min(tied, key=lambda r: (r.candidate.memory, r.candidate.cpu, -r.rps_per_core, r.candidate.concurrency))
@@ -269,8 +283,13 @@ class TunePlanner:
         cmax = self.cpus[-1]
         cmid = self.concurrencies[len(self.concurrencies) // 2]
         mems = self.memories
-        ref = yield from self._get(Candidate(cmax, mems[-1], cmid))
-        if len(mems) == 1:
+        ref = yield from self._reference(cmid)
+        cmax = ref.candidate.cpu
+        mems = [m for m in mems if m <= ref.candidate.memory]
+        if ref.unschedulable:
+            self.memory = mems[-1]
+            self.notes.append("no pod size of the grid found room on the nodes")
+        elif len(mems) == 1:
             self.memory = mems[0]
         elif ref.oom_kills or ref.restarts:
             self.memory = mems[-1]
@@ -298,6 +317,11 @@ class TunePlanner:
             prev: CandidateResult | None = None
             for conc in self.concurrencies:
                 c = Candidate(cpu, self.memory, conc)
+                bigger = self._no_room(c)
+                if c not in self._known and bigger is not None:
+                    self.notes.append(f"cpu={cpu:g}: skipped, no room on the nodes for {bigger.label()}, a pod "
+                                      "at most as large")
+                    break
                 if c not in self._known and best is not None:
                     bound = self._bound(c)
                     if bound is not None and bound * (1 + self.noise) < best * (1 - self.tie):
@@ -313,6 +337,28 @@ class TunePlanner:
                     break
                 prev = r
 
+    def _reference(self, conc: int) -> Generator[Candidate, CandidateResult, CandidateResult]:
+        """The largest pod size the nodes have room for (largest memory first, then the largest CPU): memory
+        is judged there. Sizes at least as large as one that found no room are not tried."""
+        ref: CandidateResult | None = None
+        for mem in reversed(self.memories):
+            for cpu in reversed(self.cpus):
+                c = Candidate(cpu, mem, conc)
+                if c not in self._known and self._no_room(c) is not None:
+                    continue
+                ref = yield from self._get(c)
+                if not ref.unschedulable:
+                    return ref
+                self.notes.append(f"{c.label()}: no room on the nodes for this pod size")
+        assert ref is not None  # the smallest size is never skipped unless it was measured
+        return ref
+
+    def _no_room(self, c: Candidate) -> Candidate | None:
+        """A known unschedulable pod size no larger than `c`'s (then `c` cannot fit either); concurrency does
+        not change a pod's size."""
+        return next((k for k, r in self._known.items()
+                     if r.unschedulable and k.cpu <= c.cpu and k.memory <= c.memory), None)
+
     def _bound(self, c: Candidate) -> float | None:
         """Upper bound on rps per core of `c`: the throughput some CPU ≥ c.cpu reached at this concurrency.
 
@@ -323,6 +369,8 @@ class TunePlanner:
         return min(bounds) if bounds else None
 
     def _stop(self, r: CandidateResult, prev: CandidateResult | None) -> str:
+        if r.unschedulable:
+            return "no room on the nodes for this pod size (more concurrency needs the same room)"
         if r.oom_kills:
             return f"OOM-killed {_times(r.oom_kills)} at {format_memory(r.candidate.memory)}"
         if not r.meets_slo:

@@ -4,7 +4,7 @@
                          API_KEY_VAR), `target_url`, and `start_generator` (the factory: local or in-cluster).
 - `driver.py`            MasterClient (swarm, reset, window, stop), Window and `summarize`.
 - `local.py`             LocalLocust: master and workers as processes on this machine.
-- `kubernetes_locust.py` KubernetesLocust: master and workers as pods next to the model.
+- `kubernetes.py`        KubernetesLocust: master and workers as pods next to the model.
 - `runner.py`            StepRunner: one measured window (warm-up, window, replicas watched) -> StepRow.
 - `locustfile.py`        what runs inside Locust (a separate process or pod).
 

@@ -1,7 +1,7 @@
 """What every load generator shares: the `Generator` protocol, the Locust environment contract, the factory.
 
 Two generators implement the protocol: `LocalLocust` (`local.py`, master and workers as processes on this
-machine) and `KubernetesLocust` (`kubernetes_locust.py`, pods next to the model). Both run the same
+machine) and `KubernetesLocust` (`kubernetes.py`, pods next to the model). Both run the same
 `locustfile.py`, configured only through the environment built by `locust_env`, and both are driven through
 the master's HTTP API (`driver.py`). The step runner (`runner.py`) measures windows with whichever one runs.
 """
@@ -84,7 +84,7 @@ def start_generator(config: Config, run_id: str, workers: int, payloads: list[by
     t = config.target
     gen: Any
     if config.generator_site == "cluster":
-        from nightcap.load.kubernetes_locust import KubernetesLocust
+        from nightcap.load.kubernetes import KubernetesLocust
 
         api = getattr(getattr(platform, "kube", None), "api", None)
         gen = KubernetesLocust(config, run_id, api_client=api, payloads=payloads, api_key=api_key,

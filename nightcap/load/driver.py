@@ -2,7 +2,7 @@
 
 Locust is never imported here (it monkey-patches with gevent): the master runs as a process or a pod and
 this module talks to its web API. `summarize` turns the master's `GET /nightcap/window` (served by our
-locustfile) into one `Window`. Used by both generators (`local.py`, `kubernetes_locust.py`) and the step runner.
+locustfile) into one `Window`. Used by both generators (`local.py`, `kubernetes.py`) and the step runner.
 """
 
 from __future__ import annotations

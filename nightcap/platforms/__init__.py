@@ -1,1 +1,18 @@
-"""Where replicas run: `local` (OS processes + cgroups) or `kubernetes` (+ GKE node pools)."""
+"""Where replicas run: `local` (OS processes + cgroups) or `kubernetes` (+ GKE node pools).
+
+- `base.py`            the Platform protocol, PodSpec, HpaSpec, Observation, PlatformError, NoRoomForPods.
+- `factory.py`         make_platform (local, kubernetes or external) and the initial pod spec.
+- `local.py`           replicas as processes (+ `cgroups.py` limits, `proxy.py` the Service stand-in,
+                       `local_autoscaler.py` the HPA algorithm); `external.py` an endpoint measured as it is.
+- `kubernetes.py`      KubernetesPlatform: the model as a Deployment + Service, HPA, observation, teardown.
+- `kube_client.py`     Kube: API calls with bounded retries and errors that say what to change, objects by
+                       label, rollout waits, cleanup of dead runs' objects; `kube_diagnosis.py` says why a
+                       rollout did not finish.
+- `port_forward.py`    a local port tunnelled to a pod (pods/portforward), for a flow outside the cluster.
+- `manifests.py`       every object nightcap creates, as plain dicts (pure).
+- `rbac.py`            every permission a run uses (pure); deployments/k8s/rbac.yaml grants exactly these.
+- `gke.py`             GKE node-pool autoscaling and size, changed for a stage and restored as found.
+
+Depends on: config, quantities, targets (plan), run (ports, registry). `load/kubernetes.py` uses kube_client and
+port_forward for the in-cluster Locust.
+"""

@@ -111,3 +111,15 @@ class Platform(Protocol):
 
 class PlatformError(RuntimeError):
     """A platform operation failed; the message names the object and what to change."""
+
+
+class NoRoomForPods(PlatformError):
+    """Pods of this size stay Pending: no node has room for them (FailedScheduling).
+
+    A statement about the pod size and the cluster, not about the model: the tune stage records such a
+    candidate as "no room for this pod size" instead of scoring it 0 rps. `reason` is the scheduler's word
+    (e.g. "0/3 nodes are available: 3 Insufficient cpu")."""
+
+    def __init__(self, message: str, reason: str = ""):
+        super().__init__(message)
+        self.reason = reason or message

@@ -1,39 +1,24 @@
-"""The model as a Deployment + Service in one namespace, driven through the official `kubernetes` client.
+"""The model as a Deployment + Service in one namespace: the `Platform` on Kubernetes (+ GKE node pools).
 
-Design choices, and why:
-- Responses are read as plain JSON (`_preload_content=False`): the generated models reject partial objects
-  (events without fields, pods mid-creation), and dicts are what the manifests are written as anyway.
-- Every call goes through `Kube.call`: transient answers (409 on patch, 429, 5xx, timeouts, dropped
-  connections) are retried with bounded exponential backoff on the injected clock; permanent ones raise
-  `PlatformError` naming the object, the RBAC verb and resource, or the invalid field.
-- Objects are found by label only (`app.kubernetes.io/managed-by=nightcap`, `nightcap.io/run-id=<run>`), and
-  the labels are checked again on each listed object before it is deleted: a server or proxy that ignored
-  the selector still cannot make teardown touch anything else.
-- Waiting ("rollout status") reads the Deployment: observedGeneration caught up, `updatedReplicas` (the pods
-  of the new ReplicaSet) equal to the desired count and all of them ready, and no old pods left. On timeout
-  the pods and events say why (ImagePullBackOff, FailedScheduling, readiness probe failures...).
+API access (retries, errors, objects by label, rollout waits) is `kube_client.Kube`; the way in from outside
+the cluster is `port_forward`; what is created is `manifests`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import selectors
 import socket
-import threading
 import time
-from dataclasses import dataclass, field
-from datetime import datetime
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
-import pydantic
-import urllib3
 from kubernetes import client as k8s
-from kubernetes.client.exceptions import ApiException
 
-from nightcap.config import Config, PlatformConfig
+from nightcap.config import Config
 from nightcap.platforms import manifests as mf
 from nightcap.platforms.base import AutoscaleStatus, HpaSpec, Observation, PlatformError, PodSpec, ReplicaSample
+from nightcap.platforms.kube_client import (MERGE_PATCH, JSON_PATCH, Kube, KubeApiError, api_client_for, pod_ready,
+                                            timestamp)
+from nightcap.platforms.port_forward import PortForward, open_pod_socket
 from nightcap.quantities import QuantityError, parse_cpu, parse_memory
 
 if TYPE_CHECKING:
@@ -41,511 +26,6 @@ if TYPE_CHECKING:
     from nightcap.run.registry import RunRegistry
 
 log = logging.getLogger(__name__)
-
-TRANSIENT_STATUSES = {429, 500, 502, 503, 504}
-JSON_PATCH = "application/json-patch+json"
-MERGE_PATCH = "application/merge-patch+json"
-
-_HINTS = {
-    "ImagePullBackOff": "check that target.image exists and that the nodes may pull it (imagePullSecrets)",
-    "ErrImagePull": "check that target.image exists and that the nodes may pull it (imagePullSecrets)",
-    "InvalidImageName": "target.image is not a valid image reference",
-    "FailedScheduling": "no node has room for the pod: lower platform.cpu / platform.memory, or add nodes "
-                        "(autoscale.nodes turns on node-pool autoscaling)",
-    "Unschedulable": "no node has room for the pod: lower platform.cpu / platform.memory, or add nodes",
-    "Unhealthy": "the readiness probe fails: check target.ready_path, platform.port and the server's startup",
-    "CrashLoopBackOff": "the container keeps exiting: check target.command and `kubectl logs`",
-    "CreateContainerConfigError": "the container spec refers to something missing (ConfigMap, Secret)",
-    "OOMKilled": "the container ran out of memory: raise platform.memory",
-    "FailedCreate": "the ReplicaSet cannot create pods (ResourceQuota, LimitRange or admission webhook)",
-    "FailedMount": "a volume cannot be mounted",
-    "BackOff": "the container keeps restarting or the image keeps failing to pull",
-}
-_WAITING_REASONS = {"ImagePullBackOff", "ErrImagePull", "InvalidImageName", "CrashLoopBackOff",
-                    "CreateContainerConfigError", "CreateContainerError", "RunContainerError"}
-_EVENT_REASONS = {"FailedScheduling", "Unhealthy", "FailedCreate", "FailedMount", "BackOff", "Failed"}
-
-
-class KubeApiError(PlatformError):
-    """A permanent (or exhausted) API failure; `status` is the HTTP code, 0 when the server never answered."""
-
-    def __init__(self, message: str, status: int = 0):
-        super().__init__(message)
-        self.status = status
-
-
-def api_client_for(platform: PlatformConfig) -> k8s.ApiClient:
-    """In-cluster service-account credentials, or the kubeconfig context named in the config."""
-    from kubernetes import config as kube_config
-
-    try:
-        if platform.in_cluster:
-            kube_config.load_incluster_config()
-            return k8s.ApiClient()
-        return kube_config.new_client_from_config(context=platform.context)
-    except Exception as exc:  # ConfigException, missing files: say which setting to change
-        where = "the in-cluster service account" if platform.in_cluster else (
-            f"kubeconfig context {platform.context!r}" if platform.context else "the current kubeconfig context")
-        raise PlatformError(f"cannot load Kubernetes credentials from {where}: {exc}; set platform.context "
-                            "or platform.in_cluster") from None
-
-
-def _api_message(exc: ApiException) -> tuple[str, list[str]]:
-    """The Status message and the invalid fields from an error body."""
-    try:
-        body = json.loads(exc.body or "{}")
-    except (TypeError, ValueError):
-        return (exc.reason or "").strip(), []
-    causes = (body.get("details") or {}).get("causes") or []
-    fields = [f"{c.get('field')}: {c.get('message')}" for c in causes if c.get("field")]
-    return str(body.get("message") or exc.reason or ""), fields
-
-
-def _retry_after(exc: ApiException) -> float | None:
-    try:
-        value = (exc.headers or {}).get("Retry-After")
-        return float(value) if value is not None else None
-    except (TypeError, ValueError):
-        return None
-
-
-@dataclass
-class Kube:
-    """Namespaced API access with bounded retries: the one place that decides what is transient."""
-
-    api: k8s.ApiClient
-    namespace: str
-    clock: Any = time
-    attempts: int = 6
-    backoff_initial_s: float = 0.5
-    backoff_max_s: float = 8.0
-    request_timeout_s: float = 15.0
-    core: k8s.CoreV1Api = field(init=False)
-    apps: k8s.AppsV1Api = field(init=False)
-    autoscaling: k8s.AutoscalingV2Api = field(init=False)
-    custom: k8s.CustomObjectsApi = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.core = k8s.CoreV1Api(self.api)
-        self.apps = k8s.AppsV1Api(self.api)
-        self.autoscaling = k8s.AutoscalingV2Api(self.api)
-        self.custom = k8s.CustomObjectsApi(self.api)
-
-    def call(self, verb: str, resource: str, name: str | None, fn: Callable[..., Any], *args: Any,
-             **kwargs: Any) -> dict[str, Any]:
-        """Call `fn` and return the JSON answer; `verb`/`resource` are the RBAC terms used in messages."""
-        what = f"{resource}/{name}" if name else resource
-        where = f"in namespace {self.namespace}" if self.namespace else "cluster-wide"
-        delay = self.backoff_initial_s
-        started = self.clock.monotonic()
-        last = ""
-        for attempt in range(1, self.attempts + 1):
-            wait = delay
-            try:
-                response = fn(*args, _preload_content=False, _request_timeout=self.request_timeout_s, **kwargs)
-                data = response.data
-                return json.loads(data) if data else {}
-            except ApiException as exc:
-                status = exc.status or 0
-                message, fields = _api_message(exc)
-                transient = status in TRANSIENT_STATUSES or (status == 409 and verb in ("patch", "update"))
-                last = f"{status} {exc.reason or ''}: {message}".strip()
-                if not transient:
-                    raise KubeApiError(self._permanent(verb, resource, what, where, status, message, fields),
-                                       status) from None
-                wait = max(delay, min(_retry_after(exc) or 0.0, self.backoff_max_s))
-            except (urllib3.exceptions.HTTPError, OSError) as exc:
-                last = f"no answer ({type(exc).__name__}: {exc})"
-            except pydantic.ValidationError as exc:  # the client validates bodies before sending
-                raise KubeApiError(f"{verb} {what} {where}: the client refused the request body: "
-                                   f"{exc.errors(include_url=False)}", 0) from None
-            if attempt < self.attempts:
-                log.info("%s %s %s: %s; retrying in %.1fs", verb, what, where, last, wait)
-                self.clock.sleep(wait)
-                delay = min(delay * 2, self.backoff_max_s)
-        spent = self.clock.monotonic() - started
-        raise KubeApiError(f"{verb} {what} {where} still failed after {self.attempts} attempts over {spent:.0f}s "
-                           f"(last: {last}); the API server is overloaded, restarting or unreachable", 0)
-
-    @staticmethod
-    def _permanent(verb: str, resource: str, what: str, where: str, status: int, message: str,
-                   fields: list[str]) -> str:
-        head = f"{verb} {what} {where} failed ({status})"
-        if status == 401:
-            return f"{head}: the credentials were refused ({message}); check platform.context or the token"
-        if status == 403:
-            group = resource.split(".", 1)[1] if "." in resource else "\"\" (core)"
-            plural = resource.split(".", 1)[0]
-            return (f"{head}: forbidden: {message}. The identity needs RBAC verb '{verb}' on resource "
-                    f"'{plural}' in API group {group}; apply deployments/k8s/rbac.yaml")
-        if status == 422:
-            detail = "; ".join(fields) or message
-            return f"{head}: the object was rejected as invalid: {detail}. Fix the config value that sets it"
-        if status == 404:
-            return f"{head}: not found: {message} (does namespace exist? is the API served?)"
-        if status == 409:
-            return f"{head}: conflict: {message}"
-        return f"{head}: {message}"
-
-    # --- objects -----------------------------------------------------------------------------------------
-
-    def create(self, obj: dict[str, Any], run_id: str) -> dict[str, Any]:
-        """Create, or adopt an object of the same name that this run already created (a retried create)."""
-        kind = obj["kind"]
-        name = obj["metadata"]["name"]
-        resource, create, read, patch = self._ops(kind)
-        try:
-            return self.call("create", resource, name, create, self.namespace, obj)
-        except KubeApiError as exc:
-            if exc.status != 409:
-                raise
-        existing = self.call("get", resource, name, read, name, self.namespace)
-        labels = existing.get("metadata", {}).get("labels") or {}
-        if labels.get(mf.RUN_ID) != mf.run_label(run_id) or labels.get(mf.MANAGED_BY) != mf.MANAGER:
-            raise PlatformError(f"{resource}/{name} already exists in namespace {self.namespace} and does not belong "
-                                f"to this run ({mf.RUN_ID}={labels.get(mf.RUN_ID)!r}); nightcap will not touch it. "
-                                "Delete it, or use another platform.namespace")
-        body = {"metadata": {"labels": obj["metadata"]["labels"]},
-                **{k: v for k, v in obj.items() if k in ("spec", "data", "stringData")}}
-        return self.call("patch", resource, name, patch, name, self.namespace, body, _content_type=MERGE_PATCH)
-
-    def _ops(self, kind: str) -> tuple[str, Callable[..., Any], Callable[..., Any], Callable[..., Any]]:
-        c, a, h = self.core, self.apps, self.autoscaling
-        table: dict[str, tuple[str, Callable[..., Any], Callable[..., Any], Callable[..., Any]]] = {
-            "Deployment": ("deployments.apps", a.create_namespaced_deployment, a.read_namespaced_deployment,
-                           a.patch_namespaced_deployment),
-            "Service": ("services", c.create_namespaced_service, c.read_namespaced_service,
-                        c.patch_namespaced_service),
-            "ConfigMap": ("configmaps", c.create_namespaced_config_map, c.read_namespaced_config_map,
-                          c.patch_namespaced_config_map),
-            "Secret": ("secrets", c.create_namespaced_secret, c.read_namespaced_secret, c.patch_namespaced_secret),
-            "HorizontalPodAutoscaler": ("horizontalpodautoscalers.autoscaling",
-                                        h.create_namespaced_horizontal_pod_autoscaler,
-                                        h.read_namespaced_horizontal_pod_autoscaler,
-                                        h.patch_namespaced_horizontal_pod_autoscaler),
-        }
-        return table[kind]
-
-    def delete_secret(self, name: str, selector: dict[str, str]) -> list[str]:
-        """Delete one Secret by name when it carries `selector`'s labels; [] when it is not there.
-
-        By name, not by label: listing Secrets would read every Secret in the namespace, and a Secret whose
-        owner reference could not be set (or whose owner is already gone) is not garbage-collected."""
-        c = self.core
-        try:
-            found = self.call("get", "secrets", name, c.read_namespaced_secret, name, self.namespace)
-        except KubeApiError as exc:
-            if exc.status == 404:
-                return []
-            raise
-        if not _has_labels(found, selector):
-            return []  # same name, someone else's: never touched
-        try:
-            self.call("delete", "secrets", name, c.delete_namespaced_secret, name, self.namespace)
-        except KubeApiError as exc:
-            if exc.status != 404:
-                raise
-        return [f"secrets/{name}"]
-
-    def get_deployment(self, name: str) -> dict[str, Any]:
-        return self.call("get", "deployments.apps", name, self.apps.read_namespaced_deployment, name, self.namespace)
-
-    def patch_deployment(self, name: str, body: Any, content_type: str) -> dict[str, Any]:
-        return self.call("patch", "deployments.apps", name, self.apps.patch_namespaced_deployment, name,
-                         self.namespace, body, _content_type=content_type)
-
-    def pods(self, selector: dict[str, str]) -> list[dict[str, Any]]:
-        """Pods carrying every selector label (checked here too), without those already terminating."""
-        data = self.call("list", "pods", None, self.core.list_namespaced_pod, self.namespace,
-                         label_selector=mf.selector_string(selector))
-        return [p for p in data.get("items", []) if _has_labels(p, selector)
-                and not p.get("metadata", {}).get("deletionTimestamp")]
-
-    def pod_metrics(self, selector: dict[str, str]) -> dict[str, tuple[float, int]]:
-        """Pod name -> (CPU cores, memory bytes) from metrics.k8s.io; KubeApiError 404 when not served."""
-        data = self.call("list", "pods.metrics.k8s.io", None, self.custom.list_namespaced_custom_object,
-                         "metrics.k8s.io", "v1beta1", self.namespace, "pods",
-                         label_selector=mf.selector_string(selector))
-        out: dict[str, tuple[float, int]] = {}
-        for item in data.get("items", []):
-            cpu = mem = 0.0
-            for c in item.get("containers", []):
-                usage = c.get("usage") or {}
-                cpu += usage_cpu(usage.get("cpu", "0"))
-                mem += usage_memory(usage.get("memory", "0"))
-            out[item.get("metadata", {}).get("name", "")] = (cpu, int(mem))
-        return out
-
-    def events(self) -> list[dict[str, Any]]:
-        return self.call("list", "events", None, self.core.list_namespaced_event, self.namespace).get("items", [])
-
-    def node_counts(self) -> dict[str, int]:
-        data = self.call("list", "nodes", None, self.core.list_node)
-        counts: dict[str, int] = {}
-        for node in data.get("items", []):
-            pool = (node.get("metadata", {}).get("labels") or {}).get(mf.NODE_POOL_LABEL, "(no pool label)")
-            counts[pool] = counts.get(pool, 0) + 1
-        return counts
-
-    def delete_labelled(self, selector: dict[str, str]) -> list[str]:
-        """Delete every HPA, Deployment, Service and ConfigMap carrying all `selector` labels; return kind/name."""
-        deleted: list[str] = []
-        errors: list[str] = []
-        c, a, h = self.core, self.apps, self.autoscaling
-        kinds = [
-            ("horizontalpodautoscalers.autoscaling", h.list_namespaced_horizontal_pod_autoscaler,
-             h.delete_namespaced_horizontal_pod_autoscaler),
-            ("deployments.apps", a.list_namespaced_deployment, a.delete_namespaced_deployment),
-            ("services", c.list_namespaced_service, c.delete_namespaced_service),
-            ("configmaps", c.list_namespaced_config_map, c.delete_namespaced_config_map),
-        ]
-        for resource, list_fn, delete_fn in kinds:
-            try:
-                items = self.call("list", resource, None, list_fn, self.namespace,
-                                  label_selector=mf.selector_string(selector)).get("items", [])
-            except PlatformError as exc:
-                errors.append(str(exc))
-                continue
-            for item in items:
-                if not _has_labels(item, selector):
-                    continue  # the server ignored the selector: never delete what is not ours
-                name = item["metadata"]["name"]
-                try:
-                    self.call("delete", resource, name, delete_fn, name, self.namespace,
-                              propagation_policy="Background")
-                    deleted.append(f"{resource}/{name}")
-                except KubeApiError as exc:
-                    if exc.status != 404:
-                        errors.append(str(exc))
-        if errors:
-            raise PlatformError("cleanup could not delete everything: " + " | ".join(errors))
-        return deleted
-
-    # --- rollout -----------------------------------------------------------------------------------------
-
-    def wait_rollout(self, name: str, replicas: int, timeout_s: float, action: str, selector: dict[str, str],
-                     poll_s: float) -> dict[str, Any]:
-        deadline = self.clock.monotonic() + timeout_s
-        while True:
-            dep = self.get_deployment(name)
-            if rollout_done(dep, replicas):
-                return dep
-            stalled = any(c.get("type") == "Progressing" and c.get("reason") == "ProgressDeadlineExceeded"
-                          for c in (dep.get("status") or {}).get("conditions") or [])
-            if stalled or self.clock.monotonic() >= deadline:
-                raise PlatformError(self.diagnose(dep, replicas, timeout_s, action, selector))
-            self.clock.sleep(poll_s)
-
-    def diagnose(self, dep: dict[str, Any], replicas: int, timeout_s: float, action: str,
-                 selector: dict[str, str]) -> str:
-        """Why a rollout did not finish, from pod statuses and the events of the run's objects."""
-        name = dep.get("metadata", {}).get("name", "?")
-        status = dep.get("status") or {}
-        head = (f"{action}: deployment {self.namespace}/{name} was not ready within {timeout_s:.0f}s "
-                f"({status.get('readyReplicas', 0) or 0}/{replicas} ready, "
-                f"{status.get('updatedReplicas', 0) or 0} updated)")
-        causes: dict[str, list[str]] = {}
-
-        def add(reason: str, text: str) -> None:
-            causes.setdefault(reason, [])
-            if text and text not in causes[reason]:
-                causes[reason].append(text)
-
-        try:
-            pods = self.pods(selector)
-        except PlatformError:
-            pods = []
-        for pod in pods:
-            pname = pod["metadata"]["name"]
-            st = pod.get("status") or {}
-            for cond in st.get("conditions") or []:
-                if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
-                    add(cond.get("reason") or "Unschedulable", f"pod {pname}: {cond.get('message', '')}")
-            for cs in st.get("containerStatuses") or []:
-                waiting = (cs.get("state") or {}).get("waiting") or {}
-                if waiting.get("reason") in _WAITING_REASONS:
-                    add(waiting["reason"], f"pod {pname}: {waiting.get('message', '')}".rstrip(": "))
-                last = (cs.get("lastState") or {}).get("terminated") or {}
-                if last.get("reason") == "OOMKilled":
-                    add("OOMKilled", f"pod {pname}")
-        try:
-            events = self.events()
-        except PlatformError:
-            events = []
-        for ev in events:
-            involved = ev.get("involvedObject") or {}
-            if not str(involved.get("name", "")).startswith(name) or ev.get("reason") not in _EVENT_REASONS:
-                continue
-            reason = ev["reason"]
-            message = ev.get("message") or ev.get("note") or ""
-            if reason == "Unhealthy" and "eadiness" not in message:
-                continue
-            add(reason, f"{involved.get('kind', '')} {involved.get('name', '')}: {message}")
-        if not causes:
-            return (f"{head}; no pod status or event explains it yet: run `kubectl describe deployment -n "
-                    f"{self.namespace} {name}`, or raise platform.ready_timeout_s if the image starts slowly")
-        parts = []
-        for reason, texts in causes.items():
-            hint = _HINTS.get(reason, "")
-            shown = "; ".join(texts[:2]) + (f" (+{len(texts) - 2} more)" if len(texts) > 2 else "")
-            parts.append(f"{reason}: {shown}" + (f" -> {hint}" if hint else ""))
-        return head + ". Causes: " + " | ".join(parts)
-
-
-def rollout_done(dep: dict[str, Any], replicas: int) -> bool:
-    """kubectl's rollout-status rule: new ReplicaSet fully updated and ready, old pods gone."""
-    meta = dep.get("metadata") or {}
-    st = dep.get("status") or {}
-    generation = meta.get("generation")
-    if generation is not None and (st.get("observedGeneration") or 0) < generation:
-        return False
-    updated = st.get("updatedReplicas") or 0
-    total = st.get("replicas") or 0
-    ready = st.get("readyReplicas") or 0
-    available = st.get("availableReplicas") or 0
-    if replicas == 0:
-        return total == 0
-    return updated >= replicas and total <= updated and ready >= replicas and available >= replicas
-
-
-def _has_labels(obj: dict[str, Any], selector: dict[str, str]) -> bool:
-    labels = (obj.get("metadata") or {}).get("labels") or {}
-    return all(labels.get(k) == v for k, v in selector.items())
-
-
-def usage_cpu(text: str) -> float:
-    """Cores from metrics-server quantities (`123456789n`, `250u`, `15m`, `1`)."""
-    text = str(text).strip()
-    for suffix, factor in (("n", 1e-9), ("u", 1e-6), ("m", 1e-3)):
-        if text.endswith(suffix):
-            return float(text[:-1]) * factor
-    return float(text or 0)
-
-
-def usage_memory(text: str) -> int:
-    text = str(text).strip()
-    if text in ("", "0"):
-        return 0
-    try:
-        return parse_memory(text)
-    except QuantityError:
-        return 0
-
-
-def _limit(pod: dict[str, Any], key: str) -> float | None:
-    total = 0.0
-    for c in (pod.get("spec") or {}).get("containers") or []:
-        value = ((c.get("resources") or {}).get("limits") or {}).get(key)
-        if value is None:
-            return None
-        try:
-            total += parse_cpu(value) if key == "cpu" else parse_memory(value)
-        except QuantityError:
-            return None
-    return total or None
-
-
-def pod_ready(pod: dict[str, Any]) -> bool:
-    return any(c.get("type") == "Ready" and c.get("status") == "True"
-               for c in (pod.get("status") or {}).get("conditions") or [])
-
-
-def _timestamp(text: str | None) -> float | None:
-    if not text:
-        return None
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
-
-
-class PortForward:
-    """127.0.0.1:<free port> whose every connection is piped to a socket from `open_remote`.
-
-    `open_remote` is called per connection, so a connection opened after a scale-up may reach a new pod
-    (as behind a Service). The default opener tunnels through the API server (pods/portforward).
-    """
-
-    def __init__(self, open_remote: Callable[[], socket.socket], what: str = "port-forward"):
-        self._open_remote = open_remote
-        self.what = what
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port: int = self._listener.getsockname()[1]
-        self._closed = threading.Event()
-        self._conns: set[socket.socket] = set()
-        self._lock = threading.Lock()
-        threading.Thread(target=self._accept, name=f"nightcap {what}", daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def _accept(self) -> None:
-        while not self._closed.is_set():
-            try:
-                conn, _ = self._listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
-        try:
-            remote = self._open_remote()
-        except Exception as exc:  # the pod went away, RBAC: close this connection, keep listening
-            log.warning("%s: cannot open the remote side: %s", self.what, exc)
-            conn.close()
-            return
-        with self._lock:
-            self._conns.update((conn, remote))
-        sel = selectors.DefaultSelector()
-        sel.register(conn, selectors.EVENT_READ, remote)
-        sel.register(remote, selectors.EVENT_READ, conn)
-        try:
-            while not self._closed.is_set():
-                for key, _ in sel.select(timeout=0.5):
-                    data = key.fileobj.recv(65536)  # type: ignore[union-attr]
-                    if not data:
-                        return
-                    key.data.sendall(data)
-        except OSError:
-            return
-        finally:
-            sel.close()
-            for s in (conn, remote):
-                try:
-                    s.close()
-                except OSError:
-                    pass
-            with self._lock:
-                self._conns.difference_update((conn, remote))
-
-    def close(self) -> None:
-        self._closed.set()
-        try:
-            self._listener.close()
-        except OSError:
-            pass
-        with self._lock:
-            for s in list(self._conns):
-                try:
-                    s.close()
-                except OSError:
-                    pass
-
-
-def open_pod_socket(api: k8s.ApiClient, namespace: str, pod: str, port: int) -> socket.socket:
-    """A socket to `pod:port` tunnelled through the API server (needs `create` on pods/portforward).
-
-    A separate ApiClient is used: `kubernetes.stream` swaps `call_api` on the client while it connects,
-    which must not race with ordinary calls made by other threads.
-    """
-    from kubernetes.stream import portforward
-
-    tunnel_api = k8s.CoreV1Api(k8s.ApiClient(configuration=api.configuration))
-    forward = portforward(tunnel_api.connect_get_namespaced_pod_portforward, pod, namespace, ports=str(port))
-    sock = forward.socket(port)
-    sock.setblocking(True)
-    return sock
 
 
 class KubernetesPlatform:
@@ -723,7 +203,7 @@ class KubernetesPlatform:
             if key in self._seen_events:
                 continue
             self._seen_events.add(key)
-            when = _timestamp(ev.get("lastTimestamp") or ev.get("eventTime")
+            when = timestamp(ev.get("lastTimestamp") or ev.get("eventTime")
                               or ev.get("metadata", {}).get("creationTimestamp")) or 0.0
             text = f"{ev.get('type', 'Normal')} {involved.get('kind', '')}/{iname} {ev.get('reason', '')}: " \
                    f"{(ev.get('message') or '').strip()}"
@@ -816,7 +296,7 @@ class KubernetesPlatform:
             ready_replicas=int((dep.get("status") or {}).get("readyReplicas") or 0),
             pending=sum(1 for p in pods if (p.get("status") or {}).get("phase") == "Pending"),
             nodes=nodes,
-            last_scale_time=_timestamp(st.get("lastScaleTime")),
+            last_scale_time=timestamp(st.get("lastScaleTime")),
             conditions=[f"{c.get('type')}={c.get('status')} ({c.get('reason', '')}): {c.get('message', '')}"
                         for c in st.get("conditions") or []],
         )
@@ -864,38 +344,14 @@ class KubernetesPlatform:
                                 + " | ".join(errors))
 
 
-def cleanup_run(api_client: k8s.ApiClient, namespace: str, run_id: str, clock: Any = time) -> list[str]:
-    """Delete the objects of one (dead) run by its labels; return `resource/name` of each deleted."""
-    kube = Kube(api_client, namespace, clock=clock)
-    return (kube.delete_labelled(mf.run_selector(run_id))
-            + kube.delete_secret(mf.locust_name(run_id, "key"), mf.run_selector(run_id)))
-
-
-def cleanup_dead_runs(api_client: k8s.ApiClient, namespace: str, live_run_ids: list[str] | set[str],
-                      clock: Any = time) -> list[str]:
-    """Delete nightcap objects whose run-id label is not a live run's; return `resource/name` of each deleted.
-
-    Objects without a run-id label, or not managed by nightcap, are never touched.
-    """
-    kube = Kube(api_client, namespace, clock=clock)
-    live = {mf.run_label(r) for r in live_run_ids}
-    dead: set[str] = set()
-    c, a, h = kube.core, kube.apps, kube.autoscaling
-    managed = {mf.MANAGED_BY: mf.MANAGER}
-    for resource, list_fn in (("horizontalpodautoscalers.autoscaling", h.list_namespaced_horizontal_pod_autoscaler),
-                              ("deployments.apps", a.list_namespaced_deployment),
-                              ("services", c.list_namespaced_service),
-                              ("configmaps", c.list_namespaced_config_map)):
-        items = kube.call("list", resource, None, list_fn, namespace,
-                          label_selector=mf.selector_string(managed)).get("items", [])
-        for item in items:
-            labels = (item.get("metadata") or {}).get("labels") or {}
-            run = labels.get(mf.RUN_ID)
-            if labels.get(mf.MANAGED_BY) == mf.MANAGER and run and run not in live:
-                dead.add(run)
-    deleted: list[str] = []
-    for run in sorted(dead):
-        selector = {mf.MANAGED_BY: mf.MANAGER, mf.RUN_ID: run}
-        deleted += kube.delete_labelled(selector)
-        deleted += kube.delete_secret(mf.locust_name(run, "key"), selector)  # the label is the run id
-    return deleted
+def _limit(pod: dict[str, Any], key: str) -> float | None:
+    total = 0.0
+    for c in (pod.get("spec") or {}).get("containers") or []:
+        value = ((c.get("resources") or {}).get("limits") or {}).get(key)
+        if value is None:
+            return None
+        try:
+            total += parse_cpu(value) if key == "cpu" else parse_memory(value)
+        except QuantityError:
+            return None
+    return total or None

@@ -22,6 +22,7 @@ NAME = "app.kubernetes.io/name"
 COMPONENT = "app.kubernetes.io/component"
 PART_OF = "app.kubernetes.io/part-of"
 NODE_POOL_LABEL = "cloud.google.com/gke-nodepool"
+RUNNER_LABEL = "nightcap.io/runner"  # on the pod the flow runs in, when it runs in the cluster
 
 MODEL = "model"
 LOCUST_MASTER = "locust-master"
@@ -161,7 +162,9 @@ def model_deployment(config: Config, run_id: str, spec: PodSpec, replicas: int) 
             "revisionHistoryLimit": 2,
             "progressDeadlineSeconds": max(int(config.platform.ready_timeout_s), 30),
             "selector": {"matchLabels": pod_selector(run_id, MODEL)},
-            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0}},
+            # A new pod size replaces the old pods rather than surging beside them: between tuning candidates
+            # nothing is measured, and a surge pod needs room a full node pool does not have.
+            "strategy": {"type": "Recreate"},
             "template": {
                 "metadata": {"labels": lab},
                 "spec": {
@@ -268,14 +271,21 @@ def _locust_pod(config: Config, run_id: str, component: str, args: list[str], en
 
 
 def locust_master_deployment(config: Config, run_id: str, env: dict[str, str]) -> Manifest:
-    """The master sends no request, so it never gets the API key (only the workers' pods reference it)."""
-    args = ["--master", "--web-host", "0.0.0.0", "--web-port", str(LOCUST_WEB_PORT),
+    """The master sends no request, so it never gets the API key (only the workers' pods reference it).
+
+    Its web API can start a swarm against any host. Outside the cluster the flow reaches it through a
+    port-forward, which arrives on the pod's loopback, so it listens on 127.0.0.1 only; in the cluster it
+    must listen on the pod's address, and `locust_network_policy` admits only the runner pod to it.
+    """
+    web_host = "0.0.0.0" if config.platform.in_cluster else "127.0.0.1"
+    args = ["--master", "--web-host", web_host, "--web-port", str(LOCUST_WEB_PORT),
             "--master-bind-port", str(LOCUST_MASTER_PORT), "--loglevel", "WARNING"]
     ports = [{"name": "web", "containerPort": LOCUST_WEB_PORT, "protocol": "TCP"},
              {"name": "master", "containerPort": LOCUST_MASTER_PORT, "protocol": "TCP"}]
     template = _locust_pod(config, run_id, LOCUST_MASTER, args, env, None, ports)
+    # ready when workers can connect (the web API is polled by the flow itself: it waits for the workers)
     template["spec"]["containers"][0]["readinessProbe"] = {
-        "httpGet": {"path": "/", "port": "web"}, "periodSeconds": 2, "failureThreshold": 3}
+        "tcpSocket": {"port": "master"}, "periodSeconds": 2, "failureThreshold": 3}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -291,6 +301,10 @@ def locust_master_deployment(config: Config, run_id: str, env: dict[str, str]) -
 
 
 def locust_master_service(config: Config, run_id: str) -> Manifest:
+    """The workers' way to the master; the web port only for a runner in the cluster (else a port-forward)."""
+    ports = [{"name": "master", "port": LOCUST_MASTER_PORT, "targetPort": "master", "protocol": "TCP"}]
+    if config.platform.in_cluster:
+        ports.insert(0, {"name": "web", "port": LOCUST_WEB_PORT, "targetPort": "web", "protocol": "TCP"})
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -299,8 +313,34 @@ def locust_master_service(config: Config, run_id: str) -> Manifest:
         "spec": {
             "type": "ClusterIP",
             "selector": pod_selector(run_id, LOCUST_MASTER),
-            "ports": [{"name": "web", "port": LOCUST_WEB_PORT, "targetPort": "web", "protocol": "TCP"},
-                      {"name": "master", "port": LOCUST_MASTER_PORT, "targetPort": "master", "protocol": "TCP"}],
+            "ports": ports,
+        },
+    }
+
+
+def locust_network_policy(config: Config, run_id: str) -> Manifest:
+    """Who may reach the Locust master: this run's workers on the master port, and (in the cluster) the pod
+    labelled `nightcap.io/runner: "true"` on the web port. Every other pod in the cluster is refused.
+
+    A port-forward arrives on the pod's loopback, which network policies do not filter. Enforcement needs a
+    network-policy provider (GKE: Dataplane V2, or network policy enforcement turned on).
+    """
+    ingress: list[Manifest] = [{
+        "from": [{"podSelector": {"matchLabels": pod_selector(run_id, LOCUST_WORKER)}}],
+        "ports": [{"protocol": "TCP", "port": LOCUST_MASTER_PORT}],
+    }]
+    if config.platform.in_cluster:
+        ingress.append({"from": [{"podSelector": {"matchLabels": {RUNNER_LABEL: "true"}}}],
+                        "ports": [{"protocol": "TCP", "port": LOCUST_WEB_PORT}]})
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _meta(locust_name(run_id, "master"), config.platform.namespace,
+                          labels(config, run_id, LOCUST_MASTER)),
+        "spec": {
+            "podSelector": {"matchLabels": pod_selector(run_id, LOCUST_MASTER)},
+            "policyTypes": ["Ingress"],
+            "ingress": ingress,
         },
     }
 

@@ -14,7 +14,7 @@ def kubernetes_cleanup(record: dict) -> None:
     from kubernetes import config as kconfig
     from kubernetes.client import ApiClient
 
-    from nightcap.platforms.kubernetes import cleanup_run
+    from nightcap.platforms.kube_client import cleanup_run
 
     try:
         kconfig.load_incluster_config()
@@ -32,6 +32,6 @@ def node_pool_restore(pool: dict) -> None:
 
 def reap_dead_runs(stale_after_s: float = STALE_AFTER_S) -> list[str]:
     """Everything every dead run left, on every platform it used (the Kubernetes-only part is
-    `nightcap.platforms.kubernetes.cleanup_dead_runs`, which deletes one namespace's objects of dead runs)."""
+    `nightcap.platforms.kube_client.cleanup_dead_runs`, which deletes one namespace's objects of dead runs)."""
     return cleanup_dead(stale_after_s=stale_after_s, kubernetes_cleanup=kubernetes_cleanup,
                         node_pool_restore=node_pool_restore)

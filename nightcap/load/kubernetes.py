@@ -22,8 +22,8 @@ from nightcap.load.base import API_KEY_VAR, LOCUSTFILE, locust_env
 from nightcap.load.driver import MasterClient
 from nightcap.platforms import manifests as mf
 from nightcap.platforms.base import PlatformError
-from nightcap.platforms.kubernetes import Kube, KubeApiError, MERGE_PATCH, PortForward, api_client_for, pod_ready, \
-    open_pod_socket
+from nightcap.platforms.kube_client import MERGE_PATCH, Kube, KubeApiError, api_client_for, pod_ready
+from nightcap.platforms.port_forward import PortForward, open_pod_socket
 
 if TYPE_CHECKING:
     from nightcap.platforms.kubernetes import KubernetesPlatform
@@ -81,6 +81,7 @@ class KubernetesLocust:
         timeout = timeout_s or self.config.platform.ready_timeout_s
         c, r = self.config, self.run_id
         self.kube.create(mf.locust_configmap(c, r, self._files), r)
+        self.kube.create(mf.locust_network_policy(c, r), r)  # before the master: it never runs unguarded
         master = self.kube.create(mf.locust_master_deployment(c, r, self._env), r)  # sends nothing: no key
         if self.api_key:
             owner = master if (master.get("metadata") or {}).get("uid") else None
