@@ -134,12 +134,14 @@ def serve_reference(
     coherency_ms: float = typer.Option(0.0, "--coherency-ms", help="shared-lock cost per request per other in-flight request"),
     memory_mb: int = typer.Option(0, "--memory-mb", help="working set to allocate at start"),
     host: str = typer.Option("127.0.0.1", help="address to bind"),
+    stall_every_s: float = typer.Option(0.0, "--stall-every-s", help="start a stall this often (0: never)"),
+    stall_s: float = typer.Option(0.0, "--stall-s", help="how long each stall holds every response"),
 ) -> None:
     """Serve the reference target, whose capacity is known exactly."""
     from nightcap.targets.reference_server import serve
 
     serve(port=port, slots=slots, service_ms=service_ms, queue=queue, cpu_ms=cpu_ms, coherency_ms=coherency_ms,
-          memory_mb=memory_mb, host=host)
+          memory_mb=memory_mb, host=host, stall_every_s=stall_every_s, stall_s=stall_s)
 
 
 @app.command()

@@ -75,6 +75,9 @@ class TargetConfig(Strict):
     cpu_ms: float = Field(0.0, ge=0, le=60_000)
     coherency_ms: float = Field(0.0, ge=0, le=1_000)
     memory_mb: int = Field(0, ge=0, le=65_536)
+    # reference target stalls: every `stall_every_s` no response leaves for `stall_s` (0: never)
+    stall_every_s: float = Field(0.0, ge=0, le=3600)
+    stall_s: float = Field(0.0, ge=0, le=3600)
     # mlflow target: a saved model folder; empty means the bundled wine classifier
     model_uri: str | None = None
     # command target: argv with {port} and {concurrency}
@@ -123,6 +126,9 @@ class TargetConfig(Strict):
                     f"target.url host {parsed.hostname!r} is not in target.allowed_hosts "
                     f"{self.allowed_hosts}; add it there if you really mean to load it"
                 )
+        if self.stall_s and not self.stall_s < self.stall_every_s:
+            raise ValueError(f"target.stall_s ({self.stall_s:g}) must be shorter than target.stall_every_s "
+                             f"({self.stall_every_s:g}); set stall_every_s to how often a stall starts")
         if not self.path.startswith("/") or not self.ready_path.startswith("/"):
             raise ValueError("target.path and target.ready_path must start with '/'")
         return self

@@ -222,3 +222,13 @@ def test_any_yaml_text_gives_a_config_or_a_config_error(text):
         assert isinstance(validate(data if data is not None else {}), Config)
     except ConfigError as exc:
         assert exc.problems
+
+
+def test_reference_stall_is_passed_to_the_server_and_checked():
+    from nightcap.targets.plan import plan_target
+
+    cfg = validate({**GOOD, "target": {**GOOD["target"], "stall_every_s": 2, "stall_s": 0.5}})
+    argv = plan_target(cfg).command
+    assert argv[argv.index("--stall-every-s") + 1] == "2.0" and argv[argv.index("--stall-s") + 1] == "0.5"
+    with pytest.raises(ConfigError, match="target.stall_s .* shorter than target.stall_every_s"):
+        validate({**GOOD, "target": {**GOOD["target"], "stall_s": 0.5}})

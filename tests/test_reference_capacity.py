@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from nightcap.targets.reference_capacity import reference_capacity, reference_throughput
+from nightcap.targets.reference_capacity import reference_capacity, reference_throughput, stall_latency_ms
 
 
 def test_capacity_formula() -> None:
@@ -20,3 +20,14 @@ def test_capacity_formula() -> None:
     near = reference_throughput(4, 4, 20, cpu_ms=10, cpu_limit=1)
     assert near < reference_capacity(4, 20, cpu_ms=10, cpu_limit=1)
     assert near == pytest.approx(90.476, rel=1e-3)
+
+
+def test_stall_latency_formula() -> None:
+    """Every 2 s a 0.5 s stall: p50 untouched, p95 = service + 400 ms, p99 = service + 480 ms."""
+    assert stall_latency_ms(0.5, 20, 2.0, 0.5) == pytest.approx(20)
+    assert stall_latency_ms(0.95, 20, 2.0, 0.5) == pytest.approx(420)
+    assert stall_latency_ms(0.99, 20, 2.0, 0.5) == pytest.approx(500)
+    assert stall_latency_ms(0.75, 20, 2.0, 0.5) == pytest.approx(20)  # the 25% stalled sit above p75
+    assert stall_latency_ms(0.95, 20, 2.0, 0.0) == pytest.approx(20)
+    with pytest.raises(ValueError, match="stall_s"):
+        stall_latency_ms(0.95, 20, 1.0, 1.5)

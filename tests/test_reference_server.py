@@ -21,7 +21,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from nightcap.targets.reference_capacity import reference_capacity, reference_throughput
+from nightcap.targets.reference_capacity import reference_capacity, reference_throughput, stall_latency_ms
 
 pytestmark = pytest.mark.slow  # every test here starts a real server
 
@@ -269,3 +269,43 @@ def test_memory_limit_below_ballast_is_oom_killed() -> None:
                 proc.wait()
         assert proc.returncode == -signal.SIGKILL and b"listening" not in out
         assert "oom_kill 1" in (group / "memory.oom_control").read_text()
+
+
+@pytest.mark.slow
+def test_stall_holds_responses_as_the_schedule_says() -> None:
+    """Arrivals at planned times (each on its own connection) see the stall's latency quantiles;
+    one sequential client mostly does not: it meets a stall once per period and then waits."""
+    service_ms, every_s, stall_s = 10.0, 1.0, 0.3
+    with reference_server(slots=64, service_ms=service_ms, stall_every_s=every_s, stall_s=stall_s) as (port, _):
+        rate, duration_s = 40.0, 3.0
+        latencies: list[float] = []
+        start = time.monotonic() + 0.1
+        threads = []
+
+        def arrival(planned: float) -> None:
+            time.sleep(max(0.0, planned - time.monotonic()))
+            assert post(port)[0] == 200
+            latencies.append(1000 * (time.monotonic() - planned))
+
+        for i in range(int(rate * duration_s)):
+            threads.append(threading.Thread(target=arrival, args=(start + i / rate,)))
+            threads[-1].start()
+        for thread in threads:
+            thread.join(timeout=10)
+        closed: list[float] = []
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        until = time.monotonic() + 2 * every_s
+        while time.monotonic() < until:
+            t0 = time.monotonic()
+            assert post(port, conn)[0] == 200
+            closed.append(1000 * (time.monotonic() - t0))
+        conn.close()
+    latencies.sort()
+    assert len(latencies) == int(rate * duration_s)
+    p95 = latencies[int(0.95 * len(latencies)) - 1]
+    truth = stall_latency_ms(0.95, service_ms, every_s, stall_s)  # 10 + 300 - 50 = 260 ms
+    assert p95 == pytest.approx(truth, rel=0.2), (p95, truth)
+    assert latencies[len(latencies) // 2] < 3 * service_ms + 20  # the median never waits for a stall
+    closed.sort()
+    assert closed[int(0.95 * len(closed)) - 1] < 3 * service_ms + 20, closed[-10:]
+    assert max(closed) > stall_s * 1000 / 2  # but it did meet the stalls

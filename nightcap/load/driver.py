@@ -38,30 +38,63 @@ class Window:
         return self.failures / self.requests if self.requests else (1.0 if self.failures else 0.0)
 
 
+CLOSED_USER, OPEN_USER = "ModelUser", "OpenLoopUser"  # the locustfile's user classes
+
+
 class MasterClient:
-    """The Locust master's web API: swarm, reset, read, stop (all POST except reads)."""
+    """The Locust master's web API: swarm, reset, read, stop (all POST except reads).
+
+    The master runs with --class-picker, so every swarm names its user class: `ModelUser` (closed loop,
+    `swarm`) or `OpenLoopUser` (open loop at a rate, `swarm_rate`).
+    """
 
     def __init__(self, base_url: str, timeout_s: float = 10.0):
         self.base_url = base_url.rstrip("/")
         self.http = httpx.Client(base_url=self.base_url, timeout=timeout_s)
+        self._user_class: str | None = None
 
     def swarm(self, users: int, spawn_rate: float, host: str, user_rps: float = 0.0) -> None:
         """Hold `users` users; with `user_rps` each is paced to that rate (offered load), else closed loop."""
-        r = self.http.post("/swarm", data={"user_count": users, "spawn_rate": spawn_rate, "host": host,
-                                           "user_rps": user_rps})
+        self._swarm(CLOSED_USER, {"user_count": users, "spawn_rate": spawn_rate, "host": host, "user_rps": user_rps})
+
+    def swarm_rate(self, rate_rps: float, workers: int, host: str, arrivals: str = "constant",
+                   max_in_flight: int = 1000) -> None:
+        """Offer `rate_rps` in total, open loop: one OpenLoopUser per worker, each at rate / workers.
+
+        Locust hands out users round-robin, so `workers` users put exactly one scheduler on each worker.
+        """
+        if rate_rps <= 0 or workers < 1:
+            raise LoadError(f"an open-loop rate needs rate_rps > 0 and workers >= 1 (got {rate_rps}, {workers})")
+        self._swarm(OPEN_USER, {"user_count": workers, "spawn_rate": max(workers, 1) * 100, "host": host,
+                                "open_rps": rate_rps / workers, "open_arrivals": arrivals,
+                                "open_max_in_flight": max_in_flight})
+
+    def _swarm(self, user_class: str, form: dict[str, Any]) -> None:
+        if self._user_class not in (None, user_class):
+            # The master keeps the classes it dispatched while running: switching needs a stop first.
+            self.stop()
+        r = self.http.post("/swarm", data={**form, "user_classes": user_class})
         r.raise_for_status()
         body = r.json()
         if not body.get("success", False):
             raise LoadError(f"Locust refused to swarm: {body.get('message')}")
+        self._user_class = user_class
 
     def reset(self) -> None:
         self.http.post("/stats/reset").raise_for_status()
 
     def stop(self) -> None:
         self.http.post("/stop").raise_for_status()
+        self._user_class = None
 
     def window(self, timeout_s: float | None = None) -> dict[str, Any]:
         r = self.http.get("/nightcap/window", **({"timeout": timeout_s} if timeout_s else {}))
+        r.raise_for_status()
+        return r.json()
+
+    def open_window(self) -> dict[str, Any]:
+        """The open-loop counters per worker since the last reset (`GET /nightcap/open`)."""
+        r = self.http.get("/nightcap/open")
         r.raise_for_status()
         return r.json()
 

@@ -143,7 +143,7 @@ class LocalLocust:
     def _start_once(self, timeout_s: float) -> None:
         log = self.logdir / "master.log"
         offset = log.stat().st_size if log.exists() else 0  # logs append across attempts
-        self.master = self._spawn(["--master", "--web-host", "127.0.0.1", "--web-port", str(self.web_port),
+        self.master = self._spawn(["--master", "--class-picker", "--web-host", "127.0.0.1", "--web-port", str(self.web_port),
                                    "--master-bind-host", "127.0.0.1", "--master-bind-port", str(self.bind_port),
                                    "--loglevel", "WARNING"], "master")
         for i in range(self.workers):

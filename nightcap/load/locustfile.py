@@ -1,8 +1,17 @@
 """The locustfile nightcap runs in its own Locust processes (never imported by the flow process).
 
-Users are closed-loop (no think time): each holds one request in flight, so `users` is the offered
-concurrency. Everything comes from environment variables so the same file serves local processes and
-the ConfigMap in a cluster:
+Two user classes, chosen per swarm (the master runs with --class-picker; POST /swarm names the class):
+
+- `ModelUser`, closed loop (no think time, or paced at --user-rps): each holds one request in flight, so
+  `users` is the offered concurrency;
+- `OpenLoopUser`, open loop: one per worker, it sends at planned arrival times (--open-rps per user,
+  constant spacing or Poisson) without waiting for earlier responses, a greenlet per arrival, at most
+  --open-max-in-flight per worker (beyond that an arrival is dropped and counted). Latency is measured
+  from the planned send time, so a stalled server cannot hold back the arrivals that would have seen it
+  (coordinated omission); arrivals sent more than NIGHTCAP_OPEN_LATE_MS after plan are counted late.
+
+Everything else comes from environment variables so the same file serves local processes and the
+ConfigMap in a cluster:
 
 NIGHTCAP_PATH, NIGHTCAP_METHOD, NIGHTCAP_PAYLOADS (JSON-lines file of bodies), NIGHTCAP_HEADERS (JSON of
 non-secret headers), NIGHTCAP_API_KEY_ENV (the name of the variable holding the key; its value is sent as
@@ -12,7 +21,9 @@ NIGHTCAP_REPORT_INTERVAL_S (how often workers report to the master).
 
 The master also serves `GET /nightcap/window`: exact request counts per worker over the time each
 worker's reports actually covered since the last `/stats/reset`, because Locust's own `total_rps`
-counts the first report after a reset (which holds pre-reset requests) against a shorter interval.
+counts the first report after a reset (which holds pre-reset requests) against a shorter interval;
+and `GET /nightcap/open`: the open-loop counters (planned, sent, late, dropped, completed, ok, latency
+sum, in-flight peak) per worker over the same kind of interval.
 """
 
 from __future__ import annotations
@@ -24,6 +35,8 @@ import random
 import time
 from typing import Any
 
+import gevent
+import gevent.pool
 import locust.runners
 import locust.stats
 from locust import FastHttpUser, events, task
@@ -35,6 +48,7 @@ PATH = os.environ.get("NIGHTCAP_PATH", "/invocations")
 METHOD = os.environ.get("NIGHTCAP_METHOD", "POST").upper()
 TIMEOUT_S = float(os.environ.get("NIGHTCAP_TIMEOUT_S", "10"))
 RECONNECT_S = float(os.environ.get("NIGHTCAP_RECONNECT_S", "0"))
+OPEN_LATE_S = float(os.environ.get("NIGHTCAP_OPEN_LATE_MS", "5")) / 1000.0
 
 
 def _payloads() -> list[bytes]:
@@ -65,6 +79,13 @@ def _options(parser: Any) -> None:
     # a concurrency. 0 = closed loop, no think time.
     parser.add_argument("--user-rps", type=float, default=0.0, include_in_web_ui=True,
                         help="requests per second per user (0: no pacing)")
+    # Open loop (OpenLoopUser): the driver splits the total rate over the workers, one user each.
+    parser.add_argument("--open-rps", type=float, default=0.0, include_in_web_ui=True,
+                        help="open loop: planned arrivals per second per OpenLoopUser")
+    parser.add_argument("--open-arrivals", type=str, default="constant", include_in_web_ui=True,
+                        help="open loop: 'constant' spacing or 'poisson' arrivals")
+    parser.add_argument("--open-max-in-flight", type=int, default=1000, include_in_web_ui=True,
+                        help="open loop: arrivals in flight per worker before new ones are dropped")
 
 
 class ModelUser(FastHttpUser):
@@ -107,6 +128,119 @@ class ModelUser(FastHttpUser):
         self.client.request(METHOD, PATH, data=body, headers=headers, name=PATH)
 
 
+# --- open loop ---------------------------------------------------------------------------------------
+
+# This worker's open-loop counters since its last report (reported as deltas, like Locust's own stats).
+_OPEN_ZERO = {"planned": 0, "sent": 0, "late": 0, "dropped": 0, "completed": 0, "ok": 0,
+              "latency_ms_sum": 0.0, "late_ms_max": 0.0, "in_flight_max": 0}
+_open_counts: dict[str, float] = dict(_OPEN_ZERO)
+_in_flight = 0  # this worker's open-loop requests in flight now (all its OpenLoopUsers)
+
+
+def _open_options(environment: Any) -> tuple[float, str, int]:
+    options = environment.parsed_options
+    if options is None:
+        return 0.0, "constant", 1000
+    return (float(getattr(options, "open_rps", 0.0) or 0.0), str(getattr(options, "open_arrivals", "constant")),
+            int(getattr(options, "open_max_in_flight", 1000) or 1000))
+
+
+class OpenLoopUser(FastHttpUser):
+    """An arrival scheduler: requests leave at planned times whatever the earlier ones are doing.
+
+    Its one task never returns: it sleeps until the next planned arrival and hands it to a new greenlet.
+    Times come from a fixed anchor (anchor + i / rate), so a late wake-up does not push later arrivals
+    back: overdue ones are sent at once, counted late, and measured from their planned time, as wrk2
+    does. When this worker already holds --open-max-in-flight requests the arrival is dropped and
+    counted (k6's dropped_iterations): a bounded generator cannot hide an overloaded target.
+    """
+
+    network_timeout = TIMEOUT_S
+    connection_timeout = TIMEOUT_S
+
+    def __init__(self, environment: Any) -> None:
+        # One connection per request in flight: the pool must hold as many as the in-flight bound.
+        self.concurrency = max(_open_options(environment)[2], 1)
+        super().__init__(environment)
+        self._bodies = itertools.cycle(random.sample(PAYLOADS, len(PAYLOADS)))
+        self._flights = gevent.pool.Group()
+        self._opened = time.monotonic()
+
+    def on_stop(self) -> None:
+        self._flights.kill(block=False)
+
+    @task
+    def arrivals(self) -> None:
+        try:
+            self._schedule()
+        finally:
+            self._flights.kill(block=False)
+
+    def _schedule(self) -> None:
+        global _in_flight
+        settings: tuple[float, str] | None = None
+        planned = anchor = time.perf_counter()
+        i = 0
+        while True:
+            rate, arrivals, bound = _open_options(self.environment)
+            if rate <= 0:
+                settings = None
+                gevent.sleep(0.05)
+                continue
+            if (rate, arrivals) != settings:
+                # A new rate (a new phase) starts a new schedule now, at a random phase within one gap so
+                # the workers' arrivals interleave instead of leaving in step.
+                settings = (rate, arrivals)
+                anchor, i = time.perf_counter() + random.uniform(0.0, 1.0 / rate), 0
+                planned = anchor
+            elif arrivals == "poisson":
+                planned += random.expovariate(rate)
+            else:
+                i += 1
+                planned = anchor + i / rate
+            delay = planned - time.perf_counter()
+            gevent.sleep(max(delay, 0.0))  # 0 still yields, so overdue arrivals' greenlets get to send
+            _open_counts["planned"] += 1
+            if _in_flight >= bound:
+                _open_counts["dropped"] += 1
+                continue
+            _in_flight += 1
+            _open_counts["in_flight_max"] = max(_open_counts["in_flight_max"], _in_flight)
+            self._flights.spawn(self._send, planned)
+
+    def _send(self, planned: float) -> None:
+        global _in_flight
+        try:
+            late_s = time.perf_counter() - planned
+            _open_counts["sent"] += 1
+            if late_s > OPEN_LATE_S:
+                _open_counts["late"] += 1
+                _open_counts["late_ms_max"] = max(_open_counts["late_ms_max"], 1000.0 * late_s)
+            headers = HEADERS
+            if RECONNECT_S and time.monotonic() - self._opened > RECONNECT_S:
+                headers = {**HEADERS, "Connection": "close"}
+                self._opened = time.monotonic()
+            body = next(self._bodies) if METHOD != "GET" else None
+            with self.client.request(METHOD, PATH, data=body, headers=headers, name=PATH,
+                                     catch_response=True) as response:
+                # Latency from the planned send time, not the actual one: what a caller arriving then waits.
+                latency_ms = 1000.0 * (time.perf_counter() - planned)
+                response.request_meta["response_time"] = latency_ms
+            ok = response.request_meta.get("exception") is None  # Locust's own verdict, set on leaving the block
+            _open_counts["completed"] += 1
+            _open_counts["ok"] += 1 if ok else 0
+            _open_counts["latency_ms_sum"] += latency_ms
+        finally:
+            _in_flight -= 1
+
+
+@events.report_to_master.add_listener
+def _report_open(client_id: str, data: dict[str, Any]) -> None:
+    if _open_counts["planned"] or _open_counts["completed"] or _in_flight:
+        data["nightcap_open"] = {**_open_counts, "in_flight": _in_flight}
+    _open_counts.update(_OPEN_ZERO)
+
+
 # --- worker side: stamp each report with the time it was cut -------------------------------------
 
 
@@ -135,6 +269,45 @@ def _on_reset() -> None:
     for state in _workers.values():
         # Requests in the next report were made after this worker's last report: count from there.
         state.update(since=state["last"], requests=0, failures=0)
+
+
+_open_workers: dict[str, dict[str, float]] = {}
+
+
+@events.worker_report.add_listener
+def _on_open_report(client_id: str, data: dict[str, Any]) -> None:
+    counts = data.get("nightcap_open")
+    stamp = float(data.get("nightcap_t", time.time()))
+    state = _open_workers.setdefault(client_id, {**_OPEN_ZERO, "since": stamp, "last": stamp, "in_flight": 0})
+    if counts:
+        for key in ("planned", "sent", "late", "dropped", "completed", "ok", "latency_ms_sum"):
+            state[key] += counts[key]
+        for key in ("late_ms_max", "in_flight_max"):
+            state[key] = max(state[key], counts[key])
+        state["in_flight"] = counts["in_flight"]
+    state["last"] = stamp
+
+
+@events.reset_stats.add_listener
+def _on_open_reset() -> None:
+    for state in _open_workers.values():
+        state.update(_OPEN_ZERO, since=state["last"])
+
+
+@events.init.add_listener
+def _add_open_route(environment: Any, **_: Any) -> None:
+    if environment.web_ui is None:
+        return
+
+    @environment.web_ui.app.route("/nightcap/open")
+    def open_window() -> Any:
+        from flask import jsonify
+
+        runner = environment.runner
+        live = runner.clients if runner is not None and hasattr(runner, "clients") else None
+        workers = {wid: {**s, "covered_s": max(s["last"] - s["since"], 0.0)}
+                   for wid, s in _open_workers.items() if live is None or wid in live}
+        return jsonify({"now": time.time(), "workers": workers})
 
 
 @events.init.add_listener

@@ -119,6 +119,8 @@ def model_argv(config: Config) -> tuple[list[str] | None, dict[str, str]]:
             argv += ["--coherency-ms", str(t.coherency_ms)]
         if t.memory_mb:
             argv += ["--memory-mb", str(t.memory_mb)]
+        if t.stall_s:
+            argv += ["--stall-every-s", str(t.stall_every_s), "--stall-s", str(t.stall_s)]
         return argv, {}
     if t.kind == "mlflow":
         # An image from `mlflow models build-docker` serves on 8080 and reads its worker count from env.
@@ -278,7 +280,7 @@ def locust_master_deployment(config: Config, run_id: str, env: dict[str, str]) -
     must listen on the pod's address, and `locust_network_policy` admits only the runner pod to it.
     """
     web_host = "0.0.0.0" if config.platform.in_cluster else "127.0.0.1"
-    args = ["--master", "--web-host", web_host, "--web-port", str(LOCUST_WEB_PORT),
+    args = ["--master", "--class-picker", "--web-host", web_host, "--web-port", str(LOCUST_WEB_PORT),
             "--master-bind-port", str(LOCUST_MASTER_PORT), "--loglevel", "WARNING"]
     ports = [{"name": "web", "containerPort": LOCUST_WEB_PORT, "protocol": "TCP"},
              {"name": "master", "containerPort": LOCUST_MASTER_PORT, "protocol": "TCP"}]

@@ -75,8 +75,12 @@ def plan_target(config: Config) -> TargetPlan:
             cmd += ["--coherency-ms", str(t.coherency_ms)]
         if t.memory_mb:
             cmd += ["--memory-mb", str(t.memory_mb)]
+        if t.stall_s:
+            cmd += ["--stall-every-s", str(t.stall_every_s), "--stall-s", str(t.stall_s)]
         version = {"service_ms": t.service_ms, "cpu_ms": t.cpu_ms, "slots": t.slots, "queue": t.queue,
                    "coherency_ms": t.coherency_ms}
+        if t.stall_s:
+            version.update(stall_every_s=t.stall_every_s, stall_s=t.stall_s)
         return TargetPlan(cmd, payloads=payloads, default_concurrency=t.slots, version=version)
     if t.kind == "mlflow":
         from nightcap.targets.bundled_model import ensure_model, serve_command, serve_env

@@ -1,4 +1,5 @@
-"""The reference server's capacity, from its parameters: the truth tests and benchmarks compare with.
+"""The reference server's capacity and stall latency, from its parameters: the truth tests and benchmarks
+compare with.
 
 Pure (the standard library's math only); the server itself is `reference_server.py`.
 """
@@ -7,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["reference_capacity", "reference_throughput"]
+__all__ = ["reference_capacity", "reference_throughput", "stall_latency_ms"]
 
 
 def reference_capacity(
@@ -93,4 +94,23 @@ def reference_throughput(
     return throughput * 1000.0 * replicas
 
 
-# --------------------------------------------------------------------------- server
+
+def stall_latency_ms(quantile: float, service_ms: float, stall_every_s: float, stall_s: float) -> float:
+    """The latency quantile requests arriving at a steady rate see on a server that stalls periodically.
+
+    Why: the open-loop benchmark needs the truth a stalling target implies. A response is due
+    ``service_ms`` after its arrival; arrivals at a steady rate (constant spacing or Poisson) fall
+    uniformly over the stall period, so the due time's phase is uniform too, and a response due
+    ``x`` into a stall leaves ``stall_s - x`` later. The extra wait exceeds ``e`` for a share
+    ``(stall_s - e) / stall_every_s`` of requests, so quantile q adds
+    ``max(0, stall_s - (1 - q) * stall_every_s)``: every 2 s a 0.5 s stall gives
+    p50 = service, p95 = service + 400 ms, p99 = service + 480 ms. It holds while the slots keep up
+    with the rate (no queueing besides the stall), and is what a closed-loop client does *not* see:
+    each of its users meets a stall once per period and sends nothing meanwhile.
+    """
+    if not 0 <= quantile <= 1:
+        raise ValueError(f"quantile must be in [0, 1], got {quantile}")
+    if stall_every_s <= 0 or not 0 <= stall_s < stall_every_s:
+        raise ValueError("stall_s must be in [0, stall_every_s) and stall_every_s > 0")
+    extra_s = max(0.0, stall_s - (1.0 - quantile) * stall_every_s)
+    return service_ms + 1000.0 * extra_s

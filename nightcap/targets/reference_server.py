@@ -12,7 +12,11 @@ throughput is set by its parameters and not by parsing overhead:
 - more than ``slots + queue`` requests in flight get an immediate 503;
 - ``coherency_ms`` adds a process-wide lock held ``coherency_ms * (in_flight - 1)`` ms per request,
   so throughput *falls* as concurrency grows (USL coherency, kappa > 0);
-- ``memory_mb`` touches a ballast at start, a known working set for memory-limit tests.
+- ``memory_mb`` touches a ballast at start, a known working set for memory-limit tests;
+- ``stall_every_s`` / ``stall_s`` freeze the server periodically (a GC pause, a noisy neighbour):
+  for the first ``stall_s`` of every ``stall_every_s`` period no response leaves; responses due
+  meanwhile are sent when the stall ends. Slots are released on time (the stall adds latency, not
+  lost capacity), so what an open-loop client must see is known exactly: :func:`stall_latency_ms`.
 
 Only the standard library is imported, so the process starts in a fraction of a second. Its capacity
 formulas (what tests and benchmarks compare against) are in `reference_capacity.py`.
@@ -43,7 +47,7 @@ _OVERLOADED_BODY = b'{"error": "overloaded"}'
 _REASONS = {200: "OK", 400: "Bad Request", 413: "Payload Too Large", 503: "Service Unavailable"}
 
 
-# --------------------------------------------------------------------------- capacity formulas
+# --------------------------------------------------------------------------- server
 
 
 class _BadRequest(Exception):
@@ -94,8 +98,13 @@ class _ReferenceServer:
         queue: int,
         cpu_ms: float,
         coherency_ms: float,
+        stall_every_s: float = 0.0,
+        stall_s: float = 0.0,
     ) -> None:
         self.slots = slots
+        self.stall_every_s = stall_every_s
+        self.stall_s = stall_s if stall_every_s > 0 else 0.0
+        self.started = time.monotonic()
         self.service_s = service_ms / 1000.0
         self.queue = queue
         self.cpu_s = cpu_ms / 1000.0
@@ -140,6 +149,7 @@ class _ReferenceServer:
                     writer.write(_response(200, b"ok", "text/plain", keep_alive))
                 else:
                     status = await self._work()
+                    await self._hold_while_stalled()
                     body = _OK_BODY if status == 200 else _OVERLOADED_BODY
                     writer.write(_response(status, body, "application/json", keep_alive))
                 await writer.drain()
@@ -252,6 +262,14 @@ class _ReferenceServer:
         finally:
             self.in_flight -= 1
 
+    async def _hold_while_stalled(self) -> None:
+        """A response due during a stall leaves when the stall ends (stalls start every stall_every_s)."""
+        if self.stall_s <= 0:
+            return
+        phase = (time.monotonic() - self.started) % self.stall_every_s
+        if phase < self.stall_s:
+            await asyncio.sleep(self.stall_s - phase)
+
     def _recalibrate(self) -> None:
         """Every 0.25 s: overhead = (process CPU - CPU burned on purpose) / requests burned.
 
@@ -292,9 +310,10 @@ def _allocate_ballast(memory_mb: int) -> bytearray:
 
 
 async def _serve_async(
-    port: int, slots: int, service_ms: float, queue: int, cpu_ms: float, coherency_ms: float, host: str
+    port: int, slots: int, service_ms: float, queue: int, cpu_ms: float, coherency_ms: float, host: str,
+    stall_every_s: float = 0.0, stall_s: float = 0.0,
 ) -> None:
-    state = _ReferenceServer(slots, service_ms, queue, cpu_ms, coherency_ms)
+    state = _ReferenceServer(slots, service_ms, queue, cpu_ms, coherency_ms, stall_every_s, stall_s)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -324,6 +343,8 @@ def serve(
     coherency_ms: float = 0.0,
     memory_mb: int = 0,
     host: str = "127.0.0.1",
+    stall_every_s: float = 0.0,
+    stall_s: float = 0.0,
 ) -> None:
     """Run the reference server until SIGTERM or SIGINT; returns normally (exit 0) then.
 
@@ -333,9 +354,11 @@ def serve(
         raise ValueError("slots must be positive")
     if min(service_ms, cpu_ms, coherency_ms) < 0 or queue < 0 or memory_mb < 0:
         raise ValueError("service_ms, cpu_ms, coherency_ms, queue and memory_mb must be >= 0")
+    if stall_s and not 0 < stall_s < stall_every_s:
+        raise ValueError("--stall-s must be > 0 and shorter than --stall-every-s")
     ballast = _allocate_ballast(memory_mb) if memory_mb else None
     try:
-        asyncio.run(_serve_async(port, slots, service_ms, queue, cpu_ms, coherency_ms, host))
+        asyncio.run(_serve_async(port, slots, service_ms, queue, cpu_ms, coherency_ms, host, stall_every_s, stall_s))
     finally:
         del ballast
 
@@ -352,6 +375,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cpu-ms", type=float, default=0.0, help="real CPU time burned per request")
     parser.add_argument("--coherency-ms", type=float, default=0.0, help="shared lock ms per other in-flight request")
     parser.add_argument("--memory-mb", type=int, default=0, help="working set allocated and touched at start")
+    parser.add_argument("--stall-every-s", type=float, default=0.0, help="start a stall this often (0: never)")
+    parser.add_argument("--stall-s", type=float, default=0.0, help="how long each stall holds every response")
     parser.add_argument("--host", default="127.0.0.1")
     args = parser.parse_args(argv)
     try:
@@ -364,6 +389,8 @@ def main(argv: list[str] | None = None) -> None:
             coherency_ms=args.coherency_ms,
             memory_mb=args.memory_mb,
             host=args.host,
+            stall_every_s=args.stall_every_s,
+            stall_s=args.stall_s,
         )
     except ValueError as exc:
         parser.error(str(exc))

@@ -1,0 +1,105 @@
+"""The open-loop generator against reference servers whose answer is known: offered = achieved at a fixed
+rate, latency from the planned send time (a stall shows in open loop and hides in closed loop), and an
+overloaded target shows as dropped arrivals, not as a lower rate."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import httpx
+import pytest
+
+from nightcap.load.driver import summarize
+from nightcap.load.local import LocalLocust
+from nightcap.load.open_loop import OpenWindow, summarize_open
+from nightcap.run.ports import free_port
+from nightcap.targets.reference_capacity import stall_latency_ms
+
+pytestmark = pytest.mark.slow
+
+
+@contextmanager
+def server(*args: str) -> Iterator[str]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "nightcap.targets.reference_server", "--port", str(port), *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/ping", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def locust() -> Iterator[LocalLocust]:
+    gen = LocalLocust(workers=1, payloads=[b"{}"], path="/invocations", method="POST", headers={}, timeout_s=10.0,
+                      reconnect_s=0.0)
+    gen.start()
+    try:
+        yield gen
+    finally:
+        gen.stop()
+
+
+def open_window(gen: LocalLocust, url: str, rate: float, window_s: float, max_in_flight: int = 1000,
+                warmup_s: float = 1.0) -> tuple[OpenWindow, float]:
+    gen.client.swarm_rate(rate, gen.workers, url, max_in_flight=max_in_flight)
+    time.sleep(warmup_s)
+    gen.client.reset()
+    gen.mark_cpu()
+    time.sleep(window_s)
+    window = summarize(gen.client.window())
+    return summarize_open(gen.client.open_window(), rate, window), max(gen.generator_cpu_pct())
+
+
+def test_a_stall_shows_in_open_loop_and_hides_in_closed_loop(locust: LocalLocust) -> None:
+    every_s, stall_s, service_ms = 1.0, 0.25, 20.0
+    with server("--slots", "64", "--service-ms", str(service_ms), "--stall-every-s", str(every_s),
+                "--stall-s", str(stall_s)) as url:
+        w, cpu = open_window(locust, url, rate=100, window_s=4.0)
+        locust.client.swarm(2, 100, url)  # closed loop at about the same rate: 2 users x 20 ms
+        time.sleep(1.0)
+        locust.client.reset()
+        time.sleep(4.0)
+        closed = summarize(locust.client.window())
+    truth = stall_latency_ms(0.95, service_ms, every_s, stall_s)  # 20 + 250 - 50 = 220 ms
+    assert w.verdict(cpu) == "ok", w.explain(cpu)
+    assert w.offered_rps == pytest.approx(100, rel=0.02) and w.achieved_rps == pytest.approx(100, rel=0.03)
+    assert w.p95_ms == pytest.approx(truth, rel=0.2), (w.p95_ms, truth)
+    assert w.p50_ms < service_ms + 10
+    # mean from the planned time: service + stall^2 / (2 period) = 20 + 31 ms
+    assert w.mean_ms == pytest.approx(service_ms + 1000 * stall_s**2 / (2 * every_s), rel=0.2)
+    assert closed.p95_ms < service_ms + 15, closed  # the closed loop's p95 hides the stall
+
+
+def test_an_overloaded_target_drops_arrivals_at_the_in_flight_bound(locust: LocalLocust) -> None:
+    # 1 slot x 50 ms = 20 rps, offered 60 rps with a large queue: in flight grows until the bound drops arrivals
+    with server("--slots", "1", "--service-ms", "50", "--queue", "1000") as url:
+        w, cpu = open_window(locust, url, rate=60, window_s=3.0, max_in_flight=20, warmup_s=1.5)
+    assert w.dropped > 0.3 * w.planned, w
+    assert w.in_flight_max == 20
+    assert w.goodput_rps == pytest.approx(20, rel=0.15)
+    assert w.offered_rps == pytest.approx(60, rel=0.03)  # the schedule kept going
+    assert w.verdict(cpu) == "target-overloaded", (cpu, w.explain(cpu))
+    assert "target-overloaded" in w.explain(cpu) and "dropped" in w.explain(cpu)
+
+
+def test_switching_between_closed_and_open_loop_keeps_one_class_at_a_time(locust: LocalLocust) -> None:
+    with server("--slots", "8", "--service-ms", "10") as url:
+        locust.client.swarm(3, 100, url)
+        time.sleep(1.0)
+        w, _ = open_window(locust, url, rate=50, window_s=2.0, warmup_s=1.0)
+        users = locust.client.window()["user_count"]
+    assert users == 1  # one OpenLoopUser on the one worker, no closed-loop user left over
+    assert w.offered_rps == pytest.approx(50, rel=0.05) and w.dropped == 0
