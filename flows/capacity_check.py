@@ -28,14 +28,15 @@ from flows.tune import tune
 from nightcap.config import Config, load_config
 from nightcap.load.runner import BudgetExceeded
 from nightcap.results.report import write_markdown
-from nightcap.results.summary import headline_figures, write_summary
+from nightcap.results.summary import build_summary, headline_figures, write_summary
 from nightcap.run.cleanup import reap_dead_runs
 from nightcap.run.context import RunContext, new_run_id
 from nightcap.run.lock import RunLock
 from nightcap.run.registry import RunRegistry
 from nightcap.run.safety import check_safety_limits
 from nightcap.targets.plan import api_key, plan_target
-from tasks.artifacts import Progress, publish_summary, steps_table
+from tasks.artifacts import Progress, publish_summary, publish_trend, steps_table
+from tasks.events import emit_run_events
 from tasks.platform import deploy, teardown
 
 # Prefect's worker cancels a run with SIGTERM, which its engine turns into TerminationSignal (a BaseException).
@@ -193,6 +194,13 @@ def finish(ctx: RunContext, status: str) -> dict[str, Any]:
     summary: dict[str, Any] = {}
     try:
         ctx.info["status"] = status
+        if ctx.store is not None:
+            try:
+                trend = publish_trend(ctx, status)
+                if trend:
+                    ctx.run_plots.append(trend)
+            except Exception as exc:
+                ctx.warn(f"trend skipped: {exc}")
         summary = write_summary(ctx)
         plots = [ctx.out / p for p in summary["plots"] if (ctx.out / p).exists()]
         lead = summary.get("lead_plot")
@@ -207,6 +215,11 @@ def finish(ctx: RunContext, status: str) -> dict[str, Any]:
         logger.info("%s", summary["answer"])
         logger.info("report: %s", (ctx.out / "report.md").resolve())
     finally:
+        try:  # even when the report could not be written: the "did not run" automation waits for these
+            final = summary or build_summary(ctx)
+            emit_run_events(final, status, headline_figures(final), str(ctx.out.resolve()))
+        except Exception as exc:
+            logger.warning("run events not emitted: %s", exc)
         if ctx.registry is not None:
             ctx.registry.close()
         ctx.forget()

@@ -254,6 +254,14 @@ class RegressionConfig(Strict):
     threshold: float = Field(0.10, gt=0, lt=1)
     noise_k: float = Field(3.0, ge=0)
     fail_flow: bool = True
+    # the change-point analysis looks back over this many comparable nights (never fewer than last_n)
+    series_n: int = Field(30, ge=3, le=1000)
+    max_pvalue: float = Field(0.001, gt=0, lt=1)
+
+    @property
+    def nights(self) -> int:
+        """Comparable nights to read from the history: enough for both checks."""
+        return max(self.last_n, self.series_n)
 
 
 class Config(Strict):

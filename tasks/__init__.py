@@ -2,5 +2,6 @@
 
 - `platform.py`   deploy and teardown.
 - `measure.py`    one measured window (`measure-window`) and the search that drives it.
-- `artifacts.py`  the progress bar, the steps table, the summary and the report-folder link.
+- `artifacts.py`  the progress bar, the steps table, the summary, the report-folder link and the trend table.
+- `events.py`     the Prefect events a finished run emits (built by `nightcap.results.events`).
 """

@@ -1,4 +1,5 @@
-"""Prefect artifacts: a progress bar updated after every step, step tables, the summary in markdown.
+"""Prefect artifacts: a progress bar updated after every step, step tables, the summary in markdown, and the
+trend table (the last nights and where their level changed).
 
 Keys are stable per target (lowercase, digits, dashes) so artifacts version night after night in the UI.
 """
@@ -7,7 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prefect.artifacts import (
     create_link_artifact,
@@ -17,8 +18,14 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 
+from nightcap.results.level_changes import level_changes, trend_rows, with_tonight
 from nightcap.results.report import write_markdown
+from nightcap.results.plots import trend_plot
 from nightcap.results.steps import StepRow
+from nightcap.results.summary import headline, headline_figures
+
+if TYPE_CHECKING:
+    from nightcap.run.context import RunContext
 
 
 def artifact_key(target: str, what: str) -> str:
@@ -86,3 +93,23 @@ def publish_summary(target: str, summary: dict[str, Any], out: Path, plots: list
                              description=summary.get("answer", "")[:250])
     create_link_artifact(key=artifact_key(target, "report-folder"), link=out.resolve().as_uri(),
                          link_text=str(out), description="report folder: summary.json, steps.csv, report.md, plots")
+
+
+def publish_trend(ctx: "RunContext", status: str) -> str | None:
+    """The trend table artifact, `<target>-trend`, updated every run (its key versions it night after night):
+    the last nights' headline figures and level changes, tonight included. Returns the trend plot's file
+    name for the summary, or None with fewer than two nights."""
+    cfg = ctx.config.regression
+    target = ctx.config.target.name
+    verdict = ctx.results.regression.result.verdict if ctx.results.regression and ctx.results.regression.result else None
+    frame = with_tonight(ctx.store.history(target=target, last=cfg.nights), ctx.run_id, status,
+                         headline_figures(headline(ctx)), verdict)
+    changes = level_changes(frame, max_pvalue=cfg.max_pvalue, min_change=cfg.threshold)
+    rows = trend_rows(frame, changes)
+    marked = sum(1 for r in rows if r["level change"])
+    create_table_artifact(key=artifact_key(target, "trend"), table=rows,
+                          description=f"{target}: last {len(rows)} night(s), headline figures; "
+                                      f"{marked} night(s) where a level changed")
+    if len(frame) < 2:
+        return None
+    return trend_plot(frame, ctx.out / "trend.png", title=f"{target}: last {len(frame)} runs", changes=changes)

@@ -52,6 +52,16 @@ def prefect_api():
         yield PREFECT_API_URL.value()
 
 
+@pytest.fixture(scope="session")
+def prefect_server_process(tmp_path_factory):
+    """One real `prefect server start` (private PREFECT_HOME, free port, no UI) for the tests that drive
+    Prefect as people do: its CLI, a worker, automations. ~12 s, paid once per session."""
+    from prefect_cli import prefect_server
+
+    with prefect_server(tmp_path_factory.mktemp("prefect-server")) as info:
+        yield info
+
+
 def _tagged(token: str) -> list[psutil.Process]:
     """Every live process whose environment carries `token` (our own process and its parents excluded)."""
     mine = {os.getpid(), *(p.pid for p in psutil.Process().parents())}

@@ -3,29 +3,22 @@ deployments/prefect.yaml, a process worker, `prefect deployment run ... --param 
 and artifacts read back through the Prefect API.
 
 Every process here is started in its own session and stopped by pid (its whole tree) in a finally.
-Costs ~45 s on 2 shared cores: server ~12 s, deploy ~3 s, the run ~25 s.
+Costs ~45 s on 2 shared cores: server ~12 s (once per session, tests/conftest.py), deploy ~3 s, the run ~25 s.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
 from pathlib import Path
-from typing import Iterator
 
-import httpx
 import pytest
 
-from nightcap.platforms.local import free_port
-from nightcap.run.registry import kill_process_tree
+from prefect_cli import PREFECT, REPO, cli, prefect_env, stop
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
-REPO = Path(__file__).resolve().parents[1]
-PREFECT = str(Path(sys.executable).with_name("prefect"))
 POOL = "nightcap-local"
 
 
@@ -41,68 +34,10 @@ def short_overrides(tmp: Path) -> list[str]:
     ]
 
 
-def prefect_env(home: Path, api_url: str) -> dict[str, str]:
-    """The CLI's environment: this test's server only, whatever PREFECT_* the caller had set."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(
-        PREFECT_HOME=str(home),
-        PREFECT_API_URL=api_url,
-        PREFECT_SERVER_ANALYTICS_ENABLED="false",
-        PREFECT_SERVER_UI_ENABLED="false",
-        PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT="false",
-        PREFECT_LOGGING_LEVEL="INFO",
-    )
-    return env
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        kill_process_tree(proc.pid, grace_s=10)
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        pass
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory) -> Iterator[dict[str, str]]:
-    """`prefect server start` on SQLite in a private PREFECT_HOME, on a free port, without the UI."""
-    tmp = tmp_path_factory.mktemp("prefect-server")
-    home = tmp / "home"
-    home.mkdir()
-    port = free_port()
-    api_url = f"http://127.0.0.1:{port}/api"
-    env = prefect_env(home, api_url)
-    env.pop("PREFECT_API_URL")  # the server itself does not need one
-    log = tmp / "server.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen([PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-ui"],
-                                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                                cwd=tmp, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"prefect server exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{api_url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"prefect server did not answer within 90 s:\n{log.read_text()[-3000:]}")
-            time.sleep(0.5)
-        yield {"api_url": api_url, "home": str(home), "tmp": str(tmp), "log": str(log)}
-    finally:
-        stop(proc)
-
-
-def cli(server: dict[str, str], *args: str, timeout: float = 90) -> str:
-    """A `prefect ...` command from the repository root (the deployments' entrypoints are relative to it)."""
-    result = subprocess.run([PREFECT, *args], cwd=REPO, env=prefect_env(Path(server["home"]), server["api_url"]),
-                            capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-    assert result.returncode == 0, f"prefect {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
-    return result.stdout
+@pytest.fixture
+def server(prefect_server_process) -> dict[str, str]:
+    """The session's `prefect server start` (tests/conftest.py), shared with tests/test_automations.py."""
+    return prefect_server_process
 
 
 def api_client(server: dict[str, str]):
@@ -184,8 +119,26 @@ def test_deploy_then_run_on_demand_through_a_process_worker(server, tmp_path):
 
     written = json.loads((report / "summary.json").read_text())
     assert written["stages"]["single_client"]["status"] == "completed"
+    (done,) = run_events(server, "nightcap.run.completed", written["run_id"])  # what "did not run" alerts wait for
+    assert done["resource"]["prefect.resource.id"] == "nightcap.target.reference"
+    assert done["payload"]["figures"]["saturation_rps"] == written["saturation"]["rps"]
     assert 150 <= written["saturation"]["rps"] <= 240  # 4 slots x 20 ms = 200 rps on one replica
     print(f"timings: {timings}")
+
+
+def run_events(server: dict[str, str], name: str, run_id: str, timeout_s: float = 15) -> list[dict]:
+    """The events of that name about one nightcap run, once the server has them (sent in the background)."""
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        response = httpx.post(f"{server['api_url']}/events/filter",
+                              json={"filter": {"event": {"name": [name]}}, "limit": 50}, timeout=10)
+        response.raise_for_status()
+        found = [e for e in response.json()["events"] if (e.get("payload") or {}).get("run_id") == run_id]
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.5)
 
 
 def _run_processes(run_id: str) -> list[int]:
@@ -251,5 +204,7 @@ def test_cancelling_from_prefect_stops_everything_and_keeps_the_steps(server, tm
             status, = db.execute("select status from runs where run_id = ?", (run_id,)).fetchone()
             stored, = db.execute("select count(*) from steps where run_id = ?", (run_id,)).fetchone()
         assert status == "cancelled" and stored == len(kept)
+        (failed,) = run_events(server, "nightcap.run.failed", run_id)
+        assert failed["payload"]["status"] == "cancelled"
     finally:
         stop(worker)

@@ -79,7 +79,7 @@ def _ctx(results: StageResults, stages: dict[str, dict[str, Any]], **info: Any) 
                        "sizing": {"users": [100], "rps": [500]}})
     platform = SimpleNamespace(limits_enforced=True, limits_note="cgroup v1 limits enforced")
     return SimpleNamespace(config=config, spec=PodSpec(cpu=0.5, memory=512 * MI, concurrency=2), platform=platform,
-                           results=results, stages=stages, warnings=["a warning"],
+                           results=results, stages=stages, warnings=["a warning"], run_plots=["trend.png"],
                            info={"run_id": "r1", "target": {"name": "golden", "kind": "reference", "version": "v"},
                                  "config_hash": "abc", "deploy_s": 1.0, "status": "completed", **info})
 
@@ -104,10 +104,13 @@ def full_summary() -> dict[str, Any]:
     samples = [AutoscaleSample(t=float(t), phase="overload" if t else "baseline", users=8, rps=90.0, p50_ms=10.0,
                                p95_ms=40.0 + 10 * (t == 2), error_rate=0.0, current=1 + (t > 2), desired=2,
                                ready=1 + (t > 3), pending=0, nodes=1 + (t > 3)) for t in range(6)]
-    baseline = [{"run_id": f"n{i}", "saturation_rps": 100.0 + i, "rps_per_core": 100.0, "p95_at_operating_ms": 20.0,
-                 "slo_users": 4} for i in range(3)]
-    regression = check_regression({"saturation_rps": 99.0, "rps_per_core": 99.0, "p95_at_operating_ms": 21.0,
-                                   "slo_users": 4}, baseline)
+    # eight earlier nights, newest first, whose level fell by 30% four nights ago: a change point in every block
+    baseline = [{"run_id": f"n{i}", "started_at": f"2024-01-{20 - i:02d}T02:00:00",
+                 "saturation_rps": (70.0 if i < 4 else 100.0) + i % 2, "rps_per_core": 70.0 if i < 4 else 100.0,
+                 "p95_at_operating_ms": 20.0, "slo_users": 4} for i in range(8)]
+    regression = check_regression({"run_id": "r1", "saturation_rps": 70.0, "rps_per_core": 70.0,
+                                   "p95_at_operating_ms": 21.0, "slo_users": 4}, baseline)
+    assert regression.to_dict()["change_points"], "the fixture must show a change point's keys"
     results = StageResults(
         tune=TuneResult(candidates, 2, 12, 2, ["memory settled at 512Mi"], "cpu=0.5", True, candidates[0],
                         _search(50.0, 1), 0.7, plot="tuning_heatmap.png"),
@@ -118,7 +121,7 @@ def full_summary() -> dict[str, Any]:
                                   [{"name": "overload", "load": 3.0, "duration_s": 5.0}], per_pod,
                                   {"target_cpu_pct": 80, "min": 1, "max": 4, "sync_period_s": 1, "stabilization_s": 3},
                                   "node-pool autoscaling on (1-3 nodes)", 2.0, samples, plot="autoscale_timeline.png"),
-        regression=RegressionOutcome(regression, baseline_runs=3, plot="trend.png"))
+        regression=RegressionOutcome(regression, baseline_runs=4, nights=9))
     stages = {s: {"status": "completed", "duration_s": 1.0, "steps": 3} for s in STAGES}
     return build_summary(_ctx(results, stages))  # type: ignore[arg-type]
 

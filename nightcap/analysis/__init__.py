@@ -1,1 +1,2 @@
-"""Pure capacity analysis: saturation, tuning choice, USL fit, sizing, HPA model and autoscale timings."""
+"""Pure capacity analysis: saturation, tuning choice, USL fit, sizing, HPA model, autoscale timings, regression
+against earlier nights and change points in their series."""

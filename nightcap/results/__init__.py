@@ -3,11 +3,13 @@
 - `stages.py`         typed results of each stage (TuneResult, RampResult, ...), kept on RunContext.results.
 - `summary.py`        summary.json built from those results: the only place its keys are written.
 - `report.py`         report.md, the one-line answer, and each stage's line and section.
-- `plots.py`          every plot (matplotlib, Agg backend set once here).
+- `plots.py`          every plot (matplotlib, Agg backend set once here), the trend with its level changes too.
 - `steps.py`          StepRow (one measured window) and steps.csv.
 - `store.py`          the results history (SQLAlchemy; SQLite by default); `history_schema.py` its tables,
                       `redact.py` what keeps secrets out of it.
+- `level_changes.py`  where the headline figures changed level (change points), for history and the trend table.
 - `history_cli.py`    `nightcap history`.
+- `events.py`         the Prefect events a finished run emits (names, target resource, payloads), as plain dicts.
 
 Depends on: config, search, analysis; summary.py reads a RunContext (run/). Never on flows/ or tasks/.
 """

@@ -10,9 +10,11 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from nightcap.results.level_changes import LevelChange, level_changes
 from nightcap.results.redact import safe_url
 from nightcap.results.store import DEFAULT_URL, HistoryStore, StoreError
 
+CHANGE_POINT_NIGHTS = 60  # nights read to find level changes, however few are shown
 _STATUS_STYLE = {"completed": "green", "failed": "red", "cancelled": "yellow", "running": "cyan"}
 
 
@@ -51,9 +53,12 @@ def history_command(store_url: str | None, target: str | None, last: int, consol
         Console(stderr=True).print(f"[red]{exc}[/red]")
         sys.exit(2)
     try:
-        frame = store.history(target=target, last=max(1, last))
+        # change points need the nights before the ones shown: a level change is a comparison
+        analysed = store.history(target=target, last=max(1, last, CHANGE_POINT_NIGHTS))
     finally:
         store.close()
+    changes = level_changes(analysed)
+    frame = analysed.tail(max(1, last))
     scope = f" for target {target!r}" if target else ""
     if frame.empty:
         console.print(f"No runs{scope} in {store.display_url}.")
@@ -72,6 +77,7 @@ def history_command(store_url: str | None, target: str | None, last: int, consol
     table.add_column("p95 at op ms", justify="right", min_width=6)
     table.add_column("SLO users", justify="right", min_width=5)
     table.add_column("version", overflow="fold", min_width=8)
+    table.add_column("level change", overflow="fold", min_width=13)
     for row in frame.itertuples(index=False):
         started = row.started_at.strftime("%Y-%m-%d %H:%M") if row.started_at is not None and not _isnat(row.started_at) else "?"
         table.add_row(
@@ -83,8 +89,20 @@ def history_command(store_url: str | None, target: str | None, last: int, consol
             _figure(row.p95_at_operating_ms),
             _figure(row.slo_users, 0),
             str(row.version or ""),
+            _changes(changes.get(str(row.run_id), [])),
         )
     console.print(table)
+    shown = [c for run_id in frame["run_id"].astype(str) for c in changes.get(run_id, [])]
+    if shown:
+        console.print("level change: the first night of a new level of that figure (change points: E-divisive means, "
+                      "p < 0.001, at least 10%, over the completed nights of one comparison key):")
+        for c in shown:
+            console.print(f"  run {c.run_id}: {c.figure} {c.mean_before:,.1f} → {c.mean_after:,.1f} "
+                          f"({c.label.split()[-1]}, p={c.pvalue:.2g})", highlight=False)
+
+
+def _changes(found: list[LevelChange]) -> str:
+    return ", ".join(f"[{'red' if c.worse else 'green'}]{c.label}[/]" for c in found)
 
 
 def _status(status: str, regression: str | None) -> str:

@@ -7,7 +7,7 @@ PNG and returns its file name (or None when there is nothing to draw). Flows cal
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 import matplotlib
 
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
     from nightcap.analysis.autoscale_metrics import AutoscaleSample
     from nightcap.analysis.tuning import CandidateResult
+    from nightcap.results.level_changes import LevelChange
 
 
 def _save(fig: Any, path: Path, dpi: int = 90, tight: bool = True) -> str:
@@ -172,8 +173,10 @@ def timeline_plot(samples: list[AutoscaleSample], path: Path, slo_ms: float, ste
 
 
 
-def trend_plot(history_df: "pd.DataFrame", path: str | Path, title: str | None = None) -> str:
-    """One panel per compared headline figure over the nights; completed runs joined, others marked apart."""
+def trend_plot(history_df: "pd.DataFrame", path: str | Path, title: str | None = None,
+               changes: "Mapping[str, list[LevelChange]] | None" = None) -> str:
+    """One panel per compared headline figure over the nights; completed runs joined, others marked apart, level
+    changes (`nightcap.results.level_changes`) as a dashed line at their night with the change written beside it."""
     import pandas as pd
 
     path = Path(path)
@@ -200,6 +203,18 @@ def trend_plot(history_df: "pd.DataFrame", path: str | Path, title: str | None =
             ax.plot(frame.loc[done, "started_at"], values[done], marker="o", color="tab:blue", label="completed")
         if other.any():
             ax.plot(frame.loc[other, "started_at"], values[other], "x", color="tab:red", label="failed / cancelled")
+        for run_id, found in (changes or {}).items():
+            for change in found:
+                if change.figure != column or "run_id" not in frame:
+                    continue
+                at = frame.loc[frame["run_id"] == run_id, "started_at"]
+                if at.empty:
+                    continue
+                colour = "tab:red" if change.worse else "tab:green"
+                ax.axvline(at.iloc[0], color=colour, linestyle="--", linewidth=1)
+                ax.annotate(f"{'+' if change.change_pct > 0 else '−'}{abs(change.change_pct):.0f}% (p={change.pvalue:.1g})",
+                            (at.iloc[0], 1), xycoords=("data", "axes fraction"), xytext=(3, -10),
+                            textcoords="offset points", fontsize=7, color=colour)
         if not values.notna().any():
             ax.text(0.5, 0.5, "not measured", ha="center", va="center", transform=ax.transAxes, color="grey")
         elif other.any():

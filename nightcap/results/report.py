@@ -84,8 +84,8 @@ def stage_lines(r: StageResults, slo_p95_ms: float) -> dict[str, str]:
         "sizing_line": r.sizing and sizing_line(r.sizing, slo_p95_ms),
         "autoscale_line": r.autoscale and autoscale_line(r.autoscale),
         "regression_line": (r.regression and r.regression.result
-                            and f"regression check against {r.regression.baseline_runs} earlier night(s): "
-                                f"{r.regression.result.message}"),
+                            and f"regression check against {r.regression.baseline_runs} earlier night(s), "
+                                f"change points over {r.regression.nights}: {r.regression.result.message}"),
     }
     return {k: v for k, v in lines.items() if v}
 
@@ -128,8 +128,7 @@ def sections(r: StageResults, slo_p95_ms: float) -> list[dict[str, Any]]:
         out.append({"title": "Capacity under the SLO by core count", "rows": r.scaling.by_cores})
     if r.regression and r.regression.result:
         result = r.regression.result
-        out.append({"title": "Change since the baseline", "text": result.message,
-                    "rows": result.to_dict().get("figures", [])})
+        out.append({"title": "Change since the baseline", "text": result.message, "rows": result.table_rows()})
     return out
 
 

@@ -144,12 +144,13 @@ class AutoscaleResult:
 
 @dataclass
 class RegressionOutcome:
-    """Tonight against the baseline nights (None `result` when there is no history store)."""
+    """Tonight against the baseline nights and the change points of the last nights (None `result` when there
+    is no history store). The trend plot is drawn for every run with a history, in the parent flow."""
 
     result: RegressionResult | None
     baseline_runs: int = 0
+    nights: int = 0  # the nights the change points were looked for in, tonight included
     note: str = ""
-    plot: str | None = None
 
     @property
     def regressed(self) -> bool:

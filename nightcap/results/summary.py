@@ -179,8 +179,7 @@ def plots(results: StageResults) -> list[str]:
     """The PNGs the stages drew, in stage order."""
     r = results
     names = [r.tune and r.tune.plot, r.single_client and r.single_client.plot, r.multi_client and r.multi_client.plot,
-             *(r.scaling.plots if r.scaling else []), r.autoscale and r.autoscale.plot,
-             r.regression and r.regression.plot]
+             *(r.scaling.plots if r.scaling else []), r.autoscale and r.autoscale.plot]
     return [n for n in names if n]
 
 
@@ -191,7 +190,7 @@ def build_summary(ctx: "RunContext") -> dict[str, Any]:
     summary.update(headline(ctx))
     summary.update(stage_blocks(res, cfg.search.headroom))
     summary.update(report.stage_lines(res, cfg.slo.p95_ms))
-    summary["plots"] = plots(res)
+    summary["plots"] = plots(res) + list(ctx.run_plots)
     if res.autoscale and res.autoscale.plot:
         summary["lead_plot"] = res.autoscale.plot
     summary["sections"] = report.sections(res, cfg.slo.p95_ms)

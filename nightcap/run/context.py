@@ -51,6 +51,7 @@ class RunContext:
     results: StageResults = field(default_factory=StageResults)
     info: dict[str, Any] = field(default_factory=dict)  # run_id, target, config_hash, deploy_s, status, error
     stages: dict[str, dict[str, Any]] = field(default_factory=dict)  # per stage: status, duration_s, steps, error
+    run_plots: list[str] = field(default_factory=list)  # drawn for the run as a whole (the trend over nights)
     started: float = field(default_factory=time.monotonic)
     deadline: float | None = None
     on_step: list[Callable[[StepRow], None]] = field(default_factory=list)
