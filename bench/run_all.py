@@ -16,7 +16,7 @@ from rich.table import Table as RichTable
 
 from bench.common import RESULTS, Table, machine_line
 
-ORDER = ["search_accuracy", "generator_efficiency", "fidelity", "end_to_end"]
+ORDER = ["search_accuracy", "generator_efficiency", "fidelity", "end_to_end", "consistency"]
 console = Console(width=200)
 
 

@@ -60,7 +60,7 @@ def autoscale(run_id: str) -> AutoscaleResult:
                 obs = platform.observe()
                 nodes = sum(obs.nodes.values()) if obs.nodes and ctx.config.platform.kind != "local" else None
                 samples.append(AutoscaleSample(
-                    t=time.monotonic() - t0, phase=phase.name, users=users, rps=w.rps, p50_ms=w.p50_ms,
+                    t=time.monotonic() - t0, phase=phase.name, users=users, rps=w.goodput_rps, p50_ms=w.p50_ms,
                     p95_ms=w.p95_ms, error_rate=w.error_rate, current=st.current_replicas,
                     desired=st.desired_replicas, ready=st.ready_replicas, pending=st.pending, nodes=nodes))
                 for event in obs.events:

@@ -19,7 +19,8 @@ def _ramp(ctx: RunContext, stage: str, workers: int) -> RampResult:
                       generator_bound_steps=sum(1 for s in ctx.stage_steps(stage) if s.generator_bound))
     ramp.plot = plot_ramp(ctx.stage_steps(stage), ctx.out / f"{stage}.png",
                           f"{ctx.config.target.name}: {stage.replace('_', '-')} ramp ({workers} generator(s))",
-                          ctx.config.slo.p95_ms, {"users": result.saturation_users, "rps": result.saturation_rps})
+                          ctx.config.slo.p95_ms, {"users": result.saturation_users, "rps": result.saturation_rps},
+                          ctx.config.slo.max_error_rate)
     logger.info("%s: saturation %s rps at %s users (%s); SLO capacity %s users", stage,
                 _r(result.saturation_rps), result.saturation_users, result.stop_reason, result.slo_users)
     return ramp

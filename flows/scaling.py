@@ -42,9 +42,9 @@ def scaling(run_id: str) -> ScalingResult:
     steps = ctx.stage_steps("scaling")
     frame = steps_frame(steps)
     one_pod = frame[frame["replicas"] == 1] if not frame.empty else frame
-    fit = fit_usl_steps(frame, by="replicas")
+    fit = fit_usl_steps(frame, ctx.config.slo, by="replicas")
     by_cores = slo_capacity_by_cores(frame, ctx.config.slo)
-    result = ScalingResult(rows=rows, usl=fit, usl_users_one_pod=fit_usl_steps(one_pod, by="users"),
+    result = ScalingResult(rows=rows, usl=fit, usl_users_one_pod=fit_usl_steps(one_pod, ctx.config.slo, by="users"),
                            one_pod_max_users=int(one_pod["users"].max()) if len(one_pod) else 0,
                            by_cores=by_cores.to_dict(orient="records") if len(by_cores) else [])
     plots = [usl_plot(fit, [r.__dict__ for r in rows], ctx.out / "scaling_usl.png"),

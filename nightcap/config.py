@@ -149,6 +149,9 @@ class PlatformConfig(Strict):
     concurrency: int | None = Field(None, ge=1, le=10_000)  # None: the target's default (reference: slots)
     # local platform: cores the "cluster" can hand out; replicas beyond it stay Pending
     allocatable_cpu: Cores | None = None
+    # local platform: replicas on some CPUs, the run's own processes (flow, Prefect server, proxy, Locust) on
+    # the others, so neither steals the other's time slices (summary.json platform.cpu_pinning says what was done)
+    pin_cpus: bool = True
     ready_timeout_s: Seconds = 120.0
     # kubernetes platform
     namespace: str = Field("nightcap", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)
@@ -184,6 +187,9 @@ class SearchConfig(Strict):
     start_users: int = Field(1, ge=1)
     max_users: int = Field(256, ge=1)
     min_gain: float = Field(0.05, ge=0, lt=1)
+    # a level is measured until its goodput's 95% half-width is within this fraction (or max_windows) ...
+    precision: float = Field(0.05, gt=0, lt=1)
+    # ... and its last two windows agree within this fraction
     stable_within: float = Field(0.10, gt=0, lt=1)
     max_windows: int = Field(3, ge=1, le=10)
     refine_steps: int = Field(3, ge=0, le=10)

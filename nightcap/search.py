@@ -1,21 +1,30 @@
 """The saturation search: pure logic over a `measure(users)` callable, so it is tested in milliseconds.
 
 Users grow in powers of two until errors, an SLO breach or no throughput gain (< min_gain); then a binary
-search between the last good and the first bad level. Each level is measured until two consecutive
-windows agree (bounded). Saturation is the knee: the fewest users that reach the best throughput seen
-within min_gain; when it lies between two doubling levels it is placed where the linear rise meets the
-peak, then bisected. The operating point sits at `headroom` of it. Optionally the search goes on past the knee
-to find the most users the SLO allows (queueing adds latency long before errors appear).
+search between the last good and the first bad level. Throughput is goodput (successful requests only),
+and each level is measured in windows until the 95% half-width of its goodput is within `precision`
+(each window brings its own sub-window batch means) and its last two windows agree, or `max_windows` is
+reached; the level records the half-width it reached. Saturation is the knee: the fewest users that reach
+the best goodput seen within min_gain, and its figure is the goodput measured *at* those users (never the
+peak of another level). When the knee lies between two doubling levels it is placed where the linear rise
+meets the peak, then bisected. The operating point is `headroom` × that figure. Optionally the search goes
+on past the knee to find the most users the SLO allows (queueing adds latency long before errors appear).
+
+Levels over the SLO or the error limit never give a throughput figure: only good levels are candidates.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Callable, Mapping, Protocol, Sequence
+
+from nightcap.analysis.confidence import Estimate, combine_windows
 
 
 class Measured(Protocol):
+    """One measured window. `rps` is goodput; `rps_halfwidth` its 95% half-width over `batches` sub-windows."""
+
     users: int
     rps: float
     p95_ms: float | None
@@ -26,7 +35,10 @@ class Measured(Protocol):
 
 @dataclass
 class Point:
-    """A plain `Measured`: what models, benchmarks and tests hand the search."""
+    """A plain `Measured`: what models, benchmarks and tests hand the search.
+
+    Without `rps_halfwidth` (and `batches` ≥ 2) a window counts as one sample of its level.
+    """
 
     users: int
     rps: float
@@ -34,6 +46,8 @@ class Point:
     error_rate: float
     generator_bound: bool = False
     valid: bool = True
+    rps_halfwidth: float | None = None
+    batches: int = 0
 
 
 @dataclass(frozen=True)
@@ -44,6 +58,8 @@ class Slo:
 
 @dataclass
 class Level:
+    """One user count: goodput over its windows with the 95% half-width reached (`stable`: within precision)."""
+
     users: int
     rps: float
     p95_ms: float | None
@@ -53,20 +69,29 @@ class Level:
     good: bool
     generator_bound: bool
     why_bad: str = ""
+    rps_halfwidth: float | None = None
+    batches: int = 0
+
+    @property
+    def estimate(self) -> Estimate:
+        return _level_estimate(self)
 
 
 @dataclass
 class SearchResult:
     saturation_users: int | None
-    saturation_rps: float | None
+    saturation_rps: float | None  # the goodput measured at saturation_users
     operating_users: int | None
-    operating_rps: float | None
+    operating_rps: float | None  # headroom × saturation_rps
     slo_users: int | None
-    slo_rps: float | None
+    slo_rps: float | None  # the goodput measured at slo_users
     levels: list[Level] = field(default_factory=list)
     stop_reason: str = ""
     found: bool = True
     windows: int = 0
+    saturation_halfwidth: float | None = None
+    operating_halfwidth: float | None = None
+    slo_halfwidth: float | None = None
 
     def level(self, users: int) -> Level | None:
         return next((lv for lv in self.levels if lv.users == users), None)
@@ -81,7 +106,8 @@ class SearchParams:
     start_users: int = 1
     max_users: int = 256
     min_gain: float = 0.05
-    stable_within: float = 0.10
+    precision: float = 0.05  # a level is settled when its goodput's 95% half-width is within this fraction
+    stable_within: float = 0.10  # ... and its last two windows agree within this fraction (drift between them)
     max_windows: int = 3
     refine_steps: int = 3
     refine_knee: bool = True  # place the knee's users between doubling levels (tuning compares rps only)
@@ -105,17 +131,49 @@ def judge(m: Measured, slo: Slo) -> tuple[bool, str]:
     return True, ""
 
 
+def window_estimate(m: Measured) -> Estimate:
+    """A window's goodput as an estimate: its batch means' half-width, or a single sample without one."""
+    half = getattr(m, "rps_halfwidth", None)
+    batches = int(getattr(m, "batches", 0) or 0)
+    if half is None or batches < 2:
+        return Estimate(m.rps, None, 1)
+    return Estimate(m.rps, half, batches, float(batches - 1))
+
+
+def _level_estimate(level: Level) -> Estimate:
+    if level.rps_halfwidth is None:
+        return Estimate(level.rps, None, level.batches or level.windows)
+    n = max(level.batches, 2)
+    return Estimate(level.rps, level.rps_halfwidth, n, float(n - 1))
+
+
+def settled(estimate: Estimate, windows: Sequence[Measured], p: SearchParams) -> bool:
+    """Precise enough: half-width within `precision` of the goodput, and the last two windows agree."""
+    if estimate.half_width is None:
+        return False
+    if estimate.mean > 0 and estimate.half_width > p.precision * estimate.mean:
+        return False
+    if len(windows) >= 2:
+        a, b = windows[-2].rps, windows[-1].rps
+        return abs(a - b) <= p.stable_within * max(a, b, 1e-9)
+    return True
+
+
 def measure_level(measure: Callable[[int], Measured], users: int, slo: Slo, p: SearchParams,
-                  decisive: Callable[[Measured], bool] | None = None) -> Level:
-    """Windows at one level until two in a row agree within `stable_within` (at most max_windows valid ones).
+                  decisive: Callable[[Measured], bool] | None = None,
+                  windows: list[Measured] | None = None) -> Level:
+    """Windows at one level until its goodput is precise (`settled`), at most max_windows valid ones.
 
     A first window whose verdict cannot flip on a 10% wobble (`decisive`) needs no second one: confirming a
-    level that doubled the throughput, or that rejects half its requests, only costs time.
+    level that doubled the throughput, or that rejects half its requests, only costs time. `windows` holds
+    the level's earlier windows (it is extended): a level whose figure is reported is topped up later.
     """
-    windows: list[Measured] = []
+    windows = [] if windows is None else windows
     invalid = 0
-    stable = False
-    while len(windows) < p.max_windows:
+    stable = bool(windows) and settled(combine_windows([window_estimate(w) for w in windows]), windows, p)
+    if len(windows) == 1 and decisive is not None and not windows[0].generator_bound and decisive(windows[0]):
+        stable = True  # a window measured earlier (a warm start's) that is decisive here too: no loop
+    while not stable and len(windows) < p.max_windows:
         m = measure(users)
         if not m.valid:
             invalid += 1
@@ -125,21 +183,19 @@ def measure_level(measure: Callable[[int], Measured], users: int, slo: Slo, p: S
         windows.append(m)
         if len(windows) == 1 and decisive is not None and not m.generator_bound and decisive(m):
             break
-        if len(windows) >= 2:
-            a, b = windows[-2].rps, windows[-1].rps
-            if abs(a - b) <= p.stable_within * max(a, b, 1e-9):
-                stable = True
-                break
-        if p.max_windows == 1:
+        if settled(combine_windows([window_estimate(w) for w in windows]), windows, p):
             stable = True
+            break
+    estimate = combine_windows([window_estimate(w) for w in windows])
+    stable = settled(estimate, windows, p)  # a decisive window may be precise already
     last = windows[-1]
-    rps = (windows[-2].rps + last.rps) / 2 if stable and len(windows) >= 2 else last.rps
     good, why = judge(last, slo)
     bound = last.generator_bound and last.error_rate <= slo.max_error_rate  # see judge: errors name the target
     if not bound and any(w.generator_bound for w in windows) and last.error_rate <= slo.max_error_rate:
         # one starved window makes the level untrustworthy: its rps would enter the average below
         bound, good, why = True, False, "the load generator was CPU-bound in a window at this level"
-    return Level(users, rps, last.p95_ms, last.error_rate, len(windows), stable, good, bound, why)
+    return Level(users, estimate.mean, last.p95_ms, last.error_rate, len(windows), stable, good, bound, why,
+                 rps_halfwidth=estimate.half_width, batches=estimate.n)
 
 
 def decisive_errors(m: Measured, slo: Slo) -> bool:
@@ -179,14 +235,30 @@ def near_peak_or_clearly_below(slo: Slo, p: SearchParams, peak: float) -> Callab
     return decisive
 
 
-def find_saturation(measure: Callable[[int], Measured], slo: Slo, params: SearchParams | None = None) -> SearchResult:
+def find_saturation(measure: Callable[[int], Measured], slo: Slo, params: SearchParams | None = None,
+                    known: Mapping[int, Sequence[Measured]] | None = None) -> SearchResult:
+    """`known`: windows already measured tonight per users count (a warm start that fell back); a level the
+    search visits starts from them and is measured further only if they do not settle it."""
     p = params or SearchParams()
     levels: dict[int, Level] = {}
+    windows_at: dict[int, list[Measured]] = {}
+    known = known or {}
 
     def at(users: int, decisive: Callable[[Measured], bool] | None = None) -> Level:
         if users not in levels:
-            levels[users] = measure_level(measure, users, slo, p, decisive)
+            windows_at[users] = list(known.get(users, ()))
+            levels[users] = measure_level(measure, users, slo, p, decisive, windows_at[users])
         return levels[users]
+
+    def settle(pick: Callable[[], Level | None]) -> None:
+        """Top up the level a figure is reported from until precise; a clear verdict skipped that for speed.
+
+        More windows can move the figure (or turn the level bad), so the pick is re-made after each top-up;
+        every top-up adds a window to a level below max_windows, which bounds the loop.
+        """
+        while (lv := pick()) is not None and not lv.stable and not lv.generator_bound \
+                and len(windows_at[lv.users]) < p.max_windows:
+            levels[lv.users] = measure_level(measure, lv.users, slo, p, None, windows_at[lv.users])
 
     def best_rps() -> float:
         return max((lv.rps for lv in levels.values() if lv.good), default=0.0)
@@ -238,23 +310,28 @@ def find_saturation(measure: Callable[[int], Measured], slo: Slo, params: Search
     if p.refine_knee and not any(lv.generator_bound for lv in levels.values()):
         _refine_knee(lambda u, peak: at(u, near_peak_or_clearly_below(slo, p, peak)), levels, p)
 
+    settle(lambda: (found[0] if (found := _knee(levels, p)) else None))
     good = sorted((lv for lv in levels.values() if lv.good), key=lambda lv: lv.users)
     # found stays False when no level met the SLO: there is no saturation point to report
     result = SearchResult(None, None, None, None, None, None, stop_reason=stop_reason, found=False)
     if good:
         peak = max(lv.rps for lv in good)
         knee = next(lv for lv in good if lv.rps >= peak * (1 - p.min_gain))
-        result.saturation_users, result.saturation_rps = knee.users, peak
+        # the figure measured where it is reported: the knee's own goodput, not the best level's
+        result.saturation_users, result.saturation_rps = knee.users, knee.rps
+        result.saturation_halfwidth = knee.rps_halfwidth
         result.operating_users = max(1, math.floor(knee.users * p.headroom))
-        result.operating_rps = peak * p.headroom
+        result.operating_rps = knee.rps * p.headroom
+        result.operating_halfwidth = None if knee.rps_halfwidth is None else knee.rps_halfwidth * p.headroom
         result.found = first_stop is not None and not first_stop.generator_bound
 
         # 3) how many users fit under the SLO (keep doubling past the knee, then bisect)
         if p.slo_capacity and not any(lv.generator_bound for lv in levels.values()):
             _slo_capacity(lambda u: at(u, clearly_in_or_out(slo)), levels, p)
+            settle(lambda: max((lv for lv in levels.values() if lv.good), key=lambda lv: lv.users, default=None))
         good = sorted((lv for lv in levels.values() if lv.good), key=lambda lv: lv.users)
         top = good[-1]
-        result.slo_users, result.slo_rps = top.users, top.rps
+        result.slo_users, result.slo_rps, result.slo_halfwidth = top.users, top.rps, top.rps_halfwidth
     result.levels = sorted(levels.values(), key=lambda lv: lv.users)
     result.windows = sum(lv.windows for lv in result.levels)
     return result

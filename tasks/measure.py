@@ -28,7 +28,7 @@ def measure_window(runner: StepRunner, stage: str, users: int) -> StepRow:
 def search_params(ctx: RunContext, cheap: bool = False, **overrides: Any) -> SearchParams:
     s = ctx.config.search
     params = SearchParams(start_users=s.start_users, max_users=s.max_users, min_gain=s.min_gain,
-                          stable_within=s.stable_within, max_windows=s.max_windows, refine_steps=s.refine_steps,
+                          precision=s.precision, stable_within=s.stable_within, max_windows=s.max_windows, refine_steps=s.refine_steps,
                           headroom=s.headroom, slo_capacity=s.slo_capacity)
     if cheap:  # tuning compares candidates' rps: one window per level, no SLO extension, no knee placement
         params.max_windows, params.slo_capacity, params.refine_steps = 1, False, min(s.refine_steps, 2)

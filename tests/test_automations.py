@@ -124,6 +124,9 @@ def check_alerts(server: dict[str, str], env: dict[str, str], receiver: WebhookR
     assert summary["regression"]["verdict"] == "regressed", summary["regression"]
     figure = next(f for f in summary["regression"]["figures"] if f["figure"] == "saturation_rps")
     assert figure["verdict"] == "regressed" and 80 <= figure["tonight"] <= 120  # 4 slots x 40 ms = 100 rps
+    point = figure["change_point"]  # the regression stage ran the change-point analysis over the 4 nights
+    assert point["tonight"] and point["new"] and point["night"] == 4 and point["pvalue"] < 0.001, point
+    assert point["mean_before"] == pytest.approx((201.0 + 198.5 + 200.2) / 3)
 
     # the trend table (every run, keyed per target) and the trend plot in the summary
     trend = artifact(server, f"{TARGET}-trend")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+
+import pytest
 import random
 
 from hypothesis import given, settings
@@ -156,3 +158,89 @@ def test_a_rise_that_bends_before_the_peak_is_bisected():
     # the first users within 5% of the 250 rps peak: 400u/(u+6) >= 237.5 from u = 9
     assert result.saturation_users == 9
     assert calls.index(8) < calls.index(10) < calls.index(9)  # the line's guess (8), then bisection
+
+
+# --- goodput figures measured where they are reported, with their half-width ----------------------
+
+
+@settings(max_examples=60, deadline=None)
+@given(capacity=st.floats(20, 2000), service_ms=st.floats(2, 200), noise=st.floats(0, 0.08),
+       seed=st.integers(0, 10_000), headroom=st.floats(0.3, 1.0))
+def test_saturation_is_the_goodput_measured_at_the_saturation_users(capacity, service_ms, noise, seed, headroom):
+    result = find_saturation(closed_loop(capacity, service_ms, noise=noise, seed=seed), SLO,
+                             SearchParams(max_users=128, headroom=headroom))
+    knee = result.level(result.saturation_users)
+    assert knee is not None and knee.good
+    assert result.saturation_rps == knee.rps
+    assert result.saturation_halfwidth == knee.rps_halfwidth
+    assert result.operating_rps == pytest.approx(headroom * result.saturation_rps)
+    top = result.level(result.slo_users)
+    assert top is not None and top.good and result.slo_rps == top.rps
+
+
+def test_the_knee_reports_its_own_goodput_not_the_best_level_s():
+    # 8 users reach 96% of the 16-user peak: 8 is the knee, and its 192 rps is the figure (not 200)
+    def measure(users: int) -> M:
+        return M(users, {1: 30, 2: 60, 4: 120, 8: 192, 16: 200}.get(users, 200 if users > 8 else users * 24), 50, 0.0)
+
+    result = find_saturation(measure, SLO, SearchParams(max_users=16, slo_capacity=False, refine_knee=False))
+    assert result.saturation_users == 8 and result.saturation_rps == 192
+    assert result.operating_rps == pytest.approx(0.7 * 192)
+
+
+def test_levels_over_the_error_limit_never_give_a_throughput_figure():
+    # a queue-0 server: past 8 slots most requests are fast 503s, but goodput even rises a little
+    def measure(users: int) -> M:
+        if users <= 8:
+            return M(users, users * 20.0, 55.0, 0.0)
+        return M(users, 165.0, 12.0, 0.9)  # 90% errors at a higher goodput and a low p95
+
+    result = find_saturation(measure, SLO, SearchParams(max_users=64))
+    assert result.saturation_users == 8 and result.saturation_rps == 160
+    assert result.slo_users == 8 and result.slo_rps == 160
+    assert all(not lv.good for lv in result.levels if lv.users > 8)
+
+
+def _with_halfwidth(relative: float, batches: int = 10):
+    calls: list[int] = []
+
+    def measure(users: int) -> M:
+        calls.append(users)
+        rps = min(users * 50.0, 200.0)
+        return M(users, rps, 30.0, 0.0, rps_halfwidth=relative * rps, batches=batches)
+
+    measure.calls = calls  # type: ignore[attr-defined]
+    return measure
+
+
+def test_a_precise_window_settles_a_level_and_its_half_width_is_recorded():
+    measure = _with_halfwidth(0.02)
+    result = find_saturation(measure, SLO, SearchParams(max_users=16, max_windows=3, slo_capacity=False))
+    assert all(lv.windows == 1 for lv in result.levels)
+    assert all(lv.stable for lv in result.levels)
+    assert result.saturation_halfwidth == pytest.approx(0.02 * 200)
+    assert result.operating_halfwidth == pytest.approx(0.7 * 0.02 * 200)
+
+
+def test_an_imprecise_level_is_measured_until_the_bound_and_says_how_far_it_got():
+    measure = _with_halfwidth(0.12)  # ±12% per window: two windows give ~±8%, three ~±6.5%
+    result = find_saturation(measure, SLO, SearchParams(max_users=16, max_windows=3, slo_capacity=False,
+                                                        precision=0.05))
+    knee = result.level(result.saturation_users)
+    assert knee.windows == 3 and not knee.stable
+    assert 0.05 < knee.rps_halfwidth / knee.rps < 0.12
+    loose = find_saturation(_with_halfwidth(0.12), SLO, SearchParams(max_users=16, max_windows=3,
+                                                                      slo_capacity=False, precision=0.15))
+    assert loose.level(loose.saturation_users).windows == 1
+
+
+def test_windows_that_disagree_take_another_look_even_when_each_is_precise():
+    seq = iter([100.0, 120.0, 118.0] * 20)
+
+    def measure(users: int) -> M:
+        return M(users, next(seq), 30.0, 0.0, rps_halfwidth=6.0, batches=10)
+
+    result = find_saturation(measure, SLO, SearchParams(start_users=4, max_users=4, max_windows=3,
+                                                        slo_capacity=False))
+    level = result.level(4)
+    assert level.windows == 3 and level.rps_halfwidth >= 10.0  # half the 100..120 spread

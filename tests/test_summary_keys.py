@@ -45,8 +45,9 @@ from nightcap.search import Level, SearchResult
 GOLDEN = Path(__file__).parent / "golden" / "summary_keys.json"
 MI = 1 << 20
 STAGES = ["tune", "single_client", "multi_client", "scaling", "sizing", "autoscale", "regression"]
-# report rows repeat other blocks' keys; a target's version fields depend on its kind: neither is a contract
-OPAQUE = ("sections[].rows", "target.version")
+# report rows repeat other blocks' keys; a target's version fields depend on its kind
+# and platform.cpu_pinning describes the machine's CPUs (nightcap.platforms.cpu_pinning): neither is a contract
+OPAQUE = ("sections[].rows", "target.version", "platform.cpu_pinning")
 BY_NAME = {"stages": "<stage>"}  # dicts keyed by a name: every entry has the same keys
 
 
@@ -71,7 +72,8 @@ def _search(rps: float | None, users: int | None) -> SearchResult:
     if rps is None:
         return SearchResult(None, None, None, None, None, None, levels=levels[2:], found=False,
                             stop_reason="p95 80 ms over the SLO 50 ms at 1 users", windows=1)
-    return SearchResult(users, rps, 1, rps * 0.7, 2, 95.0, levels=levels, stop_reason="flat", windows=5)
+    return SearchResult(users, rps, 1, rps * 0.7, 2, 95.0, levels=levels, stop_reason="flat", windows=5,
+                        saturation_halfwidth=2.0, operating_halfwidth=1.4, slo_halfwidth=2.5)
 
 
 def _ctx(results: StageResults, stages: dict[str, dict[str, Any]], **info: Any) -> SimpleNamespace:
@@ -105,12 +107,14 @@ def full_summary() -> dict[str, Any]:
                                p95_ms=40.0 + 10 * (t == 2), error_rate=0.0, current=1 + (t > 2), desired=2,
                                ready=1 + (t > 3), pending=0, nodes=1 + (t > 3)) for t in range(6)]
     # eight earlier nights, newest first, whose level fell by 30% four nights ago: a change point in every block
+    # (and a platform canary measured every night: its check and the normalised figures)
     baseline = [{"run_id": f"n{i}", "started_at": f"2024-01-{20 - i:02d}T02:00:00",
                  "saturation_rps": (70.0 if i < 4 else 100.0) + i % 2, "rps_per_core": 70.0 if i < 4 else 100.0,
-                 "p95_at_operating_ms": 20.0, "slo_users": 4} for i in range(8)]
+                 "p95_at_operating_ms": 20.0, "slo_users": 4, "canary_rps_per_core": 500.0 + i} for i in range(8)]
     regression = check_regression({"run_id": "r1", "saturation_rps": 70.0, "rps_per_core": 70.0,
-                                   "p95_at_operating_ms": 21.0, "slo_users": 4}, baseline)
-    assert regression.to_dict()["change_points"], "the fixture must show a change point's keys"
+                                   "p95_at_operating_ms": 21.0, "slo_users": 4, "canary_rps_per_core": 503.0},
+                                  baseline)
+    assert regression.to_dict()["change_points"] and regression.platform, "the fixture must show every key"
     results = StageResults(
         tune=TuneResult(candidates, 2, 12, 2, ["memory settled at 512Mi"], "cpu=0.5", True, candidates[0],
                         _search(50.0, 1), 0.7, plot="tuning_heatmap.png"),
@@ -186,7 +190,7 @@ def test_the_headline_is_multi_client_unless_it_was_worse() -> None:
     assert full["slo_capacity"]["by_cores"][0]["slo_users"] == 4
     assert sparse_summary()["saturation"] == {"rps": None, "users": None, "found": False, "replicas": None,
                                               "stop_reason": "p95 80 ms over the SLO 50 ms at 1 users",
-                                              "stage": None}
+                                              "rps_ci": None, "stage": None}
 
 
 def real_run_keys_outside_golden(summary: dict[str, Any]) -> list[str]:

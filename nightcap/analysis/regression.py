@@ -4,7 +4,15 @@ Tonight's headline figures are compared with the median of the last N comparable
 Capacity measurements are noisy, so a fixed threshold alone would alarm on bad nights that are
 only noise; a noise band alone would alarm on tiny but very steady shifts. A figure therefore
 regresses only when its change is worse than both the relative `threshold` and `noise_k` times the
-scaled median absolute deviation (MAD, robust to one odd night) of the baseline runs.
+scaled median absolute deviation (MAD, robust to one odd night) of the nights around their level.
+
+Beside it, change points (change_points.py) over the whole series say when the level moved: the
+baseline is then the nights since the move, a move found for the first time tonight is reported once,
+and a drift too slow for the median shows up once it adds up.
+
+When the night measured the platform canary (canary.py), the canary is judged the same way first: steady,
+a change in the model's figures is the model's; moved, the platform moved, and only the throughput figures
+normalised by the canary can make a model regression (the raw changes are the platform's).
 
 Pure: no Prefect, no database; the caller hands in plain dicts.
 """
@@ -13,9 +21,10 @@ from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Mapping, Sequence
 
+from nightcap.analysis.canary import FIGURE as CANARY, NORMALISED, normalise
 from nightcap.analysis.change_points import MAX_PVALUE, ChangePoint, find_change_points, levels
 from nightcap.analysis.figures import COMPARED_FIGURES, Figure
 
@@ -27,6 +36,9 @@ IMPROVED = "improved"
 NOT_ENOUGH = "not enough history"
 NOT_MEASURED = "not measured"
 INSUFFICIENT = "insufficient history"
+PLATFORM = "platform changed"  # the figure moved with the platform canary, not beyond it
+CANARY_THRESHOLD = 0.05  # the canary moved when it changed beyond this and beyond its own noise
+NORMALISED_SUFFIX = "_normalised"  # saturation_rps_normalised: x baseline canary / tonight's canary
 
 
 FIGURES = COMPARED_FIGURES  # the figures a night is judged on (nightcap.analysis.figures)
@@ -58,6 +70,16 @@ class RegressionResult:
     min_runs: int = 2
     max_pvalue: float = MAX_PVALUE
     nights_analysed: int = 0
+    # the platform canary tonight against its earlier nights (None: not measured tonight)
+    platform: FigureCheck | None = None
+    # what moved: "model" (canary steady), "platform" (the model held once normalised), "platform and model",
+    # "unknown" (a regression without a canary to tell), or None (nothing moved)
+    cause: str | None = None
+    normalised: list[FigureCheck] = field(default_factory=list)  # throughput figures x baseline / tonight's canary
+
+    @property
+    def platform_moved(self) -> bool:
+        return self.platform is not None and self.platform.verdict in (REGRESSED, IMPROVED)
 
     @property
     def regressed(self) -> bool:
@@ -71,6 +93,7 @@ class RegressionResult:
     def table_rows(self) -> list[dict[str, Any]]:
         """One row per figure for report.md and the summary artifact: the verdict and the latest level change."""
         rows = []
+        normalised = {c.figure.removesuffix(NORMALISED_SUFFIX): c for c in self.normalised}
         for c in self.figures:
             point = c.change_point
             level = ""
@@ -79,21 +102,33 @@ class RegressionResult:
                     f" ({point['started_at'][:10]})" if point.get("started_at") else "")
                 level = (f"{when}: {point['mean_before']:.1f} → {point['mean_after']:.1f} "
                          f"({_signed_pct(point['change_pct'])}, p={point['pvalue']:.2g})")
-            rows.append({"figure": c.figure, "tonight": c.tonight, "baseline": c.baseline_median,
-                         "change %": c.change_pct, "noise ±%": c.noise_pct, "verdict": c.verdict,
-                         "baseline nights": c.baseline, "level change": level})
+            row = {"figure": c.figure, "tonight": c.tonight, "baseline": c.baseline_median,
+                   "change %": c.change_pct, "noise ±%": c.noise_pct, "verdict": c.verdict,
+                   "baseline nights": c.baseline, "level change": level}
+            if self.platform is not None:
+                n = normalised.get(c.figure)
+                row["normalised by canary"] = n.tonight if n else None
+                row["normalised change %"] = n.change_pct if n else None
+            rows.append(row)
+        if self.platform is not None:
+            p = self.platform
+            rows.append({"figure": f"{p.figure} (platform)", "tonight": p.tonight, "baseline": p.baseline_median,
+                         "change %": p.change_pct, "noise ±%": p.noise_pct, "verdict": p.verdict,
+                         "baseline nights": p.baseline, "level change": ""})
         return rows
 
     def to_dict(self) -> dict[str, Any]:
         """The `regression` block of summary.json (strict JSON: no NaN or infinity)."""
         data = asdict(self)
-        for row in data["figures"]:
+        rows = data["figures"] + data["normalised"] + ([data["platform"]] if data["platform"] else [])
+        for row in rows:
             for key in ("tonight", "baseline_median", "change_pct", "noise_pct"):
                 row[key] = _rounded(row[key])
             if row["change_point"]:
                 row["change_point"] = _json_point(row["change_point"])
         data["change_points"] = [_json_point(p) for p in self.change_points]
         data["regressed"] = self.regressed
+        data["platform_moved"] = self.platform_moved
         return data
 
 
@@ -109,7 +144,8 @@ class Night:
     def of(cls, run: Mapping[str, Any]) -> "Night":
         started = run.get("started_at")
         summary = run.get("summary") or {}
-        rows = (summary.get("regression") or {}).get("figures") or [] if isinstance(summary, Mapping) else []
+        block = (summary.get("regression") or {}) if isinstance(summary, Mapping) else {}
+        rows = [*(block.get("figures") or []), *(block.get("normalised") or [])] if isinstance(block, Mapping) else []
         verdicts = {str(r.get("figure")): str(r.get("verdict")) for r in rows if isinstance(r, Mapping)}
         return cls(str(run.get("run_id", "?")),
                    started.isoformat() if hasattr(started, "isoformat") else (str(started) if started else None),
@@ -164,19 +200,17 @@ def _baseline(
 ) -> tuple[list[int], float, float] | str:
     """Which earlier nights tonight is compared with, their median and noise band; or why there are none.
 
-    With no change point, the last `last_n` nights. After a change point, only the nights since it (the
-    current level): the nights before it measured something else. When fewer than `min_runs` nights have
-    passed since, the median is theirs and the noise band is the spread of every night around its own
-    level, since a change of level does not change how noisy the measurement is.
+    The median is that of the last `last_n` nights of the current level: all nights when no change point
+    split the series, else the nights since the latest one (the nights before measured something else).
+    The noise band is k x scaled MAD of every night around the median of its own level, over the whole
+    series: a level change does not change how noisy the measurement is, and thirty nights know the noise
+    better than the three since a change (whose spread can be nil by chance, and then every night alarms).
     """
     start = inside[-1].index if inside else 0
     used = [i for i in range(start, len(values)) if values[i] is not None]
     if last_n:
         used = used[-last_n:]
     level = [values[i] for i in used]
-    if not inside or len(level) >= min_runs:
-        median, band = noise_band(level, noise_k)  # type: ignore[arg-type]
-        return used, median, band
     residuals = []
     for stretch in levels(len(values), inside):
         own = [values[i] for i in stretch if values[i] is not None]
@@ -203,6 +237,38 @@ def _is_known(point: ChangePoint, earlier: list[ChangePoint], nights: Sequence[N
             return True
     wanted = IMPROVED if (sign > 0) == figure.higher_is_better else REGRESSED
     return any(n.verdicts.get(figure.name) == wanted for n in nights[max(0, point.index - 1):])
+
+
+def _already_reported(figure: Figure, value: float, verdict: str, values: list[float | None],
+                      inside: list[ChangePoint], nights: Sequence[Night], *, threshold: float, noise_k: float,
+                      min_runs: int, last_n: int | None) -> str:
+    """Why tonight's `verdict` is old news, or "" when it is not.
+
+    A step is seen by the median check the night it happens, but becomes a change point only once a few
+    nights confirm it; until then every night would repeat the alarm. So a night whose own check already
+    reported this verdict (after the latest change point) counts as the start of a provisional level, and
+    tonight repeats the verdict only if it is also beyond the threshold and noise against that level.
+    """
+    since = inside[-1].index if inside else 0
+    marked = [i for i in range(since, len(nights)) if nights[i].verdicts.get(figure.name) == verdict]
+    if not marked:
+        return ""
+    start = marked[-1]
+    found = _baseline(values, [*inside, ChangePoint(start, math.nan, math.nan, 0.0)], noise_k=noise_k,
+                      min_runs=min_runs, last_n=last_n)
+    if isinstance(found, str):
+        return ""
+    _used, median, band = found
+    if median == 0:
+        return ""
+    worse = _worse_pct(figure, (value - median) / abs(median) * 100)
+    limit = max(threshold * 100, max(band, figure.resolution) / abs(median) * 100)
+    if (worse if verdict == REGRESSED else -worse) > limit:
+        return ""
+    night = nights[start]
+    when = f"night {start + 1}" + (f" ({night.started_at[:10]}, run {night.run_id})" if night.started_at else "")
+    return (f"already reported {verdict} on {when}; tonight is within the {threshold * 100:g}% threshold or the "
+            f"noise band of the {len(values) - start} night(s) since (median {median:.1f} {figure.unit})")
 
 
 def check_figure(
@@ -280,6 +346,12 @@ def check_figure(
         check.verdict = REGRESSED
     elif -worse > limit:
         check.verdict = IMPROVED
+    reported = ""
+    if check.verdict in (REGRESSED, IMPROVED):
+        reported = _already_reported(figure, value, check.verdict, values, inside, nights, threshold=threshold,
+                                     noise_k=noise_k, min_runs=min_runs, last_n=last_n)
+        if reported:
+            check.verdict = OK
     shifted = ""
     if latest is not None and check.change_point and check.change_point["new"] and latest.mean_before != 0:
         level_worse = _worse_pct(figure, latest.change_pct)
@@ -303,6 +375,8 @@ def check_figure(
         check.message += f", beyond the {threshold * 100:g}% threshold and the noise band (±{noise:.1f}%)"
     elif check.verdict == IMPROVED:
         check.message += f", an improvement beyond the noise band (±{noise:.1f}%)"
+    elif reported:
+        check.message += f", {reported}"
     else:
         check.message += f", within the {threshold * 100:g}% threshold or the noise band (±{noise:.1f}%)"
     if inside:
@@ -325,6 +399,7 @@ def check_regression(
     last_n: int | None = None,
     max_pvalue: float = MAX_PVALUE,
     figures: Sequence[Figure] = FIGURES,
+    canary_threshold: float = CANARY_THRESHOLD,
 ) -> RegressionResult:
     """Compare tonight's headline figures with earlier comparable runs, newest first.
 
@@ -333,6 +408,9 @@ def check_regression(
     newest `last_n` of them (all when None) or those since a change point; the change-point analysis uses
     all of them. Fewer than `min_runs` gives "insufficient history", which is never a failure: the first
     nights of a new target or config simply build the baseline.
+
+    With `canary_rps_per_core` tonight (and in the runs that measured it with the same settings), the canary
+    decides whose change it is: see `_platform_moved`; its threshold is `canary_threshold`.
     """
     if not 0 < threshold < 1:
         raise ValueError(f"regression threshold must be a fraction between 0 and 1, got {threshold}")
@@ -362,6 +440,10 @@ def check_regression(
     run_ids = [nights[i].run_id for i in sorted(used, reverse=True)]
     common = dict(baseline_run_ids=run_ids, threshold=threshold, noise_k=noise_k, min_runs=min_runs,
                   max_pvalue=max_pvalue, nights_analysed=len(nights) + 1)
+    platform, normalised = _canary_checks(tonight, oldest_first, figures, canary_threshold=canary_threshold,
+                                          threshold=threshold, noise_k=noise_k, min_runs=min_runs, last_n=last_n, max_pvalue=max_pvalue,
+                                          nights=nights, tonight_id=tonight_id)
+    common.update(platform=platform, normalised=normalised)
     if len(baseline_runs) < min_runs:
         return RegressionResult(
             INSUFFICIENT,
@@ -379,11 +461,71 @@ def check_regression(
             figures=checks,
             **common,
         )
+    moved = platform is not None and platform.verdict in (REGRESSED, IMPROVED)
+    if moved:
+        assert platform is not None
+        return _platform_moved(checks, platform, normalised, run_ids, common)
+    steady = ""
+    if platform is not None and platform.verdict == OK:
+        steady = f"; the platform canary held ({platform.message}): the model moved"
     regressed = [c for c in checks if c.verdict == REGRESSED]
     if regressed:
-        return RegressionResult(REGRESSED, "; ".join(c.message for c in regressed), figures=checks, **common)
+        cause = "model" if steady else "unknown"
+        return RegressionResult(REGRESSED, "; ".join(c.message for c in regressed) + steady, figures=checks,
+                                cause=cause, **common)
     improved = [c.message for c in checks if c.verdict == IMPROVED]
     message = f"no regression against the median of {len(run_ids)} comparable run(s)"
     if improved:
-        message += "; " + "; ".join(improved)
-    return RegressionResult(OK, message, figures=checks, **common)
+        message += "; " + "; ".join(improved) + steady
+    return RegressionResult(OK, message, figures=checks, cause="model" if improved and steady else None, **common)
+
+
+def _canary_checks(tonight: Mapping[str, Any], oldest_first: Sequence[Mapping[str, Any]], figures: Sequence[Figure],
+                   *, canary_threshold: float, threshold: float, noise_k: float, min_runs: int, last_n: int | None,
+                   max_pvalue: float, nights: Sequence[Night], tonight_id: str | None
+                   ) -> tuple[FigureCheck | None, list[FigureCheck]]:
+    """The canary tonight against its earlier nights, and the throughput figures normalised by it (each night's
+    figure x the baseline canary / that night's canary). (None, []) when the canary was not measured tonight."""
+    canary_tonight = finite(tonight.get(CANARY))
+    if canary_tonight is None:
+        return None, []
+    canaries = [finite(run.get(CANARY)) for run in oldest_first]
+    kw = dict(noise_k=noise_k, min_runs=min_runs, last_n=last_n, max_pvalue=max_pvalue, tonight_id=tonight_id)
+    platform, _ = check_figure(Figure(CANARY, "rps/core"), canary_tonight, canaries, threshold=canary_threshold,
+                               **kw)
+    reference = platform.baseline_median
+    normalised = []
+    for fig in figures:
+        if fig.name not in NORMALISED or not reference:
+            continue
+        series = [normalise(finite(run.get(fig.name)), c, reference) for run, c in zip(oldest_first, canaries)]
+        check, _ = check_figure(replace(fig, name=fig.name + NORMALISED_SUFFIX),
+                                normalise(finite(tonight.get(fig.name)), canary_tonight, reference), series,
+                                threshold=threshold, nights=nights, **kw)
+        normalised.append(check)
+    return platform, normalised
+
+
+def _platform_moved(checks: list[FigureCheck], platform: FigureCheck, normalised: list[FigureCheck],
+                    run_ids: list[str], common: dict[str, Any]) -> RegressionResult:
+    """The canary moved: raw changes are the platform's; a normalised throughput figure that still regressed is
+    the model's too."""
+    direction = "slower" if platform.verdict == REGRESSED else "faster"
+    said = f"the platform moved ({direction}): {platform.message}"
+    model = [c for c in normalised if c.verdict == REGRESSED]
+    for c in checks:
+        if c.verdict in (REGRESSED, IMPROVED):
+            c.verdict = PLATFORM
+            c.message += f" — with the platform ({direction}), not beyond it"
+    if model:
+        return RegressionResult(REGRESSED, "; ".join(c.message for c in model) + f"; beyond the platform: {said}",
+                                figures=checks, cause="platform and model", **common)
+    held = ", ".join(f"{c.figure} {c.tonight:.1f}" + (f" ({_signed_pct(c.change_pct)})" if c.change_pct is not None
+                                                      else "") for c in normalised if c.tonight is not None)
+    changed = [c for c in checks if c.verdict == PLATFORM]
+    if not changed:
+        return RegressionResult(OK, f"no regression against the median of {len(run_ids)} comparable run(s); {said}",
+                                figures=checks, cause="platform", **common)
+    return RegressionResult(PLATFORM, f"{said}; normalised by the canary the model held"
+                            + (f" ({held})" if held else "") + "; " + "; ".join(c.message for c in changed),
+                            figures=checks, cause="platform", **common)

@@ -32,6 +32,19 @@ def usable(step: StepRow | Mapping[str, Any] | pd.Series) -> bool:
     return _truthy(step.get("valid"), True) and not _truthy(step.get("generator_bound"), False)
 
 
+def within_slo_mask(steps: pd.DataFrame, p95_ms: float, max_error_rate: float) -> pd.Series:
+    """Usable steps that met the SLO and the error limit: the only ones a throughput figure, fit or line uses.
+
+    A window of fast 503s has a high request rate and a low p95; counting it would make a server that sheds
+    load look faster the more it fails.
+    """
+    if steps.empty:
+        return pd.Series(dtype=bool)
+    p95 = pd.to_numeric(steps["p95_ms"], errors="coerce")
+    errors = pd.to_numeric(steps["error_rate"], errors="coerce").fillna(1.0)
+    return usable_mask(steps) & (p95 <= p95_ms) & (errors <= max_error_rate)
+
+
 def steps_frame(rows: Iterable[StepRow]) -> pd.DataFrame:
     """StepRows as a frame with the steps.csv columns (what the frame-based analysis functions take)."""
     return pd.DataFrame([asdict(r) for r in rows], columns=STEP_COLUMNS)

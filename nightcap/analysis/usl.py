@@ -171,16 +171,18 @@ def predict(fit: UslFit, n: float, z: float = Z95) -> tuple[float, float, float]
     return value, max(0.0, value - half), value + half
 
 
-def fit_usl_steps(steps: "pd.DataFrame", by: str = "replicas") -> UslFit:
-    """Fit throughput against `by` (replicas, or users for one pod) from steps.csv rows.
+def fit_usl_steps(steps: "pd.DataFrame", slo: Any, by: str = "replicas") -> UslFit:
+    """Fit goodput against `by` (replicas, or users for one pod) from steps.csv rows.
 
-    Uses usable steps only (valid, not generator-bound) and the highest rps at each count: the
-    saturation throughput, not the ramp steps below it. Filter the frame by stage first.
+    Only usable windows within the SLO and the error limit (`slo.p95_ms`, `slo.max_error_rate`) count; the
+    windows of one level are averaged (the max of noisy windows is biased up), and the best level at each
+    count is its saturation throughput, not the ramp steps below it. Filter the frame by stage first.
     """
-    from nightcap.analysis.saturation import usable_mask
+    from nightcap.analysis.saturation import within_slo_mask
 
     if steps.empty:
         return fit_usl([], [])
-    frame = steps.loc[usable_mask(steps)]
-    best = frame.groupby(by)["rps"].max()
+    frame = steps.loc[within_slo_mask(steps, slo.p95_ms, slo.max_error_rate)]
+    levels = frame.groupby([by, "users"])["rps"].mean() if by != "users" else frame.groupby(by)["rps"].mean()
+    best = levels.groupby(level=0).max() if by != "users" else levels
     return fit_usl(best.index.to_numpy(dtype=float), best.to_numpy(dtype=float))

@@ -7,10 +7,13 @@ locustfile) into one `Window`. Used by both generators (`local.py`, `kubernetes.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
+
+from nightcap.analysis.confidence import batch_means
 
 
 class LoadError(RuntimeError):
@@ -19,7 +22,12 @@ class LoadError(RuntimeError):
 
 @dataclass
 class Window:
-    """What the master saw over one measured window, summed over workers."""
+    """What the master saw over one measured window, summed over workers.
+
+    `rps` counts every completed request; `goodput_rps` the successful ones, with the 95% half-width of
+    its batch means over `batches` sub-windows. Percentiles are of successful requests when the workers
+    sent their latency histogram (else Locust's, which mix in the failures' response times).
+    """
 
     requests: int
     failures: int
@@ -31,6 +39,9 @@ class Window:
     users: int
     workers: int
     errors: list[dict[str, Any]]
+    goodput_rps: float = 0.0
+    goodput_halfwidth: float | None = None
+    batches: int = 0
 
     @property
     def error_rate(self) -> float:
@@ -102,25 +113,87 @@ class MasterClient:
         self.http.close()
 
 
+MIN_BATCH_S = 0.2  # two CPU-quota periods (100 ms): shorter sub-windows mostly measure the throttling
+
+
 def summarize(raw: dict[str, Any]) -> Window:
-    """Exact rps: each worker's requests over the time its reports covered, summed."""
+    """Exact rates: each worker's requests (and successful ones) over the time its reports covered, summed."""
     workers = raw.get("workers", {})
     rps = sum(w["requests"] / w["covered_s"] for w in workers.values() if w["covered_s"] > 0)
+    goodput = sum((w["requests"] - w["failures"]) / w["covered_s"] for w in workers.values() if w["covered_s"] > 0)
     total = raw.get("total", {})
+    ok_ms = _merged_latencies(workers.values())
 
-    def pct(key: str) -> float | None:
+    def pct(key: str, q: float) -> float | None:
+        if ok_ms is not None:
+            return _percentile(ok_ms, q)
         value = total.get(key)
         return float(value) if value not in (None, 0) or total.get("num_requests") else None
 
+    series, bin_s = goodput_series(workers.values())
+    estimate, _ = batch_means(series, min_batch=max(1, round(MIN_BATCH_S / bin_s))) if bin_s else (None, 0)
     return Window(
         requests=int(sum(w["requests"] for w in workers.values())),
         failures=int(sum(w["failures"] for w in workers.values())),
         rps=rps,
-        p50_ms=pct("response_time_percentile_0.5"),
-        p90_ms=pct("response_time_percentile_0.9"),
-        p95_ms=pct("response_time_percentile_0.95"),
-        p99_ms=pct("response_time_percentile_0.99"),
+        p50_ms=pct("response_time_percentile_0.5", 0.5),
+        p90_ms=pct("response_time_percentile_0.9", 0.9),
+        p95_ms=pct("response_time_percentile_0.95", 0.95),
+        p99_ms=pct("response_time_percentile_0.99", 0.99),
         users=int(raw.get("user_count", 0)),
         workers=len(workers),
         errors=raw.get("errors", []),
+        goodput_rps=goodput,
+        goodput_halfwidth=estimate.half_width if estimate is not None else None,
+        batches=estimate.n if estimate is not None else 0,
     )
+
+
+def goodput_series(workers: Any) -> tuple[list[float], float]:
+    """Successful completions per second in each wall-clock bin every worker's reports fully covered.
+
+    A bin that straddles a worker's first or last report holds only part of its requests, so the series
+    keeps the bins inside [latest start, earliest end] of all workers; summing workers bin by bin keeps
+    their competition for the same server in the variance. Empty when the workers sent no bins.
+    """
+    workers = [w for w in workers if w.get("bin_s")]
+    if not workers:
+        return [], 0.0
+    bin_s = float(workers[0]["bin_s"])
+    start = max(math.ceil(w["since"] / bin_s - 1e-9) for w in workers)
+    end = min(math.floor(w["last"] / bin_s + 1e-9) for w in workers)  # bins [start, end) are inside
+    if end <= start:
+        return [], bin_s
+    ok = [0] * (end - start)
+    for w in workers:
+        for index, good, _failed in w.get("bins", []):
+            if start <= index < end:
+                ok[index - start] += good
+    return [n / bin_s for n in ok], bin_s
+
+
+def _merged_latencies(workers: Any) -> dict[int, int] | None:
+    """Response-time histogram of successful requests over all workers; None when no worker sent one."""
+    merged: dict[int, int] = {}
+    seen = False
+    for w in workers:
+        if "ok_ms" not in w:
+            continue
+        seen = True
+        for ms, count in w["ok_ms"]:
+            merged[int(ms)] = merged.get(int(ms), 0) + int(count)
+    return merged if seen else None
+
+
+def _percentile(histogram: dict[int, int], q: float) -> float | None:
+    """Locust's rule: the smallest bucket with at least q of the requests at or below it; None if empty."""
+    count = sum(histogram.values())
+    if count == 0:
+        return None
+    need = q * count
+    seen = 0
+    for ms in sorted(histogram):
+        seen += histogram[ms]
+        if seen >= need - 1e-9:
+            return float(ms)
+    return float(max(histogram))

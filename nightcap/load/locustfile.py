@@ -21,8 +21,11 @@ NIGHTCAP_REPORT_INTERVAL_S (how often workers report to the master).
 
 The master also serves `GET /nightcap/window`: exact request counts per worker over the time each
 worker's reports actually covered since the last `/stats/reset`, because Locust's own `total_rps`
-counts the first report after a reset (which holds pre-reset requests) against a shorter interval;
-and `GET /nightcap/open`: the open-loop counters (planned, sent, late, dropped, completed, ok, latency
+counts the first report after a reset (which holds pre-reset requests) against a shorter interval.
+With them, per worker: successful and failed completions per `NIGHTCAP_BIN_S` (0.1 s) of wall clock, the
+sub-windows the driver turns into a confidence interval of the goodput, and a histogram of the response
+times of successful requests only (a window of fast 503s must not report the 503s' latency as the p95).
+And `GET /nightcap/open`: the open-loop counters (planned, sent, late, dropped, completed, ok, latency
 sum, in-flight peak) per worker over the same kind of interval.
 """
 
@@ -249,9 +252,56 @@ def _stamp(client_id: str, data: dict[str, Any]) -> None:
     data["nightcap_t"] = time.time()
 
 
+# --- worker side: goodput sub-windows and the latency of successful requests ----------------------
+
+BIN_S = float(os.environ.get("NIGHTCAP_BIN_S", "0.1"))
+_bins: dict[int, list[int]] = {}  # wall-clock bin index -> [successful, failed] completions
+_ok_ms: dict[int, int] = {}  # response time of successful requests (Locust's buckets) -> count
+
+
+@events.request.add_listener
+def _count_completion(response_time: float, exception: BaseException | None = None, **_: Any) -> None:
+    index = int(time.time() / BIN_S)
+    cell = _bins.get(index)
+    if cell is None:
+        cell = _bins[index] = [0, 0]
+    if exception is None:
+        cell[0] += 1
+        key = locust.stats.bucket_response_time(response_time or 0)
+        _ok_ms[key] = _ok_ms.get(key, 0) + 1
+    else:
+        cell[1] += 1
+
+
+@events.report_to_master.add_listener
+def _send_goodput(client_id: str, data: dict[str, Any]) -> None:
+    # lists, not int-keyed maps: the report travels as msgpack and is read back as JSON by the driver
+    data["nightcap_bins"] = [[index, ok, failed] for index, (ok, failed) in _bins.items()]
+    data["nightcap_ok_ms"] = [[ms, count] for ms, count in _ok_ms.items()]
+    _bins.clear()
+    _ok_ms.clear()
+
+
 # --- master side: exact per-worker windows ------------------------------------------------------
 
 _workers: dict[str, dict[str, float]] = {}
+_goodput: dict[str, dict[str, dict[int, Any]]] = {}  # per worker since the reset: bins and success latencies
+
+
+def _add_goodput(client_id: str, data: dict[str, Any]) -> None:
+    state = _goodput.setdefault(client_id, {"bins": {}, "ok_ms": {}})
+    for index, ok, failed in data.get("nightcap_bins") or []:
+        cell = state["bins"].setdefault(int(index), [0, 0])
+        cell[0] += int(ok)
+        cell[1] += int(failed)
+    for ms, count in data.get("nightcap_ok_ms") or []:
+        state["ok_ms"][int(ms)] = state["ok_ms"].get(int(ms), 0) + int(count)
+
+
+def _goodput_view(client_id: str) -> dict[str, Any]:
+    state = _goodput.get(client_id, {"bins": {}, "ok_ms": {}})
+    return {"bin_s": BIN_S, "bins": [[i, *cell] for i, cell in sorted(state["bins"].items())],
+            "ok_ms": sorted([ms, n] for ms, n in state["ok_ms"].items())}
 
 
 @events.worker_report.add_listener
@@ -262,6 +312,7 @@ def _on_report(client_id: str, data: dict[str, Any]) -> None:
     state["requests"] += int(total.get("num_requests", 0))
     state["failures"] += int(total.get("num_failures", 0))
     state["last"] = stamp
+    _add_goodput(client_id, data)
 
 
 @events.reset_stats.add_listener
@@ -269,6 +320,7 @@ def _on_reset() -> None:
     for state in _workers.values():
         # Requests in the next report were made after this worker's last report: count from there.
         state.update(since=state["last"], requests=0, failures=0)
+    _goodput.clear()
 
 
 _open_workers: dict[str, dict[str, float]] = {}
@@ -325,7 +377,8 @@ def _add_routes(environment: Any, **_: Any) -> None:
         if runner is not None and hasattr(runner, "clients"):
             cpu = {w.id: w.cpu_usage for w in runner.clients.values()}
         workers = {
-            wid: {**s, "covered_s": max(s["last"] - s["since"], 0.0), "cpu_usage": cpu.get(wid)}
+            wid: {**s, "covered_s": max(s["last"] - s["since"], 0.0), "cpu_usage": cpu.get(wid),
+                  **_goodput_view(wid)}
             for wid, s in _workers.items()
             if runner is None or not hasattr(runner, "clients") or wid in runner.clients
         }

@@ -105,7 +105,7 @@ class StepRunner:
             row.valid = False
             row.note = (f"a load generator worker died during the window ({window.workers} of "
                         f"{self.generator.workers} reporting); the step is re-measured, not averaged")
-        if rate_limited := (self.config.load.max_rps and window.rps > self.config.load.max_rps):
+        if rate_limited := (self.config.load.max_rps and window.rps > self.config.load.max_rps):  # offered, failures too
             row.note = (row.note + "; " if row.note else "") + f"rps {window.rps:.0f} above load.max_rps"
         self.rows.append(row)
         self.on_row(row)
@@ -155,7 +155,8 @@ class StepRunner:
         return StepRow(
             stage=self.stage, step=self._counter(), replicas=self.platform.replicas,
             cpu=spec.cpu if spec else None, memory=spec.memory if spec else None,
-            concurrency=spec.concurrency if spec else 0, users=users, rps=round(w.rps, 2),
+            concurrency=spec.concurrency if spec else 0, users=users, rps=round(w.goodput_rps, 2),
+            rps_halfwidth=None if w.goodput_halfwidth is None else round(w.goodput_halfwidth, 2), batches=w.batches,
             p50_ms=w.p50_ms, p90_ms=w.p90_ms, p95_ms=w.p95_ms, p99_ms=w.p99_ms,
             error_rate=round(w.error_rate, 5), requests=w.requests, failures=w.failures,
             workers=self.generator.workers, generator_cpu_pct=round(busiest, 1),

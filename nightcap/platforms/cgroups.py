@@ -167,7 +167,12 @@ def remove_group(d: Path) -> None:
 def leftover_groups(support: CgroupSupport, prefix: str = PREFIX) -> list[Path]:
     """Every nightcap group under our bases (for cleanup of dead runs)."""
     found: list[Path] = []
-    for base in {support.cpu_base, support.memory_base} - {None}:
+    bases = {support.cpu_base, support.memory_base} - {None}
+    cpuset = ROOT / "cpuset" / _own_path("cpuset").lstrip("/")
+    if support.version == "v1" and support.cpu_base is not None and support.cpu_base.is_relative_to(ROOT) \
+            and cpuset.is_dir():
+        bases.add(cpuset)  # the CPU pinning's groups (platforms/cpu_pinning.py)
+    for base in bases:
         assert base is not None
         if base.exists():
             found += [p for p in base.iterdir() if p.is_dir() and p.name.startswith(prefix)]

@@ -25,6 +25,7 @@ from nightcap.config import Config
 from nightcap.platforms.base import AutoscaleStatus, HpaSpec, Observation, PlatformError, PodSpec, ReplicaSample
 from nightcap.run.ports import free_port  # noqa: F401  (re-exported: tests and bench import it from here)
 from nightcap.platforms.cgroups import PREFIX, CgroupSupport, ReplicaCgroup, detect
+from nightcap.platforms.cpu_pinning import CpuPinning
 from nightcap.run.registry import RunRegistry, stop_process
 from nightcap.targets.plan import TargetPlan
 
@@ -50,6 +51,18 @@ class Replica:
     _cpu_prev: tuple[float, float] | None = None
     _cpu_rate: float | None = None
     events: list[str] = field(default_factory=list)
+
+
+def _chain(*steps: Callable[[], None] | None) -> Callable[[], None] | None:
+    """Several pre-exec steps as one (cgroups for limits, then the replicas' CPUs)."""
+    todo = [s for s in steps if s is not None]
+    if not todo:
+        return None
+
+    def run() -> None:
+        for step in todo:
+            step()
+    return run
 
 
 class LocalPlatform:
@@ -80,6 +93,7 @@ class LocalPlatform:
         self._stop = threading.Event()
         self._monitor: threading.Thread | None = None
         self._autoscaler = None
+        self.pinning = CpuPinning(run_id, enabled=config.platform.pin_cpus)
         if plan.command is None:
             raise PlatformError("the local platform needs a target it can start (reference, mlflow, command)")
 
@@ -99,8 +113,15 @@ class LocalPlatform:
         assert self._spec is not None
         return self._spec
 
+    @property
+    def cpu_pinning(self) -> dict:
+        """What was pinned to which CPUs, or why nothing was (summary.json `platform.cpu_pinning`)."""
+        return self.pinning.report()
+
     def deploy(self, spec: PodSpec, replicas: int) -> None:
         self._spec = spec
+        # before the proxy and the replicas start: what starts later inherits the run's CPUs or joins the replicas'
+        self.pinning.start(register=self.registry.add_cgroup if self.registry else None)
         self._write_backends([])
         self._proxy = self._spawn([sys.executable, "-m", "nightcap.platforms.proxy", "--port", str(self._proxy_port),
                                    "--backends", str(self._backends)], "proxy", self.workdir / "proxy.log")
@@ -198,6 +219,14 @@ class LocalPlatform:
             self._proxy = None
         if self._monitor is not None and self._monitor is not threading.current_thread():
             self._monitor.join(timeout=3)
+        self._unpin()
+
+    def _unpin(self) -> None:
+        dirs = list(self.pinning._backend.dirs()) if self.pinning.active else []
+        self.pinning.stop()
+        for d in dirs:
+            if self.registry:
+                self.registry.remove_cgroup(d)
 
     # --- replicas ----------------------------------------------------------------------------
 
@@ -240,7 +269,10 @@ class LocalPlatform:
                     self.registry.add_cgroup(d)
         replica.cgroup = cgroup
         replica.log = self.workdir / f"{replica.name}.log"
-        replica.proc = self._spawn(argv, replica.name, replica.log, cgroup.attach if cgroup else None, self.plan.env)
+        if cgroup is not None:
+            self.pinning.add_replica_group(cgroup.dirs[0])
+        preexec = _chain(cgroup.attach if cgroup else None, self.pinning.replica_preexec())
+        replica.proc = self._spawn(argv, replica.name, replica.log, preexec, self.plan.env)
         replica.started = time.monotonic()
         replica.ready = False
         replica.phase = "Starting"
@@ -324,6 +356,17 @@ class LocalPlatform:
 
     def _publish(self) -> None:
         self._write_backends([f"127.0.0.1:{r.port}" for r in self._replicas if r.ready])
+        self._repin()
+
+    def _repin(self) -> None:
+        """Keep replicas on their CPUs only while their limits fit there (see cpu_pinning's policy)."""
+        try:
+            event = self.pinning.update([r.spec.cpu for r in self._replicas],
+                                        [r.proc.pid for r in self._replicas if r.proc is not None])
+        except OSError as exc:  # pinning is an aid to precision, never a reason to fail a run
+            event = f"cpu pinning: could not change the layout ({exc}); it stays {self.pinning.mode}"
+        if event:
+            self._event(event)
 
     def _write_backends(self, items: list[str]) -> None:
         import json

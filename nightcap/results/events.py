@@ -83,7 +83,9 @@ def run_events(summary: Mapping[str, Any], status: str, figures: Mapping[str, An
     if errors or summary.get("error"):
         run_payload["errors"] = {**errors, **({"run": summary["error"]} if summary.get("error") else {})}
     events = [RunEvent(RUN_COMPLETED if status == "completed" else RUN_FAILED, resource, _clean(run_payload))]
-    rows = regression.get("figures") or []
+    rows = list(regression.get("figures") or [])
+    if regression.get("platform_moved"):  # the raw figures moved with the platform: the normalised ones judge
+        rows += regression.get("normalised") or []
     for verdict, name in (("regressed", CAPACITY_REGRESSED), ("improved", CAPACITY_IMPROVED)):
         changed = [_figure(row) for row in rows if row.get("verdict") == verdict]
         if not changed:
@@ -92,6 +94,7 @@ def run_events(summary: Mapping[str, Any], status: str, figures: Mapping[str, An
             **common,
             "message": "; ".join(row.get("message", "") for row in rows if row.get("verdict") == verdict),
             "figures": changed,
+            "cause": regression.get("cause"),
             "baseline": {
                 "run_ids": regression.get("baseline_run_ids") or [],
                 "threshold": regression.get("threshold"),

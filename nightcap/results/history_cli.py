@@ -10,11 +10,14 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from nightcap.analysis.change_points import MAX_PVALUE
+from nightcap.config import RegressionConfig
 from nightcap.results.level_changes import LevelChange, level_changes
 from nightcap.results.redact import safe_url
 from nightcap.results.store import DEFAULT_URL, HistoryStore, StoreError
 
 CHANGE_POINT_NIGHTS = 60  # nights read to find level changes, however few are shown
+MIN_CHANGE = RegressionConfig.model_fields["threshold"].default  # the regression check's default threshold
 _STATUS_STYLE = {"completed": "green", "failed": "red", "cancelled": "yellow", "running": "cyan"}
 
 
@@ -57,7 +60,7 @@ def history_command(store_url: str | None, target: str | None, last: int, consol
         analysed = store.history(target=target, last=max(1, last, CHANGE_POINT_NIGHTS))
     finally:
         store.close()
-    changes = level_changes(analysed)
+    changes = level_changes(analysed, max_pvalue=MAX_PVALUE, min_change=MIN_CHANGE)
     frame = analysed.tail(max(1, last))
     scope = f" for target {target!r}" if target else ""
     if frame.empty:
@@ -95,7 +98,8 @@ def history_command(store_url: str | None, target: str | None, last: int, consol
     shown = [c for run_id in frame["run_id"].astype(str) for c in changes.get(run_id, [])]
     if shown:
         console.print("level change: the first night of a new level of that figure (change points: E-divisive means, "
-                      "p < 0.001, at least 10%, over the completed nights of one comparison key):")
+                      f"p < {MAX_PVALUE:g}, at least {MIN_CHANGE:.0%}, over the completed nights of one comparison "
+                      "key):")
         for c in shown:
             console.print(f"  run {c.run_id}: {c.figure} {c.mean_before:,.1f} → {c.mean_after:,.1f} "
                           f"({c.label.split()[-1]}, p={c.pvalue:.2g})", highlight=False)

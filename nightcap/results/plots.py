@@ -39,30 +39,53 @@ def _save(fig: Any, path: Path, dpi: int = 90, tight: bool = True) -> str:
 
 
 def plot_ramp(steps: Iterable[StepRow], path: Path, title: str, slo_p95_ms: float | None = None,
-              saturation: dict[str, Any] | None = None) -> str | None:
-    """Throughput and p95 against users, the saturation point marked."""
+              saturation: dict[str, Any] | None = None, max_error_rate: float | None = None) -> str | None:
+    """Goodput (with its 95% interval) and p95 against users, the saturation point marked.
+
+    The throughput line joins only levels within the SLO and the error limit; the others are drawn as
+    marked points (a level of fast 503s must not look like a faster server).
+    """
+    from nightcap.analysis.confidence import combine_windows
+    from nightcap.search import window_estimate
+
     rows = sorted((s for s in steps if s.valid), key=lambda s: s.users)
     if not rows:
         return None
-    by_users: dict[int, StepRow] = {}
+    by_users: dict[int, list[StepRow]] = {}
     for row in rows:
-        by_users[row.users] = row  # the last window at each level
+        by_users.setdefault(row.users, []).append(row)
     users = list(by_users)
+    last = {u: by_users[u][-1] for u in users}  # the verdict of a level is its last window's
+
+    def good(u: int) -> bool:
+        row = last[u]
+        return (not row.generator_bound and row.p95_ms is not None
+                and (slo_p95_ms is None or row.p95_ms <= slo_p95_ms)
+                and (max_error_rate is None or row.error_rate <= max_error_rate))
+
+    level = {u: combine_windows([window_estimate(r) for r in by_users[u]]) for u in users}
     fig, ax1 = plt.subplots(figsize=(7, 4))
-    ax1.plot(users, [by_users[u].rps for u in users], "o-", color="tab:blue", label="throughput (rps)")
+    ok = [u for u in users if good(u)]
+    if ok:
+        ax1.errorbar(ok, [level[u].mean for u in ok], yerr=[level[u].half_width or 0.0 for u in ok], fmt="o-",
+                     color="tab:blue", capsize=3, label="goodput (rps, 95% interval)")
+    over = [u for u in users if not good(u) and not last[u].generator_bound]
+    if over:
+        ax1.scatter(over, [level[u].mean for u in over], marker="v", s=50, color="tab:orange",
+                    label="over the SLO or error limit (not a figure)")
     ax1.set_xscale("log", base=2)
     ax1.set_ylim(bottom=0)
     ax1.set_xlabel("concurrent users")
     ax1.set_ylabel("rps", color="tab:blue")
     ax2 = ax1.twinx()
-    ax2.plot(users, [by_users[u].p95_ms or float("nan") for u in users], "s--", color="tab:red", label="p95 (ms)")
+    ax2.plot(users, [last[u].p95_ms or float("nan") for u in users], "s--", color="tab:red", label="p95 (ms)")
     ax2.set_ylabel("p95 ms", color="tab:red")
     if slo_p95_ms:
         ax2.axhline(slo_p95_ms, color="tab:red", linestyle=":", linewidth=1, label=f"SLO p95 {slo_p95_ms:g} ms")
-    bound = [u for u in users if by_users[u].generator_bound]
+    bound = [u for u in users if last[u].generator_bound]
     if bound:
-        ax1.scatter(bound, [by_users[u].rps for u in bound], marker="x", s=80, color="black", label="generator-bound")
-    if saturation and saturation.get("users"):
+        ax1.scatter(bound, [level[u].mean for u in bound], marker="x", s=80, color="black", label="generator-bound")
+    if saturation and saturation.get("users") and saturation.get("rps") is not None:
         ax1.axvline(saturation["users"], color="tab:green", linestyle="--", linewidth=1)
         ax1.annotate(f"saturation {saturation['rps']:.0f} rps", (saturation["users"], saturation["rps"]),
                      textcoords="offset points", xytext=(5, -15), color="tab:green")

@@ -33,6 +33,17 @@ class Saturation:
     operating_p95_ms: float | None = None  # p95 at the operating rate
     slo_users: int | None = None
     slo_rps: float | None = None
+    rps_halfwidth: float | None = None  # 95% half-widths of the rates above (None: not measured in sub-windows)
+    operating_halfwidth: float | None = None
+    slo_halfwidth: float | None = None
+
+    @classmethod
+    def of(cls, s: SearchResult, replicas: int, operating_p95_ms: float | None, with_slo: bool = True) -> "Saturation":
+        """A search's saturation point, operating point and (when it looked for it) SLO capacity."""
+        return cls(s.saturation_rps, s.saturation_users, replicas, s.found, s.stop_reason, s.operating_rps,
+                   s.operating_users, operating_p95_ms, s.slo_users if with_slo else None,
+                   s.slo_rps if with_slo else None, s.saturation_halfwidth, s.operating_halfwidth,
+                   s.slo_halfwidth if with_slo else None)
 
 
 @dataclass
@@ -51,9 +62,7 @@ class RampResult:
 
     @property
     def saturation(self) -> Saturation:
-        s = self.search
-        return Saturation(s.saturation_rps, s.saturation_users, self.replicas, s.found, s.stop_reason,
-                          s.operating_rps, s.operating_users, self.operating_p95_ms, s.slo_users, s.slo_rps)
+        return Saturation.of(self.search, self.replicas, self.operating_p95_ms)
 
     @property
     def capacity(self) -> Capacity:
@@ -82,9 +91,7 @@ class TuneResult:
         """The tuned pod's saturation point (a one-window-per-level search: a rougher figure than a ramp's)."""
         if self.best is None or self.best_search is None or not self.best_search.saturation_rps:
             return None
-        s = self.best_search
-        return Saturation(s.saturation_rps, s.saturation_users, self.replicas, s.found, s.stop_reason,
-                          s.operating_rps, s.operating_users, self.best.p95_ms)
+        return Saturation.of(self.best_search, self.replicas, self.best.p95_ms, with_slo=False)
 
 
 @dataclass

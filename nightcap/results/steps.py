@@ -20,7 +20,9 @@ class StepRow:
     memory: int | None
     concurrency: int
     users: int
-    rps: float = 0.0
+    rps: float = 0.0  # goodput: successful requests per second (failures are in error_rate)
+    rps_halfwidth: float | None = None  # 95% half-width of rps from the window's sub-windows (batch means)
+    batches: int = 0  # sub-windows behind rps_halfwidth
     p50_ms: float | None = None
     p90_ms: float | None = None
     p95_ms: float | None = None

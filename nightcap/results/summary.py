@@ -34,23 +34,32 @@ def _r(x: float | None) -> float | None:
     return None if x is None else round(x, 2)
 
 
+def _ci(rps: float | None, half: float | None) -> list[float | None] | None:
+    """[low, high] of a rate's 95% interval (None when it was not measured in sub-windows)."""
+    if rps is None or half is None:
+        return None
+    return [_r(max(rps - half, 0.0)), _r(rps + half)]
+
+
 def headline(ctx: "RunContext") -> dict[str, Any]:
     """saturation, operating_point, slo_capacity, platform and rps_per_core: the answer and where it was measured."""
     cfg, spec, platform = ctx.config, ctx.spec, ctx.platform
     stage, sat = ctx.results.headline()
     saturation: dict[str, Any] = {"rps": None, "users": None, "found": False, "stop_reason": "no stage measured it",
-                                  "replicas": None, "stage": stage}
-    operating: dict[str, Any] = {"rps": None, "users": None, "headroom": cfg.search.headroom, "p95_ms": None}
-    slo: dict[str, Any] = {"users": None, "rps": None}
+                                  "rps_ci": None, "replicas": None, "stage": stage}
+    operating: dict[str, Any] = {"rps": None, "users": None, "headroom": cfg.search.headroom, "rps_ci": None,
+                                 "p95_ms": None}
+    slo: dict[str, Any] = {"users": None, "rps": None, "rps_ci": None}
     ramp = ctx.results.multi_client or ctx.results.single_client
     if sat is None and ramp is not None:
         saturation["stop_reason"] = ramp.search.stop_reason or "no level met the SLO"
     if sat is not None:
         saturation.update(rps=_r(sat.rps), users=sat.users, found=sat.found, stop_reason=sat.stop_reason,
-                          replicas=sat.replicas)
-        operating.update(rps=_r(sat.operating_rps), users=sat.operating_users, p95_ms=sat.operating_p95_ms)
+                          rps_ci=_ci(sat.rps, sat.rps_halfwidth), replicas=sat.replicas)
+        operating.update(rps=_r(sat.operating_rps), users=sat.operating_users,
+                         rps_ci=_ci(sat.operating_rps, sat.operating_halfwidth), p95_ms=sat.operating_p95_ms)
         if stage != "tune":  # tuning searches stop at the knee: they never look for the SLO's limit
-            slo.update(users=sat.slo_users, rps=_r(sat.slo_rps))
+            slo.update(users=sat.slo_users, rps=_r(sat.slo_rps), rps_ci=_ci(sat.slo_rps, sat.slo_halfwidth))
     slo.update(p95_ms=cfg.slo.p95_ms, max_error_rate=cfg.slo.max_error_rate,
                by_cores=ctx.results.scaling.by_cores if ctx.results.scaling else [])
     plat = {
@@ -61,6 +70,9 @@ def headline(ctx: "RunContext") -> dict[str, Any]:
         "concurrency": spec.concurrency if spec else cfg.platform.concurrency,
         "limits_enforced": bool(getattr(platform, "limits_enforced", False)),
         "limits_note": getattr(platform, "limits_note", "not deployed"),
+        "cpu_pinning": getattr(platform, "cpu_pinning", None) or {
+            "method": "none", "mode": "off",
+            "note": "only the local platform pins CPUs" if platform is not None else "not deployed"},
     }
     cores = (sat.replicas if sat else cfg.platform.replicas) * (plat["cpu"] or 1.0)
     return {"saturation": saturation, "operating_point": operating, "slo_capacity": slo, "platform": plat,
@@ -98,10 +110,10 @@ def ramp_block(r: RampResult, headroom: float) -> dict[str, Any]:
     s = r.search
     block: dict[str, Any] = {
         "saturation": {"rps": _r(s.saturation_rps), "users": s.saturation_users, "found": s.found,
-                       "stop_reason": s.stop_reason},
+                       "stop_reason": s.stop_reason, "rps_ci": _ci(s.saturation_rps, s.saturation_halfwidth)},
         "operating_point": {"rps": _r(s.operating_rps), "users": s.operating_users, "headroom": headroom,
-                            "p95_ms": r.operating_p95_ms},
-        "slo_capacity": {"users": s.slo_users, "rps": _r(s.slo_rps)},
+                            "rps_ci": _ci(s.operating_rps, s.operating_halfwidth), "p95_ms": r.operating_p95_ms},
+        "slo_capacity": {"users": s.slo_users, "rps": _r(s.slo_rps), "rps_ci": _ci(s.slo_rps, s.slo_halfwidth)},
         "levels": [asdict(lv) for lv in s.levels],
         "windows": s.windows,
         "workers": r.workers,

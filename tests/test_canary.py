@@ -1,0 +1,142 @@
+"""The platform canary decides whose change it is: a slower machine is not called a slower model."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from nightcap.analysis.canary import CanarySettings, canary_figure, canary_value, normalise
+from nightcap.analysis.regression import IMPROVED, OK, PLATFORM, REGRESSED, check_regression
+from nightcap.search import Point
+
+SETTINGS = CanarySettings(work_kb=1024, cpu=0.5, slots=2, users=4)
+
+
+def history(nights: int = 14, noise: float = 0.03, seed: int = 3, canary: float = 200.0,
+            capacity: float = 300.0) -> list[dict]:
+    """Earlier nights, newest first: the model's figures and the canary, each with its own noise."""
+    rng = random.Random(seed)
+    runs = []
+    for i in range(nights):
+        speed = 1 + rng.gauss(0, noise)  # the platform's own night-to-night wobble moves both
+        model = capacity * speed * (1 + rng.gauss(0, noise))
+        runs.append({"run_id": f"night-{i + 1}", "saturation_rps": model, "rps_per_core": model,
+                     "p95_at_operating_ms": 40.0, "slo_users": 24, "canary_rps_per_core": canary * speed})
+    return list(reversed(runs))
+
+
+def tonight(canary: float | None, capacity: float) -> dict:
+    return {"run_id": "tonight", "saturation_rps": capacity, "rps_per_core": capacity, "p95_at_operating_ms": 40.0,
+            "slo_users": 24, "canary_rps_per_core": canary}
+
+
+def check(night: dict, runs: list[dict]):
+    return check_regression(night, runs, threshold=0.10, noise_k=3.0, min_runs=3, last_n=7)
+
+
+def test_canary_and_model_dropping_together_is_a_platform_change_not_a_model_regression() -> None:
+    result = check(tonight(canary=160.0, capacity=240.0), history())
+    assert not result.regressed
+    assert result.verdict == PLATFORM and result.cause == "platform" and result.platform_moved
+    assert result.platform.verdict == REGRESSED  # the canary itself got slower
+    raw = {c.figure: c for c in result.figures}
+    assert raw["saturation_rps"].verdict == PLATFORM and raw["rps_per_core"].verdict == PLATFORM
+    norm = {c.figure: c for c in result.normalised}
+    # normalised by the canary, tonight's capacity is what the baseline platform would have measured: ~300
+    assert norm["saturation_rps_normalised"].tonight == pytest.approx(300.0, rel=0.05)
+    assert norm["saturation_rps_normalised"].verdict == OK
+    assert "the platform moved (slower)" in result.message and "the model held" in result.message
+
+
+def test_only_the_model_dropping_is_a_model_regression() -> None:
+    result = check(tonight(canary=200.0, capacity=240.0), history())
+    assert result.regressed and result.verdict == REGRESSED
+    assert result.cause == "model" and not result.platform_moved
+    assert result.platform.verdict == OK
+    assert "the platform canary held" in result.message and "the model moved" in result.message
+    assert {c.figure for c in result.figures if c.verdict == REGRESSED} == {"saturation_rps", "rps_per_core"}
+
+
+def test_a_model_drop_beyond_the_platforms_is_still_a_model_regression() -> None:
+    result = check(tonight(canary=160.0, capacity=180.0), history())  # platform -20%, model -40%
+    assert result.regressed and result.cause == "platform and model"
+    assert "beyond the platform" in result.message
+
+
+def test_a_faster_platform_does_not_hide_a_slower_model() -> None:
+    result = check(tonight(canary=250.0, capacity=300.0), history())  # raw held, but on a machine 25% faster
+    assert {c.figure: c.verdict for c in result.figures}["saturation_rps"] == OK
+    assert result.regressed and result.cause == "platform and model"
+    assert result.platform.verdict == IMPROVED
+
+
+def test_without_a_canary_the_check_is_as_before_and_cannot_say_whose() -> None:
+    result = check(tonight(canary=None, capacity=240.0), history())
+    assert result.regressed and result.cause == "unknown" and result.platform is None and result.normalised == []
+    before = check_regression({k: v for k, v in tonight(None, 240.0).items() if k != "canary_rps_per_core"},
+                              history(), threshold=0.10, noise_k=3.0, min_runs=3, last_n=7)
+    assert before.verdict == result.verdict and before.message == result.message
+    assert "platform" not in result.message
+
+
+def test_noise_alone_neither_moves_the_platform_nor_the_model() -> None:
+    alarms = 0
+    for seed in range(30):
+        runs = history(seed=seed)
+        night = runs.pop(0)
+        result = check({**night, "run_id": "tonight"}, runs)
+        alarms += result.verdict != OK
+    assert alarms <= 2, alarms
+
+
+def test_the_verdict_is_strict_json_with_the_platform_block() -> None:
+    data = check(tonight(canary=160.0, capacity=240.0), history()).to_dict()
+    assert data["platform"]["figure"] == "canary_rps_per_core" and data["platform_moved"] is True
+    assert data["cause"] == "platform" and len(data["normalised"]) == 2
+    rows = check(tonight(canary=160.0, capacity=240.0), history()).table_rows()
+    assert rows[-1]["figure"] == "canary_rps_per_core (platform)"
+    assert rows[0]["normalised by canary"] == pytest.approx(300.0, rel=0.05)
+
+
+def test_only_nights_with_the_same_canary_settings_compare() -> None:
+    same = {"canary_rps_per_core": 210.0, "summary": {"canary": {"settings": SETTINGS.to_dict()}}}
+    other = {"canary_rps_per_core": 90.0, "summary": {"canary": {"settings": {**SETTINGS.to_dict(), "cpu": 1.0}}}}
+    older = {"summary": {"canary": {"settings": SETTINGS.to_dict(), "rps_per_core": 205.0}}}
+    assert canary_value(same, SETTINGS) == 210.0
+    assert canary_value(other, SETTINGS) is None
+    assert canary_value(older, SETTINGS) == 205.0
+    assert canary_value({"summary": {}}, SETTINGS) is None
+
+
+def test_the_canary_figure_is_goodput_per_core_with_its_interval() -> None:
+    windows = [Point(4, 100.0, 30.0, 0.0, rps_halfwidth=3.0, batches=10),
+               Point(4, 104.0, 30.0, 0.0, rps_halfwidth=3.0, batches=10),
+               Point(4, 0.0, None, 1.0, valid=False)]
+    figure = canary_figure(windows, cores=0.5)
+    assert figure.rps_per_core == pytest.approx(204.0, rel=0.01) and figure.windows == 2
+    low, high = figure.ci
+    assert low < figure.rps_per_core < high and high - low < 0.1 * figure.rps_per_core
+    assert canary_figure([Point(4, 0.0, None, 1.0)], cores=0.5) is None
+    assert normalise(240.0, 160.0, 200.0) == pytest.approx(300.0)
+    assert normalise(240.0, None, 200.0) is None
+
+
+def test_events_follow_the_cause_a_platform_change_alone_is_not_a_regressed_event() -> None:
+    from nightcap.results.events import CAPACITY_REGRESSED, run_events
+
+    def events_for(night: dict) -> list:
+        block = check(night, history()).to_dict()
+        summary = {"run_id": "tonight", "target": {"name": "ref", "kind": "reference"},
+                   "stages": {"regression": {"status": "completed"}}, "regression": block}
+        return run_events(summary, "completed", {"saturation_rps": night["saturation_rps"]})
+
+    assert [e.event for e in events_for(tonight(canary=160.0, capacity=240.0))] == ["nightcap.run.completed"]
+    both = events_for(tonight(canary=160.0, capacity=180.0))
+    regressed = [e for e in both if e.event == CAPACITY_REGRESSED]
+    assert len(regressed) == 1 and regressed[0].payload["cause"] == "platform and model"
+    assert {f["figure"] for f in regressed[0].payload["figures"]} == {"saturation_rps_normalised",
+                                                                      "rps_per_core_normalised"}
+    model = [e for e in events_for(tonight(canary=200.0, capacity=240.0)) if e.event == CAPACITY_REGRESSED]
+    assert model[0].payload["cause"] == "model"
+    assert {f["figure"] for f in model[0].payload["figures"]} == {"saturation_rps", "rps_per_core"}
