@@ -27,6 +27,12 @@ from nightcap.quantities import QuantityError, parse_cpu, parse_memory
 
 STAGE_NAMES = ("tune", "single_client", "multi_client", "scaling", "sizing", "autoscale", "regression")
 StageName = Literal["tune", "single_client", "multi_client", "scaling", "sizing", "autoscale", "regression"]
+# Stages that read an earlier stage's results: any one of the listed stages gives them what they need.
+STAGE_NEEDS: dict[str, tuple[tuple[str, ...], str]] = {
+    "sizing": (("single_client", "multi_client"), "the latency at the operating point"),
+    "autoscale": (("scaling", "single_client", "multi_client"), "one pod's saturation point"),
+    "regression": (("tune", "single_client", "multi_client"), "tonight's saturation point"),
+}
 
 MAX_CONFIG_BYTES = 1_000_000
 
@@ -341,6 +347,11 @@ class Config(Strict):
     def _ordered_unique(cls, stages: list[str]) -> list[str]:
         if len(set(stages)) != len(stages):
             raise ValueError("stages must not repeat a stage")
+        for stage, (givers, what) in STAGE_NEEDS.items():
+            if stage in stages and not set(givers) & set(stages):
+                names = ", ".join(repr(g) for g in givers[:-1]) + f" or {givers[-1]!r}"
+                raise ValueError(f"stage {stage!r} needs {what} from stage {names}, and none of them is in "
+                                 f"stages; add one of them to stages, or remove {stage!r}")
         return sorted(stages, key=STAGE_NAMES.index)
 
     @model_validator(mode="after")

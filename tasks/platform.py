@@ -70,5 +70,5 @@ def smoke(ctx: RunContext) -> None:
     result = smoke_request(url, t.method, ctx.plan.payloads[0], headers, t.request_timeout_s,
                            payload_option=ctx.plan.payload_option,
                            url_option="target.url" if t.kind == "url" else None)
-    ctx.summary["smoke"] = {"status": result.status, "elapsed_ms": result.elapsed_ms}
+    ctx.info["smoke"] = {"status": result.status, "elapsed_ms": result.elapsed_ms}
     get_run_logger().info("smoke request: %s in %.0f ms", result.status, result.elapsed_ms)

@@ -27,7 +27,7 @@ import pytest
 import yaml
 
 from nightcap.platforms.cgroups import detect
-from nightcap.targets.reference_server import reference_capacity
+from nightcap.targets.reference_capacity import reference_capacity
 
 pytestmark = pytest.mark.slow
 

@@ -57,6 +57,7 @@ def test_every_problem_is_listed_once_with_its_yaml_path(tmp_path):
     assert "4 problem(s), nothing was started" in caught.value.render()
 
 
+@pytest.mark.slow  # starts `nightcap run`
 def test_run_on_a_bad_config_exits_2_and_starts_nothing(tmp_path):
     config = write(tmp_path, bad_config())
     token = "config-test-" + os.urandom(4).hex()

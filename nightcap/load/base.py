@@ -131,7 +131,7 @@ def start_generator(config: Config, run_id: str, workers: int, payloads: list[by
 
         gen = LocalLocust(workers, payloads, t.path, t.method, t.headers, t.request_timeout_s,
                           config.load.reconnect_s, api_key=api_key, registry=registry, logdir=logdir,
-                          worker_cpu=config.load.worker_cpu)
+                          worker_cpu=config.load.worker_cpu, key_source_var=t.api_key_env)
     try:
         gen.start()
     except BaseException:

@@ -60,7 +60,7 @@ class LocalLocust:
     def __init__(self, workers: int, payloads: list[bytes], path: str, method: str, headers: dict[str, str],
                  timeout_s: float, reconnect_s: float, api_key: str | None = None,
                  registry: RunRegistry | None = None, logdir: Path | None = None,
-                 worker_cpu: float | None = None):
+                 worker_cpu: float | None = None, key_source_var: str | None = None):
         self.workers = workers
         self.worker_cpu = worker_cpu
         self._cgroups: list = []
@@ -73,11 +73,15 @@ class LocalLocust:
         self.web_port, self.bind_port = free_port(), free_port()
         self.env = {**os.environ, **locust_env(path, method, headers, timeout_s, reconnect_s, str(payload_file),
                                                with_api_key=bool(api_key))}
-        self.env.pop(API_KEY_VAR, None)
+        for var in (API_KEY_VAR, key_source_var):  # where the flow read the key from (target.api_key_env)
+            if var:
+                self.env.pop(var, None)
         if registry is not None:  # so the run's generators can be found by run id, like its replicas
             self.env["NIGHTCAP_RUN_ID"] = registry.record.run_id
+        # The master sends no requests: the key goes into the workers' environment only, never on a command
+        # line (ps would show it) or in a file.
+        self.master_env = dict(self.env)
         if api_key:
-            # Only in the Locust processes' environment, never on a command line (ps would show it) or in a file.
             self.env[API_KEY_VAR] = api_key
         self.master: subprocess.Popen | None = None
         self.worker_procs: list[subprocess.Popen] = []
@@ -114,8 +118,7 @@ class LocalLocust:
     def _spawn(self, args: list[str], what: str) -> subprocess.Popen:
         log = (self.logdir / f"{what}.log").open("ab")
         group = self._limit(what)
-        # the master sends no request: only the workers get the API key
-        env = self.env if what.startswith("worker") else {k: v for k, v in self.env.items() if k != API_KEY_VAR}
+        env = self.master_env if what == "master" else self.env
         proc = subprocess.Popen([self._locust(), "-f", str(LOCUSTFILE), *args], stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, env=env, start_new_session=True,
                                 preexec_fn=group.attach if group else None)

@@ -17,7 +17,7 @@ import httpx
 
 from nightcap.config import Config
 from nightcap.load.base import Generator, target_url
-from nightcap.load.driver import LoadError, summarize
+from nightcap.load.driver import LoadError, Window, summarize
 from nightcap.load.open_loop import OpenWindow, summarize_open
 from nightcap.platforms.base import Observation, Platform, PodSpec
 from nightcap.results.steps import StepRow
@@ -47,18 +47,21 @@ class StepRunner:
         self._counter = step_counter or _counter()
         self.rows: list[StepRow] = []
 
-    def _check_budget(self, needed_s: float) -> None:
+    def check_budget(self, needed_s: float) -> None:
+        """Refuse to start what would run past load.max_duration_s."""
         if self.deadline is not None and time.monotonic() + needed_s > self.deadline:
             raise BudgetExceeded(
                 f"the run would exceed load.max_duration_s ({self.config.load.max_duration_s:.0f}s); "
                 "steps measured so far are kept"
             )
 
-    def set_users(self, users: int) -> None:
+    def set_users(self, users: int, user_rps: float = 0.0) -> None:
+        """Hold `users` users: closed loop, or each paced to `user_rps` (an offered rate)."""
         load = self.config.load
         if users > load.max_users:
             raise LoadError(f"{users} users exceeds the safety limit load.max_users ({load.max_users})")
-        self.generator.client.swarm(users, load.spawn_rate, target_url(self.generator, self.platform))
+        self.generator.client.swarm(users, load.spawn_rate, target_url(self.generator, self.platform),
+                                    user_rps=user_rps)
         self._users, self._rate = users, None
 
     def set_rate(self, rate_rps: float) -> None:
@@ -137,9 +140,25 @@ class StepRunner:
             raise LoadError(f"the Locust master stopped answering: {exc}") from None
         return raw, open_raw, self.generator.generator_cpu_pct(), samples, workers_before, span
 
+    def read_window(self, seconds: float) -> Window:
+        """What the users already swarming did over the next `seconds` (reset, wait, read): a sample, no row.
+
+        The autoscale stage samples its paced phases this way; `measure` adds warm-up, replica watching and
+        the step row around the same reset and read.
+        """
+        self.generator.client.reset()
+        time.sleep(seconds)
+        return self._read()
+
+    def _read(self) -> Window:
+        try:
+            return summarize(self.generator.client.window())
+        except httpx.HTTPError as exc:
+            raise LoadError(f"the Locust master stopped answering: {exc}") from None
+
     def measure(self, users: int) -> StepRow:
         load = self.config.load
-        self._check_budget(load.window_s + load.warmup_s)
+        self.check_budget(load.window_s + load.warmup_s)
         started = time.time()
         restart = getattr(self.generator, "restart_dead_workers", None)
         if restart is not None and restart():
@@ -184,7 +203,7 @@ class StepRunner:
         except Exception as exc:  # observation must never break a measurement
             samples.append(Observation(events=[f"observe failed: {exc}"]))
 
-    def _row(self, users: int, w, gen_cpu: list[float], samples: list[Observation], started: float,
+    def _row(self, users: int, w: Window, gen_cpu: list[float], samples: list[Observation], started: float,
              span: tuple[float, float]) -> StepRow:
         spec = self.spec or getattr(self.platform, "spec", None)
         cpu_pct, cpu_source = replica_cpu(samples, span)
@@ -206,14 +225,13 @@ class StepRunner:
             restarts = max(restarts, sum(1 for e in events if "restart" in e))
             oom = max(oom, sum(1 for e in events if "OOMKilled" in e))
         busiest = max(gen_cpu, default=0.0)
-        error_rate = w.failures / w.requests if w.requests else (1.0 if w.failures else 0.0)
         return StepRow(
             stage=self.stage, step=self._counter(), replicas=self.platform.replicas,
             cpu=spec.cpu if spec else None, memory=spec.memory if spec else None,
             concurrency=spec.concurrency if spec else 0, users=users, rps=round(w.goodput_rps, 2),
             rps_halfwidth=None if w.goodput_halfwidth is None else round(w.goodput_halfwidth, 2), batches=w.batches,
             p50_ms=w.p50_ms, p90_ms=w.p90_ms, p95_ms=w.p95_ms, p99_ms=w.p99_ms,
-            error_rate=round(error_rate, 5), requests=w.requests, failures=w.failures,
+            error_rate=round(w.error_rate, 5), requests=w.requests, failures=w.failures,
             workers=self.generator.workers, generator_cpu_pct=round(busiest, 1),
             generator_bound=busiest >= self.config.load.generator_bound_pct,
             replica_cpu_pct=[round(statistics.fmean(v), 1) for v in cpu_pct.values()],
