@@ -94,6 +94,20 @@ def _options(parser: Any) -> None:
                         help="open loop: an arrival sent this much after its planned time counts as late")
 
 
+# Every change of the user count starts a new generation of connections: Locust stops an arbitrary subset
+# of users when the count goes down (its greenlets are a set), which left 16 users spread 8 + 8 over two
+# replicas as 8 + 4 at 12 users, and the fuller replica answered 503s a balanced 6 + 6 never sees. After
+# each spawn every user re-opens its connection once; those new connections are consecutive picks of a
+# per-connection round robin, so they spread as evenly as the users allow.
+_generation = 0
+
+
+@events.spawning_complete.add_listener
+def _new_connection_generation(user_count: int, **_: Any) -> None:
+    global _generation
+    _generation += 1
+
+
 class ModelUser(FastHttpUser):
     """One client posting rows of the payload set: closed loop, or paced at --user-rps."""
 
@@ -121,15 +135,17 @@ class ModelUser(FastHttpUser):
         self._opened = time.monotonic()
         self._rate = 0.0
         self._next = 0.0
+        self._generation = _generation
 
     @task
     def predict(self) -> None:
         headers = HEADERS
-        if RECONNECT_S and time.monotonic() - self._opened > RECONNECT_S:
+        if (RECONNECT_S and time.monotonic() - self._opened > RECONNECT_S) or self._generation != _generation:
             # Ask the server to close after this response; the next request opens a new connection,
             # which a per-connection balancer (kube-proxy, the local proxy) may send to another replica.
             headers = {**HEADERS, "Connection": "close"}
             self._opened = time.monotonic()
+            self._generation = _generation
         body = next(self._bodies) if METHOD != "GET" else None
         self.client.request(METHOD, PATH, data=body, headers=headers, name=PATH)
 
