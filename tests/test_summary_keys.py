@@ -183,7 +183,9 @@ def test_only_the_tune_stage_reports_the_tuned_pods_saturation() -> None:
     assert summary["operating_point"]["rps"] == 35.0 and summary["operating_point"]["p95_ms"] == 12.0
     assert summary["slo_capacity"]["users"] is None  # a tuning search never looks for the SLO's limit
     assert summary["rps_per_core"] == 50.0  # 50 rps on 2 pods of 0.5 CPU
-    assert summary["answer"].startswith("golden saturates at 50.0 rps with 1 concurrent user on 2 replica(s)")
+    # each rate with its 95% half-width as a share of it (2 rps of 50; 1.4 of 35)
+    assert summary["answer"].startswith("golden saturates at 50.0 rps ± 4% with 1 concurrent user on 2 replica(s) of 0.50 CPU; "
+                                        "operate at 35.0 rps ± 4% (70%)")
 
 
 def test_the_headline_is_multi_client_unless_it_was_worse() -> None:
