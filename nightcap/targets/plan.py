@@ -88,10 +88,13 @@ def plan_target(config: Config, workdir: Path | None = None) -> TargetPlan:
     `workdir` (default: a fresh folder under .nightcap/models/)."""
     t = config.target
     if t.kind == "mlflow" and t.model_uri:
-        return _plan_model(config, workdir)
-    payloads = _configured(t)
-    plan = _plan_kind(config)
-    plan.payloads, plan.payload_source, plan.payload_option = payloads.bodies, payloads.source, payloads.option
+        plan = _plan_model(config, workdir)
+    else:
+        payloads = _configured(t)
+        plan = _plan_kind(config)
+        plan.payloads, plan.payload_source, plan.payload_option = payloads.bodies, payloads.source, payloads.option
+    if config.platform.kind == "kubernetes" and t.kind in ("mlflow", "command") and t.image:
+        plan.version["image"] = t.image  # what the pods ran: the model URI only says which model it should serve
     return plan
 
 
