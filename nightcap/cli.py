@@ -36,6 +36,9 @@ def run(
         from nightcap.run.safety import check_safety_limits
 
         check_safety_limits(cfg)
+        from nightcap.targets.plan import check_target
+
+        check_target(cfg)  # a model URI that resolves to nothing is refused here, before any server starts
         RunLock(cfg.target.name).check()  # before a Prefect server is started for nothing
     except ConfigError as exc:
         err.print(f"[red]{exc.render()}[/red]", highlight=False)
@@ -116,12 +119,90 @@ def validate(
     try:
         cfg = load_config(config, set_)
         from nightcap.run.safety import check_safety_limits
+        from nightcap.targets.plan import check_target
 
         check_safety_limits(cfg)
+        check_target(cfg)
     except ConfigError as exc:
         err.print(f"[red]{exc.render()}[/red]", highlight=False)
         raise typer.Exit(2)
     out.print_json(json.dumps(cfg.model_dump(mode="json")))
+
+
+@app.command("preflight")
+def preflight_command(
+    config: Path = typer.Argument(..., help="YAML capacity-check config"),
+    set_: list[str] = typer.Option([], "--set", help="override a key: dotted.key=value"),
+) -> None:
+    """Check, changing nothing, that CONFIG can run on its cluster: credentials, namespace, RBAC, metrics-server,
+    node pool, room for the pods, images, and a server-side dry run of every manifest.
+
+    Exit 0 ready; 1 not ready (one FAIL line per problem, saying what to change); 2 bad config."""
+    try:
+        cfg = load_config(config, set_)
+        from nightcap.run.safety import check_safety_limits
+        from nightcap.targets.plan import payloads_for
+
+        check_safety_limits(cfg)
+        payloads = payloads_for(cfg.target) if cfg.platform.kind == "kubernetes" else []
+    except ConfigError as exc:
+        err.print(f"[red]{exc.render()}[/red]", highlight=False)
+        raise typer.Exit(2)
+    except (OSError, ValueError) as exc:  # a payload file that cannot be read
+        err.print(f"[red]{config}: {exc}[/red]", highlight=False)
+        raise typer.Exit(2)
+    if cfg.platform.kind != "kubernetes":
+        out.print(f"ok    platform: platform.kind {cfg.platform.kind}: no cluster to check; the config and its safety "
+                  "limits are valid", highlight=False)
+        return
+    from nightcap.platforms.preflight import preflight
+
+    checks = preflight(cfg, payloads=payloads)
+    for check in checks:
+        out.print(check.line(), highlight=False)
+    failed = sum(1 for c in checks if not c.ok)
+    out.print(f"not ready: {failed} problem(s) to fix" if failed else "ready", highlight=False)
+    raise typer.Exit(1 if failed else 0)
+
+
+@app.command()
+def init(
+    model_uri: str = typer.Argument(..., help="a model folder, file://, runs:/..., models:/name/version or models:/name@alias"),
+    name: Optional[str] = typer.Option(None, "--name", help="target.name (default: the registered model's or folder's name)"),
+    out_path: Optional[Path] = typer.Option(None, "--out", help="where to write the config (default configs/NAME.yaml)"),
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow tracking server (default MLFLOW_TRACKING_URI)"),
+    force: bool = typer.Option(False, "--force", help="overwrite an existing file"),
+) -> None:
+    """Write a commented config for one's own MLflow model, validate it, and print the command that runs it."""
+    from nightcap.targets.config_template import default_name, render
+    from nightcap.targets.mlflow_model import ModelUriError, resolve
+
+    try:
+        model = resolve(model_uri, tracking_uri)
+    except ModelUriError as exc:
+        err.print(f"[red]{str(exc).replace('target.model_uri', 'MODEL_URI', 1)}[/red]", highlight=False)
+        raise typer.Exit(2)
+    name = name or default_name(model)
+    path = out_path or Path("configs") / f"{name}.yaml"
+    if path.exists() and not force:
+        err.print(f"[red]{path} exists; pass --force to overwrite it, or --out another path[/red]", highlight=False)
+        raise typer.Exit(2)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render(model, name, tracking_uri))
+    out.print(f"wrote {path}: {model.label} on the local platform, every stage; edit slo: and sizing: for your service",
+              highlight=False)
+    try:
+        cfg = load_config(path)
+        from nightcap.run.safety import check_safety_limits
+        from nightcap.targets.plan import check_target
+
+        check_safety_limits(cfg)
+        check_target(cfg)
+    except ConfigError as exc:
+        err.print(f"[red]{exc.render()}[/red]", highlight=False)
+        err.print(f"edit {path} as the comments there say, then run: nightcap validate {path}", highlight=False)
+        raise typer.Exit(2)
+    out.print(f"valid. Run it with:\n  nightcap run {path}", highlight=False)
 
 
 @app.command("serve-reference")

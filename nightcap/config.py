@@ -27,6 +27,12 @@ from nightcap.quantities import QuantityError, parse_cpu, parse_memory
 
 STAGE_NAMES = ("tune", "single_client", "multi_client", "scaling", "sizing", "autoscale", "regression")
 StageName = Literal["tune", "single_client", "multi_client", "scaling", "sizing", "autoscale", "regression"]
+# Stages that read an earlier stage's results: any one of the listed stages gives them what they need.
+STAGE_NEEDS: dict[str, tuple[tuple[str, ...], str]] = {
+    "sizing": (("single_client", "multi_client"), "the latency at the operating point"),
+    "autoscale": (("scaling", "single_client", "multi_client"), "one pod's saturation point"),
+    "regression": (("tune", "single_client", "multi_client"), "tonight's saturation point"),
+}
 
 MAX_CONFIG_BYTES = 1_000_000
 
@@ -72,8 +78,12 @@ class TargetConfig(Strict):
     # reference target stalls: every `stall_every_s` no response leaves for `stall_s` (0: never)
     stall_every_s: float = Field(0.0, ge=0, le=3600)
     stall_s: float = Field(0.0, ge=0, le=3600)
-    # mlflow target: a saved model folder; empty means the bundled wine classifier
-    model_uri: str | None = None
+    # reference target: KiB hashed per request, a fixed amount of work (the platform canary's workload)
+    work_kb: int = Field(0, ge=0, le=1_048_576)
+    # mlflow target: a local folder, file://, runs:/, models:/name/version or models:/name@alias; empty means
+    # the bundled wine classifier. runs:/ and models:/ are looked up in tracking_uri, else MLFLOW_TRACKING_URI.
+    model_uri: str | None = Field(None, min_length=1, max_length=2000)
+    tracking_uri: str | None = Field(None, min_length=1, max_length=2000)
     # command target: argv with {port} and {concurrency}
     command: list[str] | None = None
     image: str | None = None  # container image on Kubernetes
@@ -120,6 +130,10 @@ class TargetConfig(Strict):
                     f"target.url host {parsed.hostname!r} is not in target.allowed_hosts "
                     f"{self.allowed_hosts}; add it there if you really mean to load it"
                 )
+        if self.model_uri and self.kind != "mlflow":
+            raise ValueError(f"target.model_uri is for target.kind 'mlflow' (got kind {self.kind!r})")
+        if self.tracking_uri and not self.model_uri:
+            raise ValueError("target.tracking_uri is where target.model_uri is looked up; set target.model_uri too")
         if self.stall_s and not self.stall_s < self.stall_every_s:
             raise ValueError(f"target.stall_s ({self.stall_s:g}) must be shorter than target.stall_every_s "
                              f"({self.stall_every_s:g}); set stall_every_s to how often a stall starts")
@@ -155,10 +169,17 @@ class PlatformConfig(Strict):
     gke: GkeConfig | None = None
 
 
+# On Kubernetes per-pod CPU comes from metrics-server, a rate over 15 s intervals (30 s on GKE): a window has
+# to hold one whole interval for the figure to describe its own load. Used when load.window_s / warmup_s
+# are not set and platform.kind is kubernetes.
+KUBERNETES_WINDOW_S = 60.0
+KUBERNETES_WARMUP_S = 10.0
+
+
 class LoadConfig(Strict):
     workers: int = Field(2, ge=1, le=64)
-    warmup_s: Seconds = 2.0
-    window_s: Seconds = 4.0
+    warmup_s: Seconds = 2.0  # kubernetes: KUBERNETES_WARMUP_S
+    window_s: Seconds = 4.0  # kubernetes: KUBERNETES_WINDOW_S
     spawn_rate: float = Field(1000.0, gt=0, le=100_000)
     generator_bound_pct: float = Field(90.0, gt=0, le=100)
     reconnect_s: float = Field(5.0, ge=0, le=3600)
@@ -200,6 +221,9 @@ class SearchConfig(Strict):
     headroom: float = Field(0.7, gt=0, le=1)
     slo_capacity: bool = True
     backoff_windows: int = Field(3, ge=0, le=10)  # open-loop bisection windows when the operating point misses the SLO
+    # verify the last comparable night's knee (and tune's choice) before searching from scratch; not part of
+    # the comparison key: a warm night is measured the same way, at fewer levels
+    warm_start: bool = True
 
 
 class SloConfig(Strict):
@@ -259,6 +283,23 @@ class StoreConfig(Strict):
     url: str = "sqlite:///.nightcap/history.db"
 
 
+class CanaryConfig(Strict):
+    """The platform canary: a reference server hashing `work_kb` KiB per request (fixed work, so its rate moves
+    with the machine), one pod of `cpu`/`memory` on the model's platform, measured before the model for
+    `windows` windows of `users` closed-loop users. It runs with the regression stage, which uses it."""
+
+    enabled: bool = True
+    work_kb: int = Field(2048, ge=1, le=1_048_576)
+    cpu: Cores = 0.5
+    memory: MemoryBytes = Field(default_factory=lambda: parse_memory("256Mi"))
+    slots: int = Field(2, ge=1, le=256)
+    users: int = Field(4, ge=1, le=1024)
+    windows: int = Field(3, ge=1, le=10)
+    # Kubernetes: any image with Python >= 3.9 runs it (the server is standard-library only; its source is
+    # passed with `python -c`, so nothing is built or pushed)
+    image: str = "python:3.12-slim"
+
+
 class RegressionConfig(Strict):
     last_n: int = Field(7, ge=1, le=365)
     min_runs: int = Field(2, ge=1)
@@ -268,6 +309,8 @@ class RegressionConfig(Strict):
     # the change-point analysis looks back over this many comparable nights (never fewer than last_n)
     series_n: int = Field(30, ge=3, le=1000)
     max_pvalue: float = Field(0.001, gt=0, lt=1)
+    # the platform canary moved when it changed beyond this fraction and beyond its own noise band
+    canary_threshold: float = Field(0.05, gt=0, lt=1)
 
     @property
     def nights(self) -> int:
@@ -288,12 +331,27 @@ class Config(Strict):
     autoscale: AutoscaleConfig = Field(default_factory=AutoscaleConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
     regression: RegressionConfig = Field(default_factory=RegressionConfig)
+    canary: CanaryConfig = Field(default_factory=CanaryConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _kubernetes_windows(cls, data: Any) -> Any:
+        """Windows long enough for metrics-server on Kubernetes, unless the config sets them."""
+        platform, load = (data.get("platform"), data.get("load", {})) if isinstance(data, dict) else (None, None)
+        if isinstance(platform, dict) and platform.get("kind") == "kubernetes" and isinstance(load, dict):
+            data = {**data, "load": {"window_s": KUBERNETES_WINDOW_S, "warmup_s": KUBERNETES_WARMUP_S, **load}}
+        return data
 
     @field_validator("stages")
     @classmethod
     def _ordered_unique(cls, stages: list[str]) -> list[str]:
         if len(set(stages)) != len(stages):
             raise ValueError("stages must not repeat a stage")
+        for stage, (givers, what) in STAGE_NEEDS.items():
+            if stage in stages and not set(givers) & set(stages):
+                names = ", ".join(repr(g) for g in givers[:-1]) + f" or {givers[-1]!r}"
+                raise ValueError(f"stage {stage!r} needs {what} from stage {names}, and none of them is in "
+                                 f"stages; add one of them to stages, or remove {stage!r}")
         return sorted(stages, key=STAGE_NAMES.index)
 
     @model_validator(mode="after")
@@ -320,7 +378,7 @@ class Config(Strict):
             "target": self.target.name,
             "platform": self.platform.kind,
             "load": self._load_identity(),
-            "search": self.search.model_dump(),
+            "search": self.search.model_dump(exclude={"warm_start"}),
             "slo": self.slo.model_dump(),
         }
 

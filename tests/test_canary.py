@@ -140,3 +140,36 @@ def test_events_follow_the_cause_a_platform_change_alone_is_not_a_regressed_even
     model = [e for e in events_for(tonight(canary=200.0, capacity=240.0)) if e.event == CAPACITY_REGRESSED]
     assert model[0].payload["cause"] == "model"
     assert {f["figure"] for f in model[0].payload["figures"]} == {"saturation_rps", "rps_per_core"}
+
+
+def test_the_canary_target_is_the_reference_server_doing_fixed_work_on_the_models_platform() -> None:
+    from pathlib import Path
+
+    import kubernetes_validate
+
+    from nightcap.config import load_config
+    from nightcap.platforms import manifests as mf
+    from nightcap.platforms.base import PodSpec
+    from nightcap.targets.canary import canary_config, canary_settings, canary_wanted
+    from nightcap.targets.plan import plan_target
+
+    root = Path(__file__).resolve().parents[1]
+    local = load_config(root / "configs" / "local.yaml")
+    assert canary_wanted(local) == (True, "")
+    assert canary_wanted(load_config(root / "configs" / "reference.yaml"))[0] is False  # no regression stage
+    cfg = canary_config(local)
+    assert (cfg.target.kind, cfg.target.work_kb, cfg.target.service_ms) == ("reference", 2048, 0.0)
+    assert (cfg.platform.kind, cfg.platform.replicas, cfg.platform.cpu, cfg.platform.concurrency) == ("local", 1, 0.5, 2)
+    assert "--work-kb" in plan_target(cfg).command and canary_settings(local) == SETTINGS.__class__(2048, 0.5, 2, 4)
+    # the comparison key of the model's nights does not depend on the canary or the warm start
+    assert local.config_hash() == load_config(root / "configs" / "local.yaml",
+                                              ["canary.work_kb=64", "search.warm_start=false"]).config_hash()
+
+    gke = canary_config(load_config(root / "configs" / "gke.yaml"))
+    assert (gke.target.kind, gke.target.image) == ("command", "python:3.12-slim")
+    deployment = mf.model_deployment(gke, "nightly-1-canary", PodSpec(cpu=0.5, memory=256 * 2**20, concurrency=2), 1)
+    kubernetes_validate.validate(deployment, "1.33", strict=True)
+    command = deployment["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert command[:2] == ["python", "-c"] and command[3:7] == ["--host", "0.0.0.0", "--port", str(gke.platform.port)]
+    compile(command[2], "reference_server.py", "exec")  # the server's own source, intact after {port} filling
+    assert "import nightcap" not in command[2] and "from nightcap" not in command[2]  # standard library only

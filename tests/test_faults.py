@@ -148,7 +148,8 @@ def test_locust_worker_killed_mid_step_is_invalid_and_remeasured(prefect_api, le
 
 
 class HangingServer:
-    """Accepts connections and never answers (bounded: at most 256 sockets held)."""
+    """Answers the first request (the smoke request after deploy), then accepts connections and never answers
+    (bounded: at most 256 sockets held): a target that stalls under load, not one that never worked."""
 
     def __init__(self):
         self.sock = socket.socket()
@@ -157,6 +158,7 @@ class HangingServer:
         self.sock.settimeout(0.2)
         self.port = self.sock.getsockname()[1]
         self.held: list[socket.socket] = []
+        self.answered = False
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._accept, daemon=True)
         self.thread.start()
@@ -166,6 +168,16 @@ class HangingServer:
             try:
                 conn, _ = self.sock.accept()
             except OSError:
+                continue
+            if not self.answered:
+                self.answered = True
+                conn.settimeout(2)
+                try:
+                    conn.recv(65536)
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}")
+                except OSError:
+                    pass
+                conn.close()
                 continue
             self.held.append(conn)
             if len(self.held) > 256:
@@ -180,17 +192,21 @@ class HangingServer:
 
 
 class FailingServer:
-    """Answers every request with 503."""
+    """Answers the first request (the smoke request after deploy) with 200, every later one with 503."""
 
     def __init__(self):
+        answered = threading.Event()
+
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
             def _fail(self):
                 length = int(self.headers.get("Content-Length") or 0)
                 self.rfile.read(length)
-                body = b"overloaded"
-                self.send_response(503)
+                ok = not answered.is_set()
+                answered.set()
+                body = b"{}" if ok else b"overloaded"
+                self.send_response(200 if ok else 503)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
@@ -356,6 +372,7 @@ def test_sigkill_then_cleanup_removes_exactly_what_the_run_left(prefect_api, lef
         assert done.returncode == 0, done.stderr
         assert "stopped" in done.stdout and "removed cgroup" in done.stdout
         assert unrelated.poll() is None, "cleanup must not touch a process that is not the dead run's"
+        assert measured_in_log(text) >= 1, "the killed run had measured a step before SIGKILL"
         assert leftovers.steps_lost(measured_in_log(text), out) == 0
     finally:
         for p in (proc, unrelated):

@@ -121,6 +121,8 @@ def model_argv(config: Config) -> tuple[list[str] | None, dict[str, str]]:
             argv += ["--memory-mb", str(t.memory_mb)]
         if t.stall_s:
             argv += ["--stall-every-s", str(t.stall_every_s), "--stall-s", str(t.stall_s)]
+        if t.work_kb:
+            argv += ["--work-kb", str(t.work_kb)]
         return argv, {}
     if t.kind == "mlflow":
         # An image from `mlflow models build-docker` serves on 8080 and reads its worker count from env.
@@ -173,6 +175,9 @@ def model_deployment(config: Config, run_id: str, spec: PodSpec, replicas: int) 
                     "automountServiceAccountToken": False,
                     "terminationGracePeriodSeconds": 10,
                     "containers": [model_container(config, spec)],
+                    # on the node pool whose size and autoscaling the run reads and changes
+                    **({"nodeSelector": {NODE_POOL_LABEL: config.platform.gke.node_pool}}
+                       if config.platform.gke else {}),
                 },
             },
         },

@@ -8,12 +8,14 @@ from typing import Any
 
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from nightcap.analysis.change_points import MAX_PVALUE
 from nightcap.config import RegressionConfig
 from nightcap.results.level_changes import LevelChange, level_changes
-from nightcap.results.store import DEFAULT_URL, HistoryStore, StoreError, safe_url
+from nightcap.results.redact import safe_url
+from nightcap.results.store import DEFAULT_URL, HistoryStore, StoreError
 
 CHANGE_POINT_NIGHTS = 60  # nights read to find level changes, however few are shown
 MIN_CHANGE = RegressionConfig.model_fields["threshold"].default  # the regression check's default threshold
@@ -80,7 +82,15 @@ def history_command(store_url: str | None, target: str | None, last: int, consol
     table.add_column("SLO users", justify="right", min_width=5)
     table.add_column("version", overflow="fold", min_width=8)
     table.add_column("level change", overflow="fold", min_width=13)
+    previous: dict[str, str] = {}  # the last version seen per target, oldest run first
     for row in frame.itertuples(index=False):
+        version = str(row.version or "")
+        before = previous.get(str(row.target_name))
+        previous[str(row.target_name)] = version or before or ""
+        if version and before and version != before:  # the night the model changed: say so where people look
+            version = f"[bold yellow]{escape(version)}[/bold yellow] (was {escape(before)})"
+        else:
+            version = escape(version)
         started = row.started_at.strftime("%Y-%m-%d %H:%M") if row.started_at is not None and not _isnat(row.started_at) else "?"
         table.add_row(
             started,
@@ -90,7 +100,7 @@ def history_command(store_url: str | None, target: str | None, last: int, consol
             _figure(row.rps_per_core),
             _figure(row.p95_at_operating_ms),
             _figure(row.slo_users, 0),
-            str(row.version or ""),
+            version,
             _changes(changes.get(str(row.run_id), [])),
         )
     console.print(table)

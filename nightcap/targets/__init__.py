@@ -1,10 +1,19 @@
 """What is measured: how to start the model server, what to send it, and the servers nightcap bundles.
 
 - `plan.py`             TargetPlan and `plan_target`: the command, payloads, version and default concurrency of
-                        `target.kind` (reference, mlflow, command, url); `api_key` from the environment or Prefect.
+                        `target.kind` (reference, mlflow, command, url); `check_target` refuses a model URI
+                        before anything starts; `api_key` from the environment or Prefect.
+- `mlflow_model.py`     any MLflow model URI (folder, file://, runs:/, models:/name/version, @alias) resolved
+                        to one model and its record (`target.version`), downloaded once per run.
+- `payloads.py`         request bodies: payload_file/payload_csv, the model's input example, or synthetic rows
+                        from its signature (pure).
+- `smoke.py`            the one request sent right after deploy: a refusal stops the run before any load.
+- `config_template.py`  the commented config `nightcap init MODEL_URI` writes.
 - `bundled_model.py`    the wine classifier `make run` trains, saves with MLflow and serves.
 - `reference_server.py` a server of known capacity (`python -m nightcap.targets.reference_server`, or
                         `nightcap serve-reference`), for tests and benchmarks.
+- `reference_capacity.py` that capacity from its parameters (pure), the truth tests compare with.
 
-Depends on: config only (plan.py); the servers depend on nothing in nightcap.
+Depends on: config only (plan.py; MLflow is imported only to resolve a model URI); the servers depend on
+nothing in nightcap.
 """

@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import os
+import shutil
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nightcap.config import Config, TargetConfig
+from nightcap.config import Config, ConfigError, TargetConfig
+from nightcap.targets.mlflow_model import ModelUriError, download, resolve
+from nightcap.targets.payloads import (
+    GENERIC_BODY,
+    PayloadError,
+    Payloads,
+    csv_bodies,
+    file_bodies,
+    model_payloads,
+    payload_plan_source,
+)
 
 
 @dataclass
@@ -22,52 +33,66 @@ class TargetPlan:
     payloads: list[bytes] = field(default_factory=list)
     default_concurrency: int = 1
     version: dict[str, object] = field(default_factory=dict)  # what changes night to night, recorded per run
-
-
-def _csv_payloads(path: Path, limit: int = 1000) -> list[bytes]:
-    """Each CSV row becomes one MLflow-style `dataframe_split` request body."""
-    with path.open(newline="") as handle:
-        reader = csv.reader(handle)
-        columns = next(reader)
-        bodies = []
-        for row in reader:
-            values: list[object] = []
-            for cell in row:
-                try:
-                    values.append(float(cell))
-                except ValueError:
-                    values.append(cell)
-            bodies.append(json.dumps({"dataframe_split": {"columns": columns, "data": [values]}}).encode())
-            if len(bodies) >= limit:
-                break
-    if not bodies:
-        raise ValueError(f"target.payload_csv {path} has a header but no rows")
-    return bodies
-
-
-def _file_payloads(path: Path) -> list[bytes]:
-    """A JSON file is one body; a .jsonl file is one body per line."""
-    text = path.read_bytes()
-    if path.suffix == ".jsonl":
-        return [line for line in text.splitlines() if line.strip()]
-    return [b" ".join(text.split(b"\n"))]
+    payload_source: str = "configured"  # where the bodies came from, for the report
+    payload_synthetic: bool = False  # invented from a signature: the report says so
+    payload_option: str = "target.payload_file"  # the setting to name when the target refuses the bodies
+    downloaded: Path | None = None  # the model fetched for this run; removed when the run ends
 
 
 def payloads_for(target: TargetConfig) -> list[bytes]:
+    """The bodies the config names: a CSV, a JSON(-lines) file, the bundled model's rows, else a generic one."""
+    return _configured(target).bodies
+
+
+def _configured(target: TargetConfig) -> Payloads:
     if target.payload_csv:
-        return _csv_payloads(Path(target.payload_csv))
+        return Payloads(csv_bodies(Path(target.payload_csv)), f"target.payload_csv {target.payload_csv}")
     if target.payload_file:
-        return _file_payloads(Path(target.payload_file))
+        return Payloads(file_bodies(Path(target.payload_file)), f"target.payload_file {target.payload_file}")
     if target.kind == "mlflow" and not target.model_uri:
         from nightcap.targets.bundled_model import sample_payloads
 
-        return [json.dumps(p).encode() for p in sample_payloads(64)]
-    return [b'{"inputs": [[1.0, 2.0, 3.0]]}']
+        return Payloads([json.dumps(p).encode() for p in sample_payloads(64)], "the bundled model's wine rows")
+    if target.kind == "reference":
+        return Payloads([GENERIC_BODY], "any body (the reference server does not read it)")
+    return Payloads([GENERIC_BODY], "a generic JSON body (set target.payload_file to send the target's own)")
 
 
-def plan_target(config: Config) -> TargetPlan:
+def check_target(config: Config) -> None:
+    """Refuse, before anything starts, a model URI that resolves to nothing or a model nothing can be sent to.
+
+    Reads only metadata (the MLmodel file and the registry record): milliseconds against a local store.
+    """
     t = config.target
-    payloads = payloads_for(t)
+    for key, value in (("target.payload_file", t.payload_file), ("target.payload_csv", t.payload_csv)):
+        if value and not Path(value).is_file():
+            raise ConfigError([f"{key}: no such file {value!r} (relative paths are from {Path.cwd()})"], "target")
+    if t.kind != "mlflow" or not t.model_uri:
+        return
+    try:
+        model = resolve(t.model_uri, t.tracking_uri)
+        if not (t.payload_file or t.payload_csv):
+            payload_plan_source(model.input_example, model.signature_inputs)
+    except ModelUriError as exc:
+        raise ConfigError([str(exc)], "target") from None
+    except PayloadError as exc:
+        raise ConfigError([f"target.model_uri {t.model_uri!r}: {exc}"], "target") from None
+
+
+def plan_target(config: Config, workdir: Path | None = None) -> TargetPlan:
+    """What to start and what to send. A model URI is resolved and downloaded here, once per run, into
+    `workdir` (default: a fresh folder under .nightcap/models/)."""
+    t = config.target
+    if t.kind == "mlflow" and t.model_uri:
+        return _plan_model(config, workdir)
+    payloads = _configured(t)
+    plan = _plan_kind(config)
+    plan.payloads, plan.payload_source, plan.payload_option = payloads.bodies, payloads.source, payloads.option
+    return plan
+
+
+def _plan_kind(config: Config) -> TargetPlan:
+    t = config.target
     if t.kind == "reference":
         cmd = [sys.executable, "-m", "nightcap.targets.reference_server", "--port", "{port}", "--slots", "{concurrency}",
                "--service-ms", str(t.service_ms), "--queue", str(t.queue), "--cpu-ms", str(t.cpu_ms)]
@@ -77,25 +102,65 @@ def plan_target(config: Config) -> TargetPlan:
             cmd += ["--memory-mb", str(t.memory_mb)]
         if t.stall_s:
             cmd += ["--stall-every-s", str(t.stall_every_s), "--stall-s", str(t.stall_s)]
+        if t.work_kb:
+            cmd += ["--work-kb", str(t.work_kb)]
         version = {"service_ms": t.service_ms, "cpu_ms": t.cpu_ms, "slots": t.slots, "queue": t.queue,
                    "coherency_ms": t.coherency_ms}
+        if t.work_kb:
+            version["work_kb"] = t.work_kb
         if t.stall_s:
             version.update(stall_every_s=t.stall_every_s, stall_s=t.stall_s)
-        return TargetPlan(cmd, payloads=payloads, default_concurrency=t.slots, version=version)
+        return TargetPlan(cmd, default_concurrency=t.slots, version=version)
     if t.kind == "mlflow":
         from nightcap.targets.bundled_model import ensure_model, serve_command, serve_env
 
-        model_dir = Path(t.model_uri) if t.model_uri else ensure_model()
-        if not (model_dir / "MLmodel").exists():
-            raise ValueError(f"target.model_uri {model_dir} is not an MLflow model folder (no MLmodel file)")
+        model_dir = ensure_model()
         version = {"model_uri": str(model_dir), "version": t.version or _model_version(model_dir)}
-        return TargetPlan(serve_command(model_dir), env=serve_env(), payloads=payloads, default_concurrency=1,
-                          version=version)
+        return TargetPlan(serve_command(model_dir), env=serve_env(), default_concurrency=1, version=version)
     if t.kind == "command":
         assert t.command
-        return TargetPlan(list(t.command), payloads=payloads, default_concurrency=1,
-                          version={"command": t.command[0], "version": t.version})
-    return TargetPlan(None, url=t.url, payloads=payloads, version={"url": t.url, "version": t.version})
+        return TargetPlan(list(t.command), default_concurrency=1, version={"command": t.command[0], "version": t.version})
+    return TargetPlan(None, url=t.url, version={"url": t.url, "version": t.version})
+
+
+def _plan_model(config: Config, workdir: Path | None) -> TargetPlan:
+    """One's own model: resolve the URI, download it once, and take its payload from the config or the model."""
+    from nightcap.targets.bundled_model import serve_command, serve_env
+
+    t = config.target
+    assert t.model_uri
+    model = resolve(t.model_uri, t.tracking_uri)
+    downloaded = None
+    if model.local_dir is None:
+        workdir = workdir or Path(tempfile.mkdtemp(prefix="run-", dir=_models_root()))
+        downloaded = workdir
+    try:
+        model_dir = download(model, workdir or Path("."))
+        payloads = (_configured(t) if t.payload_file or t.payload_csv
+                    else model_payloads(model_dir, model.input_example, model.signature_inputs))
+    except BaseException:
+        if downloaded is not None:
+            shutil.rmtree(downloaded, ignore_errors=True)
+        raise
+    version = model.describe()
+    if t.version:
+        version["version"] = t.version
+    return TargetPlan(serve_command(model_dir), env=serve_env(), payloads=payloads.bodies, default_concurrency=1,
+                      version=version, payload_source=payloads.source, payload_synthetic=payloads.synthetic,
+                      payload_option=payloads.option, downloaded=downloaded)
+
+
+def _models_root() -> Path:
+    root = Path(".nightcap") / "models"
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def release(plan: TargetPlan) -> None:
+    """Remove the model this run downloaded (a local folder is never touched)."""
+    if plan.downloaded is not None:
+        shutil.rmtree(plan.downloaded, ignore_errors=True)
+        plan.downloaded = None
 
 
 def _model_version(model_dir: Path) -> str | None:
