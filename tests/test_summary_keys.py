@@ -218,6 +218,8 @@ def test_the_operating_point_is_reported_where_it_was_measured() -> None:
     assert full["operating_line"].endswith("the SLO holds at 34.6 rps (the highest rate in [34.6, 52.0) rps "
                                            "measured to meet it)")
     assert full["single_client"]["operating_point"]["meets_slo"] is True
+    assert "operate at 69.3 rps (70%), where open loop p95 is 90 ms: the SLO does not hold (it holds up to 34.6 rps)" \
+        in full["answer"]
     assert full["sizing"]["inputs"]["per_pod_rate_rps"] == 60.0
     assert full["sizing_line"].startswith("sizing with p95 under 50 ms at 60.0 rps per pod (the SLO held up to 60")
     unverified = sparse_summary()["single_client"]["operating_point"]

@@ -33,6 +33,11 @@ def answer_line(summary: dict[str, Any]) -> str:
     users = sat.get("users")
     line = (f"**{target}** saturates at **{_fmt(sat['rps'])} rps** with {users} concurrent user{'s' if users != 1 else ''} "
             f"on {size}; operate at {_fmt(op.get('rps'))} rps ({int(round(100 * op.get('headroom', 0.7)))}%)")
+    if op.get("load") == "open":  # measured at that rate, open loop
+        line += (f", where open loop p95 is {_fmt(op.get('p95_ms'), 0)} ms: "
+                 + ("the SLO holds" if op.get("meets_slo") else "the SLO does **not** hold"))
+        if not op.get("meets_slo") and slo.get("rate_rps") is not None:
+            line += f" (it holds up to {_fmt(slo['rate_rps'])} rps)"
     if slo.get("users") is not None:
         line += f"; {slo['users']} users fit under p95 < {_fmt(slo.get('p95_ms'), 0)} ms"
     if not sat.get("found", True):
