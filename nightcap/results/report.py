@@ -92,8 +92,8 @@ def sizing_line(s: SizingResult, slo_p95_ms: float) -> str | None:
     parts = []
     for r in s.rows:
         cost = f", ${r.cost_per_hour:.2f}/h" if r.cost_per_hour is not None else ""
-        parts.append(f"{r.target}: {r.pods} pods of {s.cpu_per_pod:g} CPU = {r.cores:g} cores on {r.nodes} "
-                     f"node(s){cost} (binding: {r.binding_constraint})")
+        parts.append(f"{r.target}: {r.pods} pod{'s' if r.pods != 1 else ''} of {s.cpu_per_pod:g} CPU = {r.cores:g} "
+                     f"core{'s' if r.cores != 1 else ''} on {r.nodes} node(s){cost} (binding: {r.binding_constraint})")
     pod = s.pod
     rate = f" at {pod.rate_rps:.1f} rps per pod ({pod.rate_from})" if pod else ""
     return f"sizing with p95 under {slo_p95_ms:g} ms{rate}: " + "; ".join(parts)
