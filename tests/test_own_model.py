@@ -33,7 +33,7 @@ REGISTERED = "wine-rf"
 # `mlflow models serve -w 1` peaks at one or two users: 1, 2, 4, 8 users find the knee with room to spare on a
 # noisy machine (one window per level keeps each run near 20 s)
 SHORT = ['stages=["single_client"]', "search.max_users=8", "search.max_windows=1", "search.refine_steps=0",
-         "load.warmup_s=0.5", "load.window_s=1"]
+         "load.warmup_s=0.5", "load.window_s=1", "load.verify_s=0"]
 
 
 @pytest.fixture(scope="module")

@@ -43,7 +43,7 @@ def base(**target: Any) -> dict[str, Any]:
     return {
         "target": {"name": "ref-test", "kind": "reference", "slots": 4, "service_ms": 20, "queue": 64, **target},
         "platform": {"kind": "local", "replicas": 1, "cpu": None},
-        "load": {"workers": 2, "warmup_s": 0.5, "window_s": 1.5},
+        "load": {"workers": 2, "warmup_s": 0.5, "window_s": 1.5, "verify_s": 0},  # test 1 verifies
         "search": {"max_users": 16, "max_windows": 2, "refine_steps": 2},
         "slo": {"p95_ms": 500, "max_error_rate": 0.01},
     }
