@@ -109,7 +109,10 @@ def run_flow(tmp_path: Path, config: Path, overrides: list[str] = SHORT) -> tupl
 def assert_saturated(state: Any, summary: dict[str, Any]) -> None:
     assert state.is_completed(), state.message
     sat = summary["single_client"]["saturation"]
-    assert sat["found"] and sat["rps"] > 5 and sat["users"] >= 1, summary["single_client"]["levels"]
+    # the model answered and was measured: whether its knee lies below the short search's 8 users depends on the
+    # machine (search accuracy is tests/test_accuracy.py's), so a lower bound counts here too
+    assert sat["rps"] and sat["rps"] > 5 and sat["users"] >= 1, summary["single_client"]["levels"]
+    assert sat["found"] or "search.max_users" in sat["stop_reason"], sat
     assert summary["status"] == "completed"
     levels = summary["single_client"]["levels"]
     assert all(lv["error_rate"] == 0 for lv in levels if lv["good"]), levels
