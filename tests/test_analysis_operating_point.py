@@ -89,3 +89,17 @@ def test_the_sizing_window_is_the_verified_one_or_the_slo_rates() -> None:
     assert not missed.met and missed.slo_rate_rps == 80.0 and missed.sizing_window.rate_rps == 80.0
     none = check_operating_point(lambda r: window(r, 400), 160.0, backoff_windows=1)
     assert none.slo_rate_rps is None and none.sizing_window is None
+
+
+def test_sizing_takes_the_mean_latency_of_the_planned_rate_and_the_slo_rate_only_after_a_miss() -> None:
+    from nightcap.analysis.operating_point import sizing_latency
+
+    met = check_operating_point(lambda r: window(r, 50), 140.0)
+    got = sizing_latency(met, 1, "multi_client", 30.0)
+    assert got.mean_latency_s == 0.025 and got.slo_rate_per_pod_rps is None  # window(): mean = p95 / 2
+    assert got.source == "mean latency open loop at 140.0 rps on 1 pod(s) (multi_client)"
+    missed = check_operating_point(lambda r: window(r, 40 if r <= 80 else 400), 160.0, backoff_windows=3)
+    got = sizing_latency(missed, 2, "single_client", 30.0)
+    assert got.slo_rate_per_pod_rps == 40.0 and got.mean_latency_s == 0.02  # 80 rps on 2 pods; the 80 rps window
+    unverified = sizing_latency(None, 1, "single_client", 30.0)
+    assert unverified.mean_latency_s == 0.03 and "not verified open loop" in unverified.source

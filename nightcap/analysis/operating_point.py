@@ -141,3 +141,32 @@ def check_operating_point(measure: Callable[[float], RateCheck], rate_rps: float
         else:
             high = mid
     return OperatingPointCheck(first, tried, best.rate_rps if best else None, (low, high))
+
+
+@dataclass(frozen=True)
+class SizingLatency:
+    """The latency and the SLO rate per pod the sizing model takes from a ramp, and where they come from."""
+
+    mean_latency_s: float | None
+    slo_rate_per_pod_rps: float | None  # only when the operating rate missed the SLO and the back-off found one
+    source: str
+
+
+def sizing_latency(check: OperatingPointCheck | None, replicas: int, stage: str,
+                   closed_p95_ms: float | None) -> SizingLatency:
+    """The mean latency at the rate a pod is planned at: the verified operating rate's window, or the window
+    at the rate the back-off found when the SLO missed there. Without a check (load.verify_s 0) the closed-loop
+    p95 at the operating rate stands in: an upper bound of the mean, so the sizing errs on the safe side.
+
+    The SLO rate caps the per-pod rate only when the operating rate missed the SLO: a met operating rate says
+    nothing about how far above it the SLO still holds."""
+    if check is None:
+        return SizingLatency(closed_p95_ms / 1000 if closed_p95_ms else None, None,
+                             f"p95 {closed_p95_ms} ms interpolated on the closed-loop {stage} ramp (not verified "
+                             "open loop: an upper bound of the mean latency)")
+    slo_rate = None if check.met or check.slo_rate_rps is None else check.slo_rate_rps / replicas
+    window = check.sizing_window
+    if window is None or window.mean_ms is None:
+        return SizingLatency(None, slo_rate, "")
+    return SizingLatency(window.mean_ms / 1000, slo_rate,
+                         f"mean latency open loop at {window.rate_rps:.1f} rps on {replicas} pod(s) ({stage})")
