@@ -37,7 +37,7 @@ import yaml
 from bench.common import RESULTS, Stack, Table, fmt, reference_config, reference_stack
 from nightcap.load.runner import StepRunner
 from nightcap.platforms.cgroups import detect
-from nightcap.targets.reference_server import reference_capacity, reference_throughput
+from nightcap.targets.reference_capacity import reference_capacity, reference_throughput
 from nightcap.search import Measured, SearchParams, Slo, Point, find_saturation, judge
 
 ROOT = Path(__file__).resolve().parents[1]

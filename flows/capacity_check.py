@@ -19,21 +19,27 @@ from prefect import flow, get_run_logger
 from prefect.exceptions import TerminationSignal
 from prefect.context import get_run_context
 
+from flows.autoscale import autoscale
+from flows.ramp import multi_client, single_client
+from flows.regression import regression
+from flows.scaling import scaling
+from flows.sizing import sizing
+from flows.tune import tune
 from nightcap.config import Config, load_config
-from nightcap.run.context import RunContext, new_run_id
-from nightcap.results.summary import headline_figures, summarize_run
 from nightcap.load.runner import BudgetExceeded
-from nightcap.run.lock import RunLock
-from nightcap.run.safety import check_safety_limits
-from nightcap.run.cleanup import reap_dead_runs
-from nightcap.run.registry import RunRegistry
-from nightcap.results.report import headline, plot_p95_by_cores, write_markdown
 from nightcap.results.no_answer import no_answer_reason
+from nightcap.results.report import write_markdown
+from nightcap.results.summary import build_summary, headline_figures, write_summary
+from nightcap.run.cleanup import reap_dead_runs
+from nightcap.run.context import RunContext, new_run_id
+from nightcap.run.lock import RunLock
+from nightcap.run.registry import RunRegistry
+from nightcap.run.safety import check_safety_limits
 from nightcap.targets.plan import api_key, check_target, plan_target, release
 from nightcap.targets.smoke import SmokeFailed
 from tasks.artifacts import Progress, publish_summary, publish_trend, steps_table
 from tasks.events import emit_run_events
-from tasks.platform import deploy, smoke, teardown
+from tasks.platform import deploy, preflight, smoke, teardown
 
 # Prefect's worker cancels a run with SIGTERM, which its engine turns into TerminationSignal (a BaseException).
 CANCELLED = (KeyboardInterrupt, SystemExit, TerminationSignal)
@@ -52,22 +58,16 @@ class NoAnswer(RuntimeError):
     """The stages that look for a saturation point found none: a failed run, never a completed one."""
 
 
-STAGE_FLOWS = {
-    "tune": ("flows.tune", "tune"),
-    "single_client": ("flows.ramp", "single_client"),
-    "multi_client": ("flows.ramp", "multi_client"),
-    "scaling": ("flows.scaling", "scaling"),
-    "sizing": ("flows.sizing", "sizing"),
-    "autoscale": ("flows.autoscale", "autoscale"),
-    "regression": ("flows.regression", "regression"),
+# Each stage flow takes the run id (see flows/__init__.py) and keeps its typed result on the run's context.
+STAGE_FLOWS: dict[str, Callable[[str], Any]] = {
+    "tune": tune,
+    "single_client": single_client,
+    "multi_client": multi_client,
+    "scaling": scaling,
+    "sizing": sizing,
+    "autoscale": autoscale,
+    "regression": regression,
 }
-
-
-def stage_flow(name: str) -> Callable[[str], Any]:
-    import importlib
-
-    module, attr = STAGE_FLOWS[name]
-    return getattr(importlib.import_module(module), attr)
 
 
 @contextmanager
@@ -114,10 +114,11 @@ def open_run(cfg: Config, out: str | None) -> RunContext:
             release(plan)
         registry.close()
         raise
-    ctx.summary.update(run_id=run_id, target={"name": cfg.target.name, "kind": cfg.target.kind, "version": plan.version,
-                                              "payload": {"source": plan.payload_source,
-                                                          "synthetic": plan.payload_synthetic}},
-                       config_hash=cfg.config_hash(), stages={s: {"status": "pending"} for s in cfg.stages})
+    ctx.info.update(run_id=run_id, target={"name": cfg.target.name, "kind": cfg.target.kind, "version": plan.version,
+                                           "payload": {"source": plan.payload_source,
+                                                       "synthetic": plan.payload_synthetic}},
+                    config_hash=cfg.config_hash())
+    ctx.stages.update({s: {"status": "pending"} for s in cfg.stages})
     if plan.payload_synthetic:  # report.md says it beside the answer (results/report.py)
         get_run_logger().warning("the request bodies are synthetic: %s; real rows measure real cost (set "
                                  "target.payload_file or target.payload_csv)", plan.payload_source)
@@ -142,6 +143,7 @@ def capacity_check(config: str = "configs/local.yaml", overrides: list[str] | No
     cfg = load_config(config, overrides or [])
     check_safety_limits(cfg)
     check_target(cfg)
+    preflight(cfg)  # on Kubernetes: a night that cannot succeed fails here, in seconds, with the reasons
     with _stop_once_on_signals(), RunLock(cfg.target.name):
         ctx = open_run(cfg, out)
         logger.info("run %s: report folder %s", ctx.run_id, ctx.out.resolve())
@@ -151,13 +153,13 @@ def capacity_check(config: str = "configs/local.yaml", overrides: list[str] | No
         try:
             t0 = time.monotonic()
             deploy(ctx)
-            ctx.summary["deploy_s"] = round(time.monotonic() - t0, 1)
+            ctx.info["deploy_s"] = round(time.monotonic() - t0, 1)
             smoke(ctx)  # one request before any load: a refused payload stops here, in seconds
             for name in cfg.stages:
                 t0 = time.monotonic()
                 ctx.stage_status(name, "running")
                 try:
-                    stage_flow(name)(ctx.run_id)
+                    STAGE_FLOWS[name](ctx.run_id)
                     ctx.stage_status(name, "completed")
                 except FATAL as exc:
                     ctx.stage_status(name, "cancelled" if isinstance(exc, CANCELLED) else "failed",
@@ -168,16 +170,16 @@ def capacity_check(config: str = "configs/local.yaml", overrides: list[str] | No
                     logger.error("stage %s failed: %s\n%s", name, exc, traceback.format_exc(limit=3))
                     ctx.stage_status(name, "failed", error=str(exc))
                 finally:
-                    ctx.summary["stages"][name].update(duration_s=round(time.monotonic() - t0, 1),
-                                                       steps=len(ctx.stage_steps(name)))
+                    ctx.stages[name].update(duration_s=round(time.monotonic() - t0, 1),
+                                            steps=len(ctx.stage_steps(name)))
                     progress.stage_done()
-                    ctx.write_summary()
+                    write_summary(ctx)
         except FATAL as exc:
             fatal = exc
         except Exception as exc:
-            ctx.summary["error"] = str(exc)
+            ctx.info["error"] = str(exc)
             if isinstance(exc, SmokeFailed):
-                ctx.summary["failure"] = str(exc)
+                ctx.info["failure"] = str(exc)
             status = "failed"
             raise
         except BaseException:
@@ -187,74 +189,65 @@ def capacity_check(config: str = "configs/local.yaml", overrides: list[str] | No
             teardown(ctx)
             if fatal is not None:
                 status = "cancelled" if isinstance(fatal, CANCELLED) else "failed"
-            if status != "completed":
-                for name, info in ctx.summary["stages"].items():
+                for info in ctx.stages.values():
                     if info.get("status") in ("pending", "running"):
                         info["status"] = "skipped" if info["status"] == "pending" else "failed"
-            elif any(s.get("status") == "failed" for s in ctx.summary["stages"].values()):
+            elif status == "completed" and any(s.get("status") == "failed" for s in ctx.stages.values()):
                 status = "failed"  # the flow run ends Failed (StagesFailed): the history says so, and no baseline uses it
-            if fatal is None and "failure" not in ctx.summary:
-                summarize_run(ctx)
-                reason = no_answer_reason(ctx.summary, ctx.steps)
+            if fatal is None and "failure" not in ctx.info:
+                reason = no_answer_reason(build_summary(ctx), ctx.steps)
                 if reason:  # no answer is not success: failed, with the reason first in the report
-                    ctx.summary["failure"] = f"no saturation point was measured: {reason}"
+                    ctx.info["failure"] = f"no saturation point was measured: {reason}"
                     status = "failed"
-            finish(ctx, status)
-        failed = [n for n, s in ctx.summary["stages"].items() if s.get("status") == "failed"]
+            summary = finish(ctx, status)
+        failed = [n for n, s in ctx.stages.items() if s.get("status") == "failed"]
         if fatal is not None:
             raise fatal
-        if ctx.summary.get("failure") and not failed:
-            raise NoAnswer(ctx.summary["failure"])
-        regression = ctx.summary.get("regression", {})
-        if regression.get("verdict") == "regressed" and cfg.regression.fail_flow:
-            raise RegressionDetected(regression.get("message", "capacity regressed"))
+        if ctx.info.get("failure") and not failed:
+            raise NoAnswer(ctx.info["failure"])
+        regression = ctx.results.regression
+        if regression is not None and regression.regressed and cfg.regression.fail_flow:
+            raise RegressionDetected(regression.result.message)  # type: ignore[union-attr]
         if failed:
             raise StagesFailed(f"stage(s) {', '.join(failed)} failed: "
-                               + "; ".join(ctx.summary['stages'][n].get('error', '') for n in failed))
-        return ctx.summary
+                               + "; ".join(ctx.stages[n].get('error', '') for n in failed))
+        return summary
 
 
-def finish(ctx: RunContext, status: str) -> None:
-    """Whatever happened: summary.json, report.md, plots, artifacts, history row; then forget the run."""
+def finish(ctx: RunContext, status: str) -> dict[str, Any]:
+    """Whatever happened: summary.json, report.md, artifacts, history row; then forget the run."""
     logger = get_run_logger()
+    summary: dict[str, Any] = {}
     try:
-        summarize_run(ctx)
-        ctx.summary["status"] = status
-        ctx.summary["warnings"] = ctx.warnings
-        ctx.summary["answer"] = headline(ctx.summary).replace("**", "")
-        plots = [ctx.out / p for p in ctx.summary.get("plots", []) if p and (ctx.out / p).exists()]
-        if any(s.stage == "scaling" for s in ctx.steps):
-            p = plot_p95_by_cores([s for s in ctx.steps if s.stage == "scaling"], ctx.out / "p95_by_cores.png",
-                                  ctx.config.slo.p95_ms)
-            if p:
-                plots.append(p)
+        ctx.info["status"] = status
         if ctx.store is not None:
             try:
                 trend = publish_trend(ctx, status)
                 if trend:
-                    plots.append(trend)
-                    ctx.summary.setdefault("plots", []).append(trend.name)
+                    ctx.run_plots.append(trend)
             except Exception as exc:
                 ctx.warn(f"trend skipped: {exc}")
-        lead = ctx.summary.get("lead_plot")
+        summary = write_summary(ctx)
+        plots = [ctx.out / p for p in summary["plots"] if (ctx.out / p).exists()]
+        lead = summary.get("lead_plot")
         if lead and (ctx.out / lead).exists():
             plots = [ctx.out / lead] + [p for p in plots if p.name != lead]
-        tables = ctx.summary.pop("lead_tables", [])
-        ctx.write_summary()
-        write_markdown(ctx.summary, ctx.out, plots)
+        write_markdown(summary, ctx.out, plots)
         if ctx.steps:
             steps_table(ctx.config.target.name, ctx.steps)
-        publish_summary(ctx.config.target.name, ctx.summary, ctx.out, plots, tables)
+        publish_summary(ctx.config.target.name, summary, ctx.out, plots)
         if ctx.store is not None:
-            ctx.store.finish_run(ctx.run_id, status, headline_figures(ctx), ctx.summary)
-        logger.info("%s", ctx.summary["answer"])
+            ctx.store.finish_run(ctx.run_id, status, headline_figures(summary), summary)
+        logger.info("%s", summary["answer"])
         logger.info("report: %s", (ctx.out / "report.md").resolve())
     finally:
         release(ctx.plan)
         try:  # even when the report could not be written: the "did not run" automation waits for these
-            emit_run_events(ctx.summary, status, headline_figures(ctx), str(ctx.out.resolve()))
+            final = summary or build_summary(ctx)
+            emit_run_events(final, status, headline_figures(final), str(ctx.out.resolve()))
         except Exception as exc:
             logger.warning("run events not emitted: %s", exc)
         if ctx.registry is not None:
             ctx.registry.close()
         ctx.forget()
+    return summary

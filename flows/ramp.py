@@ -4,47 +4,26 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
+from nightcap.analysis.saturation import p95_at_rate
+from nightcap.results.plots import plot_ramp
+from nightcap.results.stages import RampResult
 from nightcap.run.context import RunContext
-from nightcap.results.report import plot_ramp
-from tasks.measure import result_block, run_search, search_params
+from tasks.measure import run_search, search_params
 
 
-def _p95_at_rate(levels: list[dict], rps: float | None) -> float | None:
-    """p95 at the operating rate, interpolated along the rising part of the ramp.
-
-    Not at the operating *users*: those are 70% of the saturation users, which on a throughput plateau
-    land on any of the flat levels (8 or 12 users for the same 200 rps), so the p95 there jumped 2x from
-    night to night and the regression check alarmed on noise. The rate is what the operating point is.
-    """
-    good = sorted((lv for lv in levels if lv["good"] and lv["p95_ms"] is not None), key=lambda lv: lv["users"])
-    if rps is None or not good:
-        return None
-    before = None
-    for lv in good:
-        if lv["rps"] >= rps:
-            if before is None or lv["rps"] <= before["rps"]:
-                return lv["p95_ms"]
-            share = (rps - before["rps"]) / (lv["rps"] - before["rps"])
-            return round(before["p95_ms"] + share * (lv["p95_ms"] - before["p95_ms"]), 3)
-        before = lv
-    return good[-1]["p95_ms"]
-
-
-def _ramp(ctx: RunContext, stage: str, workers: int) -> dict:
+def _ramp(ctx: RunContext, stage: str, workers: int) -> RampResult:
     logger = get_run_logger()
     result = run_search(ctx, stage, workers, search_params(ctx))
-    block = result_block(result, ctx.config.search.headroom)
-    block["workers"] = workers
-    block["operating_point"]["p95_ms"] = _p95_at_rate(block["levels"], result.operating_rps)
-    block["generator_bound_steps"] = sum(1 for s in ctx.stage_steps(stage) if s.generator_bound)
-    ctx.summary[stage] = block
-    plot = plot_ramp(ctx.stage_steps(stage), ctx.out / f"{stage}.png",
-                     f"{ctx.config.target.name}: {stage.replace('_', '-')} ramp ({workers} generator(s))",
-                     ctx.config.slo.p95_ms, block["saturation"], ctx.config.slo.max_error_rate)
-    ctx.summary.setdefault("plots", []).append(plot.name if plot else None)
+    ramp = RampResult(stage=stage, workers=workers, replicas=ctx.config.platform.replicas, search=result,
+                      operating_p95_ms=p95_at_rate(result.levels, result.operating_rps),
+                      generator_bound_steps=sum(1 for s in ctx.stage_steps(stage) if s.generator_bound))
+    ramp.plot = plot_ramp(ctx.stage_steps(stage), ctx.out / f"{stage}.png",
+                          f"{ctx.config.target.name}: {stage.replace('_', '-')} ramp ({workers} generator(s))",
+                          ctx.config.slo.p95_ms, {"users": result.saturation_users, "rps": result.saturation_rps},
+                          ctx.config.slo.max_error_rate)
     logger.info("%s: saturation %s rps at %s users (%s); SLO capacity %s users", stage,
                 _r(result.saturation_rps), result.saturation_users, result.stop_reason, result.slo_users)
-    return block
+    return ramp
 
 
 def _r(x: float | None) -> str:
@@ -52,26 +31,22 @@ def _r(x: float | None) -> str:
 
 
 @flow(name="single-client-ramp", flow_run_name="single-client {run_id}")
-def single_client(run_id: str) -> dict:
+def single_client(run_id: str) -> RampResult:
     """One generator process; raise users until errors, SLO breach or no gain; refine; that is saturation."""
-    return _ramp(RunContext.get(run_id), "single_client", 1)
+    ctx = RunContext.get(run_id)
+    ctx.results.single_client = _ramp(ctx, "single_client", 1)
+    return ctx.results.single_client
 
 
 @flow(name="multi-client-ramp", flow_run_name="multi-client {run_id}")
-def multi_client(run_id: str) -> dict:
+def multi_client(run_id: str) -> RampResult:
     """Several generators whose results the master merges; says when one client was the bottleneck."""
     ctx = RunContext.get(run_id)
-    block = _ramp(ctx, "multi_client", ctx.config.load.workers)
-    single = ctx.summary.get("single_client", {}).get("saturation", {})
-    multi = block["saturation"]
-    if single.get("rps") and multi.get("rps"):
-        gain = multi["rps"] / single["rps"] - 1
-        block["vs_single_client"] = {"single_rps": single["rps"], "multi_rps": multi["rps"], "change": gain}
-        bottleneck = gain > ctx.config.search.min_gain * 2 or ctx.summary["single_client"].get("generator_bound_steps")
-        block["single_client_was_bottleneck"] = bool(bottleneck)
-        ctx.summary["multi_client_line"] = (
-            f"multi-client ({block['workers']} generators) saturation {multi['rps']:.1f} rps vs single-client "
-            f"{single['rps']:.1f} rps ({gain:+.0%})"
-            + ("; the single client was the bottleneck" if bottleneck else "; one client was enough")
-        )
-    return block
+    ramp = _ramp(ctx, "multi_client", ctx.config.load.workers)
+    single = ctx.results.single_client
+    if single and single.search.saturation_rps and ramp.search.saturation_rps:
+        ramp.vs_single_rps = single.search.saturation_rps
+        gain = round(ramp.search.saturation_rps, 2) / round(single.search.saturation_rps, 2) - 1
+        ramp.single_client_was_bottleneck = bool(gain > ctx.config.search.min_gain * 2 or single.generator_bound_steps)
+    ctx.results.multi_client = ramp
+    return ramp

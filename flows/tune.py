@@ -8,22 +8,22 @@ from __future__ import annotations
 
 import statistics
 
-import matplotlib
+from prefect import flow, get_run_logger
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from prefect import flow, get_run_logger  # noqa: E402
-
-from nightcap.analysis.tuning import (Candidate, CandidateResult, TunePlanner, choose, evaluate,  # noqa: E402
-                                      format_memory, no_room)
-from nightcap.run.context import RunContext  # noqa: E402
-from nightcap.platforms.base import NoRoomForPods, PlatformError, PodSpec  # noqa: E402
-from nightcap.search import SearchAborted  # noqa: E402
-from tasks.measure import run_search, search_params  # noqa: E402
+from nightcap.analysis.tuning import Candidate, CandidateResult, TunePlanner, choose, evaluate, no_room
+from nightcap.platforms.base import NoRoomForPods, PlatformError, PodSpec
+from nightcap.platforms.factory import initial_spec
+from nightcap.results.plots import heatmap
+from nightcap.results.stages import TuneResult
+from nightcap.run.context import RunContext
+from nightcap.search import SearchAborted, SearchResult
+from tasks.measure import run_search, search_params
 
 
-def measure_candidate(ctx: RunContext, c: Candidate) -> CandidateResult:
-    """Apply the candidate on `tune.replicas` pods, run a cheap saturation search, read how the pods fared."""
+def measure_candidate(ctx: RunContext, c: Candidate) -> tuple[CandidateResult, SearchResult | None]:
+    """Apply the candidate on `tune.replicas` pods, run a cheap saturation search, read how the pods fared.
+
+    Returns the candidate's result and its search (None when the candidate never got to serve)."""
     assert ctx.platform is not None
     logger = get_run_logger()
     replicas = ctx.config.tune.replicas
@@ -36,14 +36,14 @@ def measure_candidate(ctx: RunContext, c: Candidate) -> CandidateResult:
         result = run_search(ctx, "tune", 1, search_params(ctx, cheap=True))
     except NoRoomForPods as exc:  # the nodes are full for this size: nothing was measured, nothing is scored
         logger.warning("candidate %s: no room on the nodes: %s", c.label(), exc)
-        return no_room(c, exc.reason)
+        return no_room(c, exc.reason), None
     except (PlatformError, SearchAborted) as exc:
         # an OOM crash loop or a server that never gets ready is a measured answer for this candidate
         obs = ctx.platform.observe()
         logger.warning("candidate %s failed: %s", c.label(), exc)
         return evaluate(c, replicas=replicas, saturation_rps=0.0, p95_ms=None, cpu_use_pct=None,
                         memory_peak_pct=None, oom_kills=max(obs.oom_kills, 1 if "OOM" in str(exc) else 0),
-                        restarts=obs.restarts, meets_slo=False)
+                        restarts=obs.restarts, meets_slo=False), None
     steps = [s for s in ctx.steps[first_step:] if s.stage == "tune"]
     at_sat = [s for s in steps if s.users == result.saturation_users and s.valid] or steps
     cpu_use = [statistics.fmean(s.replica_cpu_pct) for s in at_sat if s.replica_cpu_pct]
@@ -57,88 +57,38 @@ def measure_candidate(ctx: RunContext, c: Candidate) -> CandidateResult:
         memory_peak_pct=100.0 * mem_peak * 2**20 / c.memory if mem_peak and c.memory else None,
         oom_kills=sum(s.oom_kills for s in steps), restarts=sum(s.restarts for s in steps),
         meets_slo=result.saturation_rps is not None,
-    )
-
-
-def heatmap(results: list[CandidateResult], path, memory: int | None) -> str | None:
-    """CPU × concurrency → rps per core, at the settled memory: where the efficient pod sizes are."""
-    cells = [r for r in results if memory is None or r.candidate.memory == memory]
-    if not cells:
-        return None
-    cpus = sorted({r.candidate.cpu for r in cells})
-    concs = sorted({r.candidate.concurrency for r in cells})
-    grid = [[float("nan")] * len(concs) for _ in cpus]
-    for r in cells:
-        grid[cpus.index(r.candidate.cpu)][concs.index(r.candidate.concurrency)] = r.rps_per_core
-    fig, ax = plt.subplots(figsize=(1.2 * len(concs) + 3, 0.8 * len(cpus) + 2))
-    im = ax.imshow(grid, cmap="viridis", aspect="auto", origin="lower")
-    ax.set_xticks(range(len(concs)), [str(c) for c in concs])
-    ax.set_yticks(range(len(cpus)), [f"{c:g}" for c in cpus])
-    ax.set_xlabel("concurrency per pod")
-    ax.set_ylabel("CPU per pod (cores)")
-    for i, row in enumerate(grid):
-        for j, value in enumerate(row):
-            missing = value != value
-            ax.text(j, i, "pruned" if missing else f"{value:.0f}", ha="center", va="center",
-                    color="grey" if missing else "white", fontsize=8)
-    fig.colorbar(im, ax=ax, label="rps per core")
-    ax.set_title(f"rps per core (memory {format_memory(memory)})")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path.name
+    ), result
 
 
 @flow(name="fine-tune", flow_run_name="tune {run_id}")
-def tune(run_id: str) -> dict:
+def tune(run_id: str) -> TuneResult:
+    """Measure pod sizes on `tune.replicas` pods (the planner picks which) and keep the best rps per core."""
     ctx = RunContext.get(run_id)
     logger = get_run_logger()
     planner = TunePlanner.from_config(ctx.config.tune)
     results: list[CandidateResult] = []
+    searches: dict[Candidate, SearchResult | None] = {}
     while (candidate := planner.next_candidate(results)) is not None:
         logger.info("tune: measuring %s (%d of at most %d)", candidate.label(), planner.measured, planner.grid_size)
-        result = measure_candidate(ctx, candidate)
+        result, searches[candidate] = measure_candidate(ctx, candidate)
         logger.info("tune: %s -> %.1f rps, %.1f rps/core, %s", candidate.label(), result.saturation_rps,
                     result.rps_per_core, result.verdict)
         results.append(result)
     choice = choose(results)
-    block = {
-        "candidates": [r.to_dict() for r in results],
-        "candidates_measured": planner.measured,
-        "grid_size": planner.grid_size,
-        "replicas": ctx.config.tune.replicas,
-        "planner_notes": list(planner.notes),
-        "reason": choice.reason,
-        "limits_enforced": bool(ctx.platform and ctx.platform.limits_enforced),
-        "best": None,
-    }
-    if choice.result is not None:
-        best = choice.result
-        block["best"] = {"cpu": best.candidate.cpu, "memory": best.candidate.memory,
-                         "memory_label": format_memory(best.candidate.memory),
-                         "concurrency": best.candidate.concurrency, "rps_per_core": best.rps_per_core,
-                         "saturation_rps": best.saturation_rps}
+    best = choice.result
+    if best is not None:
         ctx.spec = PodSpec(cpu=best.candidate.cpu, memory=best.candidate.memory, concurrency=best.candidate.concurrency)
     else:
-        ctx.spec = PodSpec(cpu=ctx.config.platform.cpu, memory=ctx.config.platform.memory,
-                           concurrency=ctx.config.platform.concurrency or ctx.plan.default_concurrency)
+        ctx.spec = initial_spec(ctx.config, ctx.plan)
     assert ctx.platform is not None
     ctx.platform.set_resources(ctx.spec)
     ctx.platform.scale(ctx.config.platform.replicas)
-    ctx.summary["tuning"] = block
-    note = "" if block["limits_enforced"] else " (limits NOT enforced on this machine: usage measured, not capped)"
-    ctx.summary["tuning_line"] = (f"tuning chose {choice.reason} — {planner.measured} of {planner.grid_size} "
-                                  f"grid candidates measured{note}")
-    plot = heatmap(results, ctx.out / "tuning_heatmap.png", planner.memory if hasattr(planner, "memory") else None)
-    if plot:
-        ctx.summary.setdefault("plots", []).append(plot)
-    ctx.summary.setdefault("lead_tables", []).append(("tuning-candidates", block["candidates"]))
-    ctx.summary.setdefault("sections", []).append({
-        "title": "Fine-tuning (pod size)", "text": ctx.summary["tuning_line"],
-        "rows": block["candidates"],
-        "columns": ["cpu", "memory_label", "concurrency", "saturation_rps", "rps_per_core", "p95_ms", "cpu_use_pct",
-                    "memory_peak_pct", "oom_kills", "meets_slo", "verdict"],
-    })
-    if choice.result is None:
+    ctx.results.tune = TuneResult(
+        candidates=results, candidates_measured=planner.measured, grid_size=planner.grid_size,
+        replicas=ctx.config.tune.replicas, planner_notes=list(planner.notes), reason=choice.reason,
+        limits_enforced=bool(ctx.platform.limits_enforced), best=best,
+        best_search=searches.get(best.candidate) if best else None, headroom=ctx.config.search.headroom,
+        plot=heatmap(results, ctx.out / "tuning_heatmap.png", getattr(planner, "memory", None)))
+    if best is None:
         raise RuntimeError(choice.reason)
-    return block
+    return ctx.results.tune

@@ -129,6 +129,42 @@ def validate(
     out.print_json(json.dumps(cfg.model_dump(mode="json")))
 
 
+@app.command("preflight")
+def preflight_command(
+    config: Path = typer.Argument(..., help="YAML capacity-check config"),
+    set_: list[str] = typer.Option([], "--set", help="override a key: dotted.key=value"),
+) -> None:
+    """Check, changing nothing, that CONFIG can run on its cluster: credentials, namespace, RBAC, metrics-server,
+    node pool, room for the pods, images, and a server-side dry run of every manifest.
+
+    Exit 0 ready; 1 not ready (one FAIL line per problem, saying what to change); 2 bad config."""
+    try:
+        cfg = load_config(config, set_)
+        from nightcap.run.safety import check_safety_limits
+        from nightcap.targets.plan import payloads_for
+
+        check_safety_limits(cfg)
+        payloads = payloads_for(cfg.target) if cfg.platform.kind == "kubernetes" else []
+    except ConfigError as exc:
+        err.print(f"[red]{exc.render()}[/red]", highlight=False)
+        raise typer.Exit(2)
+    except (OSError, ValueError) as exc:  # a payload file that cannot be read
+        err.print(f"[red]{config}: {exc}[/red]", highlight=False)
+        raise typer.Exit(2)
+    if cfg.platform.kind != "kubernetes":
+        out.print(f"ok    platform: platform.kind {cfg.platform.kind}: no cluster to check; the config and its safety "
+                  "limits are valid", highlight=False)
+        return
+    from nightcap.platforms.preflight import preflight
+
+    checks = preflight(cfg, payloads=payloads)
+    for check in checks:
+        out.print(check.line(), highlight=False)
+    failed = sum(1 for c in checks if not c.ok)
+    out.print(f"not ready: {failed} problem(s) to fix" if failed else "ready", highlight=False)
+    raise typer.Exit(1 if failed else 0)
+
+
 @app.command()
 def init(
     model_uri: str = typer.Argument(..., help="a model folder, file://, runs:/..., models:/name/version or models:/name@alias"),

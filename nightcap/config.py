@@ -27,6 +27,12 @@ from nightcap.quantities import QuantityError, parse_cpu, parse_memory
 
 STAGE_NAMES = ("tune", "single_client", "multi_client", "scaling", "sizing", "autoscale", "regression")
 StageName = Literal["tune", "single_client", "multi_client", "scaling", "sizing", "autoscale", "regression"]
+# Stages that read an earlier stage's results: any one of the listed stages gives them what they need.
+STAGE_NEEDS: dict[str, tuple[tuple[str, ...], str]] = {
+    "sizing": (("single_client", "multi_client"), "the latency at the operating point"),
+    "autoscale": (("scaling", "single_client", "multi_client"), "one pod's saturation point"),
+    "regression": (("tune", "single_client", "multi_client"), "tonight's saturation point"),
+}
 
 MAX_CONFIG_BYTES = 1_000_000
 
@@ -163,10 +169,17 @@ class PlatformConfig(Strict):
     gke: GkeConfig | None = None
 
 
+# On Kubernetes per-pod CPU comes from metrics-server, a rate over 15 s intervals (30 s on GKE): a window has
+# to hold one whole interval for the figure to describe its own load. Used when load.window_s / warmup_s
+# are not set and platform.kind is kubernetes.
+KUBERNETES_WINDOW_S = 60.0
+KUBERNETES_WARMUP_S = 10.0
+
+
 class LoadConfig(Strict):
     workers: int = Field(2, ge=1, le=64)
-    warmup_s: Seconds = 2.0
-    window_s: Seconds = 4.0
+    warmup_s: Seconds = 2.0  # kubernetes: KUBERNETES_WARMUP_S
+    window_s: Seconds = 4.0  # kubernetes: KUBERNETES_WINDOW_S
     spawn_rate: float = Field(1000.0, gt=0, le=100_000)
     generator_bound_pct: float = Field(90.0, gt=0, le=100)
     reconnect_s: float = Field(5.0, ge=0, le=3600)
@@ -320,11 +333,25 @@ class Config(Strict):
     regression: RegressionConfig = Field(default_factory=RegressionConfig)
     canary: CanaryConfig = Field(default_factory=CanaryConfig)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _kubernetes_windows(cls, data: Any) -> Any:
+        """Windows long enough for metrics-server on Kubernetes, unless the config sets them."""
+        platform, load = (data.get("platform"), data.get("load", {})) if isinstance(data, dict) else (None, None)
+        if isinstance(platform, dict) and platform.get("kind") == "kubernetes" and isinstance(load, dict):
+            data = {**data, "load": {"window_s": KUBERNETES_WINDOW_S, "warmup_s": KUBERNETES_WARMUP_S, **load}}
+        return data
+
     @field_validator("stages")
     @classmethod
     def _ordered_unique(cls, stages: list[str]) -> list[str]:
         if len(set(stages)) != len(stages):
             raise ValueError("stages must not repeat a stage")
+        for stage, (givers, what) in STAGE_NEEDS.items():
+            if stage in stages and not set(givers) & set(stages):
+                names = ", ".join(repr(g) for g in givers[:-1]) + f" or {givers[-1]!r}"
+                raise ValueError(f"stage {stage!r} needs {what} from stage {names}, and none of them is in "
+                                 f"stages; add one of them to stages, or remove {stage!r}")
         return sorted(stages, key=STAGE_NAMES.index)
 
     @model_validator(mode="after")

@@ -64,8 +64,11 @@ def parse_cpu(value: str | int | float) -> float:
     return cores
 
 
-def format_memory(num_bytes: int) -> str:
-    """The shortest exact binary quantity (`256Mi`), as Kubernetes manifests write it."""
+def format_memory(num_bytes: int | None) -> str:
+    """The shortest exact binary quantity (`256Mi`, `1536Mi`), as Kubernetes manifests write it; None is
+    `unlimited` (no memory limit). Manifests, tuning labels and reports all print memory with this."""
+    if num_bytes is None:
+        return "unlimited"
     for suffix in ("Ei", "Pi", "Ti", "Gi", "Mi", "Ki"):
         factor = _BINARY[suffix]
         if num_bytes % factor == 0:

@@ -1,0 +1,7 @@
+"""The Prefect tasks the flows call: what shows as a task run in the UI.
+
+- `platform.py`   deploy and teardown.
+- `measure.py`    one measured window (`measure-window`) and the search that drives it.
+- `artifacts.py`  the progress bar, the steps table, the summary, the report-folder link and the trend table.
+- `events.py`     the Prefect events a finished run emits (built by `nightcap.results.events`).
+"""

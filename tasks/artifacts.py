@@ -20,9 +20,9 @@ from prefect.artifacts import (
 
 from nightcap.results.level_changes import level_changes, trend_rows, with_tonight
 from nightcap.results.report import write_markdown
-from nightcap.results.summary import headline_figures
-from nightcap.results.trend import trend_plot
+from nightcap.results.plots import trend_plot
 from nightcap.results.steps import StepRow
+from nightcap.results.summary import headline, headline_figures
 
 if TYPE_CHECKING:
     from nightcap.run.context import RunContext
@@ -78,10 +78,15 @@ def steps_table(target: str, steps: list[StepRow]) -> None:
                           description=f"{len(rows)} measured load steps (steps.csv)")
 
 
-def publish_summary(target: str, summary: dict[str, Any], out: Path, plots: list[Path],
-                    tables: list[tuple[str, list[dict[str, Any]]]]) -> None:
-    """The answer first; tables the stages asked to lead with; plots embedded as data URIs."""
-    for name, rows in tables:
+def lead_tables(summary: dict[str, Any]) -> list[tuple[str, list[dict[str, Any]]]]:
+    """The tables the Artifacts page leads with: what to buy (sizing), then the pod sizes tried."""
+    return [("sizing", (summary.get("sizing") or {}).get("rows") or []),
+            ("tuning-candidates", (summary.get("tuning") or {}).get("candidates") or [])]
+
+
+def publish_summary(target: str, summary: dict[str, Any], out: Path, plots: list[Path]) -> None:
+    """The answer first; the lead tables; plots embedded as data URIs (all from summary.json)."""
+    for name, rows in lead_tables(summary):
         if rows:
             create_table_artifact(key=artifact_key(target, name), table=rows, description=f"{name} ({target})")
     create_markdown_artifact(key=artifact_key(target, "summary"), markdown=write_markdown(summary, out, plots, embed=True),
@@ -90,14 +95,15 @@ def publish_summary(target: str, summary: dict[str, Any], out: Path, plots: list
                          link_text=str(out), description="report folder: summary.json, steps.csv, report.md, plots")
 
 
-def publish_trend(ctx: "RunContext", status: str) -> Path | None:
+def publish_trend(ctx: "RunContext", status: str) -> str | None:
     """The trend table artifact, `<target>-trend`, updated every run (its key versions it night after night):
-    the last nights' headline figures and level changes, tonight included. Returns the trend plot for the
-    summary, or None with fewer than two nights."""
+    the last nights' headline figures and level changes, tonight included. Returns the trend plot's file
+    name for the summary, or None with fewer than two nights."""
     cfg = ctx.config.regression
     target = ctx.config.target.name
+    verdict = ctx.results.regression.result.verdict if ctx.results.regression and ctx.results.regression.result else None
     frame = with_tonight(ctx.store.history(target=target, last=cfg.nights), ctx.run_id, status,
-                         headline_figures(ctx), (ctx.summary.get("regression") or {}).get("verdict"))
+                         headline_figures(headline(ctx)), verdict)
     changes = level_changes(frame, max_pvalue=cfg.max_pvalue, min_change=cfg.threshold)
     rows = trend_rows(frame, changes)
     marked = sum(1 for r in rows if r["level change"])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Any
 
 from prefect import get_run_logger, task
@@ -56,27 +55,3 @@ def run_search(ctx: RunContext, stage: str, workers: int, params: SearchParams) 
         raise
     ctx.idle_generator()
     return result
-
-
-def _r(x: float | None) -> float | None:
-    return None if x is None else round(x, 2)
-
-
-def _ci(rps: float | None, half: float | None) -> list[float | None] | None:
-    if rps is None or half is None:
-        return None
-    return [_r(max(rps - half, 0.0)), _r(rps + half)]
-
-
-def result_block(result: SearchResult, headroom: float) -> dict[str, Any]:
-    return {
-        "saturation": {"rps": _r(result.saturation_rps), "users": result.saturation_users, "found": result.found,
-                       "stop_reason": result.stop_reason,
-                       "rps_ci": _ci(result.saturation_rps, result.saturation_halfwidth)},
-        "operating_point": {"rps": _r(result.operating_rps), "users": result.operating_users, "headroom": headroom,
-                            "rps_ci": _ci(result.operating_rps, result.operating_halfwidth)},
-        "slo_capacity": {"users": result.slo_users, "rps": _r(result.slo_rps),
-                         "rps_ci": _ci(result.slo_rps, result.slo_halfwidth)},
-        "levels": [asdict(lv) for lv in result.levels],
-        "windows": result.windows,
-    }

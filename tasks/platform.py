@@ -1,12 +1,35 @@
-"""Deploy and teardown as tasks: the first and last thing every run does."""
+"""Preflight, deploy and teardown as tasks: the first and last things every run does."""
 
 from __future__ import annotations
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from nightcap.config import Config
 from nightcap.platforms.factory import initial_spec, make_platform
 from nightcap.run.context import RunContext
+
+
+class NotReady(RuntimeError):
+    """`nightcap preflight` found problems: the night would fail later, so it fails now with the reasons."""
+
+
+@task(name="preflight", cache_policy=NO_CACHE, persist_result=False)
+def preflight(cfg: Config) -> list[str]:
+    """On Kubernetes, check the cluster before anything is created (`nightcap preflight`); elsewhere nothing to do."""
+    if cfg.platform.kind != "kubernetes":
+        return []
+    from nightcap.platforms.preflight import preflight as check
+    from nightcap.targets.plan import payloads_for
+
+    logger = get_run_logger()
+    checks = check(cfg, payloads=payloads_for(cfg.target))
+    for c in checks:
+        (logger.info if c.ok else logger.error)("preflight %s", c.line())
+    failed = [c.line() for c in checks if not c.ok]
+    if failed:
+        raise NotReady(f"the cluster is not ready for this run ({len(failed)} problem(s)): " + " | ".join(failed))
+    return [c.line() for c in checks]
 
 
 @task(name="deploy", cache_policy=NO_CACHE, persist_result=False)
@@ -47,5 +70,5 @@ def smoke(ctx: RunContext) -> None:
     result = smoke_request(url, t.method, ctx.plan.payloads[0], headers, t.request_timeout_s,
                            payload_option=ctx.plan.payload_option,
                            url_option="target.url" if t.kind == "url" else None)
-    ctx.summary["smoke"] = {"status": result.status, "elapsed_ms": result.elapsed_ms}
+    ctx.info["smoke"] = {"status": result.status, "elapsed_ms": result.elapsed_ms}
     get_run_logger().info("smoke request: %s in %.0f ms", result.status, result.elapsed_ms)

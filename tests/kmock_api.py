@@ -16,7 +16,33 @@ from kubernetes import client as k8s
 
 
 class SelectorEmulator(kmock.KubernetesEmulator):
-    """The emulator, plus equality label selectors on lists (as the API server applies them)."""
+    """The emulator, plus what nightcap relies on from an API server: equality label selectors on lists,
+    `dryRun=All` (judged, never stored; a namespace outside `namespaces` is not found), and
+    SelfSubjectAccessReviews answered from `denied` ((group, resource[/sub], verb) the identity may not do)."""
+
+    denied: set[tuple[str, str, str]]
+    namespaces: set[str] | None
+
+    async def _handle(self, request: Any) -> Any:
+        from aiohttp import web
+
+        resource = request.resource
+        if str(request.url.path).rstrip("/") == "/version":  # the client asks for /version/
+            return web.json_response({"major": "1", "minor": "33", "gitVersion": "v1.33.0-kmock"})
+        if resource is not None and resource.plural == "selfsubjectaccessreviews":
+            attrs = ((request.data or {}).get("spec") or {}).get("resourceAttributes") or {}
+            what = attrs.get("resource", "") + (f"/{attrs['subresource']}" if attrs.get("subresource") else "")
+            allowed = (attrs.get("group", ""), what, attrs.get("verb", "")) not in getattr(self, "denied", set())
+            return web.json_response({**request.data, "status": {"allowed": allowed}}, status=201)
+        if request.params.get("dryRun") == "All" and resource is not None:
+            namespace = request.namespace or ((request.data or {}).get("metadata") or {}).get("namespace")
+            known = getattr(self, "namespaces", None)
+            if known is not None and namespace not in known:
+                return web.json_response({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 404,
+                                          "reason": "NotFound", "message": f'namespaces "{namespace}" not found',
+                                          "details": {"name": namespace, "kind": "namespaces"}}, status=404)
+            return web.json_response(request.data, status=201)
+        return await super()._handle(request)
 
     async def _serve_list(self, request: Any) -> Any:
         result = await super()._serve_list(request)
@@ -68,6 +94,8 @@ class KmockApi:
 def rbac_access(method: str, path: str) -> tuple[str, str, str]:
     """(API group, resource[/subresource], RBAC verb) of one API request, as the authorizer sees it."""
     parts = [p for p in path.split("/") if p]
+    if parts[0] not in ("api", "apis"):
+        return "", "/" + "/".join(parts), "get"  # a non-resource URL (/version): RBAC nonResourceURLs
     if parts[0] == "api":
         group, rest = "", parts[2:]
     else:
@@ -87,4 +115,68 @@ def requests_outside_rbac(api: KmockApi) -> list[tuple[str, str, str]]:
     from nightcap.platforms.rbac import allowed
 
     seen = {rbac_access(str(r.method.value), str(r.url.path)) for r in api.run(lambda: list(api.kmock))}
-    return sorted(a for a in seen if not allowed(*a))
+    # every authenticated identity may ask what it may do, and read /version (system:basic-user,
+    # system:public-info-viewer)
+    everyone = {("authorization.k8s.io", "selfsubjectaccessreviews", "create"), ("", "/version", "get")}
+    return sorted(a for a in seen - everyone if not allowed(*a))
+
+
+class FakeMaster:
+    """A Locust master's web API on 127.0.0.1, counting as connected the workers `connected()` names.
+
+    Stands in for the master pod behind the port-forward (`open_socket`) or for its client (`client()`);
+    `swarms` records every POST /swarm, `polls` every window read."""
+
+    def __init__(self, connected: Callable[[], list[str]]) -> None:
+        import http.server
+        import json
+        from urllib.parse import parse_qs
+
+        self.connected = connected
+        self.swarms: list[dict[str, str]] = []
+        self.polls = 0
+        master = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _send(self, body: dict[str, Any]) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:  # /nightcap/window
+                master.polls += 1
+                ids = list(master.connected())
+                self._send({"active_workers": ids, "worker_count": len(ids), "user_count": 0, "state": "ready",
+                            "workers": {i: {"requests": 0, "failures": 0, "covered_s": 1.0, "cpu_s": 0.3}
+                                        for i in ids}, "total": {}, "errors": []})
+
+            def do_POST(self) -> None:  # /swarm, /stats/reset, /stop
+                length = int(self.headers.get("Content-Length") or 0)
+                form = parse_qs(self.rfile.read(length).decode()) if length else {}
+                if self.path == "/swarm":
+                    master.swarms.append({k: v[0] for k, v in form.items()})
+                self._send({"success": True})
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_port
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+
+    def open_socket(self, *_: Any) -> Any:
+        import socket
+
+        return socket.create_connection(("127.0.0.1", self.port), timeout=10)
+
+    def client(self) -> Any:
+        from nightcap.load.driver import MasterClient
+
+        return MasterClient(f"http://127.0.0.1:{self.port}")
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -27,7 +27,7 @@ import pytest
 import yaml
 
 from nightcap.platforms.cgroups import detect
-from nightcap.targets.reference_server import reference_capacity
+from nightcap.targets.reference_capacity import reference_capacity
 
 pytestmark = pytest.mark.slow
 
@@ -141,3 +141,43 @@ def test_far_past_its_slots_a_window_counts_only_the_served_requests(tmp_path):
     assert row.rps >= truth * 0.8, row  # the 8 slots stay busy
     assert row.p95_ms is not None and row.p95_ms >= 100, row  # not the fast 503s' few ms
     assert row.rps_halfwidth is not None and row.batches >= 4
+
+
+def test_fewer_users_after_more_stay_spread_evenly_over_two_replicas(tmp_path):
+    """16 users then 12 on 2 replicas x (4 slots + 2 queue): a balanced 6 + 6 gets no 503 at all."""
+    from nightcap.config import validate
+    from nightcap.load.local import LocalLocust
+    from nightcap.load.runner import StepRunner
+    from nightcap.platforms.base import PodSpec
+    from nightcap.platforms.local import LocalPlatform
+    from nightcap.run.registry import RunRegistry
+    from nightcap.targets.plan import plan_target
+
+    config = validate({
+        "target": {"name": "accuracy-spread", "kind": "reference", "slots": 4, "service_ms": 20, "queue": 2},
+        "platform": {"kind": "local", "replicas": 2, "cpu": None, "ready_timeout_s": 30},
+        "load": {"workers": 1, "warmup_s": 1.0, "window_s": 1.5, "reconnect_s": 0},
+        "slo": {"p95_ms": 1000}, "stages": ["single_client"], "search": {"max_users": 16},
+    }, "test")
+    run_id = f"test{os.getpid()}-spread-{uuid.uuid4().hex[:4]}"
+    registry = RunRegistry(run_id)
+    plan = plan_target(config)
+    platform = LocalPlatform(config, plan, run_id, Path(tempfile.mkdtemp(dir=tmp_path)), registry=registry)
+    gen = LocalLocust(1, plan.payloads, "/invocations", "POST", {}, 10.0, 0.0, registry=registry,
+                      logdir=tmp_path / "logs")
+    rows = []
+    try:
+        platform.deploy(PodSpec(cpu=None, memory=None, concurrency=4), 2)
+        gen.start()
+        runner = StepRunner(config, platform, gen, "spread", lambda r: None)
+        for users in (16, 12, 16, 12):  # down twice: each time a different subset of users is stopped
+            rows.append(runner.measure(users))
+    finally:
+        try:
+            gen.stop()
+        finally:
+            platform.teardown()
+            registry.close()
+    twelve = [r for r in rows if r.users == 12]
+    assert all(r.error_rate < 0.01 for r in twelve), [(r.users, r.error_rate, r.rps) for r in rows]
+    assert all(r.rps >= 0.9 * 400 for r in twelve), [(r.users, r.rps) for r in rows]

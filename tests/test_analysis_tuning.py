@@ -15,12 +15,12 @@ from nightcap.analysis.tuning import (
     TunePlanner,
     choose,
     evaluate,
-    format_memory,
     no_room,
     run_planner,
     verdict,
 )
 from nightcap.config import TuneConfig
+from nightcap.quantities import format_memory
 
 MI = 1 << 20
 CPUS = [0.5, 1.0, 2.0]
@@ -173,7 +173,7 @@ def test_single_value_grid() -> None:
 
 
 def test_format_memory() -> None:
-    assert [format_memory(m) for m in (256 * MI, 1024 * MI, 1536 * MI, None)] == ["256Mi", "1Gi", "1.5Gi", "unlimited"]
+    assert [format_memory(m) for m in (256 * MI, 1024 * MI, 1536 * MI, None)] == ["256Mi", "1Gi", "1536Mi", "unlimited"]
 
 
 grids = dict(

@@ -23,6 +23,7 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return ensure_model(tmp_path_factory.mktemp("models"))
 
 
+@pytest.mark.slow  # trains and saves the model (seconds)
 def test_ensure_model_creates_mlflow_folder(model_dir: Path) -> None:
     assert (model_dir / "MLmodel").is_file()
     mlmodel = (model_dir / "MLmodel").read_text()
@@ -30,6 +31,7 @@ def test_ensure_model_creates_mlflow_folder(model_dir: Path) -> None:
     assert model_dir.name.startswith("wine-")
 
 
+@pytest.mark.slow  # trains and saves the model (seconds)
 def test_ensure_model_is_idempotent(model_dir: Path) -> None:
     before = (model_dir / "MLmodel").stat().st_mtime_ns
     assert ensure_model(model_dir.parent) == model_dir
@@ -37,6 +39,7 @@ def test_ensure_model_is_idempotent(model_dir: Path) -> None:
     assert [p.name for p in model_dir.parent.iterdir()] == [model_dir.name]  # no temp folders left
 
 
+@pytest.mark.slow  # starts two processes that train the model
 def test_ensure_model_survives_a_race(tmp_path: Path) -> None:
     """Two processes building the same cache: both succeed and one model remains."""
     code = "import sys; from nightcap.targets.bundled_model import ensure_model; print(ensure_model(sys.argv[1]))"
@@ -61,6 +64,7 @@ def test_sample_payloads_are_single_rows_of_every_class() -> None:
     assert len(sample_payloads(500)) == 500
 
 
+@pytest.mark.slow  # trains and saves the model (seconds)
 def test_serve_command_and_env(model_dir: Path) -> None:
     argv = serve_command(model_dir)
     assert argv[1:4] == ["models", "serve", "-m"] or argv[3:6] == ["models", "serve", "-m"]

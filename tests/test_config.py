@@ -57,6 +57,7 @@ def test_every_problem_is_listed_once_with_its_yaml_path(tmp_path):
     assert "4 problem(s), nothing was started" in caught.value.render()
 
 
+@pytest.mark.slow  # starts `nightcap run`
 def test_run_on_a_bad_config_exits_2_and_starts_nothing(tmp_path):
     config = write(tmp_path, bad_config())
     token = "config-test-" + os.urandom(4).hex()
@@ -221,6 +222,18 @@ def test_any_yaml_text_gives_a_config_or_a_config_error(text):
         assert isinstance(validate(data if data is not None else {}), Config)
     except ConfigError as exc:
         assert exc.problems
+
+
+def test_kubernetes_windows_default_to_what_metrics_server_can_resolve() -> None:
+    from nightcap.config import KUBERNETES_WARMUP_S, KUBERNETES_WINDOW_S
+
+    base = {"target": {"name": "t", "kind": "reference", "image": "x"}, "slo": {"p95_ms": 500}}
+    k8s = validate({**base, "platform": {"kind": "kubernetes"}})
+    assert (k8s.load.window_s, k8s.load.warmup_s) == (KUBERNETES_WINDOW_S, KUBERNETES_WARMUP_S) == (60.0, 10.0)
+    assert validate({**base, "platform": {"kind": "kubernetes"}, "load": {"window_s": 3}}).load.window_s == 3
+    assert validate({**base, "platform": {"kind": "kubernetes"}, "load": {"window_s": 3}}).load.warmup_s == 10
+    local = validate(base)
+    assert (local.load.window_s, local.load.warmup_s) == (4.0, 2.0)  # local configs (and their hashes) unchanged
 
 
 def test_reference_stall_is_passed_to_the_server_and_checked():

@@ -372,6 +372,7 @@ def test_sigkill_then_cleanup_removes_exactly_what_the_run_left(prefect_api, lef
         assert done.returncode == 0, done.stderr
         assert "stopped" in done.stdout and "removed cgroup" in done.stdout
         assert unrelated.poll() is None, "cleanup must not touch a process that is not the dead run's"
+        assert measured_in_log(text) >= 1, "the killed run had measured a step before SIGKILL"
         assert leftovers.steps_lost(measured_in_log(text), out) == 0
     finally:
         for p in (proc, unrelated):

@@ -12,160 +12,31 @@ from __future__ import annotations
 
 import json
 import socket
-import subprocess
-import sys
-import threading
 import time
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from kmock_api import KmockApi
+from kmock_api import FakeMaster
+from kube_cluster import NS, FakeCluster, start_reference_server, stop_process
 from nightcap.platforms import manifests as mf
-from nightcap.run.ports import free_port
 
-NS = "capacity"
 SLOTS, SERVICE_MS = 4, 25.0
 CAPACITY_RPS = SLOTS * 1000 / SERVICE_MS  # 160 rps: the reference server's exact capacity
-RESOURCES = ["v1/pods", "v1/events", "v1/nodes", "v1/services", "v1/configmaps", "v1/secrets",
-             "apps/v1/deployments", "autoscaling/v2/horizontalpodautoscalers", "metrics.k8s.io/v1beta1/pods",
-             "networking.k8s.io/v1/networkpolicies"]
-
-
-class FakeCluster(KmockApi):
-    """kmock on a background loop, and a controller thread that plays kube-controller-manager and kubelet."""
-
-    hpa_reacts_after_s = 2.0
-
-    def __init__(self) -> None:
-        super().__init__(RESOURCES)
-        self.hpa_seen: dict[str, float] = {}
-        self.hpa_statuses: list[dict[str, Any]] = []
-        self.max_pods = 0
-        self.serial = 0
-        self.on_tick: list[Callable[[], None]] = []
-        self._stop = threading.Event()
-        self.run(lambda: self.kmock.objects.__setitem__(
-            ("v1/nodes", None, "node-0"), {"metadata": {"name": "node-0", "labels": {mf.NODE_POOL_LABEL: "models"}}}))
-        self.controller = threading.Thread(target=self._control, daemon=True)
-        self.controller.start()
-
-    def live(self, plural: str) -> dict[str, dict[str, Any]]:
-        """name -> object of one resource in the namespace (not deleted); metrics.k8s.io pods are not pods."""
-        group = {"deployments": "apps", "horizontalpodautoscalers": "autoscaling",
-                 "networkpolicies": "networking.k8s.io"}.get(plural, "")
-        return {key[2]: obj.raw for key, obj in self.kmock.objects.items()
-                if key[0].plural == plural and (key[0].group or "") == group and key[1] == NS and not obj.deleted}
-
-    def _control(self) -> None:
-        while not self._stop.wait(0.1):
-            try:
-                self.run(self._reconcile)
-                for fn in self.on_tick:
-                    fn()
-            except Exception:  # the loop is closing
-                return
-
-    def _reconcile(self) -> None:
-        objects = self.kmock.objects
-        now = time.monotonic()
-        deployments = self.live("deployments")
-        # the HPA controller: after a while it wants 2 replicas (within min/max) and scales the Deployment
-        for name, hpa in self.live("horizontalpodautoscalers").items():
-            target = hpa["spec"]["scaleTargetRef"]["name"]
-            dep = deployments.get(target)
-            if dep is None:
-                continue
-            first = self.hpa_seen.setdefault(name, now)
-            current = int(dep["spec"].get("replicas") or 0)
-            desired = current
-            if now - first >= self.hpa_reacts_after_s:
-                desired = max(hpa["spec"].get("minReplicas", 1), min(hpa["spec"]["maxReplicas"], 2))
-            status = {"currentReplicas": current, "desiredReplicas": desired,
-                      "conditions": [{"type": "AbleToScale", "status": "True", "reason": "SucceededRescale",
-                                      "message": "the HPA controller was able to update the target scale"}]}
-            if status != hpa.get("status"):
-                objects["autoscaling/v2/horizontalpodautoscalers", NS, name].patch({"status": status})
-                self.hpa_statuses.append(status)
-            if desired != current:
-                objects["apps/v1/deployments", NS, target].patch({"spec": {"replicas": desired}})
-                deployments[target]["spec"]["replicas"] = desired
-        # the Deployment controller and kubelet: every replica Running and Ready at once, with usage
-        wanted: dict[str, dict[str, Any]] = {}
-        for name, dep in deployments.items():
-            n = int(dep["spec"].get("replicas") or 0)
-            generation = (dep.get("metadata") or {}).get("generation") or 1
-            status = {"observedGeneration": generation, "replicas": n, "updatedReplicas": n, "readyReplicas": n,
-                      "availableReplicas": n}
-            if dep.get("status") != status:
-                objects["apps/v1/deployments", NS, name].patch({"status": status})
-            template = dep["spec"]["template"]
-            for i in range(n):
-                wanted[f"{name}-abc-{i}-"] = template  # slot -> template; a replaced pod gets a new name
-        pods = self.live("pods")
-        slot = {p: p[:p.rindex("-") + 1] for p in pods}
-        for pod_name in [p for p in pods if slot[p] not in wanted]:
-            del objects["v1/pods", NS, pod_name]
-            if ("metrics.k8s.io/v1beta1/pods", NS, pod_name) in objects:
-                del objects["metrics.k8s.io/v1beta1/pods", NS, pod_name]
-        for prefix, template in wanted.items():
-            if prefix in slot.values():
-                continue
-            self.serial += 1
-            pod_name = f"{prefix}{self.serial}"
-            labels = {**template["metadata"]["labels"], "pod-template-hash": "abc"}
-            objects["v1/pods", NS, pod_name] = {
-                "metadata": {"name": pod_name, "namespace": NS, "labels": labels},
-                "spec": template["spec"],
-                "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}],
-                           "containerStatuses": [{"name": "model", "ready": True, "restartCount": 0,
-                                                  "image": "x", "imageID": "", "state": {"running": {}}}]},
-            }
-            objects["metrics.k8s.io/v1beta1/pods", NS, pod_name] = {
-                "metadata": {"name": pod_name, "namespace": NS, "labels": labels},
-                "containers": [{"name": "model", "usage": {"cpu": "300m", "memory": "100Mi"}}],
-            }
-        self.max_pods = max(self.max_pods, len(wanted))
-
-    def requests(self, method: str) -> list[Any]:
-        return [r for r in self.run(lambda: list(self.kmock)) if str(r.method.value).upper() == method]
-
-    def close(self) -> None:
-        self._stop.set()
-        self.controller.join(timeout=5)
-        super().close()
 
 
 @pytest.fixture()
 def reference_server(leftovers: Any) -> Iterator[int]:
     """The stand-in for the model pods; spared by `leftovers` (conftest), which checks the run's own processes."""
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "nightcap.targets.reference_server", "--host", "127.0.0.1",
-                             "--port", str(port), "--slots", str(SLOTS), "--service-ms", str(SERVICE_MS),
-                             "--queue", "64"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc, port = start_reference_server(SLOTS, SERVICE_MS)
     leftovers.spared.add(proc.pid)
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=1):
-                    break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("the reference server did not start") from None
-                time.sleep(0.1)
         yield port
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+        stop_process(proc)
 
 
 @pytest.fixture()
@@ -205,7 +76,7 @@ def test_parent_flow_on_kubernetes_end_to_end(prefect_api: str, cluster: FakeClu
 
     # `leftovers` (conftest) runs this in tmp_path (run registry, locks, report) and fails it if a Locust
     # process or a run record outlives the flow
-    monkeypatch.setattr(kube_mod, "api_client_for", lambda platform: cluster.api)
+    monkeypatch.setattr("nightcap.platforms.kube_client.api_client_for", lambda platform: cluster.api)
     monkeypatch.setattr(kube_mod.KubernetesPlatform, "poll_s", 0.2)
     forwarded: list[tuple[str, int]] = []
 
@@ -236,7 +107,11 @@ def test_parent_flow_on_kubernetes_end_to_end(prefect_api: str, cluster: FakeClu
     run_labels = {mf.MANAGED_BY: mf.MANAGER, mf.RUN_ID: mf.run_label(run_id)}
 
     # exactly the objects the flow creates on kubernetes with a local generator: model Deployment + Service, HPA
-    posts = cluster.requests("POST")
+    # the preflight task judged every object by a dry run and asked about each permission; nothing it sent stayed
+    posts = [r for r in cluster.requests("POST") if r.params.get("dryRun") != "All"
+             and "selfsubjectaccessreviews" not in str(r.url.path)]
+    assert {r.data["kind"] for r in cluster.requests("POST") if r.params.get("dryRun") == "All"} == {
+        "Deployment", "Service", "HorizontalPodAutoscaler"}
     created = [(r.data["kind"], r.data["metadata"]["name"]) for r in posts]
     assert [k for k, _ in created] == ["Deployment", "Service", "HorizontalPodAutoscaler"], created
     name = created[0][1]
@@ -337,11 +212,20 @@ def test_generator_site_defaults_and_keeps_existing_config_hashes() -> None:
 
 
 def _fast_platform(cluster: FakeCluster, run: str, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Any]:
-    """A KubernetesPlatform on the fake cluster, and in-cluster Locust polling it every 0.1 s."""
+    """A KubernetesPlatform on the fake cluster, and in-cluster Locust polling it every 0.1 s whose master
+    (reached through the port-forward code path) counts the ready worker pods as its connected workers."""
     from nightcap.load.kubernetes import KubernetesLocust
     from nightcap.platforms.kubernetes import KubernetesPlatform
 
+    worker = mf.locust_name(run, "worker")
+    def connected() -> list[str]:  # a restarted container is a new Locust process: a new worker id
+        return sorted(f"{n}/{p['status']['containerStatuses'][0]['restartCount']}"
+                      for n, p in cluster.run(lambda: cluster.live("pods")).items() if n.startswith(worker + "-"))
+
+    master = FakeMaster(connected)
     monkeypatch.setattr(KubernetesLocust, "poll_s", 0.1)
+    monkeypatch.setattr(KubernetesLocust, "_open_pod_socket", master.open_socket)
+    cluster.on_close.append(master.close)
     config = _k8s_config()
     return config, KubernetesPlatform(config, run, api_client=cluster.api)
 
@@ -369,7 +253,7 @@ def test_cluster_generator_runs_in_the_cluster_and_sends_to_the_service_dns(
         assert "FastHttpUser" in files["locustfile.py"] and files["payloads.jsonl"] == '{"a": 1}\n'
         assert gen.alive_workers() == 3
         gen.mark_cpu()
-        assert gen.generator_cpu_pct() == [30.0, 30.0, 30.0]  # metrics.k8s.io of the worker pods
+        assert gen.generator_cpu_pct() == [30.0, 30.0, 30.0]  # each worker's CPU seconds / its covered seconds
         assert gen.restart_dead_workers() == 0
         # a worker pod dies and the Deployment controller replaces it (the test's controller re-creates it)
         workers = sorted(n for n in cluster.run(lambda: cluster.live("pods")) if n.startswith(gen.worker_name))
@@ -414,7 +298,6 @@ def test_cluster_generator_is_created_once_per_run_and_scaled_between_searches(
                      platform=platform)
     try:
         first = ctx.generator_for(1)
-        first._client = RecordingClient()  # type: ignore[assignment]
         ctx.idle_generator()  # between searches: the swarm stops, the pods stay
         assert ctx.generator_for(1) is first
         posts = [(r.data["kind"], r.data["metadata"]["name"]) for r in cluster.requests("POST")]

@@ -11,7 +11,7 @@ from nightcap.config import validate
 from nightcap.results.history_cli import history_command
 from nightcap.results.level_changes import level_changes, trend_rows, with_tonight
 from nightcap.results.store import HistoryStore
-from nightcap.results.trend import trend_plot
+from nightcap.results.plots import trend_plot
 from test_change_points import nights
 
 
@@ -74,5 +74,5 @@ def test_the_trend_table_and_plot_include_tonight_before_it_is_stored(store, tmp
     assert rows[-1]["p95 at op"] is None
     assert rows[[r["run"] for r in rows].index("failed-one")]["level change"] == ""
     assert "sat. rps" in rows[[r["run"] for r in rows].index("night-09")]["level change"]
-    png = trend_plot(frame, tmp_path / "trend.png", changes=changes)
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert trend_plot(frame, tmp_path / "trend.png", changes=changes) == "trend.png"
+    assert (tmp_path / "trend.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -103,6 +103,9 @@ def test_model_container_fills_port_and_concurrency_and_sizes_the_pod() -> None:
     assert container["ports"][0]["containerPort"] == 5000
     assert dep["spec"]["replicas"] == 3
     assert dep["spec"]["strategy"] == {"type": "Recreate"}  # a surge pod would need room a full pool lacks
+    assert "nodeSelector" not in dep["spec"]["template"]["spec"]  # no platform.gke: wherever there is room
+    gke = mf.model_deployment(CONFIGS["gke-example"], "r1", SPECS[0], 1)["spec"]["template"]["spec"]
+    assert gke["nodeSelector"] == {mf.NODE_POOL_LABEL: "models"}  # the pool the run sizes and autoscales
     selector = dep["spec"]["selector"]["matchLabels"].items()
     assert set(selector) <= set(dep["spec"]["template"]["metadata"]["labels"].items())
     mlflow = mf.model_deployment(CONFIGS["mlflow"], "r1", PodSpec(cpu=1.0, memory=None, concurrency=3), 1)

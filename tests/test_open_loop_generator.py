@@ -17,7 +17,7 @@ from nightcap.load.driver import summarize
 from nightcap.load.local import LocalLocust
 from nightcap.load.open_loop import OpenWindow, summarize_open
 from nightcap.run.ports import free_port
-from nightcap.targets.reference_server import stall_latency_ms
+from nightcap.targets.reference_capacity import stall_latency_ms
 
 pytestmark = pytest.mark.slow
 

@@ -40,7 +40,7 @@ def night(prefect_api, tmp_path_factory):
             "target.name=reference-regression",  # its own identity and run lock, apart from other runs here
             "load.window_s=1",
             "load.warmup_s=0.5",
-            "search.max_users=16",
+            "search.max_users=8",  # the knee is at 4 users (4 slots): 8 shows it, and each night costs less
             "search.max_windows=1",
             "search.refine_steps=1",
             f"store.url={store_url}",

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 def test_api_key_appears_in_no_output(prefect_api, leftovers, tmp_path, monkeypatch, capfd):
     key = "nck-" + secrets.token_urlsafe(24)
     monkeypatch.setenv("NIGHTCAP_TEST_KEY", key)
-    seen: dict[str, list] = {"cmdlines": [], "generators_with_key": [], "replicas_with_key": []}
+    seen: dict[str, list] = {"cmdlines": [], "generators_with_key": [], "masters_with_key": [], "replicas_with_key": []}
 
     def look(runner):
         for proc in psutil.process_iter():
@@ -33,6 +33,8 @@ def test_api_key_appears_in_no_output(prefect_api, leftovers, tmp_path, monkeypa
             has_key = key in env.values()
             if "locust" in cmd and "--worker" in cmd and has_key:
                 seen["generators_with_key"].append(proc.pid)
+            if "locust" in cmd and "--master" in cmd.split() and has_key:  # not --master-host (a worker's)
+                seen["masters_with_key"].append(proc.pid)
             if "reference_server" in cmd and has_key:
                 seen["replicas_with_key"].append(proc.pid)
 
@@ -43,6 +45,7 @@ def test_api_key_appears_in_no_output(prefect_api, leftovers, tmp_path, monkeypa
     assert not state.is_failed() and not hook.errors
     assert seen["generators_with_key"], "the key must reach the load generators (their environment only)"
     assert not seen["cmdlines"], seen["cmdlines"]
+    assert not seen["masters_with_key"], "the Locust master sends no request: it must not hold the key"
     assert not seen["replicas_with_key"], "the measured server has no business with the client's key"
 
     captured = capfd.readouterr()

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from nightcap.platforms.cgroups import detect
+from test_summary_keys import real_run_keys_outside_golden
 
 pytestmark = pytest.mark.slow
 
@@ -30,6 +31,7 @@ def run_flow(tmp_path: Path, cfg: dict[str, Any]) -> tuple[Any, dict[str, Any], 
     out = tmp_path / "out"
     state = capacity_check(config=str(path), overrides=[], out=str(out), return_state=True)
     summary = json.loads((out / "summary.json").read_text())
+    assert real_run_keys_outside_golden(summary) == []  # summary.json stays inside tests/golden/summary_keys.json
     import csv
 
     with (out / "steps.csv").open() as handle:
@@ -160,6 +162,9 @@ def test_tune_picks_best_rps_per_core_and_names_the_limit(prefect_api, tmp_path,
     cpu_bound = [r for r in rows if r["memory"] == 256 * 2**20 and r["cpu"] == 0.25 and r["concurrency"] >= 2]
     assert cpu_bound and all("CPU-bound" in r["verdict"] for r in cpu_bound)
     assert (tmp_path / "out" / "tuning_heatmap.png").exists()
+    # a run of the tune stage alone answers with the tuned pod's saturation point, measured on tune.replicas pods
+    assert summary["saturation"]["stage"] == "tune" and summary["saturation"]["replicas"] == 1
+    assert summary["saturation"]["rps"] == pytest.approx(best["saturation_rps"], abs=0.01)
     assert state.is_completed(), state.message
 
 

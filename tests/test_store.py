@@ -214,7 +214,7 @@ def test_history_table_and_trend_plot(db_url, tmp_path):
     from rich.console import Console
 
     from nightcap.results.history_cli import history_command
-    from nightcap.results.trend import trend_plot
+    from nightcap.results.plots import trend_plot
 
     console = Console(record=True, width=140)
     history_command(db_url.replace("history.db", "missing.db"), None, 5, console=console)
@@ -227,11 +227,13 @@ def test_history_table_and_trend_plot(db_url, tmp_path):
     history_command(db_url, "ref", 10, console=console)
     text = console.export_text()
     assert "202.0" in text and "model:2" in text and "failed" in text
-    png = trend_plot(store.history(last=10), tmp_path / "plots" / "trend.png")
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert trend_plot(store.history(target="none"), tmp_path / "empty.png").stat().st_size > 0
+    assert trend_plot(store.history(last=10), tmp_path / "plots" / "trend.png") == "trend.png"
+    assert (tmp_path / "plots" / "trend.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    trend_plot(store.history(target="none"), tmp_path / "empty.png")
+    assert (tmp_path / "empty.png").stat().st_size > 0
 
 
+@pytest.mark.slow  # starts a process and kills it
 def test_sigkill_mid_run_leaves_a_consistent_history(db_url):
     """A runner killed without warning: the file opens, every written step is there, the run is marked."""
     import os

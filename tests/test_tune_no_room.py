@@ -39,6 +39,7 @@ def test_measure_candidate_reports_no_room(monkeypatch: pytest.MonkeyPatch) -> N
     config = validate({"target": {"name": "t", "kind": "reference", "image": "x"}, "slo": {"p95_ms": 500},
                        "platform": {"kind": "kubernetes"}, "tune": {"replicas": 2}})
     ctx = SimpleNamespace(config=config, platform=FullPool(), steps=[], spec=None)
-    result = tune.measure_candidate(ctx, Candidate(2.0, 1 << 30, 4))  # type: ignore[arg-type]
+    result, search = tune.measure_candidate(ctx, Candidate(2.0, 1 << 30, 4))  # type: ignore[arg-type]
+    assert search is None  # nothing was measured
     assert result.unschedulable and result.saturation_rps == 0 and not result.meets_slo
     assert result.verdict == "no room for this pod size (0/3 nodes are available: 3 Insufficient cpu.)"

@@ -26,6 +26,7 @@ from typing import Any, Mapping, Sequence
 
 from nightcap.analysis.canary import FIGURE as CANARY, NORMALISED, normalise
 from nightcap.analysis.change_points import MAX_PVALUE, ChangePoint, find_change_points, levels
+from nightcap.analysis.figures import COMPARED_FIGURES, Figure
 
 MAD_SCALE = 1.4826  # makes the MAD estimate a standard deviation for normally distributed noise
 
@@ -40,24 +41,7 @@ CANARY_THRESHOLD = 0.05  # the canary moved when it changed beyond this and beyo
 NORMALISED_SUFFIX = "_normalised"  # saturation_rps_normalised: x baseline canary / tonight's canary
 
 
-@dataclass(frozen=True)
-class Figure:
-    """A headline figure and which way is better."""
-
-    name: str
-    unit: str
-    higher_is_better: bool = True
-    # The smallest change the measurement resolves, in the figure's unit: Locust records latencies in
-    # whole milliseconds and nights with identical p95 have no spread, so without it 22 -> 24.5 ms alarmed.
-    resolution: float = 0.0
-
-
-FIGURES: tuple[Figure, ...] = (
-    Figure("saturation_rps", "rps"),
-    Figure("rps_per_core", "rps/core"),
-    Figure("p95_at_operating_ms", "ms", higher_is_better=False, resolution=5.0),
-    Figure("slo_users", "users", resolution=2.0),
-)
+FIGURES = COMPARED_FIGURES  # the figures a night is judged on (nightcap.analysis.figures)
 
 
 @dataclass

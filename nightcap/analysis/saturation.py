@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Protocol, Sequence
 
 import pandas as pd
 
@@ -62,3 +62,32 @@ def usable_mask(steps: pd.DataFrame) -> pd.Series:
     bound = steps["generator_bound"].map(_truthy) if "generator_bound" in steps else pd.Series(False, index=steps.index)
     closed = steps["load"].fillna("closed") != "open" if "load" in steps else pd.Series(True, index=steps.index)
     return valid & ~bound & closed
+
+
+class LevelLike(Protocol):
+    users: int
+    rps: float
+    p95_ms: float | None
+    good: bool
+
+
+def p95_at_rate(levels: Sequence[LevelLike], rps: float | None) -> float | None:
+    """p95 at a rate (the operating point's), interpolated along the rising part of a ramp's good levels.
+
+    Not at the operating *users*: those are 70% of the saturation users, which on a throughput plateau
+    land on any of the flat levels (8 or 12 users for the same 200 rps), so the p95 there jumped 2x from
+    night to night and the regression check alarmed on noise. The rate is what the operating point is.
+    Past the last good level's rate, that level's p95.
+    """
+    good = sorted((lv for lv in levels if lv.good and lv.p95_ms is not None), key=lambda lv: lv.users)
+    if rps is None or not good:
+        return None
+    before = None
+    for lv in good:
+        if lv.rps >= rps:
+            if before is None or lv.rps <= before.rps:
+                return lv.p95_ms
+            share = (rps - before.rps) / (lv.rps - before.rps)
+            return round(before.p95_ms + share * (lv.p95_ms - before.p95_ms), 3)  # type: ignore[operator]
+        before = lv
+    return good[-1].p95_ms

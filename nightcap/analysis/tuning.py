@@ -19,18 +19,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Generator, Iterable, Sequence
 
+from nightcap.quantities import format_memory
+
 PEGGED_PCT = 85.0  # per-pod CPU use (% of its limit) above which CPU is the limit
 IDLE_PCT = 60.0  # below this the pod waits on something else: its concurrency
-
-
-def format_memory(n_bytes: int | None) -> str:
-    """512Mi / 1Gi / 1.5Gi, as people write them in manifests."""
-    if n_bytes is None:
-        return "unlimited"
-    for unit, size in (("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)):
-        if n_bytes >= size:
-            return f"{n_bytes / size:g}{unit}"
-    return str(n_bytes)
 
 
 @dataclass(frozen=True, order=True)

@@ -2,7 +2,9 @@
 
 - `base.py`              Generator protocol, the locustfile's environment contract (`locust_env`, LOCUSTFILE,
                          API_KEY_VAR), `target_url`, and `start_generator` (the factory: local or in-cluster).
-- `driver.py`            MasterClient (swarm, reset, window, stop), Window and `summarize`.
+- `driver.py`            MasterClient (swarm, swarm_rate, reset, window, stop), Window and `summarize`.
+- `open_loop.py`         OpenWindow: one open-loop window (offered vs achieved rate, late and dropped
+                         arrivals) from the master's counters (pure).
 - `local.py`             LocalLocust: master and workers as processes on this machine.
 - `kubernetes.py`        KubernetesLocust: master and workers as pods next to the model.
 - `runner.py`            StepRunner: one measured window (warm-up, window, replicas watched) -> StepRow.

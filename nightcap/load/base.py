@@ -12,10 +12,12 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol
+
+import httpx
 
 from nightcap.config import Config
-from nightcap.load.driver import MasterClient
+from nightcap.load.driver import LoadError, MasterClient
 from nightcap.platforms.base import Platform
 
 if TYPE_CHECKING:
@@ -30,6 +32,7 @@ class Generator(Protocol):
 
     client: MasterClient
     workers: int
+    cpu_source: str  # where generator_cpu_pct comes from (steps.csv generator_cpu_source)
 
     def start(self) -> None: ...
 
@@ -61,6 +64,39 @@ def locust_env(path: str, method: str, headers: dict[str, str], timeout_s: float
     if with_api_key:
         env["NIGHTCAP_API_KEY_ENV"] = API_KEY_VAR
     return env
+
+
+def wait_for_workers(client: MasterClient, expected: int, timeout_s: float, *, joined_since: set[str] | None = None,
+                     joined: int = 0, clock: Any = time, poll_s: float = 0.2,
+                     check: Callable[[Exception | None], None] | None = None, where: str = "",
+                     request_timeout_s: float = 1.0) -> set[str]:
+    """Block until the master counts exactly `expected` connected workers, `joined` of them not in `joined_since`.
+
+    Ready worker processes or pods are not enough: a Locust 2.47 master with no connected worker refuses to
+    start a swarm while `/swarm` still answers success, so every window would come back empty. A replaced
+    worker is counted once the master dropped the dead one (a missed heartbeat) and the new one joined, so no
+    user is sent to a dead worker. `check(error)` runs after each poll (the local master's exit, a port taken);
+    returns the connected worker ids.
+    """
+    deadline = clock.monotonic() + timeout_s
+    active: set[str] = set()
+    while True:
+        error: Exception | None = None
+        try:
+            raw = client.window(timeout_s=request_timeout_s)  # whoever holds the port may never answer
+            active = set(raw.get("active_workers", []))
+            if len(active) == expected and len(active - (joined_since or set())) >= joined:
+                return active
+        except httpx.HTTPError as exc:
+            error = exc
+        if check is not None:
+            check(error)
+        if clock.monotonic() >= deadline:
+            last = f"; last error: {error}" if error else ""
+            new = f" ({len(active - joined_since)} of them new, {joined} needed)" if joined_since is not None else ""
+            raise LoadError(f"the Locust master counts {len(active)} connected worker(s){new}, not {expected}, "
+                            f"{timeout_s:.0f}s after they started{last}" + (f"; see {where}" if where else ""))
+        clock.sleep(poll_s)
 
 
 def target_url(generator: object, platform: Platform) -> str:
@@ -95,7 +131,7 @@ def start_generator(config: Config, run_id: str, workers: int, payloads: list[by
 
         gen = LocalLocust(workers, payloads, t.path, t.method, t.headers, t.request_timeout_s,
                           config.load.reconnect_s, api_key=api_key, registry=registry, logdir=logdir,
-                          worker_cpu=config.load.worker_cpu)
+                          worker_cpu=config.load.worker_cpu, key_source_var=t.api_key_env)
     try:
         gen.start()
     except BaseException:

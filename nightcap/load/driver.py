@@ -43,6 +43,11 @@ class Window:
     goodput_halfwidth: float | None = None
     batches: int = 0
 
+    @property
+    def error_rate(self) -> float:
+        """Failed share of the requests (Locust counts failures among them); all failed when only failures came."""
+        return self.failures / self.requests if self.requests else (1.0 if self.failures else 0.0)
+
 
 CLOSED_USER, OPEN_USER = "ModelUser", "OpenLoopUser"  # the locustfile's user classes
 

@@ -15,14 +15,16 @@ import socket
 import time
 from typing import TYPE_CHECKING, Any
 
+import httpx
 from kubernetes import client as k8s
 
 from nightcap.config import Config
-from nightcap.load.base import API_KEY_VAR, LOCUSTFILE, locust_env
+from nightcap.load.base import API_KEY_VAR, LOCUSTFILE, locust_env, wait_for_workers
 from nightcap.load.driver import MasterClient
 from nightcap.platforms import manifests as mf
 from nightcap.platforms.base import PlatformError
-from nightcap.platforms.kube_client import MERGE_PATCH, Kube, KubeApiError, api_client_for, pod_ready
+from nightcap.platforms import kube_client
+from nightcap.platforms.kube_client import MERGE_PATCH, Kube, KubeApiError, pod_ready
 from nightcap.platforms.port_forward import PortForward, open_pod_socket
 
 if TYPE_CHECKING:
@@ -37,6 +39,7 @@ class KubernetesLocust:
     """Locust master + `load.workers` workers as pods of this run (labelled like every nightcap object)."""
 
     poll_s = 2.0
+    cpu_source = "worker CPU counters over the window"
 
     def __init__(self, config: Config, run_id: str, api_client: k8s.ApiClient | None = None,
                  payloads: list[bytes] | None = None, api_key: str | None = None, clock: Any = time,
@@ -45,7 +48,7 @@ class KubernetesLocust:
         self.run_id = run_id
         self.namespace = config.platform.namespace
         self.clock = clock
-        self.kube = Kube(api_client or api_client_for(config.platform), self.namespace, clock=clock)
+        self.kube = Kube(api_client or kube_client.api_client_for(config.platform), self.namespace, clock=clock)
         self.workers = workers if workers is not None else config.load.workers
         self.api_key = api_key
         self.notes: list[str] = []
@@ -62,6 +65,7 @@ class KubernetesLocust:
         self.worker_name = mf.locust_name(run_id, "worker")
         self._client: MasterClient | None = None
         self._worker_pods: dict[str, int] = {}  # worker pod -> restarts, as last seen ready
+        self._connected: set[str] = set()  # worker ids the master counted at the last wait
 
     def _payload_text(self, payloads: list[bytes]) -> str:
         kept, size = [], 0
@@ -77,7 +81,8 @@ class KubernetesLocust:
         return {**mf.run_selector(self.run_id), mf.COMPONENT: component}
 
     def start(self, timeout_s: float | None = None) -> None:
-        """Create the files, master, its Service and the workers; wait until all their pods are ready."""
+        """Create the files, master, its Service and the workers; wait until their pods are ready and the
+        master counts every worker (ready pods are not connected workers: see `wait_for_workers`)."""
         timeout = timeout_s or self.config.platform.ready_timeout_s
         c, r = self.config, self.run_id
         self.kube.create(mf.locust_configmap(c, r, self._files), r)
@@ -92,7 +97,16 @@ class KubernetesLocust:
                                self._selector(mf.LOCUST_MASTER), self.poll_s)
         self.kube.wait_rollout(self.worker_name, self.workers, timeout, f"start {self.workers} Locust worker(s)",
                                self._selector(mf.LOCUST_WORKER), self.poll_s)
+        self._wait_connected(timeout)
         self._worker_pods = self._worker_snapshot()
+
+    def _wait_connected(self, timeout_s: float, joined: int = 0) -> None:
+        """Until the master counts every worker; with `joined`, that many not connected at the last wait (the
+        controller replaces a dead worker on its own, so the replacement may have joined already)."""
+        self._connected = wait_for_workers(
+            self.client, self.workers, timeout_s, joined_since=self._connected if joined else None, joined=joined,
+            clock=self.clock, poll_s=self.poll_s, request_timeout_s=5.0,
+            where=f"kubectl logs -n {self.namespace} -l {mf.COMPONENT}={mf.LOCUST_WORKER}")
 
     # --- what StepRunner and the stages drive (nightcap.load.base.Generator) -----------------------------------
 
@@ -126,14 +140,15 @@ class KubernetesLocust:
         replaced = max(replaced, self.workers - self.alive_workers())
         if not replaced:
             return 0
-        self.kube.wait_rollout(self.worker_name, self.workers, timeout_s or self.config.platform.ready_timeout_s,
-                               f"replace {replaced} dead Locust worker(s)", self._selector(mf.LOCUST_WORKER),
-                               self.poll_s)
+        timeout = timeout_s or self.config.platform.ready_timeout_s
+        self.kube.wait_rollout(self.worker_name, self.workers, timeout, f"replace {replaced} dead Locust worker(s)",
+                               self._selector(mf.LOCUST_WORKER), self.poll_s)
+        self._wait_connected(timeout, joined=replaced)
         self._worker_pods = self._worker_snapshot()
         return replaced
 
     def mark_cpu(self) -> None:
-        """Nothing to mark: metrics-server already averages each pod's CPU over its own window."""
+        """Nothing to mark: the window's reset starts each worker's CPU count (`generator_cpu_pct`)."""
 
     @property
     def master_url(self) -> str:
@@ -158,19 +173,23 @@ class KubernetesLocust:
         self.workers = n
         self.kube.wait_rollout(self.worker_name, n, self.config.platform.ready_timeout_s,
                                f"scale Locust workers to {n}", self._selector(mf.LOCUST_WORKER), self.poll_s)
+        self._wait_connected(self.config.platform.ready_timeout_s)
         self._worker_pods = self._worker_snapshot()
 
     def generator_cpu_pct(self) -> list[float]:
-        """Each worker pod's CPU now, in % of one core (a Locust worker is one process: ~100 means bound).
+        """Each worker's CPU over the window, in % of one core (a Locust worker is one process: ~100 means bound).
 
-        Empty when metrics-server is absent (a note says so once)."""
+        From cumulative counters each worker reports with its request counts (`locustfile.py`), over exactly
+        the interval its requests were counted in. metrics-server could not say it: it resolves CPU over
+        15-30 s, longer than a window, so its figure would describe earlier load."""
         try:
-            usage = self.kube.pod_metrics(self._selector(mf.LOCUST_WORKER))
-        except KubeApiError as exc:
+            workers = self.client.window(timeout_s=5.0).get("workers", {})
+        except httpx.HTTPError as exc:
             if not any("generator CPU" in n for n in self.notes):
                 self.notes.append(f"generator CPU not measured: {exc}")
             return []
-        return [round(cpu * 100.0, 1) for _, (cpu, _) in sorted(usage.items())]
+        return [round(100.0 * w["cpu_s"] / w["covered_s"], 1) for _, w in sorted(workers.items())
+                if w.get("cpu_s") is not None and w.get("covered_s", 0) > 0]
 
     def stop(self) -> None:
         """Stop the swarm, delete this run's Locust objects (by label), close the port-forward. Idempotent.

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from nightcap.load.base import API_KEY_VAR, LOCUSTFILE, locust_env
+from nightcap.load.base import API_KEY_VAR, LOCUSTFILE, locust_env, wait_for_workers
 from nightcap.load.driver import LoadError, MasterClient
 from nightcap.run.ports import free_port
 from nightcap.run.registry import RunRegistry, stop_process
@@ -55,10 +55,12 @@ def _tail(path: Path, offset: int = 0, lines: int = 6) -> str:
 class LocalLocust:
     """Master + workers as local processes; `workers=1` is the single-client case."""
 
+    cpu_source = "process CPU counters over the window"
+
     def __init__(self, workers: int, payloads: list[bytes], path: str, method: str, headers: dict[str, str],
                  timeout_s: float, reconnect_s: float, api_key: str | None = None,
                  registry: RunRegistry | None = None, logdir: Path | None = None,
-                 worker_cpu: float | None = None):
+                 worker_cpu: float | None = None, key_source_var: str | None = None):
         self.workers = workers
         self.worker_cpu = worker_cpu
         self._cgroups: list = []
@@ -71,11 +73,15 @@ class LocalLocust:
         self.web_port, self.bind_port = free_port(), free_port()
         self.env = {**os.environ, **locust_env(path, method, headers, timeout_s, reconnect_s, str(payload_file),
                                                with_api_key=bool(api_key))}
-        self.env.pop(API_KEY_VAR, None)
+        for var in (API_KEY_VAR, key_source_var):  # where the flow read the key from (target.api_key_env)
+            if var:
+                self.env.pop(var, None)
         if registry is not None:  # so the run's generators can be found by run id, like its replicas
             self.env["NIGHTCAP_RUN_ID"] = registry.record.run_id
+        # The master sends no requests: the key goes into the workers' environment only, never on a command
+        # line (ps would show it) or in a file.
+        self.master_env = dict(self.env)
         if api_key:
-            # Only in the Locust processes' environment, never on a command line (ps would show it) or in a file.
             self.env[API_KEY_VAR] = api_key
         self.master: subprocess.Popen | None = None
         self.worker_procs: list[subprocess.Popen] = []
@@ -112,8 +118,9 @@ class LocalLocust:
     def _spawn(self, args: list[str], what: str) -> subprocess.Popen:
         log = (self.logdir / f"{what}.log").open("ab")
         group = self._limit(what)
+        env = self.master_env if what == "master" else self.env
         proc = subprocess.Popen([self._locust(), "-f", str(LOCUSTFILE), *args], stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, env=self.env, start_new_session=True,
+                                stdin=subprocess.DEVNULL, env=env, start_new_session=True,
                                 preexec_fn=group.attach if group else None)
         log.close()
         if self.registry:
@@ -144,20 +151,17 @@ class LocalLocust:
         for i in range(self.workers):
             self.worker_procs.append(self._spawn(["--worker", "--master-host", "127.0.0.1", "--master-port",
                                                   str(self.bind_port), "--loglevel", "WARNING"], f"worker-{i}"))
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.master.poll() is not None:
-                raise MasterExited(f"exited ({self.master.returncode})", _tail(log, offset))
-            try:
-                raw = self.client.window(timeout_s=1.0)  # whoever holds the port may accept and never answer
-                if raw.get("worker_count", 0) >= self.workers:
-                    return
-            except httpx.HTTPError:
-                # A master whose web port was taken logs it at once but lingers ~10 s before exiting.
-                if PORT_TAKEN in _read_from(log, offset):
-                    raise MasterExited("could not bind its port", _tail(log, offset)) from None
-            time.sleep(0.2)
-        raise LoadError(f"{self.workers} Locust worker(s) did not connect within {timeout_s:.0f}s; see {self.logdir}")
+        master = self.master
+
+        def check(error: Exception | None) -> None:
+            exited = master.poll() is not None
+            # A master whose web port was taken logs it at once but lingers ~10 s before exiting.
+            if (exited or error is not None) and PORT_TAKEN in _read_from(log, offset):
+                raise MasterExited("could not bind its port", _tail(log, offset))
+            if exited:
+                raise MasterExited(f"exited ({master.returncode})", _tail(log, offset))
+
+        wait_for_workers(self.client, self.workers, timeout_s, check=check, where=str(self.logdir))
 
     def alive_workers(self) -> int:
         return sum(1 for p in self.worker_procs if p.poll() is None)
@@ -180,18 +184,9 @@ class LocalLocust:
                 self.registry.remove_process(old.pid)
             self.worker_procs[i] = self._spawn(["--worker", "--master-host", "127.0.0.1", "--master-port",
                                                 str(self.bind_port), "--loglevel", "WARNING"], f"worker-{i}")
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            try:
-                # Ready when the replacements have joined and the master no longer counts the dead ones
-                # (it notices a missing heartbeat after ~4 s); users sent earlier could land on a dead worker.
-                active = set(self.client.window().get("active_workers", []))
-                if len(active) == self.workers and len(active - before) >= len(dead):
-                    return len(dead)
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise LoadError(f"a replacement Locust worker did not connect within {timeout_s:.0f}s; see {self.logdir}")
+        wait_for_workers(self.client, self.workers, timeout_s, joined_since=before, joined=len(dead),
+                         where=str(self.logdir))
+        return len(dead)
 
     def mark_cpu(self) -> None:
         """Start a CPU window for the generator processes."""

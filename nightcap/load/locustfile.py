@@ -27,6 +27,8 @@ sub-windows the driver turns into a confidence interval of the goodput, and a hi
 times of successful requests only (a window of fast 503s must not report the 503s' latency as the p95).
 And `GET /nightcap/open`: the open-loop counters (planned, sent, late, dropped, completed, ok, latency
 sum, in-flight peak) per worker over the same kind of interval.
+Each worker's CPU seconds over the window's interval (`cpu_s`, from the counter it reports) come with the
+request counts, so a worker pod's CPU is known over the window without metrics-server.
 """
 
 from __future__ import annotations
@@ -92,6 +94,20 @@ def _options(parser: Any) -> None:
                         help="open loop: an arrival sent this much after its planned time counts as late")
 
 
+# Every change of the user count starts a new generation of connections: Locust stops an arbitrary subset
+# of users when the count goes down (its greenlets are a set), which left 16 users spread 8 + 8 over two
+# replicas as 8 + 4 at 12 users, and the fuller replica answered 503s a balanced 6 + 6 never sees. After
+# each spawn every user re-opens its connection once; those new connections are consecutive picks of a
+# per-connection round robin, so they spread as evenly as the users allow.
+_generation = 0
+
+
+@events.spawning_complete.add_listener
+def _new_connection_generation(user_count: int, **_: Any) -> None:
+    global _generation
+    _generation += 1
+
+
 class ModelUser(FastHttpUser):
     """One client posting rows of the payload set: closed loop, or paced at --user-rps."""
 
@@ -119,15 +135,17 @@ class ModelUser(FastHttpUser):
         self._opened = time.monotonic()
         self._rate = 0.0
         self._next = 0.0
+        self._generation = _generation
 
     @task
     def predict(self) -> None:
         headers = HEADERS
-        if RECONNECT_S and time.monotonic() - self._opened > RECONNECT_S:
+        if (RECONNECT_S and time.monotonic() - self._opened > RECONNECT_S) or self._generation != _generation:
             # Ask the server to close after this response; the next request opens a new connection,
             # which a per-connection balancer (kube-proxy, the local proxy) may send to another replica.
             headers = {**HEADERS, "Connection": "close"}
             self._opened = time.monotonic()
+            self._generation = _generation
         body = next(self._bodies) if METHOD != "GET" else None
         self.client.request(METHOD, PATH, data=body, headers=headers, name=PATH)
 
@@ -252,6 +270,7 @@ def _report_open(client_id: str, data: dict[str, Any]) -> None:
 @events.report_to_master.add_listener
 def _stamp(client_id: str, data: dict[str, Any]) -> None:
     data["nightcap_t"] = time.time()
+    data["nightcap_cpu_s"] = time.process_time()  # this worker's CPU seconds so far (one gevent process)
 
 
 # --- worker side: goodput sub-windows and the latency of successful requests ----------------------
@@ -309,19 +328,22 @@ def _goodput_view(client_id: str) -> dict[str, Any]:
 @events.worker_report.add_listener
 def _on_report(client_id: str, data: dict[str, Any]) -> None:
     stamp = float(data.get("nightcap_t", time.time()))
+    cpu = float(data.get("nightcap_cpu_s", 0.0))
     total = data.get("stats_total") or {}
-    state = _workers.setdefault(client_id, {"since": stamp, "last": stamp, "requests": 0, "failures": 0})
+    state = _workers.setdefault(client_id, {"since": stamp, "last": stamp, "requests": 0, "failures": 0,
+                                            "cpu_since": cpu, "cpu_last": cpu})
     state["requests"] += int(total.get("num_requests", 0))
     state["failures"] += int(total.get("num_failures", 0))
     state["last"] = stamp
+    state["cpu_last"] = cpu
     _add_goodput(client_id, data)
 
 
 @events.reset_stats.add_listener
 def _on_reset() -> None:
     for state in _workers.values():
-        # Requests in the next report were made after this worker's last report: count from there.
-        state.update(since=state["last"], requests=0, failures=0)
+        # Requests in the next report were made after this worker's last report: count from there (its CPU too).
+        state.update(since=state["last"], requests=0, failures=0, cpu_since=state["cpu_last"])
     _goodput.clear()
 
 
@@ -380,7 +402,7 @@ def _add_routes(environment: Any, **_: Any) -> None:
             cpu = {w.id: w.cpu_usage for w in runner.clients.values()}
         workers = {
             wid: {**s, "covered_s": max(s["last"] - s["since"], 0.0), "cpu_usage": cpu.get(wid),
-                  **_goodput_view(wid)}
+                  "cpu_s": max(s["cpu_last"] - s["cpu_since"], 0.0), **_goodput_view(wid)}
             for wid, s in _workers.items()
             if runner is None or not hasattr(runner, "clients") or wid in runner.clients
         }

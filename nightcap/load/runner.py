@@ -17,7 +17,7 @@ import httpx
 
 from nightcap.config import Config
 from nightcap.load.base import Generator, target_url
-from nightcap.load.driver import LoadError, summarize
+from nightcap.load.driver import LoadError, Window, summarize
 from nightcap.load.open_loop import OpenWindow, summarize_open
 from nightcap.platforms.base import Observation, Platform, PodSpec
 from nightcap.results.steps import StepRow
@@ -47,18 +47,21 @@ class StepRunner:
         self._counter = step_counter or _counter()
         self.rows: list[StepRow] = []
 
-    def _check_budget(self, needed_s: float) -> None:
+    def check_budget(self, needed_s: float) -> None:
+        """Refuse to start what would run past load.max_duration_s."""
         if self.deadline is not None and time.monotonic() + needed_s > self.deadline:
             raise BudgetExceeded(
                 f"the run would exceed load.max_duration_s ({self.config.load.max_duration_s:.0f}s); "
                 "steps measured so far are kept"
             )
 
-    def set_users(self, users: int) -> None:
+    def set_users(self, users: int, user_rps: float = 0.0) -> None:
+        """Hold `users` users: closed loop, or each paced to `user_rps` (an offered rate)."""
         load = self.config.load
         if users > load.max_users:
             raise LoadError(f"{users} users exceeds the safety limit load.max_users ({load.max_users})")
-        self.generator.client.swarm(users, load.spawn_rate, target_url(self.generator, self.platform))
+        self.generator.client.swarm(users, load.spawn_rate, target_url(self.generator, self.platform),
+                                    user_rps=user_rps)
         self._users, self._rate = users, None
 
     def set_rate(self, rate_rps: float) -> None:
@@ -87,11 +90,11 @@ class StepRunner:
         if rate_rps != self._rate:
             self.set_rate(rate_rps)
             time.sleep(load.warmup_s)
-        raw, open_raw, gen_cpu, samples, workers_before = self._window(window_s, with_open=True)
+        raw, open_raw, gen_cpu, samples, workers_before, span = self._window(window_s, with_open=True)
         closed = summarize(raw)
         window = summarize_open(open_raw or {}, rate_rps, closed)
         busiest = max(gen_cpu, default=0.0)
-        row = self._row(0, closed, gen_cpu, samples, started)
+        row = self._row(0, closed, gen_cpu, samples, started, span)
         verdict = window.verdict(busiest, load.generator_bound_pct)
         row.load, row.offered_rps, row.late, row.dropped = "open", round(window.offered_rps, 2), window.late, window.dropped
         row.mean_ms = None if window.mean_ms is None else round(window.mean_ms, 2)
@@ -107,16 +110,19 @@ class StepRunner:
             notes.insert(0, f"a load generator worker died during the window ({window.workers} of "
                             f"{self.generator.workers} reporting)")
         row.note = "; ".join(notes) or ("" if window.completed else "no request completed in the window")
+        if not row.valid:
+            self._rate = None  # set the schedule again before the next window (see `measure`)
         self.rows.append(row)
         self.on_row(row)
         return row, window
 
     def _window(self, window_s: float, with_open: bool = False
-                ) -> tuple[dict, dict | None, list[float], list[Observation], int]:
+                ) -> tuple[dict, dict | None, list[float], list[Observation], int, tuple[float, float]]:
         """Reset, watch the replicas for `window_s`, read the master: (window, open counters, generator CPU,
-        replica samples, workers alive at the start)."""
+        replica samples, workers alive at the start, (start, end) of the measured window)."""
         workers_before = self.generator.alive_workers()
         self.generator.client.reset()
+        measured_from = time.time()
         self.generator.mark_cpu()
         samples: list[Observation] = []
         stop = threading.Event()
@@ -126,16 +132,33 @@ class StepRunner:
         stop.set()
         sampler.join(timeout=5)
         self._observe_into(samples)  # the end of the window: a replica that died in its last second counts
+        span = (measured_from, time.time())
         try:
             raw = self.generator.client.window()
             open_raw = self.generator.client.open_window() if with_open else None
         except httpx.HTTPError as exc:
             raise LoadError(f"the Locust master stopped answering: {exc}") from None
-        return raw, open_raw, self.generator.generator_cpu_pct(), samples, workers_before
+        return raw, open_raw, self.generator.generator_cpu_pct(), samples, workers_before, span
+
+    def read_window(self, seconds: float) -> Window:
+        """What the users already swarming did over the next `seconds` (reset, wait, read): a sample, no row.
+
+        The autoscale stage samples its paced phases this way; `measure` adds warm-up, replica watching and
+        the step row around the same reset and read.
+        """
+        self.generator.client.reset()
+        time.sleep(seconds)
+        return self._read()
+
+    def _read(self) -> Window:
+        try:
+            return summarize(self.generator.client.window())
+        except httpx.HTTPError as exc:
+            raise LoadError(f"the Locust master stopped answering: {exc}") from None
 
     def measure(self, users: int) -> StepRow:
         load = self.config.load
-        self._check_budget(load.window_s + load.warmup_s)
+        self.check_budget(load.window_s + load.warmup_s)
         started = time.time()
         restart = getattr(self.generator, "restart_dead_workers", None)
         if restart is not None and restart():
@@ -143,15 +166,20 @@ class StepRunner:
         if users != self._users:
             self.set_users(users)
             time.sleep(load.warmup_s)
-        raw, _, gen_cpu, samples, workers_before = self._window(load.window_s)
+        raw, _, gen_cpu, samples, workers_before, span = self._window(load.window_s)
         window = summarize(raw)
-        row = self._row(users, window, gen_cpu, samples, started)
+        row = self._row(users, window, gen_cpu, samples, started, span)
         if window.failures and window.errors:
             row.note = (row.note + "; " if row.note else "") + "errors: " + _top_errors(window.errors)
         if self.generator.alive_workers() < workers_before or window.workers < self.generator.workers:
             row.valid = False
             row.note = (f"a load generator worker died during the window ({window.workers} of "
                         f"{self.generator.workers} reporting); the step is re-measured, not averaged")
+        if not row.valid:
+            # Swarm again before the next window, whatever made this one invalid: a master that had no worker
+            # when it was told to swarm says success and starts nothing, and the user count alone would not
+            # change, so every later window would come back empty too.
+            self._users = None
         if rate_limited := (self.config.load.max_rps and window.rps > self.config.load.max_rps):  # offered, failures too
             row.note = (row.note + "; " if row.note else "") + f"rps {window.rps:.0f} above load.max_rps"
         self.rows.append(row)
@@ -175,19 +203,17 @@ class StepRunner:
         except Exception as exc:  # observation must never break a measurement
             samples.append(Observation(events=[f"observe failed: {exc}"]))
 
-    def _row(self, users: int, w, gen_cpu: list[float], samples: list[Observation], started: float) -> StepRow:
+    def _row(self, users: int, w: Window, gen_cpu: list[float], samples: list[Observation], started: float,
+             span: tuple[float, float]) -> StepRow:
         spec = self.spec or getattr(self.platform, "spec", None)
-        cpu_pct: dict[str, list[float]] = {}
+        cpu_pct, cpu_source = replica_cpu(samples, span)
         mem: dict[str, float] = {}
         restarts = oom = pending = 0
         events: list[str] = []
-        for i, obs in enumerate(samples):
+        for obs in samples:
             pending = max(pending, obs.pending)
             events += obs.events
             for r in obs.replicas:
-                if r.cpu_cores is not None and i > 0:  # the first look's CPU covers the warm-up
-                    base = r.cpu_limit or 1.0
-                    cpu_pct.setdefault(r.name, []).append(100.0 * r.cpu_cores / base)
                 if r.memory_bytes is not None:
                     mem[r.name] = max(mem.get(r.name, 0.0), r.memory_bytes / 2**20)
         if samples:
@@ -199,14 +225,13 @@ class StepRunner:
             restarts = max(restarts, sum(1 for e in events if "restart" in e))
             oom = max(oom, sum(1 for e in events if "OOMKilled" in e))
         busiest = max(gen_cpu, default=0.0)
-        error_rate = w.failures / w.requests if w.requests else (1.0 if w.failures else 0.0)
         return StepRow(
             stage=self.stage, step=self._counter(), replicas=self.platform.replicas,
             cpu=spec.cpu if spec else None, memory=spec.memory if spec else None,
             concurrency=spec.concurrency if spec else 0, users=users, rps=round(w.goodput_rps, 2),
             rps_halfwidth=None if w.goodput_halfwidth is None else round(w.goodput_halfwidth, 2), batches=w.batches,
             p50_ms=w.p50_ms, p90_ms=w.p90_ms, p95_ms=w.p95_ms, p99_ms=w.p99_ms,
-            error_rate=round(error_rate, 5), requests=w.requests, failures=w.failures,
+            error_rate=round(w.error_rate, 5), requests=w.requests, failures=w.failures,
             workers=self.generator.workers, generator_cpu_pct=round(busiest, 1),
             generator_bound=busiest >= self.config.load.generator_bound_pct,
             replica_cpu_pct=[round(statistics.fmean(v), 1) for v in cpu_pct.values()],
@@ -214,7 +239,45 @@ class StepRunner:
             restarts=restarts, oom_kills=oom, pending=pending, valid=w.requests > 0 or w.failures > 0,
             note="" if w.requests else "no request completed in the window",
             started_at=started, duration_s=round(time.time() - started, 2), events=events[-20:],
+            replica_cpu_source=cpu_source, generator_cpu_source=getattr(self.generator, "cpu_source", ""),
         )
+
+
+CLOCK_SLACK_S = 1.0  # the cluster's clock (metrics timestamps) and this machine's may differ this much
+
+
+def replica_cpu(samples: list[Observation], span: tuple[float, float]) -> tuple[dict[str, list[float]], str]:
+    """Per-replica CPU use in the measured window (% of its limit, or of a core), and where it comes from.
+
+    A figure that says which interval it covers (metrics-server: 15-30 s) counts only when that interval lies
+    inside the window: one that began earlier describes earlier load, and would make a tuning verdict or a
+    generator flag about the previous step. Figures without an interval (local counters, rates since the
+    previous look) count from the second look on, as the first look's covers the warm-up.
+    """
+    per_replica: dict[str, list[float]] = {}
+    inside: dict[tuple[str, float, float], float] = {}
+    intervals = 0
+    for i, obs in enumerate(samples):
+        for r in obs.replicas:
+            if r.cpu_cores is None:
+                continue
+            pct = 100.0 * r.cpu_cores / (r.cpu_limit or 1.0)
+            if r.cpu_window is not None:
+                intervals += 1
+                start, end = r.cpu_window
+                if start >= span[0] - CLOCK_SLACK_S and end <= span[1] + CLOCK_SLACK_S:
+                    inside[(r.name, start, end)] = pct  # the same interval is read again on every look
+            elif i > 0:
+                per_replica.setdefault(r.name, []).append(pct)
+    for (name, _, _), pct in inside.items():
+        per_replica.setdefault(name, []).append(pct)
+    source = next((o.cpu_source for o in reversed(samples) if o.cpu_source), "")
+    if intervals:
+        length = span[1] - span[0]
+        source += (f"; {len(inside)} interval(s) inside the window" if inside else
+                   f"; none inside this {length:.0f}s window, so per-pod CPU was not measured: set load.window_s "
+                   "to at least twice the interval")
+    return per_replica, source
 
 
 def _top_errors(errors: list[dict], limit: int = 2) -> str:

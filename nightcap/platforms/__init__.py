@@ -8,11 +8,14 @@
 - `kube_client.py`     Kube: API calls with bounded retries and errors that say what to change, objects by
                        label, rollout waits, cleanup of dead runs' objects; `kube_diagnosis.py` says why a
                        rollout did not finish.
+- `kube_metrics.py`    metrics.k8s.io usage and the interval each CPU figure covers (pure parsing).
 - `port_forward.py`    a local port tunnelled to a pod (pods/portforward), for a flow outside the cluster.
+- `preflight.py`       `nightcap preflight`: everything a Kubernetes run needs, checked without changing anything.
 - `manifests.py`       every object nightcap creates, as plain dicts (pure).
 - `rbac.py`            every permission a run uses (pure); deployments/k8s/rbac.yaml grants exactly these.
 - `gke.py`             GKE node-pool autoscaling and size, changed for a stage and restored as found.
 
-Depends on: config, quantities, targets (plan), run (ports, registry). `load/kubernetes.py` uses kube_client and
+Depends on: config, quantities, targets (plan), run (ports, registry); preflight also on load (base: the Locust
+environment, for its dry run). `load/kubernetes.py` uses kube_client and
 port_forward for the in-cluster Locust.
 """

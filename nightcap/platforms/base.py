@@ -40,6 +40,9 @@ class ReplicaSample:
     memory_limit: int | None = None
     restarts: int = 0
     oom_kills: int = 0
+    # (start, end) epoch seconds `cpu_cores` covers when the source says (metrics-server); None: since the
+    # platform's previous look (local counters)
+    cpu_window: tuple[float, float] | None = None
 
 
 @dataclass
@@ -52,6 +55,7 @@ class Observation:
     nodes: dict[str, int] = field(default_factory=dict)  # node pool -> node count
     events: list[str] = field(default_factory=list)
     metrics_available: bool = True
+    cpu_source: str = ""  # where per-replica CPU comes from, and its resolution (steps.csv says it per row)
 
     @property
     def ready(self) -> int:

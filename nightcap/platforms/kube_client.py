@@ -21,7 +21,6 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, Callable
 
 import pydantic
@@ -33,7 +32,7 @@ from nightcap.config import PlatformConfig
 from nightcap.platforms import manifests as mf
 from nightcap.platforms.base import NoRoomForPods, PlatformError
 from nightcap.platforms.kube_diagnosis import NO_ROOM, diagnose
-from nightcap.quantities import QuantityError, parse_memory
+from nightcap.platforms.kube_metrics import PodUsage, pod_usage
 
 log = logging.getLogger(__name__)
 
@@ -205,6 +204,12 @@ class Kube:
         }
         return table[kind]
 
+    def dry_run(self, obj: dict[str, Any]) -> None:
+        """Create `obj` with dryRun=All: validation, admission (quotas, policies, webhooks) and RBAC judge it
+        as they would the real one, and nothing is stored."""
+        resource, create, _, _ = self._ops(obj["kind"])
+        self.call("create", resource, obj["metadata"]["name"], create, self.namespace, obj, dry_run="All")
+
     def delete_secret(self, name: str, selector: dict[str, str]) -> list[str]:
         """Delete one Secret by name when it carries `selector`'s labels; [] when it is not there.
 
@@ -240,20 +245,12 @@ class Kube:
         return [p for p in data.get("items", []) if has_labels(p, selector)
                 and not p.get("metadata", {}).get("deletionTimestamp")]
 
-    def pod_metrics(self, selector: dict[str, str]) -> dict[str, tuple[float, int]]:
-        """Pod name -> (CPU cores, memory bytes) from metrics.k8s.io; KubeApiError 404 when not served."""
+    def pod_metrics(self, selector: dict[str, str]) -> dict[str, PodUsage]:
+        """Pod name -> its usage from metrics.k8s.io; KubeApiError 404 when not served (no metrics-server)."""
         data = self.call("list", "pods.metrics.k8s.io", None, self.custom.list_namespaced_custom_object,
                          "metrics.k8s.io", "v1beta1", self.namespace, "pods",
                          label_selector=mf.selector_string(selector))
-        out: dict[str, tuple[float, int]] = {}
-        for item in data.get("items", []):
-            cpu = mem = 0.0
-            for c in item.get("containers", []):
-                usage = c.get("usage") or {}
-                cpu += usage_cpu(usage.get("cpu", "0"))
-                mem += usage_memory(usage.get("memory", "0"))
-            out[item.get("metadata", {}).get("name", "")] = (cpu, int(mem))
-        return out
+        return {item.get("metadata", {}).get("name", ""): pod_usage(item) for item in data.get("items", [])}
 
     def events(self) -> list[dict[str, Any]]:
         return self.call("list", "events", None, self.core.list_namespaced_event, self.namespace).get("items", [])
@@ -343,37 +340,9 @@ def has_labels(obj: dict[str, Any], selector: dict[str, str]) -> bool:
     return all(labels.get(k) == v for k, v in selector.items())
 
 
-def usage_cpu(text: str) -> float:
-    """Cores from metrics-server quantities (`123456789n`, `250u`, `15m`, `1`)."""
-    text = str(text).strip()
-    for suffix, factor in (("n", 1e-9), ("u", 1e-6), ("m", 1e-3)):
-        if text.endswith(suffix):
-            return float(text[:-1]) * factor
-    return float(text or 0)
-
-
-def usage_memory(text: str) -> int:
-    text = str(text).strip()
-    if text in ("", "0"):
-        return 0
-    try:
-        return parse_memory(text)
-    except QuantityError:
-        return 0
-
-
 def pod_ready(pod: dict[str, Any]) -> bool:
     return any(c.get("type") == "Ready" and c.get("status") == "True"
                for c in (pod.get("status") or {}).get("conditions") or [])
-
-
-def timestamp(text: str | None) -> float | None:
-    if not text:
-        return None
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
 
 
 def cleanup_run(api_client: k8s.ApiClient, namespace: str, run_id: str, clock: Any = time) -> list[str]:

@@ -16,8 +16,9 @@ from kubernetes import client as k8s
 from nightcap.config import Config
 from nightcap.platforms import manifests as mf
 from nightcap.platforms.base import AutoscaleStatus, HpaSpec, Observation, PlatformError, PodSpec, ReplicaSample
-from nightcap.platforms.kube_client import (MERGE_PATCH, JSON_PATCH, Kube, KubeApiError, api_client_for, pod_ready,
-                                            timestamp)
+from nightcap.platforms import kube_client
+from nightcap.platforms.kube_client import MERGE_PATCH, JSON_PATCH, Kube, KubeApiError, pod_ready
+from nightcap.platforms.kube_metrics import PodUsage, timestamp
 from nightcap.platforms.port_forward import PortForward, open_pod_socket
 from nightcap.quantities import QuantityError, parse_cpu, parse_memory
 
@@ -46,7 +47,7 @@ class KubernetesPlatform:
         self.run_id = run_id
         self.namespace = config.platform.namespace
         self.clock = clock
-        self.kube = Kube(api_client or api_client_for(config.platform), self.namespace, clock=clock)
+        self.kube = Kube(api_client or kube_client.api_client_for(config.platform), self.namespace, clock=clock)
         self.node_pools = node_pools
         self.name = mf.model_name(config, run_id)
         self.selector = {**mf.run_selector(run_id), mf.COMPONENT: mf.MODEL}
@@ -134,7 +135,7 @@ class KubernetesPlatform:
     def observe(self) -> Observation:
         obs = Observation(at=self.clock.time())
         pods = self.kube.pods(self.selector)
-        usage: dict[str, tuple[float, int]] = {}
+        usage: dict[str, PodUsage] = {}
         try:
             usage = self.kube.pod_metrics(self.selector)
         except KubeApiError as exc:
@@ -146,6 +147,10 @@ class KubernetesPlatform:
                 self._note("metrics", f"pod metrics unavailable: {exc}", obs.events)
         for pod in pods:
             obs.replicas.append(self._sample(pod, usage.get(pod["metadata"]["name"]), obs.metrics_available))
+        intervals = sorted({round(u.interval[1] - u.interval[0]) for u in usage.values() if u.interval})
+        if obs.metrics_available:
+            obs.cpu_source = "metrics-server" + (f", {'/'.join(str(i) for i in intervals)}s intervals"
+                                                 if intervals else "")
         obs.pending = sum(1 for r in obs.replicas if r.phase == "Pending")
         try:
             obs.nodes = self.kube.node_counts()
@@ -154,7 +159,7 @@ class KubernetesPlatform:
         obs.events.extend(self._new_events())
         return obs
 
-    def _sample(self, pod: dict[str, Any], usage: tuple[float, int] | None, metrics: bool) -> ReplicaSample:
+    def _sample(self, pod: dict[str, Any], usage: PodUsage | None, metrics: bool) -> ReplicaSample:
         name = pod["metadata"]["name"]
         st = pod.get("status") or {}
         statuses = st.get("containerStatuses") or []
@@ -177,11 +182,11 @@ class KubernetesPlatform:
             phase = "Failed"
         return ReplicaSample(
             name=name, ready=ready, phase=phase,
-            cpu_cores=usage[0] if usage and metrics else None,
+            cpu_cores=usage.cpu_cores if usage and metrics else None,
             cpu_limit=_limit(pod, "cpu"),
-            memory_bytes=usage[1] if usage and metrics else None,
+            memory_bytes=usage.memory_bytes if usage and metrics else None,
             memory_limit=int(m) if (m := _limit(pod, "memory")) else None,
-            restarts=restarts, oom_kills=ooms,
+            restarts=restarts, oom_kills=ooms, cpu_window=usage.interval if usage and metrics else None,
         )
 
     def _new_events(self) -> list[str]:

@@ -181,7 +181,8 @@ class LocalPlatform:
             samples.append(self._sample(r, now))
         samples += [ReplicaSample(name=p.name, ready=False, phase="Pending", cpu_limit=p.spec.cpu,
                                   memory_limit=p.spec.memory) for p in self._pending_snapshot()]
-        return Observation(at=now, replicas=samples, pending=pending, nodes={"local": 1}, events=events)
+        return Observation(at=now, replicas=samples, pending=pending, nodes={"local": 1}, events=events,
+                           cpu_source=f"process CPU counters, rates over >= {MIN_RATE_INTERVAL_S:g}s")
 
     def enable_autoscaling(self, hpa: HpaSpec) -> None:
         from nightcap.platforms.local_autoscaler import LocalAutoscaler

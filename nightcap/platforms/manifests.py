@@ -175,6 +175,9 @@ def model_deployment(config: Config, run_id: str, spec: PodSpec, replicas: int) 
                     "automountServiceAccountToken": False,
                     "terminationGracePeriodSeconds": 10,
                     "containers": [model_container(config, spec)],
+                    # on the node pool whose size and autoscaling the run reads and changes
+                    **({"nodeSelector": {NODE_POOL_LABEL: config.platform.gke.node_pool}}
+                       if config.platform.gke else {}),
                 },
             },
         },

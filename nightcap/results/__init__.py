@@ -1,14 +1,16 @@
-"""What a run produces: step rows, summary.json, report.md, plots, the SQL history and its CLI.
+"""What a run produces: typed stage results, summary.json, report.md, plots, steps.csv, the SQL history.
 
-- `steps.py`        StepRow (one measured window) and steps.csv.
-- `no_answer.py`    why a run whose stages measured no saturation point has none (that run is failed).
-- `summary.py`      the headline figures chosen from the stages that ran (summary.json contract keys).
-- `report.py`       report.md, the one-line answer and the ramp / p95-by-cores plots.
-- `trend.py`        the trend plot over nights, level changes marked.
-- `level_changes.py` where the headline figures changed level (change points), for history and the trend table.
-- `store.py`        the results history (SQLAlchemy; SQLite by default).
-- `history_cli.py`  `nightcap history`.
-- `events.py`       the Prefect events a finished run emits (names, target resource, payloads), as plain dicts.
+- `stages.py`         typed results of each stage (TuneResult, RampResult, ...), kept on RunContext.results.
+- `summary.py`        summary.json built from those results: the only place its keys are written.
+- `report.py`         report.md, the one-line answer, and each stage's line and section.
+- `plots.py`          every plot (matplotlib, Agg backend set once here), the trend with its level changes too.
+- `steps.py`          StepRow (one measured window) and steps.csv.
+- `store.py`          the results history (SQLAlchemy; SQLite by default); `history_schema.py` its tables,
+                      `redact.py` what keeps secrets out of it.
+- `level_changes.py`  where the headline figures changed level (change points), for history and the trend table.
+- `history_cli.py`    `nightcap history`.
+- `no_answer.py`      why a run whose stages measured no saturation point has none (that run is failed).
+- `events.py`         the Prefect events a finished run emits (names, target resource, payloads), as plain dicts.
 
-Depends on: config, analysis (regression's `finite`), run (context, for summary.py). Never on flows/ or tasks/.
+Depends on: config, search, analysis; summary.py reads a RunContext (run/). Never on flows/ or tasks/.
 """

@@ -14,7 +14,8 @@ from rich.table import Table
 from nightcap.analysis.change_points import MAX_PVALUE
 from nightcap.config import RegressionConfig
 from nightcap.results.level_changes import LevelChange, level_changes
-from nightcap.results.store import DEFAULT_URL, HistoryStore, StoreError, safe_url
+from nightcap.results.redact import safe_url
+from nightcap.results.store import DEFAULT_URL, HistoryStore, StoreError
 
 CHANGE_POINT_NIGHTS = 60  # nights read to find level changes, however few are shown
 MIN_CHANGE = RegressionConfig.model_fields["threshold"].default  # the regression check's default threshold

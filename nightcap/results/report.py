@@ -1,21 +1,15 @@
-"""The report folder: summary.json, steps.csv, report.md and PNG plots people look at instead of tables.
+"""report.md and the one-line answer: the summary rendered for people (plots are drawn in `plots.py`).
 
-Pure file output (matplotlib with the Agg backend); the Prefect artifacts are built from the same pieces in
-`tasks/artifacts.py`.
+The Prefect markdown artifact is the same text with the plots embedded (`tasks/artifacts.py`).
 """
 
 from __future__ import annotations
 
 import base64
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from nightcap.results.steps import StepRow  # noqa: E402
+from nightcap.results.stages import AutoscaleResult, RampResult, ScalingResult, SizingResult, StageResults, TuneResult
 
 
 def _fmt(value: Any, digits: int = 1, unit: str = "") -> str:
@@ -26,7 +20,7 @@ def _fmt(value: Any, digits: int = 1, unit: str = "") -> str:
     return f"{value}{unit}"
 
 
-def headline(summary: dict[str, Any]) -> str:
+def answer_line(summary: dict[str, Any]) -> str:
     """The answer in one line: it leads report.md and the Prefect markdown artifact."""
     sat = summary.get("saturation") or {}
     slo = summary.get("slo_capacity") or {}
@@ -35,7 +29,7 @@ def headline(summary: dict[str, Any]) -> str:
     if sat.get("rps") is None:
         return f"**{target}**: no saturation point was found ({sat.get('stop_reason') or 'no stage measured it'})."
     plat = summary.get("platform", {})
-    size = f"{plat.get('replicas', 1)} replica(s) of {_fmt(plat.get('cpu'), 2)} CPU"
+    size = f"{sat.get('replicas') or plat.get('replicas', 1)} replica(s) of {_fmt(plat.get('cpu'), 2)} CPU"
     users = sat.get("users")
     line = (f"**{target}** saturates at **{_fmt(sat['rps'])} rps** with {users} concurrent user{'s' if users != 1 else ''} "
             f"on {size}; operate at {_fmt(op.get('rps'))} rps ({int(round(100 * op.get('headroom', 0.7)))}%)")
@@ -46,92 +40,96 @@ def headline(summary: dict[str, Any]) -> str:
     return line + "."
 
 
-def plot_ramp(steps: Iterable[StepRow], path: Path, title: str, slo_p95_ms: float | None = None,
-              saturation: dict[str, Any] | None = None, max_error_rate: float | None = None) -> Path | None:
-    """Goodput (with its 95% interval) and p95 against users, the saturation point marked.
+def _s(x: float | None) -> str:
+    return "never" if x is None else f"{x:.0f}s"
 
-    The throughput line joins only levels within the SLO and the error limit; the others are drawn as
-    marked points (a level of fast 503s must not look like a faster server).
-    """
-    from nightcap.analysis.confidence import combine_windows
-    from nightcap.search import window_estimate
 
-    rows = sorted((s for s in steps if s.valid), key=lambda s: s.users)
-    if not rows:
+def tuning_line(t: TuneResult) -> str:
+    note = "" if t.limits_enforced else " (limits NOT enforced on this machine: usage measured, not capped)"
+    return f"tuning chose {t.reason} — {t.candidates_measured} of {t.grid_size} grid candidates measured{note}"
+
+
+def multi_client_line(multi: RampResult) -> str | None:
+    single, rps = multi.vs_single_rps, multi.search.saturation_rps
+    if not (single and rps):
         return None
-    by_users: dict[int, list[StepRow]] = {}
-    for row in rows:
-        by_users.setdefault(row.users, []).append(row)
-    users = list(by_users)
-    last = {u: by_users[u][-1] for u in users}  # the verdict of a level is its last window's
-
-    def good(u: int) -> bool:
-        row = last[u]
-        return (not row.generator_bound and row.p95_ms is not None
-                and (slo_p95_ms is None or row.p95_ms <= slo_p95_ms)
-                and (max_error_rate is None or row.error_rate <= max_error_rate))
-
-    level = {u: combine_windows([window_estimate(r) for r in by_users[u]]) for u in users}
-    fig, ax1 = plt.subplots(figsize=(7, 4))
-    ok = [u for u in users if good(u)]
-    if ok:
-        ax1.errorbar(ok, [level[u].mean for u in ok], yerr=[level[u].half_width or 0.0 for u in ok], fmt="o-",
-                     color="tab:blue", capsize=3, label="goodput (rps, 95% interval)")
-    over = [u for u in users if not good(u) and not last[u].generator_bound]
-    if over:
-        ax1.scatter(over, [level[u].mean for u in over], marker="v", s=50, color="tab:orange",
-                    label="over the SLO or error limit (not a figure)")
-    ax1.set_xscale("log", base=2)
-    ax1.set_ylim(bottom=0)
-    ax1.set_xlabel("concurrent users")
-    ax1.set_ylabel("rps", color="tab:blue")
-    ax2 = ax1.twinx()
-    ax2.plot(users, [last[u].p95_ms or float("nan") for u in users], "s--", color="tab:red", label="p95 (ms)")
-    ax2.set_ylabel("p95 ms", color="tab:red")
-    if slo_p95_ms:
-        ax2.axhline(slo_p95_ms, color="tab:red", linestyle=":", linewidth=1, label=f"SLO p95 {slo_p95_ms:g} ms")
-    bound = [u for u in users if last[u].generator_bound]
-    if bound:
-        ax1.scatter(bound, [level[u].mean for u in bound], marker="x", s=80, color="black", label="generator-bound")
-    if saturation and saturation.get("users") and saturation.get("rps") is not None:
-        ax1.axvline(saturation["users"], color="tab:green", linestyle="--", linewidth=1)
-        ax1.annotate(f"saturation {saturation['rps']:.0f} rps", (saturation["users"], saturation["rps"]),
-                     textcoords="offset points", xytext=(5, -15), color="tab:green")
-    lines = ax1.get_legend_handles_labels()
-    more = ax2.get_legend_handles_labels()
-    ax1.legend(lines[0] + more[0], lines[1] + more[1], loc="lower right", fontsize=8)
-    ax1.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    single, rps = round(single, 2), round(rps, 2)
+    return (f"multi-client ({multi.workers} generators) saturation {rps:.1f} rps vs single-client {single:.1f} rps "
+            f"({rps / single - 1:+.0%})" + ("; the single client was the bottleneck"
+                                            if multi.single_client_was_bottleneck else "; one client was enough"))
 
 
-def plot_p95_by_cores(steps: Iterable[StepRow], path: Path, slo_p95_ms: float) -> Path | None:
-    """p95 against users, one line per replica count, the SLO drawn: the capacity-under-SLO picture."""
-    rows = [s for s in steps if s.valid and not s.generator_bound and s.p95_ms is not None]
-    if not rows:
+def sizing_line(s: SizingResult, slo_p95_ms: float) -> str | None:
+    if not s.rows:
         return None
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for replicas in sorted({s.replicas for s in rows}):
-        pts: dict[int, float] = {}
-        for s in rows:
-            if s.replicas == replicas:
-                pts[s.users] = s.p95_ms  # type: ignore[assignment]
-        xs = sorted(pts)
-        cores = rows[0].cpu or 1
-        ax.plot(xs, [pts[x] for x in xs], "o-", label=f"{replicas} replica(s), {replicas * cores:g} cores")
-    ax.axhline(slo_p95_ms, color="red", linestyle=":", label=f"SLO p95 {slo_p95_ms:g} ms")
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.set_xlabel("concurrent users")
-    ax.set_ylabel("p95 ms")
-    ax.legend(fontsize=8)
-    ax.set_title("Latency under load by core count")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    r = s.rows[0]
+    cost = f", ${r.cost_per_hour:.2f}/h" if r.cost_per_hour is not None else ""
+    return (f"for {r.target} with p95 under {slo_p95_ms:g} ms: {r.cores:g} cores = {r.pods} pods of "
+            f"{s.cpu_per_pod:g} CPU on {r.nodes} node(s){cost} (binding: {r.binding_constraint})")
+
+
+def autoscale_line(a: AutoscaleResult) -> str:
+    t = a.timings
+    return (f"autoscaling: {t.initial_replicas}→{t.peak_replicas} replicas, first scale-up after "
+            f"{_s(t.time_to_scale_up_s)}, pods ready after {_s(t.time_to_ready_s)}, p95 back under the "
+            f"SLO after {_s(t.time_to_recover_slo_s)}; {t.slo_breach_s:.0f}s over the SLO; "
+            f"peak Pending {t.peak_pending}; {a.nodes_note}")
+
+
+def stage_lines(r: StageResults, slo_p95_ms: float) -> dict[str, str]:
+    """One sentence per stage that has something to say (summary.json `<stage>_line`, report.md's bullets)."""
+    lines = {
+        "tuning_line": r.tune and tuning_line(r.tune),
+        "multi_client_line": r.multi_client and multi_client_line(r.multi_client),
+        "sizing_line": r.sizing and sizing_line(r.sizing, slo_p95_ms),
+        "autoscale_line": r.autoscale and autoscale_line(r.autoscale),
+        "regression_line": (r.regression and r.regression.result
+                            and f"regression check against {r.regression.baseline_runs} earlier night(s), "
+                                f"change points over {r.regression.nights}: {r.regression.result.message}"),
+    }
+    return {k: v for k, v in lines.items() if v}
+
+
+TUNING_COLUMNS = ["cpu", "memory_label", "concurrency", "saturation_rps", "rps_per_core", "p95_ms", "cpu_use_pct",
+                  "memory_peak_pct", "oom_kills", "meets_slo", "verdict"]
+
+
+def scaling_text(s: ScalingResult) -> str:
+    text = ", ".join(f"{r.replicas} pod(s) {r.saturation_rps:.0f} rps ({100 * (r.efficiency or 0):.0f}%)"
+                     for r in s.rows)
+    fit, fit_users = s.usl, s.usl_users_one_pod
+    if fit.ok:
+        text += (f". USL fit: σ={fit.sigma:.3f}, κ={fit.kappa:.4f}, r²={fit.r2:.3f}; "
+                 + (f"peak at {fit.predicted_peak_n:.1f} pods, retrograde from {fit.retrograde_from_n}"
+                    if fit.predicted_peak_n else "no retrograde scaling predicted"))
+    else:
+        text += f". USL over replicas: {fit.reason}"
+    if fit_users.ok:
+        text += (f". USL over users on one pod: σ={fit_users.sigma:.3f}, κ={fit_users.kappa:.4f}, r²={fit_users.r2:.3f}"
+                 + (f", throughput peaks at {fit_users.predicted_peak_n:.1f} users and falls from "
+                    f"{fit_users.retrograde_from_n}" if fit_users.predicted_peak_n else ", no retrograde predicted"))
+    return text
+
+
+def sections(r: StageResults, slo_p95_ms: float) -> list[dict[str, Any]]:
+    """report.md's sections after the answer: sizing first (what to buy), then tuning, scaling, regression."""
+    out: list[dict[str, Any]] = []
+    if r.sizing and not r.sizing.note:
+        out.append({"title": "Sizing", "text": sizing_line(r.sizing, slo_p95_ms) or "",
+                    "rows": [row.to_dict() for row in r.sizing.rows],
+                    "columns": ["target", "pods", "cores", "nodes", "cost_per_hour", "binding_constraint"]})
+    if r.tune:
+        out.append({"title": "Fine-tuning (pod size)", "text": tuning_line(r.tune),
+                    "rows": [c.to_dict() for c in r.tune.candidates], "columns": TUNING_COLUMNS})
+    if r.scaling:
+        out.append({"title": "Scaling (throughput per pod)", "text": scaling_text(r.scaling),
+                    "rows": [row.__dict__ for row in r.scaling.rows],
+                    "columns": ["replicas", "saturation_rps", "rps_per_pod", "efficiency", "slo_users"]})
+        out.append({"title": "Capacity under the SLO by core count", "rows": r.scaling.by_cores})
+    if r.regression and r.regression.result:
+        result = r.regression.result
+        out.append({"title": "Change since the baseline", "text": result.message, "rows": result.table_rows()})
+    return out
 
 
 def table(rows: list[dict[str, Any]], columns: list[str] | None = None) -> str:
@@ -151,7 +149,7 @@ def embed_png(path: Path) -> str:
 
 def write_markdown(summary: dict[str, Any], out: Path, plots: list[Path], embed: bool = False) -> str:
     """report.md: the answer first, then each stage's table and plot."""
-    lines = [headline(summary), ""]
+    lines = [answer_line(summary), ""]
     if summary.get("failure"):  # why there is no answer comes before anything else
         lines = [f"**Run failed**: {summary['failure']}", ""] + lines
     payload = (summary.get("target") or {}).get("payload") or {}

@@ -51,6 +51,8 @@ class StepRow:
     late: int | None = None  # arrivals sent more than a few ms behind schedule
     dropped: int | None = None  # arrivals not sent: the worker's in-flight bound was full
     mean_ms: float | None = None
+    replica_cpu_source: str = ""  # e.g. "metrics-server, 15s intervals; 2 inside the window"
+    generator_cpu_source: str = ""  # e.g. "worker CPU counters over the window"
 
     def to_csv_row(self) -> dict[str, Any]:
         row = asdict(self)

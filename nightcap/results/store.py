@@ -5,22 +5,19 @@ here (a SQLite file by default, PostgreSQL or anything else by `store.url`). Ste
 a time as they are measured, each in its own short transaction, so a run that crashes, is cancelled
 or is killed keeps everything it measured; `mark_abandoned` later marks such runs failed.
 
-The schema is created on first use and migrated forward by adding columns; nothing is ever dropped.
-No secret reaches the database: the config dump has `target.headers` values and secret-looking keys
-replaced, and any string given in `redact` is scrubbed from everything written.
+The schema (`history_schema.py`) is created on first use and migrated forward by adding columns; nothing
+is ever dropped. No secret reaches the database: the config dump has `target.headers` values and
+secret-looking keys replaced, and any string given in `redact` is scrubbed from everything written
+(`redact.py`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
-import re
 from contextlib import contextmanager
-from dataclasses import fields
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
 
 import sqlalchemy as sa
@@ -28,6 +25,9 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError, ProgrammingError, SQLAlchemyError
 
 from nightcap.analysis.regression import finite
+from nightcap.results.history_schema import (HEADLINE_FIGURES, SCHEMA_VERSION, STEP_FIELDS, metadata, runs,
+                                             schema_version, steps)
+from nightcap.results.redact import config_dump, sanitize
 from nightcap.results.steps import StepRow
 
 if TYPE_CHECKING:
@@ -37,82 +37,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
 DEFAULT_URL = "sqlite:///.nightcap/history.db"
 RUN_STATUSES = ("running", "completed", "failed", "cancelled")
-HEADLINE_FIGURES = (
-    "saturation_rps",
-    "saturation_users",
-    "operating_rps",
-    "rps_per_core",
-    "p95_at_operating_ms",
-    "slo_users",
-    "slo_rps",
-)
-REDACTED = "***"
-_SECRET_KEY = re.compile(r"^(.*[-_])?(authorization|api[-_]?key|token|secret|password|passwd|bearer|credentials?)$", re.I)
 _MAX_TEXT = 4000
 
 
 class StoreError(Exception):
     """The history database cannot be opened or written; the message says what to change."""
-
-
-metadata = sa.MetaData()
-
-runs = sa.Table(
-    "runs",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("run_id", sa.String(64), nullable=False, unique=True),
-    sa.Column("flow_run_id", sa.String(64)),
-    sa.Column("started_at", sa.DateTime),  # naive UTC everywhere, so SQLite and PostgreSQL agree
-    sa.Column("updated_at", sa.DateTime),  # heartbeat: last step or status change
-    sa.Column("finished_at", sa.DateTime),
-    sa.Column("status", sa.String(16), nullable=False, default="running"),
-    sa.Column("target_name", sa.String(120)),
-    sa.Column("platform", sa.String(32)),
-    sa.Column("config_hash", sa.String(64)),
-    sa.Column("target_version", sa.JSON),
-    sa.Column("config", sa.JSON),
-    *[sa.Column(name, sa.Float) for name in HEADLINE_FIGURES],
-    sa.Column("summary", sa.JSON),
-    sa.Column("note", sa.Text),
-    sa.Index("ix_runs_comparable", "config_hash", "status", "started_at"),
-    sa.Index("ix_runs_target", "target_name", "started_at"),
-)
-
-
-def _step_column(name: str, kind: str) -> sa.Column:
-    if name in ("replica_cpu_pct", "replica_memory_mb", "events"):
-        return sa.Column(name, sa.JSON)
-    if kind == "bool":
-        return sa.Column(name, sa.Boolean)
-    if kind.startswith("int"):
-        return sa.Column(name, sa.BigInteger if name == "memory" else sa.Integer)
-    if kind.startswith("float"):
-        return sa.Column(name, sa.Float)
-    return sa.Column(name, sa.Text)
-
-
-STEP_FIELDS = [(f.name, str(f.type)) for f in fields(StepRow)]
-
-steps = sa.Table(
-    "steps",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("run_id", sa.String(64), sa.ForeignKey("runs.run_id", ondelete="CASCADE"), nullable=False, index=True),
-    sa.Column("recorded_at", sa.DateTime),
-    *[_step_column(name, kind) for name, kind in STEP_FIELDS],
-)
-
-schema_version = sa.Table(
-    "schema_version",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("version", sa.Integer, nullable=False),
-    sa.Column("migrated_at", sa.DateTime),
-)
 
 
 def _now() -> datetime:
@@ -130,57 +61,6 @@ def _number(value: Any) -> float | None:
     return finite(value)
 
 
-def sanitize(value: Any, redact: Iterable[str] = ()) -> Any:
-    """JSON-safe copy with secret-looking keys masked and every `redact` string scrubbed."""
-    secrets = [s for s in redact if s]
-
-    def scrub(text: str) -> str:
-        for secret in secrets:
-            text = text.replace(secret, REDACTED)
-        return text
-
-    def walk(node: Any, key: str = "") -> Any:
-        if key and _SECRET_KEY.match(key) and node not in (None, "", {}, []):
-            return REDACTED
-        if isinstance(node, Mapping):
-            return {str(k): walk(v, str(k)) for k, v in node.items()}
-        if isinstance(node, (list, tuple, set)):
-            return [walk(v) for v in node]
-        if isinstance(node, str):
-            return scrub(node)
-        if isinstance(node, float) and not math.isfinite(node):
-            return None
-        if node is None or isinstance(node, (bool, int, float)):
-            return node
-        return scrub(str(node))
-
-    return walk(value)
-
-
-def config_dump(config: "Config", redact: Iterable[str] = ()) -> dict[str, Any]:
-    """The config as stored with a run: header values are stripped since they may carry credentials."""
-    data = config.model_dump(mode="json")
-    target = data.get("target") or {}
-    target["headers"] = {name: REDACTED for name in (target.get("headers") or {})}
-    if target.get("url"):
-        target["url"] = _without_password(target["url"])
-    store = data.get("store") or {}
-    if store.get("url"):
-        store["url"] = safe_url(store["url"])
-    return sanitize(data, redact)
-
-
-def _without_password(url: str) -> str:
-    """http://user:secret@host/ -> http://user:***@host/ (a password in a URL is still a password)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:{REDACTED}@{host}"))
-
-
 def version_label(target_version: Mapping[str, Any] | None) -> str:
     """One short string for tables: the model's label (`wine v3 @champion`), version, image or URI, else the
     reference timings."""
@@ -192,12 +72,11 @@ def version_label(target_version: Mapping[str, Any] | None) -> str:
     return " ".join(f"{k}={v}" for k, v in sorted(target_version.items()) if v not in (None, "", [], {}))
 
 
-def safe_url(url: str) -> str:
-    """The URL with any password hidden, for messages and tables."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return "<unparseable store URL>"
+def model_label(target_version: Mapping[str, Any] | None) -> str | None:
+    """A model's or image's version label; None for a reference server's timings (its settings, not a version)."""
+    if not target_version or not any(target_version.get(k) for k in ("label", "version", "image")):
+        return None
+    return version_label(target_version)
 
 
 class HistoryStore:

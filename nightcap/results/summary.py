@@ -1,67 +1,231 @@
-"""The headline figures of a run, chosen from whichever stages ran (contract: summary.json keys)."""
+"""summary.json, built from the stages' typed results: the only place its keys are written.
+
+The keys the README lists under "Outputs (contracts)" keep their meaning; `tests/golden/summary_keys.json`
+holds the whole key set, so a renamed key fails `tests/test_summary_keys.py` (new keys are additions:
+regenerate the file with `.venv/bin/python -m tests.golden.update`). The headline (saturation, operating
+point, SLO capacity) comes from `StageResults.headline()`; report.md renders this summary (`report.py`).
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from nightcap.run.context import RunContext
+from nightcap.analysis.figures import HEADLINE_NAMES
+from nightcap.results import report
+from nightcap.results.stages import (
+    AutoscaleResult,
+    RampResult,
+    RegressionOutcome,
+    ScalingResult,
+    SizingResult,
+    StageResults,
+    TuneResult,
+)
+
+if TYPE_CHECKING:
+    from nightcap.analysis.usl import UslFit
+    from nightcap.run.context import RunContext
 
 
-def _pick(summary: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
-    """The merged multi-client answer when it ran and was not worse; else the single client's."""
-    single, multi = summary.get("single_client"), summary.get("multi_client")
-    if multi and multi.get("saturation", {}).get("rps") and (
-        not single or not single.get("saturation", {}).get("rps")
-        or multi["saturation"]["rps"] >= single["saturation"]["rps"] * 0.95
-    ):
-        return "multi_client", multi
-    if single and single.get("saturation", {}).get("rps"):
-        return "single_client", single
-    tuning = summary.get("tuning", {}).get("best_result")
-    if tuning:
-        return "tune", tuning
-    return None, {}
+def _r(x: float | None) -> float | None:
+    return None if x is None else round(x, 2)
 
 
-def summarize_run(ctx: RunContext) -> None:
-    s = ctx.summary
-    stage, block = _pick(s)
-    sat = dict(block.get("saturation", {"rps": None, "users": None}))
-    sat["stage"] = stage
-    s["saturation"] = sat
-    s["operating_point"] = dict(block.get("operating_point", {"rps": None, "users": None,
-                                                              "headroom": ctx.config.search.headroom}))
-    slo = dict(block.get("slo_capacity", {"users": None, "rps": None}))
-    slo.update(p95_ms=ctx.config.slo.p95_ms, max_error_rate=ctx.config.slo.max_error_rate)
-    slo.setdefault("by_cores", s.get("slo_capacity", {}).get("by_cores", []))
-    s["slo_capacity"] = slo
-    spec = ctx.spec
-    platform = ctx.platform
-    replicas = ctx.config.platform.replicas
-    s["platform"] = {
-        "kind": ctx.config.platform.kind,
-        "replicas": replicas,
-        "cpu": spec.cpu if spec else ctx.config.platform.cpu,
-        "memory": spec.memory if spec else ctx.config.platform.memory,
-        "concurrency": spec.concurrency if spec else ctx.config.platform.concurrency,
+def _ci(rps: float | None, half: float | None) -> list[float | None] | None:
+    """[low, high] of a rate's 95% interval (None when it was not measured in sub-windows)."""
+    if rps is None or half is None:
+        return None
+    return [_r(max(rps - half, 0.0)), _r(rps + half)]
+
+
+def headline(ctx: "RunContext") -> dict[str, Any]:
+    """saturation, operating_point, slo_capacity, platform and rps_per_core: the answer and where it was measured."""
+    cfg, spec, platform = ctx.config, ctx.spec, ctx.platform
+    stage, sat = ctx.results.headline()
+    saturation: dict[str, Any] = {"rps": None, "users": None, "found": False, "stop_reason": "no stage measured it",
+                                  "rps_ci": None, "replicas": None, "stage": stage}
+    operating: dict[str, Any] = {"rps": None, "users": None, "headroom": cfg.search.headroom, "rps_ci": None,
+                                 "p95_ms": None}
+    slo: dict[str, Any] = {"users": None, "rps": None, "rps_ci": None}
+    ramp = ctx.results.multi_client or ctx.results.single_client
+    if sat is None and ramp is not None:
+        saturation["stop_reason"] = ramp.search.stop_reason or "no level met the SLO"
+    if sat is not None:
+        saturation.update(rps=_r(sat.rps), users=sat.users, found=sat.found, stop_reason=sat.stop_reason,
+                          rps_ci=_ci(sat.rps, sat.rps_halfwidth), replicas=sat.replicas)
+        operating.update(rps=_r(sat.operating_rps), users=sat.operating_users,
+                         rps_ci=_ci(sat.operating_rps, sat.operating_halfwidth), p95_ms=sat.operating_p95_ms)
+        if stage != "tune":  # tuning searches stop at the knee: they never look for the SLO's limit
+            slo.update(users=sat.slo_users, rps=_r(sat.slo_rps), rps_ci=_ci(sat.slo_rps, sat.slo_halfwidth))
+    slo.update(p95_ms=cfg.slo.p95_ms, max_error_rate=cfg.slo.max_error_rate,
+               by_cores=ctx.results.scaling.by_cores if ctx.results.scaling else [])
+    plat = {
+        "kind": cfg.platform.kind,
+        "replicas": cfg.platform.replicas,
+        "cpu": spec.cpu if spec else cfg.platform.cpu,
+        "memory": spec.memory if spec else cfg.platform.memory,
+        "concurrency": spec.concurrency if spec else cfg.platform.concurrency,
         "limits_enforced": bool(getattr(platform, "limits_enforced", False)),
         "limits_note": getattr(platform, "limits_note", "not deployed"),
         "cpu_pinning": getattr(platform, "cpu_pinning", None) or {
             "method": "none", "mode": "off",
             "note": "only the local platform pins CPUs" if platform is not None else "not deployed"},
     }
-    cores = replicas * (s["platform"]["cpu"] or 1.0)
-    s["rps_per_core"] = sat["rps"] / cores if sat.get("rps") else None
+    cores = (sat.replicas if sat else cfg.platform.replicas) * (plat["cpu"] or 1.0)
+    return {"saturation": saturation, "operating_point": operating, "slo_capacity": slo, "platform": plat,
+            "rps_per_core": saturation["rps"] / cores if saturation["rps"] else None}
 
 
-def headline_figures(ctx: RunContext) -> dict[str, Any]:
-    s = ctx.summary
+def headline_figures(head: dict[str, Any]) -> dict[str, Any]:
+    """The figures stored per run and compared night after night (names: `nightcap.analysis.figures`)."""
+    sat, op, slo = head["saturation"], head["operating_point"], head["slo_capacity"]
+    figures = {"saturation_rps": sat["rps"], "saturation_users": sat["users"], "operating_rps": op["rps"],
+               "rps_per_core": head["rps_per_core"], "p95_at_operating_ms": op["p95_ms"],
+               "slo_users": slo["users"], "slo_rps": slo["rps"]}
+    assert tuple(figures) == HEADLINE_NAMES, "a headline figure is missing here: see nightcap.analysis.figures"
+    return figures
+
+
+def tuning_block(t: TuneResult) -> dict[str, Any]:
+    best = t.best
     return {
-        "saturation_rps": s.get("saturation", {}).get("rps"),
-        "saturation_users": s.get("saturation", {}).get("users"),
-        "operating_rps": s.get("operating_point", {}).get("rps"),
-        "rps_per_core": s.get("rps_per_core"),
-        "p95_at_operating_ms": s.get("operating_point", {}).get("p95_ms"),
-        "slo_users": s.get("slo_capacity", {}).get("users"),
-        "slo_rps": s.get("slo_capacity", {}).get("rps"),
+        "candidates": [r.to_dict() for r in t.candidates],
+        "candidates_measured": t.candidates_measured,
+        "grid_size": t.grid_size,
+        "replicas": t.replicas,
+        "planner_notes": list(t.planner_notes),
+        "reason": t.reason,
+        "limits_enforced": t.limits_enforced,
+        "best": None if best is None else {
+            "cpu": best.candidate.cpu, "memory": best.candidate.memory,
+            "memory_label": best.to_dict()["memory_label"], "concurrency": best.candidate.concurrency,
+            "rps_per_core": best.rps_per_core, "saturation_rps": best.saturation_rps},
     }
+
+
+def ramp_block(r: RampResult, headroom: float) -> dict[str, Any]:
+    s = r.search
+    block: dict[str, Any] = {
+        "saturation": {"rps": _r(s.saturation_rps), "users": s.saturation_users, "found": s.found,
+                       "stop_reason": s.stop_reason, "rps_ci": _ci(s.saturation_rps, s.saturation_halfwidth)},
+        "operating_point": {"rps": _r(s.operating_rps), "users": s.operating_users, "headroom": headroom,
+                            "rps_ci": _ci(s.operating_rps, s.operating_halfwidth), "p95_ms": r.operating_p95_ms},
+        "slo_capacity": {"users": s.slo_users, "rps": _r(s.slo_rps), "rps_ci": _ci(s.slo_rps, s.slo_halfwidth)},
+        "levels": [asdict(lv) for lv in s.levels],
+        "windows": s.windows,
+        "workers": r.workers,
+        "generator_bound_steps": r.generator_bound_steps,
+    }
+    single, multi = _r(r.vs_single_rps), _r(s.saturation_rps)
+    if single and multi:
+        block["vs_single_client"] = {"single_rps": single, "multi_rps": multi, "change": multi / single - 1}
+        block["single_client_was_bottleneck"] = bool(r.single_client_was_bottleneck)
+    return block
+
+
+def usl_block(fit: "UslFit", measured_to: int) -> dict[str, Any]:
+    from nightcap.analysis.usl import predict
+
+    out = fit.to_dict()
+    out["predicted_peak_replicas"] = fit.predicted_peak_n
+    if fit.ok and measured_to:
+        out["extrapolation"] = [{"n": n, "rps": v, "low": lo, "high": hi}
+                                for n in (measured_to * 2, measured_to * 4) for v, lo, hi in [predict(fit, n)]]
+    return out
+
+
+def scaling_block(s: ScalingResult) -> dict[str, Any]:
+    return {"rows": [asdict(row) for row in s.rows],
+            "usl": usl_block(s.usl, max((row.replicas for row in s.rows), default=0)),
+            "usl_users_one_pod": usl_block(s.usl_users_one_pod, s.one_pod_max_users)}
+
+
+def sizing_block(s: SizingResult) -> dict[str, Any]:
+    if s.note:
+        return {"rows": [], "note": s.note}
+    p = s.per_pod
+    return {"rows": [row.to_dict() for row in s.rows],
+            "inputs": {"per_pod_rps": p.rps if p else None, "per_pod_slo_users": p.slo_users if p else None,
+                       "latency_s": s.latency_s, "latency_from": "p95 at the operating point"},
+            "headroom": s.headroom, "node_allocatable_cpu": s.node_allocatable_cpu}
+
+
+def autoscale_block(a: AutoscaleResult) -> dict[str, Any]:
+    return {**a.timings.to_dict(), "phases": a.phases, "one_pod_saturation_users": a.per_pod.users,
+            "one_pod_saturation_rps": a.per_pod.rps, "hpa": a.hpa, "nodes": a.nodes_note,
+            "load_spreading": (f"each generator user re-opens its connection every {a.reconnect_s:g}s "
+                               "(Connection: close), so the per-connection balancer in front of the replicas "
+                               "(a Kubernetes Service, or nightcap's local proxy) spreads load onto new pods"),
+            "samples": [asdict(s) for s in a.samples]}
+
+
+def regression_block(o: RegressionOutcome) -> dict[str, Any]:
+    if o.result is None:
+        return {"verdict": "insufficient history", "message": o.note}
+    return {**o.result.to_dict(), "version_change": o.version_change}
+
+
+def stage_blocks(results: StageResults, headroom: float) -> dict[str, Any]:
+    """One block per stage that has a result, under the stage's summary key."""
+    out: dict[str, Any] = {}
+    if results.tune:
+        out["tuning"] = tuning_block(results.tune)
+    for ramp in (results.single_client, results.multi_client):
+        if ramp:
+            out[ramp.stage] = ramp_block(ramp, headroom)
+    if results.scaling:
+        out["scaling"] = scaling_block(results.scaling)
+    if results.sizing:
+        out["sizing"] = sizing_block(results.sizing)
+    if results.autoscale:
+        out["autoscale"] = autoscale_block(results.autoscale)
+    if results.regression:
+        out["regression"] = regression_block(results.regression)
+    return out
+
+
+def plots(results: StageResults) -> list[str]:
+    """The PNGs the stages drew, in stage order."""
+    r = results
+    names = [r.tune and r.tune.plot, r.single_client and r.single_client.plot, r.multi_client and r.multi_client.plot,
+             *(r.scaling.plots if r.scaling else []), r.autoscale and r.autoscale.plot]
+    return [n for n in names if n]
+
+
+def build_summary(ctx: "RunContext") -> dict[str, Any]:
+    """The whole summary.json of the run so far (written after every stage and at the end)."""
+    res, cfg = ctx.results, ctx.config
+    summary: dict[str, Any] = {**ctx.info, "stages": ctx.stages}
+    summary.update(headline(ctx))
+    summary.update(stage_blocks(res, cfg.search.headroom))
+    summary.update(report.stage_lines(res, cfg.slo.p95_ms))
+    summary["plots"] = plots(res) + list(ctx.run_plots)
+    if res.autoscale and res.autoscale.plot:
+        summary["lead_plot"] = res.autoscale.plot
+    summary["sections"] = report.sections(res, cfg.slo.p95_ms)
+    summary["warnings"] = list(ctx.warnings)
+    summary["answer"] = report.answer_line(summary).replace("**", "")
+    return summary
+
+
+def write_summary(ctx: "RunContext") -> dict[str, Any]:
+    """Build summary.json and write it atomically; returns what was written."""
+    summary = build_summary(ctx)
+    path = ctx.out / "summary.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(summary, indent=2, default=_jsonable))
+    tmp.replace(path)
+    return summary
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "__dataclass_fields__"):
+        return asdict(value)
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, float) and value != value:
+        return None
+    return str(value)

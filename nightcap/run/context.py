@@ -1,6 +1,7 @@
 """The state of one capacity-check run, shared by the stages, and the run's one load generator.
 
-Stages hand each other the tuned pod size and the saturation points through here. Every measured step is
+Stages hand each other the tuned pod size and their typed results (`results`) through here; summary.json
+is built from those results (`nightcap.results.summary`). Every measured step is
 written to `steps.csv` and the history the moment it is measured, so a stage that fails (or a run that is
 killed) keeps every step already measured.
 
@@ -11,7 +12,6 @@ be serializable, and the context holds live processes, API clients and open file
 
 from __future__ import annotations
 
-import json
 import logging
 import secrets
 import time
@@ -24,6 +24,7 @@ from nightcap.config import Config
 from nightcap.load.base import Generator, start_generator
 from nightcap.platforms.base import Platform, PodSpec
 from nightcap.run.registry import RunRegistry
+from nightcap.results.stages import StageResults
 from nightcap.results.steps import StepRow, write_steps_csv
 from nightcap.targets.plan import TargetPlan
 
@@ -47,7 +48,10 @@ class RunContext:
     api_key: str | None = None
     generator: Any = None  # the run's load generator, kept across searches (generator_for)
     steps: list[StepRow] = field(default_factory=list)
-    summary: dict[str, Any] = field(default_factory=dict)
+    results: StageResults = field(default_factory=StageResults)
+    info: dict[str, Any] = field(default_factory=dict)  # run_id, target, config_hash, deploy_s, status, error
+    stages: dict[str, dict[str, Any]] = field(default_factory=dict)  # per stage: status, duration_s, steps, error
+    run_plots: list[str] = field(default_factory=list)  # drawn for the run as a whole (the trend over nights)
     started: float = field(default_factory=time.monotonic)
     deadline: float | None = None
     on_step: list[Callable[[StepRow], None]] = field(default_factory=list)
@@ -57,7 +61,6 @@ class RunContext:
     def __post_init__(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
         self.deadline = self.started + self.config.load.max_duration_s
-        self.summary.setdefault("stages", {})
         _RUNS[self.run_id] = self
 
     @staticmethod
@@ -127,26 +130,7 @@ class RunContext:
             self.warnings.append(text)
 
     def stage_status(self, name: str, status: str, **extra: Any) -> None:
-        self.summary["stages"].setdefault(name, {}).update(status=status, **extra)
-
-    def write_summary(self) -> Path:
-        path = self.out / "summary.json"
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.summary, indent=2, default=_jsonable))
-        tmp.replace(path)
-        return path
+        self.stages.setdefault(name, {}).update(status=status, **extra)
 
     def stage_steps(self, stage: str) -> list[StepRow]:
         return [s for s in self.steps if s.stage == stage]
-
-
-def _jsonable(value: Any) -> Any:
-    if hasattr(value, "__dataclass_fields__"):
-        from dataclasses import asdict
-
-        return asdict(value)
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, float) and value != value:
-        return None
-    return str(value)

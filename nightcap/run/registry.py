@@ -13,9 +13,12 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import psutil
+
+if TYPE_CHECKING:
+    import subprocess
 
 DEFAULT_DIR = Path(".nightcap/runs")
 STALE_AFTER_S = 60.0

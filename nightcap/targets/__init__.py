@@ -12,6 +12,7 @@
 - `bundled_model.py`    the wine classifier `make run` trains, saves with MLflow and serves.
 - `reference_server.py` a server of known capacity (`python -m nightcap.targets.reference_server`, or
                         `nightcap serve-reference`), for tests and benchmarks.
+- `reference_capacity.py` that capacity from its parameters (pure), the truth tests compare with.
 
 Depends on: config only (plan.py; MLflow is imported only to resolve a model URI); the servers depend on
 nothing in nightcap.

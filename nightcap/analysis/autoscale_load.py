@@ -1,0 +1,41 @@
+"""The load the autoscale stage offers: its phases, how users are paced to offer a rate, and the node pool's part."""
+
+from __future__ import annotations
+
+from nightcap.config import AutoscaleConfig, AutoscalePhase
+
+
+def default_phases(a: AutoscaleConfig, headroom: float) -> list[AutoscalePhase]:
+    """Baseline at the operating point, a step to `overload` × one pod's saturation, back down.
+
+    Each phase lasts long enough for the controller to act: the overload holds for the readiness delay
+    plus a few sync periods (at least 8), the recovery for the scale-down stabilization plus 4.
+    """
+    hold_up = max(8 * a.sync_period_s, a.readiness_delay_s + 4 * a.sync_period_s)
+    hold_down = a.stabilization_s + 4 * a.sync_period_s
+    return [AutoscalePhase(name="baseline", load=headroom, duration_s=3 * a.sync_period_s),
+            AutoscalePhase(name="overload", load=a.overload, duration_s=hold_up),
+            AutoscalePhase(name="recovery", load=headroom, duration_s=hold_down)]
+
+
+def offered_load(load: float, sat_users: int, sat_rps: float, max_users: int) -> tuple[int, float]:
+    """Users and per-user pacing (rps each) that offer `load` × one pod's saturation rate.
+
+    Enough users (3× the in-flight the rate needs, at least 8, at most `max_users`) that latency growth
+    under overload does not cap the offered rate, each paced so the total stays at the target rate while
+    the service keeps up.
+    """
+    rate = load * sat_rps
+    users = min(max(8, int(3 * load * sat_users + 0.999)), max_users)
+    return users, rate / users
+
+
+def node_pool_note(platform_kind: str, nodes: dict[str, int] | None, gke_configured: bool) -> str:
+    """What the autoscale stage did with the node pool, for the summary (`autoscale.nodes`)."""
+    if platform_kind == "local":
+        return "node-pool autoscaling: not available on the local platform"
+    if nodes and gke_configured:
+        return f"node-pool autoscaling on ({nodes.get('min', 1)}-{nodes.get('max', 3)} nodes)"
+    if nodes:
+        return "node-pool autoscaling requested but platform.gke is not set: nodes were not changed"
+    return "node-pool autoscaling not requested (autoscale.nodes)"

@@ -1,0 +1,196 @@
+"""What each stage measured, as typed results kept on the run (`RunContext.results`).
+
+A stage flow returns its result and stores it here; a later stage that needs an earlier one's figures reads
+them from these objects (sizing and autoscale read `scaling` and the headline ramp), never from summary keys.
+`summary.py` turns them into summary.json, `report.py` into report.md's lines and sections, and the artifacts
+are built from the same summary. Plain data: no Prefect, no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from nightcap.analysis.autoscale_metrics import AutoscaleSample, AutoscaleSummary
+from nightcap.analysis.regression import RegressionResult
+from nightcap.analysis.sizing import Capacity, PerPod, SizingRow
+from nightcap.analysis.tuning import CandidateResult
+from nightcap.analysis.usl import UslFit
+from nightcap.search import SearchResult
+
+
+@dataclass
+class Saturation:
+    """A saturation point with the pods it was measured on; the operating point is `headroom` of its rate."""
+
+    rps: float | None
+    users: int | None
+    replicas: int
+    found: bool = True
+    stop_reason: str = ""
+    operating_rps: float | None = None
+    operating_users: int | None = None
+    operating_p95_ms: float | None = None  # p95 at the operating rate
+    slo_users: int | None = None
+    slo_rps: float | None = None
+    rps_halfwidth: float | None = None  # 95% half-widths of the rates above (None: not measured in sub-windows)
+    operating_halfwidth: float | None = None
+    slo_halfwidth: float | None = None
+
+    @classmethod
+    def of(cls, s: SearchResult, replicas: int, operating_p95_ms: float | None, with_slo: bool = True) -> "Saturation":
+        """A search's saturation point, operating point and (when it looked for it) SLO capacity."""
+        return cls(s.saturation_rps, s.saturation_users, replicas, s.found, s.stop_reason, s.operating_rps,
+                   s.operating_users, operating_p95_ms, s.slo_users if with_slo else None,
+                   s.slo_rps if with_slo else None, s.saturation_halfwidth, s.operating_halfwidth,
+                   s.slo_halfwidth if with_slo else None)
+
+
+@dataclass
+class RampResult:
+    """single_client or multi_client: the saturation search with `workers` generator processes."""
+
+    stage: str
+    workers: int
+    replicas: int
+    search: SearchResult
+    operating_p95_ms: float | None
+    generator_bound_steps: int
+    plot: str | None = None
+    vs_single_rps: float | None = None  # multi_client: the single client's saturation rps, when it ran
+    single_client_was_bottleneck: bool | None = None
+
+    @property
+    def saturation(self) -> Saturation:
+        return Saturation.of(self.search, self.replicas, self.operating_p95_ms)
+
+    @property
+    def capacity(self) -> Capacity:
+        return Capacity(self.search.saturation_rps, self.search.saturation_users, self.search.slo_users,
+                        self.replicas)
+
+
+@dataclass
+class TuneResult:
+    """The pod sizes measured on `replicas` pods and the one chosen (None when none met the SLO)."""
+
+    candidates: list[CandidateResult]
+    candidates_measured: int
+    grid_size: int
+    replicas: int
+    planner_notes: list[str]
+    reason: str
+    limits_enforced: bool
+    best: CandidateResult | None
+    best_search: SearchResult | None  # the chosen candidate's (cheap) saturation search
+    headroom: float
+    plot: str | None = None
+
+    @property
+    def saturation(self) -> Saturation | None:
+        """The tuned pod's saturation point (a one-window-per-level search: a rougher figure than a ramp's)."""
+        if self.best is None or self.best_search is None or not self.best_search.saturation_rps:
+            return None
+        return Saturation.of(self.best_search, self.replicas, self.best.p95_ms, with_slo=False)
+
+
+@dataclass
+class ScalingRow:
+    replicas: int
+    saturation_rps: float
+    saturation_users: int | None
+    rps_per_pod: float
+    efficiency: float | None
+    slo_users: int | None
+    stop_reason: str
+
+
+@dataclass
+class ScalingResult:
+    """Saturation at 1..N pods of the tuned size, USL fits, and SLO capacity per core count."""
+
+    rows: list[ScalingRow]
+    usl: UslFit
+    usl_users_one_pod: UslFit
+    one_pod_max_users: int
+    by_cores: list[dict[str, Any]]
+    plots: list[str] = field(default_factory=list)
+
+    @property
+    def one_pod(self) -> Capacity | None:
+        row = next((r for r in self.rows if r.replicas == 1), None)
+        return Capacity(row.saturation_rps, row.saturation_users, row.slo_users) if row else None
+
+
+@dataclass
+class SizingResult:
+    """Pods, cores, nodes and cost per configured target; empty rows with a note when none is configured."""
+
+    rows: list[SizingRow]
+    per_pod: PerPod | None
+    latency_s: float | None
+    headroom: float
+    node_allocatable_cpu: float
+    cpu_per_pod: float
+    note: str = ""
+
+
+@dataclass
+class AutoscaleResult:
+    """The autoscaling timeline: the offered phases, the samples and the timings computed from them."""
+
+    timings: AutoscaleSummary
+    phases: list[dict[str, Any]]
+    per_pod: PerPod
+    hpa: dict[str, Any]
+    nodes_note: str
+    reconnect_s: float
+    samples: list[AutoscaleSample]
+    plot: str | None = None
+
+
+@dataclass
+class RegressionOutcome:
+    """Tonight against the baseline nights and the change points of the last nights (None `result` when there
+    is no history store). The trend plot is drawn for every run with a history, in the parent flow."""
+
+    result: RegressionResult | None
+    baseline_runs: int = 0
+    nights: int = 0  # the nights the change points were looked for in, tonight included
+    note: str = ""
+    version_change: str | None = None  # "wine v3 replaced wine v2", when tonight served another model version
+
+    @property
+    def regressed(self) -> bool:
+        return bool(self.result and self.result.regressed)
+
+
+@dataclass
+class StageResults:
+    """The typed results of the stages that ran so far (None: not run, or failed before it had a result)."""
+
+    tune: TuneResult | None = None
+    single_client: RampResult | None = None
+    multi_client: RampResult | None = None
+    scaling: ScalingResult | None = None
+    sizing: SizingResult | None = None
+    autoscale: AutoscaleResult | None = None
+    regression: RegressionOutcome | None = None
+
+    def headline(self) -> tuple[str | None, Saturation | None]:
+        """The stage whose saturation is the answer: multi-client when it ran and was not worse than the
+        single client's (within 5%), else the single client's, else the tuned pod's."""
+        single = self.single_client.saturation if self.single_client else None
+        multi = self.multi_client.saturation if self.multi_client else None
+        if multi and multi.rps and (not single or not single.rps or multi.rps >= single.rps * 0.95):
+            return "multi_client", multi
+        if single and single.rps:
+            return "single_client", single
+        tuned = self.tune.saturation if self.tune else None
+        if tuned is not None:
+            return "tune", tuned
+        return None, None
+
+    def headline_ramp(self) -> RampResult | None:
+        stage, _ = self.headline()
+        return self.multi_client if stage == "multi_client" else self.single_client

@@ -1,0 +1,87 @@
+"""The step runner's sample (reset, wait, read) and a window's error rate, without Locust: a fake master."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from nightcap.config import validate
+from nightcap.load.driver import LoadError, Window, summarize
+from nightcap.load.runner import BudgetExceeded, StepRunner
+
+
+class FakeMaster:
+    def __init__(self, raw: dict[str, Any] | None = None) -> None:
+        self.calls: list[tuple] = []
+        self.raw = raw
+
+    def swarm(self, users: int, spawn_rate: float, host: str, user_rps: float = 0.0) -> None:
+        self.calls.append(("swarm", users, host, user_rps))
+
+    def reset(self) -> None:
+        self.calls.append(("reset",))
+
+    def window(self) -> dict[str, Any]:
+        self.calls.append(("window",))
+        if self.raw is None:
+            raise httpx.ConnectError("gone")
+        return self.raw
+
+
+class FakeGenerator:
+    workers = 2
+
+    def __init__(self, client: FakeMaster) -> None:
+        self.client = client
+
+
+class FakePlatform:
+    service_url = "http://127.0.0.1:9"
+    replicas = 1
+
+
+RAW = {"user_count": 8, "workers": {"a": {"requests": 100, "failures": 5, "covered_s": 2.0},
+                                    "b": {"requests": 60, "failures": 3, "covered_s": 1.5}},
+       "total": {"num_requests": 160, "response_time_percentile_0.5": 20, "response_time_percentile_0.9": 35,
+                 "response_time_percentile_0.95": 42, "response_time_percentile_0.99": 80}}
+
+
+def _runner(master: FakeMaster, deadline: float | None = None) -> StepRunner:
+    config = validate({"target": {"name": "t", "kind": "reference"}, "slo": {"p95_ms": 500}})
+    return StepRunner(config, FakePlatform(), FakeGenerator(master), "autoscale", lambda row: None,  # type: ignore[arg-type]
+                      deadline=deadline)
+
+
+def test_a_sample_resets_waits_and_reads_the_paced_users() -> None:
+    master = FakeMaster(RAW)
+    runner = _runner(master)
+    runner.set_users(8, user_rps=2.5)
+    w = runner.read_window(0.01)
+    assert master.calls == [("swarm", 8, "http://127.0.0.1:9", 2.5), ("reset",), ("window",)]
+    assert w.rps == pytest.approx(100 / 2.0 + 60 / 1.5) and w.requests == 160 and w.p95_ms == 42.0
+    assert w.error_rate == pytest.approx(8 / 160)
+
+
+def test_a_master_that_stops_answering_is_a_load_error() -> None:
+    with pytest.raises(LoadError, match="stopped answering"):
+        _runner(FakeMaster(None)).read_window(0.0)
+
+
+def test_the_budget_refuses_a_sample_that_would_run_past_it() -> None:
+    import time
+
+    runner = _runner(FakeMaster(RAW), deadline=time.monotonic() + 1.0)
+    runner.check_budget(0.5)
+    with pytest.raises(BudgetExceeded, match="load.max_duration_s"):
+        runner.check_budget(5.0)
+
+
+def test_error_rate_of_a_window() -> None:
+    def window(requests: int, failures: int) -> Window:
+        return Window(requests, failures, 0.0, None, None, None, None, 0, 1, [])
+    assert window(200, 10).error_rate == 0.05
+    assert window(0, 3).error_rate == 1.0  # only failures came back
+    assert window(0, 0).error_rate == 0.0
+    assert summarize({}).error_rate == 0.0

@@ -1,0 +1,213 @@
+"""summary.json's key set is held by a golden file, so a renamed or dropped key fails here.
+
+`tests/golden/summary_keys.json` lists every key path summary.json can have (`a.b`, `a[].b` inside lists,
+`stages.<stage>.status` for every stage).
+This test builds summaries from typed stage results of every kind (all stages measured; and the sparse
+cases: nothing found, no sizing targets, no history) and compares their keys with the file, both ways.
+Real runs are checked too: `test_stages.py` and `make run` summaries must stay inside the set.
+
+New keys are additions: regenerate the file, and check a real run against it, with
+
+    .venv/bin/python tests/test_summary_keys.py [reports/<run>/summary.json ...]
+
+A key that disappears or changes its name is a contract change: the README's "Outputs (contracts)" keys
+must keep their meaning.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from nightcap.analysis.autoscale_metrics import AutoscaleSample, summarize_autoscale
+from nightcap.analysis.regression import check_regression
+from nightcap.analysis.sizing import Capacity, per_pod_capacity, size_rows
+from nightcap.analysis.tuning import Candidate, evaluate
+from nightcap.analysis.usl import fit_usl
+from nightcap.config import validate
+from nightcap.platforms.base import PodSpec
+from nightcap.results.stages import (
+    AutoscaleResult,
+    RampResult,
+    RegressionOutcome,
+    ScalingResult,
+    ScalingRow,
+    SizingResult,
+    StageResults,
+    TuneResult,
+)
+from nightcap.results.summary import build_summary
+from nightcap.search import Level, SearchResult
+
+GOLDEN = Path(__file__).parent / "golden" / "summary_keys.json"
+MI = 1 << 20
+STAGES = ["tune", "single_client", "multi_client", "scaling", "sizing", "autoscale", "regression"]
+# report rows repeat other blocks' keys; a target's version fields depend on its kind
+# and platform.cpu_pinning describes the machine's CPUs (nightcap.platforms.cpu_pinning): neither is a contract
+OPAQUE = ("sections[].rows", "target.version", "platform.cpu_pinning")
+BY_NAME = {"stages": "<stage>"}  # dicts keyed by a name: every entry has the same keys
+
+
+def key_paths(value: Any, prefix: str = "") -> set[str]:
+    paths: set[str] = set()
+    if prefix in OPAQUE:
+        return paths
+    if isinstance(value, dict):
+        for key, item in value.items():
+            key = BY_NAME.get(prefix, key)
+            path = f"{prefix}.{key}" if prefix else str(key)
+            paths |= {path} | key_paths(item, path)
+    elif isinstance(value, list):
+        for item in value:
+            paths |= key_paths(item, prefix + "[]")
+    return paths
+
+
+def _search(rps: float | None, users: int | None) -> SearchResult:
+    levels = [Level(1, 50.0, 20.0, 0.0, 2, True, True, False), Level(2, 95.0, 24.0, 0.0, 2, True, True, False),
+              Level(4, 99.0, 80.0, 0.0, 1, True, False, False, "p95 80 ms over the SLO 50 ms")]
+    if rps is None:
+        return SearchResult(None, None, None, None, None, None, levels=levels[2:], found=False,
+                            stop_reason="p95 80 ms over the SLO 50 ms at 1 users", windows=1)
+    return SearchResult(users, rps, 1, rps * 0.7, 2, 95.0, levels=levels, stop_reason="flat", windows=5,
+                        saturation_halfwidth=2.0, operating_halfwidth=1.4, slo_halfwidth=2.5)
+
+
+def _ctx(results: StageResults, stages: dict[str, dict[str, Any]], **info: Any) -> SimpleNamespace:
+    config = validate({"target": {"name": "golden", "kind": "reference"}, "slo": {"p95_ms": 50}, "stages": STAGES,
+                       "sizing": {"users": [100], "rps": [500]}})
+    platform = SimpleNamespace(limits_enforced=True, limits_note="cgroup v1 limits enforced")
+    return SimpleNamespace(config=config, spec=PodSpec(cpu=0.5, memory=512 * MI, concurrency=2), platform=platform,
+                           results=results, stages=stages, warnings=["a warning"], run_plots=["trend.png"],
+                           info={"run_id": "r1", "target": {"name": "golden", "kind": "reference", "version": "v",
+                                                                 "payload": {"source": "its input example",
+                                                                             "synthetic": False}},
+                                 "config_hash": "abc", "deploy_s": 1.0, "smoke": {"status": 200, "elapsed_ms": 3.0},
+                                 "status": "completed", **info})
+
+
+def full_summary() -> dict[str, Any]:
+    """Every stage measured something; a history to compare with; the node pool changed during autoscaling."""
+    candidates = [evaluate(Candidate(cpu, 512 * MI, 2), replicas=2, saturation_rps=100.0 * cpu, p95_ms=20.0,
+                           cpu_use_pct=90.0, memory_peak_pct=40.0, oom_kills=0, restarts=0, meets_slo=True)
+                  for cpu in (0.5, 1.0)]
+    single = RampResult("single_client", 1, 1, _search(95.0, 2), 22.0, 0, plot="single_client.png")
+    multi = RampResult("multi_client", 2, 1, _search(99.0, 2), 21.0, 0, plot="multi_client.png", vs_single_rps=95.0,
+                       single_client_was_bottleneck=False)
+    fit = fit_usl([1, 2, 3, 4], [95, 180, 260, 330])
+    rows = [ScalingRow(n, 95.0 * n, 2, 95.0, 1.0, 4, "flat") for n in (1, 2)]
+    by_cores = [{"replicas": 1, "cpu": 0.5, "cores": 0.5, "slo_users": 4, "slo_rps": 95.0, "p95_ms": 30.0,
+                 "error_rate": 0.0, "users_per_pod": 4.0, "steps": 5}]
+    per_pod = per_pod_capacity(Capacity(95.0, 2, 4), None)
+    assert per_pod is not None
+    cfg = _ctx(StageResults(), {}).config
+    sizing_rows = size_rows(cfg.sizing, latency_s=0.02, per_pod_concurrency=2, cpu_per_pod=0.5, per_pod_rps=95.0,
+                            per_pod_slo_users=4.0)
+    samples = [AutoscaleSample(t=float(t), phase="overload" if t else "baseline", users=8, rps=90.0, p50_ms=10.0,
+                               p95_ms=40.0 + 10 * (t == 2), error_rate=0.0, current=1 + (t > 2), desired=2,
+                               ready=1 + (t > 3), pending=0, nodes=1 + (t > 3)) for t in range(6)]
+    # eight earlier nights, newest first, whose level fell by 30% four nights ago: a change point in every block
+    # (and a platform canary measured every night: its check and the normalised figures)
+    baseline = [{"run_id": f"n{i}", "started_at": f"2024-01-{20 - i:02d}T02:00:00",
+                 "saturation_rps": (70.0 if i < 4 else 100.0) + i % 2, "rps_per_core": 70.0 if i < 4 else 100.0,
+                 "p95_at_operating_ms": 20.0, "slo_users": 4, "canary_rps_per_core": 500.0 + i} for i in range(8)]
+    regression = check_regression({"run_id": "r1", "saturation_rps": 70.0, "rps_per_core": 70.0,
+                                   "p95_at_operating_ms": 21.0, "slo_users": 4, "canary_rps_per_core": 503.0},
+                                  baseline)
+    assert regression.to_dict()["change_points"] and regression.platform, "the fixture must show every key"
+    results = StageResults(
+        tune=TuneResult(candidates, 2, 12, 2, ["memory settled at 512Mi"], "cpu=0.5", True, candidates[0],
+                        _search(50.0, 1), 0.7, plot="tuning_heatmap.png"),
+        single_client=single, multi_client=multi,
+        scaling=ScalingResult(rows, fit, fit, 4, by_cores, plots=["scaling_usl.png", "p95_by_cores.png"]),
+        sizing=SizingResult(sizing_rows, per_pod, 0.02, 0.7, 2.0, 0.5),
+        autoscale=AutoscaleResult(summarize_autoscale(samples, cfg.slo, 1.0, 4.0),
+                                  [{"name": "overload", "load": 3.0, "duration_s": 5.0}], per_pod,
+                                  {"target_cpu_pct": 80, "min": 1, "max": 4, "sync_period_s": 1, "stabilization_s": 3},
+                                  "node-pool autoscaling on (1-3 nodes)", 2.0, samples, plot="autoscale_timeline.png"),
+        regression=RegressionOutcome(regression, baseline_runs=4, nights=9))
+    stages = {s: {"status": "completed", "duration_s": 1.0, "steps": 3} for s in STAGES}
+    return build_summary(_ctx(results, stages))  # type: ignore[arg-type]
+
+
+def sparse_summary() -> dict[str, Any]:
+    """Nothing found, no sizing targets, no history store, a failed stage and a run that stopped on an error."""
+    results = StageResults(
+        tune=TuneResult([], 0, 12, 2, [], "no candidate met the SLO", False, None, None, 0.7),
+        single_client=RampResult("single_client", 1, 1, _search(None, None), None, 1),
+        sizing=SizingResult([], None, None, 0.7, 2.0, 1.0, note="no sizing.users or sizing.rps targets configured"),
+        regression=RegressionOutcome(None, note="no history store"))
+    stages = {"tune": {"status": "failed", "error": "no candidate met the SLO", "duration_s": 1.0, "steps": 2},
+              "single_client": {"status": "completed", "duration_s": 1.0, "steps": 1}}
+    return build_summary(_ctx(results, stages, error="boom", failure="no saturation point was measured: boom"))  # type: ignore[arg-type]
+
+
+def built_keys() -> set[str]:
+    return key_paths(full_summary()) | key_paths(sparse_summary())
+
+
+def test_summary_keys_match_the_golden_file() -> None:
+    golden = set(json.loads(GOLDEN.read_text()))
+    built = built_keys()
+    assert not golden - built, f"keys renamed or dropped (a contract change; see the module docstring): {sorted(golden - built)}"
+    assert not built - golden, (f"new keys {sorted(built - golden)}: regenerate the golden file with "
+                                "`.venv/bin/python tests/test_summary_keys.py`")
+
+
+def test_contract_keys_of_the_readme_are_in_the_golden_file() -> None:
+    golden = set(json.loads(GOLDEN.read_text()))
+    contract = {"saturation.rps", "saturation.users", "operating_point.rps", "slo_capacity.users", "slo_capacity.rps",
+                "platform.limits_enforced", "tuning.best.cpu", "tuning.best.memory", "tuning.best.concurrency",
+                "tuning.candidates_measured", "tuning.grid_size", "tuning.candidates", "single_client", "multi_client",
+                "scaling.rows", "scaling.usl", "slo_capacity.by_cores", "sizing.rows[].target", "sizing.rows[].pods",
+                "sizing.rows[].cores", "sizing.rows[].nodes", "sizing.rows[].cost_per_hour",
+                "sizing.rows[].binding_constraint", "autoscale.peak_replicas", "autoscale.time_to_scale_up_s",
+                "autoscale.time_to_ready_s", "autoscale.time_to_recover_slo_s", "autoscale.slo_breach_s",
+                "autoscale.peak_pending", "autoscale.scale_down_s", "autoscale.samples", "regression.verdict"}
+    contract |= {"stages.<stage>.status"}
+    assert contract <= golden, sorted(contract - golden)
+
+
+def test_only_the_tune_stage_reports_the_tuned_pods_saturation() -> None:
+    """The bug of issue 12: a run with only `tune` reported no saturation point (it read a key never written)."""
+    results = StageResults(tune=TuneResult([], 1, 12, 2, [], "cpu=0.5", True, None, None, 0.7))
+    candidate = evaluate(Candidate(0.5, 512 * MI, 2), replicas=2, saturation_rps=50.0, p95_ms=12.0, cpu_use_pct=90.0,
+                         memory_peak_pct=40.0, oom_kills=0, restarts=0, meets_slo=True)
+    results.tune.best, results.tune.best_search = candidate, _search(50.0, 1)  # type: ignore[union-attr]
+    summary = build_summary(_ctx(results, {"tune": {"status": "completed"}}))  # type: ignore[arg-type]
+    sat = summary["saturation"]
+    assert (sat["rps"], sat["users"], sat["stage"], sat["replicas"]) == (50.0, 1, "tune", 2)
+    assert summary["operating_point"]["rps"] == 35.0 and summary["operating_point"]["p95_ms"] == 12.0
+    assert summary["slo_capacity"]["users"] is None  # a tuning search never looks for the SLO's limit
+    assert summary["rps_per_core"] == 50.0  # 50 rps on 2 pods of 0.5 CPU
+    assert summary["answer"].startswith("golden saturates at 50.0 rps with 1 concurrent user on 2 replica(s)")
+
+
+def test_the_headline_is_multi_client_unless_it_was_worse() -> None:
+    full = full_summary()
+    assert full["saturation"]["stage"] == "multi_client" and full["saturation"]["rps"] == 99.0
+    assert full["multi_client"]["vs_single_client"]["change"] == 99.0 / 95.0 - 1
+    assert full["slo_capacity"]["by_cores"][0]["slo_users"] == 4
+    assert sparse_summary()["saturation"] == {"rps": None, "users": None, "found": False, "replicas": None,
+                                              "stop_reason": "p95 80 ms over the SLO 50 ms at 1 users",
+                                              "rps_ci": None, "stage": None}
+
+
+def real_run_keys_outside_golden(summary: dict[str, Any]) -> list[str]:
+    """For tests of real runs: the keys a real summary.json has that the golden file does not."""
+    return sorted(key_paths(summary) - set(json.loads(GOLDEN.read_text())))
+
+
+if __name__ == "__main__":
+    keys = built_keys()
+    for path in sys.argv[1:]:
+        outside = key_paths(json.loads(Path(path).read_text())) - keys
+        if outside:
+            sys.exit(f"{path} has keys the typed results here never build: {sorted(outside)}; "
+                     "add the case to full_summary/sparse_summary in tests/test_summary_keys.py")
+    GOLDEN.parent.mkdir(exist_ok=True)
+    GOLDEN.write_text(json.dumps(sorted(keys), indent=1) + "\n")
+    print(f"{GOLDEN}: {len(keys)} key paths" + (f"; {len(sys.argv) - 1} real summary checked" if sys.argv[1:] else ""))
