@@ -9,31 +9,19 @@ load generator, and torn down before the model is deployed. The generator is kep
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from nightcap.analysis.canary import CanaryFigure, CanarySettings, canary_figure
+from nightcap.analysis.canary import canary_figure
 from nightcap.load.runner import StepRunner
 from nightcap.platforms.base import PodSpec
 from nightcap.platforms.factory import make_platform
+from nightcap.results.stages import CanaryResult
 from nightcap.run.context import RunContext
 from nightcap.targets.canary import canary_config, canary_settings, canary_wanted
 from nightcap.targets.plan import plan_target
 
 STAGE = "canary"
-
-
-@dataclass
-class CanaryResult:
-    """Tonight's canary (None `figure` when it was not measured, and `note` says why)."""
-
-    settings: CanarySettings
-    figure: CanaryFigure | None = None
-    duration_s: float | None = None
-    note: str = ""
-    windows: list[dict] = field(default_factory=list)
 
 
 @task(name="platform-canary", cache_policy=NO_CACHE, persist_result=False)
