@@ -98,7 +98,9 @@ def tune(run_id: str) -> TuneResult:
         replicas=ctx.config.tune.replicas, planner_notes=list(planner.notes), reason=choice.reason,
         limits_enforced=bool(ctx.platform.limits_enforced), best=best,
         best_search=searches.get(best.candidate) if best else None, headroom=ctx.config.search.headroom,
-        plot=heatmap(results, ctx.out / "tuning_heatmap.png", getattr(planner, "memory", None)), warm_start=warm)
+        plot=heatmap(results, ctx.out / "tuning_heatmap.png",
+                     planner.memory or (best.candidate.memory if best else None)),  # warm: the chosen memory
+        warm_start=warm)
     if best is None:
         raise RuntimeError(choice.reason)
     return ctx.results.tune
