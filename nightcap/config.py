@@ -361,6 +361,13 @@ class Config(Strict):
                 f"search.max_users ({self.search.max_users}) exceeds the safety limit load.max_users "
                 f"({self.load.max_users}); lower the first or raise the second"
             )
+        if self.platform.kind == "kubernetes" and self.target.model_uri and not self.target.image:
+            # the URI is resolved on this machine (payload, version); a cluster pod cannot serve a local download
+            raise ValueError(
+                f"target.model_uri {self.target.model_uri!r} cannot be served from a cluster pod by itself: build an "
+                f"image that serves it (`mlflow models build-docker -m {self.target.model_uri} -n IMAGE`, pushed "
+                "where the nodes pull from) and set target.image to it; target.model_uri then gives the payload and "
+                "the version recorded")
         if self.platform.kind == "kubernetes" and self.target.kind in ("reference", "mlflow", "command") and not self.target.image:
             raise ValueError("platform.kind 'kubernetes' needs target.image (the container image to deploy)")
         if self.platform.kind == "local" and self.load.generator == "cluster":

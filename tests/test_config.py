@@ -244,3 +244,30 @@ def test_reference_stall_is_passed_to_the_server_and_checked():
     assert argv[argv.index("--stall-every-s") + 1] == "2.0" and argv[argv.index("--stall-s") + 1] == "0.5"
     with pytest.raises(ConfigError, match="target.stall_s .* shorter than target.stall_every_s"):
         validate({**GOOD, "target": {**GOOD["target"], "stall_s": 0.5}})
+
+
+def test_a_model_uri_on_kubernetes_needs_the_image_that_serves_it(tmp_path) -> None:
+    """A model resolved on this machine cannot be served from a cluster pod: the error names target.model_uri and
+    says what to set; with target.image the URI gives the payload and the version, and the image is recorded too."""
+    import json
+
+    from nightcap.targets.plan import plan_target
+
+    model = tmp_path / "wine"
+    model.mkdir()
+    (model / "MLmodel").write_text("flavors: {python_function: {}}\nmodel_uuid: abc123\n"
+                                   "saved_input_example_info: {serving_input_path: serving_input_example.json}\n")
+    (model / "serving_input_example.json").write_text(json.dumps({"dataframe_split": {"columns": ["a"],
+                                                                                       "data": [[1.0]]}}))
+    base = {"target": {"name": "t", "kind": "mlflow", "model_uri": str(model)}, "slo": {"p95_ms": 500},
+            "platform": {"kind": "kubernetes"}}
+    with pytest.raises(ConfigError) as err:
+        validate(base)
+    (problem,) = err.value.problems
+    assert f"target.model_uri {str(model)!r} cannot be served from a cluster pod" in problem
+    assert f"mlflow models build-docker -m {model} -n IMAGE" in problem and "set target.image" in problem
+    image = "europe-west4-docker.pkg.dev/p/models/wine:1"
+    plan = plan_target(validate({**base, "target": {**base["target"], "image": image}}))
+    assert plan.version["image"] == image and plan.version["model_uri"] == str(model)
+    assert json.loads(plan.payloads[0]) == {"dataframe_split": {"columns": ["a"], "data": [[1.0]]}}
+    assert "image" not in plan_target(validate({**base, "platform": {"kind": "local"}})).version

@@ -33,5 +33,7 @@ def node_pool_restore(pool: dict) -> None:
 def reap_dead_runs(stale_after_s: float = STALE_AFTER_S) -> list[str]:
     """Everything every dead run left, on every platform it used (the Kubernetes-only part is
     `nightcap.platforms.kube_client.cleanup_dead_runs`, which deletes one namespace's objects of dead runs)."""
+    from nightcap.targets.plan import reap_orphan_models
+
     return cleanup_dead(stale_after_s=stale_after_s, kubernetes_cleanup=kubernetes_cleanup,
-                        node_pool_restore=node_pool_restore)
+                        node_pool_restore=node_pool_restore) + reap_orphan_models()

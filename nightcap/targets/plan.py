@@ -79,15 +79,22 @@ def check_target(config: Config) -> None:
         raise ConfigError([f"target.model_uri {t.model_uri!r}: {exc}"], "target") from None
 
 
+MODELS_ROOT = Path(".nightcap") / "models"
+OWNER_FILE = ".owner-pid"
+
+
 def plan_target(config: Config, workdir: Path | None = None) -> TargetPlan:
     """What to start and what to send. A model URI is resolved and downloaded here, once per run, into
     `workdir` (default: a fresh folder under .nightcap/models/)."""
     t = config.target
     if t.kind == "mlflow" and t.model_uri:
-        return _plan_model(config, workdir)
-    payloads = _configured(t)
-    plan = _plan_kind(config)
-    plan.payloads, plan.payload_source, plan.payload_option = payloads.bodies, payloads.source, payloads.option
+        plan = _plan_model(config, workdir)
+    else:
+        payloads = _configured(t)
+        plan = _plan_kind(config)
+        plan.payloads, plan.payload_source, plan.payload_option = payloads.bodies, payloads.source, payloads.option
+    if config.platform.kind == "kubernetes" and t.kind in ("mlflow", "command") and t.image:
+        plan.version["image"] = t.image  # what the pods ran: the model URI only says which model it should serve
     return plan
 
 
@@ -132,7 +139,9 @@ def _plan_model(config: Config, workdir: Path | None) -> TargetPlan:
     model = resolve(t.model_uri, t.tracking_uri)
     downloaded = None
     if model.local_dir is None:
-        workdir = workdir or Path(tempfile.mkdtemp(prefix="run-", dir=_models_root()))
+        if workdir is None:
+            workdir = Path(tempfile.mkdtemp(prefix="run-", dir=_models_root()))
+            (workdir / OWNER_FILE).write_text(str(os.getpid()))  # `reap_orphan_models` frees it if we die
         downloaded = workdir
     try:
         model_dir = download(model, workdir or Path("."))
@@ -151,9 +160,37 @@ def _plan_model(config: Config, workdir: Path | None) -> TargetPlan:
 
 
 def _models_root() -> Path:
-    root = Path(".nightcap") / "models"
+    root = MODELS_ROOT
     root.mkdir(parents=True, exist_ok=True)
     return root
+
+
+def reap_orphan_models(root: Path | None = None) -> list[str]:
+    """Remove downloaded models whose run died without `release` (SIGKILL, a lost machine): one line each.
+
+    Each download folder holds its owner's pid; a folder whose owner is gone is freed. A live run's is kept.
+    """
+    root = root or MODELS_ROOT
+    done: list[str] = []
+    for folder in sorted(root.glob("run-*")) if root.is_dir() else []:
+        try:
+            pid = int((folder / OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            continue  # not ours (or still being created): never guess
+        if pid != os.getpid() and not _alive(pid):
+            shutil.rmtree(folder, ignore_errors=True)
+            done.append(f"removed the model a dead run downloaded ({folder}, pid {pid})")
+    return done
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def release(plan: TargetPlan) -> None:
