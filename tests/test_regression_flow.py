@@ -123,6 +123,7 @@ def test_slower_target_fails_the_flow_and_noise_does_not(night):
     with history(store_url) as store:
         frame = store.history(target="reference-regression", last=30)
         assert len(frame) == 5 and frame["config_hash"].nunique() == 1
+        assert frame["canary"].gt(0).all(), frame["canary"]  # each night's platform canary, kept with the night
         assert list(frame["regression"]) == ["insufficient history"] * 2 + ["ok", "ok", "regressed"]
     # and `nightcap history` says so next to the status
     from rich.console import Console
@@ -133,6 +134,7 @@ def test_slower_target_fails_the_flow_and_noise_does_not(night):
     history_command(store_url, "reference-regression", 10, console=console)
     lines = console.export_text().splitlines()
     assert sum("completed, regressed" in line for line in lines) == 1, lines
+    assert any("canary rps/core" in line for line in lines), lines
 
 
 def test_a_failed_stage_keeps_its_steps_in_the_history(night):
