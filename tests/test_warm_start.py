@@ -277,3 +277,39 @@ def test_tune_starts_from_last_nights_choice_when_it_is_in_tonights_grid() -> No
     assert chosen is None and from_run == "n1" and "not in tonight's tune grid" in why
     off = config.model_copy(update={"search": config.search.model_copy(update={"warm_start": False})})
     assert tune_prior_from_history(store, off, "tonight")[3] == "search.warm_start is false"
+
+
+def test_the_tune_stage_measures_last_nights_choice_and_its_neighbours_first() -> None:
+    """flows.tune.warm_tune with a measuring stub: accepted while the choice wins, the planner's turn when not."""
+    from types import SimpleNamespace
+
+    from flows.tune import warm_tune
+    from nightcap.config import validate
+
+    mi = 2**20
+    grid = {"cpu": [0.5, 1, 2], "memory": ["768Mi"], "concurrency": [1, 2, 4, 8], "replicas": 1}
+    config = validate({"target": {"name": "t", "kind": "reference"}, "slo": {"p95_ms": 250}, "tune": grid})
+    chosen = {"cpu": 1.0, "memory": 768 * mi, "concurrency": 2}
+    store = _Store([{"run_id": "n1", "summary": {"tuning": {"replicas": 1, "best": chosen, "candidates_measured": 7}}}])
+
+    def night(rps_of) -> tuple:
+        steps: list[str] = []
+        ctx = SimpleNamespace(store=store, config=config, run_id="tonight",
+                              stage_steps=lambda stage: [s for s in steps if s == stage])
+        results: list = []
+
+        def measure(c: Candidate, _of: str) -> None:
+            steps.extend(["tune"] * 3)  # three windows per candidate
+            results.append(evaluate(c, replicas=1, saturation_rps=rps_of(c), p95_ms=50.0, cpu_use_pct=80.0,
+                                    memory_peak_pct=40.0, meets_slo=True))
+        return warm_tune(ctx, measure, results), results  # type: ignore[arg-type]
+
+    per_cpu = {0.5: 40.0, 1.0: 100.0, 2.0: 100.0}  # rps: 1 CPU has the best rps per core
+    same = lambda c: per_cpu[c.cpu] * (1.0 if c.concurrency == 2 else 0.8)  # noqa: E731  (1 CPU x 2 still best)
+    warm, results = night(same)
+    assert warm.accepted and warm.from_run == "n1" and "still wins" in warm.reason, warm
+    assert [r.candidate for r in results][0] == Candidate(1.0, 768 * mi, 2) and len(results) == 5
+    assert warm.levels[0] == Candidate(1.0, 768 * mi, 2).label() and warm.windows == 15
+    moved = lambda c: per_cpu[c.cpu] * (1.5 if c.concurrency == 4 else 1.0)  # noqa: E731  (concurrency 4 wins now)
+    warm, _ = night(moved)
+    assert not warm.accepted and warm.reason.startswith("the full planner ran: the choice moved"), warm
