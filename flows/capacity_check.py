@@ -193,10 +193,11 @@ def capacity_check(config: str = "configs/local.yaml", overrides: list[str] | No
             teardown(ctx)
             if fatal is not None:
                 status = "cancelled" if isinstance(fatal, CANCELLED) else "failed"
+            if status != "completed":
                 for info in ctx.stages.values():
                     if info.get("status") in ("pending", "running"):
                         info["status"] = "skipped" if info["status"] == "pending" else "failed"
-            elif status == "completed" and any(s.get("status") == "failed" for s in ctx.stages.values()):
+            elif any(s.get("status") == "failed" for s in ctx.stages.values()):
                 status = "failed"  # the flow run ends Failed (StagesFailed): the history says so, and no baseline uses it
             if fatal is None and "failure" not in ctx.info:
                 reason = no_answer_reason(build_summary(ctx), ctx.steps)

@@ -193,7 +193,9 @@ def test_only_the_tune_stage_reports_the_tuned_pods_saturation() -> None:
     assert summary["operating_point"]["rps"] == 35.0 and summary["operating_point"]["p95_ms"] == 12.0
     assert summary["slo_capacity"]["users"] is None  # a tuning search never looks for the SLO's limit
     assert summary["rps_per_core"] == 50.0  # 50 rps on 2 pods of 0.5 CPU
-    assert summary["answer"].startswith("golden saturates at 50.0 rps with 1 concurrent user on 2 replica(s)")
+    # each rate with its 95% half-width as a share of it (2 rps of 50; 1.4 of 35)
+    assert summary["answer"].startswith("golden saturates at 50.0 rps ± 4% with 1 concurrent user on 2 replica(s) of 0.50 CPU; "
+                                        "operate at 35.0 rps ± 4% (70%)")
 
 
 def test_the_headline_is_multi_client_unless_it_was_worse() -> None:
@@ -204,6 +206,33 @@ def test_the_headline_is_multi_client_unless_it_was_worse() -> None:
     assert sparse_summary()["saturation"] == {"rps": None, "users": None, "found": False, "replicas": None,
                                               "stop_reason": "p95 80 ms over the SLO 50 ms at 1 users",
                                               "rps_ci": None, "stage": None}
+
+
+def test_capacity_per_pod_pools_every_stage_that_measured_the_pod_and_names_disagreements() -> None:
+    """Issue 12 item 4, with the field report's figures: tune, single_client, multi_client and scaling at one
+    replica measured the same pod; summary.json pools them and warns naming the stages that disagree."""
+    def search(rps: float, half: float) -> SearchResult:
+        level = Level(4, rps, 30.0, 0.0, 2, True, True, False, rps_halfwidth=half, batches=12)
+        return SearchResult(4, rps, 2, rps * 0.7, None, None, levels=[level], saturation_halfwidth=half)
+
+    candidate = evaluate(Candidate(0.5, 512 * MI, 2), replicas=1, saturation_rps=173.7, p95_ms=20.0,
+                         cpu_use_pct=90.0, memory_peak_pct=40.0, oom_kills=0, restarts=0, meets_slo=True)
+    fit = fit_usl([1, 2], [169.2, 300.0])
+    results = StageResults(
+        tune=TuneResult([candidate], 1, 12, 1, [], "cpu=0.5", True, candidate, search(173.7, 6.0), 0.7),
+        single_client=RampResult("single_client", 1, 1, search(135.7, 5.0), 22.0, 0),
+        multi_client=RampResult("multi_client", 2, 1, search(141.8, 5.0), 22.0, 0),
+        scaling=ScalingResult([ScalingRow(1, 169.2, 4, 169.2, 1.0, 4, "flat", 7.0, 12),
+                               ScalingRow(2, 300.0, 8, 150.0, 0.89, 8, "flat", 9.0, 12)], fit, fit, 4, []))
+    summary = build_summary(_ctx(results, {}))  # type: ignore[arg-type]
+    per_pod = summary["capacity"]["per_pod"]
+    assert per_pod["stages"] == ["tune", "single_client", "multi_client", "scaling"]  # scaling's 1-replica row only
+    assert per_pod["replicas"] == 1 and per_pod["pod"] == {"cpu": 0.5, "memory": 512 * MI, "concurrency": 2}
+    assert per_pod["ci"][0] < 141.8 < 169.2 < per_pod["ci"][1]  # disagreeing stages widen the pooled interval
+    assert ["tune", "single_client"] in per_pod["disagree"] and ["single_client", "multi_client"] not in per_pod["disagree"]
+    assert any("tune 173.7 rps" in w and "single_client 135.7 rps" in w for w in summary["warnings"])
+    assert summary["saturation"]["rps"] == 141.8  # the headline stays one stage's measurement
+    assert build_summary(_ctx(StageResults(), {}))["capacity"] == {"per_pod": None}  # type: ignore[arg-type]
 
 
 def real_run_keys_outside_golden(summary: dict[str, Any]) -> list[str]:

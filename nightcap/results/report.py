@@ -20,6 +20,13 @@ def _fmt(value: Any, digits: int = 1, unit: str = "") -> str:
     return f"{value}{unit}"
 
 
+def _pm(rate: Any, ci: Any) -> str:
+    """" ± 4%": the 95% half-width of a rate as a share of it (nothing when it was not measured in sub-windows)."""
+    if not rate or not ci or ci[0] is None or ci[1] is None:
+        return ""
+    return f" ± {100 * (ci[1] - ci[0]) / 2 / rate:.0f}%"
+
+
 def answer_line(summary: dict[str, Any]) -> str:
     """The answer in one line: it leads report.md and the Prefect markdown artifact."""
     sat = summary.get("saturation") or {}
@@ -31,8 +38,9 @@ def answer_line(summary: dict[str, Any]) -> str:
     plat = summary.get("platform", {})
     size = f"{sat.get('replicas') or plat.get('replicas', 1)} replica(s) of {_fmt(plat.get('cpu'), 2)} CPU"
     users = sat.get("users")
-    line = (f"**{target}** saturates at **{_fmt(sat['rps'])} rps** with {users} concurrent user{'s' if users != 1 else ''} "
-            f"on {size}; operate at {_fmt(op.get('rps'))} rps ({int(round(100 * op.get('headroom', 0.7)))}%)")
+    line = (f"**{target}** saturates at **{_fmt(sat['rps'])} rps**{_pm(sat['rps'], sat.get('rps_ci'))} with {users} "
+            f"concurrent user{'s' if users != 1 else ''} on {size}; operate at {_fmt(op.get('rps'))} rps"
+            f"{_pm(op.get('rps'), op.get('rps_ci'))} ({int(round(100 * op.get('headroom', 0.7)))}%)")
     if slo.get("users") is not None:
         line += f"; {slo['users']} users fit under p95 < {_fmt(slo.get('p95_ms'), 0)} ms"
     if not sat.get("found", True):

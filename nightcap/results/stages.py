@@ -13,12 +13,22 @@ from typing import Any
 
 from nightcap.analysis.autoscale_metrics import AutoscaleSample, AutoscaleSummary
 from nightcap.analysis.canary import CanaryFigure, CanarySettings
+from nightcap.analysis.capacity import Measurement, PodCapacity, pool_pod
 from nightcap.analysis.regression import RegressionResult
 from nightcap.analysis.sizing import Capacity, PerPod, SizingRow
 from nightcap.analysis.tuning import CandidateResult
 from nightcap.analysis.usl import UslFit
 from nightcap.search import SearchResult
 from nightcap.warm_start import WarmStart
+
+
+def _measurement(stage: str, s: SearchResult | None, replicas: int) -> Measurement | None:
+    """A search's saturation figure with the sub-windows of the level it was measured at."""
+    if s is None or not s.saturation_rps:
+        return None
+    knee = s.level(s.saturation_users or 0)
+    return Measurement(stage, s.saturation_rps, s.saturation_halfwidth, knee.batches if knee else 0,
+                       s.saturation_users, replicas)
 
 
 @dataclass
@@ -107,6 +117,8 @@ class ScalingRow:
     efficiency: float | None
     slo_users: int | None
     stop_reason: str
+    rps_halfwidth: float | None = None  # 95% half-width of saturation_rps (None: not measured in sub-windows)
+    batches: int = 0  # the sub-windows it was measured over
 
 
 @dataclass
@@ -206,6 +218,25 @@ class StageResults:
         if tuned is not None:
             return "tune", tuned
         return None, None
+
+    def pod_measurements(self, replicas: int) -> list[Measurement]:
+        """Every stage's saturation figure of the run's pod on `replicas` pods: tune's chosen candidate (the pod
+        the later stages deploy), single_client, multi_client and scaling's row at that replica count."""
+        found = []
+        if self.tune and self.tune.best is not None and self.tune.replicas == replicas:
+            found.append(_measurement("tune", self.tune.best_search, replicas))
+        for ramp in (self.single_client, self.multi_client):
+            if ramp and ramp.replicas == replicas:
+                found.append(_measurement(ramp.stage, ramp.search, replicas))
+        row = next((r for r in self.scaling.rows if r.replicas == replicas), None) if self.scaling else None
+        if row and row.saturation_rps:
+            found.append(Measurement("scaling", row.saturation_rps, row.rps_halfwidth, row.batches,
+                                     row.saturation_users, replicas))
+        return [m for m in found if m is not None]
+
+    def per_pod(self, replicas: int) -> PodCapacity | None:
+        """capacity.per_pod: the stages' figures of one pod configuration pooled (None when none measured it)."""
+        return pool_pod(self.pod_measurements(replicas))
 
     def headline_ramp(self) -> RampResult | None:
         stage, _ = self.headline()

@@ -214,6 +214,20 @@ def plots(results: StageResults) -> list[str]:
     return [n for n in names if n]
 
 
+def capacity_block(ctx: "RunContext") -> tuple[dict[str, Any], list[str]]:
+    """capacity.per_pod (the stages' measurements of the run's pod pooled) and a warning per disagreeing pair.
+
+    The headline stays one stage's measurement (its rps was measured at its users, and the operating point is
+    derived from it); per_pod is beside it, with the interval that every stage's figure together supports.
+    """
+    cap = ctx.results.per_pod(ctx.config.platform.replicas)
+    if cap is None:
+        return {"per_pod": None}, []
+    spec = ctx.spec
+    pod = {"cpu": spec.cpu, "memory": spec.memory, "concurrency": spec.concurrency} if spec else None
+    return {"per_pod": cap.to_dict(pod)}, cap.warnings()
+
+
 def build_summary(ctx: "RunContext") -> dict[str, Any]:
     """The whole summary.json of the run so far (written after every stage and at the end)."""
     res, cfg = ctx.results, ctx.config
@@ -225,7 +239,8 @@ def build_summary(ctx: "RunContext") -> dict[str, Any]:
     if res.autoscale and res.autoscale.plot:
         summary["lead_plot"] = res.autoscale.plot
     summary["sections"] = report.sections(res, cfg.slo.p95_ms)
-    summary["warnings"] = list(ctx.warnings)
+    summary["capacity"], pooled_warnings = capacity_block(ctx)
+    summary["warnings"] = list(ctx.warnings) + pooled_warnings
     summary["answer"] = report.answer_line(summary).replace("**", "")
     return summary
 
