@@ -7,6 +7,7 @@ from typing import Any, Callable
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from nightcap.analysis.operating_point import OperatingPointCheck, RateCheck, check_operating_point, rate_check
 from nightcap.run.context import RunContext
 from nightcap.load.runner import StepRunner
 from nightcap.search import Measured, SearchParams, SearchResult, Slo, find_saturation
@@ -79,3 +80,37 @@ def _searching(ctx: RunContext, stage: str, workers: int,
         raise
     ctx.idle_generator()
     return result
+
+
+@task(name="measure-rate-window", task_run_name="{stage}: {rate_rps:.1f} rps open loop", cache_policy=NO_CACHE,
+      persist_result=False)
+def measure_rate_window(runner: StepRunner, stage: str, rate_rps: float, window_s: float) -> RateCheck:
+    """One open-loop window at `rate_rps`, judged against the SLO (the row lands in steps.csv as load "open")."""
+    row, window = runner.measure_rate(rate_rps, window_s)
+    load = runner.config.load
+    verdict = window.verdict(row.generator_cpu_pct, load.generator_bound_pct)
+    check = rate_check(rate_rps, window, verdict, runner.config.slo, row.valid, row.note)
+    get_run_logger().info(
+        "%s open loop at %.1f rps: offered %.1f, goodput %.1f rps, p50 %s / p95 %s / p99 %s ms, mean %s ms, "
+        "errors %.1f%%, %d late, %d dropped: %s", stage, rate_rps, window.offered_rps, window.goodput_rps,
+        window.p50_ms, window.p95_ms, window.p99_ms, None if window.mean_ms is None else round(window.mean_ms, 1),
+        100 * window.error_rate, window.late, window.dropped, "meets the SLO" if check.meets_slo else check.why)
+    return check
+
+
+def verify_operating_point(ctx: RunContext, stage: str, workers: int, rate_rps: float) -> OperatingPointCheck:
+    """Offer the operating rate open loop for load.verify_s; on a miss, bisect down (search.backoff_windows
+    more windows of the same length) to the highest rate that meets the SLO. The generator is left idle."""
+    assert ctx.platform is not None
+    load = ctx.config.load
+    gen = ctx.generator_for(workers)
+    try:
+        runner = StepRunner(ctx.config, ctx.platform, gen, stage, ctx.record_step, ctx.deadline, ctx.spec,
+                            ctx.next_step)
+        check = check_operating_point(lambda rate: measure_rate_window(runner, stage, rate, load.verify_window_s),
+                                      rate_rps, ctx.config.search.backoff_windows)
+    except BaseException:
+        ctx.release_generator()
+        raise
+    ctx.idle_generator()
+    return check

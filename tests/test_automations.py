@@ -31,7 +31,7 @@ NIGHTCAP = str(Path(sys.executable).with_name("nightcap"))
 def overrides(store_url: str) -> list[str]:
     return [
         f"target.name={TARGET}",
-        "load.window_s=1",
+        "load.window_s=1", "load.verify_s=0",
         "load.warmup_s=0.5",
         "search.max_users=16",
         "search.max_windows=1",

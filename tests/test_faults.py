@@ -35,7 +35,7 @@ def tiny_config(tmp_path: Path, name: str = "faults", **sections: dict) -> Path:
     cfg = {
         "target": {"name": name, "kind": "reference", "slots": 4, "service_ms": 20, "queue": 64},
         "platform": {"kind": "local", "replicas": 1, "cpu": 1, "memory": "256Mi"},
-        "load": {"workers": 1, "warmup_s": 0.5, "window_s": 1},
+        "load": {"workers": 1, "warmup_s": 0.5, "window_s": 1, "verify_s": 0},
         "search": {"max_users": 16, "max_windows": 1, "refine_steps": 1, "slo_capacity": False},
         "slo": {"p95_ms": 500},
         "store": {"url": f"sqlite:///{tmp_path / 'history.db'}"},

@@ -59,6 +59,36 @@ def judge(slo: _SloLike, *, p95_ms: float | None, error_rate: float, verdict: st
     return not reasons, "; ".join(reasons)
 
 
+class _OpenWindowLike(Protocol):
+    offered_rps: float
+    achieved_rps: float
+    goodput_rps: float
+    p50_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+    mean_ms: float | None
+    planned: int
+    late: int
+    dropped: int
+
+    @property
+    def error_rate(self) -> float: ...
+
+
+def rate_check(rate_rps: float, window: _OpenWindowLike, verdict: str, slo: _SloLike, valid: bool = True,
+               note: str = "") -> RateCheck:
+    """An open-loop window (`nightcap.load.open_loop.OpenWindow`) judged against the SLO.
+
+    A window the runner marked invalid (a generator worker died, nothing came back) never meets it.
+    """
+    ok, why = judge(slo, p95_ms=window.p95_ms, error_rate=window.error_rate, verdict=verdict)
+    if not valid:
+        ok, why = False, "; ".join(x for x in (why, note or "invalid window") if x)
+    return RateCheck(rate_rps, window.offered_rps, window.achieved_rps, window.goodput_rps, window.p50_ms,
+                     window.p95_ms, window.p99_ms, window.mean_ms, window.error_rate, window.planned, window.late,
+                     window.dropped, verdict, ok, why)
+
+
 @dataclass
 class OperatingPointCheck:
     """The verification window at the operating rate and, when it failed, the bisection below it."""
@@ -67,6 +97,15 @@ class OperatingPointCheck:
     backoff: list[RateCheck] = field(default_factory=list)
     slo_rate_rps: float | None = None  # highest rate measured to meet the SLO; None when none did
     slo_rate_interval_rps: tuple[float, float | None] = (0.0, None)  # [met, first failed above it]
+
+    @property
+    def met(self) -> bool:
+        return self.verified.meets_slo
+
+    @property
+    def sizing_window(self) -> RateCheck | None:
+        """The window at the rate a pod is planned to run at: the verified one, else the SLO rate's."""
+        return self.verified if self.met else self.at(self.slo_rate_rps)
 
     @property
     def windows(self) -> list[RateCheck]:
