@@ -9,21 +9,25 @@ from nightcap.results.plots import plot_ramp
 from nightcap.results.report import operating_line
 from nightcap.results.stages import RampResult
 from nightcap.run.context import RunContext
-from tasks.measure import run_search, search_params, verify_operating_point
+from tasks.measure import run_warm_search, search_params, verify_operating_point
 
 
 def _ramp(ctx: RunContext, stage: str, workers: int) -> RampResult:
     logger = get_run_logger()
-    result = run_search(ctx, stage, workers, search_params(ctx))
+    result, warm = run_warm_search(ctx, stage, workers, search_params(ctx))
     ramp = RampResult(stage=stage, workers=workers, replicas=ctx.config.platform.replicas, search=result,
                       operating_p95_ms=p95_at_rate(result.levels, result.operating_rps),
-                      generator_bound_steps=sum(1 for s in ctx.stage_steps(stage) if s.generator_bound))
+                      generator_bound_steps=sum(1 for s in ctx.stage_steps(stage) if s.generator_bound),
+                      warm_start=warm)
     ramp.plot = plot_ramp(ctx.stage_steps(stage), ctx.out / f"{stage}.png",
                           f"{ctx.config.target.name}: {stage.replace('_', '-')} ramp ({workers} generator(s))",
                           ctx.config.slo.p95_ms, {"users": result.saturation_users, "rps": result.saturation_rps},
                           ctx.config.slo.max_error_rate)
     logger.info("%s: saturation %s rps at %s users (%s); SLO capacity %s users", stage,
                 _r(result.saturation_rps), result.saturation_users, result.stop_reason, result.slo_users)
+    if warm.from_run:
+        logger.info("%s: warm start %s in %d window(s): %s", stage, "accepted" if warm.accepted else "refused",
+                    warm.windows, warm.reason)
     _verify_operating_point(ctx, ramp)
     return ramp
 

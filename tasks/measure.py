@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -10,8 +10,9 @@ from prefect.cache_policies import NO_CACHE
 from nightcap.analysis.operating_point import OperatingPointCheck, RateCheck, check_operating_point, rate_check
 from nightcap.run.context import RunContext
 from nightcap.load.runner import StepRunner
-from nightcap.search import SearchParams, SearchResult, Slo, find_saturation
+from nightcap.search import Measured, SearchParams, SearchResult, Slo, find_saturation
 from nightcap.results.steps import StepRow
+from nightcap import warm_start
 
 
 @task(name="measure-window", task_run_name="{stage}: {users} users", cache_policy=NO_CACHE, persist_result=False)
@@ -40,9 +41,32 @@ def search_params(ctx: RunContext, cheap: bool = False, **overrides: Any) -> Sea
 
 
 def run_search(ctx: RunContext, stage: str, workers: int, params: SearchParams) -> SearchResult:
-    """Search with the run's generator; it is left idle for the next search, or stopped if the search failed.
+    """The cold saturation search with the run's generator (see `_searching`)."""
+    return _searching(ctx, stage, workers, lambda measure, slo: find_saturation(measure, slo, params))
 
-    Teardown stops it at the end of the run, so nothing is left running whatever happens.
+
+def run_warm_search(ctx: RunContext, stage: str, workers: int, params: SearchParams
+                    ) -> tuple[SearchResult, warm_start.WarmStart]:
+    """The saturation search, verifying the last comparable night's knee first when there is one (search.warm_start).
+
+    Looked up before any load: the newest completed night with the same comparison key whose `stage` ran on
+    tonight's pod configuration. Every figure is still measured tonight; the record says what was skipped."""
+    prior, why = warm_prior(ctx, stage)
+    if prior is not None:
+        get_run_logger().info("%s: warm start from run %s (knee at %d users)", stage, prior.run_id,
+                              prior.saturation_users)
+    return _searching(ctx, stage, workers, lambda measure, slo: warm_start.search(measure, slo, params, prior, why))
+
+
+def warm_prior(ctx: RunContext, stage: str) -> tuple[warm_start.PriorSearch | None, str]:
+    """The night to start `stage`'s search from, or None and why not (turned off, no store, no such night)."""
+    return warm_start.prior_from_history(ctx.store, ctx.config, ctx.spec, ctx.run_id, stage)
+
+
+def _searching(ctx: RunContext, stage: str, workers: int,
+               search: Callable[[Callable[[int], Measured], Slo], Any]) -> Any:
+    """Run `search` with the run's generator; it is left idle for the next search, or stopped if the search
+    failed. Teardown stops it at the end of the run, so nothing is left running whatever happens.
     """
     assert ctx.platform is not None
     gen = ctx.generator_for(workers)
@@ -50,7 +74,7 @@ def run_search(ctx: RunContext, stage: str, workers: int, params: SearchParams) 
         runner = StepRunner(ctx.config, ctx.platform, gen, stage, ctx.record_step, ctx.deadline, ctx.spec,
                             ctx.next_step)
         slo = Slo(ctx.config.slo.p95_ms, ctx.config.slo.max_error_rate)
-        result = find_saturation(lambda users: measure_window(runner, stage, users), slo, params)
+        result = search(lambda users: measure_window(runner, stage, users), slo)
     except BaseException:
         ctx.release_generator()  # it may be what failed; the next search starts a fresh one
         raise

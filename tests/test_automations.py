@@ -38,6 +38,7 @@ def overrides(store_url: str) -> list[str]:
         "search.refine_steps=1",
         f"store.url={store_url}",
         'stages=["single_client", "regression"]',
+        "canary.enabled=false",  # the platform canary is tested in test_regression_flow.py; here it only costs time
     ]
 
 

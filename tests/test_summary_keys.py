@@ -23,6 +23,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from nightcap.analysis.autoscale_metrics import AutoscaleSample, summarize_autoscale
+from nightcap.analysis.canary import CanaryFigure, CanarySettings
 from nightcap.analysis.regression import check_regression
 from nightcap.analysis.operating_point import OperatingPointCheck, RateCheck, check_operating_point
 from nightcap.analysis.sizing import Capacity, SizingInputs, per_pod_capacity, size_rows, validate_against_scaling
@@ -32,6 +33,7 @@ from nightcap.config import validate
 from nightcap.platforms.base import PodSpec
 from nightcap.results.stages import (
     AutoscaleResult,
+    CanaryResult,
     RampResult,
     RegressionOutcome,
     ScalingResult,
@@ -42,9 +44,11 @@ from nightcap.results.stages import (
 )
 from nightcap.results.summary import build_summary
 from nightcap.search import Level, SearchResult
+from nightcap.warm_start import WarmStart, disabled
 
 GOLDEN = Path(__file__).parent / "golden" / "summary_keys.json"
 MI = 1 << 20
+CANARY = CanarySettings(work_kb=2048, cpu=0.5, slots=2, users=4)
 STAGES = ["tune", "single_client", "multi_client", "scaling", "sizing", "autoscale", "regression"]
 # report rows repeat other blocks' keys; a target's version fields depend on its kind
 # and platform.cpu_pinning describes the machine's CPUs (nightcap.platforms.cpu_pinning): neither is a contract
@@ -105,9 +109,11 @@ def full_summary() -> dict[str, Any]:
                            cpu_use_pct=90.0, memory_peak_pct=40.0, oom_kills=0, restarts=0, meets_slo=True)
                   for cpu in (0.5, 1.0)]
     single = RampResult("single_client", 1, 1, _search(95.0, 2), 22.0, 0, plot="single_client.png",
+                        warm_start=WarmStart("n0", True, [2, 1, 4], 4, "run n0's knee at 2 users holds"),
                         operating_check=_check(66.5, met=True))
     multi = RampResult("multi_client", 2, 1, _search(99.0, 2), 21.0, 0, plot="multi_client.png", vs_single_rps=95.0,
-                       single_client_was_bottleneck=False, operating_check=_check(69.3, met=False))
+                       single_client_was_bottleneck=False, operating_check=_check(69.3, met=False),
+                       warm_start=WarmStart("n0", False, [2], 1, "fell back to the full search: the knee moved"))
     fit = fit_usl([1, 2, 3, 4], [95, 180, 260, 330])
     rows = [ScalingRow(n, 95.0 * n, 2, 95.0, 1.0, 4, "flat") for n in (1, 2)]
     by_cores = [{"replicas": 1, "cpu": 0.5, "cores": 0.5, "slo_users": 4, "slo_rps": 95.0, "p95_ms": 30.0,
@@ -140,7 +146,10 @@ def full_summary() -> dict[str, Any]:
                                   [{"name": "overload", "load": 3.0, "duration_s": 5.0}], per_pod,
                                   {"target_cpu_pct": 80, "min": 1, "max": 4, "sync_period_s": 1, "stabilization_s": 3},
                                   "node-pool autoscaling on (1-3 nodes)", 2.0, samples, plot="autoscale_timeline.png"),
-        regression=RegressionOutcome(regression, baseline_runs=4, nights=9))
+        regression=RegressionOutcome(regression, baseline_runs=4, nights=9),
+        canary=CanaryResult(CANARY, CanaryFigure(503.0, 6.0, 3, 0.0), 9.5, "",
+                            [{"rps": 251.5, "rps_halfwidth": 3.0, "p95_ms": 20.0, "error_rate": 0.0, "valid": True}]))
+    results.tune.warm_start = disabled("no comparable night chose a pod size on 2 pod(s)")  # type: ignore[union-attr]
     stages = {s: {"status": "completed", "duration_s": 1.0, "steps": 3} for s in STAGES}
     return build_summary(_ctx(results, stages))  # type: ignore[arg-type]
 
@@ -151,7 +160,8 @@ def sparse_summary() -> dict[str, Any]:
         tune=TuneResult([], 0, 12, 2, [], "no candidate met the SLO", False, None, None, 0.7),
         single_client=RampResult("single_client", 1, 1, _search(None, None), None, 1),
         sizing=SizingResult([], None, None, 0.7, 2.0, 1.0, note="no sizing.users or sizing.rps targets configured"),
-        regression=RegressionOutcome(None, note="no history store"))
+        regression=RegressionOutcome(None, note="no history store"),
+        canary=CanaryResult(CANARY, note="not measured: canary.enabled is false"))
     stages = {"tune": {"status": "failed", "error": "no candidate met the SLO", "duration_s": 1.0, "steps": 2},
               "single_client": {"status": "completed", "duration_s": 1.0, "steps": 1}}
     return build_summary(_ctx(results, stages, error="boom", failure="no saturation point was measured: boom"))  # type: ignore[arg-type]

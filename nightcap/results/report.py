@@ -129,6 +129,35 @@ def autoscale_line(a: AutoscaleResult) -> str:
             f"peak Pending {t.peak_pending}; {a.nodes_note}")
 
 
+def warm_start_line(r: StageResults) -> str | None:
+    """Which searches started from last night's answer, and what that saved or why it did not."""
+    parts = []
+    for name, result in (("tune", r.tune), ("single-client", r.single_client), ("multi-client", r.multi_client)):
+        warm = result.warm_start if result else None
+        if warm is None or not warm.from_run:
+            continue
+        verdict = "accepted" if warm.accepted else "refused"
+        parts.append(f"{name} {verdict} (run {warm.from_run}, {warm.windows} window(s) at {warm.levels}): "
+                     f"{warm.reason}")
+    return "warm start: " + "; ".join(parts) if parts else None
+
+
+def canary_line(r: StageResults) -> str | None:
+    c = r.canary
+    if c is None:
+        return None
+    if c.figure is None:
+        return f"platform canary {c.note}"
+    f = c.figure
+    text = f"platform canary {f.rps_per_core:.1f} rps per core"
+    if f.ci:
+        text += f" ({f.ci[0]:.1f}–{f.ci[1]:.1f})"
+    check = r.regression.result.platform if r.regression and r.regression.result else None
+    if check is not None and check.change_pct is not None:
+        text += f", {check.change_pct:+.1f}% vs its baseline {check.baseline_median:.1f} ({check.verdict})"
+    return text + f" in {c.duration_s:g} s"
+
+
 def stage_lines(r: StageResults, slo_p95_ms: float) -> dict[str, str]:
     """One sentence per stage that has something to say (summary.json `<stage>_line`, report.md's bullets)."""
     ramp = r.headline_ramp()
@@ -141,6 +170,8 @@ def stage_lines(r: StageResults, slo_p95_ms: float) -> dict[str, str]:
         "regression_line": (r.regression and r.regression.result
                             and f"regression check against {r.regression.baseline_runs} earlier night(s), "
                                 f"change points over {r.regression.nights}: {r.regression.result.message}"),
+        "warm_start_line": warm_start_line(r),
+        "canary_line": canary_line(r),
     }
     return {k: v for k, v in lines.items() if v}
 
@@ -211,7 +242,8 @@ def write_markdown(summary: dict[str, Any], out: Path, plots: list[Path], embed:
     payload = (summary.get("target") or {}).get("payload") or {}
     if payload.get("source"):
         lines.append(f"- requests: {payload['source']}" + (" (**synthetic values**)" if payload.get("synthetic") else ""))
-    for key in ("operating_line", "autoscale_line", "sizing_line", "tuning_line", "regression_line", "multi_client_line"):
+    for key in ("operating_line", "autoscale_line", "sizing_line", "tuning_line", "regression_line", "canary_line",
+                "multi_client_line", "warm_start_line"):
         if summary.get(key):
             lines.append(f"- {summary[key]}")
     plat = summary.get("platform", {})

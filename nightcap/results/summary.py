@@ -18,6 +18,7 @@ from nightcap.analysis.operating_point import OperatingPointCheck
 from nightcap.results import report
 from nightcap.results.stages import (
     AutoscaleResult,
+    CanaryResult,
     RampResult,
     RegressionOutcome,
     ScalingResult,
@@ -126,6 +127,7 @@ def tuning_block(t: TuneResult) -> dict[str, Any]:
             "cpu": best.candidate.cpu, "memory": best.candidate.memory,
             "memory_label": best.to_dict()["memory_label"], "concurrency": best.candidate.concurrency,
             "rps_per_core": best.rps_per_core, "saturation_rps": best.saturation_rps},
+        "warm_start": t.warm_start.to_dict() if t.warm_start else None,
     }
 
 
@@ -144,6 +146,7 @@ def ramp_block(r: RampResult, headroom: float) -> dict[str, Any]:
         "windows": s.windows,
         "workers": r.workers,
         "generator_bound_steps": r.generator_bound_steps,
+        "warm_start": r.warm_start.to_dict() if r.warm_start else None,
     }
     single, multi = _r(r.vs_single_rps), _r(s.saturation_rps)
     if single and multi:
@@ -199,6 +202,20 @@ def regression_block(o: RegressionOutcome) -> dict[str, Any]:
     return {**o.result.to_dict(), "version_change": o.version_change}
 
 
+def canary_block(c: CanaryResult, regression: RegressionOutcome | None) -> dict[str, Any]:
+    """Tonight's canary (rps per core of its pod, with its interval) and its change against the baseline nights
+    (`change`: None until the regression check compared it)."""
+    f = c.figure
+    check = regression.result.platform if regression and regression.result else None
+    change = None
+    if check is not None:
+        change = {"baseline_rps_per_core": _r(check.baseline_median), "change_pct": check.change_pct,
+                  "noise_pct": check.noise_pct, "baseline_runs": check.baseline_runs, "verdict": check.verdict}
+    return {"rps_per_core": _r(f.rps_per_core) if f else None, "rps_ci": f.ci if f else None,
+            "windows": f.windows if f else 0, "error_rate": f.error_rate if f else None,
+            "settings": c.settings.to_dict(), "duration_s": c.duration_s, "note": c.note, "change": change}
+
+
 def stage_blocks(results: StageResults, headroom: float) -> dict[str, Any]:
     """One block per stage that has a result, under the stage's summary key."""
     out: dict[str, Any] = {}
@@ -215,6 +232,8 @@ def stage_blocks(results: StageResults, headroom: float) -> dict[str, Any]:
         out["autoscale"] = autoscale_block(results.autoscale)
     if results.regression:
         out["regression"] = regression_block(results.regression)
+    if results.canary:
+        out["canary"] = canary_block(results.canary, results.regression)
     return out
 
 
