@@ -12,7 +12,9 @@ and throwaway history store):
 
 Each part prints the spread (max - min) / median; the target is <= 5% across repeated runs and across stages
 with pinning. `python -m bench.consistency repeated` (or `stages`) runs one part and keeps the other part's
-rows of bench/results/consistency.csv, so the two can be measured in separate sittings.
+rows of bench/results/consistency.csv, so the two can be measured in separate sittings; `repeated --runs 3-4`
+runs only those repeats (each pinned and not) and keeps the CSV's rows of the others, so the ten runs (about
+a minute each) can be spread over several holds of the load lock.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from bench.common import RESULTS, Table, fmt
 from nightcap.run.registry import kill_process_tree
@@ -88,9 +90,9 @@ def spread(values: list[float]) -> float | None:
     return (max(values) - min(values)) / statistics.median(values)
 
 
-def repeated(table: Table, repeats: int = REPEATS) -> None:
+def repeated(table: Table, runs: range = range(REPEATS)) -> None:
     order = []
-    for i in range(repeats):  # ABBA: pinned first in even pairs, unpinned first in odd ones
+    for i in runs:  # ABBA: pinned first in even pairs, unpinned first in odd ones
         order += [(i, True), (i, False)] if i % 2 == 0 else [(i, False), (i, True)]
     for i, pinned in order:
         summary, wall, note = nightcap_run(['stages=["single_client"]', f"platform.pin_cpus={str(pinned).lower()}"])
@@ -140,38 +142,42 @@ def _verdicts(table: Table) -> None:
     def figures(part: str, pinning: str) -> list[float]:
         return [float(r[4]) for r in table.rows if r[0] == part and r[1] == pinning and r[4] not in (None, "")]
 
-    for part, pinning, what in (("repeated", "on", "5 single_client runs, pinned"),
-                                ("repeated", "off", "5 single_client runs, not pinned"),
+    for part, pinning, what in (("repeated", "on", "single_client runs, pinned"),
+                                ("repeated", "off", "single_client runs, not pinned"),
                                 ("stages", "on", "the stages of one make run, pinned")):
         values = figures(part, pinning)
         s = spread(values)
         if s is None:
             continue
         met = "met" if s <= TARGET_SPREAD else "NOT met"
-        table.notes.append(f"{what}: {', '.join(f'{v:.1f}' for v in values)} rps; spread (max-min)/median "
+        table.notes.append(f"{len(values)} {what}: {', '.join(f'{v:.1f}' for v in values)} rps; spread (max-min)/median "
                            f"{100 * s:.1f}% (target <= {100 * TARGET_SPREAD:.0f}%: {met})")
 
 
-def _kept_rows(other: str) -> list[list[Any]]:
+def _kept_rows(keep: Callable[[list[str]], bool]) -> list[list[Any]]:
     path = RESULTS / "consistency.csv"
     if not path.exists():
         return []
     with path.open() as handle:
-        rows = [r for r in csv.reader(handle)][1:]
-    return [[None if v == "" else v for v in r] for r in rows if r and r[0] == other]
+        rows = [r for r in csv.reader(handle)]
+    if not rows or rows[0] != COLUMNS:
+        return []
+    return [[None if v == "" else v for v in r] for r in rows[1:] if r and keep(r)]
 
 
-def run(parts: tuple[str, ...] = ("repeated", "stages")) -> Table:
+def run(parts: tuple[str, ...] = ("repeated", "stages"), runs: range = range(REPEATS)) -> Table:
+    """`runs`: the repeats (0-based) measured now; the CSV's rows of the other repeats and parts are kept."""
     table = Table("consistency", "Consistency: the same pod measured again, and by every stage of one run",
                   COLUMNS)
+    measured = {str(i + 1) for i in runs}
+    table.rows += _kept_rows(lambda r: r[0] == "repeated" and ("repeated" not in parts or r[2] not in measured))
     if "repeated" in parts:
-        repeated(table)
-    else:
-        table.rows += _kept_rows("repeated")
+        repeated(table, runs)
+    table.rows.sort(key=lambda r: (int(r[2]), r[1] != "on"))
     if "stages" in parts:
         stages(table)
     else:
-        table.rows += _kept_rows("stages")
+        table.rows += _kept_rows(lambda r: r[0] == "stages")
     _verdicts(table)
     table.notes.append("each run is `nightcap run configs/local.yaml` with its own Prefect server; figures are "
                        "summary.json's saturation rps (goodput at the saturation users) and its 95% half-width")
@@ -183,7 +189,11 @@ if __name__ == "__main__":
     from bench.run_all import record_machine, show
 
     chosen = tuple(a for a in sys.argv[1:] if a in ("repeated", "stages")) or ("repeated", "stages")
-    result = run(chosen)
+    picked = range(REPEATS)
+    if "--runs" in sys.argv:  # e.g. --runs 3-4 (1-based, inclusive)
+        first, _, last = sys.argv[sys.argv.index("--runs") + 1].partition("-")
+        picked = range(int(first) - 1, int(last or first))
+    result = run(chosen, picked)
     show(result)
     result.write_csv()
     record_machine("consistency", machine_line())

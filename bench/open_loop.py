@@ -32,7 +32,7 @@ from nightcap.load.driver import summarize
 from nightcap.load.local import LocalLocust
 from nightcap.load.open_loop import OpenWindow, summarize_open
 from nightcap.run.ports import free_port
-from nightcap.targets.reference_server import stall_latency_ms
+from nightcap.targets.reference_capacity import stall_latency_ms
 
 HERE = Path(__file__).resolve().parent
 SLOTS, SERVICE_MS, STALL_EVERY_S, STALL_S = 8, 20.0, 2.0, 0.5

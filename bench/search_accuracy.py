@@ -291,11 +291,15 @@ if __name__ == "__main__":
     from bench.common import machine_line
     from bench.run_all import record_machine, show
 
-    picked = [c for c in CASES if not sys.argv[1:] or any(a in c[0] for a in sys.argv[1:])]
-    result = run(picked, model_cases=None if not sys.argv[1:] else [])
-    if sys.argv[1:]:
+    # `python -m bench.search_accuracy "queue 4" model`: the cases whose name contains an argument, and the
+    # model rows only when `model` is given; the CSV keeps the rows of what this run did not measure
+    args = sys.argv[1:]
+    names = [a for a in args if a != "model"]
+    picked = [c for c in CASES if not args or any(a in c[0] for a in names)]
+    result = run(picked, model_cases=None if not args or "model" in args else [])
+    if args:
         merge_into_csv(result)
-        result.notes = [n for n in result.notes if not n.startswith("target:")]
+        result.notes = [n for n in result.notes if n.startswith("skipped")]  # _verdict's notes, on every row
         _verdict(result, shipped_search(), REPEATS)
     show(result)
     result.write_csv()

@@ -1,4 +1,4 @@
-"""The parent flow: deploy → tune → single-client → multi-client → scaling → sizing → autoscale → regression.
+"""The parent flow: canary → deploy → tune → single-client → multi-client → scaling → sizing → autoscale → regression.
 
 Each stage is a subflow the config's `stages` list turns on. Deploy and teardown always run; a stage that
 fails is marked failed and keeps every step it measured, and the stages after it still run on what is known.
@@ -38,6 +38,7 @@ from nightcap.run.safety import check_safety_limits
 from nightcap.targets.plan import api_key, check_target, plan_target, release
 from nightcap.targets.smoke import SmokeFailed
 from tasks.artifacts import Progress, publish_summary, publish_trend, steps_table
+from tasks.canary import measure_canary
 from tasks.events import emit_run_events
 from tasks.platform import deploy, preflight, smoke, teardown
 
@@ -151,6 +152,9 @@ def capacity_check(config: str = "configs/local.yaml", overrides: list[str] | No
         ctx.on_step.append(progress.step)
         status, fatal = "completed", None
         try:
+            # the platform canary first, on the pod size and platform the model will get: the regression check
+            # uses it to tell a slower machine from a slower model (it never fails the run)
+            ctx.results.canary = measure_canary(ctx)
             t0 = time.monotonic()
             deploy(ctx)
             ctx.info["deploy_s"] = round(time.monotonic() - t0, 1)
@@ -189,10 +193,11 @@ def capacity_check(config: str = "configs/local.yaml", overrides: list[str] | No
             teardown(ctx)
             if fatal is not None:
                 status = "cancelled" if isinstance(fatal, CANCELLED) else "failed"
+            if status != "completed":
                 for info in ctx.stages.values():
                     if info.get("status") in ("pending", "running"):
                         info["status"] = "skipped" if info["status"] == "pending" else "failed"
-            elif status == "completed" and any(s.get("status") == "failed" for s in ctx.stages.values()):
+            elif any(s.get("status") == "failed" for s in ctx.stages.values()):
                 status = "failed"  # the flow run ends Failed (StagesFailed): the history says so, and no baseline uses it
             if fatal is None and "failure" not in ctx.info:
                 reason = no_answer_reason(build_summary(ctx), ctx.steps)

@@ -6,24 +6,43 @@ from prefect import flow, get_run_logger
 
 from nightcap.analysis.saturation import p95_at_rate
 from nightcap.results.plots import plot_ramp
+from nightcap.results.report import operating_line
 from nightcap.results.stages import RampResult
 from nightcap.run.context import RunContext
-from tasks.measure import run_search, search_params
+from tasks.measure import run_warm_search, search_params, verify_operating_point
 
 
 def _ramp(ctx: RunContext, stage: str, workers: int) -> RampResult:
     logger = get_run_logger()
-    result = run_search(ctx, stage, workers, search_params(ctx))
+    result, warm = run_warm_search(ctx, stage, workers, search_params(ctx))
     ramp = RampResult(stage=stage, workers=workers, replicas=ctx.config.platform.replicas, search=result,
                       operating_p95_ms=p95_at_rate(result.levels, result.operating_rps),
-                      generator_bound_steps=sum(1 for s in ctx.stage_steps(stage) if s.generator_bound))
+                      generator_bound_steps=sum(1 for s in ctx.stage_steps(stage) if s.generator_bound),
+                      warm_start=warm)
     ramp.plot = plot_ramp(ctx.stage_steps(stage), ctx.out / f"{stage}.png",
                           f"{ctx.config.target.name}: {stage.replace('_', '-')} ramp ({workers} generator(s))",
                           ctx.config.slo.p95_ms, {"users": result.saturation_users, "rps": result.saturation_rps},
                           ctx.config.slo.max_error_rate)
     logger.info("%s: saturation %s rps at %s users (%s); SLO capacity %s users", stage,
                 _r(result.saturation_rps), result.saturation_users, result.stop_reason, result.slo_users)
+    if warm.from_run:
+        logger.info("%s: warm start %s in %d window(s): %s", stage, "accepted" if warm.accepted else "refused",
+                    warm.windows, warm.reason)
+    _verify_operating_point(ctx, ramp)
     return ramp
+
+
+def _verify_operating_point(ctx: RunContext, ramp: RampResult) -> None:
+    """Offer headroom x saturation rps open loop: the operating point's latency is measured at its rate, and a
+    miss backs off to the highest rate meeting the SLO (closed-loop users slow down with a stalling server)."""
+    rate = ramp.search.operating_rps
+    if not rate or ctx.config.load.verify_window_s <= 0:
+        return
+    check = verify_operating_point(ctx, ramp.stage, ramp.workers, rate)
+    ramp.operating_check = check
+    if check.verified.p95_ms is not None:  # measured at the rate, instead of interpolated along the ramp
+        ramp.operating_p95_ms = check.verified.p95_ms
+    get_run_logger().info("%s: operating point %.1f rps open loop: %s", ramp.stage, rate, operating_line(ramp))
 
 
 def _r(x: float | None) -> str:

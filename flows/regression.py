@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
+from nightcap.analysis.canary import FIGURE as CANARY, canary_value
 from nightcap.analysis.regression import check_regression, version_change
 from nightcap.results.stages import RegressionOutcome
 from nightcap.results.store import model_label
@@ -23,8 +24,9 @@ def regression(run_id: str) -> RegressionOutcome:
     tonight = headline_figures(headline(ctx))
     history = ctx.store.comparable_runs(ctx.config.config_hash(), cfg.nights, exclude_run_id=ctx.run_id)
     tonight["run_id"] = ctx.run_id
+    with_canary(ctx, tonight, history)
     result = check_regression(tonight, history, threshold=cfg.threshold, noise_k=cfg.noise_k, min_runs=cfg.min_runs,
-                              last_n=cfg.last_n, max_pvalue=cfg.max_pvalue)
+                              last_n=cfg.last_n, max_pvalue=cfg.max_pvalue, canary_threshold=cfg.canary_threshold)
     changed = version_change(model_label(ctx.info.get("target", {}).get("version")),
                              [model_label(run.get("target_version")) for run in history])
     if changed:  # "capacity dropped 20% ... (when wine v3 replaced wine v2)"
@@ -33,3 +35,14 @@ def regression(run_id: str) -> RegressionOutcome:
                                                nights=len(history) + 1, version_change=changed)
     (logger.error if result.regressed else logger.info)("regression: %s", result.message)
     return ctx.results.regression
+
+
+def with_canary(ctx: RunContext, tonight: dict, history: list[dict]) -> None:
+    """Tonight's canary figure and each earlier night's (only nights whose canary ran with tonight's settings),
+    so the check can tell a platform that moved from a model that did."""
+    canary = ctx.results.canary
+    if canary is None or canary.figure is None:
+        return
+    tonight[CANARY] = canary.figure.rps_per_core
+    for run in history:
+        run[CANARY] = canary_value(run, canary.settings)

@@ -34,7 +34,9 @@ def scaling(run_id: str) -> ScalingResult:
             base = rows[0].saturation_rps if rows else sat
             rows.append(ScalingRow(replicas=n, saturation_rps=sat, saturation_users=result.saturation_users,
                                    rps_per_pod=sat / n, efficiency=sat / (n * base) if base else None,
-                                   slo_users=result.slo_users, stop_reason=result.stop_reason))
+                                   slo_users=result.slo_users, stop_reason=result.stop_reason,
+                                   rps_halfwidth=result.saturation_halfwidth,
+                                   batches=knee.batches if (knee := result.level(result.saturation_users or 0)) else 0))
             logger.info("scaling: %d replica(s) -> %.1f rps (%.0f%% efficiency)", n, sat,
                         100 * (rows[-1].efficiency or 0))
     finally:

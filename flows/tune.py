@@ -1,12 +1,15 @@
 """Fine-tune with a low pod count: the smallest CPU, memory and concurrency with the best rps per core.
 
 The planner settles memory first, then climbs concurrency per CPU value while throughput grows, so it
-measures far fewer candidates than the grid. Every later stage uses the chosen pod size.
+measures far fewer candidates than the grid. With a comparable night in the history (search.warm_start), last
+night's choice and its grid neighbours are measured first, and the planner runs (reusing them) only if the
+choice moved. Every later stage uses the chosen pod size.
 """
 
 from __future__ import annotations
 
 import statistics
+from typing import Callable
 
 from prefect import flow, get_run_logger
 
@@ -17,6 +20,7 @@ from nightcap.results.plots import heatmap
 from nightcap.results.stages import TuneResult
 from nightcap.run.context import RunContext
 from nightcap.search import SearchAborted, SearchResult
+from nightcap.warm_start import WarmStart, disabled, tune_choice_holds, tune_prior_from_history
 from tasks.measure import run_search, search_params
 
 
@@ -68,12 +72,18 @@ def tune(run_id: str) -> TuneResult:
     planner = TunePlanner.from_config(ctx.config.tune)
     results: list[CandidateResult] = []
     searches: dict[Candidate, SearchResult | None] = {}
-    while (candidate := planner.next_candidate(results)) is not None:
-        logger.info("tune: measuring %s (%d of at most %d)", candidate.label(), planner.measured, planner.grid_size)
+
+    def measure(candidate: Candidate, of: str) -> None:
+        logger.info("tune: measuring %s (%s)", candidate.label(), of)
         result, searches[candidate] = measure_candidate(ctx, candidate)
         logger.info("tune: %s -> %.1f rps, %.1f rps/core, %s", candidate.label(), result.saturation_rps,
                     result.rps_per_core, result.verdict)
         results.append(result)
+
+    warm = warm_tune(ctx, measure, results)
+    if not warm.accepted:  # the planner reuses what the warm start measured
+        while (candidate := planner.next_candidate(results)) is not None:
+            measure(candidate, f"{planner.measured} of at most {planner.grid_size}")
     choice = choose(results)
     best = choice.result
     if best is not None:
@@ -84,11 +94,29 @@ def tune(run_id: str) -> TuneResult:
     ctx.platform.set_resources(ctx.spec)
     ctx.platform.scale(ctx.config.platform.replicas)
     ctx.results.tune = TuneResult(
-        candidates=results, candidates_measured=planner.measured, grid_size=planner.grid_size,
+        candidates=results, candidates_measured=len(results), grid_size=planner.grid_size,
         replicas=ctx.config.tune.replicas, planner_notes=list(planner.notes), reason=choice.reason,
         limits_enforced=bool(ctx.platform.limits_enforced), best=best,
         best_search=searches.get(best.candidate) if best else None, headroom=ctx.config.search.headroom,
-        plot=heatmap(results, ctx.out / "tuning_heatmap.png", getattr(planner, "memory", None)))
+        plot=heatmap(results, ctx.out / "tuning_heatmap.png",
+                     planner.memory or (best.candidate.memory if best else None)),  # warm: the chosen memory
+        warm_start=warm)
     if best is None:
         raise RuntimeError(choice.reason)
     return ctx.results.tune
+
+
+def warm_tune(ctx: RunContext, measure: Callable[[Candidate, str], None], results: list[CandidateResult]) -> WarmStart:
+    """Last night's choice and its grid neighbours, measured tonight; accepted when `choose` still picks it."""
+    chosen, near, from_run, why = tune_prior_from_history(ctx.store, ctx.config, ctx.run_id)
+    if chosen is None:
+        record = disabled(why)
+        record.from_run = from_run
+        return record
+    before = len(ctx.stage_steps("tune"))
+    for i, candidate in enumerate(near, 1):
+        measure(candidate, f"warm start from run {from_run}: {i} of {len(near)}")
+    holds, reason = tune_choice_holds(chosen, results)
+    windows = len(ctx.stage_steps("tune")) - before
+    return WarmStart(from_run, holds, [c.label() for c in near], windows,
+                     reason if holds else f"the full planner ran: {reason}")

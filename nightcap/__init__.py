@@ -2,9 +2,11 @@
 
 File map (each package's `__init__` says what lives in it):
 - `cli.py`        the `nightcap` command (run, validate, serve-reference, history, cleanup).
-- `config.py`     pydantic models: one validated Config flows through everything.
+- `config.py`     one validated Config flows through everything: YAML, `--set`, errors naming the field.
+- `config_sections.py` its sections (target, platform, load, search, slo, ...), one pydantic model each.
 - `quantities.py` CPU and memory quantities ("500m", "768Mi") parsed and formatted.
 - `search.py`     the saturation search (pure: takes a "measure one window" callable).
+- `warm_start.py` the search (and tune's choice) verified from the last comparable night, full search if it moved (pure).
 - `analysis/`     pure capacity analysis: saturation, tuning, USL, sizing, HPA model, autoscale timings, regression.
 - `targets/`      what is measured: target plans, the bundled model, the reference server.
 - `platforms/`    where replicas run: Platform protocol, local processes + cgroups, Kubernetes, GKE; the factory.

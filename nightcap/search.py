@@ -315,26 +315,36 @@ def find_saturation(measure: Callable[[int], Measured], slo: Slo, params: Search
     # found stays False when no level met the SLO: there is no saturation point to report
     result = SearchResult(None, None, None, None, None, None, stop_reason=stop_reason, found=False)
     if good:
-        peak = max(lv.rps for lv in good)
-        knee = next(lv for lv in good if lv.rps >= peak * (1 - p.min_gain))
-        # the figure measured where it is reported: the knee's own goodput, not the best level's
-        result.saturation_users, result.saturation_rps = knee.users, knee.rps
-        result.saturation_halfwidth = knee.rps_halfwidth
-        result.operating_users = max(1, math.floor(knee.users * p.headroom))
-        result.operating_rps = knee.rps * p.headroom
-        result.operating_halfwidth = None if knee.rps_halfwidth is None else knee.rps_halfwidth * p.headroom
+        _report_knee(result, good, p)
         result.found = first_stop is not None and not first_stop.generator_bound
 
         # 3) how many users fit under the SLO (keep doubling past the knee, then bisect)
         if p.slo_capacity and not any(lv.generator_bound for lv in levels.values()):
             _slo_capacity(lambda u: at(u, clearly_in_or_out(slo)), levels, p)
             settle(lambda: max((lv for lv in levels.values() if lv.good), key=lambda lv: lv.users, default=None))
+            # the extension can find a good level with more goodput than the knee's (refinement stopped at a
+            # level that failed on a balancer's uneven spread, the extension's bisection then passed below it):
+            # the knee is the rule over every good level measured, not only those measured before
+            settle(lambda: (found[0] if (found := _knee(levels, p)) else None))
         good = sorted((lv for lv in levels.values() if lv.good), key=lambda lv: lv.users)
+        _report_knee(result, good, p)
         top = good[-1]
         result.slo_users, result.slo_rps, result.slo_halfwidth = top.users, top.rps, top.rps_halfwidth
     result.levels = sorted(levels.values(), key=lambda lv: lv.users)
     result.windows = sum(lv.windows for lv in result.levels)
     return result
+
+
+def _report_knee(result: SearchResult, good: list[Level], p: SearchParams) -> None:
+    """Saturation and operating point from the knee of the good levels (sorted by users)."""
+    peak = max(lv.rps for lv in good)
+    knee = next(lv for lv in good if lv.rps >= peak * (1 - p.min_gain))
+    # the figure measured where it is reported: the knee's own goodput, not the best level's
+    result.saturation_users, result.saturation_rps = knee.users, knee.rps
+    result.saturation_halfwidth = knee.rps_halfwidth
+    result.operating_users = max(1, math.floor(knee.users * p.headroom))
+    result.operating_rps = knee.rps * p.headroom
+    result.operating_halfwidth = None if knee.rps_halfwidth is None else knee.rps_halfwidth * p.headroom
 
 
 def _knee(levels: dict[int, Level], p: SearchParams) -> tuple[Level, Level | None, float] | None:

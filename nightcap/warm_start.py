@@ -80,7 +80,8 @@ class WarmStart:
 
     from_run: str | None
     accepted: bool
-    levels: list[int] = field(default_factory=list)  # users measured tonight to verify, in order
+    # measured tonight to verify, in order: users (a search), or pod sizes' labels (tune's candidates)
+    levels: list[Any] = field(default_factory=list)
     windows: int = 0  # windows those levels took
     reason: str = ""
 
@@ -297,6 +298,24 @@ def search(measure: Callable[[int], Measured], slo: Slo, params: SearchParams | 
 # ------------------------------------------------------------------------------------ choosing the prior
 
 
+def prior_from_history(store: Any, config: Any, spec: Any, run_id: str, stage: str
+                       ) -> tuple[PriorSearch | None, str]:
+    """The night to start tonight's `stage` search from (`prior_search` over the store's comparable nights, on
+    tonight's pod `spec` and `config.platform.replicas`), or None and why not: turned off, no store, none."""
+    if not config.search.warm_start:
+        return None, "search.warm_start is false"
+    if store is None:
+        return None, "no history store"
+    plat = config.platform
+    pod = {"cpu": spec.cpu if spec else plat.cpu, "memory": spec.memory if spec else plat.memory,
+           "concurrency": spec.concurrency if spec else plat.concurrency, "replicas": plat.replicas}
+    try:
+        runs = store.comparable_runs(config.config_hash(), config.regression.nights, exclude_run_id=run_id)
+    except Exception as exc:  # the history informs the search; it must not cost it
+        return None, f"history unavailable ({exc})"
+    return prior_search(runs, stage, pod)
+
+
 def pod_of(block: Mapping[str, Any] | None) -> dict[str, Any] | None:
     """The pod configuration a search ran on (cpu, memory, concurrency, replicas), as summary.json has it."""
     if not isinstance(block, Mapping):
@@ -391,6 +410,33 @@ def prior_choice(runs: Iterable[Mapping[str, Any]], replicas: int) -> tuple[Cand
     if not seen:
         return None, None, "no completed comparable night in the history"
     return None, None, f"no comparable night chose a pod size on {replicas} pod(s) ({seen} looked at)"
+
+
+def tune_prior_from_history(store: Any, config: Any, run_id: str
+                            ) -> tuple[Candidate | None, list[Candidate], str | None, str]:
+    """Last night's tuned pod size and the candidates that verify it (it and its grid neighbours), the run it
+    came from, and why not when there is none (turned off, no store, no such night, not in tonight's grid)."""
+    if not config.search.warm_start:
+        return None, [], None, "search.warm_start is false"
+    if store is None:
+        return None, [], None, "no history store"
+    try:
+        runs = store.comparable_runs(config.config_hash(), config.regression.nights, exclude_run_id=run_id)
+    except Exception as exc:  # the history informs the search; it must not cost it
+        return None, [], None, f"history unavailable ({exc})"
+    t = config.tune
+    chosen, from_run, why = prior_choice(runs, t.replicas)
+    if chosen is None:
+        return None, [], None, why
+    near = grid_neighbours(chosen, t.cpu, t.memory, t.concurrency)
+    if not near:
+        return None, [], from_run, f"run {from_run}'s choice {chosen.label()} is not in tonight's tune grid"
+    run = next((r for r in runs if str(r.get("run_id")) == from_run), {})
+    planned = ((run.get("summary") or {}).get("tuning") or {}).get("candidates_measured")
+    if isinstance(planned, int) and 0 < planned <= len(near):  # a small grid: verifying would save nothing
+        return None, [], from_run, (f"verifying run {from_run}'s choice takes {len(near)} candidates and its "
+                                    f"planner measured {planned}: the planner runs")
+    return chosen, near, from_run, ""
 
 
 def tune_choice_holds(chosen: Candidate, results: Sequence[CandidateResult], tie: float = 0.03) -> tuple[bool, str]:

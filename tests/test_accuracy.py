@@ -43,7 +43,7 @@ def run_single_client(tmp_path: Path, target: dict[str, Any], cpu: float | None,
     cfg = {
         "target": {"name": f"accuracy-{uuid.uuid4().hex[:6]}", "kind": "reference", **target},
         "platform": {"kind": "local", "replicas": 1, "cpu": cpu},
-        "load": {"workers": 1, "warmup_s": 0.5, "window_s": 2.0},
+        "load": {"workers": 1, "warmup_s": 0.5, "window_s": 2.0, "verify_s": 0},
         "search": {"max_windows": 3, "refine_steps": 2, **search},
         "slo": {"p95_ms": 1000, "max_error_rate": 0.01},
         "stages": ["single_client"],
@@ -116,7 +116,7 @@ def test_far_past_its_slots_a_window_counts_only_the_served_requests(tmp_path):
     config = validate({
         "target": {"name": "accuracy-far", "kind": "reference", "slots": 8, "service_ms": 100, "queue": 0},
         "platform": {"kind": "local", "replicas": 1, "cpu": None, "ready_timeout_s": 30},
-        "load": {"workers": 1, "warmup_s": 0.5, "window_s": 2.0, "reconnect_s": 0},
+        "load": {"workers": 1, "warmup_s": 0.5, "window_s": 2.0, "reconnect_s": 0, "verify_s": 0},
         "slo": {"p95_ms": 1000}, "stages": ["single_client"], "search": {"max_users": 64},
     }, "test")
     run_id = f"test{os.getpid()}-far-{uuid.uuid4().hex[:4]}"
@@ -156,7 +156,7 @@ def test_fewer_users_after_more_stay_spread_evenly_over_two_replicas(tmp_path):
     config = validate({
         "target": {"name": "accuracy-spread", "kind": "reference", "slots": 4, "service_ms": 20, "queue": 2},
         "platform": {"kind": "local", "replicas": 2, "cpu": None, "ready_timeout_s": 30},
-        "load": {"workers": 1, "warmup_s": 1.0, "window_s": 1.5, "reconnect_s": 0},
+        "load": {"workers": 1, "warmup_s": 1.0, "window_s": 1.5, "reconnect_s": 0, "verify_s": 0},
         "slo": {"p95_ms": 1000}, "stages": ["single_client"], "search": {"max_users": 16},
     }, "test")
     run_id = f"test{os.getpid()}-spread-{uuid.uuid4().hex[:4]}"

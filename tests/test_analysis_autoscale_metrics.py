@@ -144,3 +144,23 @@ def test_timings_are_bounded_by_the_timeline(rows: list, step_index: int) -> Non
         assert value is None or 0 <= value <= samples[-1].t - step_t + 1e-9
     assert 0 <= out.slo_breach_s <= span + first_interval + 1e-6
     assert out.peak_replicas == max(r[1] for r in rows)
+
+
+def test_phase_loads_say_what_each_phase_offered_and_what_was_dropped() -> None:
+    from nightcap.analysis.autoscale_metrics import phase_loads
+
+    def open_sample(t: float, phase: str, offered: float, served: float, planned: int, dropped: int,
+                    failures: int, p95: float) -> AutoscaleSample:
+        return AutoscaleSample(t=t, phase=phase, users=0, rps=served, p50_ms=p95 / 2, p95_ms=p95,
+                               error_rate=(failures + dropped) / planned, current=1, desired=1, ready=1, pending=0,
+                               offered_rps=offered, planned=planned, dropped=dropped, failures=failures)
+
+    samples = [open_sample(0, "baseline", 70, 70, 140, 0, 0, 30), open_sample(2, "baseline", 70, 70, 140, 0, 0, 32),
+               open_sample(4, "overload", 300, 100, 600, 300, 20, 5000),
+               open_sample(6, "overload", 300, 180, 600, 100, 0, 900)]
+    base, over = phase_loads(samples)
+    assert (base.name, base.offered_rps, base.served_rps, base.dropped, base.error_rate) == ("baseline", 70, 70, 0, 0)
+    assert over.offered_rps == 300 and over.served_rps == 140 and over.planned == 1200
+    assert over.dropped == 400 and over.failures == 20 and over.error_rate == pytest.approx(420 / 1200)
+    assert over.worst_p95_ms == 5000 and over.samples == 2
+    assert breaches(samples[2], SloConfig(p95_ms=1000))  # dropped arrivals count as errors in a breach

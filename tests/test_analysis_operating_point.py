@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from nightcap.analysis.operating_point import RateCheck, check_operating_point, judge
+from nightcap.analysis.operating_point import RateCheck, check_operating_point, judge, rate_check
 from nightcap.config import SloConfig
 
 SLO = SloConfig(p95_ms=100, max_error_rate=0.01)
@@ -67,3 +67,39 @@ def test_a_dropped_or_late_window_fails_even_with_a_good_p95() -> None:
 def test_a_rate_must_be_positive() -> None:
     with pytest.raises(ValueError, match="operating rate"):
         check_operating_point(lambda r: window(r, 1), 0.0)
+
+
+def test_rate_check_judges_an_open_window_and_never_passes_an_invalid_one() -> None:
+    from types import SimpleNamespace
+
+    w = SimpleNamespace(offered_rps=140.0, achieved_rps=139.0, goodput_rps=139.0, p50_ms=21.0, p95_ms=30.0,
+                        p99_ms=45.0, mean_ms=22.0, planned=840, late=0, dropped=0, error_rate=0.0)
+    check = rate_check(140.0, w, "ok", SLO)
+    assert check.meets_slo and check.mean_ms == 22.0 and check.offered_rps == 140.0
+    dead = rate_check(140.0, w, "ok", SLO, valid=False, note="a load generator worker died during the window")
+    assert not dead.meets_slo and dead.why == "a load generator worker died during the window"
+    slow = rate_check(140.0, SimpleNamespace(**{**w.__dict__, "p95_ms": 300.0}), "target-overloaded", SLO)
+    assert not slow.meets_slo and slow.why == "p95 300 ms >= SLO 100 ms; target-overloaded"
+
+
+def test_the_sizing_window_is_the_verified_one_or_the_slo_rates() -> None:
+    met = check_operating_point(lambda r: window(r, 50), 140.0)
+    assert met.met and met.sizing_window is met.verified
+    missed = check_operating_point(lambda r: window(r, 50 if r <= 80 else 400), 160.0, backoff_windows=3)
+    assert not missed.met and missed.slo_rate_rps == 80.0 and missed.sizing_window.rate_rps == 80.0
+    none = check_operating_point(lambda r: window(r, 400), 160.0, backoff_windows=1)
+    assert none.slo_rate_rps is None and none.sizing_window is None
+
+
+def test_sizing_takes_the_mean_latency_of_the_planned_rate_and_the_slo_rate_only_after_a_miss() -> None:
+    from nightcap.analysis.operating_point import sizing_latency
+
+    met = check_operating_point(lambda r: window(r, 50), 140.0)
+    got = sizing_latency(met, 1, "multi_client", 30.0)
+    assert got.mean_latency_s == 0.025 and got.slo_rate_per_pod_rps is None  # window(): mean = p95 / 2
+    assert got.source == "mean latency open loop at 140.0 rps on 1 pod(s) (multi_client)"
+    missed = check_operating_point(lambda r: window(r, 40 if r <= 80 else 400), 160.0, backoff_windows=3)
+    got = sizing_latency(missed, 2, "single_client", 30.0)
+    assert got.slo_rate_per_pod_rps == 40.0 and got.mean_latency_s == 0.02  # 80 rps on 2 pods; the 80 rps window
+    unverified = sizing_latency(None, 1, "single_client", 30.0)
+    assert unverified.mean_latency_s == 0.03 and "not verified open loop" in unverified.source

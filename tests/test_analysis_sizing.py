@@ -1,7 +1,10 @@
-"""Sizing: Little's law with headroom, cross-checked against measured per-pod capacity; SLO capacity per core count."""
+"""Sizing from measured per-pod rates (pods = ceil(target / per-pod rate), users -> rate through think time
+and mean latency, Little's law binding only beyond what a pod held), its check against scaling, and SLO
+capacity per core count."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pandas as pd
@@ -11,111 +14,143 @@ from hypothesis import strategies as st
 
 from nightcap.analysis.saturation import steps_frame
 from nightcap.analysis.sizing import (
-    LATENCY,
+    CONCURRENCY,
+    RATE,
     Capacity,
     PerPod,
+    SizingInputs,
     max_replicas,
     per_pod_capacity,
-    SLO_USERS,
-    THROUGHPUT,
     size_for_rps,
     size_for_users,
     size_rows,
     slo_capacity_by_cores,
+    validate_against_scaling,
 )
 from nightcap.config import SizingConfig, SloConfig
 from nightcap.results.steps import StepRow, write_steps_csv
 
-
-def test_rps_row_equals_the_hand_computation() -> None:
-    # 500 rps × 0.2 s = 100 in flight; / 4 per pod / 0.7 = 35.7 → 36 pods of 2 CPU = 72 cores; 2 pods per 4-core node
-    row = size_for_rps(500, 0.2, 4, cpu_per_pod=2.0, node_allocatable_cpu=4.0, price_per_core_hour=0.05)
-    assert (row.pods, row.cores, row.nodes) == (36, 72.0, 18)
-    assert row.cost_per_hour == pytest.approx(3.6)
-    assert row.binding_constraint == LATENCY and row.in_flight == pytest.approx(100.0)
-    assert row.target == "500 rps" and row.pods_per_node == 2
+# The reference target of issue 13: 4 slots x 20 ms with a large queue = 200 rps per pod, SLO met at 70%
+# load (140 rps), where an M/D/4 queue adds ~2 ms to the 20 ms service (mean 22 ms), and a pod held 12
+# users within the SLO in the closed-loop ramp.
+REFERENCE = SizingInputs(saturation_rps=200.0, headroom=0.7, mean_latency_s=0.022, in_flight_held=12)
+NODE = dict(cpu_per_pod=1.0, node_allocatable_cpu=4.0)
 
 
-def test_linear_reference_target_matches_the_analytic_answer() -> None:
-    """Reference target, 1 CPU pods, 4 slots of 20 ms: 200 rps per pod, latency 20 ms, no think time.
-
-    120 users keep 120 requests in flight → ceil(120 / 4 / 0.7) = 43 pods, and 6000 rps / (200 × 0.7)
-    is the same 43: for a server that scales linearly Little's law and measured throughput agree.
-    """
-    per_pod_rps = 4 * 1000 / 20.0
-    row = size_for_users(120, 0.020, 4, cpu_per_pod=1.0, node_allocatable_cpu=4.0, per_pod_rps=per_pod_rps)
-    assert row.rps == pytest.approx(6000.0)
-    assert (row.pods, row.cores, row.nodes) == (43, 43.0, 11)
-    assert row.binding_constraint == f"{LATENCY} and {THROUGHPUT}"
-    assert row.cost_per_hour is None
+def test_reference_target_1000_rps_is_8_pods() -> None:
+    row = size_for_rps(1000, REFERENCE, **NODE, price_per_core_hour=0.05)
+    assert REFERENCE.rate_rps == pytest.approx(140)
+    assert row.pods == 8 and row.pods_by_rate == 8  # 1000 / 140 = 7.14
+    assert row.binding_constraint == RATE
+    assert row.in_flight == pytest.approx(22) and row.in_flight_per_pod == pytest.approx(2.75)
+    assert row.pods_by_concurrency == 2  # 22 in flight / 12 held: far from binding
+    assert row.cores == 8 and row.nodes == 2 and row.cost_per_hour == pytest.approx(0.4)
+    assert "1000 rps / 140 rps per pod (70% of the 200 rps one pod saturates at) = 7.14 -> 8 pod(s)" in row.reason
+    assert "concurrency does not bind" in row.reason
 
 
-def test_issue_example_slo_users_bind() -> None:
-    # 120 users thinking 0.9 s between 0.1 s requests = 120 rps, 12 in flight → 5 pods by Little's law,
-    # but each pod kept only 20 users under the SLO → 6 pods of 2 CPU = 12 cores on 2 nodes of 8.
-    row = size_for_users(120, 0.1, 4, cpu_per_pod=2.0, node_allocatable_cpu=8.0, think_time_s=0.9,
-                         per_pod_rps=100.0, per_pod_slo_users=20)
-    assert row.pods_by_latency == 5 and row.pods_by_throughput == 2 and row.pods_by_slo_users == 6
-    assert (row.pods, row.cores, row.nodes) == (6, 12.0, 2)
-    assert row.binding_constraint == SLO_USERS
+def test_reference_target_50_users_with_1s_think_time_is_1_pod() -> None:
+    row = size_for_users(50, REFERENCE, think_time_s=1.0, **NODE)
+    assert row.rps == pytest.approx(50 / 1.022)
+    assert row.pods == 1 and row.binding_constraint == RATE
+    assert row.in_flight == pytest.approx(50 / 1.022 * 0.022)
+    assert row.reason.startswith("50 users x 1 request per (1 s think + 22 ms mean latency) = 48.9 rps; 48.9 rps")
 
 
-def test_throughput_binds_when_the_pod_cannot_sustain_its_concurrency() -> None:
-    row = size_for_rps(100, 0.05, 8, cpu_per_pod=1.0, node_allocatable_cpu=4.0, per_pod_rps=20.0)
-    assert row.pods_by_latency == 1 and row.pods_by_throughput == 8 and row.pods == 8
-    assert row.binding_constraint == THROUGHPUT
+def test_the_slo_rate_caps_the_per_pod_rate_when_the_slo_held_only_below_the_headroom() -> None:
+    pod = SizingInputs(saturation_rps=200.0, headroom=0.7, mean_latency_s=0.05, slo_rate_rps=100.0)
+    row = size_for_rps(1000, pod, **NODE)
+    assert pod.rate_rps == 100 and row.pods == 10
+    assert "the SLO held up to 100 rps, below 70% of saturation" in row.reason
+    assert row.pods_by_concurrency is None and "concurrency was not checked" in row.reason
+    higher = SizingInputs(saturation_rps=200.0, headroom=0.7, mean_latency_s=0.05, slo_rate_rps=180.0)
+    assert higher.rate_rps == pytest.approx(140)  # a rate above the headroom is not planned on
 
 
-def test_float_dust_does_not_add_a_pod() -> None:
-    assert size_for_rps(70, 0.1, 1, cpu_per_pod=1.0, node_allocatable_cpu=2.0).pods == 10
+def test_littles_law_binds_only_beyond_what_a_pod_held() -> None:
+    # 1 s mean latency: 140 rps per pod means 140 in flight per pod, but a pod held only 50 within the SLO
+    pod = SizingInputs(saturation_rps=200.0, headroom=0.7, mean_latency_s=1.0, in_flight_held=50)
+    row = size_for_rps(1000, pod, **NODE)
+    assert row.pods_by_rate == 8 and row.pods_by_concurrency == 20 and row.pods == 20
+    assert row.binding_constraint == CONCURRENCY
+    assert "more than the 50 a pod held within the SLO: 1000 / 50 -> 20 pods (concurrency binds)" in row.reason
 
 
-def test_pods_must_fit_on_nodes_not_only_cores() -> None:
-    # 5 pods of 1.5 CPU = 7.5 cores fit 2 nodes of 4 by cores, but only 2 pods fit a node → 3 nodes
-    row = size_for_rps(10, 1.0, 2, cpu_per_pod=1.5, node_allocatable_cpu=4.0, headroom=1.0)
-    assert row.pods == 5 and row.cores == 7.5 and row.pods_per_node == 2 and row.nodes == 3
+def test_users_without_think_time_are_all_in_flight() -> None:
+    row = size_for_users(100, REFERENCE, think_time_s=0.0, **NODE)
+    assert row.in_flight == pytest.approx(100)
+    assert row.rps == pytest.approx(100 / 0.022)
 
 
-def test_a_pod_larger_than_a_node_is_an_error_that_says_what_to_change() -> None:
-    with pytest.raises(ValueError, match="node_allocatable_cpu"):
-        size_for_rps(10, 1.0, 2, cpu_per_pod=4.0, node_allocatable_cpu=2.0)
-    with pytest.raises(ValueError, match="no step met the SLO"):
-        size_for_users(10, 1.0, 2, cpu_per_pod=1.0, node_allocatable_cpu=2.0, per_pod_slo_users=0)
+def test_nodes_from_pods_per_node_and_cores() -> None:
+    row = size_for_rps(1000, REFERENCE, cpu_per_pod=1.5, node_allocatable_cpu=4.0)
+    assert row.pods_per_node == 2 and row.nodes == 4 and row.cores == pytest.approx(12)
+
+
+def test_bad_inputs_name_what_to_change() -> None:
+    with pytest.raises(ValueError, match="does not fit on a node"):
+        size_for_rps(10, REFERENCE, cpu_per_pod=4.0, node_allocatable_cpu=2.0)
+    with pytest.raises(ValueError, match="no rate met the SLO"):
+        SizingInputs(saturation_rps=100, headroom=0.7, mean_latency_s=0.01, slo_rate_rps=0)
+    with pytest.raises(ValueError, match="mean latency"):
+        SizingInputs(saturation_rps=100, headroom=0.7, mean_latency_s=0)
+    with pytest.raises(ValueError, match="rps must be > 0"):
+        size_for_rps(0, REFERENCE, **NODE)
 
 
 def test_size_rows_from_config() -> None:
-    cfg = SizingConfig(users=[10, 100], rps=[50], node_allocatable_cpu="4", price_per_core_hour=0.04)
-    rows = size_rows(cfg, latency_s=0.5, per_pod_concurrency=2, cpu_per_pod=1.0, per_pod_rps=10.0)
-    assert [r.target for r in rows] == ["10 users", "100 users", "50 rps"]
-    assert all(r.cost_per_hour == pytest.approx(r.cores * 0.04) for r in rows)
-    assert set(rows[0].to_dict()) >= {"target", "pods", "cores", "nodes", "cost_per_hour", "binding_constraint"}
+    cfg = SizingConfig(users=[50, 120], rps=[1000], node_allocatable_cpu=4.0, think_time_s=1.0)
+    rows = size_rows(cfg, REFERENCE, cpu_per_pod=1.0)
+    assert [r.target for r in rows] == ["50 users", "120 users", "1000 rps"]
+    assert [r.pods for r in rows] == [1, 1, 8]
+    assert set(rows[0].to_dict()) >= {"target", "pods", "cores", "nodes", "cost_per_hour", "binding_constraint",
+                                      "reason", "in_flight", "pods_by_rate", "per_pod_rate_rps"}
 
 
-sizes = dict(
-    latency=st.floats(0.001, 10), conc=st.integers(1, 64), cpu=st.sampled_from([0.25, 0.5, 1.0, 2.0, 4.0]),
-    per_pod_rps=st.none() | st.floats(0.5, 5000), slo_users=st.none() | st.floats(0.5, 500),
+def test_validation_puts_the_model_beside_what_scaling_measured() -> None:
+    rows = validate_against_scaling(REFERENCE, {1: 196.0, 2: 380.0, 3: 0.0})
+    assert [r.replicas for r in rows] == [1, 2]  # a pod count without a measurement is skipped
+    assert rows[1].predicted_saturation_rps == 400 and rows[1].measured_saturation_rps == 380
+    assert rows[1].error == pytest.approx(400 / 380 - 1)
+    assert rows[1].predicted_rate_rps == pytest.approx(280)
+
+
+pods = dict(
+    sat=st.floats(0.5, 5000), headroom=st.floats(0.1, 1.0), latency=st.floats(0.001, 10),
+    slo_rate=st.none() | st.floats(0.1, 5000), held=st.none() | st.floats(0.5, 500),
+    cpu=st.sampled_from([0.25, 0.5, 1.0, 2.0, 4.0]),
 )
 
 
-@given(a=st.integers(1, 100_000), b=st.integers(1, 100_000), **sizes)
-def test_sizing_is_monotonic_in_users(a: int, b: int, latency: float, conc: int, cpu: float,
-                                      per_pod_rps: float | None, slo_users: float | None) -> None:
+def _pod(sat: float, headroom: float, latency: float, slo_rate: float | None, held: float | None) -> SizingInputs:
+    return SizingInputs(saturation_rps=sat, headroom=headroom, mean_latency_s=latency, slo_rate_rps=slo_rate,
+                  in_flight_held=held)
+
+
+@given(a=st.integers(1, 100_000), b=st.integers(1, 100_000), think=st.floats(0, 10), **pods)
+def test_sizing_is_monotonic_in_users(a: int, b: int, think: float, sat: float, headroom: float, latency: float,
+                                      slo_rate: float | None, held: float | None, cpu: float) -> None:
     lo, hi = sorted((a, b))
-    kw = dict(cpu_per_pod=cpu, node_allocatable_cpu=8.0, per_pod_rps=per_pod_rps, per_pod_slo_users=slo_users)
-    small, large = size_for_users(lo, latency, conc, **kw), size_for_users(hi, latency, conc, **kw)
+    pod = _pod(sat, headroom, latency, slo_rate, held)
+    kw = dict(think_time_s=think, cpu_per_pod=cpu, node_allocatable_cpu=8.0)
+    small, large = size_for_users(lo, pod, **kw), size_for_users(hi, pod, **kw)
     assert (small.pods, small.cores, small.nodes) <= (large.pods, large.cores, large.nodes)
-    assert small.pods <= large.pods and small.nodes <= large.nodes
     assert large.nodes * large.pods_per_node >= large.pods >= 1
 
 
-@given(a=st.floats(0.01, 1e6), b=st.floats(0.01, 1e6), **sizes)
-def test_sizing_is_monotonic_in_rps(a: float, b: float, latency: float, conc: int, cpu: float,
-                                    per_pod_rps: float | None, slo_users: float | None) -> None:
+@given(a=st.floats(0.01, 1e6), b=st.floats(0.01, 1e6), **pods)
+def test_sizing_is_monotonic_in_rps_and_each_pod_stays_within_its_measured_rate(
+        a: float, b: float, sat: float, headroom: float, latency: float, slo_rate: float | None,
+        held: float | None, cpu: float) -> None:
     lo, hi = sorted((a, b))
-    kw = dict(cpu_per_pod=cpu, node_allocatable_cpu=8.0, per_pod_rps=per_pod_rps, per_pod_slo_users=slo_users)
-    small, large = size_for_rps(lo, latency, conc, **kw), size_for_rps(hi, latency, conc, **kw)
+    pod = _pod(sat, headroom, latency, slo_rate, held)
+    small, large = (size_for_rps(x, pod, cpu_per_pod=cpu, node_allocatable_cpu=8.0) for x in (lo, hi))
     assert small.pods <= large.pods and small.cores <= large.cores and small.nodes <= large.nodes
-    assert large.pods == max(p for p in (large.pods_by_latency, large.pods_by_throughput, large.pods_by_slo_users) if p)
+    assert large.pods == max(large.pods_by_rate, large.pods_by_concurrency or 0)
+    assert hi / large.pods <= pod.rate_rps * (1 + 1e-9)  # no pod planned beyond its sustainable rate
+    if held is not None:
+        assert hi * latency / large.pods <= held * (1 + 1e-9)  # nor beyond the concurrency it held
+    assert math.isclose(large.in_flight, hi * latency)
 
 
 def _step(replicas: int, users: int, p95: float | None, err: float = 0.0, **kw: object) -> StepRow:

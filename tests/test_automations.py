@@ -31,13 +31,14 @@ NIGHTCAP = str(Path(sys.executable).with_name("nightcap"))
 def overrides(store_url: str) -> list[str]:
     return [
         f"target.name={TARGET}",
-        "load.window_s=1",
+        "load.window_s=1", "load.verify_s=0",
         "load.warmup_s=0.5",
         "search.max_users=16",
         "search.max_windows=1",
         "search.refine_steps=1",
         f"store.url={store_url}",
         'stages=["single_client", "regression"]',
+        "canary.enabled=false",  # the platform canary is tested in test_regression_flow.py; here it only costs time
     ]
 
 

@@ -154,7 +154,9 @@ def test_the_canary_target_is_the_reference_server_doing_fixed_work_on_the_model
     from nightcap.targets.plan import plan_target
 
     root = Path(__file__).resolve().parents[1]
-    local = load_config(root / "configs" / "local.yaml")
+    # off for `make run`, on in the nightly deployment (deployments/prefect.yaml's override)
+    assert canary_wanted(load_config(root / "configs" / "local.yaml")) == (False, "canary.enabled is false")
+    local = load_config(root / "configs" / "local.yaml", ["canary.enabled=true"])
     assert canary_wanted(local) == (True, "")
     assert canary_wanted(load_config(root / "configs" / "reference.yaml"))[0] is False  # no regression stage
     cfg = canary_config(local)

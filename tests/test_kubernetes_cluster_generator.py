@@ -174,7 +174,7 @@ def _config(tmp: Path) -> Path:
                    "slots": SLOTS, "service_ms": SERVICE_MS, "queue": 64, "api_key_env": "NC_E2E_KEY"},
         "platform": {"kind": "kubernetes", "namespace": NS, "replicas": 1, "cpu": 1, "ready_timeout_s": 30,
                      "gke": {"project": "p1", "location": "europe-west4", "cluster": "c1", "node_pool": "pool-a"}},
-        "load": {"workers": 1, "warmup_s": 1, "window_s": 2, "reconnect_s": 5, "max_duration_s": 240},
+        "load": {"workers": 1, "warmup_s": 1, "window_s": 2, "reconnect_s": 5, "max_duration_s": 240, "verify_s": 0},
         "search": {"start_users": 4, "max_users": 16, "max_windows": 1, "refine_steps": 0, "slo_capacity": False},
         "slo": {"p95_ms": 2000},
         "stages": ["single_client", "autoscale"],

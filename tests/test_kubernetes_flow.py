@@ -51,7 +51,7 @@ def _config(tmp: Path) -> Path:
         "target": {"name": "k8s-e2e", "kind": "reference", "image": "registry.example/nightcap:0.1",
                    "slots": SLOTS, "service_ms": SERVICE_MS, "queue": 64},
         "platform": {"kind": "kubernetes", "namespace": NS, "replicas": 1, "cpu": 1, "ready_timeout_s": 30},
-        "load": {"generator": "local", "workers": 1, "warmup_s": 1, "window_s": 2, "reconnect_s": 5,
+        "load": {"generator": "local", "workers": 1, "warmup_s": 1, "window_s": 2, "reconnect_s": 5, "verify_s": 0,
                  "max_duration_s": 240},
         "search": {"start_users": 2, "max_users": 32, "max_windows": 1, "refine_steps": 0, "slo_capacity": False},
         "slo": {"p95_ms": 2000},

@@ -85,3 +85,17 @@ def test_error_rate_of_a_window() -> None:
     assert window(0, 3).error_rate == 1.0  # only failures came back
     assert window(0, 0).error_rate == 0.0
     assert summarize({}).error_rate == 0.0
+
+
+def test_a_perfectly_regular_window_still_has_the_half_width_of_one_request() -> None:
+    """search_accuracy's CPU-limited case: CFS throttling lets exactly 10 requests through every 0.2 s, so the
+    batch means agree exactly (half-width 0), yet the window's count (149 over 1.5 s) is one request off the
+    truth (100 rps). The interval must not be narrower than a count can resolve: 1 request per worker."""
+    worker = {"requests": 149, "failures": 0, "covered_s": 1.5, "bin_s": 0.1, "since": 0.0, "last": 1.5,
+              "bins": [[i, 10, 0] for i in range(15)]}
+    w = summarize({"workers": {"a": worker}})
+    assert w.goodput_rps == 149 / 1.5 and w.batches >= 2
+    assert w.goodput_halfwidth == 1 / 1.5  # the batch means alone say 0
+    assert w.goodput_rps - w.goodput_halfwidth <= 100.0 <= w.goodput_rps + w.goodput_halfwidth
+    two = summarize({"workers": {"a": worker, "b": dict(worker)}})
+    assert two.goodput_halfwidth == 2 / 1.5

@@ -30,10 +30,10 @@ pytestmark = pytest.mark.slow
 
 NIGHTCAP = str(Path(sys.executable).parent / "nightcap")
 REGISTERED = "wine-rf"
-# `mlflow models serve -w 1` peaks at one or two users: 1, 2, 4, 8 users find the knee with room to spare on a
-# noisy machine (one window per level keeps each run near 20 s)
-SHORT = ['stages=["single_client"]', "search.max_users=8", "search.max_windows=1", "search.refine_steps=0",
-         "load.warmup_s=0.5", "load.window_s=1"]
+# these runs test serving one's own model, not the knee: 1, 2 and 4 users, one short window each, keep each
+# run near 15 s (a knee above 4 users is reported as a lower bound, which still answers)
+SHORT = ['stages=["single_client"]', "search.max_users=4", "search.max_windows=1", "search.refine_steps=0",
+         "load.warmup_s=0.5", "load.window_s=1", "load.verify_s=0"]
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +109,10 @@ def run_flow(tmp_path: Path, config: Path, overrides: list[str] = SHORT) -> tupl
 def assert_saturated(state: Any, summary: dict[str, Any]) -> None:
     assert state.is_completed(), state.message
     sat = summary["single_client"]["saturation"]
-    assert sat["found"] and sat["rps"] > 5 and sat["users"] >= 1, summary["single_client"]["levels"]
+    # the model answered and was measured: whether its knee lies below the short search's 4 users depends on the
+    # machine (search accuracy is tests/test_accuracy.py's), so a lower bound counts here too
+    assert sat["rps"] and sat["rps"] > 5 and sat["users"] >= 1, summary["single_client"]["levels"]
+    assert sat["found"] or "search.max_users" in sat["stop_reason"], sat
     assert summary["status"] == "completed"
     levels = summary["single_client"]["levels"]
     assert all(lv["error_rate"] == 0 for lv in levels if lv["good"]), levels

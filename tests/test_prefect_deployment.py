@@ -25,7 +25,7 @@ POOL = "nightcap-local"
 def short_overrides(tmp: Path) -> list[str]:
     """A bounded run on the reference target (200 rps per replica): 1 s windows, at most 16 users."""
     return [
-        "load.window_s=1",
+        "load.window_s=1", "load.verify_s=0",
         "load.warmup_s=0.5",
         "search.max_users=16",
         "search.max_windows=1",

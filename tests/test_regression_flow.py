@@ -4,7 +4,8 @@ Stable nights build a history in one SQLite store; a night against a slower refe
 20 → 40, so half the capacity) must end Failed naming saturation_rps and both values; a night within the
 noise passes; a night whose stage fails keeps its measured steps in the store, marked failed.
 
-Each run is short (1 s windows, at most 16 users, ~10 s); the whole module takes about a minute and a half.
+Each run is short (1 s windows, at most 16 users, ~10 s, with a one-window platform canary before it; from the
+second night on the ramp warm-starts from the night before); the whole module takes about two minutes.
 """
 
 from __future__ import annotations
@@ -38,14 +39,18 @@ def night(prefect_api, tmp_path_factory):
         out = work / f"night-{next(count)}"
         overrides = [
             "target.name=reference-regression",  # its own identity and run lock, apart from other runs here
-            "load.window_s=1",
+            "load.window_s=1", "load.verify_s=0",
             "load.warmup_s=0.5",
-            "search.max_users=8",  # the knee is at 4 users (4 slots): 8 shows it, and each night costs less
+            "search.max_users=16",  # the knee is at 4 users (4 slots): 16 finds it (8 is a lower bound), and
+            # from the second night on the warm start verifies it with a few levels instead of searching
             "search.max_windows=1",
             "search.refine_steps=1",
             f"store.url={store_url}",
             'stages=["single_client", "regression"]',
             "regression.min_runs=2",
+            "canary.windows=1",  # the platform canary runs every night: one short window keeps the nights short
+            "canary.work_kb=256",
+            "regression.canary_threshold=0.3",  # same machine every night: only a gross drift may move it here
             *extra,
         ]
         state = capacity_check(config=REFERENCE, overrides=overrides, out=str(out), return_state=True)
@@ -67,15 +72,26 @@ def history(store_url: str):
 
 def test_slower_target_fails_the_flow_and_noise_does_not(night):
     run, store_url = night
-    stable = []
-    for _ in range(3):
+    stable, run_ids = [], []
+    for i in range(3):
         state, summary, _ = run()
         assert state.is_completed(), state.message
         assert summary["stages"]["regression"]["status"] == "completed"
         assert 170 <= summary["saturation"]["rps"] <= 240, summary["saturation"]  # 4 slots x 20 ms = 200 rps
         stable.append(summary["saturation"]["rps"])
+        # the platform canary was measured before the model, every night, and is kept with the night
+        assert summary["canary"]["rps_per_core"] > 0 and summary["canary"]["windows"] == 1, summary["canary"]
+        warm = summary["single_client"]["warm_start"]
+        if i == 0:
+            assert warm["from_run"] is None and "no completed comparable night" in warm["reason"], warm
+        else:  # the last night's knee is verified with a few levels around it, measured tonight
+            assert warm["from_run"] == run_ids[-1] and warm["levels"] and warm["reason"], warm
+            assert warm["windows"] == sum(lv["windows"] for lv in summary["single_client"]["levels"]
+                                          if lv["users"] in warm["levels"]) or not warm["accepted"], warm
+        run_ids.append(summary["run_id"])
     # the first nights have too little history to judge, the third has two comparable nights
     assert summary["regression"]["verdict"] == "ok", summary["regression"]
+    assert summary["canary"]["change"]["baseline_runs"] == 2, summary["canary"]
 
     # another ordinary night: within the noise of the earlier ones, so it passes
     state, summary, _ = run()
@@ -92,6 +108,8 @@ def test_slower_target_fails_the_flow_and_noise_does_not(night):
     baseline = statistics.median(stable)  # all four earlier nights are comparable (last_n is 7)
     message = state.message
     assert "RegressionDetected" in message and "saturation_rps fell" in message, message
+    # the canary held (same machine, same canary): the model moved, not the platform
+    assert summary["regression"]["cause"] == "model" and "the platform canary held" in message, message
     assert f"({baseline:.1f} → {tonight:.1f} rps)" in message, (message, stable, tonight)
     with pytest.raises(Exception, match="saturation_rps fell"):
         state.result()
@@ -105,6 +123,7 @@ def test_slower_target_fails_the_flow_and_noise_does_not(night):
     with history(store_url) as store:
         frame = store.history(target="reference-regression", last=30)
         assert len(frame) == 5 and frame["config_hash"].nunique() == 1
+        assert frame["canary"].gt(0).all(), frame["canary"]  # each night's platform canary, kept with the night
         assert list(frame["regression"]) == ["insufficient history"] * 2 + ["ok", "ok", "regressed"]
     # and `nightcap history` says so next to the status
     from rich.console import Console
@@ -115,12 +134,15 @@ def test_slower_target_fails_the_flow_and_noise_does_not(night):
     history_command(store_url, "reference-regression", 10, console=console)
     lines = console.export_text().splitlines()
     assert sum("completed, regressed" in line for line in lines) == 1, lines
+    assert any("canary rps/core" in line for line in lines), lines
 
 
 def test_a_failed_stage_keeps_its_steps_in_the_history(night):
     run, store_url = night
     # a safety limit below the target's capacity: the ramp stops with an error once it measures more
-    state, summary, _ = run("load.max_rps=120")
+    # (with the warm start off, the ramp searches from one user as it did before; no canary: its 2,000 rps
+    # would meet the safety limit first, and the canary reports that without failing the run)
+    state, summary, _ = run("load.max_rps=120", "search.warm_start=false", "canary.enabled=false")
     assert state.is_failed()
     assert summary["stages"]["single_client"]["status"] == "failed"
     assert "load.max_rps" in summary["stages"]["single_client"]["error"]

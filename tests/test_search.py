@@ -244,3 +244,23 @@ def test_windows_that_disagree_take_another_look_even_when_each_is_precise():
                                                         slo_capacity=False))
     level = result.level(4)
     assert level.windows == 3 and level.rps_halfwidth >= 10.0  # half the 100..120 spread
+
+
+def test_a_better_level_found_by_the_slo_capacity_extension_moves_the_knee():
+    """search_accuracy, 2 replicas x (4 slots + queue 2) behind a per-connection balancer: 10 and 12 users failed
+    on an uneven spread during refinement, so the knee was placed at 8 users (357 rps); the SLO-capacity
+    extension then measured 9 users at 387 rps, good, and the answer still said 8 users, 357 rps (-11%)."""
+    table = {1: 46.6, 2: 91.8, 4: 181.1, 8: 356.8, 9: 386.8}
+
+    def measure(users: int) -> M:
+        if users in table:
+            return M(users, table[users], 40.0, 0.0, rps_halfwidth=0.7, batches=7)
+        return M(users, 399.0, 40.0, 0.1 if users < 16 else 0.94, rps_halfwidth=0.7, batches=7)
+
+    params = SearchParams(max_users=64, max_windows=2, refine_steps=2)
+    result = find_saturation(measure, SLO, params)
+    assert (result.saturation_users, result.saturation_rps) == (9, 386.8)
+    assert result.operating_rps == pytest.approx(0.7 * 386.8) and result.slo_users == 9
+    before = find_saturation(measure, SLO, SearchParams(max_users=64, max_windows=2, refine_steps=2,
+                                                        slo_capacity=False))
+    assert before.saturation_users == 8  # what refinement alone can tell

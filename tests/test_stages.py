@@ -43,7 +43,7 @@ def base(**target: Any) -> dict[str, Any]:
     return {
         "target": {"name": "ref-test", "kind": "reference", "slots": 4, "service_ms": 20, "queue": 64, **target},
         "platform": {"kind": "local", "replicas": 1, "cpu": None},
-        "load": {"workers": 2, "warmup_s": 0.5, "window_s": 1.5},
+        "load": {"workers": 2, "warmup_s": 0.5, "window_s": 1.5, "verify_s": 0},  # test 1 verifies
         "search": {"max_users": 16, "max_windows": 2, "refine_steps": 2},
         "slo": {"p95_ms": 500, "max_error_rate": 0.01},
     }
@@ -59,7 +59,9 @@ def test_ramps_scaling_and_sizing_match_the_formula(prefect_api, tmp_path, monke
     cfg = base()
     cfg["stages"] = ["single_client", "multi_client", "scaling", "sizing"]
     cfg["scaling"] = {"max_replicas": 3}
-    cfg["sizing"] = {"users": [120], "rps": [1000], "node_allocatable_cpu": 4, "price_per_core_hour": 0.05}
+    cfg["sizing"] = {"users": [50], "rps": [1000], "node_allocatable_cpu": 4, "price_per_core_hour": 0.05,
+                     "think_time_s": 1.0}
+    cfg["load"]["verify_s"] = 3.0
     state, summary, steps = run_flow(tmp_path, cfg)
     assert state.is_completed(), state.message
 
@@ -76,16 +78,27 @@ def test_ramps_scaling_and_sizing_match_the_formula(prefect_api, tmp_path, monke
     assert usl["sigma"] < 0.05 and usl["kappa"] < 0.01
     assert usl["predicted_peak_replicas"] is None or usl["predicted_peak_replicas"] > 10
 
-    # Sizing equals the analytic answer from the measured inputs: Little's law with 70% headroom.
+    # The operating point was offered open loop at 70% of saturation (140 rps against 200): the SLO holds, and
+    # the p95 is the open-loop one at that rate (about the 20 ms service time plus a little queueing).
+    op = summary["operating_point"]
+    assert op["load"] == "open" and op["meets_slo"] and op["dropped"] == 0 and op["error_rate"] <= 0.01
+    assert within(op["offered_rps"], op["rps"], 0.03) and 20 <= op["p50_ms"] <= op["p95_ms"] <= 60, op
+    assert summary["slo_capacity"]["rate_rps"] == op["rps"] and summary["slo_capacity"]["rate_rps_interval"][1] is None
+    assert "operating point verified open loop" in summary["operating_line"]
+    assert [s["load"] for s in steps].count("open") == 2  # one window per ramp, no back-off
+
+    # Sizing from the measured per-pod rate (issue 13's reference case): 70% of ~200 rps = ~140 rps per pod,
+    # 1000 rps -> 8 pods (+-1); 50 users thinking 1 s each send ~49 rps -> 1 pod.
     inputs = summary["sizing"]["inputs"]
     by_target = {r["target"]: r for r in summary["sizing"]["rows"]}
-    rps_row = by_target["1000 rps"]
-    concurrency = summary["platform"]["concurrency"]
-    expected = math.ceil(1000 * inputs["latency_s"] / concurrency / 0.7 - 1e-9)
-    assert rps_row["pods_by_latency"] == expected
-    assert rps_row["pods"] == max(expected, rps_row["pods_by_throughput"] or 0, rps_row["pods_by_slo_users"] or 0)
-    assert rps_row["nodes"] >= math.ceil(rps_row["cores"] / 4)
-    assert rps_row["binding_constraint"]
+    rps_row, users_row = by_target["1000 rps"], by_target["50 users"]
+    assert inputs["per_pod_rate_rps"] == pytest.approx(0.7 * inputs["per_pod_rps"])
+    assert rps_row["pods"] == math.ceil(1000 / inputs["per_pod_rate_rps"] - 1e-9) and 7 <= rps_row["pods"] <= 9
+    assert users_row["pods"] == 1 and within(users_row["rps"], 50 / (1 + inputs["latency_s"]), 0.001)
+    assert 0.018 <= inputs["latency_s"] <= 0.04 and "open loop" in inputs["latency_from"]
+    assert rps_row["binding_constraint"] == "per-pod rate" and rps_row["nodes"] >= math.ceil(rps_row["cores"] / 4)
+    validation = {v["replicas"]: v for v in summary["sizing"]["validation"]}
+    assert set(validation) == {1, 2, 3} and all(abs(v["error"]) < 0.15 for v in validation.values()), validation
 
     # Merged multi-client percentiles agree with the single client at the same users (below saturation).
     single = {lv["users"]: lv for lv in summary["single_client"]["levels"]}

@@ -23,14 +23,17 @@ from types import SimpleNamespace
 from typing import Any
 
 from nightcap.analysis.autoscale_metrics import AutoscaleSample, summarize_autoscale
+from nightcap.analysis.canary import CanaryFigure, CanarySettings
 from nightcap.analysis.regression import check_regression
-from nightcap.analysis.sizing import Capacity, per_pod_capacity, size_rows
+from nightcap.analysis.operating_point import OperatingPointCheck, RateCheck, check_operating_point
+from nightcap.analysis.sizing import Capacity, SizingInputs, per_pod_capacity, size_rows, validate_against_scaling
 from nightcap.analysis.tuning import Candidate, evaluate
 from nightcap.analysis.usl import fit_usl
 from nightcap.config import validate
 from nightcap.platforms.base import PodSpec
 from nightcap.results.stages import (
     AutoscaleResult,
+    CanaryResult,
     RampResult,
     RegressionOutcome,
     ScalingResult,
@@ -41,9 +44,11 @@ from nightcap.results.stages import (
 )
 from nightcap.results.summary import build_summary
 from nightcap.search import Level, SearchResult
+from nightcap.warm_start import WarmStart, disabled
 
 GOLDEN = Path(__file__).parent / "golden" / "summary_keys.json"
 MI = 1 << 20
+CANARY = CanarySettings(work_kb=2048, cpu=0.5, slots=2, users=4)
 STAGES = ["tune", "single_client", "multi_client", "scaling", "sizing", "autoscale", "regression"]
 # report rows repeat other blocks' keys; a target's version fields depend on its kind
 # and platform.cpu_pinning describes the machine's CPUs (nightcap.platforms.cpu_pinning): neither is a contract
@@ -76,6 +81,15 @@ def _search(rps: float | None, users: int | None) -> SearchResult:
                         saturation_halfwidth=2.0, operating_halfwidth=1.4, slo_halfwidth=2.5)
 
 
+def _check(rate: float, met: bool) -> OperatingPointCheck:
+    """An operating-point check: met at once, or missed and backed off to half the rate."""
+    def measure(r: float) -> RateCheck:
+        ok = met or r <= rate / 2
+        return RateCheck(r, r, r, r, 10.0, 20.0 if ok else 90.0, 30.0, 12.0, 0.0, int(r * 6), 0, 0, "ok", ok,
+                         "" if ok else "p95 90 ms >= SLO 50 ms")
+    return check_operating_point(measure, rate, backoff_windows=2)
+
+
 def _ctx(results: StageResults, stages: dict[str, dict[str, Any]], **info: Any) -> SimpleNamespace:
     config = validate({"target": {"name": "golden", "kind": "reference"}, "slo": {"p95_ms": 50}, "stages": STAGES,
                        "sizing": {"users": [100], "rps": [500]}})
@@ -94,9 +108,12 @@ def full_summary() -> dict[str, Any]:
     candidates = [evaluate(Candidate(cpu, 512 * MI, 2), replicas=2, saturation_rps=100.0 * cpu, p95_ms=20.0,
                            cpu_use_pct=90.0, memory_peak_pct=40.0, oom_kills=0, restarts=0, meets_slo=True)
                   for cpu in (0.5, 1.0)]
-    single = RampResult("single_client", 1, 1, _search(95.0, 2), 22.0, 0, plot="single_client.png")
+    single = RampResult("single_client", 1, 1, _search(95.0, 2), 22.0, 0, plot="single_client.png",
+                        warm_start=WarmStart("n0", True, [2, 1, 4], 4, "run n0's knee at 2 users holds"),
+                        operating_check=_check(66.5, met=True))
     multi = RampResult("multi_client", 2, 1, _search(99.0, 2), 21.0, 0, plot="multi_client.png", vs_single_rps=95.0,
-                       single_client_was_bottleneck=False)
+                       single_client_was_bottleneck=False, operating_check=_check(69.3, met=False),
+                       warm_start=WarmStart("n0", False, [2], 1, "fell back to the full search: the knee moved"))
     fit = fit_usl([1, 2, 3, 4], [95, 180, 260, 330])
     rows = [ScalingRow(n, 95.0 * n, 2, 95.0, 1.0, 4, "flat") for n in (1, 2)]
     by_cores = [{"replicas": 1, "cpu": 0.5, "cores": 0.5, "slo_users": 4, "slo_rps": 95.0, "p95_ms": 30.0,
@@ -104,8 +121,8 @@ def full_summary() -> dict[str, Any]:
     per_pod = per_pod_capacity(Capacity(95.0, 2, 4), None)
     assert per_pod is not None
     cfg = _ctx(StageResults(), {}).config
-    sizing_rows = size_rows(cfg.sizing, latency_s=0.02, per_pod_concurrency=2, cpu_per_pod=0.5, per_pod_rps=95.0,
-                            per_pod_slo_users=4.0)
+    pod = SizingInputs(saturation_rps=95.0, headroom=0.7, mean_latency_s=0.02, slo_rate_rps=60.0, in_flight_held=4.0)
+    sizing_rows = size_rows(cfg.sizing, pod, cpu_per_pod=0.5)
     samples = [AutoscaleSample(t=float(t), phase="overload" if t else "baseline", users=8, rps=90.0, p50_ms=10.0,
                                p95_ms=40.0 + 10 * (t == 2), error_rate=0.0, current=1 + (t > 2), desired=2,
                                ready=1 + (t > 3), pending=0, nodes=1 + (t > 3)) for t in range(6)]
@@ -123,12 +140,16 @@ def full_summary() -> dict[str, Any]:
                         _search(50.0, 1), 0.7, plot="tuning_heatmap.png"),
         single_client=single, multi_client=multi,
         scaling=ScalingResult(rows, fit, fit, 4, by_cores, plots=["scaling_usl.png", "p95_by_cores.png"]),
-        sizing=SizingResult(sizing_rows, per_pod, 0.02, 0.7, 2.0, 0.5),
+        sizing=SizingResult(sizing_rows, per_pod, 0.02, 0.7, 2.0, 0.5, pod=pod, latency_from="mean latency open loop",
+                            validation=validate_against_scaling(pod, {1: 95.0, 2: 190.0})),
         autoscale=AutoscaleResult(summarize_autoscale(samples, cfg.slo, 1.0, 4.0),
                                   [{"name": "overload", "load": 3.0, "duration_s": 5.0}], per_pod,
                                   {"target_cpu_pct": 80, "min": 1, "max": 4, "sync_period_s": 1, "stabilization_s": 3},
                                   "node-pool autoscaling on (1-3 nodes)", 2.0, samples, plot="autoscale_timeline.png"),
-        regression=RegressionOutcome(regression, baseline_runs=4, nights=9))
+        regression=RegressionOutcome(regression, baseline_runs=4, nights=9),
+        canary=CanaryResult(CANARY, CanaryFigure(503.0, 6.0, 3, 0.0), 9.5, "",
+                            [{"rps": 251.5, "rps_halfwidth": 3.0, "p95_ms": 20.0, "error_rate": 0.0, "valid": True}]))
+    results.tune.warm_start = disabled("no comparable night chose a pod size on 2 pod(s)")  # type: ignore[union-attr]
     stages = {s: {"status": "completed", "duration_s": 1.0, "steps": 3} for s in STAGES}
     return build_summary(_ctx(results, stages))  # type: ignore[arg-type]
 
@@ -139,7 +160,8 @@ def sparse_summary() -> dict[str, Any]:
         tune=TuneResult([], 0, 12, 2, [], "no candidate met the SLO", False, None, None, 0.7),
         single_client=RampResult("single_client", 1, 1, _search(None, None), None, 1),
         sizing=SizingResult([], None, None, 0.7, 2.0, 1.0, note="no sizing.users or sizing.rps targets configured"),
-        regression=RegressionOutcome(None, note="no history store"))
+        regression=RegressionOutcome(None, note="no history store"),
+        canary=CanaryResult(CANARY, note="not measured: canary.enabled is false"))
     stages = {"tune": {"status": "failed", "error": "no candidate met the SLO", "duration_s": 1.0, "steps": 2},
               "single_client": {"status": "completed", "duration_s": 1.0, "steps": 1}}
     return build_summary(_ctx(results, stages, error="boom", failure="no saturation point was measured: boom"))  # type: ignore[arg-type]
@@ -183,7 +205,9 @@ def test_only_the_tune_stage_reports_the_tuned_pods_saturation() -> None:
     assert summary["operating_point"]["rps"] == 35.0 and summary["operating_point"]["p95_ms"] == 12.0
     assert summary["slo_capacity"]["users"] is None  # a tuning search never looks for the SLO's limit
     assert summary["rps_per_core"] == 50.0  # 50 rps on 2 pods of 0.5 CPU
-    assert summary["answer"].startswith("golden saturates at 50.0 rps with 1 concurrent user on 2 replica(s)")
+    # each rate with its 95% half-width as a share of it (2 rps of 50; 1.4 of 35)
+    assert summary["answer"].startswith("golden saturates at 50.0 rps ± 4% with 1 concurrent user on 2 replica(s) of 0.50 CPU; "
+                                        "operate at 35.0 rps ± 4% (70%)")
 
 
 def test_the_headline_is_multi_client_unless_it_was_worse() -> None:
@@ -194,6 +218,51 @@ def test_the_headline_is_multi_client_unless_it_was_worse() -> None:
     assert sparse_summary()["saturation"] == {"rps": None, "users": None, "found": False, "replicas": None,
                                               "stop_reason": "p95 80 ms over the SLO 50 ms at 1 users",
                                               "rps_ci": None, "stage": None}
+
+
+def test_the_operating_point_is_reported_where_it_was_measured() -> None:
+    """The headline (multi-client) operating rate missed the SLO open loop and backed off; report.md says so."""
+    full = full_summary()
+    op, slo = full["operating_point"], full["slo_capacity"]
+    assert op["load"] == "open" and op["meets_slo"] is False and op["p95_ms"] == 90.0  # measured at 69.3 rps
+    assert [round(w["rate_rps"], 2) for w in op["verification"]] == [69.3, 34.65, 51.97]  # bisection on [0, 69.3]
+    assert slo["rate_rps"] == 34.65 and slo["rate_rps_interval"] == [34.65, 51.97]
+    assert full["operating_line"].endswith("the SLO holds at 34.6 rps (the highest rate in [34.6, 52.0) rps "
+                                           "measured to meet it)")
+    assert full["single_client"]["operating_point"]["meets_slo"] is True
+    assert "operate at 69.3 rps ± 2% (70%), where open loop p95 is 90 ms: the SLO does not hold (it holds up to 34.6 rps)" \
+        in full["answer"]
+    assert full["sizing"]["inputs"]["per_pod_rate_rps"] == 60.0
+    assert full["sizing_line"].startswith("sizing with p95 under 50 ms at 60.0 rps per pod (the SLO held up to 60")
+    unverified = sparse_summary()["single_client"]["operating_point"]
+    assert unverified["load"] == "closed" and unverified["meets_slo"] is None
+
+
+def test_capacity_per_pod_pools_every_stage_that_measured_the_pod_and_names_disagreements() -> None:
+    """Issue 12 item 4, with the field report's figures: tune, single_client, multi_client and scaling at one
+    replica measured the same pod; summary.json pools them and warns naming the stages that disagree."""
+    def search(rps: float, half: float) -> SearchResult:
+        level = Level(4, rps, 30.0, 0.0, 2, True, True, False, rps_halfwidth=half, batches=12)
+        return SearchResult(4, rps, 2, rps * 0.7, None, None, levels=[level], saturation_halfwidth=half)
+
+    candidate = evaluate(Candidate(0.5, 512 * MI, 2), replicas=1, saturation_rps=173.7, p95_ms=20.0,
+                         cpu_use_pct=90.0, memory_peak_pct=40.0, oom_kills=0, restarts=0, meets_slo=True)
+    fit = fit_usl([1, 2], [169.2, 300.0])
+    results = StageResults(
+        tune=TuneResult([candidate], 1, 12, 1, [], "cpu=0.5", True, candidate, search(173.7, 6.0), 0.7),
+        single_client=RampResult("single_client", 1, 1, search(135.7, 5.0), 22.0, 0),
+        multi_client=RampResult("multi_client", 2, 1, search(141.8, 5.0), 22.0, 0),
+        scaling=ScalingResult([ScalingRow(1, 169.2, 4, 169.2, 1.0, 4, "flat", 7.0, 12),
+                               ScalingRow(2, 300.0, 8, 150.0, 0.89, 8, "flat", 9.0, 12)], fit, fit, 4, []))
+    summary = build_summary(_ctx(results, {}))  # type: ignore[arg-type]
+    per_pod = summary["capacity"]["per_pod"]
+    assert per_pod["stages"] == ["tune", "single_client", "multi_client", "scaling"]  # scaling's 1-replica row only
+    assert per_pod["replicas"] == 1 and per_pod["pod"] == {"cpu": 0.5, "memory": 512 * MI, "concurrency": 2}
+    assert per_pod["ci"][0] < 141.8 < 169.2 < per_pod["ci"][1]  # disagreeing stages widen the pooled interval
+    assert ["tune", "single_client"] in per_pod["disagree"] and ["single_client", "multi_client"] not in per_pod["disagree"]
+    assert any("tune 173.7 rps" in w and "single_client 135.7 rps" in w for w in summary["warnings"])
+    assert summary["saturation"]["rps"] == 141.8  # the headline stays one stage's measurement
+    assert build_summary(_ctx(StageResults(), {}))["capacity"] == {"per_pod": None}  # type: ignore[arg-type]
 
 
 def real_run_keys_outside_golden(summary: dict[str, Any]) -> list[str]:

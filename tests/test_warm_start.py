@@ -10,8 +10,8 @@ import pytest
 
 from nightcap.analysis.tuning import Candidate, evaluate
 from nightcap.search import Point, SearchParams, Slo, find_saturation
-from nightcap.warm_start import (PriorLevel, PriorSearch, grid_neighbours, prior_choice, prior_search, search,
-                                 tune_choice_holds, verify_levels, warm_search)
+from nightcap.warm_start import (PriorLevel, PriorSearch, grid_neighbours, prior_choice, prior_from_history,
+                                 prior_search, search, tune_choice_holds, verify_levels, warm_search)
 
 SLO = Slo(p95_ms=250, max_error_rate=0.01)
 # configs/local.yaml's search block (what make run uses), with room for knees up to 128 users
@@ -208,3 +208,108 @@ def test_tune_choice_holds_only_while_choose_still_picks_it() -> None:
                                                                             "concurrency": 1}}}}]
     assert prior_choice(runs, 1) == (chosen, "y", "")
     assert prior_choice(runs[:1], 1)[0] is None
+
+
+def _run_ctx(warm: bool = True, store: object = None, cpu: float = 0.5):
+    """What the flow hands `prior_from_history`: the run's config, pod size and history store."""
+    from types import SimpleNamespace
+
+    from nightcap.config import validate
+    from nightcap.platforms.base import PodSpec
+
+    config = validate({"target": {"name": "t", "kind": "reference"}, "slo": {"p95_ms": 250},
+                       "search": {"warm_start": warm}})
+    return SimpleNamespace(config=config, run_id="tonight", store=store,
+                           spec=PodSpec(cpu=cpu, memory=256 << 20, concurrency=4))
+
+
+class _Store:
+    """comparable_runs as the history store answers it: the newest completed comparable nights first."""
+
+    def __init__(self, runs: list[dict]) -> None:
+        self.runs, self.asked = runs, []
+
+    def comparable_runs(self, config_hash: str, last_n: int = 7, exclude_run_id: str | None = None) -> list[dict]:
+        self.asked.append((config_hash, exclude_run_id))
+        return self.runs
+
+
+def test_the_flow_starts_from_the_newest_comparable_night_on_the_same_pod_and_can_be_turned_off() -> None:
+    def warm_prior(ctx, stage):  # as tasks.measure.warm_prior calls it
+        return prior_from_history(ctx.store, ctx.config, ctx.spec, ctx.run_id, stage)
+
+    _, block = night(16)
+    assert block is not None
+    stored = {"saturation": {"users": block.saturation_users, "rps": block.saturation_rps, "found": True},
+              "levels": [{"users": lv.users, "rps": lv.rps, "good": lv.good} for lv in block.levels]}
+    pod = {"cpu": 0.5, "memory": 256 << 20, "concurrency": 4, "replicas": 1}
+    store = _Store([{"run_id": "n2", "summary": {"platform": {**pod, "cpu": 1.0}, "single_client": stored}},
+                    {"run_id": "n1", "summary": {"platform": pod, "single_client": stored}}])
+    ctx = _run_ctx(store=store)
+    prior, why = warm_prior(ctx, "single_client")  # type: ignore[arg-type]
+    assert prior is not None and prior.run_id == "n1" and not why  # n2 ran another pod size
+    assert store.asked == [(ctx.config.config_hash(), "tonight")]
+    # the off switch is not part of the comparison key: a night with it off compares with the others
+    assert _run_ctx(warm=False).config.config_hash() == ctx.config.config_hash()
+    assert warm_prior(_run_ctx(warm=False, store=store), "single_client") == (None, "search.warm_start is false")  # type: ignore[arg-type]
+    assert warm_prior(_run_ctx(store=None), "single_client") == (None, "no history store")  # type: ignore[arg-type]
+    prior, why = warm_prior(_run_ctx(store=store, cpu=2.0), "single_client")  # type: ignore[arg-type]
+    assert prior is None and "on this pod configuration (2 of 2 ran another)" in why
+
+
+def test_tune_starts_from_last_nights_choice_when_it_is_in_tonights_grid() -> None:
+    from nightcap.config import validate
+    from nightcap.warm_start import tune_prior_from_history
+
+    mi = 2**20
+    grid = {"cpu": [0.5, 1], "memory": ["768Mi", "1Gi"], "concurrency": [1, 2, 4], "replicas": 1}
+    config = validate({"target": {"name": "t", "kind": "reference"}, "slo": {"p95_ms": 250}, "tune": grid})
+    best = {"cpu": 0.5, "memory": 768 * mi, "concurrency": 2}
+    store = _Store([{"run_id": "n1", "summary": {"tuning": {"replicas": 1, "best": best}}}])
+    chosen, near, from_run, why = tune_prior_from_history(store, config, "tonight")
+    assert (chosen, from_run, why) == (Candidate(0.5, 768 * mi, 2), "n1", "")
+    assert near[0] == chosen and len(near) == 5  # itself, cpu 1, memory 1Gi, concurrency 1 and 4
+    store.runs[0]["summary"]["tuning"]["candidates_measured"] = 5  # verifying would cost what the planner did
+    chosen, near, from_run, why = tune_prior_from_history(store, config, "tonight")
+    assert chosen is None and "takes 5 candidates and its planner measured 5: the planner runs" in why
+    store.runs[0]["summary"]["tuning"]["best"] = {**best, "cpu": 2.0}  # a grid that no longer holds it
+    chosen, near, from_run, why = tune_prior_from_history(store, config, "tonight")
+    assert chosen is None and from_run == "n1" and "not in tonight's tune grid" in why
+    off = config.model_copy(update={"search": config.search.model_copy(update={"warm_start": False})})
+    assert tune_prior_from_history(store, off, "tonight")[3] == "search.warm_start is false"
+
+
+def test_the_tune_stage_measures_last_nights_choice_and_its_neighbours_first() -> None:
+    """flows.tune.warm_tune with a measuring stub: accepted while the choice wins, the planner's turn when not."""
+    from types import SimpleNamespace
+
+    from flows.tune import warm_tune
+    from nightcap.config import validate
+
+    mi = 2**20
+    grid = {"cpu": [0.5, 1, 2], "memory": ["768Mi"], "concurrency": [1, 2, 4, 8], "replicas": 1}
+    config = validate({"target": {"name": "t", "kind": "reference"}, "slo": {"p95_ms": 250}, "tune": grid})
+    chosen = {"cpu": 1.0, "memory": 768 * mi, "concurrency": 2}
+    store = _Store([{"run_id": "n1", "summary": {"tuning": {"replicas": 1, "best": chosen, "candidates_measured": 7}}}])
+
+    def night(rps_of) -> tuple:
+        steps: list[str] = []
+        ctx = SimpleNamespace(store=store, config=config, run_id="tonight",
+                              stage_steps=lambda stage: [s for s in steps if s == stage])
+        results: list = []
+
+        def measure(c: Candidate, _of: str) -> None:
+            steps.extend(["tune"] * 3)  # three windows per candidate
+            results.append(evaluate(c, replicas=1, saturation_rps=rps_of(c), p95_ms=50.0, cpu_use_pct=80.0,
+                                    memory_peak_pct=40.0, meets_slo=True))
+        return warm_tune(ctx, measure, results), results  # type: ignore[arg-type]
+
+    per_cpu = {0.5: 40.0, 1.0: 100.0, 2.0: 100.0}  # rps: 1 CPU has the best rps per core
+    same = lambda c: per_cpu[c.cpu] * (1.0 if c.concurrency == 2 else 0.8)  # noqa: E731  (1 CPU x 2 still best)
+    warm, results = night(same)
+    assert warm.accepted and warm.from_run == "n1" and "still wins" in warm.reason, warm
+    assert [r.candidate for r in results][0] == Candidate(1.0, 768 * mi, 2) and len(results) == 5
+    assert warm.levels[0] == Candidate(1.0, 768 * mi, 2).label() and warm.windows == 15
+    moved = lambda c: per_cpu[c.cpu] * (1.5 if c.concurrency == 4 else 1.0)  # noqa: E731  (concurrency 4 wins now)
+    warm, _ = night(moved)
+    assert not warm.accepted and warm.reason.startswith("the full planner ran: the choice moved"), warm

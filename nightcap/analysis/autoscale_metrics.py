@@ -41,6 +41,47 @@ class AutoscaleSample:
     ready: int
     pending: int
     nodes: int | None = None
+    # open loop: the rate the phase offered and what did not make it (error_rate then counts failed and
+    # dropped arrivals together: both are requests a caller did not get answered)
+    offered_rps: float | None = None
+    planned: int = 0
+    dropped: int = 0
+    failures: int = 0
+
+
+@dataclass(frozen=True)
+class PhaseLoad:
+    """What one autoscale phase offered and what came back (summary.json `autoscale.phases[]`)."""
+
+    name: str
+    offered_rps: float | None  # mean of its samples' offered rates (open loop), None for paced users
+    served_rps: float  # mean goodput
+    planned: int
+    dropped: int
+    failures: int
+    error_rate: float  # (failures + dropped) / planned arrivals over the phase (failures / answered for users)
+    worst_p95_ms: float | None
+    samples: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def phase_loads(samples: Sequence[AutoscaleSample]) -> list[PhaseLoad]:
+    """Per phase, in the order the phases ran: offered vs served rate, dropped arrivals and errors."""
+    out: list[PhaseLoad] = []
+    for name in dict.fromkeys(x.phase for x in sorted(samples, key=lambda x: x.t)):
+        rows = [x for x in samples if x.phase == name]
+        offered = [x.offered_rps for x in rows if x.offered_rps is not None]
+        planned, dropped, failures = (sum(x.planned for x in rows), sum(x.dropped for x in rows),
+                                      sum(x.failures for x in rows))
+        p95 = [x.p95_ms for x in rows if x.p95_ms is not None]
+        error_rate = ((failures + dropped) / planned if planned
+                      else statistics.fmean(x.error_rate for x in rows))
+        out.append(PhaseLoad(name, statistics.fmean(offered) if offered else None,
+                             statistics.fmean(x.rps for x in rows), planned, dropped, failures, error_rate,
+                             max(p95) if p95 else None, len(rows)))
+    return out
 
 
 @dataclass(frozen=True)

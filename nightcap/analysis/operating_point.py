@@ -59,6 +59,36 @@ def judge(slo: _SloLike, *, p95_ms: float | None, error_rate: float, verdict: st
     return not reasons, "; ".join(reasons)
 
 
+class _OpenWindowLike(Protocol):
+    offered_rps: float
+    achieved_rps: float
+    goodput_rps: float
+    p50_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+    mean_ms: float | None
+    planned: int
+    late: int
+    dropped: int
+
+    @property
+    def error_rate(self) -> float: ...
+
+
+def rate_check(rate_rps: float, window: _OpenWindowLike, verdict: str, slo: _SloLike, valid: bool = True,
+               note: str = "") -> RateCheck:
+    """An open-loop window (`nightcap.load.open_loop.OpenWindow`) judged against the SLO.
+
+    A window the runner marked invalid (a generator worker died, nothing came back) never meets it.
+    """
+    ok, why = judge(slo, p95_ms=window.p95_ms, error_rate=window.error_rate, verdict=verdict)
+    if not valid:
+        ok, why = False, "; ".join(x for x in (why, note or "invalid window") if x)
+    return RateCheck(rate_rps, window.offered_rps, window.achieved_rps, window.goodput_rps, window.p50_ms,
+                     window.p95_ms, window.p99_ms, window.mean_ms, window.error_rate, window.planned, window.late,
+                     window.dropped, verdict, ok, why)
+
+
 @dataclass
 class OperatingPointCheck:
     """The verification window at the operating rate and, when it failed, the bisection below it."""
@@ -67,6 +97,15 @@ class OperatingPointCheck:
     backoff: list[RateCheck] = field(default_factory=list)
     slo_rate_rps: float | None = None  # highest rate measured to meet the SLO; None when none did
     slo_rate_interval_rps: tuple[float, float | None] = (0.0, None)  # [met, first failed above it]
+
+    @property
+    def met(self) -> bool:
+        return self.verified.meets_slo
+
+    @property
+    def sizing_window(self) -> RateCheck | None:
+        """The window at the rate a pod is planned to run at: the verified one, else the SLO rate's."""
+        return self.verified if self.met else self.at(self.slo_rate_rps)
 
     @property
     def windows(self) -> list[RateCheck]:
@@ -102,3 +141,32 @@ def check_operating_point(measure: Callable[[float], RateCheck], rate_rps: float
         else:
             high = mid
     return OperatingPointCheck(first, tried, best.rate_rps if best else None, (low, high))
+
+
+@dataclass(frozen=True)
+class SizingLatency:
+    """The latency and the SLO rate per pod the sizing model takes from a ramp, and where they come from."""
+
+    mean_latency_s: float | None
+    slo_rate_per_pod_rps: float | None  # only when the operating rate missed the SLO and the back-off found one
+    source: str
+
+
+def sizing_latency(check: OperatingPointCheck | None, replicas: int, stage: str,
+                   closed_p95_ms: float | None) -> SizingLatency:
+    """The mean latency at the rate a pod is planned at: the verified operating rate's window, or the window
+    at the rate the back-off found when the SLO missed there. Without a check (load.verify_s 0) the closed-loop
+    p95 at the operating rate stands in: an upper bound of the mean, so the sizing errs on the safe side.
+
+    The SLO rate caps the per-pod rate only when the operating rate missed the SLO: a met operating rate says
+    nothing about how far above it the SLO still holds."""
+    if check is None:
+        return SizingLatency(closed_p95_ms / 1000 if closed_p95_ms else None, None,
+                             f"p95 {closed_p95_ms} ms interpolated on the closed-loop {stage} ramp (not verified "
+                             "open loop: an upper bound of the mean latency)")
+    slo_rate = None if check.met or check.slo_rate_rps is None else check.slo_rate_rps / replicas
+    window = check.sizing_window
+    if window is None or window.mean_ms is None:
+        return SizingLatency(None, slo_rate, "")
+    return SizingLatency(window.mean_ms / 1000, slo_rate,
+                         f"mean latency open loop at {window.rate_rps:.1f} rps on {replicas} pod(s) ({stage})")

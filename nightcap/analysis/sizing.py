@@ -1,10 +1,17 @@
-"""From measured per-pod numbers to a budget: pods, cores, nodes and cost for a number of users or rps.
+"""From measured per-pod rates to a budget: pods, cores, nodes and cost for a number of users or rps.
 
-The first answer is Little's law: requests in flight = rps × latency, and each pod holds
-`per_pod_concurrency` of them, run at `headroom` (70%) so bursts fit. That formula knows nothing
-about what the pod really sustained, so every row is cross-checked against measured per-pod capacity
-(saturation rps per pod, users per pod under the SLO) and the largest pod count wins; the row names
-the constraint that bound it, because "why 9 pods and not 6" is the first question a budget gets.
+The model a platform engineer checks by hand:
+
+- one pod sustains `per-pod rate = min(headroom x its saturation rps, the highest rate verified open-loop
+  under the SLO)`; pods for a target rate = ceil(target / per-pod rate);
+- a user target becomes a rate through its think time and the MEAN latency measured at the per-pod rate:
+  each user sends one request per (think time + latency);
+- Little's law (in flight = rate x mean latency) says how many requests the pods must hold at once. It
+  binds only where that exceeds what the tuned pods were measured to hold within the SLO (closed-loop
+  users under the SLO per pod); then pods = ceil(in flight / held per pod).
+
+Every row names the constraint that bound it and says why in one sentence with the numbers, because
+"why 8 pods and not 6" is the first question a budget gets.
 """
 
 from __future__ import annotations
@@ -18,18 +25,51 @@ import pandas as pd
 
 from nightcap.analysis.saturation import usable_mask
 
-LATENCY = "latency (Little's law)"
-THROUGHPUT = "throughput per pod"
-SLO_USERS = "SLO users per pod"
+RATE = "per-pod rate"
+CONCURRENCY = "concurrency (Little's law)"
 
 
 def _ceil(x: float) -> int:
-    """ceil that ignores float dust: 0.7 × 10 / 0.7 is 10, not 11."""
+    """ceil that ignores float dust: 0.7 x 10 / 0.7 is 10, not 11."""
     return math.ceil(x - 1e-9 * max(1.0, abs(x)))
 
 
 def _floor(x: float) -> int:
     return math.floor(x + 1e-9 * max(1.0, abs(x)))
+
+
+@dataclass(frozen=True)
+class SizingInputs:
+    """What one pod of the chosen size was measured to do: the sizing model's only inputs."""
+
+    saturation_rps: float  # closed-loop saturation of one pod
+    headroom: float  # share of saturation to operate at (0.7)
+    mean_latency_s: float  # open-loop mean latency measured at the per-pod rate
+    slo_rate_rps: float | None = None  # highest rate one pod met the SLO at, open loop (None: not searched)
+    in_flight_held: float | None = None  # requests one pod held at once within the SLO (closed-loop users)
+
+    def __post_init__(self) -> None:
+        if not self.saturation_rps > 0 or not math.isfinite(self.saturation_rps):
+            raise ValueError(f"per-pod saturation rps must be > 0, got {self.saturation_rps}")
+        if not 0 < self.headroom <= 1:
+            raise ValueError(f"headroom must be in (0, 1], got {self.headroom}")
+        if not self.mean_latency_s > 0 or not math.isfinite(self.mean_latency_s):
+            raise ValueError(f"mean latency must be a positive number of seconds, got {self.mean_latency_s}")
+        if self.slo_rate_rps is not None and self.slo_rate_rps <= 0:
+            raise ValueError(f"SLO rate per pod must be > 0, got {self.slo_rate_rps}: no rate met the SLO")
+        if self.in_flight_held is not None and self.in_flight_held <= 0:
+            raise ValueError(f"in flight held per pod must be > 0, got {self.in_flight_held}")
+
+    @property
+    def rate_rps(self) -> float:
+        """The rate one pod sustains: headroom x saturation, or less where the SLO held only below it."""
+        return min(self.headroom * self.saturation_rps, self.slo_rate_rps or math.inf)
+
+    @property
+    def rate_from(self) -> str:
+        if self.slo_rate_rps is not None and self.slo_rate_rps < self.headroom * self.saturation_rps:
+            return f"the SLO held up to {self.slo_rate_rps:.4g} rps, below {self.headroom:.0%} of saturation"
+        return f"{self.headroom:.0%} of the {self.saturation_rps:.4g} rps one pod saturates at"
 
 
 @dataclass(frozen=True)
@@ -44,46 +84,35 @@ class SizingRow:
     nodes: int
     cost_per_hour: float | None
     binding_constraint: str
-    # inputs and the intermediate figures
-    rps: float  # arrival rate the target implies
-    in_flight: float  # rps × latency (Little's law)
-    latency_s: float
-    per_pod_concurrency: int
+    reason: str  # the arithmetic in words
+    rps: float  # the arrival rate the target implies
+    think_time_s: float
+    mean_latency_s: float
+    per_pod_rate_rps: float
+    per_pod_rate_from: str
+    per_pod_saturation_rps: float
+    per_pod_slo_rate_rps: float | None
     headroom: float
+    pods_by_rate: int
+    in_flight: float  # rps x mean latency (Little's law)
+    in_flight_per_pod: float  # at pods_by_rate pods
+    per_pod_in_flight_held: float | None
+    pods_by_concurrency: int | None  # None when nothing was measured to hold
     cpu_per_pod: float
     node_allocatable_cpu: float
     pods_per_node: int
-    pods_by_latency: int
-    pods_by_throughput: int | None  # None when no per-pod saturation rps was given
-    pods_by_slo_users: int | None  # None when no per-pod SLO users were given
-    per_pod_rps: float | None
-    per_pod_slo_users: float | None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def _size(
-    kind: Literal["users", "rps"],
-    value: float,
-    rps: float,
-    users: float,
-    latency_s: float,
-    per_pod_concurrency: int,
-    cpu_per_pod: float,
-    node_allocatable_cpu: float,
-    headroom: float,
-    price_per_core_hour: float | None,
-    per_pod_rps: float | None,
-    per_pod_slo_users: float | None,
-    slo_headroom: float,
-) -> SizingRow:
-    if latency_s <= 0 or not math.isfinite(latency_s):
-        raise ValueError(f"latency must be a positive number of seconds, got {latency_s}")
-    if per_pod_concurrency < 1:
-        raise ValueError(f"per-pod concurrency must be ≥ 1, got {per_pod_concurrency}")
-    if not 0 < headroom <= 1 or not 0 < slo_headroom <= 1:
-        raise ValueError(f"headroom must be in (0, 1], got {headroom} / {slo_headroom}")
+def _g(x: float) -> str:
+    return f"{x:.3g}" if x < 100 else f"{x:.0f}"
+
+
+def _size(kind: Literal["users", "rps"], value: float, rps: float, think_time_s: float, pod: SizingInputs,
+          cpu_per_pod: float, node_allocatable_cpu: float, price_per_core_hour: float | None,
+          rate_words: str) -> SizingRow:
     if cpu_per_pod <= 0 or node_allocatable_cpu <= 0:
         raise ValueError(f"cpu per pod ({cpu_per_pod}) and node allocatable CPU ({node_allocatable_cpu}) must be > 0")
     pods_per_node = _floor(node_allocatable_cpu / cpu_per_pod)
@@ -92,108 +121,64 @@ def _size(
             f"a pod of {cpu_per_pod:g} CPU does not fit on a node with {node_allocatable_cpu:g} allocatable CPU; "
             "raise sizing.node_allocatable_cpu or tune for smaller pods"
         )
-    in_flight = rps * latency_s
-    candidates: list[tuple[int, str]] = [(max(1, _ceil(in_flight / per_pod_concurrency / headroom)), LATENCY)]
-    by_tp = by_slo = None
-    if per_pod_rps is not None:
-        if per_pod_rps <= 0:
-            raise ValueError(f"measured saturation rps per pod must be > 0, got {per_pod_rps}")
-        by_tp = max(1, _ceil(rps / (per_pod_rps * headroom)))
-        candidates.append((by_tp, THROUGHPUT))
-    if per_pod_slo_users is not None:
-        if per_pod_slo_users <= 0:
-            raise ValueError(
-                f"measured users per pod under the SLO must be > 0, got {per_pod_slo_users}: no step met the SLO"
-            )
-        by_slo = max(1, _ceil(users / (per_pod_slo_users * slo_headroom)))
-        candidates.append((by_slo, SLO_USERS))
-    pods = max(p for p, _ in candidates)
-    binding = " and ".join(name for p, name in candidates if p == pods)
+    per_pod = pod.rate_rps
+    by_rate = max(1, _ceil(rps / per_pod))
+    latency = pod.mean_latency_s
+    in_flight = rps * latency
+    per_pod_in_flight = in_flight / by_rate
+    by_conc = None if pod.in_flight_held is None else max(1, _ceil(in_flight / pod.in_flight_held))
+    binds_conc = by_conc is not None and by_conc > by_rate
+    pods = by_conc if binds_conc else by_rate
+    assert pods is not None
+    words = (f"{rate_words}{_g(rps)} rps / {_g(per_pod)} rps per pod ({pod.rate_from}) = {rps / per_pod:.2f} "
+             f"-> {by_rate} pod(s). In flight: {_g(rps)} rps x {1000 * latency:.3g} ms mean latency = "
+             f"{_g(in_flight)} requests, {_g(per_pod_in_flight)} per pod")
+    if pod.in_flight_held is None:
+        words += "; no measurement of what a pod holds under the SLO, so concurrency was not checked."
+    elif binds_conc:
+        words += (f", more than the {_g(pod.in_flight_held)} a pod held within the SLO: "
+                  f"{_g(in_flight)} / {_g(pod.in_flight_held)} -> {by_conc} pods (concurrency binds).")
+    else:
+        words += f", within the {_g(pod.in_flight_held)} a pod held within the SLO (concurrency does not bind)."
     cores = pods * float(cpu_per_pod)
     nodes = max(_ceil(pods / pods_per_node), _ceil(cores / node_allocatable_cpu))
-    cost = cores * price_per_core_hour if price_per_core_hour is not None else None
-    label = f"{value:g} {kind}"
     return SizingRow(
-        target=label,
-        target_kind=kind,
-        target_value=float(value),
-        pods=pods,
-        cores=cores,
-        nodes=nodes,
-        cost_per_hour=cost,
-        binding_constraint=binding,
-        rps=rps,
-        in_flight=in_flight,
-        latency_s=latency_s,
-        per_pod_concurrency=per_pod_concurrency,
-        headroom=headroom,
-        cpu_per_pod=cpu_per_pod,
-        node_allocatable_cpu=node_allocatable_cpu,
-        pods_per_node=pods_per_node,
-        pods_by_latency=candidates[0][0],
-        pods_by_throughput=by_tp,
-        pods_by_slo_users=by_slo,
-        per_pod_rps=per_pod_rps,
-        per_pod_slo_users=per_pod_slo_users,
+        target=f"{value:g} {kind}", target_kind=kind, target_value=float(value), pods=pods, cores=cores,
+        nodes=nodes, cost_per_hour=cores * price_per_core_hour if price_per_core_hour is not None else None,
+        binding_constraint=CONCURRENCY if binds_conc else RATE, reason=words, rps=rps, think_time_s=think_time_s,
+        mean_latency_s=latency, per_pod_rate_rps=per_pod, per_pod_rate_from=pod.rate_from,
+        per_pod_saturation_rps=pod.saturation_rps, per_pod_slo_rate_rps=pod.slo_rate_rps, headroom=pod.headroom,
+        pods_by_rate=by_rate, in_flight=in_flight, in_flight_per_pod=per_pod_in_flight,
+        per_pod_in_flight_held=pod.in_flight_held, pods_by_concurrency=by_conc, cpu_per_pod=cpu_per_pod,
+        node_allocatable_cpu=node_allocatable_cpu, pods_per_node=pods_per_node,
     )
 
 
-def size_for_users(
-    users: int,
-    latency_s: float,
-    per_pod_concurrency: int,
-    *,
-    cpu_per_pod: float,
-    node_allocatable_cpu: float,
-    headroom: float = 0.7,
-    price_per_core_hour: float | None = None,
-    think_time_s: float = 0.0,
-    per_pod_rps: float | None = None,
-    per_pod_slo_users: float | None = None,
-    slo_headroom: float = 1.0,
-) -> SizingRow:
-    """Size for `users` simultaneous closed-loop users, each waiting `think_time_s` between requests.
+def size_for_rps(rps: float, pod: SizingInputs, *, cpu_per_pod: float, node_allocatable_cpu: float,
+                 price_per_core_hour: float | None = None) -> SizingRow:
+    """Pods for an arrival rate: ceil(rps / per-pod rate), unless Little's law needs more."""
+    if not rps > 0:
+        raise ValueError(f"rps must be > 0, got {rps}")
+    return _size("rps", rps, float(rps), 0.0, pod, cpu_per_pod, node_allocatable_cpu, price_per_core_hour, "")
 
-    Each user sends one request per (latency + think time), so rps = users / (latency + think) and
-    in flight = rps × latency (= users with no think time). `latency_s` is the per-request latency at the
-    operating point (the SLO p95 is a safe upper bound). Per-pod SLO users already sit at the SLO's
-    edge, so no extra headroom is applied to them unless `slo_headroom` < 1.
+
+def size_for_users(users: int, pod: SizingInputs, *, think_time_s: float, cpu_per_pod: float,
+                   node_allocatable_cpu: float, price_per_core_hour: float | None = None) -> SizingRow:
+    """Pods for `users` people who each wait `think_time_s` between requests.
+
+    Each sends one request per (think time + mean latency at the per-pod rate), so the rate is
+    users / (think + latency); with no think time every user is always in flight.
     """
     if users <= 0:
         raise ValueError(f"users must be > 0, got {users}")
     if think_time_s < 0:
-        raise ValueError(f"think time must be ≥ 0, got {think_time_s}")
-    rps = users / (latency_s + think_time_s) if latency_s > 0 else math.inf
-    return _size("users", users, rps, float(users), latency_s, per_pod_concurrency, cpu_per_pod,
-                 node_allocatable_cpu, headroom, price_per_core_hour, per_pod_rps, per_pod_slo_users, slo_headroom)
-
-
-def size_for_rps(
-    rps: float,
-    latency_s: float,
-    per_pod_concurrency: int,
-    *,
-    cpu_per_pod: float,
-    node_allocatable_cpu: float,
-    headroom: float = 0.7,
-    price_per_core_hour: float | None = None,
-    think_time_s: float = 0.0,
-    per_pod_rps: float | None = None,
-    per_pod_slo_users: float | None = None,
-    slo_headroom: float = 1.0,
-) -> SizingRow:
-    """Size for an arrival rate of `rps`: pods = ceil(rps × latency / per-pod concurrency / headroom).
-
-    For the SLO-users cross-check the rate is turned into users with the same closed-loop model:
-    users = rps × (latency + think time).
-    """
-    if rps <= 0:
-        raise ValueError(f"rps must be > 0, got {rps}")
-    if think_time_s < 0:
-        raise ValueError(f"think time must be ≥ 0, got {think_time_s}")
-    users = rps * (latency_s + think_time_s)
-    return _size("rps", rps, float(rps), users, latency_s, per_pod_concurrency, cpu_per_pod,
-                 node_allocatable_cpu, headroom, price_per_core_hour, per_pod_rps, per_pod_slo_users, slo_headroom)
+        raise ValueError(f"think time must be >= 0, got {think_time_s}")
+    cycle = think_time_s + pod.mean_latency_s
+    rps = users / cycle
+    words = (f"{users:g} users x 1 request per ({think_time_s:g} s think + {1000 * pod.mean_latency_s:.3g} ms mean "
+             f"latency) = {_g(rps)} rps; ")
+    return _size("users", users, rps, think_time_s, pod, cpu_per_pod, node_allocatable_cpu, price_per_core_hour,
+                 words)
 
 
 class _SizingLike(Protocol):
@@ -201,31 +186,40 @@ class _SizingLike(Protocol):
     rps: list[float]
     node_allocatable_cpu: float
     price_per_core_hour: float | None
-    headroom: float
+    think_time_s: float
 
 
-def size_rows(
-    sizing: _SizingLike,
-    *,
-    latency_s: float,
-    per_pod_concurrency: int,
-    cpu_per_pod: float,
-    per_pod_rps: float | None = None,
-    per_pod_slo_users: float | None = None,
-    think_time_s: float = 0.0,
-) -> list[SizingRow]:
-    """Every target of a `SizingConfig` (users first, then rps), sized with the same measured inputs."""
-    common: dict[str, Any] = dict(
-        cpu_per_pod=cpu_per_pod,
-        node_allocatable_cpu=sizing.node_allocatable_cpu,
-        headroom=sizing.headroom,
-        price_per_core_hour=sizing.price_per_core_hour,
-        think_time_s=think_time_s,
-        per_pod_rps=per_pod_rps,
-        per_pod_slo_users=per_pod_slo_users,
-    )
-    rows = [size_for_users(u, latency_s, per_pod_concurrency, **common) for u in sizing.users]
-    rows += [size_for_rps(r, latency_s, per_pod_concurrency, **common) for r in sizing.rps]
+def size_rows(sizing: _SizingLike, pod: SizingInputs, *, cpu_per_pod: float) -> list[SizingRow]:
+    """Every target of a `SizingConfig` (users first, then rps), sized from the same measured pod."""
+    common: dict[str, Any] = dict(cpu_per_pod=cpu_per_pod, node_allocatable_cpu=sizing.node_allocatable_cpu,
+                                  price_per_core_hour=sizing.price_per_core_hour)
+    rows = [size_for_users(u, pod, think_time_s=sizing.think_time_s, **common) for u in sizing.users]
+    rows += [size_for_rps(r, pod, **common) for r in sizing.rps]
+    return rows
+
+
+@dataclass(frozen=True)
+class ValidationRow:
+    """The model's throughput for N pods beside what the scaling stage measured at N pods."""
+
+    replicas: int
+    predicted_saturation_rps: float  # N x one pod's saturation: the model scales linearly
+    measured_saturation_rps: float
+    error: float  # predicted / measured - 1
+    predicted_rate_rps: float  # N x the per-pod rate the sizing rows use
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def validate_against_scaling(pod: SizingInputs, measured: dict[int, float]) -> list[ValidationRow]:
+    """For each pod count scaling measured (replicas -> saturation rps), the model's figure and its error."""
+    rows = []
+    for n, rps in sorted(measured.items()):
+        if not rps or rps <= 0:
+            continue
+        predicted = n * pod.saturation_rps
+        rows.append(ValidationRow(n, predicted, rps, predicted / rps - 1, n * pod.rate_rps))
     return rows
 
 

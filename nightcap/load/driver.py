@@ -134,6 +134,9 @@ def summarize(raw: dict[str, Any]) -> Window:
 
     series, bin_s = goodput_series(workers.values())
     estimate, _ = batch_means(series, min_batch=max(1, round(MIN_BATCH_S / bin_s))) if bin_s else (None, 0)
+    half = estimate.half_width if estimate is not None else None
+    if half is not None:  # never finer than a count can tell: one request more or less per worker's window
+        half = max(half, sum(1.0 / w["covered_s"] for w in workers.values() if w["covered_s"] > 0))
     return Window(
         requests=int(sum(w["requests"] for w in workers.values())),
         failures=int(sum(w["failures"] for w in workers.values())),
@@ -146,7 +149,7 @@ def summarize(raw: dict[str, Any]) -> Window:
         workers=len(workers),
         errors=raw.get("errors", []),
         goodput_rps=goodput,
-        goodput_halfwidth=estimate.half_width if estimate is not None else None,
+        goodput_halfwidth=half,
         batches=estimate.n if estimate is not None else 0,
     )
 

@@ -82,7 +82,7 @@ class StepRunner:
         """
         load = self.config.load
         window_s = window_s or load.window_s
-        self._check_budget(window_s + load.warmup_s)
+        self.check_budget(window_s + load.warmup_s)
         started = time.time()
         restart = getattr(self.generator, "restart_dead_workers", None)
         if restart is not None and restart():

@@ -80,6 +80,9 @@ def history_command(store_url: str | None, target: str | None, last: int, consol
     table.add_column("rps/core", justify="right", no_wrap=True)
     table.add_column("p95 at op ms", justify="right", min_width=6)
     table.add_column("SLO users", justify="right", min_width=5)
+    canary = bool(frame["canary"].notna().any())  # a column only when some night measured the platform canary
+    if canary:
+        table.add_column("canary rps/core", justify="right", no_wrap=True)
     table.add_column("version", overflow="fold", min_width=8)
     table.add_column("level change", overflow="fold", min_width=13)
     previous: dict[str, str] = {}  # the last version seen per target, oldest run first
@@ -92,7 +95,7 @@ def history_command(store_url: str | None, target: str | None, last: int, consol
         else:
             version = escape(version)
         started = row.started_at.strftime("%Y-%m-%d %H:%M") if row.started_at is not None and not _isnat(row.started_at) else "?"
-        table.add_row(
+        cells = [
             started,
             str(row.target_name or ""),
             _status(row.status, getattr(row, "regression", None)),
@@ -100,9 +103,11 @@ def history_command(store_url: str | None, target: str | None, last: int, consol
             _figure(row.rps_per_core),
             _figure(row.p95_at_operating_ms),
             _figure(row.slo_users, 0),
+            *([_figure(row.canary)] if canary else []),
             version,
             _changes(changes.get(str(row.run_id), [])),
-        )
+        ]
+        table.add_row(*cells)
     console.print(table)
     shown = [c for run_id in frame["run_id"].astype(str) for c in changes.get(run_id, [])]
     if shown:

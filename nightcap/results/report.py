@@ -20,6 +20,13 @@ def _fmt(value: Any, digits: int = 1, unit: str = "") -> str:
     return f"{value}{unit}"
 
 
+def _pm(rate: Any, ci: Any) -> str:
+    """" ± 4%": the 95% half-width of a rate as a share of it (nothing when it was not measured in sub-windows)."""
+    if not rate or not ci or ci[0] is None or ci[1] is None:
+        return ""
+    return f" ± {100 * (ci[1] - ci[0]) / 2 / rate:.0f}%"
+
+
 def answer_line(summary: dict[str, Any]) -> str:
     """The answer in one line: it leads report.md and the Prefect markdown artifact."""
     sat = summary.get("saturation") or {}
@@ -31,8 +38,14 @@ def answer_line(summary: dict[str, Any]) -> str:
     plat = summary.get("platform", {})
     size = f"{sat.get('replicas') or plat.get('replicas', 1)} replica(s) of {_fmt(plat.get('cpu'), 2)} CPU"
     users = sat.get("users")
-    line = (f"**{target}** saturates at **{_fmt(sat['rps'])} rps** with {users} concurrent user{'s' if users != 1 else ''} "
-            f"on {size}; operate at {_fmt(op.get('rps'))} rps ({int(round(100 * op.get('headroom', 0.7)))}%)")
+    line = (f"**{target}** saturates at **{_fmt(sat['rps'])} rps**{_pm(sat['rps'], sat.get('rps_ci'))} with {users} "
+            f"concurrent user{'s' if users != 1 else ''} on {size}; operate at {_fmt(op.get('rps'))} rps"
+            f"{_pm(op.get('rps'), op.get('rps_ci'))} ({int(round(100 * op.get('headroom', 0.7)))}%)")
+    if op.get("load") == "open":  # measured at that rate, open loop
+        line += (f", where open loop p95 is {_fmt(op.get('p95_ms'), 0)} ms: "
+                 + ("the SLO holds" if op.get("meets_slo") else "the SLO does **not** hold"))
+        if not op.get("meets_slo") and slo.get("rate_rps") is not None:
+            line += f" (it holds up to {_fmt(slo['rate_rps'])} rps)"
     if slo.get("users") is not None:
         line += f"; {slo['users']} users fit under p95 < {_fmt(slo.get('p95_ms'), 0)} ms"
     if not sat.get("found", True):
@@ -59,13 +72,53 @@ def multi_client_line(multi: RampResult) -> str | None:
                                             if multi.single_client_was_bottleneck else "; one client was enough"))
 
 
+def operating_line(r: RampResult) -> str | None:
+    """Where the operating point's latency was measured, and whether the SLO held there (or how far back)."""
+    rate, check = r.search.operating_rps, r.operating_check
+    if rate is None:
+        return None
+    if check is None:
+        return (f"operating point {rate:.1f} rps not verified open loop (load.verify_s 0): its p95 "
+                f"{_fmt(r.operating_p95_ms, 0)} ms is interpolated along the {r.stage} closed-loop ramp at that rate")
+    v = check.verified
+    line = (f"operating point verified open loop: {v.offered_rps:.1f} rps offered for one window on {r.replicas} "
+            f"pod(s) ({r.stage}): p50 {_fmt(v.p50_ms, 0)} / p95 {_fmt(v.p95_ms, 0)} / p99 {_fmt(v.p99_ms, 0)} ms "
+            f"from the planned send times, {100 * v.error_rate:.1f}% errors, {v.dropped} dropped")
+    if v.meets_slo:
+        return line + ": meets the SLO"
+    line += f": misses the SLO ({v.why})"
+    low, high = check.slo_rate_interval_rps
+    if check.slo_rate_rps is None:
+        return line + f"; no rate down to {high:.1f} rps met it in {len(check.backoff)} back-off window(s)"
+    return line + (f"; backing off by bisection, the SLO holds at {check.slo_rate_rps:.1f} rps "
+                   f"(the highest rate in [{low:.1f}, {high:.1f}) rps measured to meet it)")
+
+
 def sizing_line(s: SizingResult, slo_p95_ms: float) -> str | None:
     if not s.rows:
         return None
-    r = s.rows[0]
-    cost = f", ${r.cost_per_hour:.2f}/h" if r.cost_per_hour is not None else ""
-    return (f"for {r.target} with p95 under {slo_p95_ms:g} ms: {r.cores:g} cores = {r.pods} pods of "
-            f"{s.cpu_per_pod:g} CPU on {r.nodes} node(s){cost} (binding: {r.binding_constraint})")
+    parts = []
+    for r in s.rows:
+        cost = f", ${r.cost_per_hour:.2f}/h" if r.cost_per_hour is not None else ""
+        parts.append(f"{r.target}: {r.pods} pod{'s' if r.pods != 1 else ''} of {s.cpu_per_pod:g} CPU = {r.cores:g} "
+                     f"core{'s' if r.cores != 1 else ''} on {r.nodes} node(s){cost} (binding: {r.binding_constraint})")
+    pod = s.pod
+    rate = f" at {pod.rate_rps:.1f} rps per pod ({pod.rate_from})" if pod else ""
+    return f"sizing with p95 under {slo_p95_ms:g} ms{rate}: " + "; ".join(parts)
+
+
+def sizing_text(s: SizingResult, slo_p95_ms: float) -> str:
+    """The sizing section: the line, then each row's arithmetic in words, then the model against scaling."""
+    lines = [sizing_line(s, slo_p95_ms) or "", ""]
+    if s.latency_from:
+        lines.append(f"Latency used: {1000 * (s.latency_s or 0):.1f} ms, {s.latency_from}.\n")
+    lines += [f"- **{r.target}**: {r.reason}" for r in s.rows]
+    if s.validation:
+        lines.append("")
+        lines.append("Checked against the scaling stage (the model scales one pod's saturation linearly): " + "; ".join(
+            f"{v.replicas} pod(s) predicted {v.predicted_saturation_rps:.0f} rps, measured "
+            f"{v.measured_saturation_rps:.0f} rps ({v.error:+.0%})" for v in s.validation) + ".")
+    return "\n".join(lines)
 
 
 def autoscale_line(a: AutoscaleResult) -> str:
@@ -76,9 +129,40 @@ def autoscale_line(a: AutoscaleResult) -> str:
             f"peak Pending {t.peak_pending}; {a.nodes_note}")
 
 
+def warm_start_line(r: StageResults) -> str | None:
+    """Which searches started from last night's answer, and what that saved or why it did not."""
+    parts = []
+    for name, result in (("tune", r.tune), ("single-client", r.single_client), ("multi-client", r.multi_client)):
+        warm = result.warm_start if result else None
+        if warm is None or not warm.from_run:
+            continue
+        verdict = "accepted" if warm.accepted else "refused"
+        parts.append(f"{name} {verdict} (run {warm.from_run}, {warm.windows} window(s) at {warm.levels}): "
+                     f"{warm.reason}")
+    return "warm start: " + "; ".join(parts) if parts else None
+
+
+def canary_line(r: StageResults) -> str | None:
+    c = r.canary
+    if c is None:
+        return None
+    if c.figure is None:
+        return f"platform canary {c.note}"
+    f = c.figure
+    text = f"platform canary {f.rps_per_core:.1f} rps per core"
+    if f.ci:
+        text += f" ({f.ci[0]:.1f}–{f.ci[1]:.1f})"
+    check = r.regression.result.platform if r.regression and r.regression.result else None
+    if check is not None and check.change_pct is not None:
+        text += f", {check.change_pct:+.1f}% vs its baseline {check.baseline_median:.1f} ({check.verdict})"
+    return text + f" in {c.duration_s:g} s"
+
+
 def stage_lines(r: StageResults, slo_p95_ms: float) -> dict[str, str]:
     """One sentence per stage that has something to say (summary.json `<stage>_line`, report.md's bullets)."""
+    ramp = r.headline_ramp()
     lines = {
+        "operating_line": ramp and operating_line(ramp),
         "tuning_line": r.tune and tuning_line(r.tune),
         "multi_client_line": r.multi_client and multi_client_line(r.multi_client),
         "sizing_line": r.sizing and sizing_line(r.sizing, slo_p95_ms),
@@ -86,6 +170,8 @@ def stage_lines(r: StageResults, slo_p95_ms: float) -> dict[str, str]:
         "regression_line": (r.regression and r.regression.result
                             and f"regression check against {r.regression.baseline_runs} earlier night(s), "
                                 f"change points over {r.regression.nights}: {r.regression.result.message}"),
+        "warm_start_line": warm_start_line(r),
+        "canary_line": canary_line(r),
     }
     return {k: v for k, v in lines.items() if v}
 
@@ -115,9 +201,10 @@ def sections(r: StageResults, slo_p95_ms: float) -> list[dict[str, Any]]:
     """report.md's sections after the answer: sizing first (what to buy), then tuning, scaling, regression."""
     out: list[dict[str, Any]] = []
     if r.sizing and not r.sizing.note:
-        out.append({"title": "Sizing", "text": sizing_line(r.sizing, slo_p95_ms) or "",
+        out.append({"title": "Sizing", "text": sizing_text(r.sizing, slo_p95_ms),
                     "rows": [row.to_dict() for row in r.sizing.rows],
-                    "columns": ["target", "pods", "cores", "nodes", "cost_per_hour", "binding_constraint"]})
+                    "columns": ["target", "rps", "pods", "cores", "nodes", "cost_per_hour", "in_flight",
+                                "binding_constraint"]})
     if r.tune:
         out.append({"title": "Fine-tuning (pod size)", "text": tuning_line(r.tune),
                     "rows": [c.to_dict() for c in r.tune.candidates], "columns": TUNING_COLUMNS})
@@ -155,7 +242,8 @@ def write_markdown(summary: dict[str, Any], out: Path, plots: list[Path], embed:
     payload = (summary.get("target") or {}).get("payload") or {}
     if payload.get("source"):
         lines.append(f"- requests: {payload['source']}" + (" (**synthetic values**)" if payload.get("synthetic") else ""))
-    for key in ("autoscale_line", "sizing_line", "tuning_line", "regression_line", "multi_client_line"):
+    for key in ("operating_line", "autoscale_line", "sizing_line", "tuning_line", "regression_line", "canary_line",
+                "multi_client_line", "warm_start_line"):
         if summary.get(key):
             lines.append(f"- {summary[key]}")
     plat = summary.get("platform", {})

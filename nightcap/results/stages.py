@@ -12,11 +12,24 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nightcap.analysis.autoscale_metrics import AutoscaleSample, AutoscaleSummary
+from nightcap.analysis.canary import CanaryFigure, CanarySettings
+from nightcap.analysis.capacity import Measurement, PodCapacity, pool_pod
+from nightcap.analysis.operating_point import OperatingPointCheck
 from nightcap.analysis.regression import RegressionResult
-from nightcap.analysis.sizing import Capacity, PerPod, SizingRow
+from nightcap.analysis.sizing import Capacity, PerPod, SizingInputs, SizingRow, ValidationRow
 from nightcap.analysis.tuning import CandidateResult
 from nightcap.analysis.usl import UslFit
 from nightcap.search import SearchResult
+from nightcap.warm_start import WarmStart
+
+
+def _measurement(stage: str, s: SearchResult | None, replicas: int) -> Measurement | None:
+    """A search's saturation figure with the sub-windows of the level it was measured at."""
+    if s is None or not s.saturation_rps:
+        return None
+    knee = s.level(s.saturation_users or 0)
+    return Measurement(stage, s.saturation_rps, s.saturation_halfwidth, knee.batches if knee else 0,
+                       s.saturation_users, replicas)
 
 
 @dataclass
@@ -36,6 +49,7 @@ class Saturation:
     rps_halfwidth: float | None = None  # 95% half-widths of the rates above (None: not measured in sub-windows)
     operating_halfwidth: float | None = None
     slo_halfwidth: float | None = None
+    operating_check: OperatingPointCheck | None = None  # the open-loop verification at operating_rps
 
     @classmethod
     def of(cls, s: SearchResult, replicas: int, operating_p95_ms: float | None, with_slo: bool = True) -> "Saturation":
@@ -59,10 +73,15 @@ class RampResult:
     plot: str | None = None
     vs_single_rps: float | None = None  # multi_client: the single client's saturation rps, when it ran
     single_client_was_bottleneck: bool | None = None
+    warm_start: WarmStart | None = None  # whether last night's knee was verified instead of searched, and why
+    # the operating rate offered open loop, and the back-off below it when it missed the SLO (None: not checked)
+    operating_check: OperatingPointCheck | None = None
 
     @property
     def saturation(self) -> Saturation:
-        return Saturation.of(self.search, self.replicas, self.operating_p95_ms)
+        sat = Saturation.of(self.search, self.replicas, self.operating_p95_ms)
+        sat.operating_check = self.operating_check
+        return sat
 
     @property
     def capacity(self) -> Capacity:
@@ -85,6 +104,7 @@ class TuneResult:
     best_search: SearchResult | None  # the chosen candidate's (cheap) saturation search
     headroom: float
     plot: str | None = None
+    warm_start: WarmStart | None = None  # last night's choice and its grid neighbours measured first, and why
 
     @property
     def saturation(self) -> Saturation | None:
@@ -103,6 +123,8 @@ class ScalingRow:
     efficiency: float | None
     slo_users: int | None
     stop_reason: str
+    rps_halfwidth: float | None = None  # 95% half-width of saturation_rps (None: not measured in sub-windows)
+    batches: int = 0  # the sub-windows it was measured over
 
 
 @dataclass
@@ -128,11 +150,14 @@ class SizingResult:
 
     rows: list[SizingRow]
     per_pod: PerPod | None
-    latency_s: float | None
+    latency_s: float | None  # the mean latency the rows use (see latency_from)
     headroom: float
     node_allocatable_cpu: float
     cpu_per_pod: float
     note: str = ""
+    pod: SizingInputs | None = None  # what one pod was measured to do: the model's inputs
+    latency_from: str = ""
+    validation: list[ValidationRow] = field(default_factory=list)  # the model beside scaling's measured pods
 
 
 @dataclass
@@ -166,6 +191,17 @@ class RegressionOutcome:
 
 
 @dataclass
+class CanaryResult:
+    """Tonight's platform canary, measured before the model (None `figure`: not measured, `note` says why)."""
+
+    settings: CanarySettings
+    figure: CanaryFigure | None = None
+    duration_s: float | None = None
+    note: str = ""
+    windows: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
 class StageResults:
     """The typed results of the stages that ran so far (None: not run, or failed before it had a result)."""
 
@@ -176,6 +212,7 @@ class StageResults:
     sizing: SizingResult | None = None
     autoscale: AutoscaleResult | None = None
     regression: RegressionOutcome | None = None
+    canary: CanaryResult | None = None  # not a stage of `stages`: measured before the deploy for the regression check
 
     def headline(self) -> tuple[str | None, Saturation | None]:
         """The stage whose saturation is the answer: multi-client when it ran and was not worse than the
@@ -190,6 +227,25 @@ class StageResults:
         if tuned is not None:
             return "tune", tuned
         return None, None
+
+    def pod_measurements(self, replicas: int) -> list[Measurement]:
+        """Every stage's saturation figure of the run's pod on `replicas` pods: tune's chosen candidate (the pod
+        the later stages deploy), single_client, multi_client and scaling's row at that replica count."""
+        found = []
+        if self.tune and self.tune.best is not None and self.tune.replicas == replicas:
+            found.append(_measurement("tune", self.tune.best_search, replicas))
+        for ramp in (self.single_client, self.multi_client):
+            if ramp and ramp.replicas == replicas:
+                found.append(_measurement(ramp.stage, ramp.search, replicas))
+        row = next((r for r in self.scaling.rows if r.replicas == replicas), None) if self.scaling else None
+        if row and row.saturation_rps:
+            found.append(Measurement("scaling", row.saturation_rps, row.rps_halfwidth, row.batches,
+                                     row.saturation_users, replicas))
+        return [m for m in found if m is not None]
+
+    def per_pod(self, replicas: int) -> PodCapacity | None:
+        """capacity.per_pod: the stages' figures of one pod configuration pooled (None when none measured it)."""
+        return pool_pod(self.pod_measurements(replicas))
 
     def headline_ramp(self) -> RampResult | None:
         stage, _ = self.headline()

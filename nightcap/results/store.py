@@ -322,19 +322,21 @@ class HistoryStore:
             ) if rows else {}
         columns = [
             "run_id", "started_at", "finished_at", "status", "target_name", "platform", "config_hash",
-            "version", *HEADLINE_FIGURES, "steps", "regression", "flow_run_id", "target_version", "note",
+            "version", *HEADLINE_FIGURES, "canary", "steps", "regression", "flow_run_id", "target_version", "note",
         ]
         records = []
         for row in reversed(rows):
             row["version"] = version_label(row["target_version"])
             # a regressed night ends its flow run Failed yet stays a completed measurement (and a baseline)
             row["regression"] = ((row.get("summary") or {}).get("regression") or {}).get("verdict")
+            # the platform canary's rps per core that night (kept in its summary), beside the model's figures
+            row["canary"] = _number(((row.get("summary") or {}).get("canary") or {}).get("rps_per_core"))
             row["steps"] = int(counts.get(row["run_id"], 0))
             records.append({name: row.get(name) for name in columns})
         frame = pd.DataFrame.from_records(records, columns=columns)
         for name in ("started_at", "finished_at"):
             frame[name] = pd.to_datetime(frame[name], utc=True)
-        for name in HEADLINE_FIGURES:
+        for name in (*HEADLINE_FIGURES, "canary"):
             frame[name] = pd.to_numeric(frame[name], errors="coerce")
         return frame
 

@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nightcap.analysis.figures import HEADLINE_NAMES
+from nightcap.analysis.operating_point import OperatingPointCheck
 from nightcap.results import report
 from nightcap.results.stages import (
     AutoscaleResult,
+    CanaryResult,
     RampResult,
     RegressionOutcome,
     ScalingResult,
@@ -41,6 +43,25 @@ def _ci(rps: float | None, half: float | None) -> list[float | None] | None:
     return [_r(max(rps - half, 0.0)), _r(rps + half)]
 
 
+def operating_check_fields(check: OperatingPointCheck | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """operating_point's open-loop keys and slo_capacity's rate keys from the verification (None: not run).
+
+    load "open": p50/p95/p99, errors and dropped arrivals were measured in an open-loop window at the operating
+    rate; "closed": not verified, p95_ms is interpolated along the closed-loop ramp at that rate.
+    """
+    if check is None:
+        return ({"load": "closed", "p50_ms": None, "p99_ms": None, "error_rate": None, "dropped": None,
+                 "meets_slo": None, "verification": []},
+                {"rate_rps": None, "rate_rps_interval": None})
+    v = check.verified
+    op = {"load": "open", "p50_ms": v.p50_ms, "p95_ms": v.p95_ms, "p99_ms": v.p99_ms, "mean_ms": _r(v.mean_ms),
+          "error_rate": v.error_rate, "dropped": v.dropped, "late": v.late, "offered_rps": _r(v.offered_rps),
+          "goodput_rps": _r(v.goodput_rps), "meets_slo": v.meets_slo, "why": v.why,
+          "verification": [w.to_dict() for w in check.windows]}
+    low, high = check.slo_rate_interval_rps
+    return op, {"rate_rps": _r(check.slo_rate_rps), "rate_rps_interval": [_r(low), _r(high)]}
+
+
 def headline(ctx: "RunContext") -> dict[str, Any]:
     """saturation, operating_point, slo_capacity, platform and rps_per_core: the answer and where it was measured."""
     cfg, spec, platform = ctx.config, ctx.spec, ctx.platform
@@ -58,6 +79,9 @@ def headline(ctx: "RunContext") -> dict[str, Any]:
                           rps_ci=_ci(sat.rps, sat.rps_halfwidth), replicas=sat.replicas)
         operating.update(rps=_r(sat.operating_rps), users=sat.operating_users,
                          rps_ci=_ci(sat.operating_rps, sat.operating_halfwidth), p95_ms=sat.operating_p95_ms)
+        op_open, slo_rate = operating_check_fields(sat.operating_check)
+        operating.update(op_open)
+        slo.update(slo_rate)
         if stage != "tune":  # tuning searches stop at the knee: they never look for the SLO's limit
             slo.update(users=sat.slo_users, rps=_r(sat.slo_rps), rps_ci=_ci(sat.slo_rps, sat.slo_halfwidth))
     slo.update(p95_ms=cfg.slo.p95_ms, max_error_rate=cfg.slo.max_error_rate,
@@ -103,21 +127,26 @@ def tuning_block(t: TuneResult) -> dict[str, Any]:
             "cpu": best.candidate.cpu, "memory": best.candidate.memory,
             "memory_label": best.to_dict()["memory_label"], "concurrency": best.candidate.concurrency,
             "rps_per_core": best.rps_per_core, "saturation_rps": best.saturation_rps},
+        "warm_start": t.warm_start.to_dict() if t.warm_start else None,
     }
 
 
 def ramp_block(r: RampResult, headroom: float) -> dict[str, Any]:
     s = r.search
+    op_open, slo_rate = operating_check_fields(r.operating_check)
     block: dict[str, Any] = {
         "saturation": {"rps": _r(s.saturation_rps), "users": s.saturation_users, "found": s.found,
                        "stop_reason": s.stop_reason, "rps_ci": _ci(s.saturation_rps, s.saturation_halfwidth)},
         "operating_point": {"rps": _r(s.operating_rps), "users": s.operating_users, "headroom": headroom,
-                            "rps_ci": _ci(s.operating_rps, s.operating_halfwidth), "p95_ms": r.operating_p95_ms},
-        "slo_capacity": {"users": s.slo_users, "rps": _r(s.slo_rps), "rps_ci": _ci(s.slo_rps, s.slo_halfwidth)},
+                            "rps_ci": _ci(s.operating_rps, s.operating_halfwidth), "p95_ms": r.operating_p95_ms,
+                            **op_open},
+        "slo_capacity": {"users": s.slo_users, "rps": _r(s.slo_rps), "rps_ci": _ci(s.slo_rps, s.slo_halfwidth),
+                         **slo_rate},
         "levels": [asdict(lv) for lv in s.levels],
         "windows": s.windows,
         "workers": r.workers,
         "generator_bound_steps": r.generator_bound_steps,
+        "warm_start": r.warm_start.to_dict() if r.warm_start else None,
     }
     single, multi = _r(r.vs_single_rps), _r(s.saturation_rps)
     if single and multi:
@@ -146,10 +175,15 @@ def scaling_block(s: ScalingResult) -> dict[str, Any]:
 def sizing_block(s: SizingResult) -> dict[str, Any]:
     if s.note:
         return {"rows": [], "note": s.note}
-    p = s.per_pod
+    p, pod = s.per_pod, s.pod
     return {"rows": [row.to_dict() for row in s.rows],
             "inputs": {"per_pod_rps": p.rps if p else None, "per_pod_slo_users": p.slo_users if p else None,
-                       "latency_s": s.latency_s, "latency_from": "p95 at the operating point"},
+                       "per_pod_from": p.source if p else None,
+                       "latency_s": s.latency_s, "latency_from": s.latency_from,
+                       "per_pod_rate_rps": pod.rate_rps if pod else None,
+                       "per_pod_rate_from": pod.rate_from if pod else None,
+                       "per_pod_slo_rate_rps": pod.slo_rate_rps if pod else None},
+            "validation": [v.to_dict() for v in s.validation],
             "headroom": s.headroom, "node_allocatable_cpu": s.node_allocatable_cpu}
 
 
@@ -168,6 +202,20 @@ def regression_block(o: RegressionOutcome) -> dict[str, Any]:
     return {**o.result.to_dict(), "version_change": o.version_change}
 
 
+def canary_block(c: CanaryResult, regression: RegressionOutcome | None) -> dict[str, Any]:
+    """Tonight's canary (rps per core of its pod, with its interval) and its change against the baseline nights
+    (`change`: None until the regression check compared it)."""
+    f = c.figure
+    check = regression.result.platform if regression and regression.result else None
+    change = None
+    if check is not None:
+        change = {"baseline_rps_per_core": _r(check.baseline_median), "change_pct": check.change_pct,
+                  "noise_pct": check.noise_pct, "baseline_runs": check.baseline_runs, "verdict": check.verdict}
+    return {"rps_per_core": _r(f.rps_per_core) if f else None, "rps_ci": f.ci if f else None,
+            "windows": f.windows if f else 0, "error_rate": f.error_rate if f else None,
+            "settings": c.settings.to_dict(), "duration_s": c.duration_s, "note": c.note, "change": change}
+
+
 def stage_blocks(results: StageResults, headroom: float) -> dict[str, Any]:
     """One block per stage that has a result, under the stage's summary key."""
     out: dict[str, Any] = {}
@@ -184,6 +232,8 @@ def stage_blocks(results: StageResults, headroom: float) -> dict[str, Any]:
         out["autoscale"] = autoscale_block(results.autoscale)
     if results.regression:
         out["regression"] = regression_block(results.regression)
+    if results.canary:
+        out["canary"] = canary_block(results.canary, results.regression)
     return out
 
 
@@ -193,6 +243,20 @@ def plots(results: StageResults) -> list[str]:
     names = [r.tune and r.tune.plot, r.single_client and r.single_client.plot, r.multi_client and r.multi_client.plot,
              *(r.scaling.plots if r.scaling else []), r.autoscale and r.autoscale.plot]
     return [n for n in names if n]
+
+
+def capacity_block(ctx: "RunContext") -> tuple[dict[str, Any], list[str]]:
+    """capacity.per_pod (the stages' measurements of the run's pod pooled) and a warning per disagreeing pair.
+
+    The headline stays one stage's measurement (its rps was measured at its users, and the operating point is
+    derived from it); per_pod is beside it, with the interval that every stage's figure together supports.
+    """
+    cap = ctx.results.per_pod(ctx.config.platform.replicas)
+    if cap is None:
+        return {"per_pod": None}, []
+    spec = ctx.spec
+    pod = {"cpu": spec.cpu, "memory": spec.memory, "concurrency": spec.concurrency} if spec else None
+    return {"per_pod": cap.to_dict(pod)}, cap.warnings()
 
 
 def build_summary(ctx: "RunContext") -> dict[str, Any]:
@@ -206,7 +270,8 @@ def build_summary(ctx: "RunContext") -> dict[str, Any]:
     if res.autoscale and res.autoscale.plot:
         summary["lead_plot"] = res.autoscale.plot
     summary["sections"] = report.sections(res, cfg.slo.p95_ms)
-    summary["warnings"] = list(ctx.warnings)
+    summary["capacity"], pooled_warnings = capacity_block(ctx)
+    summary["warnings"] = list(ctx.warnings) + pooled_warnings
     summary["answer"] = report.answer_line(summary).replace("**", "")
     return summary
 

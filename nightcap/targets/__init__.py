@@ -13,6 +13,8 @@
 - `reference_server.py` a server of known capacity (`python -m nightcap.targets.reference_server`, or
                         `nightcap serve-reference`), for tests and benchmarks.
 - `reference_capacity.py` that capacity from its parameters (pure), the truth tests compare with.
+- `canary.py`           the platform canary as a target: the reference server doing fixed work, on the model's
+                        platform (a stock Python image on Kubernetes).
 
 Depends on: config only (plan.py; MLflow is imported only to resolve a model URI); the servers depend on
 nothing in nightcap.
