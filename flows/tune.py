@@ -20,7 +20,8 @@ from nightcap.results.plots import heatmap
 from nightcap.results.stages import TuneResult
 from nightcap.run.context import RunContext
 from nightcap.search import SearchAborted, SearchResult
-from nightcap.warm_start import WarmStart, disabled, tune_choice_holds, tune_prior_from_history
+from nightcap.warm_start import WarmStart, disabled
+from nightcap.warm_start_tune import tune_choice_holds, tune_prior_from_history
 from tasks.measure import run_search, search_params
 
 

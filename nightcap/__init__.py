@@ -6,7 +6,8 @@ File map (each package's `__init__` says what lives in it):
 - `config_sections.py` its sections (target, platform, load, search, slo, ...), one pydantic model each.
 - `quantities.py` CPU and memory quantities ("500m", "768Mi") parsed and formatted.
 - `search.py`     the saturation search (pure: takes a "measure one window" callable).
-- `warm_start.py` the search (and tune's choice) verified from the last comparable night, full search if it moved (pure).
+- `warm_start.py` the search verified from the last comparable night, full search if it moved (pure).
+- `warm_start_tune.py` the same for tune: last night's pod size and its grid neighbours first (pure).
 - `analysis/`     pure capacity analysis: saturation, tuning, USL, sizing, HPA model, autoscale timings, regression.
 - `targets/`      what is measured: target plans, the bundled model, the reference server.
 - `platforms/`    where replicas run: Platform protocol, local processes + cgroups, Kubernetes, GKE; the factory.

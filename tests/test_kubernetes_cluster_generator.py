@@ -175,13 +175,13 @@ def _config(tmp: Path) -> Path:
         "platform": {"kind": "kubernetes", "namespace": NS, "replicas": 1, "cpu": 1, "ready_timeout_s": 30,
                      "gke": {"project": "p1", "location": "europe-west4", "cluster": "c1", "node_pool": "pool-a"}},
         "load": {"workers": 1, "warmup_s": 1, "window_s": 2, "reconnect_s": 5, "max_duration_s": 240, "verify_s": 0},
-        "search": {"start_users": 2, "max_users": 16, "max_windows": 1, "refine_steps": 0, "slo_capacity": False},
+        "search": {"start_users": 4, "max_users": 16, "max_windows": 1, "refine_steps": 0, "slo_capacity": False},
         "slo": {"p95_ms": 2000},
         "stages": ["single_client", "autoscale"],
         "autoscale": {"min_replicas": 1, "max_replicas": 3, "sample_s": 1, "nodes": {"min": 1, "max": 3},
-                      "phases": [{"name": "baseline", "load": 0.5, "duration_s": 2},
-                                 {"name": "overload", "load": 1.5, "duration_s": 4},
-                                 {"name": "recovery", "load": 0.5, "duration_s": 2}]},
+                      "phases": [{"name": "baseline", "load": 0.5, "duration_s": 1},
+                                 {"name": "overload", "load": 1.5, "duration_s": 2},
+                                 {"name": "recovery", "load": 0.5, "duration_s": 1}]},
         "store": {"url": f"sqlite:///{tmp}/history.db"},
     }
     path = tmp / "k8s-cluster-gen.yaml"

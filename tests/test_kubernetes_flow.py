@@ -53,13 +53,13 @@ def _config(tmp: Path) -> Path:
         "platform": {"kind": "kubernetes", "namespace": NS, "replicas": 1, "cpu": 1, "ready_timeout_s": 30},
         "load": {"generator": "local", "workers": 1, "warmup_s": 1, "window_s": 2, "reconnect_s": 5, "verify_s": 0,
                  "max_duration_s": 240},
-        "search": {"start_users": 1, "max_users": 32, "max_windows": 1, "refine_steps": 0, "slo_capacity": False},
+        "search": {"start_users": 2, "max_users": 32, "max_windows": 1, "refine_steps": 0, "slo_capacity": False},
         "slo": {"p95_ms": 2000},
         "stages": ["single_client", "autoscale"],
         "autoscale": {"min_replicas": 1, "max_replicas": 3, "sample_s": 1,
-                      "phases": [{"name": "baseline", "load": 0.5, "duration_s": 3},
-                                 {"name": "overload", "load": 1.5, "duration_s": 5},
-                                 {"name": "recovery", "load": 0.5, "duration_s": 2}]},
+                      "phases": [{"name": "baseline", "load": 0.5, "duration_s": 1},
+                                 {"name": "overload", "load": 1.5, "duration_s": 4},
+                                 {"name": "recovery", "load": 0.5, "duration_s": 1}]},
         "store": {"url": f"sqlite:///{tmp}/history.db"},
     }
     path = tmp / "k8s.yaml"
@@ -166,6 +166,34 @@ def test_parent_flow_on_kubernetes_end_to_end(prefect_api: str, cluster: FakeClu
           f"{on_disk['saturation']['users']} users; {len(forwarded)} forwarded connections; HPA statuses "
           f"{[(s['currentReplicas'], s['desiredReplicas']) for s in cluster.hpa_statuses]}; flow {elapsed:.0f}s")
     assert elapsed < 90, f"the flow took {elapsed:.0f}s"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+def test_a_night_the_cluster_is_not_ready_for_fails_in_seconds_creating_nothing(
+        prefect_api: str, cluster: FakeCluster, leftovers: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The flow's first task is preflight: a missing verb and a missing metrics-server stop the night before
+    anything is created, with one reason per problem saying what to change."""
+    from flows.capacity_check import capacity_check
+    from tasks.platform import NotReady
+
+    monkeypatch.setattr("nightcap.platforms.kube_client.api_client_for", lambda platform: cluster.api)
+    cluster.kmock.denied = {("apps", "deployments", "delete")}
+    cluster.run(lambda: cluster.kmock.resources.__delitem__("metrics.k8s.io/v1beta1/pods"))
+    started = time.monotonic()
+    with pytest.raises(NotReady) as err:
+        capacity_check(config=str(_config(tmp_path)), out=str(tmp_path / "report"))
+    elapsed = time.monotonic() - started
+    reasons = str(err.value).split(": ", 1)[1].split(" | ")
+    assert len(reasons) == 2, reasons
+    assert reasons[0].startswith("FAIL  rbac: missing delete on deployments") and \
+        '{apiGroups: ["apps"], resources: ["deployments"], verbs: ["delete"]}' in reasons[0]
+    assert reasons[1].startswith("FAIL  metrics-server:") and "install metrics-server" in reasons[1]
+    created = [r for r in cluster.requests("POST") if r.params.get("dryRun") != "All"
+               and "selfsubjectaccessreviews" not in str(r.url.path)]
+    assert created == [] and cluster.requests("PATCH") == [] and cluster.requests("DELETE") == []
+    assert not (tmp_path / "report").exists()
+    assert elapsed < 15, f"the night took {elapsed:.0f}s to fail"
 
 
 # --- the pieces the flow wires, without Prefect or load --------------------------------------------------

@@ -10,8 +10,9 @@ import pytest
 
 from nightcap.analysis.tuning import Candidate, evaluate
 from nightcap.search import Point, SearchParams, Slo, find_saturation
-from nightcap.warm_start import (PriorLevel, PriorSearch, grid_neighbours, prior_choice, prior_from_history,
-                                 prior_search, search, tune_choice_holds, verify_levels, warm_search)
+from nightcap.warm_start import (PriorLevel, PriorSearch, prior_from_history, prior_search, search, verify_levels,
+                                 warm_search)
+from nightcap.warm_start_tune import grid_neighbours, prior_choice, tune_choice_holds
 
 SLO = Slo(p95_ms=250, max_error_rate=0.01)
 # configs/local.yaml's search block (what make run uses), with room for knees up to 128 users
@@ -259,7 +260,7 @@ def test_the_flow_starts_from_the_newest_comparable_night_on_the_same_pod_and_ca
 
 def test_tune_starts_from_last_nights_choice_when_it_is_in_tonights_grid() -> None:
     from nightcap.config import validate
-    from nightcap.warm_start import tune_prior_from_history
+    from nightcap.warm_start_tune import tune_prior_from_history
 
     mi = 2**20
     grid = {"cpu": [0.5, 1], "memory": ["768Mi", "1Gi"], "concurrency": [1, 2, 4], "replicas": 1}
