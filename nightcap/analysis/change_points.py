@@ -39,7 +39,8 @@ class ChangePoint:
         return (self.mean_after - self.mean_before) / abs(self.mean_before) * 100
 
 
-def _finite(value: Any) -> float | None:
+def finite(value: Any) -> float | None:
+    """A finite float, or None for None, booleans, non-numbers, NaN and infinity (a night that did not measure)."""
     if value is None or isinstance(value, bool):
         return None
     try:
@@ -61,7 +62,7 @@ def find_change_points(values: Sequence[Any], *, max_pvalue: float = MAX_PVALUE,
         raise ValueError(f"max_pvalue must be between 0 and 1, got {max_pvalue}")
     if min_change < 0:
         raise ValueError(f"min_change must be a fraction >= 0, got {min_change}")
-    present = [(i, v) for i, v in ((i, _finite(v)) for i, v in enumerate(values)) if v is not None]
+    present = [(i, v) for i, v in ((i, finite(v)) for i, v in enumerate(values)) if v is not None]
     if len(present) < 3:
         return []  # two values are a difference, not a level: there is nothing to test
     from otava.analysis import compute_change_points

@@ -10,7 +10,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
-from nightcap.analysis.change_points import MAX_PVALUE
+from nightcap.analysis.change_points import MAX_PVALUE, finite  # noqa: F401 (finite is re-exported)
 from nightcap.analysis.figures import COMPARED_FIGURES
 
 MAD_SCALE = 1.4826  # makes the MAD estimate a standard deviation for normally distributed noise
@@ -148,17 +148,6 @@ def _json_point(point: Mapping[str, Any]) -> dict[str, Any]:
     pvalue = data.get("pvalue")
     data["pvalue"] = None if pvalue is None or not math.isfinite(pvalue) else float(f"{pvalue:.3g}")
     return data
-
-
-def finite(value: Any) -> float | None:
-    """A finite float, or None for None, booleans, non-numbers, NaN and infinity."""
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
 
 
 def _pct(value: float) -> str:
