@@ -72,6 +72,26 @@ def test_every_invalid_window_swarms_again() -> None:
     assert second.generator_cpu_source == "test counters"
 
 
+class PeggedGenerator(Generator):
+    def generator_cpu_pct(self) -> list[float]:
+        return [106.0]
+
+
+def test_a_pegged_generators_empty_window_is_not_swarmed_again() -> None:
+    """A starved generator (its worker at a full core) that completed nothing in a window still has its users:
+    swarming again would restart them and keep it starting forever (every window empty, the search aborted)."""
+    config = validate({"target": {"name": "t", "kind": "reference"}, "slo": {"p95_ms": 500},
+                       "load": {"warmup_s": 0.01, "window_s": 0.01}})
+    empty = {**_window(0), "workers": {"w1": {"requests": 0, "failures": 0, "covered_s": 1.0}}}
+    master = ScriptedMaster([empty, _window(3)])
+    runner = StepRunner(config, Platform(), PeggedGenerator(master), "single_client", lambda row: None)  # type: ignore[arg-type]
+    first = runner.measure(1)
+    assert not first.valid and first.generator_bound
+    second = runner.measure(1)
+    assert second.valid and second.generator_bound
+    assert master.swarms == [1]
+
+
 def _sample(cpu: float, interval: tuple[float, float] | None, name: str = "pod-a") -> Observation:
     return Observation(replicas=[ReplicaSample(name=name, ready=True, phase="Running", cpu_cores=cpu, cpu_limit=1.0,
                                                cpu_window=interval)],

@@ -110,7 +110,7 @@ class StepRunner:
             notes.insert(0, f"a load generator worker died during the window ({window.workers} of "
                             f"{self.generator.workers} reporting)")
         row.note = "; ".join(notes) or ("" if window.completed else "no request completed in the window")
-        if not row.valid:
+        if not row.valid and not row.generator_bound:
             self._rate = None  # set the schedule again before the next window (see `measure`)
         self.rows.append(row)
         self.on_row(row)
@@ -175,10 +175,11 @@ class StepRunner:
             row.valid = False
             row.note = (f"a load generator worker died during the window ({window.workers} of "
                         f"{self.generator.workers} reporting); the step is re-measured, not averaged")
-        if not row.valid:
-            # Swarm again before the next window, whatever made this one invalid: a master that had no worker
-            # when it was told to swarm says success and starts nothing, and the user count alone would not
-            # change, so every later window would come back empty too.
+        if not row.valid and not row.generator_bound:
+            # Swarm again before the next window: a master that had no worker when it was told to swarm says
+            # success and starts nothing, and the user count alone would not change, so every later window
+            # would come back empty too. Not when the generator was pegged: its users are there but starved,
+            # and starting them again would only keep it starting (the window is flagged, never the answer).
             self._users = None
         if rate_limited := (self.config.load.max_rps and window.rps > self.config.load.max_rps):  # offered, failures too
             row.note = (row.note + "; " if row.note else "") + f"rps {window.rps:.0f} above load.max_rps"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -128,6 +129,19 @@ class LocalPlatform:
         self._monitor = threading.Thread(target=self._watch, name="nightcap-replicas", daemon=True)
         self._monitor.start()
         self.scale(replicas)
+        self._wait_proxy()  # ready replicas behind a proxy still importing would refuse the first request
+
+    def _wait_proxy(self) -> None:
+        """Until the proxy accepts connections (the service URL answers), or it exited, or the ready timeout."""
+        timeout_s = self.config.platform.ready_timeout_s
+        for _ in range(int(timeout_s / 0.05)):
+            if self._proxy is None or self._proxy.poll() is not None:
+                raise PlatformError(f"the local proxy exited; see {self.workdir / 'proxy.log'}")
+            try:
+                return socket.create_connection(("127.0.0.1", self._proxy_port), timeout=0.5).close()
+            except OSError:
+                time.sleep(0.05)
+        raise PlatformError(f"the local proxy did not listen within platform.ready_timeout_s ({timeout_s:.0f}s)")
 
     def scale(self, replicas: int, wait: bool = True) -> None:
         with self._lock:
@@ -380,15 +394,13 @@ class LocalPlatform:
         self._events.append(f"{time.strftime('%H:%M:%S')} {text}")
 
     def _sample(self, r: Replica, now: float) -> ReplicaSample:
-        cores = None
-        memory = None
+        cores = memory = None
         proc = r.proc
         if proc is not None and proc.poll() is None:
             try:
                 root = psutil.Process(proc.pid)
                 tree = [root] + root.children(recursive=True)
-                cpu_s = 0.0
-                rss = 0
+                cpu_s, rss = 0.0, 0
                 for p in tree:
                     try:
                         t = p.cpu_times()
