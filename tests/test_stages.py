@@ -193,7 +193,7 @@ def test_autoscaler_scales_out_and_recovers_the_slo(prefect_api, tmp_path, monke
                         "stabilization_s": 3, "readiness_delay_s": 0.5, "sample_s": 1,
                         "phases": [{"name": "baseline", "load": 0.7, "duration_s": 4},
                                    {"name": "overload", "load": 3, "duration_s": 16},
-                                   {"name": "recovery", "load": 0.7, "duration_s": 8}]}
+                                   {"name": "recovery", "load": 0.7, "duration_s": 12}]}
     cfg["stages"] = ["single_client", "autoscale"]
     state, summary, _ = run_flow(tmp_path, cfg)
     assert state.is_completed(), state.message
