@@ -92,11 +92,12 @@ class Stack:
 
 
 @contextlib.contextmanager
-def reference_stack(config: Config, workers: int = 1) -> Iterator[Stack]:
-    """Replicas behind the local proxy and a Locust master + workers, as the flow starts them; all stopped after."""
+def reference_stack(config: Config, workers: int = 1, workdir: Path | None = None) -> Iterator[Stack]:
+    """Replicas behind the local proxy and a Locust master + workers, as the flow starts them; all stopped after.
+    The tests that measure one step without a flow (tests/test_accuracy.py) start theirs here too."""
     run_id = f"bench-{uuid.uuid4().hex[:8]}"
     registry = RunRegistry(run_id)
-    workdir = Path(tempfile.mkdtemp(prefix="nightcap-bench-"))
+    workdir = Path(tempfile.mkdtemp(prefix="nightcap-bench-", dir=workdir))
     plan = plan_target(config)
     platform = LocalPlatform(config, plan, run_id, workdir / "replicas", registry=registry)
     t = config.target

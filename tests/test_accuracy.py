@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import tempfile
 import uuid
 from pathlib import Path
 from typing import Any
@@ -104,13 +102,9 @@ def test_a_queue_0_target_past_its_slots_reports_goodput_not_its_fast_503s(prefe
 
 def test_far_past_its_slots_a_window_counts_only_the_served_requests(tmp_path):
     """64 users on 8 slots with no queue: ~90% fast 503s; goodput is the 8 slots' rate, p95 their latency."""
+    from bench.common import reference_stack
     from nightcap.config import validate
-    from nightcap.load.local import LocalLocust
     from nightcap.load.runner import StepRunner
-    from nightcap.platforms.base import PodSpec
-    from nightcap.platforms.local import LocalPlatform
-    from nightcap.run.registry import RunRegistry
-    from nightcap.targets.plan import plan_target
 
     truth = reference_capacity(8, 100.0)
     config = validate({
@@ -119,22 +113,8 @@ def test_far_past_its_slots_a_window_counts_only_the_served_requests(tmp_path):
         "load": {"workers": 1, "warmup_s": 0.5, "window_s": 2.0, "reconnect_s": 0, "verify_s": 0},
         "slo": {"p95_ms": 1000}, "stages": ["single_client"], "search": {"max_users": 64},
     }, "test")
-    run_id = f"test{os.getpid()}-far-{uuid.uuid4().hex[:4]}"
-    registry = RunRegistry(run_id)
-    plan = plan_target(config)
-    platform = LocalPlatform(config, plan, run_id, Path(tempfile.mkdtemp(dir=tmp_path)), registry=registry)
-    gen = LocalLocust(1, plan.payloads, "/invocations", "POST", {}, 10.0, 0.0, registry=registry,
-                      logdir=tmp_path / "logs")
-    try:
-        platform.deploy(PodSpec(cpu=None, memory=None, concurrency=8), 1)
-        gen.start()
-        row = StepRunner(config, platform, gen, "far", lambda r: None).measure(64)
-    finally:
-        try:
-            gen.stop()
-        finally:
-            platform.teardown()
-            registry.close()
+    with reference_stack(config, workdir=tmp_path) as stack:
+        row = StepRunner(config, stack.platform, stack.generator, "far", lambda r: None).measure(64)
     assert row.valid and row.error_rate > 0.5, row
     assert row.requests - row.failures > 0
     assert row.rps <= truth * (1 + QUANTUM), row  # requests that failed are not throughput
@@ -145,13 +125,9 @@ def test_far_past_its_slots_a_window_counts_only_the_served_requests(tmp_path):
 
 def test_fewer_users_after_more_stay_spread_evenly_over_two_replicas(tmp_path):
     """16 users then 12 on 2 replicas x (4 slots + 2 queue): a balanced 6 + 6 gets no 503 at all."""
+    from bench.common import reference_stack
     from nightcap.config import validate
-    from nightcap.load.local import LocalLocust
     from nightcap.load.runner import StepRunner
-    from nightcap.platforms.base import PodSpec
-    from nightcap.platforms.local import LocalPlatform
-    from nightcap.run.registry import RunRegistry
-    from nightcap.targets.plan import plan_target
 
     config = validate({
         "target": {"name": "accuracy-spread", "kind": "reference", "slots": 4, "service_ms": 20, "queue": 2},
@@ -159,25 +135,11 @@ def test_fewer_users_after_more_stay_spread_evenly_over_two_replicas(tmp_path):
         "load": {"workers": 1, "warmup_s": 1.0, "window_s": 1.5, "reconnect_s": 0, "verify_s": 0},
         "slo": {"p95_ms": 1000}, "stages": ["single_client"], "search": {"max_users": 16},
     }, "test")
-    run_id = f"test{os.getpid()}-spread-{uuid.uuid4().hex[:4]}"
-    registry = RunRegistry(run_id)
-    plan = plan_target(config)
-    platform = LocalPlatform(config, plan, run_id, Path(tempfile.mkdtemp(dir=tmp_path)), registry=registry)
-    gen = LocalLocust(1, plan.payloads, "/invocations", "POST", {}, 10.0, 0.0, registry=registry,
-                      logdir=tmp_path / "logs")
     rows = []
-    try:
-        platform.deploy(PodSpec(cpu=None, memory=None, concurrency=4), 2)
-        gen.start()
-        runner = StepRunner(config, platform, gen, "spread", lambda r: None)
+    with reference_stack(config, workdir=tmp_path) as stack:
+        runner = StepRunner(config, stack.platform, stack.generator, "spread", lambda r: None)
         for users in (16, 12, 16, 12):  # down twice: each time a different subset of users is stopped
             rows.append(runner.measure(users))
-    finally:
-        try:
-            gen.stop()
-        finally:
-            platform.teardown()
-            registry.close()
     twelve = [r for r in rows if r.users == 12]
     assert all(r.error_rate < 0.01 for r in twelve), [(r.users, r.error_rate, r.rps) for r in rows]
     assert all(r.rps >= 0.9 * 400 for r in twelve), [(r.users, r.rps) for r in rows]
