@@ -1,8 +1,11 @@
 """Autoscaling: does the HPA (and the node pool) keep the SLO when load jumps, and how fast?
 
 Phases (default): baseline at the operating point, a step to `autoscale.overload` × one pod's saturation,
-hold, step back down, hold; sampled every `autoscale.sample_s`. Load generators re-open connections every
-`load.reconnect_s` so new replicas behind the per-connection balancer receive traffic.
+hold, step back down, hold; sampled every `autoscale.sample_s`. Each phase offers its rate open loop: arrivals
+keep their schedule whether or not the pods keep up, so the overload really is 3× one pod's rate, and what the
+pods could not take shows as dropped arrivals and errors, not as a generator that politely slowed down.
+Each arrival opens its own connection (`autoscale.connections`), so the per-connection balancer in front of
+the pods (a Service, the local proxy) spreads arrivals over the ready pods whatever each already holds.
 """
 
 from __future__ import annotations
@@ -11,9 +14,10 @@ import time
 
 from prefect import flow, get_run_logger
 
-from nightcap.analysis.autoscale_load import default_phases, node_pool_note, offered_load
+from nightcap.analysis.autoscale_load import default_phases, node_pool_note, phase_rows
 from nightcap.analysis.autoscale_metrics import AutoscaleSample, phase_start, summarize_autoscale
 from nightcap.analysis.sizing import PerPod, per_pod_capacity
+from nightcap.load.base import tunnelled
 from nightcap.load.runner import StepRunner
 from nightcap.platforms.base import HpaSpec
 from nightcap.results.plots import timeline_plot
@@ -31,7 +35,6 @@ def autoscale(run_id: str) -> AutoscaleResult:
     platform = ctx.platform
     assert platform is not None
     per_pod = one_pod(ctx)
-    base_users, base_rps = per_pod.users, per_pod.rps
     phases = a.phases or default_phases(a, ctx.config.search.headroom)
     hpa = HpaSpec(target_cpu_pct=a.target_cpu_pct, min_replicas=a.min_replicas, max_replicas=a.max_replicas,
                   sync_period_s=a.sync_period_s, stabilization_s=a.stabilization_s, tolerance=a.tolerance,
@@ -41,28 +44,38 @@ def autoscale(run_id: str) -> AutoscaleResult:
     platform.scale(a.min_replicas)
     gen = ctx.generator_for(ctx.config.load.workers)
     runner = StepRunner(ctx.config, platform, gen, "autoscale", ctx.record_step, ctx.deadline, ctx.spec, ctx.next_step)
+    connections = a.connections
+    if connections == "per-request" and tunnelled(gen, platform):
+        connections = "keep-alive"
+        logger.warning("autoscale: the generator reaches the pods through a port-forward, where each new connection "
+                       "is an API-server tunnel: connections are kept alive (re-opened every load.reconnect_s), so "
+                       "a backlogged pod keeps more than its share; load.generator: cluster spreads arrivals evenly")
     t0 = time.monotonic()
     try:
         if a.nodes and ctx.config.platform.gke and hasattr(platform, "enable_node_autoscaling"):
             platform.enable_node_autoscaling(a.nodes.get("min", 1), a.nodes.get("max", 3))  # type: ignore[attr-defined]
         platform.enable_autoscaling(hpa)
         for phase in phases:
-            users, user_rps = offered_load(phase.load, base_users, base_rps, ctx.config.load.max_users)
-            runner.set_users(users, user_rps=user_rps)
-            logger.info("autoscale: phase %s: %.1f rps offered by %d users (%.2f rps each) for %.0fs", phase.name,
-                        users * user_rps, users, user_rps, phase.duration_s)
+            rate = phase.load * per_pod.rps
+            if rate > 0:
+                runner.set_rate(rate, connection=connections)
+            else:
+                runner.stop_load()  # an idle phase: watch the scale-down with nothing offered
+            logger.info("autoscale: phase %s: %.1f rps offered open loop (%.2f x one pod's %.1f rps) for %.0fs",
+                        phase.name, rate, phase.load, per_pod.rps, phase.duration_s)
             end = time.monotonic() + phase.duration_s
             while time.monotonic() < end:
                 seconds = min(a.sample_s, max(end - time.monotonic(), 0.5))
                 runner.check_budget(seconds)
-                w = runner.read_window(seconds)
+                w = runner.read_open_window(seconds, rate)
                 st = platform.autoscaling_status()
                 obs = platform.observe()
                 nodes = sum(obs.nodes.values()) if obs.nodes and ctx.config.platform.kind != "local" else None
                 samples.append(AutoscaleSample(
-                    t=time.monotonic() - t0, phase=phase.name, users=users, rps=w.goodput_rps, p50_ms=w.p50_ms,
-                    p95_ms=w.p95_ms, error_rate=w.error_rate, current=st.current_replicas,
-                    desired=st.desired_replicas, ready=st.ready_replicas, pending=st.pending, nodes=nodes))
+                    t=time.monotonic() - t0, phase=phase.name, rps=w.goodput_rps, p50_ms=w.p50_ms,
+                    p95_ms=w.p95_ms, error_rate=w.arrival_error_rate, current=st.current_replicas,
+                    desired=st.desired_replicas, ready=st.ready_replicas, pending=st.pending, nodes=nodes,
+                    offered_rps=w.offered_rps, planned=w.planned, dropped=w.dropped, failures=w.failures))
                 for event in obs.events:
                     logger.info("autoscale event: %s", event)
     except BaseException:
@@ -80,10 +93,11 @@ def autoscale(run_id: str) -> AutoscaleResult:
     step_down_t = phase_start(samples, phases[2].name) if len(phases) > 2 else None
     result = AutoscaleResult(
         timings=summarize_autoscale(samples, ctx.config.slo, step_t or 0.0, step_down_t),
-        phases=[p.model_dump() for p in phases], per_pod=per_pod,
+        phases=phase_rows(phases, samples),
+        per_pod=per_pod,
         hpa={"target_cpu_pct": a.target_cpu_pct, "min": a.min_replicas, "max": a.max_replicas,
              "sync_period_s": a.sync_period_s, "stabilization_s": a.stabilization_s},
-        nodes_note=nodes_note, reconnect_s=ctx.config.load.reconnect_s, samples=samples,
+        nodes_note=nodes_note, reconnect_s=ctx.config.load.reconnect_s, samples=samples, connections=connections,
         plot=timeline_plot(samples, ctx.out / "autoscale_timeline.png", ctx.config.slo.p95_ms, step_t or 0.0))
     ctx.results.autoscale = result
     logger.info("%s", autoscale_line(result))

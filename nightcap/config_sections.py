@@ -247,11 +247,18 @@ class AutoscaleConfig(Strict):
     tolerance: float = Field(0.1, ge=0, lt=1)
     readiness_delay_s: float = Field(30.0, ge=0, le=86_400)
     nodes: dict[str, int] | None = None  # {"min": 1, "max": 5} for GKE node-pool autoscaling
+    # per-request: every arrival opens its own connection, so the Service spreads arrivals over the pods as it
+    # would many independent callers'; keep-alive: one client's pool, where a backlogged pod keeps its share
+    connections: Literal["per-request", "keep-alive"] = "per-request"
 
     @model_validator(mode="after")
     def _bounds(self) -> "AutoscaleConfig":
         if self.min_replicas > self.max_replicas:
             raise ValueError("autoscale.min_replicas must not exceed autoscale.max_replicas")
+        names = [p.name for p in self.phases or []]
+        if len(set(names)) < len(names):
+            raise ValueError(f"autoscale.phases: each phase needs its own name (got {names}): the timings find the "
+                             "load step and the step down by name")
         return self
 
 

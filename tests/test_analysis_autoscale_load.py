@@ -1,11 +1,13 @@
-"""The autoscale stage's load plan: default phases long enough for the controller, and users paced to a rate."""
+"""The autoscale stage's load plan: default phases long enough for the controller, each phase's offered and served
+rate in the summary, and a clear error for phases the timings could not tell apart."""
 
 from __future__ import annotations
 
 import pytest
 
-from nightcap.analysis.autoscale_load import default_phases, node_pool_note, offered_load
-from nightcap.config import AutoscaleConfig
+from nightcap.analysis.autoscale_load import default_phases, node_pool_note, phase_rows
+from nightcap.analysis.autoscale_metrics import AutoscaleSample
+from nightcap.config import AutoscaleConfig, AutoscalePhase, ConfigError, validate
 
 
 def test_default_phases_hold_long_enough_for_the_controller_to_act() -> None:
@@ -20,13 +22,31 @@ def test_default_phases_hold_long_enough_for_the_controller_to_act() -> None:
     assert quick[1].duration_s == 14 and quick[2].duration_s == 9
 
 
-def test_offered_load_paces_enough_users_to_offer_the_rate() -> None:
-    users, per_user = offered_load(3.0, sat_users=4, sat_rps=100.0, max_users=500)
-    assert users == 36 and users * per_user == pytest.approx(300.0)  # 3x the in-flight the rate needs
-    users, per_user = offered_load(0.7, sat_users=1, sat_rps=50.0, max_users=500)
-    assert users == 8 and users * per_user == pytest.approx(35.0)  # at least 8 users
-    users, per_user = offered_load(3.0, sat_users=100, sat_rps=1000.0, max_users=64)
-    assert users == 64 and users * per_user == pytest.approx(3000.0)  # capped at load.max_users, rate kept
+def _sample(t: float, phase: str, offered: float, served: float, planned: int, dropped: int) -> AutoscaleSample:
+    return AutoscaleSample(t=t, phase=phase, rps=served, p50_ms=10.0, p95_ms=20.0, error_rate=dropped / planned,
+                           current=1, desired=1, ready=1, pending=0, offered_rps=offered, planned=planned,
+                           dropped=dropped)
+
+
+def test_phase_rows_put_each_phases_offered_and_served_rate_beside_its_plan() -> None:
+    phases = [AutoscalePhase(name="baseline", load=0.7, duration_s=4), AutoscalePhase(name="overload", load=3, duration_s=8),
+              AutoscalePhase(name="recovery", load=0.7, duration_s=8)]
+    samples = [_sample(1, "baseline", 70, 70, 140, 0), _sample(3, "overload", 300, 120, 600, 240),
+               _sample(5, "overload", 300, 200, 600, 60)]  # the budget ended the night before the recovery
+    base, over, recovery = phase_rows(phases, samples)
+    assert base == {"name": "baseline", "load": 0.7, "duration_s": 4, "offered_rps": 70, "served_rps": 70,
+                    "planned": 140, "dropped": 0, "failures": 0, "error_rate": 0.0, "worst_p95_ms": 20.0,
+                    "samples": 1}
+    assert (over["offered_rps"], over["served_rps"], over["dropped"]) == (300, 160, 300)
+    assert over["error_rate"] == pytest.approx(300 / 1200)
+    assert recovery == {"name": "recovery", "load": 0.7, "duration_s": 8}  # planned, never run: no figures
+
+
+def test_phases_with_the_same_name_are_refused_naming_the_field() -> None:
+    with pytest.raises(ConfigError, match="autoscale.phases"):
+        validate({"target": {"name": "t", "kind": "reference"}, "slo": {"p95_ms": 500},
+                  "autoscale": {"phases": [{"name": "up", "load": 3, "duration_s": 5},
+                                           {"name": "up", "load": 1, "duration_s": 5}]}})
 
 
 def test_node_pool_note_says_what_was_done_with_the_nodes() -> None:

@@ -14,8 +14,8 @@ SLO = SloConfig(p95_ms=500, max_error_rate=0.01)
 
 
 def S(t: float, phase: str, current: int, desired: int, ready: int, p95: float | None, err: float = 0.0,
-      pending: int = 0, nodes: int | None = 1, users: int = 10) -> AutoscaleSample:
-    return AutoscaleSample(t=t, phase=phase, users=users, rps=100.0, p50_ms=None if p95 is None else p95 / 2,
+      pending: int = 0, nodes: int | None = 1) -> AutoscaleSample:
+    return AutoscaleSample(t=t, phase=phase, rps=100.0, p50_ms=None if p95 is None else p95 / 2,
                            p95_ms=p95, error_rate=err, current=current, desired=desired, ready=ready,
                            pending=pending, nodes=nodes)
 
@@ -96,7 +96,7 @@ def simulate(overload: float = 3.0, allocatable_replicas: int = 12, readiness_de
                 created = created[:desired]
         rho = load / (n_ready * capacity)
         p95 = 50.0 / max(1e-3, 1 - rho) if rho < 1 else 5000.0
-        samples.append(AutoscaleSample(t, "overload" if step_t <= t < down_t else "base", int(load), min(load, n_ready * capacity),
+        samples.append(AutoscaleSample(t, "overload" if step_t <= t < down_t else "base", min(load, n_ready * capacity),
                                        p95 / 2, p95, 0.0 if rho < 1 else 0.2, len(created), desired, sum(ready),
                                        max(0, len(created) - allocatable_replicas), None))
         t += sample
@@ -151,7 +151,7 @@ def test_phase_loads_say_what_each_phase_offered_and_what_was_dropped() -> None:
 
     def open_sample(t: float, phase: str, offered: float, served: float, planned: int, dropped: int,
                     failures: int, p95: float) -> AutoscaleSample:
-        return AutoscaleSample(t=t, phase=phase, users=0, rps=served, p50_ms=p95 / 2, p95_ms=p95,
+        return AutoscaleSample(t=t, phase=phase, rps=served, p50_ms=p95 / 2, p95_ms=p95,
                                error_rate=(failures + dropped) / planned, current=1, desired=1, ready=1, pending=0,
                                offered_rps=offered, planned=planned, dropped=dropped, failures=failures)
 

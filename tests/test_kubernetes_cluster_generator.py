@@ -236,6 +236,8 @@ def test_flow_with_in_cluster_locust_through_the_port_forward(prefect_api: str, 
         stop_process(reference)
         shutil.rmtree(kubelet.root, ignore_errors=True)
 
+    # in the cluster the generator sends to the Service itself: each arrival opens its own connection
+    assert summary["autoscale"]["load_spreading"].startswith("every arrival opened its own connection")
     run_id = summary["run_id"]
     posts = [r for r in cluster.run(lambda: list(cluster.kmock)) if str(r.method.value).upper() == "POST"]
     dry = [r.data["kind"] for r in posts if r.params.get("dryRun") == "All"]

@@ -129,6 +129,9 @@ def test_parent_flow_on_kubernetes_end_to_end(prefect_api: str, cluster: FakeClu
     assert cluster.max_pods == 2
     samples = summary["autoscale"]["samples"]
     assert max(s["desired"] for s in samples) == 2 and max(s["current"] for s in samples) == 2
+    # through the port-forward every new connection is an API-server tunnel: the phases keep theirs open
+    assert summary["autoscale"]["load_spreading"].startswith("the open-loop generator re-opens each connection")
+    assert all(s["offered_rps"] for s in samples)
     patches = [r.data for r in cluster.requests("PATCH") if str(r.url.path).endswith(f"/deployments/{name}")]
     assert {"spec": {"replicas": 1}} in patches  # autoscale's scale back to platform.replicas
 

@@ -1,4 +1,4 @@
-"""The step runner's sample (reset, wait, read) and a window's error rate, without Locust: a fake master."""
+"""The step runner's open-loop sample (reset, wait, read) and a window's error rate, without Locust: a fake master."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ class FakeMaster:
         self.calls: list[tuple] = []
         self.raw = raw
 
-    def swarm(self, users: int, spawn_rate: float, host: str, user_rps: float = 0.0) -> None:
-        self.calls.append(("swarm", users, host, user_rps))
+    def swarm_rate(self, rate_rps: float, workers: int, host: str, **options: Any) -> None:
+        self.calls.append(("swarm_rate", rate_rps, workers, host))
 
     def reset(self) -> None:
         self.calls.append(("reset",))
@@ -28,6 +28,10 @@ class FakeMaster:
         if self.raw is None:
             raise httpx.ConnectError("gone")
         return self.raw
+
+    def open_window(self) -> dict[str, Any]:
+        self.calls.append(("open_window",))
+        return OPEN
 
 
 class FakeGenerator:
@@ -48,25 +52,33 @@ RAW = {"user_count": 8, "workers": {"a": {"requests": 100, "failures": 5, "cover
                  "response_time_percentile_0.95": 42, "response_time_percentile_0.99": 80}}
 
 
+# two workers' open-loop counters over the same interval: 2 of 300 arrivals dropped, 4 of 296 answers failed
+OPEN = {"workers": {"a": {"planned": 200, "sent": 199, "late": 0, "dropped": 1, "completed": 198, "ok": 195,
+                          "latency_ms_sum": 198 * 30.0, "late_ms_max": 0.0, "in_flight_max": 9, "covered_s": 2.0},
+                    "b": {"planned": 100, "sent": 99, "late": 0, "dropped": 1, "completed": 98, "ok": 97,
+                          "latency_ms_sum": 98 * 30.0, "late_ms_max": 0.0, "in_flight_max": 7, "covered_s": 1.0}}}
+
+
 def _runner(master: FakeMaster, deadline: float | None = None) -> StepRunner:
     config = validate({"target": {"name": "t", "kind": "reference"}, "slo": {"p95_ms": 500}})
     return StepRunner(config, FakePlatform(), FakeGenerator(master), "autoscale", lambda row: None,  # type: ignore[arg-type]
                       deadline=deadline)
 
 
-def test_a_sample_resets_waits_and_reads_the_paced_users() -> None:
+def test_a_sample_resets_waits_and_reads_the_open_loop_schedule() -> None:
     master = FakeMaster(RAW)
     runner = _runner(master)
-    runner.set_users(8, user_rps=2.5)
-    w = runner.read_window(0.01)
-    assert master.calls == [("swarm", 8, "http://127.0.0.1:9", 2.5), ("reset",), ("window",)]
-    assert w.rps == pytest.approx(100 / 2.0 + 60 / 1.5) and w.requests == 160 and w.p95_ms == 42.0
-    assert w.error_rate == pytest.approx(8 / 160)
+    runner.set_rate(250.0)
+    w = runner.read_open_window(0.01, 250.0)
+    assert master.calls == [("swarm_rate", 250.0, 2, "http://127.0.0.1:9"), ("reset",), ("window",), ("open_window",)]
+    assert w.offered_rps == pytest.approx(200 / 2.0 + 100 / 1.0) and w.goodput_rps == pytest.approx(195 / 2.0 + 97)
+    assert (w.planned, w.dropped, w.failures) == (300, 2, 4) and w.p95_ms == 42.0
+    assert w.mean_ms == pytest.approx(30.0)
 
 
 def test_a_master_that_stops_answering_is_a_load_error() -> None:
     with pytest.raises(LoadError, match="stopped answering"):
-        _runner(FakeMaster(None)).read_window(0.0)
+        _runner(FakeMaster(None)).read_open_window(0.0, 10.0)
 
 
 def test_the_budget_refuses_a_sample_that_would_run_past_it() -> None:

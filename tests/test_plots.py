@@ -43,8 +43,9 @@ def test_heatmap_usl_and_timeline(tmp_path: Path) -> None:
     rows = [{"replicas": n, "saturation_rps": r} for n, r in zip((1, 2, 3, 4), (100, 190, 270, 340))]
     assert usl_plot(fit, rows, tmp_path / "usl.png") == "usl.png" and _png(tmp_path / "usl.png")
     assert usl_plot(fit, [], tmp_path / "none.png") is None
-    samples = [AutoscaleSample(t=float(t), phase="overload", users=8, rps=100.0, p50_ms=10.0, p95_ms=50.0 + t,
-                               error_rate=0.0, current=1 + t // 3, desired=2, ready=1, pending=0) for t in range(6)]
+    samples = [AutoscaleSample(t=float(t), phase="overload", rps=100.0, p50_ms=10.0, p95_ms=50.0 + t,
+                               error_rate=0.1 * (t == 3), current=1 + t // 3, desired=2, ready=1, pending=0,
+                               offered_rps=120.0) for t in range(6)]
     assert timeline_plot(samples, tmp_path / "tl.png", 100.0, 2.0) == "tl.png" and _png(tmp_path / "tl.png")
     assert timeline_plot([], tmp_path / "none.png", 100.0, 0.0) is None
     assert not (tmp_path / "none.png").exists()

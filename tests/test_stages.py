@@ -183,9 +183,12 @@ def test_tune_picks_best_rps_per_core_and_names_the_limit(prefect_api, tmp_path,
 
 @pytest.mark.skipif(not LIMITS, reason="cgroups not writable: the HPA needs CPU limits to compute utilization")
 def test_autoscaler_scales_out_and_recovers_the_slo(prefect_api, tmp_path, monkeypatch):
-    """One pod of 0.25 CPU serves 25 rps; 3x that is offered; the HPA must add pods until p95 recovers."""
+    """One pod of 0.25 CPU serves 25 rps; 3x that is offered open loop; the HPA must add pods until p95 recovers
+    and the new pods serve what is offered (each arrival on its own connection reaches them). The first pod
+    queues 16 beyond its 8 slots and answers 503 past that: the overload's failures are part of the result, and
+    its backlog (at most 24 requests, about 2 s at the 10 rps it has spare among 4 pods) drains soon after."""
     monkeypatch.chdir(tmp_path)
-    cfg = base(slots=8, service_ms=1, cpu_ms=10)
+    cfg = base(slots=8, service_ms=1, cpu_ms=10, queue=16)
     cfg["platform"] = {"kind": "local", "replicas": 1, "cpu": 0.25, "memory": "256Mi", "allocatable_cpu": 1.5}
     cfg["slo"] = {"p95_ms": 300, "max_error_rate": 0.05}
     cfg["search"] = {"max_users": 8, "max_windows": 1, "refine_steps": 1, "slo_capacity": False}
@@ -210,3 +213,17 @@ def test_autoscaler_scales_out_and_recovers_the_slo(prefect_api, tmp_path, monke
     assert a["time_to_scale_up_s"] == pytest.approx(first_up["t"] - step_t, abs=1e-6)
     assert a["nodes"].startswith("node-pool autoscaling: not available")
     assert (tmp_path / "out" / "autoscale_timeline.png").exists()
+    # open loop: the overload offers 3x one pod's rate whether or not the pods keep up, and says what was lost
+    sat = a["one_pod_saturation_rps"]
+    base_phase, over_phase, _ = a["phases"]
+    assert base_phase["offered_rps"] == pytest.approx(0.7 * sat, rel=0.05)
+    assert over_phase["offered_rps"] == pytest.approx(3 * sat, rel=0.05)
+    assert over_phase["planned"] >= 0.9 * 3 * sat * 12  # arrivals kept their plan over most of the 16 s
+    assert over_phase["served_rps"] < over_phase["offered_rps"]  # one pod could not take it at first
+    assert over_phase["failures"] > 0 and over_phase["error_rate"] > 0  # its 503s, counted against the arrivals
+    assert all(s["offered_rps"] is not None for s in samples)
+    # the new pods took the load: the last overload samples serve what was offered, within the SLO
+    late = overload[-3:]
+    assert all(s["rps"] >= 0.9 * s["offered_rps"] for s in late), late
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "phase overload:" in report and "offered open loop" in report

@@ -22,6 +22,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from nightcap.analysis.autoscale_load import phase_rows
 from nightcap.analysis.autoscale_metrics import AutoscaleSample, summarize_autoscale
 from nightcap.analysis.canary import CanaryFigure, CanarySettings
 from nightcap.analysis.regression import check_regression
@@ -29,7 +30,7 @@ from nightcap.analysis.operating_point import OperatingPointCheck, RateCheck, ch
 from nightcap.analysis.sizing import Capacity, SizingInputs, per_pod_capacity, size_rows, validate_against_scaling
 from nightcap.analysis.tuning import Candidate, evaluate
 from nightcap.analysis.usl import fit_usl
-from nightcap.config import validate
+from nightcap.config import AutoscalePhase, validate
 from nightcap.platforms.base import PodSpec
 from nightcap.results.stages import (
     AutoscaleResult,
@@ -123,9 +124,10 @@ def full_summary() -> dict[str, Any]:
     cfg = _ctx(StageResults(), {}).config
     pod = SizingInputs(saturation_rps=95.0, headroom=0.7, mean_latency_s=0.02, slo_rate_rps=60.0, in_flight_held=4.0)
     sizing_rows = size_rows(cfg.sizing, pod, cpu_per_pod=0.5)
-    samples = [AutoscaleSample(t=float(t), phase="overload" if t else "baseline", users=8, rps=90.0, p50_ms=10.0,
+    samples = [AutoscaleSample(t=float(t), phase="overload" if t else "baseline", rps=90.0, p50_ms=10.0,
                                p95_ms=40.0 + 10 * (t == 2), error_rate=0.0, current=1 + (t > 2), desired=2,
-                               ready=1 + (t > 3), pending=0, nodes=1 + (t > 3)) for t in range(6)]
+                               ready=1 + (t > 3), pending=0, nodes=1 + (t > 3), offered_rps=90.0 if t else 21.0,
+                               planned=180 if t else 42) for t in range(6)]
     # eight earlier nights, newest first, whose level fell by 30% four nights ago: a change point in every block
     # (and a platform canary measured every night: its check and the normalised figures)
     baseline = [{"run_id": f"n{i}", "started_at": f"2024-01-{20 - i:02d}T02:00:00",
@@ -143,7 +145,9 @@ def full_summary() -> dict[str, Any]:
         sizing=SizingResult(sizing_rows, per_pod, 0.02, 0.7, 2.0, 0.5, pod=pod, latency_from="mean latency open loop",
                             validation=validate_against_scaling(pod, {1: 95.0, 2: 190.0})),
         autoscale=AutoscaleResult(summarize_autoscale(samples, cfg.slo, 1.0, 4.0),
-                                  [{"name": "overload", "load": 3.0, "duration_s": 5.0}], per_pod,
+                                  phase_rows([AutoscalePhase(name="baseline", load=0.7, duration_s=1.0),
+                                              AutoscalePhase(name="overload", load=3.0, duration_s=5.0)], samples),
+                                  per_pod,
                                   {"target_cpu_pct": 80, "min": 1, "max": 4, "sync_period_s": 1, "stabilization_s": 3},
                                   "node-pool autoscaling on (1-3 nodes)", 2.0, samples, plot="autoscale_timeline.png"),
         regression=RegressionOutcome(regression, baseline_runs=4, nights=9),

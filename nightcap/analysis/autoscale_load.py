@@ -1,7 +1,10 @@
-"""The load the autoscale stage offers: its phases, how users are paced to offer a rate, and the node pool's part."""
+"""The load the autoscale stage offers: its phases (each a rate, open loop), what each got back, the node pool's part."""
 
 from __future__ import annotations
 
+from typing import Any, Sequence
+
+from nightcap.analysis.autoscale_metrics import AutoscaleSample, phase_loads
 from nightcap.config import AutoscaleConfig, AutoscalePhase
 
 
@@ -18,16 +21,10 @@ def default_phases(a: AutoscaleConfig, headroom: float) -> list[AutoscalePhase]:
             AutoscalePhase(name="recovery", load=headroom, duration_s=hold_down)]
 
 
-def offered_load(load: float, sat_users: int, sat_rps: float, max_users: int) -> tuple[int, float]:
-    """Users and per-user pacing (rps each) that offer `load` × one pod's saturation rate.
-
-    Enough users (3× the in-flight the rate needs, at least 8, at most `max_users`) that latency growth
-    under overload does not cap the offered rate, each paced so the total stays at the target rate while
-    the service keeps up.
-    """
-    rate = load * sat_rps
-    users = min(max(8, int(3 * load * sat_users + 0.999)), max_users)
-    return users, rate / users
+def phase_rows(phases: Sequence[AutoscalePhase], samples: Sequence[AutoscaleSample]) -> list[dict[str, Any]]:
+    """Each configured phase with what it offered and got back (a phase cut short by the budget has no figures)."""
+    loads = {load.name: load.to_dict() for load in phase_loads(samples)}
+    return [{**p.model_dump(), **loads.get(p.name, {})} for p in phases]
 
 
 def node_pool_note(platform_kind: str, nodes: dict[str, int] | None, gke_configured: bool) -> str:

@@ -31,8 +31,7 @@ class AutoscaleSample:
 
     t: float  # seconds, any clock shared with step_t
     phase: str
-    users: int
-    rps: float
+    rps: float  # goodput: successful responses per second
     p50_ms: float | None
     p95_ms: float | None
     error_rate: float
@@ -41,8 +40,8 @@ class AutoscaleSample:
     ready: int
     pending: int
     nodes: int | None = None
-    # open loop: the rate the phase offered and what did not make it (error_rate then counts failed and
-    # dropped arrivals together: both are requests a caller did not get answered)
+    # the rate the phase offered open loop and what did not make it (error_rate counts failed and dropped
+    # arrivals together: both are requests a caller did not get answered)
     offered_rps: float | None = None
     planned: int = 0
     dropped: int = 0
@@ -54,12 +53,12 @@ class PhaseLoad:
     """What one autoscale phase offered and what came back (summary.json `autoscale.phases[]`)."""
 
     name: str
-    offered_rps: float | None  # mean of its samples' offered rates (open loop), None for paced users
+    offered_rps: float | None  # mean of its samples' offered rates (None: nothing was offered)
     served_rps: float  # mean goodput
     planned: int
     dropped: int
     failures: int
-    error_rate: float  # (failures + dropped) / planned arrivals over the phase (failures / answered for users)
+    error_rate: float  # (failures + dropped) / planned arrivals over the phase (the samples' mean if none planned)
     worst_p95_ms: float | None
     samples: int
 

@@ -109,6 +109,13 @@ def target_url(generator: object, platform: Platform) -> str:
     return own(platform) if callable(own) else platform.service_url
 
 
+def tunnelled(generator: object, platform: Platform) -> bool:
+    """Local processes reaching Kubernetes pods through the port-forward: every new connection there is a tunnel
+    through the API server (and a pod lookup), so load must keep its connections open."""
+    return (getattr(platform, "kind", "") == "kubernetes"
+            and target_url(generator, platform) != getattr(platform, "cluster_service_url", None))
+
+
 def start_generator(config: Config, run_id: str, workers: int, payloads: list[bytes], api_key: str | None,
                     platform: Platform | None, registry: "RunRegistry | None", logdir: Path) -> Generator:
     """Locust master + workers where `load.generator` says: pods in the cluster, or local processes.

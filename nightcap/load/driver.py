@@ -70,16 +70,19 @@ class MasterClient:
         self._swarm(CLOSED_USER, {"user_count": users, "spawn_rate": spawn_rate, "host": host, "user_rps": user_rps})
 
     def swarm_rate(self, rate_rps: float, workers: int, host: str, arrivals: str = "constant",
-                   max_in_flight: int = 1000, late_ms: float = 5.0) -> None:
+                   max_in_flight: int = 1000, late_ms: float = 5.0, connection: str = "keep-alive") -> None:
         """Offer `rate_rps` in total, open loop: one OpenLoopUser per worker, each at rate / workers.
 
         Locust hands out users round-robin, so `workers` users put exactly one scheduler on each worker.
+        `connection`: "keep-alive", or "per-request" (each arrival on a new connection, so a per-connection
+        balancer spreads arrivals over the pods whatever each one holds).
         """
         if rate_rps <= 0 or workers < 1:
             raise LoadError(f"an open-loop rate needs rate_rps > 0 and workers >= 1 (got {rate_rps}, {workers})")
         self._swarm(OPEN_USER, {"user_count": workers, "spawn_rate": max(workers, 1) * 100, "host": host,
                                 "open_rps": rate_rps / workers, "open_arrivals": arrivals,
-                                "open_max_in_flight": max_in_flight, "open_late_ms": late_ms})
+                                "open_max_in_flight": max_in_flight, "open_late_ms": late_ms,
+                                "open_connection": connection})
 
     def _swarm(self, user_class: str, form: dict[str, Any]) -> None:
         if self._user_class not in (None, user_class) or self._host not in (None, form["host"]):

@@ -49,6 +49,14 @@ class OpenWindow:
         return self.failures / self.completed if self.completed else (1.0 if self.planned else 0.0)
 
     @property
+    def arrival_error_rate(self) -> float:
+        """Arrivals a caller did not get answered, failed or dropped, per planned arrival (at most 1: failures
+        landing in this window may belong to arrivals planned in the one before)."""
+        if not self.planned:
+            return self.error_rate
+        return min((self.failures + self.dropped) / self.planned, 1.0)
+
+    @property
     def late_share(self) -> float:
         return self.late / self.planned if self.planned else 0.0
 

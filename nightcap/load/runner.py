@@ -2,8 +2,8 @@
 watched meanwhile.
 
 The search (`nightcap.search`) calls `StepRunner.measure(users)` once per window (closed loop); the
-operating-point check and the autoscale phases call `measure_rate(rps)` (open loop). Every row is handed on
-at once.
+operating-point check calls `measure_rate(rps)` (open loop) and the autoscale phases `set_rate` and
+`read_open_window`. Every row is handed on at once.
 """
 
 from __future__ import annotations
@@ -64,15 +64,20 @@ class StepRunner:
                                     user_rps=user_rps)
         self._users, self._rate = users, None
 
-    def set_rate(self, rate_rps: float) -> None:
-        """Offer `rate_rps` open loop, split over the generator's workers."""
+    def set_rate(self, rate_rps: float, connection: str = "keep-alive") -> None:
+        """Offer `rate_rps` open loop, split over the generator's workers (`connection`: see `swarm_rate`)."""
         load = self.config.load
         if rate_rps > load.max_rps:
             raise LoadError(f"{rate_rps:.0f} rps exceeds the safety limit load.max_rps ({load.max_rps:.0f})")
         self.generator.client.swarm_rate(rate_rps, self.generator.workers, target_url(self.generator, self.platform),
                                          arrivals=load.arrivals, max_in_flight=load.open_max_in_flight,
-                                         late_ms=load.open_late_ms)
+                                         late_ms=load.open_late_ms, connection=connection)
         self._users, self._rate = None, rate_rps
+
+    def stop_load(self) -> None:
+        """Offer nothing (an idle phase); the next `set_rate` or `measure` starts again."""
+        self.generator.client.stop()
+        self._users, self._rate = None, None
 
     def measure_rate(self, rate_rps: float, window_s: float | None = None) -> tuple[StepRow, OpenWindow]:
         """One open-loop window at `rate_rps`: a StepRow (load "open", rps = goodput) and the full window.
@@ -140,15 +145,20 @@ class StepRunner:
             raise LoadError(f"the Locust master stopped answering: {exc}") from None
         return raw, open_raw, self.generator.generator_cpu_pct(), samples, workers_before, span
 
-    def read_window(self, seconds: float) -> Window:
-        """What the users already swarming did over the next `seconds` (reset, wait, read): a sample, no row.
+    def read_open_window(self, seconds: float, rate_rps: float) -> OpenWindow:
+        """What the open-loop schedule already running at `rate_rps` did over the next `seconds`: a sample, no row.
 
-        The autoscale stage samples its paced phases this way; `measure` adds warm-up, replica watching and
-        the step row around the same reset and read.
+        The autoscale stage samples its phases this way: arrivals keep their plan whether or not the pods keep
+        up, and the window says how many were dropped, failed or came back (latency from the planned time).
         """
         self.generator.client.reset()
         time.sleep(seconds)
-        return self._read()
+        closed = self._read()
+        try:
+            open_raw = self.generator.client.open_window()
+        except httpx.HTTPError as exc:
+            raise LoadError(f"the Locust master stopped answering: {exc}") from None
+        return summarize_open(open_raw, rate_rps, closed)
 
     def _read(self) -> Window:
         try:

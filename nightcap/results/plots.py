@@ -181,12 +181,20 @@ def timeline_plot(samples: list[AutoscaleSample], path: Path, slo_ms: float, ste
         ax1.step(t, [s.nodes or 0 for s in samples], where="post", color="black", label="nodes")
     ax1b = ax1.twinx()
     ax1b.plot(t, [s.rps for s in samples], color="grey", alpha=0.6, label="rps served")
-    ax1b.set_ylabel("rps served (grey)")
+    if any(s.offered_rps for s in samples):
+        ax1b.plot(t, [s.offered_rps or 0.0 for s in samples], color="grey", linestyle="--", alpha=0.6,
+                  label="rps offered")
+    ax1b.set_ylabel("rps served (grey), offered (dashed)")
     ax1b.set_ylim(bottom=0)
     ax1.set_ylabel("replicas")
     ax1.legend(loc="upper left", fontsize=8)
     ax2.plot(t, [s.p95_ms or float("nan") for s in samples], "o-", color="tab:red", markersize=3, label="p95 ms")
     ax2.axhline(slo_ms, color="tab:red", linestyle=":", label=f"SLO {slo_ms:g} ms")
+    if any(s.error_rate for s in samples):  # failed and dropped arrivals: what callers lost meanwhile
+        ax2b = ax2.twinx()
+        ax2b.step(t, [100 * s.error_rate for s in samples], where="post", color="black", alpha=0.5)
+        ax2b.set_ylabel("failed + dropped % (black)")
+        ax2b.set_ylim(bottom=0)
     ax2.set_yscale("log")
     ax2.set_ylabel("p95 ms")
     ax2.set_xlabel("seconds after the load step")

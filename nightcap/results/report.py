@@ -126,7 +126,19 @@ def autoscale_line(a: AutoscaleResult) -> str:
     return (f"autoscaling: {t.initial_replicas}→{t.peak_replicas} replicas, first scale-up after "
             f"{_s(t.time_to_scale_up_s)}, pods ready after {_s(t.time_to_ready_s)}, p95 back under the "
             f"SLO after {_s(t.time_to_recover_slo_s)}; {t.slo_breach_s:.0f}s over the SLO; "
-            f"peak Pending {t.peak_pending}; {a.nodes_note}")
+            f"peak Pending {t.peak_pending}; {a.nodes_note}" + "".join(f"\n  {phase_line(p)}" for p in a.phases
+                                                                       if p.get("samples")))
+
+
+def phase_line(p: dict) -> str:
+    """One phase as offered (open loop) against served, with what callers lost: dropped or failed arrivals."""
+    offered = p.get("offered_rps")
+    lost = (f"{p['dropped']} dropped and {p['failures']} failed of {p['planned']} arrivals "
+            f"({100 * p['error_rate']:.1f}%)")
+    worst = f", worst p95 {p['worst_p95_ms']:.0f} ms" if p.get("worst_p95_ms") is not None else ""
+    return (f"phase {p['name']}: {offered:.1f} rps offered open loop ({p['load']:g}× one pod), "
+            f"{p['served_rps']:.1f} rps served; {lost}{worst}" if offered is not None
+            else f"phase {p['name']}: nothing offered, {p['served_rps']:.1f} rps served")
 
 
 def warm_start_line(r: StageResults) -> str | None:

@@ -172,6 +172,7 @@ class AutoscaleResult:
     reconnect_s: float
     samples: list[AutoscaleSample]
     plot: str | None = None
+    connections: str = "per-request"  # autoscale.connections: how arrivals reach new pods
 
 
 @dataclass

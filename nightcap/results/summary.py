@@ -190,10 +190,22 @@ def sizing_block(s: SizingResult) -> dict[str, Any]:
 def autoscale_block(a: AutoscaleResult) -> dict[str, Any]:
     return {**a.timings.to_dict(), "phases": a.phases, "one_pod_saturation_users": a.per_pod.users,
             "one_pod_saturation_rps": a.per_pod.rps, "hpa": a.hpa, "nodes": a.nodes_note,
-            "load_spreading": (f"each generator user re-opens its connection every {a.reconnect_s:g}s "
-                               "(Connection: close), so the per-connection balancer in front of the replicas "
-                               "(a Kubernetes Service, or nightcap's local proxy) spreads load onto new pods"),
+            "load_spreading": load_spreading(a.connections, a.reconnect_s),
             "samples": [asdict(s) for s in a.samples]}
+
+
+def load_spreading(connections: str, reconnect_s: float) -> str:
+    """How the generator reaches pods that appear during the stage (a per-connection balancer pins a connection)."""
+    if connections == "per-request":
+        return ("every arrival opened its own connection (autoscale.connections: per-request), so the "
+                "per-connection balancer in front of the replicas (a Kubernetes Service, or nightcap's local proxy) "
+                "spread arrivals over the ready pods as it would independent callers', whatever each pod held")
+    if not reconnect_s:  # keep-alive: configured, or forced by a port-forward (see flows/autoscale.py)
+        return ("load.reconnect_s is 0: the generator keeps its connections, so the per-connection balancer in "
+                "front of the replicas sends new pods only the connections opened after they were ready")
+    return (f"the open-loop generator re-opens each connection it uses about every {reconnect_s:g}s "
+            "(Connection: close), so the per-connection balancer in front of the replicas (a Kubernetes Service, "
+            "or nightcap's local proxy) spreads load onto new pods")
 
 
 def regression_block(o: RegressionOutcome) -> dict[str, Any]:
