@@ -54,6 +54,9 @@ def autoscale(run_id: str) -> AutoscaleResult:
     try:
         if a.nodes and ctx.config.platform.gke and hasattr(platform, "enable_node_autoscaling"):
             platform.enable_node_autoscaling(a.nodes.get("min", 1), a.nodes.get("max", 3))  # type: ignore[attr-defined]
+        if phases[0].load > 0:  # the first phase's arrivals flowing before it is sampled (or the HPA acts)
+            runner.set_rate(phases[0].load * per_pod.rps, connection=connections)
+            time.sleep(ctx.config.load.warmup_s)
         platform.enable_autoscaling(hpa)
         for phase in phases:
             rate = phase.load * per_pod.rps
