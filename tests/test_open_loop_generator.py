@@ -163,3 +163,27 @@ def test_per_request_connections_spread_a_backlog_onto_pods_that_join(locust: Lo
     assert alone.p50_ms > 500, alone  # the backlog was there
     assert joined.p95_ms < 120, joined  # and is gone: 40 ms service, no queue at 60% of three pods
     assert w.goodput_rps == pytest.approx(90, rel=0.05) and w.dropped == 0
+
+
+DNS_PROBE = """
+import socket, gevent.socket
+calls = []
+real = gevent.socket.getaddrinfo
+gevent.socket.getaddrinfo = lambda *a, **k: calls.append(a[0]) or real(*a, **k)
+import nightcap.load.locustfile as lf
+from geventhttpclient.connectionpool import ConnectionPool
+pools = [ConnectionPool("localhost", 9, "localhost", 9) for _ in range(50)]
+first = [pool._resolve() for pool in pools]
+lf.DNS_TTL_S = 0.0
+pools[0]._resolve()
+print(len(calls), first[0] == first[-1])
+"""
+
+
+def test_per_request_connections_resolve_the_host_once_not_once_per_arrival() -> None:
+    """50 connections to one host ask DNS once (in a cluster: several queries per arrival otherwise), and again
+    once the answer is older than NIGHTCAP_DNS_TTL_S. In its own process: the locustfile imports Locust, which
+    monkey-patches everything it touches."""
+    out = subprocess.run([sys.executable, "-c", DNS_PROBE], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["2", "True"], out.stdout

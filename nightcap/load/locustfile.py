@@ -19,7 +19,8 @@ NIGHTCAP_PATH, NIGHTCAP_METHOD, NIGHTCAP_PAYLOADS (JSON-lines file of bodies), N
 non-secret headers), NIGHTCAP_API_KEY_ENV (the name of the variable holding the key; its value is sent as
 `Authorization: Bearer` and never logged), NIGHTCAP_TIMEOUT_S, NIGHTCAP_RECONNECT_S (re-open the
 connection this often, so new replicas behind a per-connection balancer receive traffic),
-NIGHTCAP_REPORT_INTERVAL_S (how often workers report to the master).
+NIGHTCAP_REPORT_INTERVAL_S (how often workers report to the master), NIGHTCAP_DNS_TTL_S (how long a resolved
+target host is reused by new connections, 30 s).
 
 The master also serves `GET /nightcap/window`: exact request counts per worker over the time each
 worker's reports actually covered since the last `/stats/reset`, because Locust's own `total_rps`
@@ -47,6 +48,8 @@ import gevent.pool
 import locust.runners
 import locust.stats
 from locust import FastHttpUser, events, task
+
+import geventhttpclient.connectionpool  # noqa: E402,I001 (after locust: its gevent monkey-patching comes first)
 
 locust.stats.PERCENTILES_TO_STATISTICS = [0.5, 0.9, 0.95, 0.99]
 locust.runners.WORKER_REPORT_INTERVAL = float(os.environ.get("NIGHTCAP_REPORT_INTERVAL_S", "0.5"))
@@ -77,6 +80,25 @@ def _headers() -> dict[str, str]:
 
 PAYLOADS = _payloads()
 HEADERS = _headers()
+
+# A connection resolves its host when it opens. Per-request connections (the autoscale stage) would then ask
+# DNS once per arrival: in a cluster, for `svc.ns.svc` with the default ndots:5, several queries each, on every
+# request's clock. Keep each answer DNS_TTL_S, as a long-lived client's pool effectively does.
+DNS_TTL_S = float(os.environ.get("NIGHTCAP_DNS_TTL_S", "30"))
+_resolved: dict[tuple[Any, ...], tuple[float, Any]] = {}
+_resolve_uncached = geventhttpclient.connectionpool.ConnectionPool._resolve
+
+
+def _resolve_cached(pool: Any) -> Any:
+    key = (pool._connection_host, pool._connection_port, pool.disable_ipv6)
+    now = time.monotonic()
+    hit = _resolved.get(key)
+    if hit is None or now - hit[0] >= DNS_TTL_S:
+        hit = _resolved[key] = (now, _resolve_uncached(pool))
+    return hit[1]
+
+
+geventhttpclient.connectionpool.ConnectionPool._resolve = _resolve_cached  # type: ignore[method-assign]
 
 
 @events.init_command_line_parser.add_listener
