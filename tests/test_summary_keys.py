@@ -43,6 +43,7 @@ from nightcap.results.stages import (
     StageResults,
     TuneResult,
 )
+from nightcap.results.report import pooled_line
 from nightcap.results.summary import build_summary
 from nightcap.search import Level, SearchResult
 from nightcap.warm_start import WarmStart, disabled
@@ -266,6 +267,12 @@ def test_capacity_per_pod_pools_every_stage_that_measured_the_pod_and_names_disa
     assert ["tune", "single_client"] in per_pod["disagree"] and ["single_client", "multi_client"] not in per_pod["disagree"]
     assert any("tune 173.7 rps" in w and "single_client 135.7 rps" in w for w in summary["warnings"])
     assert summary["saturation"]["rps"] == 141.8  # the headline stays one stage's measurement
+    # report.md says the pooled figure in words, beside the warnings
+    line = pooled_line(per_pod)
+    assert line is not None and line.startswith("one pod, pooled over tune, single_client, multi_client, scaling: ")
+    assert f"{per_pod['rps']:.1f} rps" in line and f"{per_pod['ci'][0]:.1f}-{per_pod['ci'][1]:.1f}" in line
+    assert "disagree" in line
+    assert pooled_line({**per_pod, "stages": ["single_client"]}) is None and pooled_line(None) is None
     assert build_summary(_ctx(StageResults(), {}))["capacity"] == {"per_pod": None}  # type: ignore[arg-type]
 
 

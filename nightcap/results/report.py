@@ -246,6 +246,17 @@ def embed_png(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
 
 
+def pooled_line(per_pod: dict[str, Any] | None) -> str | None:
+    """capacity.per_pod in words, when more than one stage measured the pod (one stage is the headline already)."""
+    if not per_pod or len(per_pod.get("stages") or []) < 2:
+        return None
+    ci = per_pod.get("ci")
+    interval = f" (95% interval {ci[0]:.1f}-{ci[1]:.1f})" if ci else ""
+    return (f"one pod, pooled over {', '.join(per_pod['stages'])}: {per_pod['rps']:.1f} rps at saturation{interval}"
+            + (f"; {len(per_pod['disagree'])} pair(s) of stages disagree (see the warnings)" if per_pod.get("disagree")
+               else ""))
+
+
 def write_markdown(summary: dict[str, Any], out: Path, plots: list[Path], embed: bool = False) -> str:
     """report.md: the answer first, then each stage's table and plot."""
     lines = [answer_line(summary), ""]
@@ -258,6 +269,8 @@ def write_markdown(summary: dict[str, Any], out: Path, plots: list[Path], embed:
                 "multi_client_line", "warm_start_line"):
         if summary.get(key):
             lines.append(f"- {summary[key]}")
+    if pooled := pooled_line((summary.get("capacity") or {}).get("per_pod")):
+        lines.append(f"- {pooled}")
     plat = summary.get("platform", {})
     if not plat.get("limits_enforced", True):
         lines.append(f"- CPU and memory limits were **not enforced**: {plat.get('limits_note')}")
