@@ -25,7 +25,7 @@ from dataclasses import replace
 from typing import Any, Mapping, Sequence
 
 from nightcap.analysis.canary import FIGURE as CANARY, NORMALISED, normalise
-from nightcap.analysis.change_points import MAX_PVALUE, ChangePoint, find_change_points, levels
+from nightcap.analysis.change_points import MAX_PVALUE, ChangePoint, find_change_points, finite, levels
 from nightcap.analysis.figures import Figure
 from nightcap.analysis.regression_result import (
     MAD_SCALE,
@@ -42,7 +42,6 @@ from nightcap.analysis.regression_result import (
     FigureCheck,
     RegressionResult,
     Night,
-    finite,
     _pct,
     _signed_pct,
 )

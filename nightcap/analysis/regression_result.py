@@ -10,7 +10,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
-from nightcap.analysis.change_points import MAX_PVALUE, finite  # noqa: F401 (finite is re-exported)
+from nightcap.analysis.change_points import MAX_PVALUE
 from nightcap.analysis.figures import COMPARED_FIGURES
 
 MAD_SCALE = 1.4826  # makes the MAD estimate a standard deviation for normally distributed noise

@@ -134,11 +134,13 @@ class LocalPlatform:
     def _wait_proxy(self) -> None:
         """Until the proxy accepts connections (the service URL answers), or it exited, or the ready timeout."""
         timeout_s = self.config.platform.ready_timeout_s
-        for _ in range(int(timeout_s / 0.05)):
+        deadline = time.monotonic() + timeout_s  # a deadline, not a count: a refused connect can take its 0.5 s
+        while time.monotonic() < deadline:
             if self._proxy is None or self._proxy.poll() is not None:
                 raise PlatformError(f"the local proxy exited; see {self.workdir / 'proxy.log'}")
             try:
-                return socket.create_connection(("127.0.0.1", self._proxy_port), timeout=0.5).close()
+                socket.create_connection(("127.0.0.1", self._proxy_port), timeout=0.5).close()
+                return
             except OSError:
                 time.sleep(0.05)
         raise PlatformError(f"the local proxy did not listen within platform.ready_timeout_s ({timeout_s:.0f}s)")

@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError, ProgrammingError, SQLAlchemyError
 
-from nightcap.analysis.regression import finite
+from nightcap.analysis.change_points import finite
 from nightcap.results.history_schema import (HEADLINE_FIGURES, SCHEMA_VERSION, STEP_FIELDS, metadata, runs,
                                              schema_version, steps)
 from nightcap.results.redact import config_dump, sanitize
