@@ -1,4 +1,4 @@
-"""Regression check, the last stage: tonight's headline figures against comparable nights and their change points."""
+"""Regression check, the last stage: tonight's headline figures against comparable nights, one alarm decision."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from prefect import flow, get_run_logger
 
 from nightcap.analysis.canary import FIGURE as CANARY, canary_value
 from nightcap.analysis.regression import check_regression, version_change
+from nightcap.analysis.regression_nights import figure_intervals
 from nightcap.results.stages import RegressionOutcome
 from nightcap.results.store import model_label
 from nightcap.results.summary import headline, headline_figures
@@ -21,12 +22,15 @@ def regression(run_id: str) -> RegressionOutcome:
     if ctx.store is None:
         ctx.results.regression = RegressionOutcome(None, note="no history store")
         return ctx.results.regression
-    tonight = headline_figures(headline(ctx))
+    head = headline(ctx)
+    tonight = headline_figures(head)
     history = ctx.store.comparable_runs(ctx.config.config_hash(), cfg.nights, exclude_run_id=ctx.run_id)
     tonight["run_id"] = ctx.run_id
+    tonight["intervals"] = figure_intervals(head)
     with_canary(ctx, tonight, history)
-    result = check_regression(tonight, history, threshold=cfg.threshold, noise_k=cfg.noise_k, min_runs=cfg.min_runs,
-                              last_n=cfg.last_n, max_pvalue=cfg.max_pvalue, canary_threshold=cfg.canary_threshold)
+    stage = head["saturation"].get("stage")
+    result = check_regression(tonight, history, **cfg.alarm_settings(),
+                              tonight_status=ctx.stages.get(stage, {}).get("status") if stage else None)
     changed = version_change(model_label(ctx.info.get("target", {}).get("version")),
                              [model_label(run.get("target_version")) for run in history])
     if changed:  # "capacity dropped 20% ... (when wine v3 replaced wine v2)"
@@ -44,5 +48,7 @@ def with_canary(ctx: RunContext, tonight: dict, history: list[dict]) -> None:
     if canary is None or canary.figure is None:
         return
     tonight[CANARY] = canary.figure.rps_per_core
+    if canary.figure.ci:
+        tonight["intervals"][CANARY] = canary.figure.ci
     for run in history:
         run[CANARY] = canary_value(run, canary.settings)

@@ -284,18 +284,44 @@ class CanaryConfig(Strict):
 
 
 class RegressionConfig(Strict):
-    last_n: int = Field(7, ge=1, le=365)
-    min_runs: int = Field(2, ge=1)
-    threshold: float = Field(0.10, gt=0, lt=1)
-    noise_k: float = Field(3.0, ge=0)
+    """The nightly alarm: one decision per night over every compared figure (docs/regression.md)."""
+
+    # false alarms per night, over every figure and look together (0.005: one in 200 nights of pure noise)
+    false_alarm_rate: float = Field(0.005, gt=0, lt=0.5)
+    min_runs: int = Field(5, ge=2)  # comparable nights before any figure can alarm
+    last_n: int = Field(20, ge=2, le=365)  # baseline nights at most: the newest before the nights looked at
+    window_nights: int = Field(3, ge=1, le=7)  # also look at the mean of the last 2..window_nights nights
+    threshold: float = Field(0.10, gt=0, lt=1)  # the smallest change worth an alarm
     fail_flow: bool = True
-    # the change-point analysis looks back over this many comparable nights (never fewer than last_n)
+    # the change-point view of `nightcap history` and the trend plot (hindsight over this many comparable nights;
+    # not the alarm): level changes with p < max_pvalue of at least `threshold`
     series_n: int = Field(30, ge=3, le=1000)
     max_pvalue: float = Field(0.001, gt=0, lt=1)
-    # the platform canary moved when it changed beyond this fraction and beyond its own noise band
+    # the platform canary moved when it changed beyond this fraction and beyond its own noise
     canary_threshold: float = Field(0.05, gt=0, lt=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _gone(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "noise_k" in data:
+            raise ValueError("noise_k was removed: the alarm's noise band is now a prediction interval at "
+                             "regression.false_alarm_rate per night (default 0.005); delete noise_k")
+        return data
+
+    @model_validator(mode="after")
+    def _baseline_fits(self) -> "RegressionConfig":
+        if self.last_n < self.min_runs:
+            raise ValueError(f"regression.last_n ({self.last_n}) must be at least regression.min_runs "
+                             f"({self.min_runs}): the baseline could never have enough nights")
+        return self
+
+    def alarm_settings(self) -> dict[str, Any]:
+        """The keyword arguments of `check_regression`: the flow and bench/alarm.py pass the same ones."""
+        return {"threshold": self.threshold, "false_alarm_rate": self.false_alarm_rate, "min_runs": self.min_runs,
+                "last_n": self.last_n, "window_nights": self.window_nights,
+                "canary_threshold": self.canary_threshold}
 
     @property
     def nights(self) -> int:
-        """Comparable nights to read from the history: enough for both checks."""
-        return max(self.last_n, self.series_n)
+        """Comparable nights to read from the history: the baseline, the nights looked at, and the view."""
+        return max(self.last_n + self.window_nights - 1, self.series_n)

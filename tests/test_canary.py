@@ -32,7 +32,7 @@ def tonight(canary: float | None, capacity: float) -> dict:
 
 
 def check(night: dict, runs: list[dict]):
-    return check_regression(night, runs, threshold=0.10, noise_k=3.0, min_runs=3, last_n=7)
+    return check_regression(night, runs)  # the defaults: what a nightly run uses
 
 
 def test_canary_and_model_dropping_together_is_a_platform_change_not_a_model_regression() -> None:
@@ -75,7 +75,7 @@ def test_without_a_canary_the_check_is_as_before_and_cannot_say_whose() -> None:
     result = check(tonight(canary=None, capacity=240.0), history())
     assert result.regressed and result.cause == "unknown" and result.platform is None and result.normalised == []
     before = check_regression({k: v for k, v in tonight(None, 240.0).items() if k != "canary_rps_per_core"},
-                              history(), threshold=0.10, noise_k=3.0, min_runs=3, last_n=7)
+                              history())
     assert before.verdict == result.verdict and before.message == result.message
     assert "platform" not in result.message
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import statistics
 from pathlib import Path
 
 import pytest
@@ -13,11 +14,12 @@ from nightcap.results.events import CAPACITY_IMPROVED, CAPACITY_REGRESSED, RUN_C
 
 REPO = Path(__file__).resolve().parents[1]
 HISTORY = [{"run_id": f"night-{i}", "saturation_rps": v, "rps_per_core": v}
-           for i, v in enumerate([201.0, 199.0, 203.0, 200.0])]
+           for i, v in enumerate([201.0, 199.0, 203.0, 200.0, 202.0, 198.0])]  # five nights before an alarm
+LEVEL = statistics.geometric_mean(run["saturation_rps"] for run in HISTORY)  # what the alarm compares with
 
 
 def summary_with(tonight: dict, status_of_stage: str = "completed") -> dict:
-    result = check_regression(dict(tonight, run_id="tonight"), HISTORY[::-1], last_n=7)
+    result = check_regression(dict(tonight, run_id="tonight"), HISTORY[::-1])
     return {
         "run_id": "tonight",
         "target": {"name": "reference", "kind": "reference"},
@@ -39,11 +41,12 @@ def test_a_regressed_night_is_completed_and_regressed_with_figures_baseline_and_
     assert done.payload["figures"] == tonight and done.payload["regression"] == "regressed"
     figures = {f["figure"]: f for f in regressed.payload["figures"]}
     assert set(figures) == {"saturation_rps", "rps_per_core"}
-    assert figures["saturation_rps"]["tonight"] == 100.0 and figures["saturation_rps"]["baseline"] == 200.5
-    assert regressed.payload["baseline"]["run_ids"] == ["night-3", "night-2", "night-1", "night-0"]
-    assert "saturation_rps fell 50% (200.5 → 100.0 rps)" in regressed.payload["message"]
+    assert figures["saturation_rps"]["tonight"] == 100.0
+    assert figures["saturation_rps"]["baseline"] == pytest.approx(LEVEL)
+    assert regressed.payload["baseline"]["run_ids"] == [f"night-{i}" for i in range(5, -1, -1)]
+    assert f"saturation_rps fell 50% ({LEVEL:.1f} → 100.0 rps)" in regressed.payload["message"]
     (point, _) = regressed.payload["change_points"]
-    assert point["figure"] == "saturation_rps" and point["tonight"] and point["night"] == 5
+    assert point["figure"] == "saturation_rps" and point["tonight"] and point["night"] == 7
     json.dumps([e.payload for e in events], allow_nan=False)
 
 

@@ -129,15 +129,22 @@ def full_summary() -> dict[str, Any]:
                                p95_ms=40.0 + 10 * (t == 2), error_rate=0.0, current=1 + (t > 2), desired=2,
                                ready=1 + (t > 3), pending=0, nodes=1 + (t > 3), offered_rps=90.0 if t else 21.0,
                                planned=180 if t else 42) for t in range(6)]
-    # eight earlier nights, newest first, whose level fell by 30% four nights ago: a change point in every block
-    # (and a platform canary measured every night: its check and the normalised figures)
+    # eight earlier nights, newest first, steady around 100 rps, then tonight 30% lower: an alarm with where the
+    # change began (and a platform canary measured every night: its check and the normalised figures); one night
+    # whose headline stage was inconclusive is left out of the baseline
     baseline = [{"run_id": f"n{i}", "started_at": f"2024-01-{20 - i:02d}T02:00:00",
-                 "saturation_rps": (70.0 if i < 4 else 100.0) + i % 2, "rps_per_core": 70.0 if i < 4 else 100.0,
-                 "p95_at_operating_ms": 20.0, "slo_users": 4, "canary_rps_per_core": 500.0 + i} for i in range(8)]
+                 "saturation_rps": 100.0 + i % 3, "rps_per_core": 100.0 + i % 3,
+                 "p95_at_operating_ms": 20.0, "slo_users": 4, "canary_rps_per_core": 500.0 + i,
+                 "summary": {"saturation": {"stage": "single_client", "rps": 100.0 + i % 3, "rps_ci": [98.0, 103.0]},
+                             "stages": {"single_client": {"status": "inconclusive" if i == 5 else "completed"}}}}
+                for i in range(8)]
     regression = check_regression({"run_id": "r1", "saturation_rps": 70.0, "rps_per_core": 70.0,
-                                   "p95_at_operating_ms": 21.0, "slo_users": 4, "canary_rps_per_core": 503.0},
+                                   "p95_at_operating_ms": 21.0, "slo_users": 4, "canary_rps_per_core": 503.0,
+                                   "intervals": {"saturation_rps": [68.0, 72.0]}},
                                   baseline)
-    assert regression.to_dict()["change_points"] and regression.platform, "the fixture must show every key"
+    block = regression.to_dict()
+    assert block["change_points"] and block["platform"] and block["new_level"] and block["excluded"], \
+        "the fixture must show every key"
     results = StageResults(
         tune=TuneResult(candidates, 2, 12, 2, ["memory settled at 512Mi"], "cpu=0.5", True, candidates[0],
                         _search(50.0, 1), 0.7, plot="tuning_heatmap.png"),

@@ -1,18 +1,21 @@
-"""Did tonight get worse than the recent past, by more than the noise of the recent past?
+"""Did tonight get worse than the recent past, by more than the recent past's noise? One decision per night.
 
-Tonight's headline figures are compared with the median of the last N comparable completed runs.
-Capacity measurements are noisy, so a fixed threshold alone would alarm on bad nights that are
-only noise; a noise band alone would alarm on tiny but very steady shifts. A figure therefore
-regresses only when its change is worse than both the relative `threshold` and `noise_k` times the
-scaled median absolute deviation (MAD, robust to one odd night) of the nights around their level.
+Each compared figure is looked at over the last 1, 2 and 3 nights (tonight alone, and the mean of tonight and
+the nights before it) against the comparable nights before those: a prediction interval on Student's t with
+the baseline's degrees of freedom (alarm.py). Every look at every figure shares the night's one false-alarm
+rate (`false_alarm_rate`, per night, over all of them: weighted Bonferroni). A figure regresses when a look is beyond
+that noise, at least `threshold` in size, beyond the window's own measured interval (when it has one), and
+larger than the measurement resolves. No figure alarms before `min_runs` comparable nights.
 
-Beside it, change points (change_points.py) over the whole series say when the level moved: the
-baseline is then the nights since the move, a move found for the first time tonight is reported once,
-and a drift too slow for the median shows up once it adds up.
+A night that found a change stores where it began (`new_level` in the summary). If the nights after it stay
+nearer the new level, later nights compare with the nights since it began: a step is reported once, and the
+alarm is quiet until the new level has `min_runs` nights. If they return to the old level, it was a one-off:
+its nights leave every baseline and the old one continues (regression_nights.plan).
+Nights whose headline stage was inconclusive or failed are never a baseline.
 
-When the night measured the platform canary (canary.py), the canary is judged the same way first: steady,
-a change in the model's figures is the model's; moved, the platform moved, and only the throughput figures
-normalised by the canary can make a model regression (the raw changes are the platform's).
+The platform canary (canary.py) is judged the same way first: steady, a change in the model's figures is the
+model's; moved, only the throughput figures normalised by the canary can make a model regression (the raw
+changes are the platform's).
 
 Pure: no Prefect, no database; the caller hands in plain dicts.
 """
@@ -20,232 +23,159 @@ Pure: no Prefect, no database; the caller hands in plain dicts.
 from __future__ import annotations
 
 import math
-import statistics
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from statistics import median
 from typing import Any, Mapping, Sequence
 
+from nightcap.analysis import alarm
 from nightcap.analysis.canary import FIGURE as CANARY, NORMALISED, normalise
-from nightcap.analysis.change_points import MAX_PVALUE, ChangePoint, find_change_points, finite, levels
+from nightcap.analysis.change_points import finite
 from nightcap.analysis.figures import Figure
+from nightcap.analysis.regression_nights import Night, Plan, UNUSABLE_STATUSES, plan, tonight_halfwidths
 from nightcap.analysis.regression_result import (
-    MAD_SCALE,
-    OK,
-    REGRESSED,
-    IMPROVED,
-    NOT_ENOUGH,
-    NOT_MEASURED,
-    INSUFFICIENT,
-    PLATFORM,
-    CANARY_THRESHOLD,
-    NORMALISED_SUFFIX,
-    FIGURES,
-    FigureCheck,
-    RegressionResult,
-    Night,
-    _pct,
-    _signed_pct,
+    CANARY_THRESHOLD, FALSE_ALARM_RATE, FIGURES, IMPROVED, INSUFFICIENT, LAST_N, MIN_NIGHTS, NORMALISED_SUFFIX,
+    NOT_ENOUGH, NOT_JUDGED, NOT_MEASURED, OK, PLATFORM, REGRESSED, WINDOW_NIGHTS, FigureCheck, RegressionResult,
+    _pct, _signed_pct,
 )
 
-def noise_band(values: Sequence[float], noise_k: float) -> tuple[float, float]:
-    """Median of the baseline and k x scaled MAD around it (absolute, in the figure's unit)."""
-    median = statistics.median(values)
-    mad = statistics.median(abs(v - median) for v in values)
-    return median, noise_k * MAD_SCALE * mad
+__all__ = ["FIGURES", "IMPROVED", "OK", "PLATFORM", "REGRESSED", "RegressionResult", "check_regression",
+           "version_change"]
 
 
-def _worse_pct(figure: Figure, change_pct: float) -> float:
-    """A signed change as "how much worse": positive is worse, whichever way the figure is better."""
-    return -change_pct if figure.higher_is_better else change_pct
+@dataclass(frozen=True)
+class Rules:
+    """The alarm's settings (RegressionConfig): one object, so every figure is judged by the same rules."""
+
+    threshold: float = 0.10
+    false_alarm_rate: float = FALSE_ALARM_RATE
+    min_runs: int = MIN_NIGHTS
+    last_n: int = LAST_N
+    window_nights: int = WINDOW_NIGHTS
+
+    def validate(self) -> None:
+        if not 0 < self.threshold < 1:
+            raise ValueError(f"regression.threshold must be a fraction between 0 and 1, got {self.threshold}")
+        if not 0 < self.false_alarm_rate < 1:
+            raise ValueError("regression.false_alarm_rate must be a probability per night between 0 and 1 "
+                             f"(0.01: one false alarm in 100 nights), got {self.false_alarm_rate}")
+        if self.min_runs < 2 or self.last_n < self.min_runs or self.window_nights < 1:
+            raise ValueError("regression.min_runs must be >= 2 (one night has no noise to measure), "
+                             "regression.last_n >= min_runs and regression.window_nights >= 1; got "
+                             f"{self.min_runs}, {self.last_n}, {self.window_nights}")
 
 
-def _baseline(
-    values: list[float | None], inside: list[ChangePoint], *, noise_k: float, min_runs: int, last_n: int | None
-) -> tuple[list[int], float, float] | str:
-    """Which earlier nights tonight is compared with, their median and noise band; or why there are none.
+@dataclass
+class Subject:
+    """One figure's series (earlier nights oldest first, tonight last) and its looks."""
 
-    The median is that of the last `last_n` nights of the current level: all nights when no change point
-    split the series, else the nights since the latest one (the nights before measured something else).
-    The noise band is k x scaled MAD of every night around the median of its own level, over the whole
-    series: a level change does not change how noisy the measurement is, and thirty nights know the noise
-    better than the three since a change (whose spread can be nil by chance, and then every night alarms).
-    """
-    start = inside[-1].index if inside else 0
-    used = [i for i in range(start, len(values)) if values[i] is not None]
-    if last_n:
-        used = used[-last_n:]
-    level = [values[i] for i in used]
-    residuals = []
-    for stretch in levels(len(values), inside):
-        own = [values[i] for i in stretch if values[i] is not None]
-        if len(own) >= 2:
-            middle = statistics.median(own)  # type: ignore[type-var]
-            residuals += [abs(v - middle) for v in own]  # type: ignore[operator]
-    if not level or len(residuals) < min_runs:
-        return f"{len(level)} night(s) since the change point, and too few nights to know the noise"
-    return used, statistics.median(level), noise_k * MAD_SCALE * statistics.median(residuals)  # type: ignore[type-var]
+    figure: Figure
+    values: list[float | None]
+    halfwidths: list[float | None]
+    first: int  # the first night that may be a baseline
+    looks: list[alarm.Look]
+
+    @classmethod
+    def of(cls, figure: Figure, values: list[float | None], halfwidths: list[float | None], first: int,
+           rules: Rules) -> "Subject":
+        logs = alarm.logs(values)
+        looks = [lk for k in range(1, rules.window_nights + 1)
+                 if (lk := alarm.look(logs, k, first=first, last_n=rules.last_n, halfwidths=halfwidths,
+                                      min_nights=rules.min_runs, resolution=figure.resolution)) is not None]
+        return cls(figure, values, halfwidths, first, looks)
+
+    @property
+    def worse(self) -> int:
+        return -1 if self.figure.higher_is_better else 1
 
 
-def _describe_night(index: int, nights: Sequence[Night], tonight_id: str | None) -> dict[str, Any]:
-    if index < len(nights):
-        return {"run_id": nights[index].run_id, "started_at": nights[index].started_at, "tonight": False}
-    return {"run_id": tonight_id, "started_at": None, "tonight": True}
+def family(subjects: Sequence[Subject]) -> tuple[int, float]:
+    """Looks tonight's one decision is made over, and their total weight (alarm.weight); a figure that is the
+    same test as another counts once."""
+    size, total, seen = 0, 0.0, []
+    for s in subjects:
+        logs = alarm.logs(s.values)
+        if s.looks and not any(alarm.same_test(logs, other) for other in seen):
+            size += len(s.looks)
+            total += sum(alarm.weight(lk.k) for lk in s.looks)
+        seen.append(logs)
+    return size, total
 
 
-def _is_known(point: ChangePoint, earlier: list[ChangePoint], nights: Sequence[Night], figure: Figure) -> bool:
-    """Was this change already there last night (within a night of here, same direction), or already
-    reported by a night's own check since it began (found by the median check before it was a level)?"""
-    sign = math.copysign(1, point.mean_after - point.mean_before)
-    for old in earlier:
-        if abs(old.index - point.index) <= 1 and math.copysign(1, old.mean_after - old.mean_before) == sign:
-            return True
-    wanted = IMPROVED if (sign > 0) == figure.higher_is_better else REGRESSED
-    return any(n.verdicts.get(figure.name) == wanted for n in nights[max(0, point.index - 1):])
-
-
-def _already_reported(figure: Figure, value: float, verdict: str, values: list[float | None],
-                      inside: list[ChangePoint], nights: Sequence[Night], *, threshold: float, noise_k: float,
-                      min_runs: int, last_n: int | None) -> str:
-    """Why tonight's `verdict` is old news, or "" when it is not.
-
-    A step is seen by the median check the night it happens, but becomes a change point only once a few
-    nights confirm it; until then every night would repeat the alarm. So a night whose own check already
-    reported this verdict (after the latest change point) counts as the start of a provisional level, and
-    tonight repeats the verdict only if it is also beyond the threshold and noise against that level.
-    """
-    since = inside[-1].index if inside else 0
-    marked = [i for i in range(since, len(nights)) if nights[i].verdicts.get(figure.name) == verdict]
-    if not marked:
-        return ""
-    start = marked[-1]
-    found = _baseline(values, [*inside, ChangePoint(start, math.nan, math.nan, 0.0)], noise_k=noise_k,
-                      min_runs=min_runs, last_n=last_n)
-    if isinstance(found, str):
-        return ""
-    _used, median, band = found
-    if median == 0:
-        return ""
-    worse = _worse_pct(figure, (value - median) / abs(median) * 100)
-    limit = max(threshold * 100, max(band, figure.resolution) / abs(median) * 100)
-    if (worse if verdict == REGRESSED else -worse) > limit:
-        return ""
-    night = nights[start]
-    when = f"night {start + 1}" + (f" ({night.started_at[:10]}, run {night.run_id})" if night.started_at else "")
-    return (f"already reported {verdict} on {when}; tonight is within the {threshold * 100:g}% threshold or the "
-            f"noise band of the {len(values) - start} night(s) since (median {median:.1f} {figure.unit})")
-
-
-def check_figure(
-    figure: Figure,
-    tonight: Any,
-    history: Sequence[Any],
-    *,
-    threshold: float,
-    noise_k: float,
-    min_runs: int,
-    last_n: int | None = None,
-    max_pvalue: float = MAX_PVALUE,
-    nights: Sequence[Night] = (),
-    tonight_id: str | None = None,
-) -> tuple[FigureCheck, list[int]]:
-    """Verdict on one figure (`history` oldest first), and the indices of the nights it was compared with.
-
-    Either of two checks regresses the figure:
-    - the median check: worse than the baseline's median by more than the threshold and the noise band
-      (the baseline is the nights since the latest level change, when there is one);
-    - the change-point check: the latest change of level in the series (tonight included) is worse than
-      the threshold, tonight is still at the worse level, and the change was not known before tonight.
-    So a step is reported on the night it is first seen, once, and a drift once it adds up.
-    """
-    value = finite(tonight)
-    values = [finite(v) for v in history]
-    present = [v for v in values if v is not None]
-    check = FigureCheck(figure.name, figure.unit, value, None, None, None, len(present), OK)
+def judge(s: Subject, nights: Sequence[Night], looks: tuple[int, float], rules: Rules, *,
+          threshold: float | None = None,
+          tonight_id: str | None = None) -> FigureCheck:
+    """The verdict on one figure, the look behind it, and a sentence a platform engineer can check."""
+    fig, value = s.figure, s.values[-1]
+    check = FigureCheck(fig.name, fig.unit, value, None, None, None, 0, OK)
     if value is None:
-        check.verdict = NOT_MEASURED
-        check.message = f"{figure.name} was not measured tonight"
-        return check, []
-    if len(present) < min_runs:
+        check.verdict, check.message = NOT_MEASURED, f"{fig.name} was not measured tonight"
+        return check
+    since = f" since the level change reported on {nights[s.first].label(s.first)}" if s.first else ""
+    if not s.looks:
+        have = sum(v is not None for v in s.values[s.first:-1])
         check.verdict = NOT_ENOUGH
-        check.message = f"{figure.name}: {len(present)} earlier value(s), need {min_runs}"
-        return check, []
-    n = len(values)
-    points = find_change_points([*values, value], max_pvalue=max_pvalue, min_change=threshold)
-    inside = [p for p in points if p.index < n]
-    latest = points[-1] if points else None
-    point_text = ""
-    if latest is not None:
-        last_night = find_change_points(values, max_pvalue=max_pvalue, min_change=threshold)
-        new = latest.index == n or not _is_known(latest, last_night, nights, figure)
-        where = _describe_night(latest.index, nights, tonight_id)
-        check.change_point = dict(night=latest.index + 1, nights=n + 1, **where, mean_before=latest.mean_before,
-                                  mean_after=latest.mean_after, change_pct=latest.change_pct, pvalue=latest.pvalue,
-                                  new=new)
-        when = "tonight" if where["tonight"] else (
-            f"night {latest.index + 1} of {n + 1}" + (f" ({where['started_at'][:10]}, run {where['run_id']})"
-                                                     if where.get("started_at") else ""))
-        point_text = (f"; level change {when}: {latest.mean_before:.1f} → {latest.mean_after:.1f} {figure.unit} "
-                      f"({_signed_pct(latest.change_pct)}, p={latest.pvalue:.2g}"
-                      + (", first seen tonight)" if new and not where["tonight"] else ")"))
-    found = _baseline(values, inside, noise_k=noise_k, min_runs=min_runs, last_n=last_n)
-    if isinstance(found, str):
-        check.verdict = NOT_ENOUGH
-        check.message = f"{figure.name}: {found}{point_text}"
-        return check, []
-    used, median, band = found
-    check.baseline_runs = len(used)
-    check.baseline = (f"{len(used)} night(s) since the level change at night {inside[-1].index + 1}" if inside
-                      else f"the last {len(used)} night(s)")
-    check.baseline_median = median
-    if median == 0:
-        change = 0.0 if value == 0 else math.copysign(math.inf, value)
-        noise = 0.0 if band == 0 else math.inf
-    else:
-        change = (value - median) / abs(median) * 100
-        noise = max(band, figure.resolution) / abs(median) * 100
-    check.change_pct, check.noise_pct = change, noise
-    worse = _worse_pct(figure, change)
-    limit = max(threshold * 100, noise)
-    if worse > limit:
-        check.verdict = REGRESSED
-    elif -worse > limit:
-        check.verdict = IMPROVED
-    reported = ""
+        check.message = f"{fig.name}: {have} comparable night(s){since}, need {rules.min_runs}"
+        return check
+    alpha, bar = rules.false_alarm_rate, rules.threshold if threshold is None else threshold
+    size, total = looks
+    kw = dict(family_weight=total, alpha=alpha, threshold=bar, resolution=fig.resolution)
+    worse, better = (alarm.find(s.looks, sign, **kw) for sign in (s.worse, -s.worse))
+    assert worse is not None and better is not None
+    if worse.changed:
+        check.verdict, found = REGRESSED, worse
+    elif better.changed:
+        check.verdict, found = IMPROVED, better
+    else:  # nothing changed: say how tonight alone compares, the plainest reading
+        sign = s.worse if s.looks[0].change * s.worse >= 0 else -s.worse
+        found = alarm.find(s.looks[:1], sign, **kw)  # type: ignore[assignment]
+        assert found is not None
+    lk = found.look
+    band = alarm.pct(lk.band(alpha * alarm.weight(lk.k) / total)) if total else math.inf
+    base = [s.values[i] for i in lk.baseline]
+    check.baseline_median, check.baseline_mean = median(base), lk.level  # type: ignore[type-var]
+    check.window_nights, check.window_mean, check.change_pct = lk.k, lk.window_level, lk.change_pct
+    check.noise_pct, check.pvalue, check.baseline_runs = band, found.adjusted, len(lk.baseline)
+    check.interval_pct = None if lk.interval is None else alarm.pct(lk.interval)
+    check.outliers = [nights[i].run_id for i in lk.dropped]
+    before = "tonight" if lk.k == 1 else f"the last {lk.k} nights"
+    check.baseline = f"the {len(lk.baseline)} night(s) before {before}{since}" + (
+        f", {len(lk.dropped)} outlier night(s) left out" if lk.dropped else "")
+    check.message = _sentence(check, found, bar)
     if check.verdict in (REGRESSED, IMPROVED):
-        reported = _already_reported(figure, value, check.verdict, values, inside, nights, threshold=threshold,
-                                     noise_k=noise_k, min_runs=min_runs, last_n=last_n)
-        if reported:
-            check.verdict = OK
-    shifted = ""
-    if latest is not None and check.change_point and check.change_point["new"] and latest.mean_before != 0:
-        level_worse = _worse_pct(figure, latest.change_pct)
-        tonight_worse = _worse_pct(figure, (value - latest.mean_before) / abs(latest.mean_before) * 100)
-        bar = max(threshold * 100, figure.resolution / abs(latest.mean_before) * 100)
-        if level_worse > bar and tonight_worse > bar and check.verdict != REGRESSED:
-            check.verdict, shifted = REGRESSED, "regressed"
-        elif -level_worse > bar and -tonight_worse > bar and check.verdict == OK:
-            check.verdict, shifted = IMPROVED, "improved"
-    direction = "rose" if change > 0 else "fell" if change < 0 else "held"
-    check.message = (
-        f"{figure.name} {direction} {_pct(change)} ({median:.1f} → {value:.1f} {figure.unit})"
-    )
-    if shifted:
-        check.message = (f"{figure.name} changed level {_signed_pct(latest.change_pct)} "  # type: ignore[union-attr]
-                         f"({latest.mean_before:.1f} → {latest.mean_after:.1f} {figure.unit}), "  # type: ignore[union-attr]
-                         f"beyond the {threshold * 100:g}% threshold; tonight {value:.1f} {figure.unit}"
-                         f"{point_text}")
-        return check, used
-    if check.verdict == REGRESSED:
-        check.message += f", beyond the {threshold * 100:g}% threshold and the noise band (±{noise:.1f}%)"
-    elif check.verdict == IMPROVED:
-        check.message += f", an improvement beyond the noise band (±{noise:.1f}%)"
-    elif reported:
-        check.message += f", {reported}"
-    else:
-        check.message += f", within the {threshold * 100:g}% threshold or the noise band (±{noise:.1f}%)"
-    if inside:
-        check.message += f" against the {check.baseline}"
-    check.message += point_text
-    return check, used
+        start = lk.start
+        where = (nights[start].run_id, nights[start].started_at) if start < len(nights) else (tonight_id, None)
+        check.change_point = {"night": start + 1, "nights": len(s.values), "run_id": where[0],
+                              "started_at": where[1], "tonight": start == len(nights), "mean_before": lk.level,
+                              "mean_after": lk.window_level, "change_pct": lk.change_pct, "pvalue": found.adjusted,
+                              "new": True}
+    return check
+
+
+def _sentence(c: FigureCheck, found: alarm.Finding, bar: float) -> str:
+    lk = found.look
+    change = c.change_pct or 0.0
+    direction = "rose" if change >= 0.05 else "fell" if change <= -0.05 else "held"
+    over = "" if lk.k == 1 else f" over the last {lk.k} nights"
+    said = (f"{c.figure} {direction}{'' if direction == 'held' else ' ' + _pct(change)}{over} "
+            f"({lk.level:.1f} → {lk.window_level:.1f} {c.unit}" + (", their mean)" if lk.k > 1 else ")"))
+    noise = f"the ±{c.noise_pct:.1f}% noise band of {len(lk.baseline)} comparable night(s)"
+    p = f"p={found.adjusted:.2g}"
+    if c.verdict in (REGRESSED, IMPROVED):
+        text = f"{said}, beyond {noise}" + (f" and its own ±{c.interval_pct:.1f}% interval ({p})"
+                                             if lk.interval is not None else f" ({p}; its own interval unknown)")
+        return text if c.verdict == REGRESSED else text + ", an improvement"
+    if not found.significant:
+        return f"{said}, within {noise} ({p})"
+    if not found.beyond_threshold:
+        return f"{said}: beyond {noise} ({p}) but under the {bar * 100:g}% worth an alarm"
+    if found.beyond_interval is False:
+        return f"{said}: beyond {noise} ({p}) but within its own ±{c.interval_pct:.1f}% interval"
+    return f"{said}: within what {c.figure} resolves"
+
+
+def _rate(alpha: float) -> str:
+    return f"1 false alarm in {1 / alpha:.0f} nights" if abs(1 / alpha - round(1 / alpha)) < 1e-6 \
+        else f"a false-alarm rate of {alpha:g} per night"
 
 
 def check_regression(
@@ -253,120 +183,126 @@ def check_regression(
     baseline_runs: Sequence[Mapping[str, Any]],
     *,
     threshold: float = 0.10,
-    noise_k: float = 3.0,
-    min_runs: int = 2,
-    last_n: int | None = None,
-    max_pvalue: float = MAX_PVALUE,
+    false_alarm_rate: float = FALSE_ALARM_RATE,
+    min_runs: int = MIN_NIGHTS,
+    last_n: int = LAST_N,
+    window_nights: int = WINDOW_NIGHTS,
     figures: Sequence[Figure] = FIGURES,
     canary_threshold: float = CANARY_THRESHOLD,
+    tonight_status: str | None = None,
 ) -> RegressionResult:
-    """Compare tonight's headline figures with earlier comparable runs, newest first.
+    """Tonight's figures against earlier comparable runs (`baseline_runs` newest first): one decision.
 
-    `baseline_runs` are dicts with `run_id`, the figures, and optionally `started_at` and `summary` (that
-    night's own verdicts, so a change already reported is not reported again). The median check uses the
-    newest `last_n` of them (all when None) or those since a change point; the change-point analysis uses
-    all of them. Fewer than `min_runs` gives "insufficient history", which is never a failure: the first
-    nights of a new target or config simply build the baseline.
-
-    With `canary_rps_per_core` tonight (and in the runs that measured it with the same settings), the canary
-    decides whose change it is: see `_platform_moved`; its threshold is `canary_threshold`.
+    Runs are dicts with `run_id`, the figures, and optionally `started_at` and `summary` (that night's stored
+    summary: its headline stage's status, its figures' intervals, its own verdict). Tonight may carry
+    `intervals: {figure: [low, high]}` and `canary_rps_per_core`; `tonight_status` is the status of tonight's
+    headline stage (inconclusive or failed: not judged). Too little history is "insufficient history", never
+    a failure: the first nights of a new target or config build the baseline.
     """
-    if not 0 < threshold < 1:
-        raise ValueError(f"regression threshold must be a fraction between 0 and 1, got {threshold}")
-    if noise_k < 0 or min_runs < 1:
-        raise ValueError("regression noise_k must be >= 0 and min_runs >= 1")
+    rules = Rules(threshold, false_alarm_rate, min_runs, last_n, window_nights)
+    rules.validate()
     oldest_first = list(reversed(baseline_runs))
-    nights = [Night.of(run) for run in oldest_first]
-    tonight_id = str(tonight["run_id"]) if tonight.get("run_id") else None
-    checks, used = [], set()
-    for fig in figures:
-        check, indices = check_figure(
-            fig,
-            tonight.get(fig.name),
-            [run.get(fig.name) for run in oldest_first],
-            threshold=threshold,
-            noise_k=noise_k,
-            min_runs=min_runs,
-            last_n=last_n,
-            max_pvalue=max_pvalue,
-            nights=nights,
-            tonight_id=tonight_id,
-        )
-        checks.append(check)
-        used.update(indices)
-    if not used:
-        used = set(range(len(nights))[-last_n:] if last_n else range(len(nights)))
-    run_ids = [nights[i].run_id for i in sorted(used, reverse=True)]
-    common = dict(baseline_run_ids=run_ids, threshold=threshold, noise_k=noise_k, min_runs=min_runs,
-                  max_pvalue=max_pvalue, nights_analysed=len(nights) + 1)
-    platform, normalised = _canary_checks(tonight, oldest_first, figures, canary_threshold=canary_threshold,
-                                          threshold=threshold, noise_k=noise_k, min_runs=min_runs, last_n=last_n, max_pvalue=max_pvalue,
-                                          nights=nights, tonight_id=tonight_id)
-    common.update(platform=platform, normalised=normalised)
-    if len(baseline_runs) < min_runs:
-        return RegressionResult(
-            INSUFFICIENT,
-            f"insufficient history: {len(baseline_runs)} comparable completed run(s), need {min_runs}; "
-            "tonight's figures start the baseline",
-            figures=checks,
-            **common,
-        )
-    compared = [c for c in checks if c.verdict in (OK, REGRESSED, IMPROVED)]
-    if not compared:
-        return RegressionResult(
-            INSUFFICIENT,
-            "insufficient history: no headline figure was measured both tonight and in "
-            f"{min_runs} earlier run(s)",
-            figures=checks,
-            **common,
-        )
+    every = [Night.of(run) for run in oldest_first]
+    runs = [run for run, n in zip(oldest_first, every) if not n.unusable]
+    nights = [n for n in every if not n.unusable]
+    common: dict[str, Any] = dict(
+        threshold=threshold, min_runs=min_runs, false_alarm_rate=false_alarm_rate, window_nights=window_nights,
+        last_n=last_n, nights_analysed=len(nights) + 1,
+        excluded=[{"run_id": n.run_id, "why": n.unusable} for n in every if n.unusable])
+    if tonight_status in UNUSABLE_STATUSES:
+        return RegressionResult(NOT_JUDGED, f"not judged: tonight's headline stage was {tonight_status}, so its "
+                                "figures are no measurement of the level (and tonight is no baseline later)", [],
+                                **common)
+    tonight_id, own = (str(tonight["run_id"]) if tonight.get("run_id") else None), tonight_halfwidths(tonight)
+
+    def values(name: str) -> list[float | None]:
+        return [finite(r.get(name)) for r in runs] + [finite(tonight.get(name))]
+
+    levels = plan(nights, values)
+
+    def subject(fig: Figure, where: Plan) -> Subject:
+        series = [None if i in where.left_out else v for i, v in enumerate(values(fig.name))]
+        widths = [n.intervals.get(fig.name) for n in nights] + [own.get(fig.name)]
+        return Subject.of(fig, series, widths, where.first, rules)
+
+    raw = [subject(fig, levels) for fig in figures]
+    canary = subject(Figure(CANARY, "rps/core"), Plan()) if finite(tonight.get(CANARY)) is not None else None
+    platform = None if canary is None else judge(canary, nights, family([canary]), rules,
+                                                 threshold=canary_threshold, tonight_id=tonight_id)
+    normal = _normalised(raw, canary, rules)
     moved = platform is not None and platform.verdict in (REGRESSED, IMPROVED)
+    looks = family(normal if moved else raw)
+    checks = [judge(s, nights, family(raw) if moved else looks, rules, tonight_id=tonight_id) for s in raw]
+    normalised = [judge(s, nights, family(normal), rules, tonight_id=tonight_id) for s in normal]
+    used = {i for s in [*raw, *normal] for lk in s.looks for i in lk.baseline}
+    common.update(looks=looks[0], platform=platform, normalised=normalised,
+                  baseline_run_ids=[nights[i].run_id for i in sorted(used, reverse=True)])
+    common.update(new_level=_new_level(normalised if moved else checks), notes=list(levels.notes))
+    first = levels.first
+    result = _decide(checks, platform, normalised, moved, looks[0], rules, common,
+                     since=f" since the level change reported on {nights[first].label(first)}" if first else "",
+                     nights_since=len(nights) - first)
+    if levels.notes:
+        result.message += "; " + "; ".join(levels.notes)
+    return result
+
+
+def _new_level(judged: Sequence[FigureCheck]) -> dict[str, Any] | None:
+    """Where tonight's change began, by the figure with the most evidence (ties: the first, saturation)."""
+    changed = [c for c in judged if c.verdict in (REGRESSED, IMPROVED)]
+    if not changed:
+        return None
+    located = min(changed, key=lambda c: float(f"{c.pvalue or 1.0:.6g}"))
+    point = located.change_point or {}
+    return {"run_id": point.get("run_id"), "started_at": point.get("started_at"), "night": point.get("night"),
+            "figure": located.figure, "level_before": point.get("mean_before"), "level_after": point.get("mean_after")}
+
+
+def _decide(checks: list[FigureCheck], platform: FigureCheck | None, normalised: list[FigureCheck], moved: bool,
+            size: int, rules: Rules, common: dict[str, Any], *, since: str, nights_since: int) -> RegressionResult:
+    """The night's one verdict from its figures' verdicts, and whose change it was."""
+    if not size:
+        return RegressionResult(
+            INSUFFICIENT, f"insufficient history: {nights_since} comparable completed night(s){since}, "
+            f"need {rules.min_runs} before any figure can alarm; tonight's figures build the baseline",
+            figures=checks, **common)
     if moved:
         assert platform is not None
-        return _platform_moved(checks, platform, normalised, run_ids, common)
+        return _platform_moved(checks, platform, normalised, common)
     steady = ""
     if platform is not None and platform.verdict == OK:
         steady = f"; the platform canary held ({platform.message}): the model moved"
+    rate = f" (one decision at {_rate(rules.false_alarm_rate)} over {size} look(s))"
     regressed = [c for c in checks if c.verdict == REGRESSED]
     if regressed:
-        cause = "model" if steady else "unknown"
-        return RegressionResult(REGRESSED, "; ".join(c.message for c in regressed) + steady, figures=checks,
-                                cause=cause, **common)
+        return RegressionResult(REGRESSED, "; ".join(c.message for c in regressed) + rate + steady, figures=checks,
+                                cause="model" if steady else "unknown", **common)
     improved = [c.message for c in checks if c.verdict == IMPROVED]
-    message = f"no regression against the median of {len(run_ids)} comparable run(s)"
+    message = "no regression" + rate
     if improved:
         message += "; " + "; ".join(improved) + steady
     return RegressionResult(OK, message, figures=checks, cause="model" if improved and steady else None, **common)
 
 
-def _canary_checks(tonight: Mapping[str, Any], oldest_first: Sequence[Mapping[str, Any]], figures: Sequence[Figure],
-                   *, canary_threshold: float, threshold: float, noise_k: float, min_runs: int, last_n: int | None,
-                   max_pvalue: float, nights: Sequence[Night], tonight_id: str | None
-                   ) -> tuple[FigureCheck | None, list[FigureCheck]]:
-    """The canary tonight against its earlier nights, and the throughput figures normalised by it (each night's
-    figure x the baseline canary / that night's canary). (None, []) when the canary was not measured tonight."""
-    canary_tonight = finite(tonight.get(CANARY))
-    if canary_tonight is None:
-        return None, []
-    canaries = [finite(run.get(CANARY)) for run in oldest_first]
-    kw = dict(noise_k=noise_k, min_runs=min_runs, last_n=last_n, max_pvalue=max_pvalue, tonight_id=tonight_id)
-    platform, _ = check_figure(Figure(CANARY, "rps/core"), canary_tonight, canaries, threshold=canary_threshold,
-                               **kw)
-    reference = platform.baseline_median
-    normalised = []
-    for fig in figures:
-        if fig.name not in NORMALISED or not reference:
+def _normalised(raw: Sequence[Subject], canary: Subject | None, rules: Rules) -> list[Subject]:
+    """The throughput figures as the baseline nights' platform would have measured them: each night's figure
+    x the baseline canary / that night's canary (its interval widened by the canary's)."""
+    if canary is None or not canary.looks:
+        return []
+    reference = canary.looks[0].level
+    out = []
+    for s in raw:
+        if s.figure.name not in NORMALISED:
             continue
-        series = [normalise(finite(run.get(fig.name)), c, reference) for run, c in zip(oldest_first, canaries)]
-        check, _ = check_figure(replace(fig, name=fig.name + NORMALISED_SUFFIX),
-                                normalise(finite(tonight.get(fig.name)), canary_tonight, reference), series,
-                                threshold=threshold, nights=nights, **kw)
-        normalised.append(check)
-    return platform, normalised
+        values = [normalise(v, c, reference) for v, c in zip(s.values, canary.values)]
+        widths = [None if a is None or b is None else math.hypot(a, b) for a, b in zip(s.halfwidths, canary.halfwidths)]
+        out.append(Subject.of(replace(s.figure, name=s.figure.name + NORMALISED_SUFFIX), values, widths, s.first,
+                              rules))
+    return out
 
 
 def _platform_moved(checks: list[FigureCheck], platform: FigureCheck, normalised: list[FigureCheck],
-                    run_ids: list[str], common: dict[str, Any]) -> RegressionResult:
+                    common: dict[str, Any]) -> RegressionResult:
     """The canary moved: raw changes are the platform's; a normalised throughput figure that still regressed is
     the model's too."""
     direction = "slower" if platform.verdict == REGRESSED else "faster"
@@ -374,7 +310,7 @@ def _platform_moved(checks: list[FigureCheck], platform: FigureCheck, normalised
     model = [c for c in normalised if c.verdict == REGRESSED]
     for c in checks:
         if c.verdict in (REGRESSED, IMPROVED):
-            c.verdict = PLATFORM
+            c.verdict, c.change_point = PLATFORM, None
             c.message += f" — with the platform ({direction}), not beyond it"
     if model:
         return RegressionResult(REGRESSED, "; ".join(c.message for c in model) + f"; beyond the platform: {said}",
@@ -383,8 +319,7 @@ def _platform_moved(checks: list[FigureCheck], platform: FigureCheck, normalised
                                                       else "") for c in normalised if c.tonight is not None)
     changed = [c for c in checks if c.verdict == PLATFORM]
     if not changed:
-        return RegressionResult(OK, f"no regression against the median of {len(run_ids)} comparable run(s); {said}",
-                                figures=checks, cause="platform", **common)
+        return RegressionResult(OK, f"no regression; {said}", figures=checks, cause="platform", **common)
     return RegressionResult(PLATFORM, f"{said}; normalised by the canary the model held"
                             + (f" ({held})" if held else "") + "; " + "; ".join(c.message for c in changed),
                             figures=checks, cause="platform", **common)

@@ -10,10 +10,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
-from nightcap.analysis.change_points import MAX_PVALUE
 from nightcap.analysis.figures import COMPARED_FIGURES
-
-MAD_SCALE = 1.4826  # makes the MAD estimate a standard deviation for normally distributed noise
 
 OK = "ok"
 REGRESSED = "regressed"
@@ -21,9 +18,14 @@ IMPROVED = "improved"
 NOT_ENOUGH = "not enough history"
 NOT_MEASURED = "not measured"
 INSUFFICIENT = "insufficient history"
+NOT_JUDGED = "not judged"  # tonight's headline stage was inconclusive or failed: its figures are not compared
 PLATFORM = "platform changed"  # the figure moved with the platform canary, not beyond it
 CANARY_THRESHOLD = 0.05  # the canary moved when it changed beyond this and beyond its own noise
 NORMALISED_SUFFIX = "_normalised"  # saturation_rps_normalised: x baseline canary / tonight's canary
+FALSE_ALARM_RATE = 0.005  # per night, over every figure and look together: one false alarm in 200 nights
+MIN_NIGHTS = 5  # comparable nights before a figure can alarm
+LAST_N = 20  # baseline nights at most (the newest before the window)
+WINDOW_NIGHTS = 3  # the alarm also looks at the mean of the last 2..WINDOW_NIGHTS nights
 
 
 FIGURES = COMPARED_FIGURES  # the figures a night is judged on (nightcap.analysis.figures)
@@ -34,26 +36,31 @@ class FigureCheck:
     figure: str
     unit: str
     tonight: float | None
-    baseline_median: float | None
-    change_pct: float | None  # signed: (tonight - median) / median
-    noise_pct: float | None  # half-width of the noise band, k x scaled MAD / median
+    baseline_median: float | None  # median of the baseline nights
+    change_pct: float | None  # signed: the window's mean against the baseline's mean (geometric means)
+    noise_pct: float | None  # the change the history's noise allows at the night's per-look false-alarm rate
     baseline_runs: int
-    verdict: str  # ok, regressed, improved, not enough history, not measured
+    verdict: str  # ok, regressed, improved, not enough history, not measured, platform changed
     message: str = ""
-    baseline: str = ""  # which nights the median came from: the last N, or those since a change point
-    change_point: dict[str, Any] | None = None  # the latest level change in the series, tonight included
+    baseline: str = ""  # which nights the baseline is: "the 14 nights before tonight", "... since night 9"
+    # where the change the alarm found began: the window's first night (None: no change found tonight)
+    change_point: dict[str, Any] | None = None
+    baseline_mean: float | None = None  # geometric mean of the baseline nights: what change_pct is against
+    window_nights: int = 1  # the look shown: the mean of tonight and the nights before it (1: tonight alone)
+    window_mean: float | None = None  # that window's geometric mean
+    pvalue: float | None = None  # the look's one-sided p-value x the night's looks (Bonferroni), capped at 1
+    interval_pct: float | None = None  # the window's own 95% half-width, % (None: not measured, not required)
+    outliers: list[str] = field(default_factory=list)  # baseline nights left out as outliers (run ids)
 
 
 @dataclass
 class RegressionResult:
-    verdict: str  # ok, regressed, insufficient history
+    verdict: str  # ok, regressed, insufficient history, platform changed, not judged
     message: str
     baseline_run_ids: list[str]
     figures: list[FigureCheck] = field(default_factory=list)
     threshold: float = 0.10
-    noise_k: float = 3.0
-    min_runs: int = 2
-    max_pvalue: float = MAX_PVALUE
+    min_runs: int = MIN_NIGHTS
     nights_analysed: int = 0
     # the platform canary tonight against its earlier nights (None: not measured tonight)
     platform: FigureCheck | None = None
@@ -61,6 +68,14 @@ class RegressionResult:
     # "unknown" (a regression without a canary to tell), or None (nothing moved)
     cause: str | None = None
     normalised: list[FigureCheck] = field(default_factory=list)  # throughput figures x baseline / tonight's canary
+    false_alarm_rate: float = FALSE_ALARM_RATE  # per night, over all figures and looks
+    looks: int = 0  # distinct tests tonight's one decision was made over (figures x windows)
+    window_nights: int = WINDOW_NIGHTS
+    last_n: int = LAST_N
+    # the first night of the level change tonight found: later nights' baselines start there
+    new_level: dict[str, Any] | None = None
+    excluded: list[dict[str, str]] = field(default_factory=list)  # earlier nights that are no baseline, and why
+    notes: list[str] = field(default_factory=list)  # e.g. a reported change that did not persist (its nights left out)
 
     @property
     def platform_moved(self) -> bool:
@@ -72,34 +87,22 @@ class RegressionResult:
 
     @property
     def change_points(self) -> list[dict[str, Any]]:
-        """The latest change point of every figure that has one (what events and the trend table show)."""
+        """Where each figure that changed tonight began changing (what events and the trend table show)."""
         return [dict(c.change_point, figure=c.figure, unit=c.unit) for c in self.figures if c.change_point]
 
     def table_rows(self) -> list[dict[str, Any]]:
-        """One row per figure for report.md and the summary artifact: the verdict and the latest level change."""
+        """One row per figure for report.md and the summary artifact: the verdict and the look behind it."""
         rows = []
         normalised = {c.figure.removesuffix(NORMALISED_SUFFIX): c for c in self.normalised}
         for c in self.figures:
-            point = c.change_point
-            level = ""
-            if point:
-                when = "tonight" if point["tonight"] else f"night {point['night']} of {point['nights']}" + (
-                    f" ({point['started_at'][:10]})" if point.get("started_at") else "")
-                level = (f"{when}: {point['mean_before']:.1f} → {point['mean_after']:.1f} "
-                         f"({_signed_pct(point['change_pct'])}, p={point['pvalue']:.2g})")
-            row = {"figure": c.figure, "tonight": c.tonight, "baseline": c.baseline_median,
-                   "change %": c.change_pct, "noise ±%": c.noise_pct, "verdict": c.verdict,
-                   "baseline nights": c.baseline, "level change": level}
+            row = _row(c)
             if self.platform is not None:
                 n = normalised.get(c.figure)
                 row["normalised by canary"] = n.tonight if n else None
                 row["normalised change %"] = n.change_pct if n else None
             rows.append(row)
         if self.platform is not None:
-            p = self.platform
-            rows.append({"figure": f"{p.figure} (platform)", "tonight": p.tonight, "baseline": p.baseline_median,
-                         "change %": p.change_pct, "noise ±%": p.noise_pct, "verdict": p.verdict,
-                         "baseline nights": p.baseline, "level change": ""})
+            rows.append(_row(self.platform, f"{self.platform.figure} (platform)"))
         return rows
 
     def to_dict(self) -> dict[str, Any]:
@@ -107,8 +110,10 @@ class RegressionResult:
         data = asdict(self)
         rows = data["figures"] + data["normalised"] + ([data["platform"]] if data["platform"] else [])
         for row in rows:
-            for key in ("tonight", "baseline_median", "change_pct", "noise_pct"):
+            for key in ("tonight", "baseline_median", "baseline_mean", "window_mean", "change_pct", "noise_pct",
+                        "interval_pct"):
                 row[key] = _rounded(row[key])
+            row["pvalue"] = _significant(row["pvalue"])
             if row["change_point"]:
                 row["change_point"] = _json_point(row["change_point"])
         data["change_points"] = [_json_point(p) for p in self.change_points]
@@ -117,36 +122,26 @@ class RegressionResult:
         return data
 
 
-@dataclass(frozen=True)
-class Night:
-    """An earlier night as the check needs it: which run, when, and what that night's own check said."""
-
-    run_id: str
-    started_at: str | None = None
-    verdicts: Mapping[str, str] = field(default_factory=dict)  # figure -> ok / regressed / improved / ...
-
-    @classmethod
-    def of(cls, run: Mapping[str, Any]) -> "Night":
-        started = run.get("started_at")
-        summary = run.get("summary") or {}
-        block = (summary.get("regression") or {}) if isinstance(summary, Mapping) else {}
-        rows = [*(block.get("figures") or []), *(block.get("normalised") or [])] if isinstance(block, Mapping) else []
-        verdicts = {str(r.get("figure")): str(r.get("verdict")) for r in rows if isinstance(r, Mapping)}
-        return cls(str(run.get("run_id", "?")),
-                   started.isoformat() if hasattr(started, "isoformat") else (str(started) if started else None),
-                   verdicts)
+def _row(c: FigureCheck, name: str | None = None) -> dict[str, Any]:
+    return {"figure": name or c.figure, "tonight": c.tonight, "baseline": c.baseline_mean,
+            "nights": c.window_nights, "change %": c.change_pct, "noise ±%": c.noise_pct,
+            "own ±%": c.interval_pct, "p (all looks)": c.pvalue, "verdict": c.verdict,
+            "baseline nights": c.baseline}
 
 
 def _rounded(value: Any) -> float | None:
     return None if value is None or not math.isfinite(value) else round(value, 6)
 
 
+def _significant(value: Any) -> float | None:
+    return None if value is None or not math.isfinite(value) else float(f"{value:.3g}")
+
+
 def _json_point(point: Mapping[str, Any]) -> dict[str, Any]:
     data = dict(point)
     for key in ("mean_before", "mean_after", "change_pct"):
         data[key] = _rounded(data.get(key))
-    pvalue = data.get("pvalue")
-    data["pvalue"] = None if pvalue is None or not math.isfinite(pvalue) else float(f"{pvalue:.3g}")
+    data["pvalue"] = _significant(data.get("pvalue"))
     return data
 
 

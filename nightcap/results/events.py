@@ -98,7 +98,7 @@ def run_events(summary: Mapping[str, Any], status: str, figures: Mapping[str, An
             "baseline": {
                 "run_ids": regression.get("baseline_run_ids") or [],
                 "threshold": regression.get("threshold"),
-                "noise_k": regression.get("noise_k"),
+                "false_alarm_rate": regression.get("false_alarm_rate"),
             },
             "change_points": [row["change_point"] | {"figure": row["figure"]} for row in rows
                               if row.get("verdict") == verdict and row.get("change_point")],
@@ -113,7 +113,7 @@ def _figure(row: Mapping[str, Any]) -> dict[str, Any]:
         "figure": row.get("figure"),
         "unit": row.get("unit"),
         "tonight": row.get("tonight"),
-        "baseline": row.get("baseline_median"),
+        "baseline": row.get("baseline_mean", row.get("baseline_median")),
         "baseline_nights": row.get("baseline"),
         "change_pct": row.get("change_pct"),
         "noise_pct": row.get("noise_pct"),

@@ -9,6 +9,7 @@ import base64
 from pathlib import Path
 from typing import Any
 
+from nightcap.analysis.regression_result import RegressionResult
 from nightcap.results.stages import AutoscaleResult, RampResult, ScalingResult, SizingResult, StageResults, TuneResult
 
 
@@ -166,8 +167,17 @@ def canary_line(r: StageResults) -> str | None:
         text += f" ({f.ci[0]:.1f}–{f.ci[1]:.1f})"
     check = r.regression.result.platform if r.regression and r.regression.result else None
     if check is not None and check.change_pct is not None:
-        text += f", {check.change_pct:+.1f}% vs its baseline {check.baseline_median:.1f} ({check.verdict})"
+        text += f", {check.change_pct:+.1f}% vs its baseline {check.baseline_mean:.1f} ({check.verdict})"
     return text + f" in {c.duration_s:g} s"
+
+
+def regression_line(result: RegressionResult) -> str:
+    """The alarm's one decision, with the rate it was made at, over how many nights and looks."""
+    text = (f"regression alarm ({result.false_alarm_rate:g} false alarms per night over {result.looks} look(s), "
+            f"against {len(result.baseline_run_ids)} earlier night(s)")
+    if result.excluded:
+        text += f"; {len(result.excluded)} inconclusive or failed night(s) left out"
+    return text + f"): {result.message}"
 
 
 def stage_lines(r: StageResults, slo_p95_ms: float) -> dict[str, str]:
@@ -179,9 +189,7 @@ def stage_lines(r: StageResults, slo_p95_ms: float) -> dict[str, str]:
         "multi_client_line": r.multi_client and multi_client_line(r.multi_client),
         "sizing_line": r.sizing and sizing_line(r.sizing, slo_p95_ms),
         "autoscale_line": r.autoscale and autoscale_line(r.autoscale),
-        "regression_line": (r.regression and r.regression.result
-                            and f"regression check against {r.regression.baseline_runs} earlier night(s), "
-                                f"change points over {r.regression.nights}: {r.regression.result.message}"),
+        "regression_line": r.regression and r.regression.result and regression_line(r.regression.result),
         "warm_start_line": warm_start_line(r),
         "canary_line": canary_line(r),
     }

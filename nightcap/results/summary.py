@@ -221,7 +221,7 @@ def canary_block(c: CanaryResult, regression: RegressionOutcome | None) -> dict[
     check = regression.result.platform if regression and regression.result else None
     change = None
     if check is not None:
-        change = {"baseline_rps_per_core": _r(check.baseline_median), "change_pct": check.change_pct,
+        change = {"baseline_rps_per_core": _r(check.baseline_mean), "change_pct": check.change_pct,
                   "noise_pct": check.noise_pct, "baseline_runs": check.baseline_runs, "verdict": check.verdict}
     return {"rps_per_core": _r(f.rps_per_core) if f else None, "rps_ci": f.ci if f else None,
             "windows": f.windows if f else 0, "error_rate": f.error_rate if f else None,
