@@ -175,3 +175,21 @@ def test_the_canary_target_is_the_reference_server_doing_fixed_work_on_the_model
     assert command[:2] == ["python", "-c"] and command[3:7] == ["--host", "0.0.0.0", "--port", str(gke.platform.port)]
     compile(command[2], "reference_server.py", "exec")  # the server's own source, intact after {port} filling
     assert "import nightcap" not in command[2] and "from nightcap" not in command[2]  # standard library only
+
+
+def test_a_platform_that_stays_slower_never_becomes_a_model_regression_on_the_nights_after() -> None:
+    """The night the canary moved names the platform; the nights after restart every baseline there, so the
+    raw figures (still lower) are not judged against the faster platform's nights."""
+    rng = random.Random(8)
+    runs: list[dict] = []
+    causes = []
+    for i in range(30):
+        speed = (0.85 if i >= 15 else 1.0) * (1 + rng.gauss(0, 0.02))
+        model = 300.0 * speed * (1 + rng.gauss(0, 0.03))
+        night = {"run_id": f"night-{i + 1}", "saturation_rps": model, "rps_per_core": model,
+                 "p95_at_operating_ms": 40.0, "slo_users": 24, "canary_rps_per_core": 200.0 * speed}
+        result = check_regression(night, runs)
+        assert not result.regressed, (i + 1, result.message)
+        causes.append(result.cause)
+        runs.insert(0, {**night, "summary": {"regression": result.to_dict()}})
+    assert causes[15] == "platform" and "platform" not in causes[16:], causes

@@ -226,7 +226,7 @@ def check_regression(
         return Subject.of(fig, series, widths, where.first, rules)
 
     raw = [subject(fig, levels) for fig in figures]
-    canary = subject(Figure(CANARY, "rps/core"), Plan()) if finite(tonight.get(CANARY)) is not None else None
+    canary = subject(Figure(CANARY, "rps/core"), levels) if finite(tonight.get(CANARY)) is not None else None
     platform = None if canary is None else judge(canary, nights, family([canary]), rules,
                                                  threshold=canary_threshold, tonight_id=tonight_id)
     normal = _normalised(raw, canary, rules)
@@ -237,7 +237,8 @@ def check_regression(
     used = {i for s in [*raw, *normal] for lk in s.looks for i in lk.baseline}
     common.update(looks=looks[0], platform=platform, normalised=normalised,
                   baseline_run_ids=[nights[i].run_id for i in sorted(used, reverse=True)])
-    common.update(new_level=_new_level(normalised if moved else checks), notes=list(levels.notes))
+    common.update(new_level=_new_level(normalised if moved else checks) or (_new_level([platform]) if moved else None),
+                  notes=list(levels.notes))
     first = levels.first
     result = _decide(checks, platform, normalised, moved, looks[0], rules, common,
                      since=f" since the level change reported on {nights[first].label(first)}" if first else "",
@@ -247,9 +248,10 @@ def check_regression(
     return result
 
 
-def _new_level(judged: Sequence[FigureCheck]) -> dict[str, Any] | None:
-    """Where tonight's change began, by the figure with the most evidence (ties: the first, saturation)."""
-    changed = [c for c in judged if c.verdict in (REGRESSED, IMPROVED)]
+def _new_level(judged: Sequence[FigureCheck | None]) -> dict[str, Any] | None:
+    """Where tonight's change began, by the figure with the most evidence (ties: the first, saturation); the
+    model's change, else the platform's: after either, the nights since it are the new baseline of every figure."""
+    changed = [c for c in judged if c is not None and c.verdict in (REGRESSED, IMPROVED)]
     if not changed:
         return None
     located = min(changed, key=lambda c: float(f"{c.pvalue or 1.0:.6g}"))
