@@ -182,7 +182,7 @@ def scenario_row(s: Scenario, index: int) -> list[Any]:
     if delays:
         caught = [d for d in delays if d is not None]
         row += [_f(100 * sum(d <= m for d in caught) / len(delays), 1) for m in (1, 2, 3)]
-        row += [_f(100 * len(caught) / len(delays), 1), statistics.median(caught) if caught else None]
+        row += [_f(100 * len(caught) / len(delays), 1), float(statistics.median(caught)) if caught else None]
         if s.drift:
             at = [(1 + s.drift) ** d - 1 for d in caught]
             notes.append(f"change when caught: median {statistics.median(at):+.1%}, "

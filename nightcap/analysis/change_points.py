@@ -1,11 +1,10 @@
 """Where did a nightly series change level? E-divisive means with a significance test (Apache Otava).
 
-The median/MAD check in `regression.py` compares tonight with the last few nights. It cannot say when a
-change happened, it keeps alarming after a step until the median has caught up, and it never sees a
-drift that moves less than its threshold between two medians. A change-point analysis looks at the
-whole series instead: E-divisive means (Matteson & James 2014) splits the series where the values
-before and after differ most, and keeps a split only when a Student's t-test between its two sides
-gives a p-value below `max_pvalue`. Otava runs it as Fleming et al. (2023) describe for DataStax's
+The hindsight view of `nightcap history` and the trend plot, not the nightly alarm: its significance is per
+figure and per series, which no per-night false-alarm rate can hold (the alarm is `regression.py`). A
+change-point analysis looks at the whole series: E-divisive means (Matteson & James 2014) splits the series
+where the values before and after differ most, and keeps a split only when a Student's t-test between its
+two sides gives a p-value below `max_pvalue`. Otava runs it as Fleming et al. (2023) describe for DataStax's
 nightly performance tests (split over windows at a relaxed p-value, then merge the weak points back
 until every one left is significant); MongoDB's nightly performance alerts use the same family.
 

@@ -130,12 +130,13 @@ def judge(s: Subject, nights: Sequence[Night], looks: tuple[int, float], rules: 
         found = alarm.find(s.looks[:1], sign, **kw)  # type: ignore[assignment]
         assert found is not None
     lk = found.look
-    band = alarm.pct(lk.band(alpha * alarm.weight(lk.k) / total)) if total else math.inf
+    side = -1 if lk.change < 0 else 1  # bands and intervals as a share of the level, on the side it moved to
+    band = abs(alarm.pct(side * lk.band(alpha * alarm.weight(lk.k) / total))) if total else math.inf
     base = [s.values[i] for i in lk.baseline]
     check.baseline_median, check.baseline_mean = median(base), lk.level  # type: ignore[type-var]
     check.window_nights, check.window_mean, check.change_pct = lk.k, lk.window_level, lk.change_pct
     check.noise_pct, check.pvalue, check.baseline_runs = band, found.adjusted, len(lk.baseline)
-    check.interval_pct = None if lk.interval is None else alarm.pct(lk.interval)
+    check.interval_pct = None if lk.interval is None else abs(alarm.pct(side * lk.interval))
     check.outliers = [nights[i].run_id for i in lk.dropped]
     before = "tonight" if lk.k == 1 else f"the last {lk.k} nights"
     check.baseline = f"the {len(lk.baseline)} night(s) before {before}{since}" + (
@@ -238,13 +239,14 @@ def check_regression(
     common.update(looks=looks[0], platform=platform, normalised=normalised,
                   baseline_run_ids=[nights[i].run_id for i in sorted(used, reverse=True)])
     common.update(new_level=_new_level(normalised if moved else checks) or (_new_level([platform]) if moved else None),
-                  notes=list(levels.notes))
+                  notes=[note for i, note in levels.notes if i >= len(nights) - rules.last_n])
     first = levels.first
     result = _decide(checks, platform, normalised, moved, looks[0], rules, common,
                      since=f" since the level change reported on {nights[first].label(first)}" if first else "",
                      nights_since=len(nights) - first)
-    if levels.notes:
-        result.message += "; " + "; ".join(levels.notes)
+    recent = [note for i, note in levels.notes if i >= len(nights) - rules.window_nights]  # news, not history
+    if recent:
+        result.message += "; " + "; ".join(recent)
     return result
 
 

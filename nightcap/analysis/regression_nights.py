@@ -126,7 +126,7 @@ class Plan:
 
     first: int = 0  # where the current level began (0: no reported change persisted)
     left_out: tuple[int, ...] = ()  # nights of a reported change that did not persist (a one-off)
-    notes: tuple[str, ...] = ()
+    notes: tuple[tuple[int, str], ...] = ()  # (the alarm night's index, what became of its change)
 
 
 def plan(nights: Sequence[Night], series: Callable[[str], Sequence[float | None]]) -> Plan:
@@ -152,8 +152,8 @@ def plan(nights: Sequence[Night], series: Callable[[str], Sequence[float | None]
             mean = sum(math.log(v) for v in after) / len(after)
             if abs(mean - math.log(before)) < abs(mean - math.log(moved)):
                 left_out += range(w, s + 1)
-                notes.append(f"the change reported on {nights[s].label(s)} did not persist: "
-                             f"{'its night' if w == s else f'its {s - w + 1} nights'} left out")
+                notes.append((s, f"the change reported on {nights[s].label(s)} did not persist: "
+                                 f"{'its night' if w == s else f'its {s - w + 1} nights'} left out"))
                 continue
         first = w
-    return Plan(first, tuple(i for i in left_out if i >= first), tuple(notes))
+    return Plan(first, tuple(i for i in left_out if i >= first), tuple((i, n) for i, n in notes if i >= first))

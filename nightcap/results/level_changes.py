@@ -1,8 +1,8 @@
 """Where the headline figures changed level, night by night: for `nightcap history` and the trend artifact.
 
-The change points are the regression check's (E-divisive means, nightcap.analysis.change_points), found over
-the completed nights of one comparison key at a time, so a config change never looks like a change of the
-model. No matplotlib here: `nightcap history` imports this and should start fast.
+The change points are E-divisive means (nightcap.analysis.change_points), found in hindsight over the completed
+nights of one comparison key at a time, so a config change never looks like a change of the model. They
+describe the history; the nightly alarm is the regression check's own decision (docs/regression.md). No matplotlib here: `nightcap history` imports this and should start fast.
 """
 
 from __future__ import annotations

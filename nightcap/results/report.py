@@ -172,12 +172,11 @@ def canary_line(r: StageResults) -> str | None:
 
 
 def regression_line(result: RegressionResult) -> str:
-    """The alarm's one decision, with the rate it was made at, over how many nights and looks."""
-    text = (f"regression alarm ({result.false_alarm_rate:g} false alarms per night over {result.looks} look(s), "
-            f"against {len(result.baseline_run_ids)} earlier night(s)")
+    """The alarm's one decision (its message says at what false-alarm rate, over how many looks)."""
+    text = f"regression alarm against {len(result.baseline_run_ids)} earlier night(s)"
     if result.excluded:
-        text += f"; {len(result.excluded)} inconclusive or failed night(s) left out"
-    return text + f"): {result.message}"
+        text += f" ({len(result.excluded)} inconclusive or failed night(s) left out)"
+    return text + f": {result.message}"
 
 
 def stage_lines(r: StageResults, slo_p95_ms: float) -> dict[str, str]:
