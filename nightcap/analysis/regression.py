@@ -117,7 +117,7 @@ def judge(s: Subject, nights: Sequence[Night], looks: tuple[int, float], rules: 
         check.message = f"{fig.name}: {have} comparable night(s){since}, need {rules.min_runs}"
         return check
     alpha, bar = rules.false_alarm_rate, rules.threshold if threshold is None else threshold
-    size, total = looks
+    _, total = looks
     kw = dict(family_weight=total, alpha=alpha, threshold=bar, resolution=fig.resolution)
     worse, better = (alarm.find(s.looks, sign, **kw) for sign in (s.worse, -s.worse))
     assert worse is not None and better is not None
