@@ -11,6 +11,7 @@ are deleted at the end.
 from __future__ import annotations
 
 import json
+import statistics
 import subprocess
 import sys
 import time
@@ -110,7 +111,8 @@ def check_alerts(server: dict[str, str], env: dict[str, str], receiver: WebhookR
     timings["automations_s"] = round(time.monotonic() - t0, 1)
 
     store_url = f"sqlite:///{tmp_path / 'h.db'}"
-    seed_history(store_url, [201.0, 198.5, 200.2])
+    seeded = [201.0, 198.5, 200.2, 199.4, 202.1]  # the alarm's five comparable nights (regression.min_runs)
+    seed_history(store_url, seeded)
     report = tmp_path / "report"
     t1 = time.monotonic()
     run = subprocess.run([NIGHTCAP, "run", str(REPO / "configs" / "reference.yaml"),
@@ -125,15 +127,15 @@ def check_alerts(server: dict[str, str], env: dict[str, str], receiver: WebhookR
     assert summary["regression"]["verdict"] == "regressed", summary["regression"]
     figure = next(f for f in summary["regression"]["figures"] if f["figure"] == "saturation_rps")
     assert figure["verdict"] == "regressed" and 80 <= figure["tonight"] <= 120  # 4 slots x 40 ms = 100 rps
-    point = figure["change_point"]  # the regression stage ran the change-point analysis over the 4 nights
-    assert point["tonight"] and point["new"] and point["night"] == 4 and point["pvalue"] < 0.001, point
-    assert point["mean_before"] == pytest.approx((201.0 + 198.5 + 200.2) / 3)
+    point = figure["change_point"]  # where the alarm's change began: tonight, against the five seeded nights
+    assert point["tonight"] and point["new"] and point["night"] == 6 and point["pvalue"] < 0.005, point
+    assert point["mean_before"] == pytest.approx(statistics.geometric_mean(seeded))
 
     # the trend table (every run, keyed per target) and the trend plot in the summary
     trend = artifact(server, f"{TARGET}-trend")
     assert trend["type"] == "table" and trend["flow_run_id"]
     rows = json.loads(trend["data"]) if isinstance(trend["data"], str) else trend["data"]
-    assert [r["run"] for r in rows] == ["seeded-0", "seeded-1", "seeded-2", summary["run_id"]]
+    assert [r["run"] for r in rows] == [f"seeded-{i}" for i in range(5)] + [summary["run_id"]]
     assert rows[-1]["status"] == "completed, regressed" and rows[-1]["sat. rps"] == round(figure["tonight"], 1)
     assert rows[-1]["level change"].startswith("sat. rps −")
     assert "![trend](data:image/png;base64," in artifact(server, f"{TARGET}-summary")["data"]
@@ -143,7 +145,7 @@ def check_alerts(server: dict[str, str], env: dict[str, str], receiver: WebhookR
     body = posted["json"]["body"]
     assert posted["json"]["subject"] == f"nightcap: {TARGET} capacity regressed"
     assert f"target {TARGET}" in body and f"run {summary['run_id']}" in body
-    assert f"\n- saturation_rps: {figure['baseline_median']} -> {figure['tonight']} rps (" in body, body
+    assert f"\n- saturation_rps: {figure['baseline_mean']} -> {figure['tonight']} rps (" in body, body
     assert "saturation_rps fell" in body and str(report) in body
 
     # no run follows: 10 s after the completed event, "did not run" fires for this target
