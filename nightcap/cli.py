@@ -15,6 +15,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from nightcap.config import ConfigError, load_config
 
@@ -40,14 +41,18 @@ def run(
 
         check_target(cfg)  # a model URI that resolves to nothing is refused here, before any server starts
         RunLock(cfg.target.name).check()  # before a Prefect server is started for nothing
+        _check_store(cfg)  # a night that cannot store its history stops before it starts
     except ConfigError as exc:
         err.print(f"[red]{exc.render()}[/red]", highlight=False)
         raise typer.Exit(2)
     except RuntimeError as exc:
-        err.print(f"[red]refused, nothing was started: {exc}[/red]", highlight=False)
+        err.print(f"[red]refused, nothing was started: {escape(str(exc))}[/red]", highlight=False)
         raise typer.Exit(2)
     signal.signal(signal.SIGTERM, _sigterm)
+    from nightcap.run import exit_guard
     from nightcap.run.prefect_server import prefect_api
+
+    exit_guard.enable()  # this process is the run's: it ends a bounded time after the report is written
 
     try:
         with prefect_api(strip_env=tuple(v for v in [cfg.target.api_key_env] if v)) as api:
@@ -76,6 +81,17 @@ def run(
     if state.is_failed():
         err.print(f"[red]run failed: {state.message}[/red]", highlight=False)
         raise typer.Exit(1)
+
+
+def _check_store(cfg) -> None:  # type: ignore[no-untyped-def]
+    """Open the history first (`nightcap run`, `validate`, `preflight`): a missing driver, a refused connection or
+    missing rights is a RuntimeError naming store.url and what to install, start or grant (exit 2)."""
+    from nightcap.results.store import StoreError, check_writable
+
+    try:
+        check_writable(cfg.store.url)
+    except StoreError as exc:
+        raise RuntimeError(str(exc)) from None
 
 
 def _flush_logs() -> None:
@@ -123,8 +139,12 @@ def validate(
 
         check_safety_limits(cfg)
         check_target(cfg)
+        _check_store(cfg)
     except ConfigError as exc:
         err.print(f"[red]{exc.render()}[/red]", highlight=False)
+        raise typer.Exit(2)
+    except RuntimeError as exc:
+        err.print(f"[red]{escape(str(exc))}[/red]", highlight=False)
         raise typer.Exit(2)
     out.print_json(json.dumps(cfg.model_dump(mode="json")))
 
@@ -145,8 +165,12 @@ def preflight_command(
 
         check_safety_limits(cfg)
         payloads = payloads_for(cfg.target) if cfg.platform.kind == "kubernetes" else []
+        _check_store(cfg)
     except ConfigError as exc:
         err.print(f"[red]{exc.render()}[/red]", highlight=False)
+        raise typer.Exit(2)
+    except RuntimeError as exc:
+        err.print(f"[red]{escape(str(exc))}[/red]", highlight=False)
         raise typer.Exit(2)
     except (OSError, ValueError) as exc:  # a payload file that cannot be read
         err.print(f"[red]{config}: {exc}[/red]", highlight=False)
@@ -240,6 +264,9 @@ def history(
 @app.command()
 def cleanup(
     stale_after_s: float = typer.Option(60.0, help="a run whose heartbeat is older than this is dead"),
+    config: Optional[Path] = typer.Option(None, "--config", help="also apply this config's retention: (old report "
+                                          "folders, history steps, Prefect artifacts of its target)"),
+    set_: list[str] = typer.Option([], "--set", help="override a key of --config: dotted.key=value"),
 ) -> None:
     """Stop processes, remove cgroups and restore cluster settings left by runs that died (only those)."""
     from nightcap.run.cleanup import reap_dead_runs
@@ -248,6 +275,19 @@ def cleanup(
     for line in done:
         out.print(line, highlight=False)
     out.print(f"{len(done)} thing(s) cleaned up" if done else "nothing left behind by dead runs")
+    if config is not None:
+        from nightcap.results.store import StoreError
+        from nightcap.run.cleanup import apply_retention_for
+
+        try:
+            for line in apply_retention_for(str(config), list(set_)):
+                out.print(line, highlight=False)
+        except ConfigError as exc:
+            err.print(f"[red]{exc.render()}[/red]", highlight=False)
+            raise typer.Exit(2)
+        except StoreError as exc:
+            err.print(f"[red]{escape(str(exc))}[/red]", highlight=False)
+            raise typer.Exit(2)
 
 
 def main() -> None:
