@@ -131,7 +131,7 @@ def open_store(cfg: Config, key: str | None) -> Any:
 
 def open_run(cfg: Config, out: str | None) -> RunContext:
     run_id = new_run_id()
-    out_dir = Path(out or f"reports/{cfg.target.name}-{run_id}")
+    out_dir = Path(out or f"{cfg.retention.reports_dir}/{cfg.target.name}-{run_id}")  # where retention prunes
     key = api_key(cfg.target)
     store = open_store(cfg, key)
     for line in reap_dead_runs():
@@ -205,6 +205,9 @@ def capacity_check(config: str = "configs/local.yaml", overrides: list[str] | No
                                             steps=len(ctx.stage_steps(name)))
                     progress.stage_done()
                     write_summary(ctx)
+                if api_gone_reason():  # no later stage could report to Prefect either
+                    fatal = fatal or PrefectApiGone(api_gone_reason())
+                    break
         except FATAL as exc:
             fatal = exc
         except Exception as exc:
@@ -234,10 +237,12 @@ def capacity_check(config: str = "configs/local.yaml", overrides: list[str] | No
                 if reason:  # no answer is not success: failed, with the reason first in the report
                     ctx.info["failure"] = f"no saturation point was measured: {reason}"
                     status = "failed"
-            summary = finish(ctx, status)
-            if watch is not None:
-                watch.stop()
-            arm(ctx.info.get("status", status))  # the report is written: exit within a bounded time from here
+            try:
+                summary = finish(ctx, status)
+            finally:
+                if watch is not None:
+                    watch.stop()
+                arm(ctx.info.get("status", status))  # the report is written: exit within a bounded time from here
         failed = [n for n, s in ctx.stages.items() if s.get("status") == "failed"]
         if fatal is not None:
             raise fatal
@@ -279,9 +284,12 @@ def finish(ctx: RunContext, status: str) -> dict[str, Any]:
         if lead and (ctx.out / lead).exists():
             plots = [ctx.out / lead] + [p for p in plots if p.name != lead]
         write_markdown(summary, ctx.out, plots)
-        if ctx.steps:
-            steps_table(ctx.config.target.name, ctx.steps)
-        publish_summary(ctx.config.target.name, summary, ctx.out, plots)
+        try:
+            if ctx.steps:
+                steps_table(ctx.config.target.name, ctx.steps)
+            publish_summary(ctx.config.target.name, summary, ctx.out, plots)
+        except Exception as exc:  # the Prefect API refused or is gone: the report folder has everything
+            logger.warning("artifacts not published to Prefect (the report folder has them): %s", exc)
         logger.info("%s", summary["answer"])
         logger.info("report: %s", (ctx.out / "report.md").resolve())
     finally:
@@ -301,14 +309,19 @@ def finish(ctx: RunContext, status: str) -> dict[str, Any]:
 
 
 def save_history_steps(ctx: RunContext, status: str) -> str:
-    """Steps the history refused mid-run, written now; a history that still refuses them fails the night."""
-    if ctx.store is None or not ctx.unsaved:
+    """Every measured step checked in the history on fresh connections, the missing ones written now (the
+    database restarted, or its file was replaced); a history that still refuses them fails the night."""
+    if ctx.store is None:
         return status
     try:
-        ctx.save_unsaved()
+        flow_run = get_run_context().flow_run  # type: ignore[union-attr]
+        written = ctx.store.ensure_steps(ctx.run_id, ctx.steps, ctx.config, ctx.plan.version,
+                                         str(flow_run.id) if flow_run else None)
+        if written:
+            get_run_logger().warning("history: %d step(s) the history had lost were written again", written)
         return status
     except Exception as exc:
-        return history_lost(ctx, f"{len(ctx.unsaved)} measured step(s) could not be written to the history: {exc}")
+        return history_lost(ctx, f"the measured steps could not be written to the history: {exc}")
 
 
 def store_run(ctx: RunContext, status: str, summary: dict[str, Any]) -> tuple[str, dict[str, Any]]:

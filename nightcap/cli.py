@@ -67,13 +67,15 @@ def run(
     except KeyboardInterrupt:
         err.print("interrupted: every process and cgroup of the run was stopped; measured steps are in the report")
         raise typer.Exit(130)
-    except RuntimeError as exc:
-        err.print(f"[red]{exc}[/red]", highlight=False)
+    except Exception as exc:  # a RuntimeError of the run, or Prefect's client once its API is gone
+        if not isinstance(exc, RuntimeError) and not exit_guard.api_gone_reason():
+            raise
+        err.print(f"[red]{escape(str(exit_guard.api_gone_reason() or exc))}[/red]", highlight=False)
         raise typer.Exit(1)
     summary = _summary_of(state)
     if summary:
         out.print(summary.get("answer", ""), highlight=False)
-    folder = _report_folder(out_dir, summary)
+    folder = _report_folder(out_dir, summary, cfg.retention.reports_dir)
     if folder:
         out.print(f"report: {folder}/report.md  (summary.json, steps.csv, plots)", highlight=False)
     if not os.environ.get("NIGHTCAP_EXTERNAL_API"):
@@ -118,12 +120,12 @@ def _summary_of(state) -> dict:  # type: ignore[no-untyped-def]
         return {}
 
 
-def _report_folder(out_dir: Optional[Path], summary: dict) -> Optional[str]:
+def _report_folder(out_dir: Optional[Path], summary: dict, root: str = "reports") -> Optional[str]:
     if out_dir:
         return str(out_dir)
     run_id = summary.get("run_id")
     name = summary.get("target", {}).get("name")
-    return f"reports/{name}-{run_id}" if run_id and name else None
+    return f"{root}/{name}-{run_id}" if run_id and name else None
 
 
 @app.command()

@@ -42,7 +42,10 @@ def tiny_config(tmp_path: Path, name: str = "faults", **sections: dict) -> Path:
         "stages": ["single_client"],
     }
     for key, value in sections.items():
-        cfg.setdefault(key, {}).update(value)
+        if isinstance(value, dict):
+            cfg.setdefault(key, {}).update(value)
+        else:
+            cfg[key] = value
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -379,3 +382,43 @@ def test_sigkill_then_cleanup_removes_exactly_what_the_run_left(prefect_api, lef
             if p.poll() is None:
                 p.kill()
                 p.wait()
+
+
+# --- the Prefect server dies mid-run ----------------------------------------------------------------------
+
+
+def test_prefect_server_killed_mid_stage_ends_the_run_within_60_s(leftovers, tmp_path):
+    """`nightcap run` on its own local Prefect server; SIGKILL the server after three steps: the run stops
+    measuring, tears down, writes its report folder and exits 1 within 60 s, every step kept."""
+    config = tiny_config(tmp_path, search={"max_users": 64}, load={"max_users": 64},
+                         stages=["single_client", "multi_client"])
+    out = tmp_path / "out"
+    env = leftovers.env(PREFECT_HOME=str(tmp_path / ".prefect"), PYTHONUNBUFFERED="1",
+                        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="180")
+    env.pop("PREFECT_API_URL", None)  # the run starts (and owns) its server, as `make run` does
+    proc = subprocess.Popen([NIGHTCAP, "run", str(config), "--out", str(out)], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        wait_for_steps(out, proc, count=3, timeout_s=150)
+        (record,) = [json.loads(p.read_text()) for p in (tmp_path / ".nightcap" / "runs").glob("prefect-server-*.json")]
+        os.killpg(record["processes"][0]["pid"], signal.SIGKILL)
+        killed = time.monotonic()
+        leftovers.fault("Prefect server SIGKILL mid-stage")
+        text, _ = proc.communicate(timeout=90)
+        took = time.monotonic() - killed
+    finally:
+        stop(proc)
+    assert proc.returncode == 1, text
+    assert took < 60, f"the run took {took:.0f} s to exit after its Prefect server died:\n{text[-3000:]}"
+    said = " ".join(text.split())
+    assert "the Prefect API" in said and "stopped answering" in said, text[-3000:]
+    summary = summary_of(out)
+    assert summary["status"] == "failed" and "Prefect API" in summary.get("failure", ""), summary.get("failure")
+    rows = read_steps_csv(out / "steps.csv")
+    assert len(rows) >= 3
+    with sqlite3.connect(tmp_path / "history.db") as con:
+        assert [r[0] for r in con.execute("select status from runs")] == ["failed"]
+        assert con.execute("select count(*) from steps").fetchone()[0] == len(rows)
+    from nightcap.run.lock import RunLock
+
+    RunLock("faults", tmp_path / ".nightcap" / "locks").check()  # the next night may start

@@ -165,11 +165,12 @@ class HistoryStore:
 
         self._write(write)
 
-    def add_step(self, run_id: str, row: StepRow) -> None:
+    def add_step(self, run_id: str, row: StepRow, retry_s: float | None = None) -> None:
         """Append one measured step right away, in its own transaction, so a later crash keeps it.
 
         Writing the same step again (a retry after a connection dropped before the commit was acknowledged)
-        keeps one row: a step is identified by its run, stage and number."""
+        keeps one row: a step is identified by its run, stage and number. `retry_s` (default: the store's)
+        bounds how long a lost database is retried; mid-run a short one keeps the measurement going."""
         data = sanitize(
             {name: getattr(row, name) for name, _ in STEP_FIELDS}, self._redact
         )
@@ -186,7 +187,25 @@ class HistoryStore:
                 conn.execute(steps.insert().values(run_id=run_id, recorded_at=now, **data))
             conn.execute(runs.update().where(runs.c.run_id == run_id).values(updated_at=now))
 
-        self._write(write)
+        self._write(write, retry_s)
+
+    def ensure_steps(self, run_id: str, rows: list[StepRow], config: "Config",
+                     target_version: Mapping[str, Any] | None = None, flow_run_id: str | None = None) -> int:
+        """At the end of a run: make sure the history holds the run and every one of its steps, on fresh
+        connections (a pooled SQLite connection keeps writing to a file that was deleted or replaced); writes
+        what is missing (the run row too, if the database was recreated) and returns how many steps it wrote.
+        Raises StoreError if the database cannot be reached or written."""
+        self.engine.dispose()
+        with self.engine.connect() as conn:
+            has_run = conn.execute(sa.select(runs.c.id).where(runs.c.run_id == run_id)).first() is not None
+            stored = set() if not has_run else set(conn.execute(
+                sa.select(steps.c.stage, steps.c.step).where(steps.c.run_id == run_id)).tuples())
+        if not has_run:
+            self.start_run(run_id, config, target_version, flow_run_id)
+        missing = [row for row in rows if (row.stage, row.step) not in stored]
+        for row in missing:
+            self.add_step(run_id, row)
+        return len(missing)
 
     def heartbeat(self, run_id: str) -> None:
         """Say the run is alive during a long step, so `mark_abandoned` leaves it alone."""
@@ -340,7 +359,7 @@ class HistoryStore:
 
     # -- plumbing -------------------------------------------------------------------------------
 
-    def _write(self, action: Callable[[sa.Connection], T]) -> T:
+    def _write(self, action: Callable[[sa.Connection], T], retry_s: float | None = None) -> T:
         """One short transaction, retried for `retry_s` when the database is lost (it restarts, a file is
         locked); a failure is a StoreError naming store.url and the fix, never its password."""
 
@@ -348,7 +367,7 @@ class HistoryStore:
             with self.engine.begin() as conn:
                 return action(conn)
 
-        return store_connect.retrying(attempt, self.display_url, self.retry_s)
+        return store_connect.retrying(attempt, self.display_url, self.retry_s if retry_s is None else retry_s)
 
     @staticmethod
     def _require(conn: sa.Connection, run_id: str) -> None:

@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_URL = "sqlite:///.nightcap/history.db"
 CONNECT_TIMEOUT_S = 10
+BUSY_TIMEOUT_S = 5.0
 # drivers nightcap names in its extras: the pip line that installs each
 DRIVER_HINTS = {
     "psycopg": "pip install 'nightcap[postgres]' (the psycopg driver)",
@@ -66,7 +67,9 @@ def create(url: str, echo: bool = False) -> Engine:
             except OSError as exc:
                 raise StoreError(f"store.url {shown}: cannot create the folder for the SQLite file: "
                                  f"{exc.strerror}; point store.url at a writable path") from None
-        connect_args["timeout"] = 30  # wait for a concurrent writer instead of failing at once
+        # wait a little for a concurrent writer; longer waits are the caller's retries (`retrying`), so a step
+        # written mid-run never holds the measurement for long
+        connect_args["timeout"] = BUSY_TIMEOUT_S
     elif backend == "postgresql":
         connect_args["connect_timeout"] = CONNECT_TIMEOUT_S  # an unreachable host fails in seconds, not minutes
     try:
@@ -152,6 +155,6 @@ def sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
             pass
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
     finally:
         cursor.close()

@@ -29,6 +29,7 @@ from nightcap.results.steps import StepRow, write_steps_csv
 from nightcap.targets.plan import TargetPlan
 
 _RUNS: dict[str, "RunContext"] = {}
+MID_RUN_RETRY_S = 2.0  # a step the history refuses mid-run is written again at the end (flows/capacity_check.finish)
 
 
 def new_run_id() -> str:
@@ -56,7 +57,6 @@ class RunContext:
     deadline: float | None = None
     on_step: list[Callable[[StepRow], None]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-    unsaved: list[StepRow] = field(default_factory=list)  # steps the history refused; written again at the end
     _counter: int = 0
 
     def __post_init__(self) -> None:
@@ -120,20 +120,12 @@ class RunContext:
         write_steps_csv(self.out / "steps.csv", self.steps)
         if self.store is not None:
             try:
-                self.store.add_step(self.run_id, row)
-            except Exception as exc:  # the history must never cost us a measurement: kept for the end of the run
-                self.unsaved.append(row)
-                logging.getLogger(__name__).warning("history: step %s not stored yet (retried at the end of the "
-                                                    "run): %s", row.step, exc)
+                self.store.add_step(self.run_id, row, retry_s=MID_RUN_RETRY_S)
+            except Exception as exc:  # the history must never cost us a measurement: written again at the end
+                logging.getLogger(__name__).warning("history: step %s not stored yet (written again at the end of "
+                                                    "the run): %s", row.step, exc)
         for callback in self.on_step:
             callback(row)
-
-    def save_unsaved(self) -> None:
-        """Write the steps the history refused during the run (the database was restarting); raises if it still
-        cannot, so the night fails loudly instead of completing without its history."""
-        while self.unsaved:
-            self.store.add_step(self.run_id, self.unsaved[0])
-            self.unsaved.pop(0)
 
     def warn(self, text: str) -> None:
         if text not in self.warnings:

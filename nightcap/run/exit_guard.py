@@ -114,7 +114,17 @@ class ApiWatch:
 
 
 def _interrupt(_reason: str) -> None:
-    """Unwind the run like SIGTERM does (the flow's handler turns it into KeyboardInterrupt, teardown runs)."""
+    """Unwind the run like SIGTERM does (the flow's handler turns it into KeyboardInterrupt, teardown runs).
+
+    First, Prefect's client stops retrying: once it has connected, it retries a refused connection 5 times with
+    exponential backoff (~1 minute per call), and the engine makes a call for every subflow and state it ends.
+    """
+    try:
+        from prefect.settings import get_current_settings
+
+        get_current_settings().client.max_retries = 0
+    except Exception as exc:  # noqa: BLE001 - a Prefect without this setting: the exit guard still bounds it
+        log.warning("could not turn off Prefect client retries: %s", exc)
     os.kill(os.getpid(), signal.SIGTERM)
 
 
