@@ -42,6 +42,7 @@ from nightcap.targets.smoke import SmokeFailed
 from tasks.artifacts import Progress, publish_summary, publish_trend, steps_table
 from tasks.canary import measure_canary
 from tasks.events import emit_run_events
+from tasks.recording import report_lost, retain, save_history_steps, store_run
 from tasks.platform import deploy, preflight, smoke, teardown
 
 # Prefect's worker cancels a run with SIGTERM, which its engine turns into TerminationSignal (a BaseException).
@@ -59,6 +60,10 @@ class StagesFailed(RuntimeError):
 
 class NoAnswer(RuntimeError):
     """The stages that look for a saturation point found none: a failed run, never a completed one."""
+
+
+class NotRecorded(RuntimeError):
+    """The night's rows could not all be written (history or report folder): failed, never completed."""
 
 
 class PrefectApiGone(RuntimeError):
@@ -246,8 +251,8 @@ def capacity_check(config: str = "configs/local.yaml", overrides: list[str] | No
         failed = [n for n, s in ctx.stages.items() if s.get("status") == "failed"]
         if fatal is not None:
             raise fatal
-        if ctx.info.get("history_error"):
-            raise HistoryUnavailable(ctx.info["history_error"])
+        if ctx.info.get("history_error") or ctx.info.get("report_error"):
+            raise NotRecorded(ctx.info.get("history_error") or ctx.info["report_error"])
         if ctx.info.get("failure") and not failed:
             raise NoAnswer(ctx.info["failure"])
         regression = ctx.results.regression
@@ -277,13 +282,17 @@ def finish(ctx: RunContext, status: str) -> dict[str, Any]:
                     ctx.run_plots.append(trend)
             except Exception as exc:
                 ctx.warn(f"trend skipped: {exc}")
-        summary = write_summary(ctx)
-        status, summary = store_run(ctx, status, summary)
-        plots = [ctx.out / p for p in summary["plots"] if (ctx.out / p).exists()]
-        lead = summary.get("lead_plot")
-        if lead and (ctx.out / lead).exists():
-            plots = [ctx.out / lead] + [p for p in plots if p.name != lead]
-        write_markdown(summary, ctx.out, plots)
+        # the history first: it lives elsewhere, and a full disk here must not cost the night its row
+        status, summary = store_run(ctx, status, build_summary(ctx))
+        try:
+            summary = write_summary(ctx)
+            plots = [ctx.out / p for p in summary["plots"] if (ctx.out / p).exists()]
+            lead = summary.get("lead_plot")
+            if lead and (ctx.out / lead).exists():
+                plots = [ctx.out / lead] + [p for p in plots if p.name != lead]
+            write_markdown(summary, ctx.out, plots)
+        except OSError as exc:  # the disk is full, the folder gone: the history and steps.csv have the night
+            status, summary, plots = report_lost(ctx, exc), build_summary(ctx), []
         try:
             if ctx.steps:
                 steps_table(ctx.config.target.name, ctx.steps)
@@ -306,55 +315,3 @@ def finish(ctx: RunContext, status: str) -> dict[str, Any]:
             ctx.store.close()
         ctx.forget()
     return summary
-
-
-def save_history_steps(ctx: RunContext, status: str) -> str:
-    """Every measured step checked in the history on fresh connections, the missing ones written now (the
-    database restarted, or its file was replaced); a history that still refuses them fails the night."""
-    if ctx.store is None:
-        return status
-    try:
-        flow_run = get_run_context().flow_run  # type: ignore[union-attr]
-        written = ctx.store.ensure_steps(ctx.run_id, ctx.steps, ctx.config, ctx.plan.version,
-                                         str(flow_run.id) if flow_run else None)
-        if written:
-            get_run_logger().warning("history: %d step(s) the history had lost were written again", written)
-        return status
-    except Exception as exc:
-        return history_lost(ctx, f"the measured steps could not be written to the history: {exc}")
-
-
-def store_run(ctx: RunContext, status: str, summary: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """The run's row with its status and figures; if it cannot be written the night is failed, loudly."""
-    if ctx.store is None:
-        return status, summary
-    try:
-        ctx.store.finish_run(ctx.run_id, status, headline_figures(summary), summary)
-        return status, summary
-    except Exception as exc:
-        status = history_lost(ctx, f"the run's row could not be written to the history: {exc}")
-        return status, write_summary(ctx)
-
-
-def history_lost(ctx: RunContext, reason: str) -> str:
-    """Mark the night failed because its history is incomplete (steps.csv and the report folder keep all)."""
-    text = (f"{reason}; every measured step is in {ctx.out / 'steps.csv'}, but the night is failed: a night "
-            "missing from the history can never raise an alarm")
-    get_run_logger().error("%s", text)
-    ctx.info["history_error"] = text
-    ctx.info.setdefault("failure", text)
-    ctx.info["status"] = "failed"
-    return "failed"
-
-
-def retain(ctx: RunContext) -> None:
-    """Apply `retention` for this target: older report folders, history steps and Prefect artifacts."""
-    from nightcap.results.retention import apply_retention
-    from nightcap.run.cleanup import delete_prefect_artifacts
-
-    try:
-        done = apply_retention(ctx.config, ctx.store, protect=[ctx.run_id], delete_artifacts=delete_prefect_artifacts)
-        for line in done.lines():
-            get_run_logger().info("%s", line)
-    except Exception as exc:  # noqa: BLE001 - keeping too much is never a reason to fail a night
-        get_run_logger().warning("retention not applied: %s", exc)

@@ -1,0 +1,248 @@
+"""The faults a long-lived installation meets: the Prefect server dies, the history is locked or gone, the disk
+fills while the report is written, the Locust master dies in an open-loop window, the MLflow tracking server
+is unreachable. Each test injects the fault into a real (tiny) run on the local platform and asserts the clear
+reason and the documented exit code / state, the steps kept in steps.csv and the history, nothing left
+running (the `leftovers` fixture), and that the next run may start (the target's lock is free, no run is left
+'running'). The fault suite's closing line counts them (tests/conftest.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from nightcap.results.steps import read_steps_csv
+from nightcap.run.lock import RunLock
+from test_faults import NIGHTCAP, run_flow, stop, summary_of, tiny_config, wait_for_steps
+
+pytestmark = pytest.mark.slow
+
+
+class Recorded:
+    """Counts the steps a run measured (every row goes through RunContext.record_step) and fires `inject(ctx)`
+    once, right after the `at`-th step."""
+
+    def __init__(self, monkeypatch, at: int | None = None, inject=None):
+        from nightcap.run.context import RunContext
+
+        self.count, self.errors = 0, []
+        original, hook = RunContext.record_step, self
+
+        def record_step(ctx, row):
+            original(ctx, row)
+            hook.count += 1
+            if inject is not None and hook.count == at:
+                try:
+                    inject(ctx)
+                except BaseException as exc:  # surfaced by the test
+                    hook.errors.append(exc)
+
+        monkeypatch.setattr(RunContext, "record_step", record_step)
+
+
+def next_run_may_start(root: Path, target: str = "faults") -> None:
+    RunLock(target, root / ".nightcap" / "locks").check()  # the lock is free
+    assert not list((root / ".nightcap" / "runs").glob("*.json")), "no run record left for cleanup"
+
+
+def history_rows(db: Path) -> tuple[list[str], int]:
+    with sqlite3.connect(db) as con:
+        return [r[0] for r in con.execute("select status from runs")], con.execute("select count(*) from steps").fetchone()[0]
+
+
+# --- the Prefect server dies mid-stage ----------------------------------------------------------------------
+
+
+def test_prefect_server_killed_mid_stage_ends_the_run_within_60_s(leftovers, tmp_path):
+    """`nightcap run` on its own local Prefect server, as `make run` does; SIGKILL the server after three steps:
+    the run stops measuring, tears down, writes its report folder and exits 1 within 60 s, every step kept."""
+    config = tiny_config(tmp_path, search={"max_users": 64}, load={"max_users": 64},
+                         stages=["single_client", "multi_client"])
+    out = tmp_path / "out"
+    env = leftovers.env(PREFECT_HOME=str(tmp_path / ".prefect"), PYTHONUNBUFFERED="1")
+    env.pop("PREFECT_API_URL", None)
+    proc = subprocess.Popen([NIGHTCAP, "run", str(config), "--out", str(out)], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        wait_for_steps(out, proc, count=3, timeout_s=150)
+        (record,) = [json.loads(p.read_text()) for p in (tmp_path / ".nightcap" / "runs").glob("prefect-server-*.json")]
+        os.killpg(record["processes"][0]["pid"], signal.SIGKILL)
+        killed = time.monotonic()
+        leftovers.fault("Prefect server SIGKILL mid-stage")
+        text, _ = proc.communicate(timeout=120)
+        took = time.monotonic() - killed
+    finally:
+        stop(proc)
+    assert proc.returncode == 1, text[-3000:]
+    assert took < 60, f"the run took {took:.0f} s to exit after its Prefect server died:\n{text[-3000:]}"
+    said = " ".join(text.split())
+    assert "stopped answering for 10 s: the run was stopped" in said, text[-3000:]
+    summary = summary_of(out)
+    assert summary["status"] == "failed" and "the Prefect API" in summary["failure"], summary.get("failure")
+    rows = read_steps_csv(out / "steps.csv")
+    assert len(rows) >= 3
+    assert history_rows(tmp_path / "history.db") == (["failed"], len(rows))
+    next_run_may_start(tmp_path)
+    print(f"exited {took:.1f} s after the Prefect server was killed")
+
+
+# --- the history is locked, then gone --------------------------------------------------------------------------
+
+
+def test_history_locked_then_gone_mid_run_fails_the_night_loudly(prefect_api, leftovers, tmp_path, monkeypatch):
+    """A writer holds the SQLite history locked for 4 s (steps wait, then are written again at the end), then its
+    folder disappears (a lost mount): the night ends failed with the reason; steps.csv has every step."""
+    folder = tmp_path / "mount"
+    db = folder / "history.db"
+    config = tiny_config(tmp_path, store={"url": f"sqlite:///{db}", "retry_s": 2}, search={"max_users": 8})
+
+    def lock(_ctx):
+        holder = sqlite3.connect(db, timeout=1)
+        holder.execute("BEGIN EXCLUSIVE")
+        threading.Timer(4.0, lambda: (holder.rollback(), holder.close())).start()
+        leftovers.fault("history locked by another writer")
+
+    def gone(_ctx):
+        folder.rename(tmp_path / "mount-lost")
+        leftovers.fault("history folder gone")
+
+    Recorded(monkeypatch, at=1, inject=lock)
+    hook = Recorded(monkeypatch, at=3, inject=gone)
+    out = tmp_path / "out"
+    state = run_flow(config, out)
+    assert not hook.errors and state.is_failed()
+    summary = summary_of(out)
+    assert summary["status"] == "failed", summary["status"]
+    assert summary["failure"].startswith("the measured steps could not be written to the history: store.url sqlite:///")
+    assert "unable to open database file" in summary["failure"] and "steps.csv" in summary["failure"]
+    assert len(read_steps_csv(out / "steps.csv")) == hook.count >= 3
+    # what reached the file before it went is intact (the run stays 'running' there: marked abandoned later)
+    statuses, stored = history_rows(tmp_path / "mount-lost" / "history.db")
+    assert statuses == ["running"] and 1 <= stored <= hook.count
+    next_run_may_start(tmp_path)
+
+
+def test_history_locked_mid_run_loses_no_step(prefect_api, leftovers, tmp_path, monkeypatch):
+    config = tiny_config(tmp_path, search={"max_users": 8})
+
+    def lock(_ctx):
+        holder = sqlite3.connect(tmp_path / "history.db", timeout=1)
+        holder.execute("BEGIN EXCLUSIVE")
+        threading.Timer(8.0, lambda: (holder.rollback(), holder.close())).start()
+        leftovers.fault("history locked by another writer for 8 s")
+
+    hook = Recorded(monkeypatch, at=1, inject=lock)
+    out = tmp_path / "out"
+    state = run_flow(config, out)
+    assert not hook.errors and not state.is_failed(), summary_of(out).get("failure")
+    assert summary_of(out)["status"] == "completed"
+    assert history_rows(tmp_path / "history.db") == (["completed"], hook.count)
+    assert leftovers.steps_lost(hook.count, out) == 0
+    next_run_may_start(tmp_path)
+
+
+# --- the disk fills while the report is written ------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 512 KiB tmpfs for the report folder (root only; skipped elsewhere, saying why)."""
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mount)], capture_output=True,
+                          text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({done.stderr.strip()}): the disk-full fault needs root")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def test_disk_full_while_the_report_is_written(prefect_api, leftovers, tmp_path, monkeypatch, small_disk):
+    def fill(ctx):
+        with (small_disk / "filler").open("wb") as handle:  # what is left of the disk, minus a few KiB
+            free = os.statvfs(small_disk).f_bavail * os.statvfs(small_disk).f_frsize
+            handle.write(b"\0" * max(0, free - 8192))
+        leftovers.fault("disk full before the report")
+
+    config = tiny_config(tmp_path, search={"max_users": 4, "refine_steps": 0})
+    hook = Recorded(monkeypatch)
+    out = small_disk / "out"
+    from flows import capacity_check as parent
+
+    real_finish = parent.finish
+
+    def finish(ctx, status):  # the fault lands after the last step, as the report is about to be written
+        fill(ctx)
+        return real_finish(ctx, status)
+
+    monkeypatch.setattr(parent, "finish", finish)
+    state = run_flow(config, out)
+    assert state.is_failed()
+    assert hook.count >= 2 and len(read_steps_csv(out / "steps.csv")) == hook.count
+    statuses, stored = history_rows(tmp_path / "history.db")
+    assert statuses == ["failed"] and stored == hook.count
+    with sqlite3.connect(tmp_path / "history.db") as con:
+        (note,) = con.execute("select note from runs").fetchone()
+    assert "could not be written (No space left on device)" in note and str(out) in note
+    next_run_may_start(tmp_path)
+
+
+# --- the Locust master dies in an open-loop window -----------------------------------------------------------------
+
+
+def test_locust_master_killed_during_an_open_loop_window(prefect_api, leftovers, tmp_path, monkeypatch):
+    from nightcap.load.runner import StepRunner
+
+    original, killed = StepRunner.measure_rate, []
+
+    def measure_rate(runner, rate_rps, window_s=None):
+        if not killed:
+            pid = runner.generator.master.pid
+            threading.Timer(runner.config.load.warmup_s + 0.4, lambda: os.kill(pid, signal.SIGKILL)).start()
+            killed.append(pid)
+            leftovers.fault("Locust master SIGKILL in an open-loop window")
+        return original(runner, rate_rps, window_s)
+
+    monkeypatch.setattr(StepRunner, "measure_rate", measure_rate)
+    hook = Recorded(monkeypatch)
+    config = tiny_config(tmp_path, search={"max_users": 8, "refine_steps": 0}, load={"verify_s": 1})
+    out = tmp_path / "out"
+    state = run_flow(config, out)
+    assert killed and state.is_failed()
+    summary = summary_of(out)
+    stage = summary["stages"]["single_client"]
+    assert stage["status"] == "failed" and "the Locust master stopped answering" in stage["error"], stage
+    assert hook.count >= 1 and leftovers.steps_lost(hook.count, out) == 0
+    assert history_rows(tmp_path / "history.db")[0] == ["failed"]
+    next_run_may_start(tmp_path)
+
+
+# --- the MLflow tracking server is unreachable when a models:/ URI is resolved ---------------------------------------
+
+
+def test_unreachable_tracking_server_stops_the_night_before_anything_starts(leftovers, tmp_path):
+    from nightcap.platforms.local import free_port
+
+    dead = f"http://127.0.0.1:{free_port()}"
+    config = tiny_config(tmp_path, target={"kind": "mlflow", "model_uri": "models:/wine/1", "tracking_uri": dead})
+    started = time.monotonic()
+    done = subprocess.run([NIGHTCAP, "run", str(config), "--out", str(tmp_path / "out")], cwd=tmp_path,
+                          env=leftovers.env(), capture_output=True, text=True,
+                          timeout=120)
+    leftovers.fault("MLflow tracking server unreachable")
+    said = " ".join((done.stdout + done.stderr).split())
+    assert done.returncode == 2, said
+    assert f"tried: tracking store {dead} (target.tracking_uri)" in said and "Traceback" not in said
+    assert not (tmp_path / "out").exists() and not (tmp_path / "history.db").exists()
+    assert time.monotonic() - started < 60
+    next_run_may_start(tmp_path)
