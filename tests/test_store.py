@@ -441,3 +441,43 @@ def test_regression_check_on_postgresql(pg_url):
     result = check_regression({"saturation_rps": 150.0, "rps_per_core": 75.0}, history)
     assert result.verdict == "regressed" and result.message.startswith("saturation_rps fell 29%")
     assert check_regression({"saturation_rps": 209.0, "rps_per_core": 104.5}, history).verdict == "ok"
+
+
+def test_a_locked_history_is_waited_for_and_what_it_refused_is_written_at_the_end(tmp_path, monkeypatch):
+    """Another writer holds the SQLite file locked: a step written mid-run gives up quickly (the measurement goes
+    on); at the end of the run `ensure_steps` writes it, on fresh connections."""
+    from nightcap.results import store_connect
+
+    monkeypatch.setattr(store_connect, "BUSY_TIMEOUT_S", 0.2)
+    path = tmp_path / "history.db"
+    store = HistoryStore(f"sqlite:///{path}", retry_s=10)
+    config = make_config()
+    store.start_run("r", config, {})
+    store.add_step("r", step(0))
+    holder = sqlite3.connect(path, timeout=1, check_same_thread=False)
+    holder.execute("BEGIN EXCLUSIVE")
+    t0 = time.monotonic()
+    with pytest.raises(StoreError, match="database is locked"):
+        store.add_step("r", step(1), retry_s=0.3)  # mid-run: a short budget
+    assert time.monotonic() - t0 < 3
+    threading.Timer(0.5, holder.rollback).start()
+    assert store.ensure_steps("r", [step(0), step(1), step(2)], config) == 2  # waits for the lock, writes both
+    holder.close()
+    assert [r.step for r in store.steps_of("r")] == [0, 1, 2]
+
+
+def test_a_history_replaced_mid_run_gets_the_whole_run_again(tmp_path):
+    """The file was deleted and a new one created (a pooled connection kept writing to the old one): at the end
+    the run and every step are written to the file that is there now."""
+    path = tmp_path / "history.db"
+    store = HistoryStore(f"sqlite:///{path}")
+    config = make_config()
+    store.start_run("r", config, {"service_ms": 20}, flow_run_id="f")
+    store.add_step("r", step(0))
+    for leftover in tmp_path.glob("history.db*"):
+        leftover.unlink()
+    store.add_step("r", step(1))  # lands in the deleted file, through a pooled connection
+    assert store.ensure_steps("r", [step(0), step(1)], config, {"service_ms": 20}, "f") == 2
+    store.finish_run("r", "completed", {"saturation_rps": 1.0}, {})
+    again = HistoryStore(f"sqlite:///{path}")
+    assert again.get_run("r")["status"] == "completed" and len(again.steps_of("r")) == 2

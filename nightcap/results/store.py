@@ -196,10 +196,11 @@ class HistoryStore:
         what is missing (the run row too, if the database was recreated) and returns how many steps it wrote.
         Raises StoreError if the database cannot be reached or written."""
         self.engine.dispose()
+        store_connect.retrying(lambda: migrate(self.engine), self.display_url, self.retry_s, "open")  # a new file
         with self.engine.connect() as conn:
             has_run = conn.execute(sa.select(runs.c.id).where(runs.c.run_id == run_id)).first() is not None
-            stored = set() if not has_run else set(conn.execute(
-                sa.select(steps.c.stage, steps.c.step).where(steps.c.run_id == run_id)).tuples())
+            stored = set() if not has_run else {(r[0], r[1]) for r in conn.execute(
+                sa.select(steps.c.stage, steps.c.step).where(steps.c.run_id == run_id))}
         if not has_run:
             self.start_run(run_id, config, target_version, flow_run_id)
         missing = [row for row in rows if (row.stage, row.step) not in stored]
