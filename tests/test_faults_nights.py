@@ -8,6 +8,7 @@ running (the `leftovers` fixture), and that the next run may start (the target's
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -22,6 +23,7 @@ import pytest
 from nightcap.results.steps import read_steps_csv
 from nightcap.run.lock import RunLock
 from test_faults import run_flow, start_run, stop, summary_of, tiny_config, wait_for_steps
+from test_kubernetes_flow import cluster, reference_server  # noqa: F401 - fixtures of the kmock fault
 
 pytestmark = pytest.mark.slow
 
@@ -278,3 +280,107 @@ def test_unreachable_tracking_server_stops_the_night_before_anything_starts(left
     assert not (tmp_path / "out").exists() and not (tmp_path / "history.db").exists()
     assert time.monotonic() - started < 60
     next_run_may_start(tmp_path)
+
+
+# --- SIGTERM during the autoscaling stage (Kubernetes, kmock) -------------------------------------------------------
+
+
+def test_sigterm_during_autoscale_restores_the_cluster(prefect_api, cluster, reference_server, leftovers, tmp_path,
+                                                       monkeypatch):
+    """A cancelled flow run (the worker's SIGTERM) while the HPA scales the model out: the run unwinds, its HPA,
+    Deployment and Service are deleted, every step is kept, and the run is recorded cancelled."""
+    import yaml
+
+    from flows.capacity_check import capacity_check
+    from nightcap.load.runner import StepRunner
+    from nightcap.platforms import kubernetes as kube_mod
+    from test_kubernetes_flow import _config
+
+    monkeypatch.setattr("nightcap.platforms.kube_client.api_client_for", lambda platform: cluster.api)
+    monkeypatch.setattr(kube_mod.KubernetesPlatform, "poll_s", 0.2)
+    monkeypatch.setattr(kube_mod.KubernetesPlatform, "_open_pod_socket",
+                        lambda self, pod, port: socket.create_connection(("127.0.0.1", reference_server), timeout=10))
+    original, signalled = StepRunner.read_open_window, []
+
+    def read_open_window(runner, seconds, rate_rps):
+        if not signalled:  # the first sample of the first phase: the HPA exists, the load is on
+            signalled.append(True)
+            threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGTERM)).start()
+            leftovers.fault("SIGTERM during the autoscale stage")
+        return original(runner, seconds, rate_rps)
+
+    monkeypatch.setattr(StepRunner, "read_open_window", read_open_window)
+    hook = Recorded(monkeypatch)
+    path = _config(tmp_path)
+    data = yaml.safe_load(path.read_text())
+    data["autoscale"]["phases"][0]["duration_s"] = 5
+    path.write_text(yaml.safe_dump(data))
+    out = tmp_path / "report"
+    with pytest.raises(KeyboardInterrupt):
+        capacity_check(config=str(path), out=str(out))
+    assert signalled
+    summary = summary_of(out)
+    assert summary["status"] == "cancelled" and summary["stages"]["autoscale"]["status"] == "cancelled"
+    assert any(r.data.get("kind") == "HorizontalPodAutoscaler" for r in cluster.requests("POST")
+               if r.params.get("dryRun") != "All"), "the fault landed after the HPA was created"
+    for kind in ("horizontalpodautoscalers", "deployments", "services"):
+        assert cluster.run(lambda: cluster.live(kind)) == {}, kind
+    assert hook.count >= 1 and leftovers.steps_lost(hook.count, out) == 0
+    assert history_rows(tmp_path / "history.db")[0] == ["cancelled"]
+    next_run_may_start(tmp_path, "k8s-e2e")
+
+
+# --- the webhook receiver is down when the alarm fires ---------------------------------------------------------------
+
+
+EMIT_REGRESSED = """
+import sys
+from tasks.events import emit_run_events
+from prefect.events.worker import EventsWorker
+row = {"figure": "saturation_rps", "verdict": "regressed", "unit": "rps", "baseline_median": 200.0, "tonight": 100.0,
+       "change_pct": -50.0, "message": "saturation_rps fell 50%"}
+summary = {"run_id": sys.argv[1], "target": {"name": "webhook-down"}, "stages": {"regression": {"status": "completed"}},
+           "regression": {"verdict": "regressed", "figures": [row], "baseline_run_ids": ["a", "b"]}}
+emit_run_events(summary, "completed", {"saturation_rps": 100.0}, "/tmp/report")
+EventsWorker.drain_all(timeout=20)
+print("emitted", flush=True)
+"""
+
+
+def test_webhook_down_when_the_alarm_fires(prefect_server_process, leftovers, tmp_path):
+    """The run's part ends when its events reach Prefect: the night's verdict is in its history and summary.json
+    whatever the receiver does. With the receiver down, Prefect's automation action fails, and says so in
+    its event feed (`prefect.automation.action.failed`), where the lost alarm can be found."""
+    import sys
+
+    import httpx
+
+    from prefect_cli import REPO, cli, prefect_env
+    from test_automations import delete_automations, events
+
+    server = prefect_server_process
+    env = prefect_env(Path(server["home"]), server["api_url"])
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}/hook"  # nothing listens once it is closed
+    automations = tmp_path / "automations.yaml"
+    made = subprocess.run([sys.executable, "deployments/automations.py", "--webhook-url", dead, "--out",
+                           str(automations)], cwd=REPO, env=env, capture_output=True, text=True, timeout=90)
+    assert made.returncode == 0, made.stdout + made.stderr
+    try:
+        cli(server, "automation", "create", "--from-file", str(automations))
+        started = time.monotonic()
+        emitted = subprocess.run([sys.executable, "-c", EMIT_REGRESSED, "webhook-down-1"], cwd=REPO,
+                                 env=leftovers.env(**env), capture_output=True, text=True, timeout=60)
+        leftovers.fault("webhook receiver down when the alarm fires")
+        assert emitted.returncode == 0 and "emitted" in emitted.stdout, emitted.stderr[-2000:]
+        assert time.monotonic() - started < 30, "sending the events never waits on the receiver"
+        deadline = time.monotonic() + 60
+        while not (failed := [e for e in events(server, "prefect.automation.action.failed")
+                              if "capacity regressed" in json.dumps(e)]):
+            assert time.monotonic() < deadline, [e["event"] for e in httpx.post(
+                f"{server['api_url']}/events/filter", json={"limit": 50}, timeout=10).json()["events"]]
+            time.sleep(1)
+        assert failed[0]["payload"].get("reason") or failed[0]["payload"]
+    finally:
+        delete_automations(server)
