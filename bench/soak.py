@@ -20,6 +20,7 @@ import argparse
 import fcntl
 import json
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -183,24 +184,35 @@ def soak(nights: int, hold_nights: int, lock: str | None, work: Path) -> Table:
     env = prefect_env(home, api, token, tmp)
     server_argv = [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-ui"]
     night = 0
-    with started(server_argv, prefect_env(home, None, token, tmp), work / "server.log", work) as server:
-        with lock_hold(lock):
+    first_hold = lock_hold(lock)
+    first_hold.__enter__()  # the server's and worker's start-up are load too: inside the first hold
+    try:
+        with started(server_argv, prefect_env(home, None, token, tmp), work / "server.log", work) as server:
             wait_healthy(api, server)
             subprocess.run([PREFECT, "work-pool", "create", POOL, "--type", "process"], cwd=REPO, env=env,
                            capture_output=True, timeout=120)
             cli(env, "deploy", "--prefect-file", "deployments/prefect.yaml", "--name", "on-demand", "--pool", POOL,
                 "--no-prompt")
-        with started([PREFECT, "worker", "start", "--pool", POOL], env, work / "worker.log", work) as worker:
-            while night < nights:
-                with lock_hold(lock):
-                    for _ in range(min(hold_nights, nights - night)):
-                        night += 1
-                        wall, state, flow_s = run_night(env, api, work)
-                        time.sleep(2)  # the flow-run process exits after its final state is reported
-                        row = {"night": night, "state": state, "wall_s": round(wall, 1), "flow_s": round(flow_s, 1),
-                               **sample(worker, token, work, home, tmp)}
-                        table.add(*[row[c] for c in COLUMNS])
-                        print("  ".join(f"{c}={row[c]}" for c in COLUMNS), flush=True)
+            with started([PREFECT, "worker", "start", "--pool", POOL], env, work / "worker.log", work) as worker:
+                while night < nights:
+                    hold = first_hold if first_hold is not None else lock_hold(lock)
+                    if first_hold is None:
+                        hold.__enter__()
+                    first_hold = None
+                    try:
+                        for _ in range(min(hold_nights, nights - night)):
+                            night += 1
+                            wall, state, flow_s = run_night(env, api, work)
+                            time.sleep(2)  # the flow-run process exits after its final state is reported
+                            row = {"night": night, "state": state, "wall_s": round(wall, 1),
+                                   "flow_s": round(flow_s, 1), **sample(worker, token, work, home, tmp)}
+                            table.add(*[row[c] for c in COLUMNS])
+                            print("  ".join(f"{c}={row[c]}" for c in COLUMNS), flush=True)
+                    finally:
+                        hold.__exit__(None, None, None)
+    finally:
+        if first_hold is not None:
+            first_hold.__exit__(None, None, None)
     table.notes.append(machine_line())
     return table
 
@@ -212,6 +224,7 @@ def main() -> None:
     parser.add_argument("--lock", default=None, help="take this lock file per hold (e.g. /tmp/nightcap-load.lock)")
     parser.add_argument("--work", type=Path, default=REPO / ".nightcap" / "soak", help="the soak's own folder")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop what it started (the `finally`s) on SIGTERM
     if args.work.exists():
         import shutil
 

@@ -149,7 +149,7 @@ def test_prefect_server_killed_mid_stage_ends_the_run_within_60_s(prefect_api, l
 
 
 def test_history_locked_then_gone_mid_run_fails_the_night_loudly(prefect_api, leftovers, tmp_path, monkeypatch):
-    """A writer holds the SQLite history locked for 4 s (steps wait, then are written again at the end), then its
+    """A writer holds the SQLite history locked for 2 s (the step being written waits), then its
     folder disappears (a lost mount): the night ends failed with the reason; steps.csv has every step."""
     folder = tmp_path / "mount"
     db = folder / "history.db"
@@ -158,7 +158,7 @@ def test_history_locked_then_gone_mid_run_fails_the_night_loudly(prefect_api, le
     def lock(_ctx):
         holder = sqlite3.connect(db, timeout=1, check_same_thread=False)
         holder.execute("BEGIN EXCLUSIVE")
-        threading.Timer(4.0, lambda: (holder.rollback(), holder.close())).start()
+        threading.Timer(2.0, lambda: (holder.rollback(), holder.close())).start()
         leftovers.fault("history locked by another writer")
 
     def gone(_ctx):
