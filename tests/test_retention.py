@@ -106,3 +106,23 @@ def test_a_failing_part_is_reported_not_raised(tmp_path):
 
     done = apply_retention(cfg, store, delete_artifacts=api_gone)
     assert done.problems == ["Prefect artifacts not pruned: Prefect API unreachable"]
+
+
+def test_nightcap_cleanup_applies_a_configs_retention(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from nightcap.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)  # no Prefect API here: artifacts are left alone
+    config = tmp_path / "c.yaml"
+    config.write_text("target: {name: ref, kind: reference}\nslo: {p95_ms: 500}\n"
+                      f"store: {{url: 'sqlite:///{tmp_path}/h.db'}}\n")
+    for n in range(4):
+        folder(tmp_path / "reports", "ref", n)
+    result = CliRunner().invoke(app, ["cleanup", "--config", str(config), "--set", "retention.reports.nights=1"])
+    assert result.exit_code == 0, result.output
+    assert result.output.count("retention: removed report folder") == 3
+    assert len(report_folders(tmp_path / "reports", "ref")) == 1
+    again = CliRunner().invoke(app, ["cleanup", "--config", str(config), "--set", "retention.reports.nights=1"])
+    assert "retention: nothing to remove for target 'ref'" in again.output
