@@ -33,7 +33,7 @@ from nightcap.results.report import write_markdown
 from nightcap.results.summary import build_summary, headline_figures, write_summary
 from nightcap.run.cleanup import reap_dead_runs
 from nightcap.run.context import RunContext, new_run_id
-from nightcap.run.exit_guard import api_gone_reason, arm, watch_api
+from nightcap.run.exit_guard import api_gone_reason, arm, armed, watch_api
 from nightcap.run.lock import RunLock
 from nightcap.run.registry import RunRegistry
 from nightcap.run.safety import check_safety_limits
@@ -118,7 +118,8 @@ def _stop_once_on_signals() -> Iterator[None]:
         yield
     finally:
         for sig, handler in previous.items():
-            signal.signal(sig, handler)
+            if not armed():  # once the report is written, a signal ends the process at once (exit_guard.arm)
+                signal.signal(sig, handler)
 
 
 def open_store(cfg: Config, key: str | None) -> Any:

@@ -43,6 +43,11 @@ def enabled() -> bool:
     return bool(_state["enabled"]) or bool(os.environ.get("PREFECT__FLOW_RUN_ID"))
 
 
+def armed() -> bool:
+    """The run's report is written and the guard is counting down (its signal handlers are in place)."""
+    return bool(_state["armed"])
+
+
 def _exit_now(code: int, why: str) -> None:
     try:
         sys.stderr.write(f"nightcap: {why}; exiting with {code}\n")
