@@ -377,8 +377,10 @@ def test_webhook_down_when_the_alarm_fires(prefect_server_process, leftovers, tm
         leftovers.fault("webhook receiver down when the alarm fires")
         assert emitted.returncode == 0 and "emitted" in emitted.stdout, emitted.stderr[-2000:]
         assert time.monotonic() - started < 30, "sending the events never waits on the receiver"
-        assert [e for e in events(server, "nightcap.capacity.regressed")
-                if e["payload"]["run_id"] == "webhook-down-1"], "the alarm's event reached Prefect"
+        deadline = time.monotonic() + 30
+        while not [e for e in events(server, "nightcap.capacity.regressed") if e["payload"]["run_id"] == "webhook-down-1"]:
+            assert time.monotonic() < deadline, "the alarm's event never reached Prefect"
+            time.sleep(0.5)
         dlq, deadline = Path(server["home"]) / "dlq", time.monotonic() + 60
         while not (lost := [p for p in dlq.glob("*") if b"webhook-down-1" in p.read_bytes()] if dlq.exists() else []):
             assert time.monotonic() < deadline, "the failed notification is neither sent nor dead-lettered"
