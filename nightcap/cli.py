@@ -63,7 +63,8 @@ def run(
                 state = capacity_check(config=str(config), overrides=list(set_),
                                        out=str(out_dir) if out_dir else None, return_state=True)
             finally:
-                _flush_logs()
+                if not exit_guard.api_gone_reason():  # nowhere to send them otherwise
+                    _flush_logs()
     except KeyboardInterrupt:
         err.print("interrupted: every process and cgroup of the run was stopped; measured steps are in the report")
         raise typer.Exit(130)
@@ -71,6 +72,7 @@ def run(
         if not isinstance(exc, RuntimeError) and not exit_guard.api_gone_reason():
             raise
         err.print(f"[red]{escape(str(exit_guard.api_gone_reason() or exc))}[/red]", highlight=False)
+        exit_guard.exit_if_api_gone(1)  # teardown done, report written: nothing is left to wait for
         raise typer.Exit(1)
     summary = _summary_of(state)
     if summary:
@@ -82,6 +84,7 @@ def run(
         out.print("Prefect UI: run `make ui` and open http://127.0.0.1:4200 to see this run", highlight=False)
     if state.is_failed():
         err.print(f"[red]run failed: {state.message}[/red]", highlight=False)
+        exit_guard.exit_if_api_gone(1)
         raise typer.Exit(1)
 
 

@@ -57,6 +57,13 @@ def _exit_now(code: int, why: str) -> None:
         os._exit(code)
 
 
+def exit_if_api_gone(code: int) -> None:
+    """End the process now if the run was stopped because its Prefect API is gone: its teardown is done and its
+    report written, and interpreter exit would only wait on log and event workers that cannot ship."""
+    if api_gone_reason() and enabled():
+        _exit_now(code, "the Prefect API is gone: logs and events of this run were not shipped")
+
+
 def arm(status: str, grace_s: float = 20.0) -> None:
     """The run's work is done (teardown, report folder): exit with its code if still alive `grace_s` from now;
     SIGINT/SIGTERM end it at once."""
