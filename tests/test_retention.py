@@ -126,3 +126,22 @@ def test_nightcap_cleanup_applies_a_configs_retention(tmp_path, monkeypatch):
     assert len(report_folders(tmp_path / "reports", "ref")) == 1
     again = CliRunner().invoke(app, ["cleanup", "--config", str(config), "--set", "retention.reports.nights=1"])
     assert "retention: nothing to remove for target 'ref'" in again.output
+
+
+def test_tonights_finished_run_counts_among_the_newest_nights(tmp_path):
+    """At the end of a run its own row is finished and protected: it is one of the `nights` kept (as its report
+    folder is), so a steady installation keeps exactly `nights` nights of steps, not one more."""
+    cfg = validate({"target": {"name": "ref", "kind": "reference"}, "slo": {"p95_ms": 1000},
+                    "retention": {"reports_dir": str(tmp_path / "reports"), "steps": {"nights": 2}}})
+    store = HistoryStore(f"sqlite:///{tmp_path / 'h.db'}")
+    for n in range(3):
+        store.start_run(f"run-{n}", cfg, {})
+        store.add_step(f"run-{n}", StepRow(stage="single_client", step=1, replicas=1, cpu=1.0, memory=None,
+                                           concurrency=1, users=1, rps=10.0))
+        store.finish_run(f"run-{n}", "completed", {}, {})
+        with store.engine.begin() as conn:
+            conn.exec_driver_sql("update runs set started_at = ? where run_id = ?",
+                                 (night(5 - n).replace(tzinfo=None), f"run-{n}"))
+    done = apply_retention(cfg, store, protect=["run-2"], now=NOW)  # run-2 is tonight, just finished
+    assert (done.runs_pruned, done.steps_deleted) == (1, 1)
+    assert [len(store.steps_of(f"run-{n}")) for n in range(3)] == [0, 1, 1]

@@ -110,8 +110,10 @@ def _finished_runs(store: "HistoryStore", target: str) -> list[dict]:
 def prune_steps(store: "HistoryStore", target: str, keep: "Keep", protect: Iterable[str] = (),
                 now: datetime | None = None) -> tuple[int, int]:
     """Delete the step rows of expired runs of `target`; returns (runs pruned, rows deleted)."""
-    rows = [r for r in _finished_runs(store, target) if r["started_at"] is not None and r["run_id"] not in set(protect)]
-    old = expired([(r["run_id"], r["started_at"]) for r in rows], keep, now)
+    # tonight's run (finished by now, protected) counts among the newest nights, as its report folder does
+    rows = [r for r in _finished_runs(store, target) if r["started_at"] is not None]
+    old = [run_id for run_id in expired([(r["run_id"], r["started_at"]) for r in rows], keep, now)
+           if run_id not in set(protect)]
     if not old:
         return 0, 0
 
@@ -132,10 +134,10 @@ def prune_steps(store: "HistoryStore", target: str, keep: "Keep", protect: Itera
 def prune_artifacts(store: "HistoryStore", target: str, keep: "Keep", delete: Callable[[list[str]], int],
                     protect: Iterable[str] = (), now: datetime | None = None) -> int:
     """Delete the Prefect artifacts of expired runs (by their flow run ids); each run is done once."""
-    rows = [r for r in _finished_runs(store, target)
-            if r["started_at"] is not None and r["flow_run_id"] and not r["artifacts_pruned"]
-            and r["run_id"] not in set(protect)]
-    old = expired([(r["run_id"], r["started_at"]) for r in rows], keep, now)
+    rows = [r for r in _finished_runs(store, target) if r["started_at"] is not None]
+    done = {r["run_id"] for r in rows if r["artifacts_pruned"] or not r["flow_run_id"]}
+    old = [run_id for run_id in expired([(r["run_id"], r["started_at"]) for r in rows], keep, now)
+           if run_id not in set(protect) and run_id not in done]
     if not old:
         return 0
     flow_runs = [r["flow_run_id"] for r in rows if r["run_id"] in set(old)]
