@@ -33,7 +33,7 @@ from typing import Any, Iterator
 import httpx
 import psutil
 
-from bench.common import RESULTS, Table, machine_line
+from bench.common import RESULTS, Table, machine_line, wait_http
 from nightcap.platforms.local import free_port
 from nightcap.run.registry import kill_process_tree
 
@@ -83,20 +83,6 @@ def started(argv: list[str], env: dict[str, str], log: Path, cwd: Path) -> Itera
             proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             pass
-
-
-def wait_healthy(api: str, proc: subprocess.Popen, timeout_s: float = 180) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"prefect server exited ({proc.returncode})")
-        try:
-            if httpx.get(f"{api}/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError("prefect server did not answer in time")
 
 
 @contextmanager
@@ -188,7 +174,7 @@ def soak(nights: int, hold_nights: int, lock: str | None, work: Path) -> Table:
     first_hold.__enter__()  # the server's and worker's start-up are load too: inside the first hold
     try:
         with started(server_argv, prefect_env(home, None, token, tmp), work / "server.log", work) as server:
-            wait_healthy(api, server)
+            wait_http(f"{api}/health", server, timeout_s=180)
             subprocess.run([PREFECT, "work-pool", "create", POOL, "--type", "process"], cwd=REPO, env=env,
                            capture_output=True, timeout=120)
             cli(env, "deploy", "--prefect-file", "deployments/prefect.yaml", "--name", "on-demand", "--pool", POOL,

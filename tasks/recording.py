@@ -49,10 +49,7 @@ def report_lost(ctx: RunContext, exc: OSError) -> str:
     """The report folder could not be written: the night is failed, and its history row says why."""
     text = (f"the report folder {ctx.out} could not be written ({exc.strerror or exc}); the measured steps are in "
             "the history (and in steps.csv as far as it was written): free the disk, then `nightcap history`")
-    get_run_logger().error("%s", text)
-    ctx.info["report_error"] = text
-    ctx.info.setdefault("failure", text)
-    ctx.info["status"] = "failed"
+    _failed(ctx, "report_error", text)
     if ctx.store is not None:
         try:
             summary = build_summary(ctx)
@@ -64,13 +61,17 @@ def report_lost(ctx: RunContext, exc: OSError) -> str:
 
 def history_lost(ctx: RunContext, reason: str) -> str:
     """Mark the night failed because its history is incomplete (steps.csv and the report folder keep all)."""
-    text = (f"{reason}; every measured step is in {ctx.out / 'steps.csv'}, but the night is failed: a night "
-            "missing from the history can never raise an alarm")
+    _failed(ctx, "history_error", f"{reason}; every measured step is in {ctx.out / 'steps.csv'}, but the night is "
+                                  "failed: a night missing from the history can never raise an alarm")
+    return "failed"
+
+
+def _failed(ctx: RunContext, key: str, text: str) -> None:
+    """The night is failed with `text` first in its report; `key` tells the parent flow what to raise."""
     get_run_logger().error("%s", text)
-    ctx.info["history_error"] = text
+    ctx.info[key] = text
     ctx.info.setdefault("failure", text)
     ctx.info["status"] = "failed"
-    return "failed"
 
 
 def retain(ctx: RunContext) -> None:
