@@ -88,9 +88,8 @@ class PgServer:
         self.sql(f"CREATE DATABASE {name}")
         return name
 
-    def restart(self) -> None:
-        """Stop and start the same cluster (a database restart mid-run)."""
-        self.stop()
+    def start(self) -> None:
+        """Start the same cluster again after `stop` (the second half of a database restart)."""
         self.proc = _postgres(self.data, self.port)
         _wait_ready(self)
 
