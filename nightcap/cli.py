@@ -33,15 +33,7 @@ def run(
     """Run the capacity-check flow on CONFIG."""
     try:
         cfg = load_config(config, set_)
-        from nightcap.run.lock import RunLock
-        from nightcap.run.safety import check_safety_limits
-
-        check_safety_limits(cfg)
-        from nightcap.targets.plan import check_target
-
-        check_target(cfg)  # a model URI that resolves to nothing is refused here, before any server starts
-        RunLock(cfg.target.name).check()  # before a Prefect server is started for nothing
-        _check_store(cfg)  # a night that cannot store its history stops before it starts
+        _refuse_early(cfg)
     except ConfigError as exc:
         err.print(f"[red]{exc.render()}[/red]", highlight=False)
         raise typer.Exit(2)
@@ -86,6 +78,18 @@ def run(
         err.print(f"[red]run failed: {state.message}[/red]", highlight=False)
         exit_guard.exit_if_api_gone(1)
         raise typer.Exit(1)
+
+
+def _refuse_early(cfg) -> None:  # type: ignore[no-untyped-def]
+    """What `nightcap run` refuses before anything starts (ConfigError, RuntimeError: exit 2)."""
+    from nightcap.run.lock import RunLock
+    from nightcap.run.safety import check_safety_limits
+    from nightcap.targets.plan import check_target
+
+    check_safety_limits(cfg)
+    check_target(cfg)  # a model URI that resolves to nothing is refused here, before any server starts
+    RunLock(cfg.target.name).check()  # before a Prefect server is started for nothing
+    _check_store(cfg)  # a night that cannot store its history stops before it starts
 
 
 def _check_store(cfg) -> None:  # type: ignore[no-untyped-def]

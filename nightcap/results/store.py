@@ -56,11 +56,6 @@ def _as_utc(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
 
 
-def _number(value: Any) -> float | None:
-    """Headline figures are plain floats; NaN, inf and non-numbers are stored as NULL."""
-    return finite(value)
-
-
 def version_label(target_version: Mapping[str, Any] | None) -> str:
     """One short string for tables: the model's label (`wine v3 @champion`), version, image or URI, else the
     reference timings."""
@@ -227,7 +222,7 @@ class HistoryStore:
         unknown = sorted(set(headline) - set(HEADLINE_FIGURES))
         if unknown:
             log.warning("history: ignoring unknown headline figures %s (known: %s)", unknown, HEADLINE_FIGURES)
-        values: dict[str, Any] = {name: _number(headline.get(name)) for name in HEADLINE_FIGURES if name in headline}
+        values: dict[str, Any] = {name: finite(headline.get(name)) for name in HEADLINE_FIGURES if name in headline}
         now = _now()
         values.update(status=status, updated_at=now, finished_at=None if status == "running" else now)
         if summary is not None:
@@ -346,7 +341,7 @@ class HistoryStore:
             # a regressed night ends its flow run Failed yet stays a completed measurement (and a baseline)
             row["regression"] = ((row.get("summary") or {}).get("regression") or {}).get("verdict")
             # the platform canary's rps per core that night (kept in its summary), beside the model's figures
-            row["canary"] = _number(((row.get("summary") or {}).get("canary") or {}).get("rps_per_core"))
+            row["canary"] = finite(((row.get("summary") or {}).get("canary") or {}).get("rps_per_core"))
             row["steps"] = int(counts.get(row["run_id"], 0))
             row["steps_pruned"] = int(row.get("steps_pruned") or 0)
             row["figure_meanings"] = stored_meanings(row)
