@@ -1,14 +1,12 @@
 """Results history: one row per run and one per measured step, in any SQL database SQLAlchemy speaks.
 
-A nightly check is only useful if it can say what changed since last night, so every run is recorded
-here (a SQLite file by default, PostgreSQL or anything else by `store.url`). Steps are written one at
-a time as they are measured, each in its own short transaction, so a run that crashes, is cancelled
-or is killed keeps everything it measured; `mark_abandoned` later marks such runs failed.
-
-The schema (`history_schema.py`) is created on first use and migrated forward by adding columns; nothing
-is ever dropped. No secret reaches the database: the config dump has `target.headers` values and
-secret-looking keys replaced, and any string given in `redact` is scrubbed from everything written
-(`redact.py`).
+A nightly check is only useful if it can say what changed since last night, so every run is recorded here
+(a SQLite file by default, PostgreSQL by `store.url`), and a night whose history cannot be written does not
+run (`probe_write`; errors name store.url and the fix: `store_connect.py`). Steps are written one at a time
+as they are measured, each in its own short transaction, so a run that crashes or is killed keeps what it
+measured (`mark_abandoned` later marks it failed); a lost database is retried, and at the end of a run
+`ensure_steps` writes again whatever the history lost. The schema (`history_schema.py`) is created on first
+use and migrated forward by adding columns, never dropped. No secret reaches the database (`redact.py`).
 """
 
 from __future__ import annotations
