@@ -44,7 +44,8 @@ def run(
     from nightcap.run import exit_guard
     from nightcap.run.prefect_server import prefect_api
 
-    exit_guard.enable()  # this process is the run's: it ends a bounded time after the report is written
+    if _AS_PROGRAM:  # this process is the run's (not a test invoking the command): it ends once the report is written
+        exit_guard.enable()
 
     try:
         with prefect_api(strip_env=tuple(v for v in [cfg.target.api_key_env] if v)) as api:
@@ -299,7 +300,12 @@ def cleanup(
             raise typer.Exit(2)
 
 
+_AS_PROGRAM = False  # set by `main`, the console script: only then may a run end the process itself
+
+
 def main() -> None:
+    global _AS_PROGRAM
+    _AS_PROGRAM = True
     try:
         app()
     except KeyboardInterrupt:
