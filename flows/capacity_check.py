@@ -6,6 +6,7 @@ fails is marked failed and keeps every step it measured, and the stages after it
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -32,6 +33,7 @@ from nightcap.results.report import write_markdown
 from nightcap.results.summary import build_summary, headline_figures, write_summary
 from nightcap.run.cleanup import reap_dead_runs
 from nightcap.run.context import RunContext, new_run_id
+from nightcap.run.exit_guard import api_gone_reason, arm, armed, watch_api
 from nightcap.run.lock import RunLock
 from nightcap.run.registry import RunRegistry
 from nightcap.run.safety import check_safety_limits
@@ -40,6 +42,7 @@ from nightcap.targets.smoke import SmokeFailed
 from tasks.artifacts import Progress, publish_summary, publish_trend, steps_table
 from tasks.canary import measure_canary
 from tasks.events import emit_run_events
+from tasks.recording import report_lost, retain, save_history_steps, store_run
 from tasks.platform import deploy, preflight, smoke, teardown
 
 # Prefect's worker cancels a run with SIGTERM, which its engine turns into TerminationSignal (a BaseException).
@@ -57,6 +60,19 @@ class StagesFailed(RuntimeError):
 
 class NoAnswer(RuntimeError):
     """The stages that look for a saturation point found none: a failed run, never a completed one."""
+
+
+class NotRecorded(RuntimeError):
+    """The night's rows could not all be written (history or report folder): failed, never completed."""
+
+
+class PrefectApiGone(RuntimeError):
+    """The Prefect API stopped answering mid-run: the run was stopped, torn down and its report written."""
+
+
+class HistoryUnavailable(RuntimeError):
+    """The history (store.url) cannot be opened or written: a night that stores nothing can never alarm, so it
+    stops before deploying, or fails at the end if its rows could not be written."""
 
 
 # Each stage flow takes the run id (see flows/__init__.py) and keeps its typed result on the run's context.
@@ -77,18 +93,24 @@ def _stop_once_on_signals() -> Iterator[None]:
 
     A second signal while the run is stopping is ignored: raised inside teardown it would cut it short and
     leave generators running (found by the fault suite: Ctrl-C twice left the Locust processes behind).
+    A third ends the process at once (a teardown that hangs must not hold the night): `nightcap cleanup`, or the
+    next run, then stops what it left.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    stopping = threading.Event()
+    received: list[int] = []
 
     def stop_once(signum: int, _frame: object) -> None:
-        if stopping.is_set():
+        received.append(signum)
+        if len(received) >= 3:
+            sys.stderr.write(f"nightcap: signal {signum} a third time: exiting now; run `nightcap cleanup` to stop "
+                             "what the run left\n")
+            os._exit(130)
+        if len(received) == 2:
             sys.stderr.write(f"nightcap: signal {signum} ignored, already stopping (teardown in progress); "
-                             "SIGKILL abandons it, then run `nightcap cleanup`\n")
+                             "a third signal exits at once, then run `nightcap cleanup`\n")
             return
-        stopping.set()
         raise KeyboardInterrupt(f"signal {signum}")
 
     previous = {sig: signal.signal(sig, stop_once) for sig in (signal.SIGTERM, signal.SIGINT)}
@@ -96,24 +118,44 @@ def _stop_once_on_signals() -> Iterator[None]:
         yield
     finally:
         for sig, handler in previous.items():
-            signal.signal(sig, handler)
+            if not armed():  # once the report is written, a signal ends the process at once (exit_guard.arm)
+                signal.signal(sig, handler)
+
+
+def open_store(cfg: Config, key: str | None) -> Any:
+    """The history, opened and write-checked first: if it cannot be written the night stops here, before
+    anything is deployed (exit 2 from `nightcap run`, a failed flow run under a worker)."""
+    from nightcap.results.store import HistoryStore, StoreError
+
+    try:
+        store = HistoryStore(cfg.store.url, redact=[key] if key else [], retry_s=cfg.store.retry_s)
+        store.probe_write()
+    except StoreError as exc:
+        raise HistoryUnavailable(f"{exc} (nothing was deployed)") from None
+    return store
 
 
 def open_run(cfg: Config, out: str | None) -> RunContext:
     run_id = new_run_id()
-    out_dir = Path(out or f"reports/{cfg.target.name}-{run_id}")
+    out_dir = Path(out or f"{cfg.retention.reports_dir}/{cfg.target.name}-{run_id}")  # where retention prunes
+    key = api_key(cfg.target)
+    store = open_store(cfg, key)
     for line in reap_dead_runs():
         get_run_logger().warning("cleaned up after a dead run: %s", line)
     registry = RunRegistry(run_id)
     plan = None
     try:
         plan = plan_target(cfg)  # a model URI is downloaded here, once per run
-        ctx = RunContext(config=cfg, run_id=run_id, out=out_dir, plan=plan, registry=registry)
-        ctx.api_key = api_key(cfg.target)
+        ctx = RunContext(config=cfg, run_id=run_id, out=out_dir, plan=plan, registry=registry, store=store)
+        ctx.api_key = key
+        store.mark_abandoned(cfg.load.max_duration_s + 600)
+        flow_run = get_run_context().flow_run  # type: ignore[union-attr]
+        store.start_run(run_id, cfg, plan.version, flow_run_id=str(flow_run.id) if flow_run else None)
     except Exception:
         if plan is not None:
             release(plan)
         registry.close()
+        store.close()
         raise
     ctx.info.update(run_id=run_id, target={"name": cfg.target.name, "kind": cfg.target.kind, "version": plan.version,
                                            "payload": {"source": plan.payload_source,
@@ -123,16 +165,6 @@ def open_run(cfg: Config, out: str | None) -> RunContext:
     if plan.payload_synthetic:  # report.md says it beside the answer (results/report.py)
         get_run_logger().warning("the request bodies are synthetic: %s; real rows measure real cost (set "
                                  "target.payload_file or target.payload_csv)", plan.payload_source)
-    try:
-        from nightcap.results.store import HistoryStore
-
-        ctx.store = HistoryStore(cfg.store.url, redact=[ctx.api_key] if ctx.api_key else [])
-        ctx.store.mark_abandoned(cfg.load.max_duration_s + 600)
-        flow_run = get_run_context().flow_run  # type: ignore[union-attr]
-        ctx.store.start_run(run_id, cfg, plan.version, flow_run_id=str(flow_run.id) if flow_run else None)
-    except Exception as exc:
-        ctx.store = None
-        ctx.warn(f"history store unavailable ({exc}); results are in the report folder only")
     return ctx
 
 
@@ -147,6 +179,7 @@ def capacity_check(config: str = "configs/local.yaml", overrides: list[str] | No
     preflight(cfg)  # on Kubernetes: a night that cannot succeed fails here, in seconds, with the reasons
     with _stop_once_on_signals(), RunLock(cfg.target.name):
         ctx = open_run(cfg, out)
+        watch = watch_api(os.environ.get("PREFECT_API_URL"))  # only where this process is the run's own
         logger.info("run %s: report folder %s", ctx.run_id, ctx.out.resolve())
         progress = Progress(cfg.target.name, list(cfg.stages) or ["deploy"])
         ctx.on_step.append(progress.step)
@@ -178,6 +211,9 @@ def capacity_check(config: str = "configs/local.yaml", overrides: list[str] | No
                                             steps=len(ctx.stage_steps(name)))
                     progress.stage_done()
                     write_summary(ctx)
+                if api_gone_reason():  # no later stage could report to Prefect either
+                    fatal = fatal or PrefectApiGone(api_gone_reason())
+                    break
         except FATAL as exc:
             fatal = exc
         except Exception as exc:
@@ -193,6 +229,9 @@ def capacity_check(config: str = "configs/local.yaml", overrides: list[str] | No
             teardown(ctx)
             if fatal is not None:
                 status = "cancelled" if isinstance(fatal, CANCELLED) else "failed"
+            if api_gone_reason():  # stopped by the API watch, not by a person: failed, with the reason
+                status, fatal = "failed", PrefectApiGone(api_gone_reason())
+                ctx.info["failure"] = api_gone_reason()
             if status != "completed":
                 for info in ctx.stages.values():
                     if info.get("status") in ("pending", "running"):
@@ -204,10 +243,17 @@ def capacity_check(config: str = "configs/local.yaml", overrides: list[str] | No
                 if reason:  # no answer is not success: failed, with the reason first in the report
                     ctx.info["failure"] = f"no saturation point was measured: {reason}"
                     status = "failed"
-            summary = finish(ctx, status)
+            try:
+                summary = finish(ctx, status)
+            finally:
+                if watch is not None:
+                    watch.stop()
+                arm(ctx.info.get("status", status))  # the report is written: exit within a bounded time from here
         failed = [n for n, s in ctx.stages.items() if s.get("status") == "failed"]
         if fatal is not None:
             raise fatal
+        if ctx.info.get("history_error") or ctx.info.get("report_error"):
+            raise NotRecorded(ctx.info.get("history_error") or ctx.info["report_error"])
         if ctx.info.get("failure") and not failed:
             raise NoAnswer(ctx.info["failure"])
         regression = ctx.results.regression
@@ -220,10 +266,15 @@ def capacity_check(config: str = "configs/local.yaml", overrides: list[str] | No
 
 
 def finish(ctx: RunContext, status: str) -> dict[str, Any]:
-    """Whatever happened: summary.json, report.md, artifacts, history row; then forget the run."""
+    """Whatever happened: summary.json, report.md, artifacts, history row; then forget the run.
+
+    The history must have every row of the night: steps it refused mid-run are written again here, and if
+    they or the run's row still cannot be written the night is failed (never completed without its history).
+    """
     logger = get_run_logger()
     summary: dict[str, Any] = {}
     try:
+        status = save_history_steps(ctx, status)
         ctx.info["status"] = status
         if ctx.store is not None:
             try:
@@ -232,17 +283,23 @@ def finish(ctx: RunContext, status: str) -> dict[str, Any]:
                     ctx.run_plots.append(trend)
             except Exception as exc:
                 ctx.warn(f"trend skipped: {exc}")
-        summary = write_summary(ctx)
-        plots = [ctx.out / p for p in summary["plots"] if (ctx.out / p).exists()]
-        lead = summary.get("lead_plot")
-        if lead and (ctx.out / lead).exists():
-            plots = [ctx.out / lead] + [p for p in plots if p.name != lead]
-        write_markdown(summary, ctx.out, plots)
-        if ctx.steps:
-            steps_table(ctx.config.target.name, ctx.steps)
-        publish_summary(ctx.config.target.name, summary, ctx.out, plots)
-        if ctx.store is not None:
-            ctx.store.finish_run(ctx.run_id, status, headline_figures(summary), summary)
+        # the history first: it lives elsewhere, and a full disk here must not cost the night its row
+        status, summary = store_run(ctx, status, build_summary(ctx))
+        try:
+            summary = write_summary(ctx)
+            plots = [ctx.out / p for p in summary["plots"] if (ctx.out / p).exists()]
+            lead = summary.get("lead_plot")
+            if lead and (ctx.out / lead).exists():
+                plots = [ctx.out / lead] + [p for p in plots if p.name != lead]
+            write_markdown(summary, ctx.out, plots)
+        except OSError as exc:  # the disk is full, the folder gone: the history and steps.csv have the night
+            status, summary, plots = report_lost(ctx, exc), build_summary(ctx), []
+        try:
+            if ctx.steps:
+                steps_table(ctx.config.target.name, ctx.steps)
+            publish_summary(ctx.config.target.name, summary, ctx.out, plots)
+        except Exception as exc:  # the Prefect API refused or is gone: the report folder has everything
+            logger.warning("artifacts not published to Prefect (the report folder has them): %s", exc)
         logger.info("%s", summary["answer"])
         logger.info("report: %s", (ctx.out / "report.md").resolve())
     finally:
@@ -252,7 +309,10 @@ def finish(ctx: RunContext, status: str) -> dict[str, Any]:
             emit_run_events(final, status, headline_figures(final), str(ctx.out.resolve()))
         except Exception as exc:
             logger.warning("run events not emitted: %s", exc)
+        retain(ctx)
         if ctx.registry is not None:
             ctx.registry.close()
+        if ctx.store is not None:
+            ctx.store.close()
         ctx.forget()
     return summary

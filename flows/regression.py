@@ -7,6 +7,7 @@ from prefect import flow, get_run_logger
 from nightcap.analysis.canary import FIGURE as CANARY, canary_value
 from nightcap.analysis.regression import check_regression, version_change
 from nightcap.analysis.regression_nights import figure_intervals
+from nightcap.results.meanings import figure_meanings
 from nightcap.results.stages import RegressionOutcome
 from nightcap.results.store import model_label
 from nightcap.results.summary import headline, headline_figures
@@ -24,7 +25,9 @@ def regression(run_id: str) -> RegressionOutcome:
         return ctx.results.regression
     head = headline(ctx)
     tonight = headline_figures(head)
-    history = ctx.store.comparable_runs(ctx.config.config_hash(), cfg.nights, exclude_run_id=ctx.run_id)
+    # a figure an earlier night measured another way (closed- vs open-loop p95) starts a new baseline there
+    history = ctx.store.comparable_runs(ctx.config.config_hash(), cfg.nights, exclude_run_id=ctx.run_id,
+                                        meanings=figure_meanings(head))
     tonight["run_id"] = ctx.run_id
     tonight["intervals"] = figure_intervals(head)
     with_canary(ctx, tonight, history)
@@ -35,6 +38,10 @@ def regression(run_id: str) -> RegressionOutcome:
                              [model_label(run.get("target_version")) for run in history])
     if changed:  # "capacity dropped 20% ... (when wine v3 replaced wine v2)"
         result.message += f" (when {changed})" if result.regressed else f"; {changed}"
+    renewed = sorted({f"{name} is now measured {new} (was {old}): a new baseline starts"
+                      for run in history for name, (old, new) in run.get("meaning_changed", {}).items()})
+    if renewed:
+        result.message += "; " + "; ".join(renewed)
     ctx.results.regression = RegressionOutcome(result, baseline_runs=len(result.baseline_run_ids),
                                                nights=len(history) + 1, version_change=changed)
     (logger.error if result.regressed else logger.info)("regression: %s", result.message)

@@ -15,6 +15,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from nightcap.config import ConfigError, load_config
 
@@ -32,22 +33,19 @@ def run(
     """Run the capacity-check flow on CONFIG."""
     try:
         cfg = load_config(config, set_)
-        from nightcap.run.lock import RunLock
-        from nightcap.run.safety import check_safety_limits
-
-        check_safety_limits(cfg)
-        from nightcap.targets.plan import check_target
-
-        check_target(cfg)  # a model URI that resolves to nothing is refused here, before any server starts
-        RunLock(cfg.target.name).check()  # before a Prefect server is started for nothing
+        _refuse_early(cfg)
     except ConfigError as exc:
         err.print(f"[red]{exc.render()}[/red]", highlight=False)
         raise typer.Exit(2)
     except RuntimeError as exc:
-        err.print(f"[red]refused, nothing was started: {exc}[/red]", highlight=False)
+        err.print(f"[red]refused, nothing was started: {escape(str(exc))}[/red]", highlight=False)
         raise typer.Exit(2)
     signal.signal(signal.SIGTERM, _sigterm)
+    from nightcap.run import exit_guard
     from nightcap.run.prefect_server import prefect_api
+
+    if _AS_PROGRAM:  # this process is the run's (not a test invoking the command): it ends once the report is written
+        exit_guard.enable()
 
     try:
         with prefect_api(strip_env=tuple(v for v in [cfg.target.api_key_env] if v)) as api:
@@ -58,24 +56,52 @@ def run(
                 state = capacity_check(config=str(config), overrides=list(set_),
                                        out=str(out_dir) if out_dir else None, return_state=True)
             finally:
-                _flush_logs()
+                if not exit_guard.api_gone_reason():  # nowhere to send them otherwise
+                    _flush_logs()
     except KeyboardInterrupt:
         err.print("interrupted: every process and cgroup of the run was stopped; measured steps are in the report")
         raise typer.Exit(130)
-    except RuntimeError as exc:
-        err.print(f"[red]{exc}[/red]", highlight=False)
+    except Exception as exc:  # a RuntimeError of the run, or Prefect's client once its API is gone
+        if not isinstance(exc, RuntimeError) and not exit_guard.api_gone_reason():
+            raise
+        err.print(f"[red]{escape(str(exit_guard.api_gone_reason() or exc))}[/red]", highlight=False)
+        exit_guard.exit_if_api_gone(1)  # teardown done, report written: nothing is left to wait for
         raise typer.Exit(1)
     summary = _summary_of(state)
     if summary:
         out.print(summary.get("answer", ""), highlight=False)
-    folder = _report_folder(out_dir, summary)
+    folder = _report_folder(out_dir, summary, cfg.retention.reports_dir)
     if folder:
         out.print(f"report: {folder}/report.md  (summary.json, steps.csv, plots)", highlight=False)
     if not os.environ.get("NIGHTCAP_EXTERNAL_API"):
         out.print("Prefect UI: run `make ui` and open http://127.0.0.1:4200 to see this run", highlight=False)
     if state.is_failed():
         err.print(f"[red]run failed: {state.message}[/red]", highlight=False)
+        exit_guard.exit_if_api_gone(1)
         raise typer.Exit(1)
+
+
+def _refuse_early(cfg) -> None:  # type: ignore[no-untyped-def]
+    """What `nightcap run` refuses before anything starts (ConfigError, RuntimeError: exit 2)."""
+    from nightcap.run.lock import RunLock
+    from nightcap.run.safety import check_safety_limits
+    from nightcap.targets.plan import check_target
+
+    check_safety_limits(cfg)
+    check_target(cfg)  # a model URI that resolves to nothing is refused here, before any server starts
+    RunLock(cfg.target.name).check()  # before a Prefect server is started for nothing
+    _check_store(cfg)  # a night that cannot store its history stops before it starts
+
+
+def _check_store(cfg) -> None:  # type: ignore[no-untyped-def]
+    """Open the history first (`nightcap run`, `validate`, `preflight`): a missing driver, a refused connection or
+    missing rights is a RuntimeError naming store.url and what to install, start or grant (exit 2)."""
+    from nightcap.results.store import StoreError, check_writable
+
+    try:
+        check_writable(cfg.store.url)
+    except StoreError as exc:
+        raise RuntimeError(str(exc)) from None
 
 
 def _flush_logs() -> None:
@@ -102,12 +128,12 @@ def _summary_of(state) -> dict:  # type: ignore[no-untyped-def]
         return {}
 
 
-def _report_folder(out_dir: Optional[Path], summary: dict) -> Optional[str]:
+def _report_folder(out_dir: Optional[Path], summary: dict, root: str = "reports") -> Optional[str]:
     if out_dir:
         return str(out_dir)
     run_id = summary.get("run_id")
     name = summary.get("target", {}).get("name")
-    return f"reports/{name}-{run_id}" if run_id and name else None
+    return f"{root}/{name}-{run_id}" if run_id and name else None
 
 
 @app.command()
@@ -123,8 +149,12 @@ def validate(
 
         check_safety_limits(cfg)
         check_target(cfg)
+        _check_store(cfg)
     except ConfigError as exc:
         err.print(f"[red]{exc.render()}[/red]", highlight=False)
+        raise typer.Exit(2)
+    except RuntimeError as exc:
+        err.print(f"[red]{escape(str(exc))}[/red]", highlight=False)
         raise typer.Exit(2)
     out.print_json(json.dumps(cfg.model_dump(mode="json")))
 
@@ -145,8 +175,12 @@ def preflight_command(
 
         check_safety_limits(cfg)
         payloads = payloads_for(cfg.target) if cfg.platform.kind == "kubernetes" else []
+        _check_store(cfg)
     except ConfigError as exc:
         err.print(f"[red]{exc.render()}[/red]", highlight=False)
+        raise typer.Exit(2)
+    except RuntimeError as exc:
+        err.print(f"[red]{escape(str(exc))}[/red]", highlight=False)
         raise typer.Exit(2)
     except (OSError, ValueError) as exc:  # a payload file that cannot be read
         err.print(f"[red]{config}: {exc}[/red]", highlight=False)
@@ -240,6 +274,9 @@ def history(
 @app.command()
 def cleanup(
     stale_after_s: float = typer.Option(60.0, help="a run whose heartbeat is older than this is dead"),
+    config: Optional[Path] = typer.Option(None, "--config", help="also apply this config's retention: (old report "
+                                          "folders, history steps, Prefect artifacts of its target)"),
+    set_: list[str] = typer.Option([], "--set", help="override a key of --config: dotted.key=value"),
 ) -> None:
     """Stop processes, remove cgroups and restore cluster settings left by runs that died (only those)."""
     from nightcap.run.cleanup import reap_dead_runs
@@ -248,9 +285,27 @@ def cleanup(
     for line in done:
         out.print(line, highlight=False)
     out.print(f"{len(done)} thing(s) cleaned up" if done else "nothing left behind by dead runs")
+    if config is not None:
+        from nightcap.results.store import StoreError
+        from nightcap.run.cleanup import apply_retention_for
+
+        try:
+            for line in apply_retention_for(str(config), list(set_)):
+                out.print(line, highlight=False)
+        except ConfigError as exc:
+            err.print(f"[red]{exc.render()}[/red]", highlight=False)
+            raise typer.Exit(2)
+        except StoreError as exc:
+            err.print(f"[red]{escape(str(exc))}[/red]", highlight=False)
+            raise typer.Exit(2)
+
+
+_AS_PROGRAM = False  # set by `main`, the console script: only then may a run end the process itself
 
 
 def main() -> None:
+    global _AS_PROGRAM
+    _AS_PROGRAM = True
     try:
         app()
     except KeyboardInterrupt:

@@ -24,6 +24,7 @@ from nightcap.config_sections import (
     LoadConfig,
     PlatformConfig,
     RegressionConfig,
+    RetentionConfig,
     ScalingConfig,
     SearchConfig,
     SizingConfig,
@@ -37,6 +38,7 @@ from nightcap.config_sections import (
 # the sections are re-exported: `from nightcap.config import SloConfig` is how the rest of the code reads them
 __all__ = ["AutoscaleConfig", "AutoscalePhase", "CanaryConfig", "Config", "ConfigError", "GkeConfig",
            "KUBERNETES_WARMUP_S", "KUBERNETES_WINDOW_S", "LoadConfig", "PlatformConfig", "RegressionConfig",
+           "RetentionConfig",
            "STAGE_NAMES", "ScalingConfig", "SearchConfig", "SizingConfig", "SloConfig", "StoreConfig",
            "TargetConfig", "TuneConfig", "apply_override", "load_config", "parse_yaml", "validate"]
 
@@ -66,6 +68,7 @@ class Config(Strict):
     store: StoreConfig = Field(default_factory=StoreConfig)
     regression: RegressionConfig = Field(default_factory=RegressionConfig)
     canary: CanaryConfig = Field(default_factory=CanaryConfig)
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
 
     @model_validator(mode="before")
     @classmethod

@@ -264,6 +264,27 @@ class AutoscaleConfig(Strict):
 
 class StoreConfig(Strict):
     url: str = "sqlite:///.nightcap/history.db"
+    # how long a write keeps retrying a lost database (a restart) before the night fails for want of its history
+    retry_s: float = Field(60.0, ge=0, le=3600)
+
+
+class Keep(Strict):
+    """What to keep: the newest `nights` and everything younger than `days`; beyond both it is removed.
+    Neither set: kept forever."""
+
+    nights: int | None = Field(None, ge=1, le=100_000)
+    days: float | None = Field(None, gt=0, le=36_500)
+
+
+class RetentionConfig(Strict):
+    """Applied at the end of each run and by `nightcap cleanup --config`, per target: report folders under
+    `reports_dir`, step rows of older runs in the history (their run row and headline figures stay for the
+    trend and the regression check), and the Prefect artifacts of older runs."""
+
+    reports_dir: str = "reports"
+    reports: Keep = Field(default_factory=lambda: Keep(nights=30))
+    steps: Keep = Field(default_factory=lambda: Keep(nights=60, days=90))
+    artifacts: Keep = Field(default_factory=lambda: Keep(nights=30))
 
 
 class CanaryConfig(Strict):

@@ -62,6 +62,25 @@ def prefect_server_process(tmp_path_factory):
         yield info
 
 
+@pytest.fixture(scope="session")
+def postgres():
+    """One real PostgreSQL server for the session (tests/pg_server.py: ~3 s); skipped, saying why, where none can
+    start (no server binaries, no driver)."""
+    from pg_server import pg_server, why_not
+
+    reason = why_not()
+    if reason:
+        pytest.skip(f"PostgreSQL tests skipped: {reason}")
+    with pg_server() as server:
+        yield server
+
+
+@pytest.fixture
+def pg_url(postgres) -> str:
+    """A fresh database on the session's PostgreSQL server."""
+    return postgres.url(postgres.new_database())
+
+
 def _tagged(token: str) -> list[psutil.Process]:
     """Every live process whose environment carries `token` (our own process and its parents excluded)."""
     mine = {os.getpid(), *(p.pid for p in psutil.Process().parents())}

@@ -42,7 +42,10 @@ def tiny_config(tmp_path: Path, name: str = "faults", **sections: dict) -> Path:
         "stages": ["single_client"],
     }
     for key, value in sections.items():
-        cfg.setdefault(key, {}).update(value)
+        if isinstance(value, dict):
+            cfg.setdefault(key, {}).update(value)
+        else:
+            cfg[key] = value
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path

@@ -1,8 +1,13 @@
-"""The results history on a real SQLite file: what a nightly run writes, keeps and compares."""
+"""The results history on a real SQLite file and a real PostgreSQL server: what a nightly run writes, keeps and
+compares, and the errors that stop a night whose history cannot be written."""
 
 from __future__ import annotations
 
+import socket
 import sqlite3
+import sys
+import threading
+import time
 from pathlib import Path
 from datetime import datetime, timedelta, timezone
 
@@ -28,16 +33,33 @@ def step(n: int, rps: float = 100.0, **extra) -> StepRow:
     return StepRow(**{**values, **extra})
 
 
-@pytest.fixture
-def db_url(tmp_path):
-    # a folder that does not exist yet: the store must create it
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])
+def db_url(request, tmp_path):
+    """Every test of this file on both: a SQLite file in a folder that does not exist yet (the store must create
+    it), and a fresh database on the session's real PostgreSQL server (tests/pg_server.py)."""
+    if request.param == "postgresql":
+        return request.getfixturevalue("pg_url")
     return f"sqlite:///{tmp_path}/nested/dir/history.db"
+
+
+def stored_text(db_url: str, tmp_path: Path) -> bytes:
+    """Everything the history holds, as bytes: the SQLite files, or every row of every table on PostgreSQL."""
+    if db_url.startswith("sqlite"):
+        return b"".join(p.read_bytes() for p in (tmp_path / "nested/dir").iterdir())
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(db_url)
+    with engine.connect() as conn:
+        text = "".join(str(r) for t in ("runs", "steps", "schema_version")
+                       for r in conn.exec_driver_sql(f"select {t}::text from {t}"))
+    engine.dispose()
+    return text.encode()
 
 
 def test_run_and_steps_are_written(db_url, tmp_path):
     config = make_config(version="v1")
     store = HistoryStore(db_url)
-    assert (tmp_path / "nested/dir/history.db").exists()
+    assert db_url.startswith("postgresql") or (tmp_path / "nested/dir/history.db").exists()
     store.start_run("run-1", config, {"version": "v1", "service_ms": 20}, flow_run_id="f-1")
     assert store.get_run("run-1")["status"] == "running"
     for n in range(3):
@@ -109,8 +131,7 @@ def test_no_secret_is_stored(db_url, tmp_path):
     assert run["config"]["target"]["api_key_env"] == "NIGHTCAP_API_KEY"  # the variable's name is not a secret
     assert run["config"]["target"]["url"] == "http://user:***@127.0.0.1:8080"
     assert run["config"]["store"]["url"] == "postgresql+psycopg://nightcap:***@db.example/nightcap"
-    for path in (tmp_path / "nested/dir").iterdir():  # the db, and its WAL if any
-        assert SECRET.encode() not in path.read_bytes(), path
+    assert SECRET.encode() not in stored_text(db_url, tmp_path)  # the db, and its WAL if any
 
 
 def test_comparable_runs_filter_by_hash_and_status(db_url):
@@ -217,8 +238,9 @@ def test_history_table_and_trend_plot(db_url, tmp_path):
     from nightcap.results.plots import trend_plot
 
     console = Console(record=True, width=140)
-    history_command(db_url.replace("history.db", "missing.db"), None, 5, console=console)
-    assert "No history yet" in console.export_text()
+    if db_url.startswith("sqlite"):
+        history_command(db_url.replace("history.db", "missing.db"), None, 5, console=console)
+        assert "No history yet" in console.export_text()
     store = HistoryStore(db_url)
     for i, status in enumerate(["completed", "failed", "completed"]):
         store.start_run(f"ref-{i}", make_config("ref"), {"image": f"model:{i}"})
@@ -264,3 +286,205 @@ def test_sigkill_mid_run_leaves_a_consistent_history(db_url):
     assert store.mark_abandoned(older_than_s=0) == ["killed"]
     assert store.get_run("killed")["status"] == "failed"
     assert store.comparable_runs(store.get_run("killed")["config_hash"], 7, None) == []
+
+
+# --- a history that cannot be written stops the night before it starts ---------------------------------------
+
+
+def test_missing_driver_names_store_url_and_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # as on a machine without `nightcap[postgres]`
+    with pytest.raises(StoreError) as info:
+        HistoryStore("postgresql+psycopg://nightcap:hunter2@127.0.0.1:5432/nightcap")
+    text = str(info.value)
+    assert text.startswith("store.url postgresql+psycopg://nightcap:***@127.0.0.1:5432/nightcap needs the database "
+                           "driver 'psycopg'"), text
+    assert "pip install 'nightcap[postgres]'" in text and "hunter2" not in text
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # nothing listens once it is closed
+
+
+def test_refused_connection_says_start_the_server():
+    with pytest.raises(StoreError) as info:
+        HistoryStore(f"postgresql+psycopg://nightcap@127.0.0.1:{closed_port()}/nightcap")
+    assert "store.url postgresql+psycopg://nightcap@127.0.0.1:" in str(info.value)
+    assert "start the database server, or correct the host and port in store.url" in str(info.value)
+
+
+@pytest.mark.parametrize("command", ["run", "validate", "preflight"])
+def test_commands_exit_2_naming_store_url_before_starting_anything(command, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from nightcap.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    config = tmp_path / "c.yaml"
+    config.write_text("target: {name: ref, kind: reference}\nslo: {p95_ms: 500}\n")
+    monkeypatch.setitem(sys.modules, "psycopg", None)
+    url = f"store.url=postgresql+psycopg://nightcap@127.0.0.1:{closed_port()}/nightcap"
+    result = CliRunner().invoke(app, [command, str(config), "--set", url])
+    assert result.exit_code == 2, result.output
+    said = " ".join(result.output.split())
+    assert "store.url postgresql+psycopg://nightcap@127.0.0.1:" in said and "nightcap[postgres]" in said
+    assert not (tmp_path / "reports").exists() and not (tmp_path / ".prefect").exists()
+    monkeypatch.delitem(sys.modules, "psycopg")  # the driver is there, the server is not
+    result = CliRunner().invoke(app, [command, str(config), "--set", url])
+    assert result.exit_code == 2 and "start the database server" in " ".join(result.output.split()), result.output
+
+
+def test_a_write_lost_mid_run_is_retried_then_fails_loudly(db_url, monkeypatch):
+    from sqlalchemy.exc import OperationalError
+
+    store = HistoryStore(db_url, retry_s=1.0)
+    store.start_run("r", make_config(), {})
+    real_begin, failures = store.engine.begin, [2]
+
+    def flaky_begin():
+        if failures[0] > 0:
+            failures[0] -= 1
+            raise OperationalError("INSERT", {}, Exception("server closed the connection unexpectedly"))
+        return real_begin()
+
+    monkeypatch.setattr(store.engine, "begin", flaky_begin)
+    store.add_step("r", step(0))  # two failures, then it goes through
+    assert len(store.steps_of("r")) == 1
+    store.add_step("r", step(0))  # the same step again (a retry after a lost acknowledgement): one row
+    assert len(store.steps_of("r")) == 1
+    failures[0] = 10**6
+    with pytest.raises(StoreError, match="cannot write to the results history"):
+        store.add_step("r", step(1))
+
+
+@pytest.mark.slow
+def test_missing_rights_say_what_to_grant(postgres):
+    database = postgres.new_database()
+    postgres.sql("DO $$ BEGIN CREATE ROLE reader LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$")
+    postgres.sql("REVOKE CREATE ON SCHEMA public FROM PUBLIC", database=database)
+    with pytest.raises(StoreError) as info:
+        HistoryStore(postgres.url(database, user="reader"))
+    assert "store.url postgresql+psycopg://reader@" in str(info.value) and "grant the user in store.url" in str(info.value)
+    HistoryStore(postgres.url(database)).close()  # the owner creates the tables; reader may read but not write
+    postgres.sql("GRANT SELECT ON ALL TABLES IN SCHEMA public TO reader", database=database)
+    reader = HistoryStore(postgres.url(database, user="reader"))
+    with pytest.raises(StoreError, match="grant the user in store.url"):
+        reader.probe_write()
+
+
+@pytest.mark.slow
+def test_a_database_restart_mid_run_loses_no_step(postgres):
+    """The server goes down between two steps and is back 1.5 s later: the next write waits for it (retries on
+    a fresh connection), and no step is lost."""
+    url = postgres.url(postgres.new_database())
+    store = HistoryStore(url, retry_s=60)
+    store.start_run("r", make_config(), {})
+    store.add_step("r", step(0))
+    postgres.stop()
+    restart = threading.Timer(1.5, postgres.start)
+    restart.start()
+    t0 = time.monotonic()
+    try:
+        store.add_step("r", step(1))  # the server is down now
+    finally:
+        restart.join(timeout=90)
+    assert time.monotonic() - t0 >= 1.0, "the write went through while the server was down?"
+    for n in range(2, 4):
+        store.add_step("r", step(n))
+    store.finish_run("r", "completed", {"saturation_rps": 1.0}, {})
+    assert [r.step for r in store.steps_of("r")] == list(range(4))
+
+
+@pytest.mark.slow
+def test_concurrent_writers_and_a_reader_on_postgresql(postgres):
+    """Two runs (different targets) writing at once into a new database, and `nightcap history` reading meanwhile."""
+    from rich.console import Console
+
+    from nightcap.results.history_cli import history_command
+
+    url = postgres.url(postgres.new_database())
+    errors: list[BaseException] = []
+
+    def night(target: str) -> None:
+        try:
+            store = HistoryStore(url)  # both create/migrate the new database at once
+            store.start_run(f"{target}-1", make_config(target), {})
+            for n in range(40):
+                store.add_step(f"{target}-1", step(n, rps=float(n), users=n + 1))
+            store.finish_run(f"{target}-1", "completed", {"saturation_rps": 40.0}, {})
+            store.close()
+        except BaseException as exc:  # noqa: BLE001 - surfaced below
+            errors.append(exc)
+
+    writers = [threading.Thread(target=night, args=(t,)) for t in ("alpha", "beta")]
+    for w in writers:
+        w.start()
+    reads = 0
+    while any(w.is_alive() for w in writers) and reads < 50:
+        try:
+            history_command(url, None, 5, console=Console(record=True, width=160))
+            reads += 1
+        except SystemExit:  # the tables may not exist yet in the first instant
+            pass
+    for w in writers:
+        w.join(timeout=60)
+    assert not errors, errors
+    store = HistoryStore(url)
+    assert [len(store.steps_of(f"{t}-1")) for t in ("alpha", "beta")] == [40, 40]
+    assert sorted(store.history(last=5)["status"]) == ["completed", "completed"] and reads >= 1
+
+
+@pytest.mark.slow
+def test_regression_check_on_postgresql(pg_url):
+    from nightcap.analysis.regression import check_regression
+
+    store = HistoryStore(pg_url)
+    config = make_config("ref")
+    for i, rps in enumerate([210.0, 212.0, 208.0, 213.0, 211.0]):
+        store.start_run(f"n{i}", config, {})
+        store.finish_run(f"n{i}", "completed", {"saturation_rps": rps, "rps_per_core": rps / 2}, {})
+    history = store.comparable_runs(config.config_hash(), 7)
+    result = check_regression({"saturation_rps": 150.0, "rps_per_core": 75.0}, history)
+    assert result.verdict == "regressed" and result.message.startswith("saturation_rps fell 29%")
+    assert check_regression({"saturation_rps": 209.0, "rps_per_core": 104.5}, history).verdict == "ok"
+
+
+def test_a_locked_history_is_waited_for_and_what_it_refused_is_written_at_the_end(tmp_path, monkeypatch):
+    """Another writer holds the SQLite file locked: a step written mid-run gives up quickly (the measurement goes
+    on); at the end of the run `ensure_steps` writes it, on fresh connections."""
+    from nightcap.results import store_connect
+
+    monkeypatch.setattr(store_connect, "BUSY_TIMEOUT_S", 0.2)
+    path = tmp_path / "history.db"
+    store = HistoryStore(f"sqlite:///{path}", retry_s=10)
+    config = make_config()
+    store.start_run("r", config, {})
+    store.add_step("r", step(0))
+    holder = sqlite3.connect(path, timeout=1, check_same_thread=False)
+    holder.execute("BEGIN EXCLUSIVE")
+    t0 = time.monotonic()
+    with pytest.raises(StoreError, match="database is locked"):
+        store.add_step("r", step(1), retry_s=0.3)  # mid-run: a short budget
+    assert time.monotonic() - t0 < 3
+    threading.Timer(0.5, holder.rollback).start()
+    assert store.ensure_steps("r", [step(0), step(1), step(2)], config) == 2  # waits for the lock, writes both
+    holder.close()
+    assert [r.step for r in store.steps_of("r")] == [0, 1, 2]
+
+
+def test_a_history_replaced_mid_run_gets_the_whole_run_again(tmp_path):
+    """The file was deleted and a new one created (a pooled connection kept writing to the old one): at the end
+    the run and every step are written to the file that is there now."""
+    path = tmp_path / "history.db"
+    store = HistoryStore(f"sqlite:///{path}")
+    config = make_config()
+    store.start_run("r", config, {"service_ms": 20}, flow_run_id="f")
+    store.add_step("r", step(0))
+    for leftover in tmp_path.glob("history.db*"):
+        leftover.unlink()
+    store.add_step("r", step(1))  # lands in the deleted file, through a pooled connection
+    assert store.ensure_steps("r", [step(0), step(1)], config, {"service_ms": 20}, "f") == 2
+    store.finish_run("r", "completed", {"saturation_rps": 1.0}, {})
+    again = HistoryStore(f"sqlite:///{path}")
+    assert again.get_run("r")["status"] == "completed" and len(again.steps_of("r")) == 2

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich import box
 from rich.console import Console
@@ -16,6 +16,9 @@ from nightcap.config import RegressionConfig
 from nightcap.results.level_changes import LevelChange, level_changes
 from nightcap.results.redact import safe_url
 from nightcap.results.store import DEFAULT_URL, HistoryStore, StoreError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 CHANGE_POINT_NIGHTS = 60  # nights read to find level changes, however few are shown
 MIN_CHANGE = RegressionConfig.model_fields["threshold"].default  # the regression check's default threshold
@@ -61,7 +64,9 @@ def history_command(store_url: str | None, target: str | None, last: int, consol
         analysed = store.history(target=target, last=max(1, last, CHANGE_POINT_NIGHTS))
     finally:
         store.close()
-    changes = level_changes(analysed, max_pvalue=MAX_PVALUE, min_change=MIN_CHANGE)
+    # a figure measured another way than its target's newest night is not a level of it (a new baseline starts)
+    changes = level_changes(same_method(analysed), max_pvalue=MAX_PVALUE, min_change=MIN_CHANGE)
+    method_changes = method_change_labels(analysed)
     frame = analysed.tail(max(1, last))
     scope = f" for target {target!r}" if target else ""
     if frame.empty:
@@ -105,7 +110,8 @@ def history_command(store_url: str | None, target: str | None, last: int, consol
             _figure(row.slo_users, 0),
             *([_figure(row.canary)] if canary else []),
             version,
-            _changes(changes.get(str(row.run_id), [])),
+            ", ".join(filter(None, [_changes(changes.get(str(row.run_id), [])),
+                                    method_changes.get(str(row.run_id), "")])),
         ]
         table.add_row(*cells)
     console.print(table)
@@ -117,6 +123,39 @@ def history_command(store_url: str | None, target: str | None, last: int, consol
         for c in shown:
             console.print(f"  run {c.run_id}: {c.figure} {c.mean_before:,.1f} → {c.mean_after:,.1f} "
                           f"({c.label.split()[-1]}, p={c.pvalue:.2g})", highlight=False)
+
+
+SHORT = {"p95_at_operating_ms": "p95"}
+
+
+def method_change_labels(frame: "pd.DataFrame") -> dict[str, str]:
+    """{run_id: "p95 now open-loop (new baseline)"} for the first night of each target a figure changed method."""
+    seen: dict[tuple[str, str], str] = {}
+    out: dict[str, str] = {}
+    for row in frame.itertuples(index=False):
+        labels = []
+        for figure, meaning in (row.figure_meanings or {}).items():
+            before = seen.get((str(row.target_name), figure))
+            seen[(str(row.target_name), figure)] = meaning
+            if before is not None and before != meaning:
+                labels.append(f"[yellow]{SHORT.get(figure, figure)} now {meaning} (new baseline)[/yellow]")
+        if labels:
+            out[str(row.run_id)] = ", ".join(labels)
+    return out
+
+
+def same_method(frame: "pd.DataFrame") -> "pd.DataFrame":
+    """The frame with each figure blanked on nights that measured it another way than its target's newest."""
+    frame = frame.copy()
+    if frame.empty or "figure_meanings" not in frame:
+        return frame
+    for target, group in frame.groupby("target_name", dropna=False):
+        newest = group.iloc[-1]["figure_meanings"] or {}
+        for figure, meaning in newest.items():
+            other = [i for i, m in zip(group.index, group["figure_meanings"]) if (m or {}).get(figure) != meaning]
+            if figure in frame and other:
+                frame.loc[other, figure] = float("nan")
+    return frame
 
 
 def _changes(found: list[LevelChange]) -> str:

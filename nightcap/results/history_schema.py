@@ -6,14 +6,20 @@ forward migration, never dropped).
 
 from __future__ import annotations
 
+import time
 from dataclasses import fields
+from datetime import datetime, timezone
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
 
 from nightcap.analysis.figures import HEADLINE_NAMES
 from nightcap.results.steps import StepRow
 
-SCHEMA_VERSION = 1
+# 1: runs and steps. 2: runs.figure_meanings (how each figure was measured: a change starts a new baseline)
+# and runs.steps_pruned / artifacts_pruned (removed by retention; the run's headline figures stay for the trend).
+SCHEMA_VERSION = 2
 HEADLINE_FIGURES = HEADLINE_NAMES  # one column per figure (nightcap.analysis.figures)
 
 metadata = sa.MetaData()
@@ -36,6 +42,9 @@ runs = sa.Table(
     *[sa.Column(name, sa.Float) for name in HEADLINE_FIGURES],
     sa.Column("summary", sa.JSON),
     sa.Column("note", sa.Text),
+    sa.Column("figure_meanings", sa.JSON),
+    sa.Column("steps_pruned", sa.Integer),
+    sa.Column("artifacts_pruned", sa.Boolean),
     sa.Index("ix_runs_comparable", "config_hash", "status", "started_at"),
     sa.Index("ix_runs_target", "target_name", "started_at"),
 )
@@ -71,3 +80,45 @@ schema_version = sa.Table(
     sa.Column("version", sa.Integer, nullable=False),
     sa.Column("migrated_at", sa.DateTime),
 )
+
+
+def migrate(engine: Engine, attempts: int = 4) -> int | None:
+    """Create what is missing and add the columns an older nightcap did not have (never drop); returns the
+    schema version found (None: a new database).
+
+    Several runs may open a new database at once (two targets in parallel): on PostgreSQL the migration holds
+    an advisory lock; elsewhere a "table already exists" from a concurrent creator is retried.
+    """
+    for attempt in range(attempts):
+        try:
+            with engine.begin() as conn:
+                if engine.dialect.name == "postgresql":
+                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(727274)"))  # 'nightcap' migrations
+                return _migrate(conn)
+        except DBAPIError as exc:
+            text = str(exc).lower()
+            if attempt + 1 >= attempts or not any(s in text for s in ("already exists", "duplicate", "unique")):
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    return None  # pragma: no cover - the loop returns or raises
+
+
+def _migrate(conn: sa.Connection) -> int | None:
+    metadata.create_all(conn, checkfirst=True)
+    inspector = sa.inspect(conn)
+    for table in (runs, steps, schema_version):
+        existing = {c["name"] for c in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name not in existing:
+                kind = column.type.compile(dialect=conn.dialect)
+                name = conn.dialect.identifier_preparer.quote(column.name)
+                conn.execute(sa.text(f"ALTER TABLE {table.name} ADD COLUMN {name} {kind}"))
+        for index in table.indexes:
+            index.create(conn, checkfirst=True)
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    found = conn.execute(sa.select(sa.func.max(schema_version.c.version))).scalar()
+    if found is None:
+        conn.execute(schema_version.insert().values(id=1, version=SCHEMA_VERSION, migrated_at=now))
+    elif found < SCHEMA_VERSION:
+        conn.execute(schema_version.update().values(version=SCHEMA_VERSION, migrated_at=now))
+    return found

@@ -1,34 +1,36 @@
 """Results history: one row per run and one per measured step, in any SQL database SQLAlchemy speaks.
 
-A nightly check is only useful if it can say what changed since last night, so every run is recorded
-here (a SQLite file by default, PostgreSQL or anything else by `store.url`). Steps are written one at
-a time as they are measured, each in its own short transaction, so a run that crashes, is cancelled
-or is killed keeps everything it measured; `mark_abandoned` later marks such runs failed.
-
-The schema (`history_schema.py`) is created on first use and migrated forward by adding columns; nothing
-is ever dropped. No secret reaches the database: the config dump has `target.headers` values and
-secret-looking keys replaced, and any string given in `redact` is scrubbed from everything written
-(`redact.py`).
+A nightly check is only useful if it can say what changed since last night, so every run is recorded here
+(a SQLite file by default, PostgreSQL by `store.url`), and a night whose history cannot be written does not
+run (`probe_write`; errors name store.url and the fix: `store_connect.py`). Steps are written one at a time
+as they are measured, each in its own short transaction, so a run that crashes or is killed keeps what it
+measured (`mark_abandoned` later marks it failed); a lost database is retried, and at the end of a run
+`ensure_steps` writes again whatever the history lost. The schema (`history_schema.py`) is created on first
+use and migrated forward by adding columns, never dropped. No secret reaches the database (`redact.py`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError, OperationalError, ProgrammingError, SQLAlchemyError
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from nightcap.analysis.change_points import finite
-from nightcap.results.history_schema import (HEADLINE_FIGURES, SCHEMA_VERSION, STEP_FIELDS, metadata, runs,
+from nightcap.results import store_connect
+from nightcap.results.history_schema import (HEADLINE_FIGURES, SCHEMA_VERSION, STEP_FIELDS, migrate, runs,
                                              schema_version, steps)
+from nightcap.results.meanings import changed_figures, figure_meanings, stored_meanings
 from nightcap.results.redact import config_dump, sanitize
 from nightcap.results.steps import StepRow
+from nightcap.results.store_connect import DEFAULT_URL, StoreError
+
+__all__ = ["DEFAULT_URL", "RUN_STATUSES", "SCHEMA_VERSION", "HistoryStore", "StoreError", "check_writable",
+           "model_label", "version_label"]
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -37,13 +39,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DEFAULT_URL = "sqlite:///.nightcap/history.db"
 RUN_STATUSES = ("running", "completed", "failed", "cancelled")
 _MAX_TEXT = 4000
-
-
-class StoreError(Exception):
-    """The history database cannot be opened or written; the message says what to change."""
+T = TypeVar("T")
 
 
 def _now() -> datetime:
@@ -54,11 +52,6 @@ def _as_utc(value: datetime | None) -> datetime | None:
     if value is None:
         return None
     return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
-
-
-def _number(value: Any) -> float | None:
-    """Headline figures are plain floats; NaN, inf and non-numbers are stored as NULL."""
-    return finite(value)
 
 
 def version_label(target_version: Mapping[str, Any] | None) -> str:
@@ -82,80 +75,49 @@ def model_label(target_version: Mapping[str, Any] | None) -> str | None:
 class HistoryStore:
     """The runs and steps history behind `store.url`; opening it creates or migrates the schema."""
 
-    def __init__(self, url: str | None = None, *, redact: Iterable[str] = (), echo: bool = False) -> None:
+    def __init__(self, url: str | None = None, *, redact: Iterable[str] = (), echo: bool = False,
+                 retry_s: float = 0.0) -> None:
+        """Open (create or migrate) the history; `retry_s` is how long a write keeps retrying a lost database."""
         self.url = url or DEFAULT_URL
         self._redact = [s for s in redact if s]
+        self.retry_s = retry_s
+        self.display_url = store_connect.display(self.url)
+        self.engine: Engine = store_connect.create(self.url, echo=echo)
         try:
-            parsed = make_url(self.url)
-        except ArgumentError:
-            raise StoreError(
-                f"store.url {self.url!r} is not a database URL; use e.g. sqlite:///.nightcap/history.db "
-                "or postgresql+psycopg://user@host/db"
-            ) from None
-        self.display_url = parsed.render_as_string(hide_password=True)
-        connect_args: dict[str, Any] = {}
-        if parsed.get_backend_name() == "sqlite":
-            database = parsed.database or ""
-            if database and database != ":memory:" and not database.startswith("file:"):
-                try:
-                    Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-                except OSError as exc:
-                    raise StoreError(f"cannot create the folder for {self.display_url}: {exc.strerror}") from None
-            connect_args["timeout"] = 30  # wait for a concurrent writer instead of failing at once
-        try:
-            self.engine: Engine = sa.create_engine(self.url, echo=echo, connect_args=connect_args, future=True)
-        except (ArgumentError, ImportError, SQLAlchemyError) as exc:
-            raise StoreError(f"cannot use store.url {self.display_url}: {exc}") from None
-        if self.engine.dialect.name == "sqlite":
-            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
-        self._migrate()
+            self._migrate()
+        except StoreError:
+            self.engine.dispose()
+            raise
 
     # -- schema ---------------------------------------------------------------------------------
 
     def _migrate(self) -> None:
         """Create what is missing and add columns an older nightcap did not have; never drop."""
         try:
-            metadata.create_all(self.engine, checkfirst=True)
-            inspector = sa.inspect(self.engine)
-            for table in (runs, steps, schema_version):
-                existing = {c["name"] for c in inspector.get_columns(table.name)}
-                for column in table.columns:
-                    if column.name not in existing:
-                        self._add_column(table, column)
-                for index in table.indexes:
-                    index.create(self.engine, checkfirst=True)
-            with self.engine.begin() as conn:
-                found = conn.execute(sa.select(sa.func.max(schema_version.c.version))).scalar()
-                if found is None:
-                    conn.execute(schema_version.insert().values(id=1, version=SCHEMA_VERSION, migrated_at=_now()))
-                elif found < SCHEMA_VERSION:
-                    conn.execute(
-                        schema_version.update().values(version=SCHEMA_VERSION, migrated_at=_now())
-                    )
-                elif found > SCHEMA_VERSION:
-                    log.warning(
-                        "history at %s has schema version %s, newer than this nightcap (%s); writing only the "
-                        "columns this version knows",
-                        self.display_url,
-                        found,
-                        SCHEMA_VERSION,
-                    )
-        except SQLAlchemyError as exc:
-            raise StoreError(f"cannot open the results history at {self.display_url}: {exc.__class__.__name__}: "
-                             f"{_first_line(exc)}") from None
+            found = migrate(self.engine)
+        except (SQLAlchemyError, ImportError) as exc:
+            raise StoreError(store_connect.explain(self.display_url, exc)) from None
+        if found is not None and found > SCHEMA_VERSION:
+            log.warning("history at %s has schema version %s, newer than this nightcap (%s); writing only the "
+                        "columns this version knows", self.display_url, found, SCHEMA_VERSION)
 
-    def _add_column(self, table: sa.Table, column: sa.Column) -> None:
-        kind = column.type.compile(dialect=self.engine.dialect)
-        ddl = f"ALTER TABLE {table.name} ADD COLUMN {self.engine.dialect.identifier_preparer.quote(column.name)} {kind}"
+    def probe_write(self) -> None:
+        """Check now that this user may write a run and a step (rolled back): a night that could not store its
+        history must stop before it deploys, not discover it after hours of measuring."""
+        probe = "nightcap-write-probe"
         try:
-            with self.engine.begin() as conn:
-                conn.execute(sa.text(ddl))
-            log.info("history: added column %s.%s", table.name, column.name)
-        except (OperationalError, ProgrammingError):
-            # another process may have added it a moment ago; only a real absence is an error
-            columns = {c["name"] for c in sa.inspect(self.engine).get_columns(table.name)}
-            if column.name not in columns:
-                raise
+            with self.engine.connect() as conn:
+                trans = conn.begin()
+                try:
+                    conn.execute(runs.insert().values(run_id=probe, status="running", started_at=_now()))
+                    conn.execute(steps.insert().values(run_id=probe, recorded_at=_now()))
+                    conn.execute(runs.update().where(runs.c.run_id == probe).values(updated_at=_now()))
+                    conn.execute(steps.delete().where(steps.c.run_id == probe))
+                    conn.execute(runs.delete().where(runs.c.run_id == probe))
+                finally:
+                    trans.rollback()
+        except (SQLAlchemyError, ImportError) as exc:
+            raise StoreError(store_connect.explain(self.display_url, exc, "write to")) from None
 
     def schema_version(self) -> int:
         with self.engine.connect() as conn:
@@ -186,15 +148,22 @@ class HistoryStore:
             "target_version": sanitize(dict(target_version or {}), self._redact),
             "config": config_dump(config, self._redact),
         }
-        with self._write() as conn:
+
+        def write(conn: sa.Connection) -> None:
             exists = conn.execute(sa.select(runs.c.id).where(runs.c.run_id == run_id)).first()
             if exists:
                 conn.execute(runs.update().where(runs.c.run_id == run_id).values(**values))
             else:
                 conn.execute(runs.insert().values(run_id=run_id, started_at=now, **values))
 
-    def add_step(self, run_id: str, row: StepRow) -> None:
-        """Append one measured step right away, in its own transaction, so a later crash keeps it."""
+        self._write(write)
+
+    def add_step(self, run_id: str, row: StepRow, retry_s: float | None = None) -> None:
+        """Append one measured step right away, in its own transaction, so a later crash keeps it.
+
+        Writing the same step again (a retry after a connection dropped before the commit was acknowledged)
+        keeps one row: a step is identified by its run, stage and number. `retry_s` (default: the store's)
+        bounds how long a lost database is retried; mid-run a short one keeps the measurement going."""
         data = sanitize(
             {name: getattr(row, name) for name, _ in STEP_FIELDS}, self._redact
         )
@@ -202,15 +171,39 @@ class HistoryStore:
             if isinstance(data.get(name), str):
                 data[name] = data[name][:_MAX_TEXT]
         now = _now()
-        with self._write() as conn:
+
+        def write(conn: sa.Connection) -> None:
             self._require(conn, run_id)
-            conn.execute(steps.insert().values(run_id=run_id, recorded_at=now, **data))
+            same = conn.execute(sa.select(steps.c.id).where(steps.c.run_id == run_id, steps.c.step == row.step,
+                                                            steps.c.stage == row.stage)).first()
+            if same is None:
+                conn.execute(steps.insert().values(run_id=run_id, recorded_at=now, **data))
             conn.execute(runs.update().where(runs.c.run_id == run_id).values(updated_at=now))
+
+        self._write(write, retry_s)
+
+    def ensure_steps(self, run_id: str, rows: list[StepRow], config: "Config",
+                     target_version: Mapping[str, Any] | None = None, flow_run_id: str | None = None) -> int:
+        """At the end of a run: make sure the history holds the run and every one of its steps, on fresh
+        connections (a pooled SQLite connection keeps writing to a file that was deleted or replaced); writes
+        what is missing (the run row too, if the database was recreated) and returns how many steps it wrote.
+        Raises StoreError if the database cannot be reached or written."""
+        self.engine.dispose()
+        store_connect.retrying(lambda: migrate(self.engine), self.display_url, self.retry_s, "open")  # a new file
+        with self.engine.connect() as conn:
+            has_run = conn.execute(sa.select(runs.c.id).where(runs.c.run_id == run_id)).first() is not None
+            stored = set() if not has_run else {(r[0], r[1]) for r in conn.execute(
+                sa.select(steps.c.stage, steps.c.step).where(steps.c.run_id == run_id))}
+        if not has_run:
+            self.start_run(run_id, config, target_version, flow_run_id)
+        missing = [row for row in rows if (row.stage, row.step) not in stored]
+        for row in missing:
+            self.add_step(run_id, row)
+        return len(missing)
 
     def heartbeat(self, run_id: str) -> None:
         """Say the run is alive during a long step, so `mark_abandoned` leaves it alone."""
-        with self._write() as conn:
-            conn.execute(runs.update().where(runs.c.run_id == run_id).values(updated_at=_now()))
+        self._write(lambda conn: conn.execute(runs.update().where(runs.c.run_id == run_id).values(updated_at=_now())))
 
     def finish_run(
         self,
@@ -227,16 +220,20 @@ class HistoryStore:
         unknown = sorted(set(headline) - set(HEADLINE_FIGURES))
         if unknown:
             log.warning("history: ignoring unknown headline figures %s (known: %s)", unknown, HEADLINE_FIGURES)
-        values: dict[str, Any] = {name: _number(headline.get(name)) for name in HEADLINE_FIGURES if name in headline}
+        values: dict[str, Any] = {name: finite(headline.get(name)) for name in HEADLINE_FIGURES if name in headline}
         now = _now()
         values.update(status=status, updated_at=now, finished_at=None if status == "running" else now)
         if summary is not None:
             values["summary"] = sanitize(dict(summary), self._redact)
+            values["figure_meanings"] = figure_meanings(summary)
         if note is not None:
             values["note"] = sanitize(note, self._redact)[:_MAX_TEXT]
-        with self._write() as conn:
+
+        def write(conn: sa.Connection) -> None:
             self._require(conn, run_id)
             conn.execute(runs.update().where(runs.c.run_id == run_id).values(**values))
+
+        self._write(write)
 
     def mark_abandoned(self, older_than_s: float) -> list[str]:
         """Mark runs still 'running' with no sign of life for `older_than_s` as failed; return their ids.
@@ -246,7 +243,8 @@ class HistoryStore:
         """
         cutoff = _now() - timedelta(seconds=max(0.0, older_than_s))
         last_seen = sa.func.coalesce(runs.c.updated_at, runs.c.started_at)
-        with self._write() as conn:
+
+        def write(conn: sa.Connection) -> list[str]:
             ids = list(
                 conn.execute(
                     sa.select(runs.c.run_id).where(runs.c.status == "running", last_seen < cutoff)
@@ -262,7 +260,9 @@ class HistoryStore:
                         note=f"abandoned: no sign of life for more than {older_than_s:g} s (runner died?)",
                     )
                 )
-        return ids
+            return ids
+
+        return self._write(write)
 
     # -- reading --------------------------------------------------------------------------------
 
@@ -287,11 +287,14 @@ class HistoryStore:
         return out
 
     def comparable_runs(
-        self, config_hash: str, last_n: int = 7, exclude_run_id: str | None = None
+        self, config_hash: str, last_n: int = 7, exclude_run_id: str | None = None,
+        meanings: Mapping[str, str] | None = None,
     ) -> list[dict[str, Any]]:
         """The last `last_n` completed runs with the same comparison key, newest first.
 
-        Failed, cancelled and still-running runs are never a baseline: their figures are partial.
+        Failed, cancelled and still-running runs are never a baseline: their figures are partial. Given
+        tonight's `meanings` (`nightcap.results.meanings`), a figure an earlier night measured another way is
+        blanked in that night (a new baseline starts) and named in its `meaning_changed`.
         """
         query = (
             sa.select(runs)
@@ -302,7 +305,12 @@ class HistoryStore:
         if exclude_run_id is not None:
             query = query.where(runs.c.run_id != exclude_run_id)
         with self.engine.connect() as conn:
-            return [_run_dict(row) for row in conn.execute(query).mappings()]
+            found = [_run_dict(row) for row in conn.execute(query).mappings()]
+        for run in found if meanings else []:
+            run["meaning_changed"] = changed_figures(meanings or {}, stored_meanings(run))
+            for name in run["meaning_changed"]:
+                run[name] = None
+        return found
 
     def history(self, target: str | None = None, last: int = 30) -> "pd.DataFrame":
         """The last `last` runs (any status), oldest first, one row each, for tables and trend plots."""
@@ -322,7 +330,8 @@ class HistoryStore:
             ) if rows else {}
         columns = [
             "run_id", "started_at", "finished_at", "status", "target_name", "platform", "config_hash",
-            "version", *HEADLINE_FIGURES, "canary", "steps", "regression", "flow_run_id", "target_version", "note",
+            "version", *HEADLINE_FIGURES, "canary", "steps", "steps_pruned", "figure_meanings", "regression",
+            "flow_run_id", "target_version", "note",
         ]
         records = []
         for row in reversed(rows):
@@ -330,8 +339,10 @@ class HistoryStore:
             # a regressed night ends its flow run Failed yet stays a completed measurement (and a baseline)
             row["regression"] = ((row.get("summary") or {}).get("regression") or {}).get("verdict")
             # the platform canary's rps per core that night (kept in its summary), beside the model's figures
-            row["canary"] = _number(((row.get("summary") or {}).get("canary") or {}).get("rps_per_core"))
+            row["canary"] = finite(((row.get("summary") or {}).get("canary") or {}).get("rps_per_core"))
             row["steps"] = int(counts.get(row["run_id"], 0))
+            row["steps_pruned"] = int(row.get("steps_pruned") or 0)
+            row["figure_meanings"] = stored_meanings(row)
             records.append({name: row.get(name) for name in columns})
         frame = pd.DataFrame.from_records(records, columns=columns)
         for name in ("started_at", "finished_at"):
@@ -342,16 +353,15 @@ class HistoryStore:
 
     # -- plumbing -------------------------------------------------------------------------------
 
-    @contextmanager
-    def _write(self) -> Iterator[sa.Connection]:
-        """One short transaction; database errors become a StoreError naming the store, never its password."""
-        try:
+    def _write(self, action: Callable[[sa.Connection], T], retry_s: float | None = None) -> T:
+        """One short transaction, retried for `retry_s` when the database is lost (it restarts, a file is
+        locked); a failure is a StoreError naming store.url and the fix, never its password."""
+
+        def attempt() -> T:
             with self.engine.begin() as conn:
-                yield conn
-        except SQLAlchemyError as exc:
-            raise StoreError(
-                f"cannot write to the results history at {self.display_url}: {_first_line(exc)}"
-            ) from None
+                return action(conn)
+
+        return store_connect.retrying(attempt, self.display_url, self.retry_s if retry_s is None else retry_s)
 
     @staticmethod
     def _require(conn: sa.Connection, run_id: str) -> None:
@@ -368,31 +378,22 @@ class HistoryStore:
         self.close()
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(getattr(exc, "orig", None) or exc)
-    return text.splitlines()[0] if text else exc.__class__.__name__
-
-
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    """WAL keeps readers off the writer's back and survives a crash mid-write with a consistent file."""
-    cursor = dbapi_conn.cursor()
+def check_writable(url: str) -> str:
+    """Open the history at `url` (creating or migrating it) and check a run could be written; returns the URL
+    to show. Raises StoreError naming store.url and what to install, start or grant."""
+    store = HistoryStore(url)
     try:
-        try:
-            cursor.execute("PRAGMA journal_mode=WAL")
-        except Exception:  # noqa: BLE001 - in-memory and some network filesystems cannot do WAL
-            pass
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        store.probe_write()
+        return store.display_url
     finally:
-        cursor.close()
+        store.close()
 
 
 def _run_dict(row: Mapping[str, Any]) -> dict[str, Any]:
     data = dict(row)
     for name in ("started_at", "updated_at", "finished_at"):
         data[name] = _as_utc(data.get(name))
-    for name in ("target_version", "config", "summary"):
+    for name in ("target_version", "config", "summary", "figure_meanings"):
         if isinstance(data.get(name), str):  # a foreign writer may have stored JSON text
             try:
                 data[name] = json.loads(data[name])

@@ -29,6 +29,7 @@ from nightcap.results.steps import StepRow, write_steps_csv
 from nightcap.targets.plan import TargetPlan
 
 _RUNS: dict[str, "RunContext"] = {}
+MID_RUN_RETRY_S = 2.0  # a step the history refuses mid-run is written again at the end (flows/capacity_check.finish)
 
 
 def new_run_id() -> str:
@@ -119,9 +120,10 @@ class RunContext:
         write_steps_csv(self.out / "steps.csv", self.steps)
         if self.store is not None:
             try:
-                self.store.add_step(self.run_id, row)
-            except Exception as exc:  # the history must never cost us a measurement
-                self.warn(f"history: could not store step {row.step}: {exc}")
+                self.store.add_step(self.run_id, row, retry_s=MID_RUN_RETRY_S)
+            except Exception as exc:  # the history must never cost us a measurement: written again at the end
+                logging.getLogger(__name__).warning("history: step %s not stored yet (written again at the end of "
+                                                    "the run): %s", row.step, exc)
         for callback in self.on_step:
             callback(row)
 
