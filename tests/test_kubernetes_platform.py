@@ -15,7 +15,6 @@ import pytest
 
 from nightcap.platforms import manifests as mf
 from nightcap.platforms.base import HpaSpec, NoRoomForPods, Platform, PlatformError, PodSpec
-from nightcap.platforms.kube_client import cleanup_dead_runs
 from kube_fixtures import (  # noqa: F401 (cluster is a fixture)
     Cluster,
     DEPLOY,
@@ -289,24 +288,3 @@ def test_teardown_restores_the_pool_even_when_deletion_fails(cluster: Cluster) -
         p.teardown()
     assert "RBAC verb 'list' on resource 'deployments' in API group apps" in str(err.value)
     assert pools.calls == [("restore",)]
-
-
-def test_cleanup_dead_runs_deletes_only_nightcap_objects_of_dead_runs(cluster: Cluster) -> None:
-    def labelled(run: str) -> dict[str, Any]:
-        return {"metadata": {"labels": {mf.MANAGED_BY: "nightcap", mf.RUN_ID: run}}, "spec": {}}
-
-    cluster.put(DEPLOY, "live-model", labelled("live-run"))
-    cluster.put(DEPLOY, "dead-model", labelled("dead-run"))
-    cluster.put("v1/services", "dead-model", labelled("dead-run"))
-    cluster.put("v1/configmaps", "dead-files", {**labelled("dead-run"), "data": {}})
-    cluster.put(DEPLOY, "prod", {"metadata": {"labels": {"app": "prod"}}, "spec": {}})
-    cluster.put(DEPLOY, "nightcap-no-run", {"metadata": {"labels": {mf.MANAGED_BY: "nightcap"}}, "spec": {}})
-    cluster.put("v1/secrets", mf.locust_name("dead-run", "key"), {**labelled("dead-run"), "type": "Opaque"})
-    cluster.put("v1/secrets", mf.locust_name("live-run", "key"), {**labelled("live-run"), "type": "Opaque"})
-    deleted = cleanup_dead_runs(cluster.api, NS, ["live-run"])
-    assert sorted(deleted) == ["configmaps/dead-files", "deployments.apps/dead-model",
-                               f"secrets/{mf.locust_name('dead-run', 'key')}", "services/dead-model"]
-    assert cluster.exists("v1/secrets", mf.locust_name("live-run", "key"))
-    assert cluster.exists(DEPLOY, "live-model") and cluster.exists(DEPLOY, "prod")
-    assert cluster.exists(DEPLOY, "nightcap-no-run")
-    assert not cluster.exists(DEPLOY, "dead-model")
