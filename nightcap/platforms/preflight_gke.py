@@ -31,7 +31,7 @@ def changes_pool(config: Config) -> bool:
 
 
 def gke_checks(config: Config, client: Any = None, google_credentials: Callable[[], Any] | None = None,
-               http: Any = None, crm_url: str = CRM_URL) -> tuple[list["Check"], Any]:
+               http: Any = None, crm_url: str | None = None) -> tuple[list["Check"], Any]:
     """Every GKE check, and the node pool read (for the room check), or None."""
     gke = config.platform.gke
     if gke is None:
@@ -54,7 +54,7 @@ def gke_checks(config: Config, client: Any = None, google_credentials: Callable[
                                         f"{', '.join(pool.locations) or '?'}{plan}")]
     checks += _cluster(config, cluster)
     if changes_pool(config) and not cluster.autopilot.enabled:
-        checks += _identity(config, cluster, google_credentials, http, crm_url, pool)
+        checks += _identity(config, cluster, google_credentials, http, crm_url or CRM_URL, pool)
     return checks, pool
 
 
