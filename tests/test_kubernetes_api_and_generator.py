@@ -184,7 +184,8 @@ def test_kubernetes_locust_lifecycle(cluster: Cluster) -> None:
                                                                                        ready_status(2))))
     loc.start()
     kinds = [(str(r.url.path).rsplit("/", 1)[-1], r.data["metadata"]["name"]) for r in cluster.requests("POST")]
-    assert kinds == [("configmaps", mf.locust_name(RUN, "files")), ("networkpolicies", master), ("deployments", master),
+    # the run's record first: a sweep that finds these objects of a dead runner finds its lease
+    assert kinds == [("configmaps", f"nc-run-{RUN}"), ("configmaps", mf.locust_name(RUN, "files")), ("networkpolicies", master), ("deployments", master),
                      ("secrets", mf.locust_name(RUN, "key")), ("services", master), ("deployments", worker)]
     files = cluster.obj("v1/configmaps", mf.locust_name(RUN, "files"))["data"]
     assert files == {"locustfile.py": "# the locustfile\n", "payloads.jsonl": '{"a": 1}\n{"a": 2}\n'}

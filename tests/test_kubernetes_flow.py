@@ -275,12 +275,12 @@ def test_cluster_generator_runs_in_the_cluster_and_sends_to_the_service_dns(
     try:
         assert isinstance(gen, KubernetesLocust)
         created = [(r.data["kind"], r.data["metadata"]["name"]) for r in cluster.requests("POST")]
-        assert created == [("ConfigMap", mf.locust_name(run, "files")),
+        assert created == [("ConfigMap", f"nc-run-{mf.short_run(run)}"), ("ConfigMap", mf.locust_name(run, "files")),
                            ("NetworkPolicy", mf.locust_name(run, "master")), ("Deployment", mf.locust_name(run, "master")),
                            ("Service", mf.locust_name(run, "master")), ("Deployment", mf.locust_name(run, "worker"))]
         worker = next(r.data for r in cluster.requests("POST") if r.data["metadata"]["name"] == gen.worker_name)
         assert worker["spec"]["replicas"] == 3 and gen.workers == 3
-        files = next(r.data for r in cluster.requests("POST") if r.data["kind"] == "ConfigMap")["data"]
+        files = next(r.data for r in cluster.requests("POST") if r.data["metadata"]["name"] == mf.locust_name(run, "files"))["data"]
         assert "FastHttpUser" in files["locustfile.py"] and files["payloads.jsonl"] == '{"a": 1}\n'
         assert gen.alive_workers() == 3
         gen.mark_cpu()
@@ -332,7 +332,8 @@ def test_cluster_generator_is_created_once_per_run_and_scaled_between_searches(
         ctx.idle_generator()  # between searches: the swarm stops, the pods stay
         assert ctx.generator_for(1) is first
         posts = [(r.data["kind"], r.data["metadata"]["name"]) for r in cluster.requests("POST")]
-        assert posts == [("ConfigMap", mf.locust_name(run, "files")), ("NetworkPolicy", first.master_name),
+        assert posts == [("ConfigMap", f"nc-run-{mf.short_run(run)}"), ("ConfigMap", mf.locust_name(run, "files")),
+                         ("NetworkPolicy", first.master_name),
                          ("Deployment", first.master_name),
                          ("Service", first.master_name), ("Deployment", first.worker_name)]
         assert ctx.generator_for(3) is first and first.workers == 3 and first.alive_workers() == 3
@@ -368,7 +369,7 @@ def test_node_pool_original_is_recorded_before_the_change_and_restored_by_cleanu
 
     from nightcap.platforms.base import HpaSpec, PodSpec
     from nightcap.platforms.gke import GkeNodePools, restore_recorded
-    from nightcap.platforms.kube_client import cleanup_run
+    from nightcap.platforms.kube_sweep import cleanup_run
     from nightcap.platforms.kubernetes import KubernetesPlatform
     from nightcap.run.registry import RunRegistry, cleanup_dead
     from nightcap.config import validate
@@ -386,7 +387,7 @@ def test_node_pool_original_is_recorded_before_the_change_and_restored_by_cleanu
             return container_v1.NodePool(autoscaling=original, locations=["europe-west1-b"])
 
         def _apply(self, settings: container_v1.NodePoolAutoscaling, what: str) -> None:
-            applied.append((what, settings.enabled, settings.min_node_count, settings.max_node_count,
+            applied.append((what, settings.enabled, settings.total_min_node_count, settings.total_max_node_count,
                             [dict(p) for p in registry.record.node_pools]))
 
     applied: list[tuple[Any, ...]] = []
