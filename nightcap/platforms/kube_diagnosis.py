@@ -67,6 +67,25 @@ def _event_time(ev: dict[str, Any]) -> float | None:
                      or (ev.get("metadata") or {}).get("creationTimestamp"))
 
 
+def _pod_causes(pods: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """(reason, text) from pod statuses: unschedulable, waiting containers, OOM kills."""
+    out = []
+    for pod in pods:
+        pname = pod["metadata"]["name"]
+        st = pod.get("status") or {}
+        for cond in st.get("conditions") or []:
+            if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
+                out.append((cond.get("reason") or "Unschedulable", f"pod {pname}: {cond.get('message', '')}"))
+        for cs in st.get("containerStatuses") or []:
+            waiting = (cs.get("state") or {}).get("waiting") or {}
+            if waiting.get("reason") in _WAITING_REASONS:
+                out.append((waiting["reason"], f"pod {pname}: {waiting.get('message', '')}".rstrip(": ")))
+            last = (cs.get("lastState") or {}).get("terminated") or {}
+            if last.get("reason") == "OOMKilled":
+                out.append(("OOMKilled", f"pod {pname}"))
+    return out
+
+
 def diagnose(kube: "Kube", dep: dict[str, Any], replicas: int, timeout_s: float, action: str,
              selector: dict[str, str], since: float | None = None,
              keys: dict[str, str] | None = None) -> tuple[str, dict[str, list[str]]]:
@@ -90,19 +109,8 @@ def diagnose(kube: "Kube", dep: dict[str, Any], replicas: int, timeout_s: float,
         pods = kube.pods(selector)
     except PlatformError:
         pods = []
-    for pod in pods:
-        pname = pod["metadata"]["name"]
-        st = pod.get("status") or {}
-        for cond in st.get("conditions") or []:
-            if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
-                add(cond.get("reason") or "Unschedulable", f"pod {pname}: {cond.get('message', '')}")
-        for cs in st.get("containerStatuses") or []:
-            waiting = (cs.get("state") or {}).get("waiting") or {}
-            if waiting.get("reason") in _WAITING_REASONS:
-                add(waiting["reason"], f"pod {pname}: {waiting.get('message', '')}".rstrip(": "))
-            last = (cs.get("lastState") or {}).get("terminated") or {}
-            if last.get("reason") == "OOMKilled":
-                add("OOMKilled", f"pod {pname}")
+    for reason, text in _pod_causes(pods):
+        add(reason, text)
     try:
         events = kube.events()
     except PlatformError:
