@@ -110,12 +110,16 @@ def test_parent_flow_on_kubernetes_end_to_end(prefect_api: str, cluster: FakeClu
     # the preflight task judged every object by a dry run and asked about each permission; nothing it sent stayed
     posts = [r for r in cluster.requests("POST") if r.params.get("dryRun") != "All"
              and "selfsubjectaccessreviews" not in str(r.url.path)]
+    # ... a Pod of the Deployment included: admission (PodSecurity, quotas) judges Pods
     assert {r.data["kind"] for r in cluster.requests("POST") if r.params.get("dryRun") == "All"} == {
-        "Deployment", "Service", "HorizontalPodAutoscaler"}
+        "ConfigMap", "Deployment", "Pod", "Service", "HorizontalPodAutoscaler"}
     created = [(r.data["kind"], r.data["metadata"]["name"]) for r in posts]
-    assert [k for k, _ in created] == ["Deployment", "Service", "HorizontalPodAutoscaler"], created
+    # the run's record in the cluster (its lease) first, then the model
+    assert [k for k, _ in created] == ["ConfigMap", "Deployment", "Service", "HorizontalPodAutoscaler"], created
+    record = created.pop(0)[1]
     name = created[0][1]
     assert all(n == name for _, n in created)
+    posts = posts[1:]
     for r in posts:
         labels = r.data["metadata"]["labels"]
         assert {k: labels.get(k) for k in run_labels} == run_labels
@@ -139,10 +143,13 @@ def test_parent_flow_on_kubernetes_end_to_end(prefect_api: str, cluster: FakeClu
     deletes = sorted(str(r.url.path) for r in cluster.requests("DELETE"))
     assert deletes == sorted([f"/apis/autoscaling/v2/namespaces/{NS}/horizontalpodautoscalers/{name}",
                               f"/apis/apps/v1/namespaces/{NS}/deployments/{name}",
-                              f"/api/v1/namespaces/{NS}/services/{name}"])
+                              f"/api/v1/namespaces/{NS}/services/{name}",
+                              f"/api/v1/namespaces/{NS}/configmaps/{record}"])
     label_lists = {r.params["labelSelector"] for r in cluster.requests("GET")
                    if "labelSelector" in r.params and "/pods" not in str(r.url.path)}
-    assert label_lists == {mf.selector_string(mf.run_selector(run_id))}
+    # teardown by the run's labels; the start-of-run sweep reads nightcap's objects and the runs' records
+    assert label_lists == {mf.selector_string(mf.run_selector(run_id)), mf.selector_string(
+        {mf.MANAGED_BY: mf.MANAGER}), mf.selector_string({mf.MANAGED_BY: mf.MANAGER, mf.COMPONENT: mf.RUN_RECORD})}
     assert cluster.run(lambda: cluster.live("deployments")) == {}
     assert cluster.run(lambda: cluster.live("services")) == {}
     assert cluster.run(lambda: cluster.live("horizontalpodautoscalers")) == {}
