@@ -89,9 +89,11 @@ def autoscale(run_id: str) -> AutoscaleResult:
             ctx.idle_generator()
         finally:
             platform.disable_autoscaling()
+            # the stage's pods leave before the pool is put back: a resize must not remove nodes they still run on
+            # (if the scale-back fails, teardown restores the pool after deleting them)
+            platform.scale(ctx.config.platform.replicas)
             if hasattr(platform, "restore_node_autoscaling"):
                 platform.restore_node_autoscaling()  # type: ignore[attr-defined]
-            platform.scale(ctx.config.platform.replicas)
     step_t = phase_start(samples, phases[1].name) if len(phases) > 1 else samples[0].t
     step_down_t = phase_start(samples, phases[2].name) if len(phases) > 2 else None
     result = AutoscaleResult(

@@ -34,6 +34,7 @@ def measure_candidate(ctx: RunContext, c: Candidate) -> tuple[CandidateResult, S
     replicas = ctx.config.tune.replicas
     ctx.spec = PodSpec(cpu=c.cpu, memory=c.memory, concurrency=c.concurrency)
     first_step = len(ctx.steps)
+    ctx.generator_for(1)  # before the candidate: a generator that fails (GeneratorError) is not its answer
     try:
         ctx.platform.set_resources(ctx.spec)
         if ctx.platform.replicas != replicas:

@@ -199,6 +199,36 @@ def preflight_command(
     raise typer.Exit(1 if failed else 0)
 
 
+@app.command("render")
+def render_command(
+    config: Path = typer.Argument(..., help="YAML capacity-check config (platform.kind kubernetes)"),
+    out_dir: Path = typer.Option(..., "--out", help="folder to write the YAML files into"),
+    set_: list[str] = typer.Option([], "--set", help="override a key: dotted.key=value"),
+    run_id: str = typer.Option("example", "--run-id", help="the run id the objects are named and labelled after"),
+) -> None:
+    """Write every Kubernetes manifest a run of CONFIG applies (model, Locust, canary, the run's record), the RBAC
+    it needs and the runner's Prefect Job, to review or apply by hand. Changes nothing in any cluster."""
+    try:
+        cfg = load_config(config, set_)
+        from nightcap.targets.plan import payloads_for
+
+        payloads = payloads_for(cfg.target)
+    except ConfigError as exc:
+        err.print(f"[red]{exc.render()}[/red]", highlight=False)
+        raise typer.Exit(2)
+    except (OSError, ValueError) as exc:
+        err.print(f"[red]{config}: {exc}[/red]", highlight=False)
+        raise typer.Exit(2)
+    if cfg.platform.kind != "kubernetes":
+        err.print(f"[red]{config}: platform.kind is {cfg.platform.kind!r}: nothing is applied to a cluster; set "
+                  "platform.kind: kubernetes[/red]", highlight=False)
+        raise typer.Exit(2)
+    from nightcap.platforms.render import render
+
+    for path in render(cfg, str(config), payloads, out_dir, run_id):
+        out.print(str(path), highlight=False)
+
+
 @app.command()
 def init(
     model_uri: str = typer.Argument(..., help="a model folder, file://, runs:/..., models:/name/version or models:/name@alias"),
@@ -277,11 +307,24 @@ def cleanup(
     config: Optional[Path] = typer.Option(None, "--config", help="also apply this config's retention: (old report "
                                           "folders, history steps, Prefect artifacts of its target)"),
     set_: list[str] = typer.Option([], "--set", help="override a key of --config: dotted.key=value"),
+    namespace: Optional[str] = typer.Option(None, "--namespace", help="also sweep this Kubernetes namespace: objects "
+                                            "of runs whose lease in the cluster expired, and their node pools"),
+    context: Optional[str] = typer.Option(None, "--context", help="kubeconfig context (default: the current one)"),
+    in_cluster: bool = typer.Option(False, "--in-cluster", help="use the pod's service account"),
 ) -> None:
     """Stop processes, remove cgroups and restore cluster settings left by runs that died (only those)."""
     from nightcap.run.cleanup import reap_dead_runs
 
     done = reap_dead_runs(stale_after_s=stale_after_s)
+    if namespace:
+        from nightcap.platforms.base import PlatformError
+        from nightcap.run.cleanup import sweep_cluster
+
+        try:
+            done += sweep_cluster(namespace, context, in_cluster)
+        except PlatformError as exc:
+            err.print(f"[red]namespace {namespace}: {exc}[/red]", highlight=False)
+            raise typer.Exit(1)
     for line in done:
         out.print(line, highlight=False)
     out.print(f"{len(done)} thing(s) cleaned up" if done else "nothing left behind by dead runs")

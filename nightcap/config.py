@@ -21,6 +21,7 @@ from nightcap.config_sections import (
     AutoscalePhase,
     CanaryConfig,
     GkeConfig,
+    KubernetesConfig,
     LoadConfig,
     PlatformConfig,
     RegressionConfig,
@@ -37,8 +38,8 @@ from nightcap.config_sections import (
 
 # the sections are re-exported: `from nightcap.config import SloConfig` is how the rest of the code reads them
 __all__ = ["AutoscaleConfig", "AutoscalePhase", "CanaryConfig", "Config", "ConfigError", "GkeConfig",
-           "KUBERNETES_WARMUP_S", "KUBERNETES_WINDOW_S", "LoadConfig", "PlatformConfig", "RegressionConfig",
-           "RetentionConfig",
+           "KubernetesConfig", "KUBERNETES_WARMUP_S", "KUBERNETES_WINDOW_S", "LoadConfig", "PlatformConfig",
+           "RegressionConfig", "RetentionConfig",
            "STAGE_NAMES", "ScalingConfig", "SearchConfig", "SizingConfig", "SloConfig", "StoreConfig",
            "TargetConfig", "TuneConfig", "apply_override", "load_config", "parse_yaml", "validate"]
 

@@ -125,6 +125,50 @@ class GkeConfig(Strict):
     node_pool: str
 
 
+DnsLabel = Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)]
+LabelMap = Annotated[dict[str, Annotated[str, Field(max_length=63)]], Field(max_length=20)]
+
+
+class Toleration(Strict):
+    """One pod toleration, as Kubernetes spells it (`toleration_seconds` for tolerationSeconds)."""
+
+    key: str | None = Field(None, max_length=316)
+    operator: Literal["Equal", "Exists"] = "Equal"
+    value: str | None = Field(None, max_length=63)
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = Field(None, ge=0, le=86_400)
+
+    @model_validator(mode="after")
+    def _shape(self) -> "Toleration":
+        if self.operator == "Exists" and self.value is not None:
+            raise ValueError("a toleration with operator 'Exists' takes no value; remove value, or use 'Equal'")
+        if self.operator == "Equal" and not self.key:
+            raise ValueError("a toleration with operator 'Equal' needs a key (or use operator 'Exists')")
+        if self.toleration_seconds is not None and self.effect != "NoExecute":
+            raise ValueError("toleration_seconds applies only to effect 'NoExecute'")
+        return self
+
+
+class KubernetesConfig(Strict):
+    """What a production namespace asks of every pod nightcap creates: placement, pulls, identity, liveness."""
+
+    # on the model, Locust and canary pods: taints of the nodes they may use (preflight counts only such nodes)
+    tolerations: list[Toleration] = Field(default_factory=list, max_length=20)
+    image_pull_secrets: list[DnsLabel] = Field(default_factory=list, max_length=10)
+    # where the model pods run; empty: the GKE pool's label (platform.gke.node_pool), else anywhere
+    model_node_selector: LabelMap = Field(default_factory=dict)
+    # where the Locust pods run; they are always kept off the model's nodes (anti-affinity)
+    generator_node_selector: LabelMap = Field(default_factory=dict)
+    # the uid every container runs as (Pod Security "restricted" needs a non-root user); null: the image's USER,
+    # which must then be numeric and not 0
+    run_as_user: int | None = Field(1000, ge=1, le=2_147_483_647)
+    # the namespace the runner pod (a Prefect Kubernetes job) runs in; null: platform.namespace
+    runner_namespace: DnsLabel | None = None
+    # a runner that has not renewed its lease in the cluster for this long is dead: the next run's start (or
+    # `nightcap cleanup --namespace`) removes its objects and restores its node pool
+    lease_s: float = Field(180.0, ge=30, le=3600)
+
+
 class PlatformConfig(Strict):
     kind: Literal["local", "kubernetes"] = "local"
     replicas: int = Field(1, ge=1, le=1000)
@@ -143,6 +187,7 @@ class PlatformConfig(Strict):
     port: int = Field(8080, ge=1, le=65535)
     in_cluster: bool = False
     gke: GkeConfig | None = None
+    kubernetes: KubernetesConfig = Field(default_factory=KubernetesConfig)
 
 
 # On Kubernetes per-pod CPU comes from metrics-server, a rate over 15 s intervals (30 s on GKE): a window has

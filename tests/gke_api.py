@@ -26,7 +26,8 @@ def _enum_names(autoscaling: dict[str, Any]) -> dict[str, Any]:
 
 
 class FakeGke:
-    """The three endpoints used, with scripted answers; every request is recorded."""
+    """The GKE endpoints used (node pool, cluster, operations), Resource Manager's testIamPermissions and Compute's
+    instance-group resize, with scripted answers; every request is recorded."""
 
     def __init__(self) -> None:
         self.autoscaling: dict[str, Any] = {"enabled": True, "minNodeCount": 1, "maxNodeCount": 3,
@@ -41,13 +42,33 @@ class FakeGke:
         self._pending: dict[str, dict[str, Any]] = {}
         self.lock = threading.Lock()
         self.pool, self.ops = POOL, OPS
+        self.cluster: dict[str, Any] = {"name": "c1", "networkConfig": {"datapathProvider": "ADVANCED_DATAPATH"},
+                                        "workloadIdentityConfig": {"workloadPool": "p1.svc.id.goog"}}
+        self.granted = {"container.clusters.update", "container.operations.get", "compute.instanceGroupManagers.update"}
+        self.groups: dict[str, int] | None = None  # zone -> size, when the test sets sizes per zone
+        self.base_url = ""
 
-    def handle(self, method: str, path: str, body: Any) -> tuple[int, dict[str, Any]]:
+    def group_url(self, zone: str) -> str:
+        project = self.pool.split("/")[1]
+        return f"{self.base_url}/compute/v1/projects/{project}/zones/{zone}/instanceGroupManagers/gke-pool-{zone}-grp"
+
+    def handle(self, method: str, path: str, body: Any, query: str = "") -> tuple[int, dict[str, Any]]:
         with self.lock:
             self.requests.append((method, path, body))
             if method == "GET" and path == f"/v1/{self.pool}":
                 return 200, {"name": "pool-a", "initialNodeCount": 2, "autoscaling": self.autoscaling,
-                             "locations": self.locations}
+                             "locations": self.locations,
+                             "instanceGroupUrls": [self.group_url(z) for z in self.locations]}
+            if method == "GET" and path == f"/v1/{self.pool.split('/nodePools/')[0]}":
+                return 200, self.cluster
+            if method == "POST" and path.endswith(":testIamPermissions"):
+                return 200, {"permissions": [p for p in body["permissions"] if p in self.granted]}
+            resize = re.fullmatch(r"/compute/v1/projects/[^/]+/zones/([^/]+)/instanceGroupManagers/[^/]+/resize", path)
+            if method == "POST" and resize:
+                size = int(query.split("size=")[1].split("&")[0])
+                self.groups = {**(self.groups or {}), resize.group(1): size}
+                return 200, {"name": f"resize-{resize.group(1)}", "status": "DONE",
+                             "selfLink": f"{self.base_url}/compute/v1/done"}
             if method == "POST" and path == f"/v1/{self.pool}:setSize":
                 op = f"operation-{len(self._ops) + 1}"
                 self._ops[op] = 0
@@ -73,6 +94,8 @@ class FakeGke:
                     change = self._pending.pop(op)
                     if "nodeCount" in change:
                         self.node_count = change["nodeCount"]
+                        if self.groups is not None:
+                            self.groups = {z: change["nodeCount"] for z in self.groups}
                     else:
                         self.autoscaling = _enum_names(change)
                 return 200, {"name": op, "status": "DONE"}
@@ -88,7 +111,8 @@ def serve(state: FakeGke, pool: str = POOL, ops: str = OPS) -> tuple[container_v
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length) if length else b""
             body = json.loads(raw) if raw else None
-            code, payload = state.handle(self.command, self.path.split("?")[0], body)
+            path, _, query = self.path.partition("?")
+            code, payload = state.handle(self.command, path, body, query)
             data = json.dumps(payload).encode()
             self.send_response(code)
             self.send_header("Content-Type", "application/json")
@@ -102,6 +126,7 @@ def serve(state: FakeGke, pool: str = POOL, ops: str = OPS) -> tuple[container_v
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    state.base_url = f"http://127.0.0.1:{server.server_port}"
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
     transport = ClusterManagerRestTransport(host=f"127.0.0.1:{server.server_port}", credentials=AnonymousCredentials(),
                                             url_scheme="http")

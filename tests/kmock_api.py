@@ -17,7 +17,8 @@ from kubernetes import client as k8s
 
 class SelectorEmulator(kmock.KubernetesEmulator):
     """The emulator, plus what nightcap relies on from an API server: equality label selectors on lists,
-    `dryRun=All` (judged, never stored; a namespace outside `namespaces` is not found), and
+    `dryRun=All` (judged, never stored; a namespace outside `namespaces` is not found; a Pod that `admission(pod)`
+    refuses gets its message in a 403, as admission answers), and
     SelfSubjectAccessReviews answered from `denied` ((group, resource[/sub], verb) the identity may not do)."""
 
     denied: set[tuple[str, str, str]]
@@ -41,6 +42,13 @@ class SelectorEmulator(kmock.KubernetesEmulator):
                 return web.json_response({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 404,
                                           "reason": "NotFound", "message": f'namespaces "{namespace}" not found',
                                           "details": {"name": namespace, "kind": "namespaces"}}, status=404)
+            judge = getattr(self, "admission", None)
+            refusal = judge(request.data) if judge is not None and resource.plural == "pods" else None
+            if refusal:  # as the API server answers an admission denial (PodSecurity, ResourceQuota, LimitRange)
+                return web.json_response({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 403,
+                                          "reason": "Forbidden", "message": refusal,
+                                          "details": {"name": request.data["metadata"]["name"], "kind": "pods"}},
+                                         status=403)
             return web.json_response(request.data, status=201)
         return await super()._handle(request)
 

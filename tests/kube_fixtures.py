@@ -91,7 +91,7 @@ def cluster() -> Iterator[Cluster]:
 
 def make_config(**platform: Any) -> Config:
     return validate({
-        "target": {"name": "wine", "kind": "mlflow", "image": "registry.example/wine:1.0"},
+        "target": {"name": "wine", "kind": "mlflow", "image": "registry.example/wine:1.0", "startup_timeout_s": 30},
         "platform": {"kind": "kubernetes", "namespace": NS, "port": 8080, "ready_timeout_s": 30, **platform},
         "load": {"workers": 2},
         "slo": {"p95_ms": 500},

@@ -54,8 +54,9 @@ def test_set_reads_original_sends_full_name_and_polls_operation(fake: FakeGke) -
         ("GET", f"/v1/{OPS}/operation-1"),
     ]
     body = fake.requests[1][2]  # the full resource name travels in the URL (REST mapping of `name`)
-    assert body == {"autoscaling": {"enabled": True, "minNodeCount": 2, "maxNodeCount": 7}}
-    assert fake.autoscaling["maxNodeCount"] == 7
+    # the stage's limits are the pool's totals: "2-7 nodes" is true however many zones the pool spans
+    assert body == {"autoscaling": {"enabled": True, "totalMinNodeCount": 2, "totalMaxNodeCount": 7}}
+    assert fake.autoscaling["totalMaxNodeCount"] == 7
     assert clock.sleeps == [np.poll_s, np.poll_s]  # one sleep before each poll, on the fake clock
     assert np.original_settings()["maxNodeCount"] == 3
 
@@ -86,7 +87,28 @@ def test_busy_cluster_is_retried_with_backoff(fake: FakeGke) -> None:
     np.set_autoscaling(True, 1, 5)
     assert sum(1 for _, p, _ in fake.requests if p.endswith(":setAutoscaling")) == 3
     assert clock.sleeps[:2] == [np.backoff_initial_s, 2 * np.backoff_initial_s]
-    assert fake.autoscaling["maxNodeCount"] == 5
+    assert fake.autoscaling["totalMaxNodeCount"] == 5
+
+
+def test_a_failed_precondition_that_is_not_a_busy_cluster_is_reported_at_once(fake: FakeGke) -> None:
+    """Not two minutes of retries blamed on "another cluster operation": GKE's own reason, and what to change."""
+    fake.set_errors = [(400, "FAILED_PRECONDITION", "Autopilot clusters do not support node pool autoscaling changes.")]
+    with pytest.raises(PlatformError) as err:
+        pools(fake).set_autoscaling(True, 1, 5)
+    assert "Autopilot clusters do not support" in str(err.value) and "remove autoscale.nodes" in str(err.value)
+    assert "another cluster operation" not in str(err.value)
+    assert sum(1 for _, p, _ in fake.requests if p.endswith(":setAutoscaling")) == 1
+
+
+def test_regional_limits_are_described_per_zone_and_in_total() -> None:
+    from google.cloud import container_v1
+
+    from nightcap.platforms.gke import describe
+
+    per_zone = container_v1.NodePoolAutoscaling(enabled=True, min_node_count=1, max_node_count=5)
+    assert describe(per_zone, 3) == "autoscaling on, 1-5 nodes per zone (3-15 over 3 zones)"
+    total = container_v1.NodePoolAutoscaling(enabled=True, total_min_node_count=1, total_max_node_count=5)
+    assert describe(total, 3) == "autoscaling on, 1-5 nodes in total"
 
 
 def test_permission_denied_names_the_pool_and_permission(fake: FakeGke) -> None:
@@ -152,11 +174,11 @@ def test_a_pool_without_autoscaling_gets_its_size_back(fake: FakeGke) -> None:
     fake.locations = ["europe-west4-a", "europe-west4-b"]
     counted: list[int] = []
 
-    def nodes_now() -> int:
+    def nodes_now() -> dict[str, int]:
         counted.append(1)
-        return 2 * fake.node_count  # the pool's Kubernetes nodes, over both zones
+        return {z: fake.node_count for z in fake.locations}  # the pool's Kubernetes nodes, per zone
 
-    np = pools(fake, node_count=nodes_now)
+    np = pools(fake, zone_counts=nodes_now)
     np.set_autoscaling(True, 1, 9)
     assert counted == [1]  # counted once, before the change
     fake.node_count = 7  # the autoscaler grew the pool during the stage
@@ -164,14 +186,29 @@ def test_a_pool_without_autoscaling_gets_its_size_back(fake: FakeGke) -> None:
     posts = [(p.rsplit(":", 1)[1], b) for m, p, b in fake.requests if m == "POST"]
     assert posts[-2:] == [("setAutoscaling", {"autoscaling": {}}), ("setSize", {"nodeCount": 3})]
     assert fake.autoscaling == {} and fake.node_count == 3
-    assert np.record()["node_count"] == 3
+    assert np.record()["zones"] == {"europe-west4-a": 3, "europe-west4-b": 3}
+
+
+def test_uneven_zones_are_restored_zone_by_zone(fake: FakeGke) -> None:
+    """2 + 1 nodes found: `set_node_pool_size` would make it 2 + 2; each zone's instance group is resized."""
+    import requests
+
+    fake.autoscaling = {}
+    fake.locations = ["europe-west4-a", "europe-west4-b"]
+    found = {"europe-west4-a": 2, "europe-west4-b": 1}
+    np = pools(fake, zone_counts=lambda: dict(found), http=requests.Session())
+    np.set_autoscaling(True, 1, 9)
+    fake.groups = {"europe-west4-a": 4, "europe-west4-b": 4}  # the autoscaler grew both zones
+    np.restore()
+    assert fake.groups == found
+    assert not any(p.endswith(":setSize") for _, p, _ in fake.requests)
 
 
 def test_a_dead_runs_pool_size_is_restored_from_its_record(fake: FakeGke) -> None:
     from nightcap.platforms.gke import restore_recorded
 
     fake.autoscaling = {"enabled": False}
-    first = pools(fake, node_count=lambda: fake.node_count)
+    first = pools(fake, zone_counts=lambda: {"europe-west4-a": fake.node_count})
     first.set_autoscaling(True, 0, 10)
     record = json.loads(json.dumps(first.record()))  # what the run registry stores
     fake.node_count = 8
@@ -180,7 +217,7 @@ def test_a_dead_runs_pool_size_is_restored_from_its_record(fake: FakeGke) -> Non
 
 
 def test_an_autoscaled_pool_keeps_the_autoscalers_size(fake: FakeGke) -> None:
-    np = pools(fake, node_count=lambda: pytest.fail("an autoscaled pool's size is the autoscaler's"))
+    np = pools(fake, zone_counts=lambda: pytest.fail("an autoscaled pool's size is the autoscaler's"))
     np.set_autoscaling(True, 0, 10)
     np.restore()
     assert not any(p.endswith(":setSize") for _, p, _ in fake.requests)
@@ -189,9 +226,9 @@ def test_an_autoscaled_pool_keeps_the_autoscalers_size(fake: FakeGke) -> None:
 def test_a_pool_whose_size_cannot_be_read_is_not_changed(fake: FakeGke) -> None:
     fake.autoscaling = {"enabled": False}
 
-    def unreadable() -> int:
+    def unreadable() -> dict[str, int]:
         raise PlatformError("list nodes cluster-wide failed (403)")
 
     with pytest.raises(PlatformError, match="could not be restored"):
-        pools(fake, node_count=unreadable).set_autoscaling(True, 1, 5)
+        pools(fake, zone_counts=unreadable).set_autoscaling(True, 1, 5)
     assert not any(m == "POST" for m, _, _ in fake.requests)

@@ -184,7 +184,8 @@ def test_kubernetes_locust_lifecycle(cluster: Cluster) -> None:
                                                                                        ready_status(2))))
     loc.start()
     kinds = [(str(r.url.path).rsplit("/", 1)[-1], r.data["metadata"]["name"]) for r in cluster.requests("POST")]
-    assert kinds == [("configmaps", mf.locust_name(RUN, "files")), ("networkpolicies", master), ("deployments", master),
+    # the run's record first: a sweep that finds these objects of a dead runner finds its lease
+    assert kinds == [("configmaps", f"nc-run-{RUN}"), ("configmaps", mf.locust_name(RUN, "files")), ("networkpolicies", master), ("deployments", master),
                      ("secrets", mf.locust_name(RUN, "key")), ("services", master), ("deployments", worker)]
     files = cluster.obj("v1/configmaps", mf.locust_name(RUN, "files"))["data"]
     assert files == {"locustfile.py": "# the locustfile\n", "payloads.jsonl": '{"a": 1}\n{"a": 2}\n'}
@@ -275,3 +276,50 @@ def test_locust_start_waits_until_the_master_counts_its_workers(cluster: Cluster
     finally:
         loc.stop()
         fake.close()
+
+
+def test_locust_pods_without_room_are_the_generators_failure_not_the_candidates(cluster: Cluster) -> None:
+    """A Locust worker that does not fit raises GeneratorError (naming the Locust pods and load.workers), never
+    NoRoomForPods, which tuning would record as "no room for this model pod size"."""
+    from nightcap.load.base import GeneratorError
+    from nightcap.load.kubernetes import KubernetesLocust
+    from nightcap.platforms.base import NoRoomForPods
+
+    clock = FakeClock()
+    loc = KubernetesLocust(make_config(), RUN, api_client=cluster.api, clock=clock, locustfile="#\n")
+    loc.kube.request_timeout_s = 0.5
+    worker = mf.locust_name(RUN, "worker")
+    labels = mf.labels(make_config(), RUN, mf.LOCUST_WORKER)
+    clock.at(1, lambda: (cluster.patch(DEPLOY, mf.locust_name(RUN, "master"), ready_status(1)), cluster.put(
+        "v1/pods", f"{worker}-abc-1", {**pod("w", "Pending", False, unschedulable="0/3 nodes are available: 3 "
+                                             "Insufficient cpu."), "metadata": {"labels": labels}})))
+    with pytest.raises(GeneratorError) as err:
+        loc.start()
+    assert not isinstance(err.value, NoRoomForPods)
+    assert "Locust worker" in str(err.value) and "load.workers" in str(err.value)
+    assert "platform.cpu" not in str(err.value)
+    loc.stop()
+
+
+def test_tune_starts_the_generator_before_applying_a_candidate(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A generator that fails to start stops the stage as the generator's failure: no candidate is applied
+    (or recorded as failed) on its account."""
+    import logging
+    from types import SimpleNamespace
+
+    import flows.tune as tune
+    from nightcap.analysis.tuning import Candidate
+    from nightcap.load.base import GeneratorError
+
+    applied: list[Any] = []
+
+    def no_generator(workers: int) -> Any:
+        raise GeneratorError("the load generator did not start (cluster): Locust pods: no room")
+
+    platform = SimpleNamespace(set_resources=applied.append, replicas=2, scale=applied.append)
+    ctx = SimpleNamespace(platform=platform, config=SimpleNamespace(tune=SimpleNamespace(replicas=2)), steps=[],
+                          spec=None, generator_for=no_generator)
+    monkeypatch.setattr(tune, "get_run_logger", lambda: logging.getLogger("test"))
+    with pytest.raises(GeneratorError):
+        tune.measure_candidate(ctx, Candidate(cpu=1.0, memory=2**30, concurrency=2))  # type: ignore[arg-type]
+    assert applied == []

@@ -110,12 +110,16 @@ def test_parent_flow_on_kubernetes_end_to_end(prefect_api: str, cluster: FakeClu
     # the preflight task judged every object by a dry run and asked about each permission; nothing it sent stayed
     posts = [r for r in cluster.requests("POST") if r.params.get("dryRun") != "All"
              and "selfsubjectaccessreviews" not in str(r.url.path)]
+    # ... a Pod of the Deployment included: admission (PodSecurity, quotas) judges Pods
     assert {r.data["kind"] for r in cluster.requests("POST") if r.params.get("dryRun") == "All"} == {
-        "Deployment", "Service", "HorizontalPodAutoscaler"}
+        "ConfigMap", "Deployment", "Pod", "Service", "HorizontalPodAutoscaler"}
     created = [(r.data["kind"], r.data["metadata"]["name"]) for r in posts]
-    assert [k for k, _ in created] == ["Deployment", "Service", "HorizontalPodAutoscaler"], created
+    # the run's record in the cluster (its lease) first, then the model
+    assert [k for k, _ in created] == ["ConfigMap", "Deployment", "Service", "HorizontalPodAutoscaler"], created
+    record = created.pop(0)[1]
     name = created[0][1]
     assert all(n == name for _, n in created)
+    posts = posts[1:]
     for r in posts:
         labels = r.data["metadata"]["labels"]
         assert {k: labels.get(k) for k in run_labels} == run_labels
@@ -139,10 +143,13 @@ def test_parent_flow_on_kubernetes_end_to_end(prefect_api: str, cluster: FakeClu
     deletes = sorted(str(r.url.path) for r in cluster.requests("DELETE"))
     assert deletes == sorted([f"/apis/autoscaling/v2/namespaces/{NS}/horizontalpodautoscalers/{name}",
                               f"/apis/apps/v1/namespaces/{NS}/deployments/{name}",
-                              f"/api/v1/namespaces/{NS}/services/{name}"])
+                              f"/api/v1/namespaces/{NS}/services/{name}",
+                              f"/api/v1/namespaces/{NS}/configmaps/{record}"])
     label_lists = {r.params["labelSelector"] for r in cluster.requests("GET")
                    if "labelSelector" in r.params and "/pods" not in str(r.url.path)}
-    assert label_lists == {mf.selector_string(mf.run_selector(run_id))}
+    # teardown by the run's labels; the start-of-run sweep reads nightcap's objects and the runs' records
+    assert label_lists == {mf.selector_string(mf.run_selector(run_id)), mf.selector_string(
+        {mf.MANAGED_BY: mf.MANAGER}), mf.selector_string({mf.MANAGED_BY: mf.MANAGER, mf.COMPONENT: mf.RUN_RECORD})}
     assert cluster.run(lambda: cluster.live("deployments")) == {}
     assert cluster.run(lambda: cluster.live("services")) == {}
     assert cluster.run(lambda: cluster.live("horizontalpodautoscalers")) == {}
@@ -275,12 +282,12 @@ def test_cluster_generator_runs_in_the_cluster_and_sends_to_the_service_dns(
     try:
         assert isinstance(gen, KubernetesLocust)
         created = [(r.data["kind"], r.data["metadata"]["name"]) for r in cluster.requests("POST")]
-        assert created == [("ConfigMap", mf.locust_name(run, "files")),
+        assert created == [("ConfigMap", f"nc-run-{mf.short_run(run)}"), ("ConfigMap", mf.locust_name(run, "files")),
                            ("NetworkPolicy", mf.locust_name(run, "master")), ("Deployment", mf.locust_name(run, "master")),
                            ("Service", mf.locust_name(run, "master")), ("Deployment", mf.locust_name(run, "worker"))]
         worker = next(r.data for r in cluster.requests("POST") if r.data["metadata"]["name"] == gen.worker_name)
         assert worker["spec"]["replicas"] == 3 and gen.workers == 3
-        files = next(r.data for r in cluster.requests("POST") if r.data["kind"] == "ConfigMap")["data"]
+        files = next(r.data for r in cluster.requests("POST") if r.data["metadata"]["name"] == mf.locust_name(run, "files"))["data"]
         assert "FastHttpUser" in files["locustfile.py"] and files["payloads.jsonl"] == '{"a": 1}\n'
         assert gen.alive_workers() == 3
         gen.mark_cpu()
@@ -332,7 +339,8 @@ def test_cluster_generator_is_created_once_per_run_and_scaled_between_searches(
         ctx.idle_generator()  # between searches: the swarm stops, the pods stay
         assert ctx.generator_for(1) is first
         posts = [(r.data["kind"], r.data["metadata"]["name"]) for r in cluster.requests("POST")]
-        assert posts == [("ConfigMap", mf.locust_name(run, "files")), ("NetworkPolicy", first.master_name),
+        assert posts == [("ConfigMap", f"nc-run-{mf.short_run(run)}"), ("ConfigMap", mf.locust_name(run, "files")),
+                         ("NetworkPolicy", first.master_name),
                          ("Deployment", first.master_name),
                          ("Service", first.master_name), ("Deployment", first.worker_name)]
         assert ctx.generator_for(3) is first and first.workers == 3 and first.alive_workers() == 3
@@ -368,7 +376,7 @@ def test_node_pool_original_is_recorded_before_the_change_and_restored_by_cleanu
 
     from nightcap.platforms.base import HpaSpec, PodSpec
     from nightcap.platforms.gke import GkeNodePools, restore_recorded
-    from nightcap.platforms.kube_client import cleanup_run
+    from nightcap.platforms.kube_sweep import cleanup_run
     from nightcap.platforms.kubernetes import KubernetesPlatform
     from nightcap.run.registry import RunRegistry, cleanup_dead
     from nightcap.config import validate
@@ -386,7 +394,7 @@ def test_node_pool_original_is_recorded_before_the_change_and_restored_by_cleanu
             return container_v1.NodePool(autoscaling=original, locations=["europe-west1-b"])
 
         def _apply(self, settings: container_v1.NodePoolAutoscaling, what: str) -> None:
-            applied.append((what, settings.enabled, settings.min_node_count, settings.max_node_count,
+            applied.append((what, settings.enabled, settings.total_min_node_count, settings.total_max_node_count,
                             [dict(p) for p in registry.record.node_pools]))
 
     applied: list[tuple[Any, ...]] = []

@@ -15,7 +15,6 @@ import pytest
 
 from nightcap.platforms import manifests as mf
 from nightcap.platforms.base import HpaSpec, NoRoomForPods, Platform, PlatformError, PodSpec
-from nightcap.platforms.kube_client import cleanup_dead_runs
 from kube_fixtures import (  # noqa: F401 (cluster is a fixture)
     Cluster,
     DEPLOY,
@@ -48,10 +47,13 @@ def test_deploy_creates_exactly_the_manifests_and_waits_for_the_rollout(cluster:
     p.deploy(SPEC, 2)
 
     posts = cluster.requests("POST")
-    assert [str(r.url.path) for r in posts] == [f"/apis/apps/v1/namespaces/{NS}/deployments",
+    # the run's record in the cluster first (its lease), then the model
+    assert [str(r.url.path) for r in posts] == [f"/api/v1/namespaces/{NS}/configmaps",
+                                                f"/apis/apps/v1/namespaces/{NS}/deployments",
                                                 f"/api/v1/namespaces/{NS}/services"]
-    assert posts[0].data == mf.model_deployment(p.config, RUN, SPEC, 2)
-    assert posts[1].data == mf.model_service(p.config, RUN)
+    assert posts[0].data["metadata"]["name"] == p.lease.name and posts[0].data["data"]["runs"] == f'["{RUN}"]'
+    assert posts[1].data == mf.model_deployment(p.config, RUN, SPEC, 2)
+    assert posts[2].data == mf.model_service(p.config, RUN)
     assert clock.now == 6  # polled every 2 s until all replicas of the new ReplicaSet were ready
     gets = [r for r in cluster.requests("GET") if str(r.url.path).endswith(f"/deployments/{NAME}")]
     assert len(gets) == 4
@@ -88,10 +90,11 @@ def test_rollout_timeout_names_the_cause(cluster: Cluster, cause: str, setup: Ca
     with pytest.raises(PlatformError) as err:
         p.deploy(SPEC, 1)
     message = str(err.value)
-    assert f"deployment {NS}/{NAME} was not ready within 30s" in message
+    # platform.ready_timeout_s (30 s: scheduling, pulls) + target.startup_timeout_s (30 s: the model's load)
+    assert f"deployment {NS}/{NAME} was not ready within 60s" in message
     for text in expected:
         assert text in message
-    assert clock.now >= 30
+    assert clock.now >= 60
     # no room is a fact about the pod size and the nodes (tune records it as such), not a broken model
     assert isinstance(err.value, NoRoomForPods) is (cause == "scheduling")
     if cause == "scheduling":
@@ -231,8 +234,11 @@ def test_hpa_is_created_read_and_removed(cluster: Cluster) -> None:
 
     p.disable_autoscaling()
     assert not cluster.exists(hpa, NAME)
-    assert pools.calls[-1] == ("restore",)
+    # the pool is put back only after the Deployment is scaled back (the autoscale stage's finally does that)
+    assert pools.calls == [("set", True, 1, 5)]
     assert p.replicas == 5
+    p.restore_node_autoscaling()
+    assert pools.calls[-1] == ("restore",)
 
 
 def test_hpa_without_cpu_request_is_refused(cluster: Cluster) -> None:
@@ -263,15 +269,19 @@ def test_teardown_deletes_by_label_only_and_restores_the_pool(cluster: Cluster) 
     p.deploy(SPEC, 1)
     p.enable_autoscaling(HpaSpec())
     _foreign_objects(cluster)
+    before = len(cluster.requests())
 
     p.teardown()
-    deleted = sorted(str(r.url.path) for r in cluster.requests("DELETE"))
-    assert deleted == sorted([
+    deleted = [str(r.url.path) for r in cluster.requests("DELETE")]
+    assert sorted(deleted[:-1]) == sorted([
         f"/apis/autoscaling/v2/namespaces/{NS}/horizontalpodautoscalers/{NAME}",
         f"/apis/apps/v1/namespaces/{NS}/deployments/{NAME}",
         f"/api/v1/namespaces/{NS}/services/{NAME}",
     ])
-    lists = [r for r in cluster.requests("GET") if "labelSelector" in r.params and "pods" not in str(r.url.path)]
+    # the run's record goes last, once the pool is restored: a runner killed before keeps what the next run needs
+    assert deleted[-1] == f"/api/v1/namespaces/{NS}/configmaps/nc-run-{RUN}"
+    lists = [r for r in cluster.requests()[before:] if str(r.method.value).upper() == "GET"
+             and "labelSelector" in r.params and "pods" not in str(r.url.path)]
     assert {r.params["labelSelector"] for r in lists} == {mf.selector_string(mf.run_selector(RUN))}
     for res, name in [(DEPLOY, "not-nightcap"), (DEPLOY, "other-run-model"), ("v1/services", "prod-svc"),
                       ("v1/configmaps", "other-run-files")]:
@@ -284,29 +294,82 @@ def test_teardown_restores_the_pool_even_when_deletion_fails(cluster: Cluster) -
     pools = FakeNodePools()
     p = make_platform(cluster, FakeClock(), node_pools=pools)
     cluster.react(f"get /apis/apps/v1/namespaces/{NS}/deployments",
-                  kmock.KubernetesError(status=403, reason="Forbidden", message="deployments.apps is forbidden"))
+                  kmock.KubernetesError(status=403, reason="Forbidden", message=(
+                      'deployments.apps is forbidden: User "system:serviceaccount:capacity:nightcap" cannot list '
+                      'resource "deployments" in API group "apps" in the namespace "capacity"')))
     with pytest.raises(PlatformError) as err:
         p.teardown()
     assert "RBAC verb 'list' on resource 'deployments' in API group apps" in str(err.value)
     assert pools.calls == [("restore",)]
 
 
-def test_cleanup_dead_runs_deletes_only_nightcap_objects_of_dead_runs(cluster: Cluster) -> None:
-    def labelled(run: str) -> dict[str, Any]:
-        return {"metadata": {"labels": {mf.MANAGED_BY: "nightcap", mf.RUN_ID: run}}, "spec": {}}
+# --- rollouts judged on this change ------------------------------------------------------------------------
 
-    cluster.put(DEPLOY, "live-model", labelled("live-run"))
-    cluster.put(DEPLOY, "dead-model", labelled("dead-run"))
-    cluster.put("v1/services", "dead-model", labelled("dead-run"))
-    cluster.put("v1/configmaps", "dead-files", {**labelled("dead-run"), "data": {}})
-    cluster.put(DEPLOY, "prod", {"metadata": {"labels": {"app": "prod"}}, "spec": {}})
-    cluster.put(DEPLOY, "nightcap-no-run", {"metadata": {"labels": {mf.MANAGED_BY: "nightcap"}}, "spec": {}})
-    cluster.put("v1/secrets", mf.locust_name("dead-run", "key"), {**labelled("dead-run"), "type": "Opaque"})
-    cluster.put("v1/secrets", mf.locust_name("live-run", "key"), {**labelled("live-run"), "type": "Opaque"})
-    deleted = cleanup_dead_runs(cluster.api, NS, ["live-run"])
-    assert sorted(deleted) == ["configmaps/dead-files", "deployments.apps/dead-model",
-                               f"secrets/{mf.locust_name('dead-run', 'key')}", "services/dead-model"]
-    assert cluster.exists("v1/secrets", mf.locust_name("live-run", "key"))
-    assert cluster.exists(DEPLOY, "live-model") and cluster.exists(DEPLOY, "prod")
-    assert cluster.exists(DEPLOY, "nightcap-no-run")
-    assert not cluster.exists(DEPLOY, "dead-model")
+STALE = "2023-01-01T00:00:00Z"  # before the fake clock's epoch (2023-11-14): an earlier candidate's
+
+
+def test_a_stall_left_by_the_previous_candidate_is_not_this_ones(cluster: Cluster) -> None:
+    """The last candidate hit its progress deadline; the next one's rollout waits for the controller to observe
+    it (it used to fail at t=0 with "not ready")."""
+    clock = FakeClock()
+    p = make_platform(cluster, clock)
+    clock.at(1, lambda: cluster.patch(DEPLOY, NAME, ready_status(2)))
+    p.deploy(SPEC, 2)
+    stalled = {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
+               "lastUpdateTime": STALE, "message": "ReplicaSet has timed out progressing."}
+    cluster.patch(DEPLOY, NAME, {"metadata": {"generation": 2},
+                                 "status": {"observedGeneration": 2, "readyReplicas": 0, "conditions": [stalled]}})
+    start = clock.now
+    # the patch bumps the generation; the controller observes it 3 s later, the pods are ready 9 s later
+    clock.at(start + 1, lambda: cluster.patch(DEPLOY, NAME, {"metadata": {"generation": 3}}))
+    clock.at(start + 3, lambda: cluster.patch(DEPLOY, NAME, {"status": {"observedGeneration": 3}}))
+    clock.at(start + 9, lambda: cluster.patch(DEPLOY, NAME, {**ready_status(2, generation=3)}))
+    p.set_resources(PodSpec(cpu=1.0, memory=None, concurrency=2))
+    assert clock.now >= start + 9
+
+
+def test_a_fresh_stall_ends_the_wait_early(cluster: Cluster) -> None:
+    clock = FakeClock()
+    p = make_platform(cluster, clock)
+    fresh = {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
+             "lastUpdateTime": "2024-06-01T02:00:00Z"}
+    clock.at(4, lambda: cluster.patch(DEPLOY, NAME, {"metadata": {"generation": 1},
+                                                     "status": {"observedGeneration": 1, "conditions": [fresh]}}))
+    with pytest.raises(PlatformError):
+        p.deploy(SPEC, 1)
+    assert clock.now < 10  # not the whole 60 s
+
+
+def test_events_of_an_earlier_candidate_do_not_explain_this_rollout(cluster: Cluster) -> None:
+    """A FailedScheduling of the last candidate is not "no room" for this one."""
+    clock = FakeClock()
+    p = make_platform(cluster, clock)
+    cluster.put("v1/events", "old", {**event("old", "Pod", f"{NAME}-abc-0", "FailedScheduling",
+                                             "0/3 nodes are available: 3 Insufficient cpu."), "lastTimestamp": STALE})
+    clock.at(1, lambda: cluster.put("v1/pods", f"{NAME}-abc-1", pod("p", "Running", False)))
+    with pytest.raises(PlatformError) as err:
+        p.deploy(SPEC, 1)
+    assert not isinstance(err.value, NoRoomForPods)
+    assert "Insufficient cpu" not in str(err.value) and "no pod status or event explains it" in str(err.value)
+
+
+def test_nodes_excluded_by_taints_are_a_placement_problem_not_no_room(cluster: Cluster) -> None:
+    clock = FakeClock()
+    p = make_platform(cluster, clock)
+    message = "0/3 nodes are available: 3 node(s) had untolerated taint {dedicated: gpu}. preemption: 0/3 nodes"
+    clock.at(1, lambda: cluster.put("v1/pods", f"{NAME}-abc-1", pod("p", "Pending", False, unschedulable=message)))
+    with pytest.raises(PlatformError) as err:
+        p.deploy(SPEC, 1)
+    assert not isinstance(err.value, NoRoomForPods)
+    assert "Placement" in str(err.value) and "platform.kubernetes.tolerations" in str(err.value)
+
+
+def test_observe_counts_only_the_models_pool(cluster: Cluster) -> None:
+    """Another pool's scale-up is not the run's: the node timeline counts the pool the model runs on."""
+    from nightcap.config import GkeConfig
+
+    config = make_config(gke=GkeConfig(project="p", location="l", cluster="c", node_pool="models").model_dump())
+    p = make_platform(cluster, FakeClock(), config)
+    for i, pool in enumerate(["models", "models", "default-pool", "batch"]):
+        cluster.put("v1/nodes", f"node-{i}", {"metadata": {"labels": {mf.NODE_POOL_LABEL: pool}}}, namespace=None)
+    assert p.observe().nodes == {"models": 2}

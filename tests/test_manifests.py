@@ -84,10 +84,12 @@ def test_strict_validation_is_real() -> None:
 
 @pytest.mark.parametrize("path", sorted((ROOT / "deployments" / "k8s").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_file_under_deployments_k8s_validates(path: Path) -> None:
+    from test_kube_render import fill
+
     docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
     assert docs
     for obj in docs:
-        kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+        kubernetes_validate.validate(fill(obj) if obj["kind"] == "Job" else obj, K8S_VERSION, strict=True)
         assert obj["metadata"].get("labels"), f"{obj['kind']}/{obj['metadata']['name']} has no labels"
 
 
@@ -100,10 +102,21 @@ def test_model_container_fills_port_and_concurrency_and_sizes_the_pod() -> None:
     assert container["resources"] == {"requests": {"cpu": "500m", "memory": "512Mi"},
                                       "limits": {"cpu": "500m", "memory": "512Mi"}}
     assert container["readinessProbe"]["httpGet"] == {"path": "/ping", "port": "http"}
+    # a slow model load is a start bounded by target.startup_timeout_s (120 s), not a failing readiness probe
+    startup = container["startupProbe"]
+    assert startup["httpGet"] == {"path": "/ping", "port": "http"}
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= config.target.startup_timeout_s
+    # readiness survives the deliberate overload: a /ping queued behind requests gets the request timeout, and
+    # a pod leaves the Service only after 30 s without one answer
+    ready = container["readinessProbe"]
+    assert ready["timeoutSeconds"] >= config.target.request_timeout_s
+    assert ready["periodSeconds"] * ready["failureThreshold"] >= 30
+    assert dep["spec"]["progressDeadlineSeconds"] >= config.platform.ready_timeout_s + config.target.startup_timeout_s
     assert container["ports"][0]["containerPort"] == 5000
     assert dep["spec"]["replicas"] == 3
     assert dep["spec"]["strategy"] == {"type": "Recreate"}  # a surge pod would need room a full pool lacks
     assert "nodeSelector" not in dep["spec"]["template"]["spec"]  # no platform.gke: wherever there is room
+    assert "tolerations" not in dep["spec"]["template"]["spec"] and "imagePullSecrets" not in dep["spec"]["template"]["spec"]
     gke = mf.model_deployment(CONFIGS["gke-example"], "r1", SPECS[0], 1)["spec"]["template"]["spec"]
     assert gke["nodeSelector"] == {mf.NODE_POOL_LABEL: "models"}  # the pool the run sizes and autoscales
     selector = dep["spec"]["selector"]["matchLabels"].items()
@@ -144,7 +157,9 @@ def test_locust_manifests_use_the_configured_image_and_wire_workers_to_the_maste
 
 def _admits(policy: dict[str, Any], pod_labels: dict[str, str], port: int) -> bool:
     """Does a NetworkPolicy's ingress let a pod with `pod_labels` (same namespace) reach `port`?"""
-    return any(any(set(peer["podSelector"]["matchLabels"].items()) <= set(pod_labels.items()) for peer in rule["from"])
+    return any(any(set(peer["podSelector"]["matchLabels"].items()) <= set(pod_labels.items())
+                   and peer.get("namespaceSelector", {"matchLabels": {"kubernetes.io/metadata.name": "nightcap"}})
+                   == {"matchLabels": {"kubernetes.io/metadata.name": "nightcap"}} for peer in rule["from"])
                and any(p["port"] == port for p in rule["ports"]) for rule in policy["spec"]["ingress"])
 
 
@@ -180,3 +195,59 @@ def test_names_and_labels_are_safe_for_any_run_id() -> None:
         assert mf.run_label(run_id) == value  # stable
         assert len(mf.model_name(CONFIGS["mlflow"], run_id)) <= 63
     assert mf.short_run("run-a-1234567") != mf.short_run("run-a-1234568")
+
+
+def test_locust_pods_stay_off_the_models_nodes_and_are_not_evicted() -> None:
+    config = CONFIGS["gke-example"]
+    for dep in (mf.locust_master_deployment(config, "r1", {}), mf.locust_worker_deployment(config, "r1", 2, {})):
+        template = dep["spec"]["template"]
+        assert template["metadata"]["annotations"]["cluster-autoscaler.kubernetes.io/safe-to-evict"] == "false"
+        affinity = template["spec"]["affinity"]
+        (term,) = affinity["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+        assert term["matchExpressions"] == [{"key": mf.NODE_POOL_LABEL, "operator": "NotIn", "values": ["models"]}]
+        (anti,) = affinity["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+        model_pod = mf.model_deployment(config, "r1", SPECS[0], 1)["spec"]["template"]["metadata"]["labels"]
+        assert set(anti["labelSelector"]["matchLabels"].items()) <= set(model_pod.items())
+        assert anti["topologyKey"] == "kubernetes.io/hostname"
+        res = template["spec"]["containers"][0]["resources"]
+        assert res["requests"] == res["limits"] and {"cpu", "memory"} <= set(res["limits"])  # a limits.cpu quota admits it
+
+
+def test_tolerations_pull_secrets_and_selectors_come_from_the_config() -> None:
+    from nightcap.config import ConfigError
+
+    config = _config()
+    data = config.model_dump()
+    data["platform"]["kubernetes"] = {
+        "tolerations": [{"key": "dedicated", "value": "ml", "effect": "NoSchedule"}, {"operator": "Exists"}],
+        "image_pull_secrets": ["registry-creds"], "model_node_selector": {"pool": "big"},
+        "generator_node_selector": {"pool": "load"}, "run_as_user": None}
+    custom = validate(data)
+    model = mf.model_deployment(custom, "r1", SPECS[0], 1)["spec"]["template"]["spec"]
+    worker = mf.locust_worker_deployment(custom, "r1", 1, {})["spec"]["template"]["spec"]
+    for spec in (model, worker):
+        assert spec["tolerations"] == [{"operator": "Equal", "key": "dedicated", "value": "ml", "effect": "NoSchedule"},
+                                       {"operator": "Exists"}]
+        assert spec["imagePullSecrets"] == [{"name": "registry-creds"}]
+        assert spec["securityContext"] == {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+        kubernetes_validate.validate({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": spec},
+                                     K8S_VERSION, strict=True)
+    assert model["nodeSelector"] == {"pool": "big"} and worker["nodeSelector"] == {"pool": "load"}
+    assert worker["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"] == [
+        {"matchExpressions": [{"key": "pool", "operator": "NotIn", "values": ["big"]}]}]
+    data["platform"]["kubernetes"] = {"tolerations": [{"operator": "Exists", "value": "x"}]}
+    with pytest.raises(ConfigError, match="platform.kubernetes.tolerations.0.*operator 'Exists' takes no value"):
+        validate(data)
+    data["platform"]["kubernetes"] = {"image_pull_secrets": ["Not_A_Name"]}
+    with pytest.raises(ConfigError, match="platform.kubernetes.image_pull_secrets"):
+        validate(data)
+
+
+def test_the_runner_rule_names_the_runners_namespace() -> None:
+    """A podSelector alone selects pods of the policy's namespace: a Prefect job elsewhere would be dropped."""
+    base = CONFIGS["gke-example"]
+    k = base.platform.kubernetes.model_copy(update={"runner_namespace": "prefect"})
+    config = base.model_copy(update={"platform": base.platform.model_copy(update={"in_cluster": True, "kubernetes": k})})
+    rule = mf.locust_network_policy(config, "r1")["spec"]["ingress"][-1]
+    assert rule["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "prefect"}},
+                             "podSelector": {"matchLabels": {mf.RUNNER_LABEL: "true"}}}]

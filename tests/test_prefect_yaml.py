@@ -104,3 +104,15 @@ def test_in_cluster_example_runner_may_drive_the_locust_master():
     web_peers = [peer["podSelector"]["matchLabels"] for rule in policy["spec"]["ingress"] for peer in rule["from"]
                  if any(p["port"] == mf.LOCUST_WEB_PORT for p in rule["ports"])]
     assert any(set(peer.items()) <= set(job_labels.items()) for peer in web_peers)
+
+
+def test_in_cluster_example_writes_reports_where_they_outlive_the_pod():
+    """The job's own disk dies with it: the reports go to the volume prefect-job.yaml mounts."""
+    from nightcap.platforms.runner_manifests import REPORTS_MOUNT
+
+    example = _in_cluster_example()
+    assert example["parameters"]["out"].startswith(REPORTS_MOUNT + "/")
+    job = yaml.safe_load((PREFECT_YAML.parent / "k8s" / "prefect-job.yaml").read_text())
+    mounts = job["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+    assert {"name": "reports", "mountPath": REPORTS_MOUNT} in mounts
+    assert job["spec"]["template"]["metadata"]["labels"]["nightcap.io/runner"] == "true"

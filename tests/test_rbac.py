@@ -13,7 +13,9 @@ RBAC_YAML = Path(__file__).resolve().parents[1] / "deployments" / "k8s" / "rbac.
 
 
 def _granted(kind: str) -> set[tuple[str, str, str]]:
-    docs = [d for d in yaml.safe_load_all(RBAC_YAML.read_text()) if d and d["kind"] == kind]
+    """What the runner's Role (or ClusterRole) grants; the Prefect worker's Role is its own."""
+    docs = [d for d in yaml.safe_load_all(RBAC_YAML.read_text()) if d and d["kind"] == kind
+            and d["metadata"]["name"].startswith("nightcap-")]
     return {(g, r, v) for d in docs for rule in d["rules"] for g in rule["apiGroups"] for r in rule["resources"]
             for v in rule["verbs"]}
 
@@ -37,3 +39,12 @@ def test_request_paths_map_to_rbac_terms() -> None:
     assert rbac_access("GET", "/api/v1/nodes") == ("", "nodes", "list")
     assert rbac_access("DELETE", "/api/v1/namespaces/ns/secrets/k") == ("", "secrets", "delete")
     assert rbac_access("GET", "/apis/metrics.k8s.io/v1beta1/namespaces/ns/pods") == ("metrics.k8s.io", "pods", "list")
+
+
+def test_the_prefect_worker_may_run_jobs_but_not_read_secrets() -> None:
+    docs = [d for d in yaml.safe_load_all(RBAC_YAML.read_text()) if d]
+    (worker,) = [d for d in docs if d["kind"] == "Role" and d["metadata"]["name"] == "prefect-worker"]
+    granted = {(g, r, v) for rule in worker["rules"] for g in rule["apiGroups"] for r in rule["resources"]
+               for v in rule["verbs"]}
+    assert ("batch", "jobs", "create") in granted and ("", "pods/log", "get") in granted
+    assert not any(r == "secrets" for _, r, _ in granted)

@@ -27,6 +27,12 @@ LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 API_KEY_VAR = "NIGHTCAP_API_KEY"  # the variable holding the key in the Locust processes' environment
 
 
+class GeneratorError(LoadError):
+    """The load generator failed (its processes, its pods, its workers), not the target: never a candidate's
+    answer. In a cluster it wraps the Locust pods' rollout failures, "no room" included, so tuning cannot
+    record a Locust pod that does not fit as a model pod size that does not fit."""
+
+
 class Generator(Protocol):
     """The load side: local processes or pods in a cluster."""
 
@@ -122,7 +128,8 @@ def start_generator(config: Config, run_id: str, workers: int, payloads: list[by
 
     In the cluster they reuse the platform's API client (same credentials, same namespace, same run labels),
     and send to the Service's DNS name; local processes send to `platform.service_url`. A generator that
-    fails to start is stopped before the error propagates (pods created, processes spawned).
+    fails to start is stopped before the error propagates (pods created, processes spawned), as a
+    `GeneratorError`.
     """
     t = config.target
     gen: Any
@@ -141,10 +148,12 @@ def start_generator(config: Config, run_id: str, workers: int, payloads: list[by
                           worker_cpu=config.load.worker_cpu, key_source_var=t.api_key_env)
     try:
         gen.start()
-    except BaseException:
+    except BaseException as exc:
         try:
             gen.stop()
-        except Exception as exc:
-            logging.getLogger(__name__).warning("cleaning up the load generator that failed to start: %s", exc)
+        except Exception as stop_exc:
+            logging.getLogger(__name__).warning("cleaning up the load generator that failed to start: %s", stop_exc)
+        if isinstance(exc, Exception) and not isinstance(exc, GeneratorError):
+            raise GeneratorError(f"the load generator did not start ({config.generator_site}): {exc}") from exc
         raise
     return gen

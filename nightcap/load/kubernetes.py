@@ -5,7 +5,9 @@ the flow only talks to the master's HTTP API: through the Service when it runs i
 port-forward to the master pod when it runs outside. Same locustfile and environment contract as the local
 Locust (`nightcap/load/locustfile.py`); the API key travels in a Secret read only by the workers, so it is
 never in a manifest, a ConfigMap or a log. The Secret is owned by the master Deployment (garbage collection
-removes it with the master) and is also deleted by name when the generator stops.
+removes it with the master) and is also deleted by name when the generator stops. The run's record in the
+cluster (`kube_lease`) covers the Locust objects too, so a sweep finds them if the runner dies. Every failure
+here is the generator's (`GeneratorError`): a Locust pod without room is not a model pod size without room.
 """
 
 from __future__ import annotations
@@ -19,12 +21,15 @@ import httpx
 from kubernetes import client as k8s
 
 from nightcap.config import Config
-from nightcap.load.base import API_KEY_VAR, LOCUSTFILE, locust_env, wait_for_workers
-from nightcap.load.driver import MasterClient
+from nightcap.load.base import API_KEY_VAR, LOCUSTFILE, GeneratorError, locust_env, wait_for_workers
+from nightcap.load.driver import LoadError, MasterClient
 from nightcap.platforms import manifests as mf
 from nightcap.platforms.base import PlatformError
 from nightcap.platforms import kube_client
 from nightcap.platforms.kube_client import MERGE_PATCH, Kube, KubeApiError, pod_ready
+from nightcap.platforms.kube_diagnosis import LOCUST_KEYS
+from nightcap.platforms.kube_lease import RunLease, hold_lease
+from nightcap.platforms.manifests_locust import runner_namespace
 from nightcap.platforms.port_forward import PortForward, open_pod_socket
 
 if TYPE_CHECKING:
@@ -66,6 +71,7 @@ class KubernetesLocust:
         self._client: MasterClient | None = None
         self._worker_pods: dict[str, int] = {}  # worker pod -> restarts, as last seen ready
         self._connected: set[str] = set()  # worker ids the master counted at the last wait
+        self.lease: RunLease | None = None
 
     def _payload_text(self, payloads: list[bytes]) -> str:
         kept, size = [], 0
@@ -85,6 +91,9 @@ class KubernetesLocust:
         master counts every worker (ready pods are not connected workers: see `wait_for_workers`)."""
         timeout = timeout_s or self.config.platform.ready_timeout_s
         c, r = self.config, self.run_id
+        if self.lease is None:
+            self.lease, _ = hold_lease(self.kube, c, r, r, self.clock)
+        since = self.clock.time()
         self.kube.create(mf.locust_configmap(c, r, self._files), r)
         self.kube.create(mf.locust_network_policy(c, r), r)  # before the master: it never runs unguarded
         master = self.kube.create(mf.locust_master_deployment(c, r, self._env), r)  # sends nothing: no key
@@ -93,20 +102,35 @@ class KubernetesLocust:
             self.kube.create(mf.api_key_secret(c, r, self.api_key, owner), r)
         self.kube.create(mf.locust_master_service(c, r), r)
         self.kube.create(mf.locust_worker_deployment(c, r, self.workers, self._env, self._secret_env), r)
-        self.kube.wait_rollout(self.master_name, 1, timeout, "start the Locust master",
-                               self._selector(mf.LOCUST_MASTER), self.poll_s)
-        self.kube.wait_rollout(self.worker_name, self.workers, timeout, f"start {self.workers} Locust worker(s)",
-                               self._selector(mf.LOCUST_WORKER), self.poll_s)
+        self._rollout(self.master_name, 1, timeout, "start the Locust master", mf.LOCUST_MASTER, since)
+        self._rollout(self.worker_name, self.workers, timeout, f"start {self.workers} Locust worker(s)",
+                      mf.LOCUST_WORKER, since)
         self._wait_connected(timeout)
         self._worker_pods = self._worker_snapshot()
+
+    def _rollout(self, name: str, replicas: int, timeout_s: float, action: str, component: str,
+                 since: float | None = None) -> None:
+        try:
+            self.kube.wait_rollout(name, replicas, timeout_s, action, self._selector(component), self.poll_s,
+                                   since=since, keys=LOCUST_KEYS)
+        except PlatformError as exc:  # NoRoomForPods included: the Locust pods', not the model's
+            raise GeneratorError(f"the load generator's pods: {exc}") from exc
 
     def _wait_connected(self, timeout_s: float, joined: int = 0) -> None:
         """Until the master counts every worker; with `joined`, that many not connected at the last wait (the
         controller replaces a dead worker on its own, so the replacement may have joined already)."""
-        self._connected = wait_for_workers(
-            self.client, self.workers, timeout_s, joined_since=self._connected if joined else None, joined=joined,
-            clock=self.clock, poll_s=self.poll_s, request_timeout_s=5.0,
-            where=f"kubectl logs -n {self.namespace} -l {mf.COMPONENT}={mf.LOCUST_WORKER}")
+        where = f"kubectl logs -n {self.namespace} -l {mf.COMPONENT}={mf.LOCUST_WORKER}"
+        if self.config.platform.in_cluster:
+            runner_ns = runner_namespace(self.config)
+            where += (f"; if the master's web API never answered, this pod may not be the runner its NetworkPolicy "
+                      f"admits: it needs the label {mf.RUNNER_LABEL}=true and namespace {runner_ns} "
+                      "(platform.kubernetes.runner_namespace)")
+        try:
+            self._connected = wait_for_workers(
+                self.client, self.workers, timeout_s, joined_since=self._connected if joined else None,
+                joined=joined, clock=self.clock, poll_s=self.poll_s, request_timeout_s=5.0, where=where)
+        except LoadError as exc:
+            raise GeneratorError(str(exc)) from exc
 
     # --- what StepRunner and the stages drive (nightcap.load.base.Generator) -----------------------------------
 
@@ -141,8 +165,8 @@ class KubernetesLocust:
         if not replaced:
             return 0
         timeout = timeout_s or self.config.platform.ready_timeout_s
-        self.kube.wait_rollout(self.worker_name, self.workers, timeout, f"replace {replaced} dead Locust worker(s)",
-                               self._selector(mf.LOCUST_WORKER), self.poll_s)
+        self._rollout(self.worker_name, self.workers, timeout, f"replace {replaced} dead Locust worker(s)",
+                      mf.LOCUST_WORKER)
         self._wait_connected(timeout, joined=replaced)
         self._worker_pods = self._worker_snapshot()
         return replaced
@@ -169,10 +193,11 @@ class KubernetesLocust:
         return open_pod_socket(self.kube.api, self.namespace, pod, port)
 
     def scale_workers(self, n: int) -> None:
+        since = self.clock.time()
         self.kube.patch_deployment(self.worker_name, {"spec": {"replicas": n}}, MERGE_PATCH)
         self.workers = n
-        self.kube.wait_rollout(self.worker_name, n, self.config.platform.ready_timeout_s,
-                               f"scale Locust workers to {n}", self._selector(mf.LOCUST_WORKER), self.poll_s)
+        self._rollout(self.worker_name, n, self.config.platform.ready_timeout_s, f"scale Locust workers to {n}",
+                      mf.LOCUST_WORKER, since)
         self._wait_connected(self.config.platform.ready_timeout_s)
         self._worker_pods = self._worker_snapshot()
 
@@ -218,6 +243,12 @@ class KubernetesLocust:
                 errors.append(str(exc))
         if not errors:
             errors += self._wait_gone((self.worker_name, self.master_name))
+        lease, self.lease = self.lease, None
+        if lease is not None and not errors:  # with objects left, the record stays for a sweep to find them
+            try:
+                lease.release()
+            except PlatformError as exc:
+                errors.append(str(exc))
         if errors:
             raise PlatformError("stopping the Locust cluster left objects behind: " + " | ".join(errors))
 

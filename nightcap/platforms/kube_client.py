@@ -11,14 +11,19 @@ Design choices, and why:
   the selector still cannot make teardown touch anything else. Secrets alone are deleted by name: listing
   them would read every Secret in the namespace.
 - Waiting ("rollout status") reads the Deployment: observedGeneration caught up, `updatedReplicas` (the pods
-  of the new ReplicaSet) equal to the desired count and all of them ready, and no old pods left. On timeout
-  `kube_diagnosis` says why from the pods and events (ImagePullBackOff, FailedScheduling, probe failures...).
+  of the new ReplicaSet) equal to the desired count and all of them ready, and no old pods left. A
+  ProgressDeadlineExceeded condition ends the wait early only once the controller has observed this change
+  and only if it was written after it (one left from the previous candidate says nothing about this one). On
+  timeout `kube_diagnosis` says why from the pods and the events newer than the change.
+- A 403 is RBAC only when the server says the identity "cannot <verb> resource"; otherwise admission refused
+  the object (PodSecurity, ResourceQuota, LimitRange, a webhook), and the message says which and what to change.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -31,14 +36,17 @@ from kubernetes.client.exceptions import ApiException
 from nightcap.config import PlatformConfig
 from nightcap.platforms import manifests as mf
 from nightcap.platforms.base import NoRoomForPods, PlatformError
-from nightcap.platforms.kube_diagnosis import NO_ROOM, diagnose
-from nightcap.platforms.kube_metrics import PodUsage, pod_usage
+from nightcap.platforms.kube_diagnosis import NO_ROOM, admission_hint, diagnose
+from nightcap.platforms.kube_metrics import PodUsage, pod_usage, timestamp
 
 log = logging.getLogger(__name__)
 
 TRANSIENT_STATUSES = {429, 500, 502, 503, 504}
 JSON_PATCH = "application/json-patch+json"
 MERGE_PATCH = "application/merge-patch+json"
+ZONE_LABEL = "topology.kubernetes.io/zone"
+_RBAC_DENIAL = re.compile(r"cannot [\w-]+ resource")
+
 
 class KubeApiError(PlatformError):
     """A permanent (or exhausted) API failure; `status` is the HTTP code, 0 when the server never answered."""
@@ -149,6 +157,8 @@ class Kube:
         head = f"{verb} {what} {where} failed ({status})"
         if status == 401:
             return f"{head}: the credentials were refused ({message}); check platform.context or the token"
+        if status == 403 and message and not _RBAC_DENIAL.search(message):
+            return f"{head}: refused by admission: {message}. {admission_hint(message)}"
         if status == 403:
             group = resource.split(".", 1)[1] if "." in resource else "\"\" (core)"
             plural = resource.split(".", 1)[0]
@@ -201,6 +211,8 @@ class Kube:
                                         h.patch_namespaced_horizontal_pod_autoscaler),
             "NetworkPolicy": ("networkpolicies.networking.k8s.io", n.create_namespaced_network_policy,
                               n.read_namespaced_network_policy, n.patch_namespaced_network_policy),
+            # created only as a dry run (preflight): admission judges Pods, not Deployments
+            "Pod": ("pods", c.create_namespaced_pod, c.read_namespaced_pod, c.patch_namespaced_pod),
         }
         return table[kind]
 
@@ -256,16 +268,29 @@ class Kube:
         return self.call("list", "events", None, self.core.list_namespaced_event, self.namespace).get("items", [])
 
     def node_counts(self) -> dict[str, int]:
-        data = self.call("list", "nodes", None, self.core.list_node)
         counts: dict[str, int] = {}
-        for node in data.get("items", []):
+        for node in self.nodes():
             pool = (node.get("metadata", {}).get("labels") or {}).get(mf.NODE_POOL_LABEL, "(no pool label)")
             counts[pool] = counts.get(pool, 0) + 1
         return counts
 
-    def delete_labelled(self, selector: dict[str, str]) -> list[str]:
+    def nodes(self) -> list[dict[str, Any]]:
+        return self.call("list", "nodes", None, self.core.list_node).get("items", [])
+
+    def node_zones(self, pool: str) -> dict[str, int]:
+        """Nodes of one node pool per zone (`topology.kubernetes.io/zone`)."""
+        zones: dict[str, int] = {}
+        for node in self.nodes():
+            labels = node.get("metadata", {}).get("labels") or {}
+            if labels.get(mf.NODE_POOL_LABEL) == pool:
+                zone = labels.get(ZONE_LABEL, "(no zone label)")
+                zones[zone] = zones.get(zone, 0) + 1
+        return zones
+
+    def delete_labelled(self, selector: dict[str, str], records: bool = True) -> list[str]:
         """Delete every HPA, Deployment, Service, ConfigMap and NetworkPolicy carrying all `selector` labels;
-        return resource/name of each."""
+        return resource/name of each. `records=False` keeps the run's record (its lease and node-pool originals),
+        which must outlive everything else until the node pool is restored."""
         deleted: list[str] = []
         errors: list[str] = []
         c, a, h, n = self.core, self.apps, self.autoscaling, self.networking
@@ -287,6 +312,8 @@ class Kube:
             for item in items:
                 if not has_labels(item, selector):
                     continue  # the server ignored the selector: never delete what is not ours
+                if not records and ((item.get("metadata") or {}).get("labels") or {}).get(mf.COMPONENT) == mf.RUN_RECORD:
+                    continue
                 name = item["metadata"]["name"]
                 try:
                     self.call("delete", resource, name, delete_fn, name, self.namespace,
@@ -302,21 +329,37 @@ class Kube:
     # --- rollout -----------------------------------------------------------------------------------------
 
     def wait_rollout(self, name: str, replicas: int, timeout_s: float, action: str, selector: dict[str, str],
-                     poll_s: float) -> dict[str, Any]:
+                     poll_s: float, since: float | None = None, keys: dict[str, str] | None = None) -> dict[str, Any]:
+        """Until the rollout is done; `since` is when the change was sent (epoch seconds on this clock, default
+        now): only a stall and events after it are this change's. `keys` names the config keys in the hints."""
+        since = self.clock.time() if since is None else since
         deadline = self.clock.monotonic() + timeout_s
         while True:
             dep = self.get_deployment(name)
             if rollout_done(dep, replicas):
                 return dep
-            stalled = any(c.get("type") == "Progressing" and c.get("reason") == "ProgressDeadlineExceeded"
-                          for c in (dep.get("status") or {}).get("conditions") or [])
-            if stalled or self.clock.monotonic() >= deadline:
-                message, causes = diagnose(self, dep, replicas, timeout_s, action, selector)
+            if stalled(dep, since) or self.clock.monotonic() >= deadline:
+                message, causes = diagnose(self, dep, replicas, timeout_s, action, selector, since, keys)
                 room = [text for reason in NO_ROOM for text in causes.get(reason, [])]
-                if room:
+                if room and "Placement" not in causes:
                     raise NoRoomForPods(message, room[0].split(": ", 1)[-1])
                 raise PlatformError(message)
             self.clock.sleep(poll_s)
+
+
+def stalled(dep: dict[str, Any], since: float) -> bool:
+    """ProgressDeadlineExceeded for this change: the controller has observed the current generation, and the
+    condition was updated after the change was sent (when the server says when)."""
+    generation = (dep.get("metadata") or {}).get("generation")
+    st = dep.get("status") or {}
+    if generation is not None and (st.get("observedGeneration") or 0) < generation:
+        return False
+    for c in st.get("conditions") or []:
+        if c.get("type") == "Progressing" and c.get("reason") == "ProgressDeadlineExceeded":
+            when = timestamp(c.get("lastUpdateTime") or c.get("lastTransitionTime"))
+            if when is None or when >= since:
+                return True
+    return False
 
 
 def rollout_done(dep: dict[str, Any], replicas: int) -> bool:
@@ -343,41 +386,3 @@ def has_labels(obj: dict[str, Any], selector: dict[str, str]) -> bool:
 def pod_ready(pod: dict[str, Any]) -> bool:
     return any(c.get("type") == "Ready" and c.get("status") == "True"
                for c in (pod.get("status") or {}).get("conditions") or [])
-
-
-def cleanup_run(api_client: k8s.ApiClient, namespace: str, run_id: str, clock: Any = time) -> list[str]:
-    """Delete the objects of one (dead) run by its labels; return `resource/name` of each deleted."""
-    kube = Kube(api_client, namespace, clock=clock)
-    return (kube.delete_labelled(mf.run_selector(run_id))
-            + kube.delete_secret(mf.locust_name(run_id, "key"), mf.run_selector(run_id)))
-
-
-def cleanup_dead_runs(api_client: k8s.ApiClient, namespace: str, live_run_ids: list[str] | set[str],
-                      clock: Any = time) -> list[str]:
-    """Delete nightcap objects whose run-id label is not a live run's; return `resource/name` of each deleted.
-
-    Objects without a run-id label, or not managed by nightcap, are never touched.
-    """
-    kube = Kube(api_client, namespace, clock=clock)
-    live = {mf.run_label(r) for r in live_run_ids}
-    dead: set[str] = set()
-    c, a, h, n = kube.core, kube.apps, kube.autoscaling, kube.networking
-    managed = {mf.MANAGED_BY: mf.MANAGER}
-    for resource, list_fn in (("horizontalpodautoscalers.autoscaling", h.list_namespaced_horizontal_pod_autoscaler),
-                              ("deployments.apps", a.list_namespaced_deployment),
-                              ("services", c.list_namespaced_service),
-                              ("configmaps", c.list_namespaced_config_map),
-                              ("networkpolicies.networking.k8s.io", n.list_namespaced_network_policy)):
-        items = kube.call("list", resource, None, list_fn, namespace,
-                          label_selector=mf.selector_string(managed)).get("items", [])
-        for item in items:
-            labels = (item.get("metadata") or {}).get("labels") or {}
-            run = labels.get(mf.RUN_ID)
-            if labels.get(mf.MANAGED_BY) == mf.MANAGER and run and run not in live:
-                dead.add(run)
-    deleted: list[str] = []
-    for run in sorted(dead):
-        selector = {mf.MANAGED_BY: mf.MANAGER, mf.RUN_ID: run}
-        deleted += kube.delete_labelled(selector)
-        deleted += kube.delete_secret(mf.locust_name(run, "key"), selector)  # the label is the run id
-    return deleted

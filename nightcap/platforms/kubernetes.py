@@ -1,7 +1,10 @@
 """The model as a Deployment + Service in one namespace: the `Platform` on Kubernetes (+ GKE node pools).
 
 API access (retries, errors, objects by label, rollout waits) is `kube_client.Kube`; the way in from outside
-the cluster is `port_forward`; what is created is `manifests`.
+the cluster is `port_forward`; what is created is `manifests`. Before its first object the run writes its
+record in the cluster (`kube_lease`) and sweeps the namespace for dead runs (`kube_sweep`); the node pool's
+original settings go into that record before the pool is changed. Teardown deletes the run's objects, then
+restores the pool, then deletes the record: a runner killed at any point leaves what the next run needs.
 """
 
 from __future__ import annotations
@@ -14,10 +17,12 @@ from typing import TYPE_CHECKING, Any
 from kubernetes import client as k8s
 
 from nightcap.config import Config
-from nightcap.platforms import manifests as mf
+from nightcap.platforms import kube_pods, manifests as mf
 from nightcap.platforms.base import AutoscaleStatus, HpaSpec, Observation, PlatformError, PodSpec, ReplicaSample
 from nightcap.platforms import kube_client
 from nightcap.platforms.kube_client import MERGE_PATCH, JSON_PATCH, Kube, KubeApiError, pod_ready
+from nightcap.platforms.kube_lease import RunLease, hold_lease, prefect_flow_run_state
+from nightcap.platforms.kube_node_pools import NodePoolControl
 from nightcap.platforms.kube_metrics import PodUsage, timestamp
 from nightcap.platforms.port_forward import PortForward, open_pod_socket
 from nightcap.quantities import QuantityError, parse_cpu, parse_memory
@@ -29,7 +34,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class KubernetesPlatform:
+class KubernetesPlatform(NodePoolControl):
     """`Platform` on a Kubernetes namespace: one Deployment + Service per run, an HPA when asked."""
 
     kind = "kubernetes"
@@ -38,10 +43,13 @@ class KubernetesPlatform:
     poll_s = 2.0  # rollout polling period
 
     def __init__(self, config: Config, run_id: str, api_client: k8s.ApiClient | None = None,
-                 node_pools: "GkeNodePools | None" = None, clock: Any = time, registry: "RunRegistry | None" = None):
+                 node_pools: "GkeNodePools | None" = None, clock: Any = time, registry: "RunRegistry | None" = None,
+                 flow_run_state: Any = None, restore_pool: Any = None):
         """`node_pools`: injected, or built on first use from platform.gke when autoscale.nodes is set.
-        `registry`: where the namespace/run id and the pool's original autoscaling are recorded before they
-        are touched, so `nightcap cleanup` can undo them if this process dies."""
+        `registry`: where the namespace/run id and the pool's original autoscaling are recorded locally too (a
+        runner outside the cluster keeps its disk); the run's record in the cluster is `self.lease`.
+        `flow_run_state`, `restore_pool`: what the start-of-run sweep asks Prefect and how it restores a dead
+        run's pool (`kube_sweep`; defaults: Prefect's API when loaded, the GKE API)."""
         self.config = config
         self.registry = registry
         self.run_id = run_id
@@ -61,6 +69,12 @@ class KubernetesPlatform:
         self._hpa = False
         self._nodes_on = False
         self._said: set[str] = set()
+        # the run whose record covers this platform's objects (a canary's platform shares its run's record)
+        self.lease_run = registry.record.run_id if registry is not None else run_id
+        self.lease: RunLease | None = None
+        self.flow_run_state = flow_run_state
+        self.restore_pool = restore_pool
+        self.swept: list[str] = []  # what the start-of-run sweep did
 
     # --- addresses ---------------------------------------------------------------------------------------
 
@@ -98,15 +112,37 @@ class KubernetesPlatform:
             record = {"namespace": self.namespace, "run_id": self.run_id, "context": self.config.platform.context,
                       "in_cluster": self.config.platform.in_cluster}
             self.registry.update(lambda r: setattr(r, "kubernetes", record))
+        self.hold_lease()
         self._spec, self._replicas = spec, replicas
+        since = self.clock.time()
         self.kube.create(mf.model_deployment(self.config, self.run_id, spec, replicas), self.run_id)
         self.kube.create(mf.model_service(self.config, self.run_id), self.run_id)
-        self._wait(replicas, "deploy")
+        self._wait(replicas, "deploy", since)
+
+    def hold_lease(self) -> None:
+        """Write the run's record (its lease) before any object; when the run starts here, sweep the namespace
+        for dead runs first (a sweep that fails is said, never fatal: this run's own objects are not at stake)."""
+        if self.lease is not None:
+            return
+        self.lease, first = hold_lease(self.kube, self.config, self.lease_run, self.run_id, self.clock)
+        if not first:
+            return
+        from nightcap.platforms.kube_sweep import sweep_namespace
+
+        try:
+            self.swept = sweep_namespace(self.kube, clock=self.clock,
+                                         flow_run_state=self.flow_run_state or prefect_flow_run_state,
+                                         restore_pool=self.restore_pool or _restore_recorded, spare=set(self.lease.runs),
+                                         grace_s=max(600.0, self.config.platform.kubernetes.lease_s))
+        except PlatformError as exc:
+            self.swept = [f"the namespace sweep for dead runs failed: {exc}"]
+        self.notes.extend(f"start-of-run sweep: {line}" for line in self.swept)
 
     def scale(self, replicas: int) -> None:
+        since = self.clock.time()
         self.kube.patch_deployment(self.name, {"spec": {"replicas": replicas}}, MERGE_PATCH)
         self._replicas = replicas
-        self._wait(replicas, f"scale to {replicas}")
+        self._wait(replicas, f"scale to {replicas}", since)
 
     def set_resources(self, spec: PodSpec) -> None:
         """Replace the whole container (a JSON patch), so a removed limit is really removed."""
@@ -115,14 +151,16 @@ class KubernetesPlatform:
             {"op": "test", "path": "/spec/template/spec/containers/0/name", "value": mf.MODEL},
             {"op": "replace", "path": "/spec/template/spec/containers/0", "value": container},
         ]
+        since = self.clock.time()
         self.kube.patch_deployment(self.name, body, JSON_PATCH)
         self._spec = spec
         self._wait(self._replicas, f"set resources (cpu={spec.cpu}, memory={spec.memory}, "
-                                   f"concurrency={spec.concurrency})")
+                                   f"concurrency={spec.concurrency})", since)
 
-    def _wait(self, replicas: int, action: str) -> None:
-        self.kube.wait_rollout(self.name, replicas, self.config.platform.ready_timeout_s, action, self.selector,
-                               self.poll_s)
+    def _wait(self, replicas: int, action: str, since: float) -> None:
+        """Scheduling and pulls (platform.ready_timeout_s) plus the model's load (target.startup_timeout_s)."""
+        self.kube.wait_rollout(self.name, replicas, kube_pods.rollout_timeout_s(self.config), action, self.selector,
+                               self.poll_s, since=since)
 
     # --- observation -------------------------------------------------------------------------------------
 
@@ -153,11 +191,17 @@ class KubernetesPlatform:
                                                  if intervals else "")
         obs.pending = sum(1 for r in obs.replicas if r.phase == "Pending")
         try:
-            obs.nodes = self.kube.node_counts()
+            obs.nodes = self._pool_nodes()
         except KubeApiError as exc:
             self._note("nodes", f"node counts unavailable: {exc}", obs.events)
         obs.events.extend(self._new_events())
         return obs
+
+    def _pool_nodes(self) -> dict[str, int]:
+        """Nodes of the model's pool only, when it is known: another pool's scale-up is not this run's."""
+        counts = self.kube.node_counts()
+        pool = kube_pods.model_pool(self.config)
+        return {pool: counts.get(pool, 0)} if pool else counts
 
     def _sample(self, pod: dict[str, Any], usage: PodUsage | None, metrics: bool) -> ReplicaSample:
         name = pod["metadata"]["name"]
@@ -238,48 +282,6 @@ class KubernetesPlatform:
         if nodes and not self._nodes_on:
             self.enable_node_autoscaling(int(nodes.get("min", 1)), int(nodes.get("max", 3)))
 
-    def _pools(self) -> "GkeNodePools | None":
-        if self.node_pools is None and self.config.platform.gke is not None:
-            from nightcap.platforms.gke import GkeNodePools
-
-            self.node_pools = GkeNodePools(self.config.platform.gke, clock=self.clock)
-        if self.node_pools is not None and getattr(self.node_pools, "node_count", False) is None:
-            pool = self.config.platform.gke.node_pool if self.config.platform.gke else None
-            self.node_pools.node_count = lambda: self.kube.node_counts().get(pool or "", 0)  # type: ignore[union-attr]
-        if self.node_pools is not None and self.registry is not None and hasattr(self.node_pools, "on_original"):
-            if self.node_pools.on_original is None:
-                self.node_pools.on_original = self._record_pool
-                self.node_pools.on_restored = self._forget_pool
-        return self.node_pools
-
-    def _record_pool(self, record: dict[str, Any]) -> None:
-        assert self.registry is not None
-        self.registry.update(lambda r: r.node_pools.append(record))
-
-    def _forget_pool(self) -> None:
-        assert self.registry is not None and self.node_pools is not None
-        name = self.node_pools.pool_name  # type: ignore[union-attr]
-        self.registry.update(lambda r: r.node_pools.__setitem__(
-            slice(None), [p for p in r.node_pools if p.get("name") != name]))
-
-    def enable_node_autoscaling(self, min_nodes: int, max_nodes: int) -> None:
-        """Turn on the GKE node pool's autoscaling (platform.gke); its original settings are recorded first."""
-        pools = self._pools()
-        if pools is None:
-            if "nodes-no-gke" not in self._said:
-                self._said.add("nodes-no-gke")
-                self.notes.append("autoscale.nodes is set but platform.gke is not: node-pool autoscaling was "
-                                  "not changed")
-            return
-        pools.set_autoscaling(True, int(min_nodes), int(max_nodes))
-        self._nodes_on = True
-
-    def restore_node_autoscaling(self) -> None:
-        """Put the node pool's autoscaling back as found (a no-op when nothing was changed)."""
-        if self.node_pools is not None:
-            self.node_pools.restore()
-        self._nodes_on = False
-
     def autoscaling_status(self) -> AutoscaleStatus:
         h = self.kube.autoscaling
         data = self.kube.call("get", "horizontalpodautoscalers.autoscaling", self.name,
@@ -288,9 +290,7 @@ class KubernetesPlatform:
         dep = self.kube.get_deployment(self.name)
         pods = self.kube.pods(self.selector)
         try:
-            counts = self.kube.node_counts()
-            pool = self.config.platform.gke.node_pool if self.config.platform.gke else None
-            nodes: int | None = counts.get(pool, 0) if pool else sum(counts.values())
+            nodes: int | None = sum(self._pool_nodes().values())
         except KubeApiError:
             nodes = None
         current = int(st.get("currentReplicas") or 0)
@@ -307,35 +307,32 @@ class KubernetesPlatform:
         )
 
     def disable_autoscaling(self) -> None:
+        """Delete the HPA; the node pool stays as the stage left it until `restore_node_autoscaling`, which runs
+        after the Deployment is scaled back (a resize must not remove nodes that still run the stage's pods)."""
         h = self.kube.autoscaling
-        errors = []
         try:
             self.kube.call("delete", "horizontalpodautoscalers.autoscaling", self.name,
                            h.delete_namespaced_horizontal_pod_autoscaler, self.name, self.namespace)
         except KubeApiError as exc:
             if exc.status != 404:
-                errors.append(str(exc))
-        self._hpa = False
-        try:
-            self.restore_node_autoscaling()
-        except PlatformError as exc:
-            errors.append(str(exc))
+                raise PlatformError(str(exc)) from None
+        finally:
+            self._hpa = False
         try:
             replicas = (self.kube.get_deployment(self.name).get("spec") or {}).get("replicas")
             self._replicas = int(replicas if replicas is not None else self._replicas)
         except KubeApiError:
             pass
-        if errors:
-            raise PlatformError("; ".join(errors))
 
     def teardown(self) -> None:
-        """Delete every object of this run by label (and nothing else); restore the node pool. Idempotent."""
+        """Delete every object of this run by label (and nothing else), then restore the node pool, then delete
+        the run's record in the cluster (kept, marked released, while a pool is left to restore). Idempotent."""
         errors = []
         if self._forward is not None:
             self._forward.close()
             self._forward = None
         try:
-            deleted = self.kube.delete_labelled(mf.run_selector(self.run_id))
+            deleted = self.kube.delete_labelled(mf.run_selector(self.run_id), records=False)
             deleted += self.kube.delete_secret(mf.locust_name(self.run_id, "key"), mf.run_selector(self.run_id))
             log.info("teardown of run %s deleted %s", self.run_id, deleted)
         except PlatformError as exc:
@@ -344,9 +341,21 @@ class KubernetesPlatform:
             self.restore_node_autoscaling()
         except PlatformError as exc:
             errors.append(str(exc))
+        lease, self.lease = self.lease, None
+        if lease is not None:
+            try:
+                lease.release()
+            except PlatformError as exc:
+                errors.append(str(exc))
         if errors:
             raise PlatformError(f"teardown of run {self.run_id} in namespace {self.namespace} was incomplete: "
                                 + " | ".join(errors))
+
+
+def _restore_recorded(record: dict[str, Any]) -> None:
+    from nightcap.platforms.gke import restore_recorded
+
+    restore_recorded(record)
 
 
 def _limit(pod: dict[str, Any], key: str) -> float | None:

@@ -1,8 +1,9 @@
 """Kubernetes manifests nightcap creates, as plain dicts (pure: no API calls, no I/O).
 
 Every object carries `app.kubernetes.io/managed-by: nightcap` and `nightcap.io/run-id: <run>`, so teardown
-and `cleanup_dead_runs` can find exactly what a run created, by label, and nothing else. Names are short,
-deterministic per (target, run) and valid DNS-1035 labels (Services need that).
+and the namespace sweep (`kube_sweep`) find exactly what a run created, by label, and nothing else. Names are
+short, deterministic per (target, run) and valid DNS-1035 labels (Services need that). What every pod carries
+(security, placement, probes) is `kube_pods`; the Locust objects are `manifests_locust` (re-exported here).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import re
 from typing import Any
 
 from nightcap.config import Config
+from nightcap.platforms import kube_pods as pods
 from nightcap.platforms.base import HpaSpec, PodSpec
 from nightcap.quantities import format_cpu, format_memory
 
@@ -21,13 +23,14 @@ RUN_ID = "nightcap.io/run-id"
 NAME = "app.kubernetes.io/name"
 COMPONENT = "app.kubernetes.io/component"
 PART_OF = "app.kubernetes.io/part-of"
-NODE_POOL_LABEL = "cloud.google.com/gke-nodepool"
+NODE_POOL_LABEL = pods.NODE_POOL_LABEL
 RUNNER_LABEL = "nightcap.io/runner"  # on the pod the flow runs in, when it runs in the cluster
 
 MODEL = "model"
 LOCUST_MASTER = "locust-master"
 LOCUST_WORKER = "locust-worker"
 LOCUST_FILES = "locust-files"
+RUN_RECORD = "run-record"  # the run's lease and node-pool record in the cluster (kube_lease)
 
 LOCUST_WEB_PORT = 8089
 LOCUST_MASTER_PORT = 5557
@@ -139,15 +142,9 @@ def model_container(config: Config, spec: PodSpec) -> Manifest:
         "image": config.target.image,
         "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}],
         "env": [{"name": k, "value": fill(v, port, spec.concurrency)} for k, v in env.items()],
-        "readinessProbe": {
-            "httpGet": {"path": config.target.ready_path, "port": "http"},
-            "periodSeconds": 2,
-            "timeoutSeconds": 2,
-            "failureThreshold": 3,
-            "successThreshold": 1,
-        },
+        **pods.model_probes(config),
         "resources": resources(spec.cpu, spec.memory),
-        "securityContext": {"allowPrivilegeEscalation": False},
+        "securityContext": pods.container_security(),
     }
     if argv is not None:
         container["command"] = [fill(a, port, spec.concurrency) for a in argv]
@@ -164,7 +161,7 @@ def model_deployment(config: Config, run_id: str, spec: PodSpec, replicas: int) 
         "spec": {
             "replicas": replicas,
             "revisionHistoryLimit": 2,
-            "progressDeadlineSeconds": max(int(config.platform.ready_timeout_s), 30),
+            "progressDeadlineSeconds": max(int(pods.rollout_timeout_s(config)), 30),
             "selector": {"matchLabels": pod_selector(run_id, MODEL)},
             # A new pod size replaces the old pods rather than surging beside them: between tuning candidates
             # nothing is measured, and a surge pod needs room a full node pool does not have.
@@ -172,12 +169,10 @@ def model_deployment(config: Config, run_id: str, spec: PodSpec, replicas: int) 
             "template": {
                 "metadata": {"labels": lab},
                 "spec": {
-                    "automountServiceAccountToken": False,
+                    **pods.common_pod_spec(config),
                     "terminationGracePeriodSeconds": 10,
                     "containers": [model_container(config, spec)],
-                    # on the node pool whose size and autoscaling the run reads and changes
-                    **({"nodeSelector": {NODE_POOL_LABEL: config.platform.gke.node_pool}}
-                       if config.platform.gke else {}),
+                    **pods.model_placement(config),  # on the pool whose size and autoscaling the run changes
                 },
             },
         },
@@ -234,147 +229,23 @@ def hpa(config: Config, run_id: str, spec: HpaSpec) -> Manifest:
     }
 
 
-def locust_configmap(config: Config, run_id: str, files: dict[str, str]) -> Manifest:
-    """The locustfile (and payloads) mounted into master and workers."""
+def run_record(config: Config, run_id: str, data: dict[str, str]) -> Manifest:
+    """The run's record in the cluster (`kube_lease`): its lease, and the node pools' original settings."""
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": _meta(locust_name(run_id, "files"), config.platform.namespace,
-                          labels(config, run_id, LOCUST_FILES)),
-        "data": dict(files),
+        "metadata": _meta(f"nc-run-{short_run(run_id)}", config.platform.namespace,
+                          {**run_selector(run_id), NAME: "nightcap", COMPONENT: RUN_RECORD, PART_OF: "nightcap"}),
+        "data": dict(data),
     }
 
 
-def _locust_env(env: dict[str, str], secret_env: dict[str, tuple[str, str]] | None) -> list[Manifest]:
-    out: list[Manifest] = [{"name": k, "value": v} for k, v in sorted(env.items())]
-    for var, (secret, key) in sorted((secret_env or {}).items()):
-        out.append({"name": var, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}})
-    return out
-
-
-def _locust_pod(config: Config, run_id: str, component: str, args: list[str], env: dict[str, str],
-                secret_env: dict[str, tuple[str, str]] | None, ports: list[Manifest]) -> Manifest:
-    container: Manifest = {
-        "name": "locust",
-        "image": config.load.locust_image,
-        "args": ["-f", f"{LOCUST_MOUNT}/locustfile.py", *args],
-        "env": _locust_env(env, secret_env),
-        "volumeMounts": [{"name": "files", "mountPath": LOCUST_MOUNT, "readOnly": True}],
-        # One gevent process uses at most one core: request it, so "100% of a core" means generator-bound.
-        "resources": {"requests": {"cpu": "1", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
-        "securityContext": {"allowPrivilegeEscalation": False},
-    }
-    if ports:
-        container["ports"] = ports
-    return {
-        "metadata": {"labels": labels(config, run_id, component)},
-        "spec": {
-            "automountServiceAccountToken": False,
-            "terminationGracePeriodSeconds": 5,
-            "containers": [container],
-            "volumes": [{"name": "files", "configMap": {"name": locust_name(run_id, "files")}}],
-        },
-    }
-
-
-def locust_master_deployment(config: Config, run_id: str, env: dict[str, str]) -> Manifest:
-    """The master sends no request, so it never gets the API key (only the workers' pods reference it).
-
-    Its web API can start a swarm against any host. Outside the cluster the flow reaches it through a
-    port-forward, which arrives on the pod's loopback, so it listens on 127.0.0.1 only; in the cluster it
-    must listen on the pod's address, and `locust_network_policy` admits only the runner pod to it.
-    """
-    web_host = "0.0.0.0" if config.platform.in_cluster else "127.0.0.1"
-    args = ["--master", "--class-picker", "--web-host", web_host, "--web-port", str(LOCUST_WEB_PORT),
-            "--master-bind-port", str(LOCUST_MASTER_PORT), "--loglevel", "WARNING"]
-    ports = [{"name": "web", "containerPort": LOCUST_WEB_PORT, "protocol": "TCP"},
-             {"name": "master", "containerPort": LOCUST_MASTER_PORT, "protocol": "TCP"}]
-    template = _locust_pod(config, run_id, LOCUST_MASTER, args, env, None, ports)
-    # ready when workers can connect (the web API is polled by the flow itself: it waits for the workers)
-    template["spec"]["containers"][0]["readinessProbe"] = {
-        "tcpSocket": {"port": "master"}, "periodSeconds": 2, "failureThreshold": 3}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": _meta(locust_name(run_id, "master"), config.platform.namespace,
-                          labels(config, run_id, LOCUST_MASTER)),
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": pod_selector(run_id, LOCUST_MASTER)},
-            "strategy": {"type": "Recreate"},
-            "template": template,
-        },
-    }
-
-
-def locust_master_service(config: Config, run_id: str) -> Manifest:
-    """The workers' way to the master; the web port only for a runner in the cluster (else a port-forward)."""
-    ports = [{"name": "master", "port": LOCUST_MASTER_PORT, "targetPort": "master", "protocol": "TCP"}]
-    if config.platform.in_cluster:
-        ports.insert(0, {"name": "web", "port": LOCUST_WEB_PORT, "targetPort": "web", "protocol": "TCP"})
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": _meta(locust_name(run_id, "master"), config.platform.namespace,
-                          labels(config, run_id, LOCUST_MASTER)),
-        "spec": {
-            "type": "ClusterIP",
-            "selector": pod_selector(run_id, LOCUST_MASTER),
-            "ports": ports,
-        },
-    }
-
-
-def locust_network_policy(config: Config, run_id: str) -> Manifest:
-    """Who may reach the Locust master: this run's workers on the master port, and (in the cluster) the pod
-    labelled `nightcap.io/runner: "true"` on the web port. Every other pod in the cluster is refused.
-
-    A port-forward arrives on the pod's loopback, which network policies do not filter. Enforcement needs a
-    network-policy provider (GKE: Dataplane V2, or network policy enforcement turned on).
-    """
-    ingress: list[Manifest] = [{
-        "from": [{"podSelector": {"matchLabels": pod_selector(run_id, LOCUST_WORKER)}}],
-        "ports": [{"protocol": "TCP", "port": LOCUST_MASTER_PORT}],
-    }]
-    if config.platform.in_cluster:
-        ingress.append({"from": [{"podSelector": {"matchLabels": {RUNNER_LABEL: "true"}}}],
-                        "ports": [{"protocol": "TCP", "port": LOCUST_WEB_PORT}]})
-    return {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": _meta(locust_name(run_id, "master"), config.platform.namespace,
-                          labels(config, run_id, LOCUST_MASTER)),
-        "spec": {
-            "podSelector": {"matchLabels": pod_selector(run_id, LOCUST_MASTER)},
-            "policyTypes": ["Ingress"],
-            "ingress": ingress,
-        },
-    }
-
-
-def locust_worker_deployment(config: Config, run_id: str, workers: int, env: dict[str, str],
-                             secret_env: dict[str, tuple[str, str]] | None = None) -> Manifest:
-    args = ["--worker", "--master-host", locust_name(run_id, "master"), "--master-port", str(LOCUST_MASTER_PORT),
-            "--loglevel", "WARNING"]
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": _meta(locust_name(run_id, "worker"), config.platform.namespace,
-                          labels(config, run_id, LOCUST_WORKER)),
-        "spec": {
-            "replicas": workers,
-            "selector": {"matchLabels": pod_selector(run_id, LOCUST_WORKER)},
-            "template": _locust_pod(config, run_id, LOCUST_WORKER, args, env, secret_env, []),
-        },
-    }
-
-
-def api_key_secret(config: Config, run_id: str, key: str, owner: Manifest | None = None) -> Manifest:
-    """The target's API key for the Locust workers, owned by the master Deployment so GC removes it with it."""
-    meta = _meta(locust_name(run_id, "key"), config.platform.namespace, labels(config, run_id, LOCUST_WORKER))
-    if owner is not None:
-        meta["ownerReferences"] = [{
-            "apiVersion": "apps/v1", "kind": "Deployment", "name": owner["metadata"]["name"],
-            "uid": owner["metadata"]["uid"], "blockOwnerDeletion": False,
-        }]
-    return {"apiVersion": "v1", "kind": "Secret", "metadata": meta, "type": "Opaque", "stringData": {"api-key": key}}
+from nightcap.platforms.manifests_locust import (  # noqa: E402,F401  (they use the names and labels above)
+    LOCUST_RESOURCES,
+    api_key_secret,
+    locust_configmap,
+    locust_master_deployment,
+    locust_master_service,
+    locust_network_policy,
+    locust_worker_deployment,
+)

@@ -1,6 +1,6 @@
 """Every Kubernetes permission a run uses, in one table (pure: no client, no I/O).
 
-`deployments/k8s/rbac.yaml` grants exactly these (a test holds the two together), `nightcap preflight` asks
+`deployments/k8s/rbac.yaml` grants exactly these (`nightcap render` writes it from this table), `nightcap preflight` asks
 the API server about each one (SelfSubjectAccessReview) and prints the missing ones as rules to add, and the
 Kubernetes tests check that every request the code makes is one of them.
 """
@@ -37,7 +37,8 @@ RULES: tuple[Rule, ...] = (
     Rule("networking.k8s.io", "networkpolicies", OBJECT_VERBS, "who may reach the Locust master; as services"),
     Rule("", "secrets", ("create", "get", "patch", "delete"),
          "the target's API key for the Locust workers, by name only (never listed)"),
-    Rule("", "pods", ("get", "list"), "observe, rollout diagnosis, port-forward target"),
+    Rule("", "pods", ("create", "get", "list"),
+         "observe, rollout diagnosis, port-forward target; create only as preflight's dry run (admission judges Pods)"),
     Rule("", "pods/portforward", ("create", "get"), "reach the model and the Locust master from outside the cluster"),
     Rule("", "events", ("list",), "readiness probe failures, FailedScheduling in step rows"),
     Rule("metrics.k8s.io", "pods", ("get", "list"), "per-pod CPU and memory (metrics-server)"),

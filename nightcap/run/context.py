@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from nightcap.config import Config
-from nightcap.load.base import Generator, start_generator
+from nightcap.load.base import Generator, GeneratorError, start_generator
 from nightcap.platforms.base import Platform, PodSpec
 from nightcap.run.registry import RunRegistry
 from nightcap.results.stages import StageResults
@@ -82,9 +82,11 @@ class RunContext:
             if hasattr(gen, "scale_workers"):
                 try:
                     gen.scale_workers(workers)
-                except Exception:
+                except Exception as exc:
                     self.release_generator()
-                    raise
+                    if isinstance(exc, GeneratorError):
+                        raise
+                    raise GeneratorError(f"the load generator could not scale to {workers} worker(s): {exc}") from exc
             else:
                 self.release_generator()
                 gen = None
