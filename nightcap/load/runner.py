@@ -140,7 +140,8 @@ class StepRunner:
         span = (measured_from, time.time())
         try:
             raw = self.generator.client.window()
-            open_raw = self.generator.client.open_window() if with_open else None
+            # by arrival, once the window's arrivals came back (up to another window): its own, all of them
+            open_raw = self.generator.client.open_window(settle_s=window_s) if with_open else None
         except httpx.HTTPError as exc:
             raise LoadError(f"the Locust master stopped answering: {exc}") from None
         return raw, open_raw, self.generator.generator_cpu_pct(), samples, workers_before, span
