@@ -187,6 +187,7 @@ _OPEN_ZERO = {"planned": 0, "sent": 0, "late": 0, "dropped": 0, "completed": 0, 
               "latency_ms_sum": 0.0, "late_ms_max": 0.0, "in_flight_max": 0}
 _MAXIMA = ("late_ms_max", "in_flight_max")
 _epoch = 0  # the window arrivals planned now belong to (the master says which)
+_switched = (0.0, 0)  # when (perf_counter) this worker entered `_epoch`, and the epoch before it
 _tallies: dict[int, dict[str, Any]] = {}  # epoch -> counters since this worker's last report, with "ok_ms"
 _spans: dict[int, list[Any]] = {0: [time.time(), None]}  # epoch -> [entered, left] on this worker's clock
 _in_flight = 0  # this worker's open-loop requests in flight now (all its OpenLoopUsers)
@@ -202,13 +203,13 @@ def _tally(epoch: int) -> dict[str, Any]:
 
 def _enter_epoch(environment: Any, msg: Any) -> None:
     """The master started window `epoch`: arrivals planned from now on belong to it."""
-    global _epoch
+    global _epoch, _switched
     epoch, now = int(msg.data["epoch"]), time.time()
     if epoch == _epoch:
         return
     _spans.setdefault(_epoch, [now, None])[1] = now
     _spans[epoch] = [now, None]
-    _epoch = epoch
+    _epoch, _switched = epoch, (time.perf_counter(), _epoch)
     for old in sorted(_spans)[:-64]:  # an idle worker reports nothing: keep its spans bounded
         del _spans[old]
 
@@ -280,14 +281,17 @@ class OpenLoopUser(FastHttpUser):
                 planned = anchor + i / rate
             delay = planned - time.perf_counter()
             gevent.sleep(max(delay, 0.0))  # 0 still yields, so overdue arrivals' greenlets get to send
-            tally = _tally(_epoch)
+            # by its planned time: an overdue arrival planned before the window changed (the worker was busy, e.g.
+            # with the swarm message that came just before) belongs to the window before
+            epoch = _epoch if planned >= _switched[0] else _switched[1]
+            tally = _tally(epoch)
             tally["planned"] += 1
             if _in_flight >= bound:
                 tally["dropped"] += 1
                 continue
             _in_flight += 1
             tally["in_flight_max"] = max(tally["in_flight_max"], _in_flight)
-            self._flights.spawn(self._send, planned, _epoch)
+            self._flights.spawn(self._send, planned, epoch)
 
     def _send(self, planned: float, epoch: int) -> None:
         global _in_flight
