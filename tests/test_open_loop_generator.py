@@ -61,7 +61,8 @@ def open_window(gen: LocalLocust, url: str, rate: float, window_s: float, max_in
     gen.mark_cpu()
     time.sleep(window_s)
     window = summarize(gen.client.window())
-    return summarize_open(gen.client.open_window(), rate, window), max(gen.generator_cpu_pct())
+    # by arrival: the window's last arrivals may still be in flight; wait for them as the step runner does
+    return summarize_open(gen.client.open_window(settle_s=TIMEOUT_S + 1), rate, window), max(gen.generator_cpu_pct())
 
 
 def test_a_stall_shows_in_open_loop_and_hides_in_closed_loop(locust: LocalLocust) -> None:
