@@ -26,7 +26,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from nightcap.analysis.autoscale_load import default_phases, node_pool_note, phase_rows
-from nightcap.analysis.autoscale_metrics import AutoscaleSample, inconclusive_reason, phase_start, summarize_autoscale
+from nightcap.analysis.autoscale_metrics import AutoscaleSample, inconclusive_reason, summarize_autoscale
 from nightcap.analysis.autoscale_plan import AutoscaleFit, Expectation, Shape, expect, fit_to_platform
 from nightcap.analysis.sizing import PerPod, per_pod_capacity
 from nightcap.config import AutoscalePhase
@@ -115,6 +115,7 @@ class Timeline:
         self.t0 = time.monotonic()
         self.phases: list[AutoscalePhase] = []
         self.expected: Expectation | None = None
+        self.phase_t: dict[str, float] = {}  # when each phase's rate was set (the step, the step down)
 
     def run(self) -> None:
         """Offer each phase's rate, sample it, then let the last arrivals come back and read every window again."""
@@ -152,6 +153,7 @@ class Timeline:
         rate = phase.load * self.fit.shape.rps
         self.runner.set_rate(rate, connection=self.connections)  # 0: an idle phase, the scale-down with nothing offered
         gen.client.reset()  # a new ledger window starts with the phase's rate
+        self.phase_t[phase.name] = time.monotonic() - self.t0
         self.logger.info("autoscale: phase %s: %.1f rps offered open loop (%.2f x one pod's %.1f rps) for %.0fs",
                          phase.name, rate, phase.load, self.fit.shape.rps, phase.duration_s)
         end = time.monotonic() + phase.duration_s
@@ -232,11 +234,12 @@ class Timeline:
 
     def _result(self, why: str | None) -> AutoscaleResult:
         ctx, a, samples, phases = self.ctx, self.ctx.config.autoscale, self.samples, self.phases
-        step_t = (phase_start(samples, phases[1].name) if len(phases) > 1 else None) or (samples[0].t if samples else 0.0)
-        step_down_t = phase_start(samples, phases[2].name) if len(phases) > 2 else None
+        # the step is when the overload's rate was set (its first sample comes a sample period later)
+        step_t = (self.phase_t.get(phases[1].name) if len(phases) > 1 else None) or (samples[0].t if samples else 0.0)
+        step_down_t = self.phase_t.get(phases[2].name) if len(phases) > 2 else None
         timings = summarize_autoscale(samples, ctx.config.slo, step_t, step_down_t) if samples else None
         return AutoscaleResult(
-            timings=timings, phases=phase_rows(phases, samples), per_pod=one_pod(ctx),
+            timings=timings, phases=phase_rows(phases, samples, self.phase_t), per_pod=one_pod(ctx),
             hpa={"target_cpu_pct": a.target_cpu_pct, "min": a.min_replicas, "max": self.fit.max_replicas,
                  "sync_period_s": a.sync_period_s, "stabilization_s": a.stabilization_s},
             nodes_note=node_pool_note(ctx.config.platform.kind, a.nodes, bool(ctx.config.platform.gke)),

@@ -36,14 +36,15 @@ def test_phase_rows_put_each_phases_offered_and_served_rate_beside_its_plan() ->
               AutoscalePhase(name="recovery", load=0.7, duration_s=8)]
     samples = [_sample(1, "baseline", 2.0, 140, 140, 0), _sample(3, "overload", 2.0, 600, 240, 240, 120),
                _sample(5, "overload", 2.5, 750, 500, 60, 10, 5, 3)]  # the budget ended the night before the recovery
-    base, over, recovery = phase_rows(phases, samples)
-    assert base == {"name": "baseline", "load": 0.7, "duration_s": 4, "offered_rps": 70, "served_rps": 70,
+    base, over, recovery = phase_rows(phases, samples, {"baseline": 0.0, "overload": 2.1})
+    assert over["started_s"] == 2.1 and recovery["started_s"] is None
+    assert base == {"name": "baseline", "load": 0.7, "duration_s": 4, "started_s": 0.0, "offered_rps": 70, "served_rps": 70,
                     "planned": 140, "dropped": 0, "failures": 0, "error_rate": 0.0, "worst_p95_ms": 20.0,
                     "samples": 1, "ok": 140, "abandoned": 0, "unsettled": 0}
     assert (over["offered_rps"], over["served_rps"]) == (1350 / 4.5, 740 / 4.5)
     assert (over["dropped"], over["failures"], over["abandoned"], over["unsettled"]) == (300, 130, 5, 3)
     assert over["error_rate"] == pytest.approx(435 / 1350)
-    assert recovery == {"name": "recovery", "load": 0.7, "duration_s": 8}  # planned, never run: no figures
+    assert recovery == {"name": "recovery", "load": 0.7, "duration_s": 8, "started_s": None}  # never run: no figures
 
 
 def test_phases_with_the_same_name_are_refused_naming_the_field() -> None:

@@ -210,7 +210,8 @@ def test_autoscaler_scales_out_and_recovers_the_slo(prefect_api, tmp_path, monke
     assert max(s["desired"] for s in overload) >= 3
     # consistent with the samples: the first scale-up decision is the first sample with desired > initial
     first_up = next(s for s in samples if s["desired"] > a["initial_replicas"])
-    step_t = next(s["t"] for s in samples if s["phase"] == "overload")
+    step_t = a["phases"][1]["started_s"]  # the overload's rate was set then; its first sample comes 1 s later
+    assert step_t < next(s["t"] for s in samples if s["phase"] == "overload")
     assert a["time_to_scale_up_s"] == pytest.approx(first_up["t"] - step_t, abs=1e-6)
     assert a["nodes"].startswith("node-pool autoscaling: not available")
     assert (tmp_path / "out" / "autoscale_timeline.png").exists()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from nightcap.analysis.autoscale_metrics import AutoscaleSample, phase_loads
 from nightcap.analysis.autoscale_plan import Expectation
@@ -29,10 +29,12 @@ def default_phases(a: AutoscaleConfig, headroom: float, overload: float | None =
             AutoscalePhase(name="recovery", load=headroom, duration_s=hold_down)]
 
 
-def phase_rows(phases: Sequence[AutoscalePhase], samples: Sequence[AutoscaleSample]) -> list[dict[str, Any]]:
-    """Each configured phase with what it offered and got back (a phase cut short by the budget has no figures)."""
+def phase_rows(phases: Sequence[AutoscalePhase], samples: Sequence[AutoscaleSample],
+               starts: Mapping[str, float] | None = None) -> list[dict[str, Any]]:
+    """Each configured phase with when it started (`started_s`, on the samples' clock) and what its arrivals became
+    (a phase cut short by the budget has no figures)."""
     loads = {load.name: load.to_dict() for load in phase_loads(samples)}
-    return [{**p.model_dump(), **loads.get(p.name, {})} for p in phases]
+    return [{**p.model_dump(), "started_s": (starts or {}).get(p.name), **loads.get(p.name, {})} for p in phases]
 
 
 def node_pool_note(platform_kind: str, nodes: dict[str, int] | None, gke_configured: bool) -> str:
