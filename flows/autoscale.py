@@ -53,7 +53,7 @@ def autoscale(run_id: str) -> AutoscaleResult:
     fit = fit_autoscale(ctx, one_pod(ctx))
     if fit.reason:
         logger.warning("autoscale: %s", fit.reason)
-    timeline = Timeline(ctx, fit)
+    timeline = Timeline(ctx, fit, logger)
     if fit.no_room:
         return timeline.finish(f"it did not run: {fit.no_room}")
     spec = PodSpec(fit.shape.cpu, fit.shape.memory, fit.shape.concurrency)
@@ -104,9 +104,8 @@ def expectation(ctx: RunContext, fit: AutoscaleFit, spec: PodSpec) -> Expectatio
 class Timeline:
     """The stage's samples as it takes them, each one window of the generator's ledger (`first_epoch`)."""
 
-    def __init__(self, ctx: RunContext, fit: AutoscaleFit):
-        self.ctx, self.fit = ctx, fit
-        self.logger = get_run_logger()
+    def __init__(self, ctx: RunContext, fit: AutoscaleFit, logger: Any):
+        self.ctx, self.fit, self.logger = ctx, fit, logger
         self.samples: list[AutoscaleSample] = []
         self.windows: list[int | None] = []  # each sample's ledger window
         self.phase_windows: dict[str, list[int]] = {}
