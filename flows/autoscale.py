@@ -243,7 +243,7 @@ class Timeline:
                  "sync_period_s": a.sync_period_s, "stabilization_s": a.stabilization_s},
             nodes_note=node_pool_note(ctx.config.platform.kind, a.nodes, bool(ctx.config.platform.gke)),
             reconnect_s=ctx.config.load.reconnect_s, samples=samples, connections=self.connections,
-            plot=timeline_plot(samples, ctx.out / "autoscale_timeline.png", ctx.config.slo.p95_ms, step_t),
+            plot=timeline_plot(samples, ctx.out / "autoscale_timeline.png", ctx.config.slo.p95_ms, step_t, step_down_t),
             fit=self.fit, expected=self.expected,
             inconclusive=why or inconclusive_reason(timings, sum(p.duration_s for p in phases)))
 

@@ -168,8 +168,10 @@ def usl_plot(fit: UslFit, rows: list[dict], path: Path) -> str | None:
     return _save(fig, path)
 
 
-def timeline_plot(samples: list[AutoscaleSample], path: Path, slo_ms: float, step_t: float) -> str | None:
-    """Replicas and rates; p95 and lost arrivals (by arrival: each sample's own); where requests waited."""
+def timeline_plot(samples: list[AutoscaleSample], path: Path, slo_ms: float, step_t: float,
+                  step_down_t: float | None = None) -> str | None:
+    """Replicas and rates; p95 and lost arrivals (by arrival: each sample's own); where requests waited. The load
+    step is at 0; the step back down, when there is one, is a dotted line."""
     if not samples:
         return None
     t = [s.t - step_t for s in samples]
@@ -203,7 +205,12 @@ def timeline_plot(samples: list[AutoscaleSample], path: Path, slo_ms: float, ste
     ax2.legend(loc="upper left", fontsize=8)
     if waiting:
         _waiting_panel(axes[2], t, samples)
-    axes[-1].set_xlabel("seconds after the load step")
+    for ax in axes:
+        ax.axvline(0.0, color="black", linewidth=0.8, alpha=0.5)
+        if step_down_t is not None:
+            ax.axvline(step_down_t - step_t, color="black", linewidth=0.8, linestyle=":", alpha=0.7)
+    axes[-1].set_xlabel("seconds after the load step (dotted: the step back down)" if step_down_t is not None
+                        else "seconds after the load step")
     ax1.set_title("Autoscaling timeline")
     return _save(fig, path)
 
