@@ -69,11 +69,11 @@ def test_a_stall_shows_in_open_loop_and_hides_in_closed_loop(locust: LocalLocust
     every_s, stall_s, service_ms = 1.0, 0.25, 20.0
     with server("--slots", "64", "--service-ms", str(service_ms), "--stall-every-s", str(every_s),
                 "--stall-s", str(stall_s)) as url:
-        w, cpu = open_window(locust, url, rate=100, window_s=4.0)
+        w, cpu = open_window(locust, url, rate=100, window_s=3.0)
         locust.client.swarm(2, 100, url)  # closed loop at about the same rate: 2 users x 20 ms
         time.sleep(1.0)
         locust.client.reset()
-        time.sleep(4.0)
+        time.sleep(3.0)
         closed = summarize(locust.client.window())
     truth = stall_latency_ms(0.95, service_ms, every_s, stall_s)  # 20 + 250 - 50 = 220 ms
     assert w.verdict(cpu) == "ok", w.explain(cpu)
@@ -157,42 +157,6 @@ def test_the_step_runner_measures_open_loop_rows_and_switches_back_to_users(locu
     assert row.p95_ms == pytest.approx(truth, rel=0.25) and row.mean_ms > 20
     assert not row.generator_bound and row.note == ""
     assert closed.load == "closed" and closed.users == 2 and closed.p95_ms < 40
-
-
-def test_per_request_connections_spread_a_backlog_onto_pods_that_join(locust: LocalLocust, tmp_path) -> None:
-    """The autoscale stage's case: one pod (2 slots x 40 ms = 50 rps) behind the per-connection balancer builds a
-    backlog at 90 rps; two more join. Arrivals on their own connections are spread over all three whatever the
-    first holds, so its backlog drains at 50 - 30 rps and p95 is back near the service time within seconds.
-    (A kept-alive pool keeps sending the first pod what it completes: its backlog, and p50 > 1 s, stay.)"""
-    import json
-
-    backends = tmp_path / "backends.json"
-    with server("--slots", "2", "--service-ms", "40", "--queue", "64") as a, \
-            server("--slots", "2", "--service-ms", "40") as b, server("--slots", "2", "--service-ms", "40") as c:
-        backends.write_text(json.dumps([a.removeprefix("http://")]))
-        port = free_port()
-        proxy = subprocess.Popen([sys.executable, "-m", "nightcap.platforms.proxy", "--port", str(port),
-                                  "--backends", str(backends)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            time.sleep(1.0)
-            url = f"http://127.0.0.1:{port}"
-            locust.client.swarm_rate(90, locust.workers, url, connection="per-request")
-            time.sleep(2.5)  # the first pod's queue fills
-            locust.client.reset()
-            time.sleep(1.0)
-            alone = summarize(locust.client.window())
-            backends.write_text(json.dumps([x.removeprefix("http://") for x in (a, b, c)]))
-            time.sleep(3.5)  # ~66 queued drain at 20 rps
-            locust.client.reset()
-            time.sleep(2.0)
-            joined = summarize(locust.client.window())
-            w = summarize_open(locust.client.open_window(), 90, joined)
-        finally:
-            proxy.terminate()
-            proxy.wait(timeout=10)
-    assert alone.p50_ms > 500, alone  # the backlog was there
-    assert joined.p95_ms < 120, joined  # and is gone: 40 ms service, no queue at 60% of three pods
-    assert w.goodput_rps == pytest.approx(90, rel=0.05) and w.dropped == 0
 
 
 DNS_PROBE = """
