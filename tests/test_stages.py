@@ -195,9 +195,9 @@ def test_autoscaler_scales_out_and_recovers_the_slo(prefect_api, tmp_path, monke
     cfg["search"] = {"max_users": 8, "max_windows": 1, "refine_steps": 1, "slo_capacity": False}
     cfg["autoscale"] = {"min_replicas": 1, "max_replicas": 6, "overload": 3, "sync_period_s": 1,
                         "stabilization_s": 3, "readiness_delay_s": 0.5, "sample_s": 1,
-                        "phases": [{"name": "baseline", "load": 0.7, "duration_s": 3},
+                        "phases": [{"name": "baseline", "load": 0.7, "duration_s": 2},
                                    {"name": "overload", "load": 3, "duration_s": 12},
-                                   {"name": "recovery", "load": 0.7, "duration_s": 5}]}
+                                   {"name": "recovery", "load": 0.7, "duration_s": 3}]}
     cfg["stages"] = ["single_client", "autoscale"]
     state, summary, _ = run_flow(tmp_path, cfg)
     assert state.is_completed(), state.message
