@@ -108,7 +108,6 @@ class Timeline:
         self.ctx, self.fit, self.logger = ctx, fit, logger
         self.samples: list[AutoscaleSample] = []
         self.windows: list[int | None] = []  # each sample's ledger window
-        self.phase_windows: dict[str, list[int]] = {}
         self.runner: StepRunner | None = None
         self.connections = ctx.config.autoscale.connections
         self.t0 = time.monotonic()
@@ -175,8 +174,6 @@ class Timeline:
             nodes=nodes, in_flight=sum(int(x.get("in_flight", 0)) for x in raw.get("workers", {}).values()),
             **_waiting(platform)), w))
         self.windows.append(w.first_epoch)
-        if w.first_epoch is not None:
-            self.phase_windows.setdefault(phase, []).append(w.first_epoch)
         for event in obs.events:
             self.logger.info("autoscale event: %s", event)
 
