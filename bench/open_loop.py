@@ -63,7 +63,7 @@ def _open_window(gen: LocalLocust, url: str, rate: float, window_s: float) -> tu
     cpu0, t0 = cpu_seconds(pids), time.monotonic()
     time.sleep(window_s)
     closed = summarize(gen.client.window())
-    window = summarize_open(gen.client.open_window(), rate, closed)
+    window = summarize_open(gen.client.open_window(settle_s=5.0), rate, closed)  # by arrival, once they came back
     cpu = 100.0 * (cpu_seconds(pids) - cpu0) / (time.monotonic() - t0)
     return window, cpu
 

@@ -22,24 +22,29 @@ def test_default_phases_hold_long_enough_for_the_controller_to_act() -> None:
     assert quick[1].duration_s == 14 and quick[2].duration_s == 9
 
 
-def _sample(t: float, phase: str, offered: float, served: float, planned: int, dropped: int) -> AutoscaleSample:
-    return AutoscaleSample(t=t, phase=phase, rps=served, p50_ms=10.0, p95_ms=20.0, error_rate=dropped / planned,
-                           current=1, desired=1, ready=1, pending=0, offered_rps=offered, planned=planned,
-                           dropped=dropped)
+def _sample(t: float, phase: str, covered: float, planned: int, ok: int, dropped: int, failures: int = 0,
+            abandoned: int = 0, unsettled: int = 0) -> AutoscaleSample:
+    return AutoscaleSample(t=t, phase=phase, rps=ok / covered, p50_ms=10.0, p95_ms=20.0,
+                           error_rate=(dropped + failures + abandoned) / planned, current=1, desired=1, ready=1,
+                           pending=0, offered_rps=planned / covered, planned=planned, dropped=dropped,
+                           failures=failures, ok=ok, covered_s=covered, abandoned=abandoned, unsettled=unsettled)
 
 
 def test_phase_rows_put_each_phases_offered_and_served_rate_beside_its_plan() -> None:
+    """By arrival: a phase's rates are its own arrivals (and those answered) per second it planned them over."""
     phases = [AutoscalePhase(name="baseline", load=0.7, duration_s=4), AutoscalePhase(name="overload", load=3, duration_s=8),
               AutoscalePhase(name="recovery", load=0.7, duration_s=8)]
-    samples = [_sample(1, "baseline", 70, 70, 140, 0), _sample(3, "overload", 300, 120, 600, 240),
-               _sample(5, "overload", 300, 200, 600, 60)]  # the budget ended the night before the recovery
-    base, over, recovery = phase_rows(phases, samples)
-    assert base == {"name": "baseline", "load": 0.7, "duration_s": 4, "offered_rps": 70, "served_rps": 70,
+    samples = [_sample(1, "baseline", 2.0, 140, 140, 0), _sample(3, "overload", 2.0, 600, 240, 240, 120),
+               _sample(5, "overload", 2.5, 750, 500, 60, 10, 5, 3)]  # the budget ended the night before the recovery
+    base, over, recovery = phase_rows(phases, samples, {"baseline": 0.0, "overload": 2.1})
+    assert over["started_s"] == 2.1 and recovery["started_s"] is None
+    assert base == {"name": "baseline", "load": 0.7, "duration_s": 4, "started_s": 0.0, "offered_rps": 70, "served_rps": 70,
                     "planned": 140, "dropped": 0, "failures": 0, "error_rate": 0.0, "worst_p95_ms": 20.0,
-                    "samples": 1}
-    assert (over["offered_rps"], over["served_rps"], over["dropped"]) == (300, 160, 300)
-    assert over["error_rate"] == pytest.approx(300 / 1200)
-    assert recovery == {"name": "recovery", "load": 0.7, "duration_s": 8}  # planned, never run: no figures
+                    "samples": 1, "ok": 140, "abandoned": 0, "unsettled": 0}
+    assert (over["offered_rps"], over["served_rps"]) == (1350 / 4.5, 740 / 4.5)
+    assert (over["dropped"], over["failures"], over["abandoned"], over["unsettled"]) == (300, 130, 5, 3)
+    assert over["error_rate"] == pytest.approx(435 / 1350)
+    assert recovery == {"name": "recovery", "load": 0.7, "duration_s": 8, "started_s": None}  # never run: no figures
 
 
 def test_phases_with_the_same_name_are_refused_naming_the_field() -> None:

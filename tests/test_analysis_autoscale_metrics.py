@@ -164,3 +164,26 @@ def test_phase_loads_say_what_each_phase_offered_and_what_was_dropped() -> None:
     assert over.dropped == 400 and over.failures == 20 and over.error_rate == pytest.approx(420 / 1200)
     assert over.worst_p95_ms == 5000 and over.samples == 2
     assert breaches(samples[2], SloConfig(p95_ms=1000))  # dropped arrivals count as errors in a breach
+
+
+def test_recovery_after_the_step_down_and_the_reasons_a_timeline_does_not_answer() -> None:
+    """Issue 23: "pods ready after never" must never pass for an answer. Each way a timeline falls short gets its
+    one-sentence reason; a timeline whose p95 came back only after the step down still answers."""
+    from nightcap.analysis.autoscale_metrics import inconclusive_reason
+
+    out = summarize_autoscale(TIMELINE, SLO, 10, 45)
+    assert out.recovered_after_step_down_s == 0.0 and inconclusive_reason(out, 60) is None
+    late = [S(0, "base", 1, 1, 1, 100), S(2, "over", 1, 2, 1, 900), S(4, "over", 2, 2, 2, 900),
+            S(6, "rec", 2, 2, 2, 800), S(8, "rec", 2, 2, 2, 300), S(10, "rec", 2, 2, 2, 200)]
+    t = summarize_autoscale(late, SLO, 2, 6)
+    assert t.time_to_recover_slo_s is None and t.recovered_after_step_down_s == 2.0
+    assert inconclusive_reason(t, 12) is None
+    never_ready = [S(0, "base", 1, 1, 1, 100), S(2, "over", 2, 2, 1, 900), S(4, "over", 2, 2, 1, 900)]
+    assert inconclusive_reason(summarize_autoscale(never_ready, SLO, 2), 6) == (
+        "the added pods never became ready within the 6s of the experiment (1 of the 2 asked for were ready at most)")
+    no_scale = [S(0, "base", 1, 1, 1, 100), S(2, "over", 1, 1, 1, 900)]
+    assert inconclusive_reason(summarize_autoscale(no_scale, SLO, 2), 4) == (
+        "the HPA never asked for more than 1 pod(s) within the 4s of the experiment")
+    stuck = late[:3] + [S(6, "rec", 2, 2, 2, 800), S(8, "rec", 2, 2, 2, 700)]
+    assert inconclusive_reason(summarize_autoscale(stuck, SLO, 2, 6), 10).startswith("p95 never came back under")
+    assert inconclusive_reason(None, 10) == "no sample was taken"

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import signal
+import socket
+import subprocess
+import sys
 import time
 
 import httpx
@@ -13,6 +18,7 @@ from nightcap.config import validate
 from nightcap.platforms.base import PodSpec
 from nightcap.platforms.cgroups import detect, leftover_groups
 from nightcap.platforms.local import LocalPlatform
+from nightcap.run.ports import free_port
 from nightcap.targets.plan import plan_target
 
 pytestmark = pytest.mark.slow
@@ -38,12 +44,69 @@ def test_replicas_serve_behind_one_address_and_teardown_leaves_nothing(tmp_path)
         assert obs.ready == 2 and obs.pending == 0
         assert all(r.cpu_limit == 0.5 and r.memory_limit == 128 * 2**20 for r in obs.replicas)
         assert platform.limits_enforced == LIMITS
+        # each start is measured (the autoscale stage plans its phases on it); nothing waits once all is answered
+        start = platform.start_seconds()
+        assert start is not None and 0 < start < 20 and platform.start_seconds(PodSpec(1.0, None, 2)) is None
+        queues = platform.queues()
+        assert set(queues) == {"proxy", "replica-1", "replica-2"}
+        assert all(q["accept_queue"] == 0 and q["client_closed"] == 0 for q in queues.values()), queues
+        assert platform.replica_cpu_budget() <= platform.allocatable_cpu
     finally:
         platform.teardown()
     time.sleep(0.2)
     for pid in pids:
         assert not _alive(pid)
     assert not [g for g in leftover_groups(detect()) if f"test{os.getpid()}" in g.name]
+
+
+def test_the_proxy_never_forwards_a_caller_who_left_before_its_replica_was_reached(tmp_path):
+    """Issue 23 item 3: kube-proxy rewrites the caller's own connection, so a caller who gives up while its
+    handshake waits at a full pod is never seen by it. The local proxy accepts first and connects after: it must
+    not hand the pod a request whose caller is gone (that is work for nobody, queued in front of live callers)."""
+    backend = socket.socket()
+    backend.bind(("127.0.0.1", 0))
+    backend.listen(0)  # accepts nothing: its accept queue is full after the fillers, new handshakes wait
+    fillers = [socket.socket() for _ in range(3)]
+    for f in fillers:
+        f.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            f.connect(backend.getsockname())
+    (tmp_path / "backends.json").write_text(json.dumps([f"127.0.0.1:{backend.getsockname()[1]}"]))
+    port = free_port()
+    proxy = subprocess.Popen([sys.executable, "-m", "nightcap.platforms.proxy", "--port", str(port), "--backends",
+                              str(tmp_path / "backends.json")], stdout=subprocess.DEVNULL)
+    try:
+        caller = _connect_when_listening(port)
+        caller.sendall(b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}")
+        time.sleep(0.3)
+        caller.close()  # gave up before its replica took the handshake
+        received, deadline = [], time.monotonic() + 2.0  # the proxy's dropped handshake is retried after 1 s
+        backend.settimeout(0.2)
+        while time.monotonic() < deadline:
+            with contextlib.suppress(socket.timeout):
+                conn, _ = backend.accept()
+                conn.settimeout(0.3)
+                with contextlib.suppress(socket.timeout):
+                    received.append(conn.recv(100))
+                conn.close()
+        assert not any(b"POST" in r for r in received), received
+    finally:
+        proxy.terminate()
+        proxy.wait(timeout=10)
+        backend.close()
+        for f in fillers:
+            f.close()
+
+
+def _connect_when_listening(port: int) -> socket.socket:
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            return socket.create_connection(("127.0.0.1", port), timeout=1)
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def test_replicas_beyond_allocatable_cores_stay_pending(tmp_path):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import pytest
 
 from nightcap.load.open_loop import summarize_open
@@ -48,3 +50,43 @@ def test_more_than_one_percent_late_or_dropped_blames_the_generator_only_when_it
     assert (text == "") == (verdict == "ok")
     if verdict != "ok":
         assert text.startswith(verdict) and f"{late} late" in text and f"{dropped} dropped" in text
+
+
+def test_percentiles_are_of_the_windows_own_successful_arrivals_when_the_ledger_sends_them() -> None:
+    """By arrival: the workers' histograms of the window's successful arrivals win over the closed-loop window's
+    percentiles (those count completions in the interval, whatever window planned them)."""
+    w = summarize_open(raw(a={"planned": 10, "sent": 10, "completed": 10, "ok": 9, "ok_ms": [[20, 8], [900, 1]]},
+                           b={"planned": 30, "sent": 30, "completed": 30, "ok": 30, "ok_ms": [[21, 30]]}), 10.0,
+                       SimpleNamespace(p50_ms=5000.0, p90_ms=5000.0, p95_ms=5000.0, p99_ms=5000.0, errors=[]))
+    assert (w.p50_ms, w.p95_ms, w.p99_ms) == (21.0, 21.0, 900.0)
+    empty = summarize_open(raw(a={"planned": 5, "sent": 5, "completed": 5, "ok": 0, "ok_ms": []}), 10.0,
+                           SimpleNamespace(p50_ms=3.0, p90_ms=3.0, p95_ms=3.0, p99_ms=3.0, errors=[]))
+    assert empty.p95_ms is None  # only failures: no latency of successful arrivals to report
+
+
+def test_a_ledger_window_says_which_epochs_it_spans_and_what_is_still_in_flight() -> None:
+    body = {**raw(a={"planned": 40, "sent": 38, "dropped": 2, "completed": 30, "ok": 25, "abandoned": 3,
+                     "unsettled": 5, "covered_s": 2.0},
+                  b={"planned": 40, "sent": 40, "completed": 40, "ok": 40, "covered_s": 1.0}),
+            "first": 7, "last": 9}
+    w = summarize_open(body, 40.0)
+    assert (w.first_epoch, w.last_epoch, w.unsettled, w.abandoned) == (7, 9, 5, 3)
+    assert w.covered_s == pytest.approx(1.5)  # the workers' mean: goodput is about ok / covered_s
+    # failed, dropped and abandoned arrivals of this window, per planned arrival; the 5 in flight not yet counted
+    assert w.arrival_error_rate == pytest.approx((5 + 2 + 3) / 80)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 500), st.integers(0, 500), st.integers(0, 500), st.integers(0, 500),
+                          st.integers(0, 500), st.floats(0.1, 5.0)), min_size=1, max_size=4))
+def test_by_arrival_no_window_fails_more_than_it_planned_or_serves_more_than_it_offered(workers: list) -> None:
+    """Issue 23 item 4: each arrival is counted once, in its own window (dropped, or sent and then ok, failed,
+    abandoned or still in flight), so the arrival error rate is at most 1 and goodput at most the offered rate."""
+    rows = {}
+    for i, (dropped, ok, failed, abandoned, unsettled, covered) in enumerate(workers):
+        sent = ok + failed + abandoned + unsettled
+        rows[f"w{i}"] = {"planned": dropped + sent, "sent": sent, "dropped": dropped, "completed": ok + failed,
+                         "ok": ok, "abandoned": abandoned, "unsettled": unsettled, "covered_s": covered}
+    w = summarize_open(raw(**rows), 100.0)
+    assert 0.0 <= w.arrival_error_rate <= 1.0
+    assert w.goodput_rps <= w.achieved_rps <= w.offered_rps + 1e-9

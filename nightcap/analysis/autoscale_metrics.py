@@ -1,5 +1,8 @@
 """Timings of an autoscaling run, computed from its sampled timeline (summary.json `autoscale`).
 
+Each sample's figures are by arrival (`nightcap.load.open_loop`): the arrivals planned in its interval and what
+became of them, however late, so a sample's error rate is at most 1 and it never serves more than it offered.
+
 Definitions (all times in seconds after the load step `step_t`, None when the event never happened):
 
 - initial replicas: `current` of the last sample before the step (the first sample otherwise);
@@ -9,6 +12,8 @@ Definitions (all times in seconds after the load step `step_t`, None when the ev
 - `time_to_recover_slo_s`: start of the final run of samples meeting the SLO inside the overload
   window (step to step-down, or the end): 0 when the SLO never broke, None when it broke and
   was still broken at the window's last sample;
+- `recovered_after_step_down_s`: the same after the step back down, counted from it (None: still over the SLO
+  at the last sample, or no step down);
 - `slo_breach_s`: over the whole timeline, the sum of sample intervals whose p95 is over the SLO
   or whose error rate is over the max; a sample stands for the interval since the one before it
   (the first one for the median interval), as load-generator stats cover the time since the last read;
@@ -46,40 +51,56 @@ class AutoscaleSample:
     planned: int = 0
     dropped: int = 0
     failures: int = 0
+    ok: int = 0  # arrivals answered successfully (rps = ok / covered_s)
+    covered_s: float = 0.0  # the time the sample's arrivals were planned over (summed over generator workers' own)
+    abandoned: int = 0  # given up by the generator when its swarm stopped: not answered
+    unsettled: int = 0  # still in flight when last read (0 once the stage waited for them)
+    # where requests wait when the sample was taken (the local platform's kernel counts: `socket_queues`)
+    in_flight: int | None = None  # the generator's requests in flight (sent, no answer yet; any window's)
+    proxy_queue: int | None = None  # connections the local proxy's kernel holds that it has not accepted
+    listen_queue: int | None = None  # the same at the replicas' ports, summed
+    server_held: int | None = None  # connections open at the replicas (accepted or waiting to be)
+    callers_left: int | None = None  # of those, closed by their caller (time-out) while the server still holds them
 
 
 @dataclass(frozen=True)
 class PhaseLoad:
-    """What one autoscale phase offered and what came back (summary.json `autoscale.phases[]`)."""
+    """What one autoscale phase offered and what became of its arrivals (summary.json `autoscale.phases[]`)."""
 
     name: str
-    offered_rps: float | None  # mean of its samples' offered rates (None: nothing was offered)
-    served_rps: float  # mean goodput
+    offered_rps: float | None  # its arrivals per second of the phase (None: nothing was offered)
+    served_rps: float  # its arrivals answered successfully, per second of the phase (at most offered_rps)
     planned: int
     dropped: int
     failures: int
-    error_rate: float  # (failures + dropped) / planned arrivals over the phase (the samples' mean if none planned)
+    error_rate: float  # (failures + dropped + abandoned) / planned, of this phase's arrivals only (at most 1)
     worst_p95_ms: float | None
     samples: int
+    ok: int = 0
+    abandoned: int = 0
+    unsettled: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 def phase_loads(samples: Sequence[AutoscaleSample]) -> list[PhaseLoad]:
-    """Per phase, in the order the phases ran: offered vs served rate, dropped arrivals and errors."""
+    """Per phase, in the order the phases ran: its arrivals, offered and served per second of the time they were
+    planned over, and how many were dropped, failed or abandoned."""
     out: list[PhaseLoad] = []
     for name in dict.fromkeys(x.phase for x in sorted(samples, key=lambda x: x.t)):
         rows = [x for x in samples if x.phase == name]
+        planned, dropped, failures, ok, abandoned = (sum(getattr(x, k) for x in rows) for k in
+                                                     ("planned", "dropped", "failures", "ok", "abandoned"))
+        covered = sum(x.covered_s for x in rows)
         offered = [x.offered_rps for x in rows if x.offered_rps is not None]
-        planned, dropped, failures = (sum(x.planned for x in rows), sum(x.dropped for x in rows),
-                                      sum(x.failures for x in rows))
         p95 = [x.p95_ms for x in rows if x.p95_ms is not None]
-        error_rate = ((failures + dropped) / planned if planned
+        error_rate = ((failures + dropped + abandoned) / planned if planned
                       else statistics.fmean(x.error_rate for x in rows))
-        out.append(PhaseLoad(name, statistics.fmean(offered) if offered else None,
-                             statistics.fmean(x.rps for x in rows), planned, dropped, failures, error_rate,
-                             max(p95) if p95 else None, len(rows)))
+        out.append(PhaseLoad(
+            name, (planned / covered if covered else statistics.fmean(offered)) if offered else None,
+            ok / covered if covered else statistics.fmean(x.rps for x in rows), planned, dropped, failures,
+            error_rate, max(p95) if p95 else None, len(rows), ok, abandoned, sum(x.unsettled for x in rows)))
     return out
 
 
@@ -112,6 +133,7 @@ class AutoscaleSummary:
     nodes_removed: int
     node_changes: list[NodeChange] = field(default_factory=list)
     samples: int = 0
+    recovered_after_step_down_s: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -160,13 +182,7 @@ def summarize_autoscale(
     peak_desired = max((x.desired for x in window), default=initial)
     time_to_ready = first(after, lambda x: x.ready >= peak_desired) if peak_desired > initial else None
 
-    recover: float | None = None
-    if window:
-        bad = [i for i, x in enumerate(window) if breaches(x, slo)]
-        if not bad:
-            recover = 0.0
-        elif bad[-1] < len(window) - 1:
-            recover = window[bad[-1] + 1].t - step_t
+    recover = _recovery(window, slo, step_t)
 
     breach_s = sum(dt for x, dt in zip(s, _intervals([x.t for x in s])) if breaches(x, slo))
 
@@ -177,6 +193,7 @@ def summarize_autoscale(
         first_down = first(down, lambda x: x.current < peak_now, step_down_t)
         scale_down = first(down, lambda x: x.current <= initial, step_down_t)
 
+    recovered_after = _recovery([x for x in s if x.t >= step_down_t], slo, step_down_t) if step_down_t is not None else None
     changes = [NodeChange(b.t, b.t - step_t, a.nodes, b.nodes) for a, b in zip(s, s[1:])
                if a.nodes is not None and b.nodes is not None and a.nodes != b.nodes]
     return AutoscaleSummary(
@@ -195,9 +212,37 @@ def summarize_autoscale(
         nodes_removed=-sum(c.delta for c in changes if c.delta < 0),
         node_changes=changes,
         samples=len(s),
+        recovered_after_step_down_s=recovered_after,
     )
+
+
+def _recovery(window: list[AutoscaleSample], slo: _SloLike, origin: float) -> float | None:
+    """Start of the final run of samples meeting the SLO (0: it never broke; None: broken at the last sample)."""
+    if not window:
+        return None
+    bad = [i for i, x in enumerate(window) if breaches(x, slo)]
+    if not bad:
+        return 0.0
+    if bad[-1] == len(window) - 1:
+        return None
+    return window[bad[-1] + 1].t - origin
 
 
 def phase_start(samples: Sequence[AutoscaleSample], phase: str) -> float | None:
     """Time of the first sample of `phase` (to find step_t / step_down_t from the phase names)."""
     return next((x.t for x in sorted(samples, key=lambda x: x.t) if x.phase == phase), None)
+
+
+def inconclusive_reason(t: AutoscaleSummary | None, experiment_s: float) -> str | None:
+    """Why the timeline does not answer "how fast do pods come and when is the SLO back" (None: it does)."""
+    if t is None:
+        return "no sample was taken"
+    span = f"within the {experiment_s:.0f}s of the experiment"
+    if t.peak_desired <= t.initial_replicas:
+        return f"the HPA never asked for more than {t.initial_replicas} pod(s) {span}"
+    if t.time_to_ready_s is None:
+        return (f"the added pods never became ready {span} ({t.peak_ready} of the {t.peak_desired} asked for were "
+                "ready at most)")
+    if t.time_to_recover_slo_s is None and t.recovered_after_step_down_s is None:
+        return f"p95 never came back under the SLO {span}: the last sample was still over it"
+    return None

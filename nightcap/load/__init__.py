@@ -4,7 +4,8 @@
                          API_KEY_VAR), `target_url`, and `start_generator` (the factory: local or in-cluster).
 - `driver.py`            MasterClient (swarm, swarm_rate, reset, window, stop), Window and `summarize`.
 - `open_loop.py`         OpenWindow: one open-loop window (offered vs achieved rate, late and dropped
-                         arrivals) from the master's counters (pure).
+                         arrivals) from the master's ledger, by arrival: the window's own arrivals, whenever
+                         they came back (pure).
 - `local.py`             LocalLocust: master and workers as processes on this machine.
 - `kubernetes.py`        KubernetesLocust: master and workers as pods next to the model.
 - `runner.py`            StepRunner: one measured window (warm-up, window, replicas watched) -> StepRow.

@@ -8,12 +8,15 @@ locustfile) into one `Window`. Used by both generators (`local.py`, `kubernetes.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
 from nightcap.analysis.confidence import batch_means
+from nightcap.load.open_loop import histogram_percentile as _percentile
+from nightcap.load.open_loop import merged_histogram as _merged_latencies
 
 
 class LoadError(RuntimeError):
@@ -77,8 +80,8 @@ class MasterClient:
         `connection`: "keep-alive", or "per-request" (each arrival on a new connection, so a per-connection
         balancer spreads arrivals over the pods whatever each one holds).
         """
-        if rate_rps <= 0 or workers < 1:
-            raise LoadError(f"an open-loop rate needs rate_rps > 0 and workers >= 1 (got {rate_rps}, {workers})")
+        if rate_rps < 0 or workers < 1:  # 0: plan nothing, while the arrivals in flight still come back
+            raise LoadError(f"an open-loop rate needs rate_rps >= 0 and workers >= 1 (got {rate_rps}, {workers})")
         self._swarm(OPEN_USER, {"user_count": workers, "spawn_rate": max(workers, 1) * 100, "host": host,
                                 "open_rps": rate_rps / workers, "open_arrivals": arrivals,
                                 "open_max_in_flight": max_in_flight, "open_late_ms": late_ms,
@@ -108,11 +111,23 @@ class MasterClient:
         r.raise_for_status()
         return r.json()
 
-    def open_window(self) -> dict[str, Any]:
-        """The open-loop counters per worker since the last reset (`GET /nightcap/open`)."""
-        r = self.http.get("/nightcap/open")
-        r.raise_for_status()
-        return r.json()
+    def open_window(self, first: int | None = None, last: int | None = None, settle_s: float = 0.0) -> dict[str, Any]:
+        """The open-loop counters by arrival (`GET /nightcap/open`): of the window since the last reset, which this
+        closes (`POST /nightcap/open/mark`), or of the windows `first`..`last` (every answer names its own).
+        `settle_s`: wait up to that long for the window's arrivals still in flight to come back or time out."""
+        params: dict[str, Any] = {"first": first, "last": first if last is None else last}
+        if first is None:
+            mark = self.http.post("/nightcap/open/mark")
+            mark.raise_for_status()
+            params = {"first": mark.json()["closed"], "last": mark.json()["closed"], "live": 1}
+        deadline = time.monotonic() + settle_s
+        while True:
+            r = self.http.get("/nightcap/open", params=params)
+            r.raise_for_status()
+            body = r.json()
+            if body.get("settled", True) or time.monotonic() >= deadline:
+                return body
+            time.sleep(0.1)
 
     def close(self) -> None:
         self.http.close()
@@ -178,30 +193,3 @@ def goodput_series(workers: Any) -> tuple[list[float], float]:
             if start <= index < end:
                 ok[index - start] += good
     return [n / bin_s for n in ok], bin_s
-
-
-def _merged_latencies(workers: Any) -> dict[int, int] | None:
-    """Response-time histogram of successful requests over all workers; None when no worker sent one."""
-    merged: dict[int, int] = {}
-    seen = False
-    for w in workers:
-        if "ok_ms" not in w:
-            continue
-        seen = True
-        for ms, count in w["ok_ms"]:
-            merged[int(ms)] = merged.get(int(ms), 0) + int(count)
-    return merged if seen else None
-
-
-def _percentile(histogram: dict[int, int], q: float) -> float | None:
-    """Locust's rule: the smallest bucket with at least q of the requests at or below it; None if empty."""
-    count = sum(histogram.values())
-    if count == 0:
-        return None
-    need = q * count
-    seen = 0
-    for ms in sorted(histogram):
-        seen += histogram[ms]
-        if seen >= need - 1e-9:
-            return float(ms)
-    return float(max(histogram))

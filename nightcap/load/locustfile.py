@@ -178,11 +178,40 @@ class ModelUser(FastHttpUser):
 
 # --- open loop ---------------------------------------------------------------------------------------
 
-# This worker's open-loop counters since its last report (reported as deltas, like Locust's own stats).
-_OPEN_ZERO = {"planned": 0, "sent": 0, "late": 0, "dropped": 0, "completed": 0, "ok": 0,
+# Accounting by arrival. Every arrival belongs to the window (an epoch) its worker was in when the arrival was
+# planned: the master starts a new one on each /stats/reset and POST /nightcap/open/mark and tells the workers.
+# Its send, drop, success, failure and latency are counted in that epoch whenever they happen, so a window holds
+# only its own arrivals (an overload's 10 s time-outs landing in the next phase once made it "155% failed").
+# Workers report per-epoch deltas; the master keeps every epoch for later reads (`_open_read`).
+_OPEN_ZERO = {"planned": 0, "sent": 0, "late": 0, "dropped": 0, "completed": 0, "ok": 0, "abandoned": 0,
               "latency_ms_sum": 0.0, "late_ms_max": 0.0, "in_flight_max": 0}
-_open_counts: dict[str, float] = dict(_OPEN_ZERO)
+_MAXIMA = ("late_ms_max", "in_flight_max")
+_epoch = 0  # the window arrivals planned now belong to (the master says which)
+_switched = (0.0, 0)  # when (perf_counter) this worker entered `_epoch`, and the epoch before it
+_tallies: dict[int, dict[str, Any]] = {}  # epoch -> counters since this worker's last report, with "ok_ms"
+_spans: dict[int, list[Any]] = {0: [time.time(), None]}  # epoch -> [entered, left] on this worker's clock
 _in_flight = 0  # this worker's open-loop requests in flight now (all its OpenLoopUsers)
+_schedulers = 0  # OpenLoopUsers planning arrivals on this worker now
+
+
+def _tally(epoch: int) -> dict[str, Any]:
+    tally = _tallies.get(epoch)
+    if tally is None:
+        tally = _tallies[epoch] = {**_OPEN_ZERO, "ok_ms": {}}
+    return tally
+
+
+def _enter_epoch(environment: Any, msg: Any) -> None:
+    """The master started window `epoch`: arrivals planned from now on belong to it."""
+    global _epoch, _switched
+    epoch, now = int(msg.data["epoch"]), time.time()
+    if epoch == _epoch:
+        return
+    _spans.setdefault(_epoch, [now, None])[1] = now
+    _spans[epoch] = [now, None]
+    _epoch, _switched = epoch, (time.perf_counter(), _epoch)
+    for old in sorted(_spans)[:-64]:  # an idle worker reports nothing: keep its spans bounded
+        del _spans[old]
 
 
 def _open_options(environment: Any) -> tuple[float, str, int]:
@@ -200,7 +229,8 @@ class OpenLoopUser(FastHttpUser):
     Times come from a fixed anchor (anchor + i / rate), so a late wake-up does not push later arrivals
     back: overdue ones are sent at once, counted late, and measured from their planned time, as wrk2
     does. When this worker already holds --open-max-in-flight requests the arrival is dropped and
-    counted (k6's dropped_iterations): a bounded generator cannot hide an overloaded target.
+    counted (k6's dropped_iterations): a bounded generator cannot hide an overloaded target. A rate of 0
+    plans nothing while the arrivals in flight still come back (and are counted in their own windows).
     """
 
     network_timeout = TIMEOUT_S
@@ -219,9 +249,12 @@ class OpenLoopUser(FastHttpUser):
 
     @task
     def arrivals(self) -> None:
+        global _schedulers
+        _schedulers += 1
         try:
             self._schedule()
         finally:
+            _schedulers -= 1
             self._flights.kill(block=False)
 
     def _schedule(self) -> None:
@@ -248,23 +281,28 @@ class OpenLoopUser(FastHttpUser):
                 planned = anchor + i / rate
             delay = planned - time.perf_counter()
             gevent.sleep(max(delay, 0.0))  # 0 still yields, so overdue arrivals' greenlets get to send
-            _open_counts["planned"] += 1
+            # by its planned time: an overdue arrival planned before the window changed (the worker was busy, e.g.
+            # with the swarm message that came just before) belongs to the window before
+            epoch = _epoch if planned >= _switched[0] else _switched[1]
+            tally = _tally(epoch)
+            tally["planned"] += 1
             if _in_flight >= bound:
-                _open_counts["dropped"] += 1
+                tally["dropped"] += 1
                 continue
             _in_flight += 1
-            _open_counts["in_flight_max"] = max(_open_counts["in_flight_max"], _in_flight)
-            self._flights.spawn(self._send, planned)
+            tally["in_flight_max"] = max(tally["in_flight_max"], _in_flight)
+            self._flights.spawn(self._send, planned, epoch)
 
-    def _send(self, planned: float) -> None:
+    def _send(self, planned: float, epoch: int) -> None:
         global _in_flight
         try:
             late_s = time.perf_counter() - planned
-            _open_counts["sent"] += 1
+            _tally(epoch)["sent"] += 1
             options = self.environment.parsed_options
             if late_s > float(getattr(options, "open_late_ms", 5.0) or 5.0) / 1000.0:
-                _open_counts["late"] += 1
-                _open_counts["late_ms_max"] = max(_open_counts["late_ms_max"], 1000.0 * late_s)
+                tally = _tally(epoch)
+                tally["late"] += 1
+                tally["late_ms_max"] = max(tally["late_ms_max"], 1000.0 * late_s)
             headers = HEADERS
             # A kept-alive pool sends each arrival on a returned connection, so a pod receives about what it
             # completes: a backlogged pod keeps its backlog however many pods join (after an overload, 3 pods
@@ -283,18 +321,34 @@ class OpenLoopUser(FastHttpUser):
                 latency_ms = 1000.0 * (time.perf_counter() - planned)
                 response.request_meta["response_time"] = latency_ms
             ok = response.request_meta.get("exception") is None  # Locust's own verdict, set on leaving the block
-            _open_counts["completed"] += 1
-            _open_counts["ok"] += 1 if ok else 0
-            _open_counts["latency_ms_sum"] += latency_ms
+            tally = _tally(epoch)
+            tally["completed"] += 1
+            tally["latency_ms_sum"] += latency_ms
+            if ok:
+                tally["ok"] += 1
+                key = locust.stats.bucket_response_time(latency_ms)
+                tally["ok_ms"][key] = tally["ok_ms"].get(key, 0) + 1
+        except gevent.GreenletExit:
+            _tally(epoch)["abandoned"] += 1  # the swarm stopped before it came back: not answered, not failed
+            raise
         finally:
             _in_flight -= 1
 
 
 @events.report_to_master.add_listener
 def _report_open(client_id: str, data: dict[str, Any]) -> None:
-    if _open_counts["planned"] or _open_counts["completed"] or _in_flight:
-        data["nightcap_open"] = {**_open_counts, "in_flight": _in_flight}
-    _open_counts.update(_OPEN_ZERO)
+    if not (_tallies or _in_flight or _schedulers):
+        return
+    rows = []
+    for epoch in sorted(set(_tallies) | set(_spans)):
+        tally = _tallies.get(epoch) or {**_OPEN_ZERO, "ok_ms": {}}
+        entered, left = _spans.get(epoch, (None, None))
+        rows.append({**tally, "ok_ms": [[ms, n] for ms, n in tally["ok_ms"].items()], "epoch": epoch,
+                     "entered": entered, "left": left})
+    data["nightcap_open"] = {"epoch": _epoch, "in_flight": _in_flight, "epochs": rows}
+    _tallies.clear()
+    for epoch in [k for k, span in _spans.items() if span[1] is not None]:
+        del _spans[epoch]  # its end is reported; later completions of its arrivals come as counts only
 
 
 # --- worker side: stamp each report with the time it was cut -------------------------------------
@@ -380,43 +434,105 @@ def _on_reset() -> None:
     _goodput.clear()
 
 
-_open_workers: dict[str, dict[str, float]] = {}
+# --- master side: the open-loop ledger, by arrival -----------------------------------------------
+
+KEEP_EPOCHS = 2000  # windows kept for later reads (the autoscale stage re-reads its samples when they settled)
+_open_epoch = 0
+_ledger: dict[int, dict[str, dict[str, Any]]] = {}  # epoch -> worker -> what the arrivals it planned then did
+_open_now: dict[str, dict[str, float]] = {}  # worker -> its last report's stamp, epoch and requests in flight
+_master: list[Any] = []  # the master's environment (to tell workers about a new epoch)
 
 
-@events.worker_report.add_listener
-def _on_open_report(client_id: str, data: dict[str, Any]) -> None:
-    counts = data.get("nightcap_open")
-    stamp = float(data.get("nightcap_t", time.time()))
-    state = _open_workers.setdefault(client_id, {**_OPEN_ZERO, "since": stamp, "last": stamp, "in_flight": 0})
-    if counts:
-        for key in ("planned", "sent", "late", "dropped", "completed", "ok", "latency_ms_sum"):
-            state[key] += counts[key]
-        for key in ("late_ms_max", "in_flight_max"):
-            state[key] = max(state[key], counts[key])
-        state["in_flight"] = counts["in_flight"]
-    state["last"] = stamp
+def _new_epoch() -> int:
+    """Close the current window and start the next on every worker; returns the closed one."""
+    global _open_epoch
+    closed, _open_epoch = _open_epoch, _open_epoch + 1
+    for old in [k for k in _ledger if k <= _open_epoch - KEEP_EPOCHS]:
+        del _ledger[old]
+    runner = _master[0].runner if _master else None
+    if isinstance(runner, locust.runners.MasterRunner):
+        runner.send_message("nightcap_epoch", {"epoch": _open_epoch})
+    return closed
 
 
 @events.reset_stats.add_listener
 def _on_open_reset() -> None:
-    for state in _open_workers.values():
-        state.update(_OPEN_ZERO, since=state["last"])
+    _new_epoch()
+
+
+@events.worker_report.add_listener
+def _on_open_report(client_id: str, data: dict[str, Any]) -> None:
+    stamp = float(data.get("nightcap_t", time.time()))
+    now = _open_now.setdefault(client_id, {"epoch": 0, "in_flight": 0, "last": stamp})
+    now["last"] = stamp
+    report = data.get("nightcap_open")
+    if not report:
+        return
+    now.update(epoch=report["epoch"], in_flight=report["in_flight"])
+    if report["epoch"] != _open_epoch and _master:  # it missed the message (it joined later): say it again
+        _master[0].runner.send_message("nightcap_epoch", {"epoch": _open_epoch}, client_id)
+    for row in report["epochs"]:
+        if row["epoch"] <= _open_epoch - KEEP_EPOCHS:
+            continue
+        state = _ledger.setdefault(row["epoch"], {}).setdefault(
+            client_id, {**_OPEN_ZERO, "ok_ms": {}, "entered": None, "left": None})
+        for key in _OPEN_ZERO:
+            state[key] = max(state[key], row[key]) if key in _MAXIMA else state[key] + row[key]
+        for ms, n in row["ok_ms"]:
+            state["ok_ms"][int(ms)] = state["ok_ms"].get(int(ms), 0) + int(n)
+        state["entered"] = state["entered"] if state["entered"] is not None else row["entered"]
+        state["left"] = row["left"] if row["left"] is not None else state["left"]
+
+
+def _open_read(first: int, last: int, live: Any = None) -> dict[str, Any]:
+    """The arrivals planned in epochs `first`..`last`, per worker, whenever they came back; `covered_s` is the
+    time the worker spent in those epochs. Settled: every worker left them and nothing of theirs is in flight."""
+    workers: dict[str, dict[str, Any]] = {}
+    for epoch in range(first, last + 1):
+        for wid, s in _ledger.get(epoch, {}).items():
+            if live is not None and wid not in live:
+                continue
+            w = workers.setdefault(wid, {**_OPEN_ZERO, "ok_ms": {}, "covered_s": 0.0, "settled": True})
+            for key in _OPEN_ZERO:
+                w[key] = max(w[key], s[key]) if key in _MAXIMA else w[key] + s[key]
+            for ms, n in s["ok_ms"].items():
+                w["ok_ms"][ms] = w["ok_ms"].get(ms, 0) + n
+            end = s["left"] if s["left"] is not None else _open_now[wid]["last"]
+            w["covered_s"] += max(end - s["entered"], 0.0) if s["entered"] is not None else 0.0
+            w["settled"] = w["settled"] and s["left"] is not None and s["sent"] == s["completed"] + s["abandoned"]
+    for wid, w in workers.items():
+        w.update(ok_ms=sorted([ms, n] for ms, n in w["ok_ms"].items()), in_flight=_open_now[wid]["in_flight"],
+                 unsettled=w["sent"] - w["completed"] - w["abandoned"])
+    settled = last < _open_epoch and all(w["settled"] for w in workers.values())
+    return {"now": time.time(), "epoch": _open_epoch, "first": first, "last": last, "settled": settled,
+            "workers": workers}
 
 
 @events.init.add_listener
-def _add_open_route(environment: Any, **_: Any) -> None:
+def _add_open_routes(environment: Any, **_: Any) -> None:
+    if isinstance(environment.runner, locust.runners.WorkerRunner):
+        environment.runner.register_message("nightcap_epoch", _enter_epoch)
     if environment.web_ui is None:
         return
+    _master[:] = [environment]
 
     @environment.web_ui.app.route("/nightcap/open")
     def open_window() -> Any:
+        """?first=&last= (epochs; default the current one); live=1 leaves out workers that left the master."""
+        from flask import jsonify, request
+
+        first = request.args.get("first", default=_open_epoch, type=int)
+        last = request.args.get("last", default=first if "first" in request.args else _open_epoch, type=int)
+        runner = environment.runner
+        live = runner.clients if request.args.get("live") and hasattr(runner, "clients") else None
+        return jsonify(_open_read(first, last, live))
+
+    @environment.web_ui.app.route("/nightcap/open/mark", methods=["POST"])
+    def open_mark() -> Any:
         from flask import jsonify
 
-        runner = environment.runner
-        live = runner.clients if runner is not None and hasattr(runner, "clients") else None
-        workers = {wid: {**s, "covered_s": max(s["last"] - s["since"], 0.0)}
-                   for wid, s in _open_workers.items() if live is None or wid in live}
-        return jsonify({"now": time.time(), "workers": workers})
+        closed = _new_epoch()
+        return jsonify({"closed": closed, "epoch": _open_epoch})
 
 
 @events.init.add_listener

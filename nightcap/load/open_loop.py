@@ -1,8 +1,10 @@
 """One open-loop window read from the Locust master: offered vs achieved rate, latency from the planned
 send time, and whether the generator kept its schedule.
 
-Pure (no Locust import): the master's `GET /nightcap/open` counters and the `/nightcap/window` percentiles
-go in, an `OpenWindow` comes out. Why a window says which side failed: late or dropped arrivals mean the
+Pure (no Locust import): the master's `GET /nightcap/open` counters go in, an `OpenWindow` comes out. The
+counters are by arrival: a window holds the arrivals planned in it (an epoch of the locustfile's ledger) and
+whatever became of them, whenever that was, so no rate exceeds 100% and `goodput_rps` counts completions of
+the window's own arrivals. A window read before its last arrivals came back says so (`unsettled`). Why a window says which side failed: late or dropped arrivals mean the
 offered rate was not what was asked, and the answer differs: a generator that ran out of CPU needs more
 generator, a target that stopped answering (the in-flight bound filled up) is the finding.
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
 
 TOLERATED_SHARE = 0.01  # late + dropped arrivals beyond this share make a window untrustworthy
 Verdict = Literal["ok", "generator-bound", "target-overloaded"]
@@ -39,6 +42,11 @@ class OpenWindow:
     in_flight_max: int
     workers: int
     errors: list[dict[str, Any]] = field(default_factory=list)
+    abandoned: int = 0  # sent, then given up by the generator (its swarm stopped) before an answer came
+    unsettled: int = 0  # sent and not back when read: the window's figures may still change (read it again)
+    first_epoch: int | None = None  # the ledger's windows this one spans (to read it again once settled)
+    last_epoch: int | None = None
+    covered_s: float = 0.0  # the time its arrivals were planned over (the workers' mean)
 
     @property
     def failures(self) -> int:
@@ -50,11 +58,11 @@ class OpenWindow:
 
     @property
     def arrival_error_rate(self) -> float:
-        """Arrivals a caller did not get answered, failed or dropped, per planned arrival (at most 1: failures
-        landing in this window may belong to arrivals planned in the one before)."""
+        """Arrivals a caller did not get answered, failed, dropped or abandoned, per planned arrival (at most 1:
+        every one of them is an arrival of this window; the unsettled ones are not counted yet)."""
         if not self.planned:
             return self.error_rate
-        return min((self.failures + self.dropped) / self.planned, 1.0)
+        return (self.failures + self.dropped + self.abandoned) / self.planned
 
     @property
     def late_share(self) -> float:
@@ -85,11 +93,9 @@ class OpenWindow:
 
 
 def summarize_open(raw: dict[str, Any], rate_rps: float, percentiles: Any = None) -> OpenWindow:
-    """Rates per worker over the time its reports covered, summed; percentiles from the master's window.
-
-    `percentiles` is the closed-loop `Window` of the same interval (its p50..p99 are Locust's, and the
-    open-loop user reports latency from the planned time, so they are the open-loop figures).
-    """
+    """Rates per worker over the time its reports covered, summed; percentiles of the window's successful
+    arrivals from the workers' histograms (from `percentiles`, a closed-loop `Window` of the same interval, when
+    the master sent none)."""
     workers = raw.get("workers", {})
     covered = [(w, w["covered_s"]) for w in workers.values() if w.get("covered_s", 0) > 0]
 
@@ -101,6 +107,11 @@ def summarize_open(raw: dict[str, Any], rate_rps: float, percentiles: Any = None
 
     completed = total("completed")
     latency_sum = sum(w.get("latency_ms_sum", 0.0) for w in workers.values())
+    ok_ms = merged_histogram(workers.values())
+
+    def pct(q: float, key: str) -> float | None:
+        return histogram_percentile(ok_ms, q) if ok_ms is not None else getattr(percentiles, key, None)
+
     return OpenWindow(
         rate_rps=rate_rps,
         offered_rps=rate("planned"),
@@ -113,12 +124,44 @@ def summarize_open(raw: dict[str, Any], rate_rps: float, percentiles: Any = None
         late=total("late"),
         dropped=total("dropped"),
         mean_ms=latency_sum / completed if completed else None,
-        p50_ms=getattr(percentiles, "p50_ms", None),
-        p90_ms=getattr(percentiles, "p90_ms", None),
-        p95_ms=getattr(percentiles, "p95_ms", None),
-        p99_ms=getattr(percentiles, "p99_ms", None),
+        p50_ms=pct(0.5, "p50_ms"),
+        p90_ms=pct(0.9, "p90_ms"),
+        p95_ms=pct(0.95, "p95_ms"),
+        p99_ms=pct(0.99, "p99_ms"),
         late_ms_max=max((w.get("late_ms_max", 0.0) for w in workers.values()), default=0.0),
         in_flight_max=int(max((w.get("in_flight_max", 0) for w in workers.values()), default=0)),
         workers=len(workers),
         errors=list(getattr(percentiles, "errors", []) or []),
+        abandoned=total("abandoned"),
+        unsettled=total("unsettled"),
+        first_epoch=raw.get("first"),
+        last_epoch=raw.get("last"),
+        covered_s=sum(s for _, s in covered) / len(covered) if covered else 0.0,
     )
+
+
+def merged_histogram(workers: Any) -> dict[int, int] | None:
+    """Response-time histogram of successful requests over all workers; None when no worker sent one."""
+    merged: dict[int, int] = {}
+    seen = False
+    for w in workers:
+        if "ok_ms" not in w:
+            continue
+        seen = True
+        for ms, count in w["ok_ms"]:
+            merged[int(ms)] = merged.get(int(ms), 0) + int(count)
+    return merged if seen else None
+
+
+def histogram_percentile(histogram: dict[int, int], q: float) -> float | None:
+    """Locust's rule: the smallest bucket with at least q of the requests at or below it; None if empty."""
+    count = sum(histogram.values())
+    if count == 0:
+        return None
+    need = q * count
+    seen = 0
+    for ms in sorted(histogram):
+        seen += histogram[ms]
+        if seen >= need - 1e-9:
+            return float(ms)
+    return float(max(histogram))

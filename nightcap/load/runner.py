@@ -140,7 +140,8 @@ class StepRunner:
         span = (measured_from, time.time())
         try:
             raw = self.generator.client.window()
-            open_raw = self.generator.client.open_window() if with_open else None
+            # by arrival, once the window's arrivals came back (up to another window): its own, all of them
+            open_raw = self.generator.client.open_window(settle_s=window_s) if with_open else None
         except httpx.HTTPError as exc:
             raise LoadError(f"the Locust master stopped answering: {exc}") from None
         return raw, open_raw, self.generator.generator_cpu_pct(), samples, workers_before, span
@@ -148,8 +149,8 @@ class StepRunner:
     def read_open_window(self, seconds: float, rate_rps: float) -> OpenWindow:
         """What the open-loop schedule already running at `rate_rps` did over the next `seconds`: a sample, no row.
 
-        The autoscale stage samples its phases this way: arrivals keep their plan whether or not the pods keep
-        up, and the window says how many were dropped, failed or came back (latency from the planned time).
+        Arrivals keep their plan whether or not the pods keep up, and the window says how many of its own were
+        dropped, failed or came back so far (latency from the planned time; `unsettled`: still in flight).
         """
         self.generator.client.reset()
         time.sleep(seconds)

@@ -2,8 +2,10 @@
 
 - `base.py`            the Platform protocol, PodSpec, HpaSpec, Observation, PlatformError, NoRoomForPods.
 - `factory.py`         make_platform (local, kubernetes or external) and the initial pod spec.
-- `local.py`           replicas as processes (+ `cgroups.py` limits, `proxy.py` the Service stand-in,
-                       `local_autoscaler.py` the HPA algorithm); `external.py` an endpoint measured as it is.
+- `local.py`           replicas as processes (+ `local_replicas.py` one replica and its readings, `cgroups.py`
+                       limits, `proxy.py` the Service stand-in, `local_autoscaler.py` the HPA algorithm,
+                       `socket_queues.py` where requests wait, from /proc/net/tcp); `external.py` an endpoint
+                       measured as it is.
 - `kubernetes.py`      KubernetesPlatform: the model as a Deployment + Service, HPA, observation, teardown.
 - `kube_client.py`     Kube: API calls with bounded retries and errors that say what to change, objects by
                        label, rollout waits, cleanup of dead runs' objects; `kube_diagnosis.py` says why a

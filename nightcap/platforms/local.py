@@ -15,43 +15,22 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import httpx
-import psutil
 
 from nightcap.config import Config
 from nightcap.platforms.base import AutoscaleStatus, HpaSpec, Observation, PlatformError, PodSpec, ReplicaSample
 from nightcap.run.ports import free_port  # noqa: F401  (re-exported: tests and bench import it from here)
 from nightcap.platforms.cgroups import PREFIX, CgroupSupport, ReplicaCgroup, detect
 from nightcap.platforms.cpu_pinning import CpuPinning
+from nightcap.platforms.local_replicas import MIN_RATE_INTERVAL_S, Replica, crash_message, log_tail, sample_replica
+from nightcap.platforms.socket_queues import port_queues
 from nightcap.run.registry import RunRegistry, stop_process
 from nightcap.targets.plan import TargetPlan
 
 MAX_RESTARTS = 5
-MIN_RATE_INTERVAL_S = 0.5
-
-
-@dataclass
-class Replica:
-    name: str
-    port: int
-    spec: PodSpec
-    proc: subprocess.Popen | None = None
-    cgroup: ReplicaCgroup | None = None
-    ready: bool = False
-    phase: str = "Starting"
-    restarts: int = 0
-    oom_kills: int = 0
-    started: float = 0.0
-    ready_at: float | None = None
-    stopping: bool = False
-    log: Path | None = None
-    _cpu_prev: tuple[float, float] | None = None
-    _cpu_rate: float | None = None
-    events: list[str] = field(default_factory=list)
 
 
 def _chain(*steps: Callable[[], None] | None) -> Callable[[], None] | None:
@@ -94,6 +73,7 @@ class LocalPlatform:
         self._stop = threading.Event()
         self._monitor: threading.Thread | None = None
         self._autoscaler = None
+        self._starts: list[tuple[PodSpec, float]] = []  # each replica start: its size, process start to ready probe
         self.pinning = CpuPinning(run_id, enabled=config.platform.pin_cpus)
         if plan.command is None:
             raise PlatformError("the local platform needs a target it can start (reference, mlflow, command)")
@@ -176,11 +156,11 @@ class LocalPlatform:
                 return
             crashed = [r for r in running if r.restarts >= MAX_RESTARTS]
             if crashed:
-                raise PlatformError(self._crash_message(crashed[0]))
+                raise PlatformError(crash_message(crashed[0]))
             time.sleep(0.1)
         with self._lock:
             slow = [r for r in self._replicas if not r.ready]
-        hint = self._log_tail(slow[0]) if slow else ""
+        hint = log_tail(slow[0]) if slow else ""
         raise PlatformError(
             f"{len(slow)} replica(s) not ready after {timeout_s or self.config.platform.ready_timeout_s:.0f}s "
             f"(probe GET {self.config.target.ready_path}); raise platform.ready_timeout_s or check the server.{hint}"
@@ -194,7 +174,7 @@ class LocalPlatform:
             pending = len(self._pending)
             events, self._events = self._events, []
         for r in replicas:
-            samples.append(self._sample(r, now))
+            samples.append(sample_replica(r, now))
         samples += [ReplicaSample(name=p.name, ready=False, phase="Pending", cpu_limit=p.spec.cpu,
                                   memory_limit=p.spec.memory) for p in self._pending_snapshot()]
         return Observation(at=now, replicas=samples, pending=pending, nodes={"local": 1}, events=events,
@@ -318,6 +298,7 @@ class LocalPlatform:
                 if httpx.get(url, timeout=1.0).status_code == 200:
                     with self._lock:
                         replica.ready, replica.phase, replica.ready_at = True, "Running", time.monotonic()
+                        self._starts.append((replica.spec, replica.ready_at - replica.started))
                         self._publish()
                     return
             except httpx.HTTPError:
@@ -395,47 +376,28 @@ class LocalPlatform:
     def _event(self, text: str) -> None:
         self._events.append(f"{time.strftime('%H:%M:%S')} {text}")
 
-    def _sample(self, r: Replica, now: float) -> ReplicaSample:
-        cores = memory = None
-        proc = r.proc
-        if proc is not None and proc.poll() is None:
-            try:
-                root = psutil.Process(proc.pid)
-                tree = [root] + root.children(recursive=True)
-                cpu_s, rss = 0.0, 0
-                for p in tree:
-                    try:
-                        t = p.cpu_times()
-                        cpu_s += t.user + t.system + t.children_user + t.children_system
-                        rss += p.memory_info().rss
-                    except psutil.Error:
-                        pass
-                # Several observers (a step's sampler, the autoscaler) call this; CPU times tick every 10 ms, so a
-                # rate over a few ms between two of them is noise. Keep the last rate until 0.5 s have passed.
-                if r._cpu_prev is None:
-                    r._cpu_prev = (now, cpu_s)
-                elif now - r._cpu_prev[0] >= MIN_RATE_INTERVAL_S:
-                    r._cpu_rate = max(cpu_s - r._cpu_prev[1], 0.0) / (now - r._cpu_prev[0])
-                    r._cpu_prev = (now, cpu_s)
-                cores = r._cpu_rate
-                memory = (r.cgroup.memory_bytes() if r.cgroup else None) or rss
-            except psutil.Error:
-                pass
-        return ReplicaSample(name=r.name, ready=r.ready, phase=r.phase, cpu_cores=cores, cpu_limit=r.spec.cpu,
-                             memory_bytes=memory, memory_limit=r.spec.memory, restarts=r.restarts,
-                             oom_kills=r.oom_kills)
+    def start_seconds(self, spec: PodSpec | None = None) -> float | None:
+        """The longest start (process start to first ready probe) measured for pods of `spec` (default: the current
+        size), or None before any: the autoscale stage plans its phases on it."""
+        spec = spec or self._spec
+        with self._lock:
+            times = [t for s, t in self._starts if s == spec]
+        return max(times) if times else None
 
-    def _log_tail(self, replica: Replica, lines: int = 5) -> str:
-        try:
-            tail = replica.log.read_text(errors="replace").splitlines()[-lines:] if replica.log else []
-        except OSError:
-            return ""
-        return ("\n  last lines of " + str(replica.log) + ":\n    " + "\n    ".join(tail)) if tail else ""
+    def replica_cpu_budget(self) -> float:
+        """The CPUs replicas may use without squeezing each other: the ones pinning reserves for them (else the
+        allocatable cores); pods beyond them either stay Pending or share CPUs with the load generator."""
+        if self.pinning.active and self.pinning.layout is not None:
+            return min(float(len(self.pinning.layout.replica_cpus)), self.allocatable_cpu)
+        return self.allocatable_cpu
 
-    def _crash_message(self, replica: Replica) -> str:
-        why = "OOM-killed" if replica.oom_kills else "crashed"
-        fix = " raise the memory limit (platform.memory / tune.memory)" if replica.oom_kills else " check the command and its log"
-        return f"{replica.name} {why} {replica.restarts} times (CrashLoopBackOff);{fix}.{self._log_tail(replica)}"
+    def queues(self) -> dict[str, dict[str, int]]:
+        """Connections waiting at the proxy and at each replica's port (see `socket_queues`): where an overload's
+        backlog sits. Keys: "proxy" and the replica names."""
+        with self._lock:
+            ports = {"proxy": self._proxy_port, **{r.name: r.port for r in self._replicas}}
+        counts = port_queues(ports.values())
+        return {name: counts[port].to_dict() for name, port in ports.items()}
 
     # --- for tests and the autoscaler ---------------------------------------------------------
 

@@ -4,6 +4,13 @@ Like kube-proxy it balances per connection (L4), so a keep-alive client stays on
 reconnects; that is why the locustfile re-opens connections periodically. Runs as its own process so its
 CPU is accounted apart from the flow. Backends are read from a JSON file the platform rewrites whenever
 replicas become ready or go away.
+
+It holds no queue a Service would not (docs/autoscaling.md): kube-proxy rewrites a client's connection to a pod,
+so nothing waits in between. Here a connection waits at most in the proxy's own listen backlog (kept short,
+`BACKLOG`: when the proxy falls behind, new connections are refused at the handshake as a full pod's would be,
+instead of queueing unseen) and while its pod connection is being made; a client that gives up meanwhile is
+never forwarded (with kube-proxy its handshake would simply stop), so a replica never works for a caller who
+left before it was reached.
 """
 
 from __future__ import annotations
@@ -57,6 +64,34 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
             pass
 
 
+BACKLOG = 128  # Linux's historical somaxconn: a few hundred ms of arrivals at the rates measured here
+
+
+async def _connect(target: tuple[str, int], client_r: asyncio.StreamReader
+                   ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bytes] | None:
+    """Connect to `target`, meanwhile keeping what the client sends; None when the client left first."""
+    connect = asyncio.ensure_future(asyncio.open_connection(*target))
+    head = b""
+    while not connect.done():
+        read = asyncio.ensure_future(client_r.read(65536))
+        await asyncio.wait({connect, read}, return_when=asyncio.FIRST_COMPLETED)
+        if not read.done():
+            read.cancel()  # nothing was consumed: the pipe reads it later
+            break
+        try:
+            data = read.result()
+        except ConnectionError:
+            data = b""
+        if not data:  # the caller closed before its pod was reached: a Service would never have reached it
+            connect.cancel()
+            if connect.done() and not connect.cancelled() and connect.exception() is None:
+                connect.result()[1].close()
+            return None
+        head += data
+    up_r, up_w = await connect
+    return up_r, up_w, head
+
+
 async def _serve(port: int, backends: Backends, host: str) -> None:
     async def handle(client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         backends.refresh()  # one stat per connection: a replica is routable as soon as the platform says ready
@@ -65,9 +100,14 @@ async def _serve(port: int, backends: Backends, host: str) -> None:
             if target is None:
                 break
             try:
-                up_r, up_w = await asyncio.open_connection(*target)
+                connected = await _connect(target, client_r)
             except OSError:
                 continue  # a replica that just died: try the next one, as a Service would after endpoints update
+            if connected is None:
+                break
+            up_r, up_w, head = connected
+            if head:
+                up_w.write(head)
             await asyncio.gather(_pipe(client_r, up_w), _pipe(up_r, client_w))
             return
         client_w.close()
@@ -78,7 +118,7 @@ async def _serve(port: int, backends: Backends, host: str) -> None:
             await asyncio.sleep(0.2)
 
     backends.refresh()
-    server = await asyncio.start_server(handle, host, port, backlog=1024, reuse_address=True)
+    server = await asyncio.start_server(handle, host, port, backlog=BACKLOG, reuse_address=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

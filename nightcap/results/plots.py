@@ -168,11 +168,16 @@ def usl_plot(fit: UslFit, rows: list[dict], path: Path) -> str | None:
     return _save(fig, path)
 
 
-def timeline_plot(samples: list[AutoscaleSample], path: Path, slo_ms: float, step_t: float) -> str | None:
+def timeline_plot(samples: list[AutoscaleSample], path: Path, slo_ms: float, step_t: float,
+                  step_down_t: float | None = None) -> str | None:
+    """Replicas and rates; p95 and lost arrivals (by arrival: each sample's own); where requests waited. The load
+    step is at 0; the step back down, when there is one, is a dotted line."""
     if not samples:
         return None
     t = [s.t - step_t for s in samples]
-    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
+    waiting = any(s.in_flight is not None for s in samples)
+    fig, axes = plt.subplots(3 if waiting else 2, 1, figsize=(8, 8.5 if waiting else 6), sharex=True)
+    ax1, ax2 = axes[0], axes[1]
     ax1.step(t, [s.current for s in samples], where="post", label="replicas")
     ax1.step(t, [s.desired for s in samples], where="post", linestyle="--", label="desired")
     ax1.step(t, [s.ready for s in samples], where="post", linestyle=":", label="ready")
@@ -196,11 +201,32 @@ def timeline_plot(samples: list[AutoscaleSample], path: Path, slo_ms: float, ste
         ax2b.set_ylabel("failed + dropped % (black)")
         ax2b.set_ylim(bottom=0)
     ax2.set_yscale("log")
-    ax2.set_ylabel("p95 ms")
-    ax2.set_xlabel("seconds after the load step")
+    ax2.set_ylabel("p95 ms (of each sample's arrivals)")
     ax2.legend(loc="upper left", fontsize=8)
+    if waiting:
+        _waiting_panel(axes[2], t, samples)
+    for ax in axes:
+        ax.axvline(0.0, color="black", linewidth=0.8, alpha=0.5)
+        if step_down_t is not None:
+            ax.axvline(step_down_t - step_t, color="black", linewidth=0.8, linestyle=":", alpha=0.7)
+    axes[-1].set_xlabel("seconds after the load step (dotted: the step back down)" if step_down_t is not None
+                        else "seconds after the load step")
     ax1.set_title("Autoscaling timeline")
     return _save(fig, path)
+
+
+def _waiting_panel(ax: Any, t: list[float], samples: list[AutoscaleSample]) -> None:
+    """Requests waiting when each sample was taken: sent by the generator, held by the replicas (of which their
+    callers already left), and unaccepted at the proxy (see docs/autoscaling.md)."""
+    for values, style, label in (([s.in_flight for s in samples], "-", "generator: in flight"),
+                                 ([s.server_held for s in samples], "--", "replicas: connections held"),
+                                 ([s.callers_left for s in samples], ":", "of which the caller left"),
+                                 ([s.proxy_queue for s in samples], "-.", "proxy: not accepted yet")):
+        if any(v is not None for v in values):
+            ax.step(t, [float("nan") if v is None else v for v in values], where="post", linestyle=style, label=label)
+    ax.set_ylabel("requests waiting")
+    ax.set_ylim(bottom=0)
+    ax.legend(loc="upper right", fontsize=8)
 
 
 

@@ -123,23 +123,63 @@ def sizing_text(s: SizingResult, slo_p95_ms: float) -> str:
 
 
 def autoscale_line(a: AutoscaleResult) -> str:
+    """The autoscaling answer (or why there is none), the pod shape it used, then one line per phase."""
+    head = f"autoscaling inconclusive: {a.inconclusive}" if a.inconclusive else "autoscaling"
+    shape = _shape_words(a)
     t = a.timings
-    return (f"autoscaling: {t.initial_replicas}→{t.peak_replicas} replicas, first scale-up after "
-            f"{_s(t.time_to_scale_up_s)}, pods ready after {_s(t.time_to_ready_s)}, p95 back under the "
-            f"SLO after {_s(t.time_to_recover_slo_s)}; {t.slo_breach_s:.0f}s over the SLO; "
-            f"peak Pending {t.peak_pending}; {a.nodes_note}" + "".join(f"\n  {phase_line(p)}" for p in a.phases
-                                                                       if p.get("samples")))
+    if t is None:
+        body = f"{head}; {shape}" if shape else head
+    else:
+        exp = a.expected
+        ready = (f"added pods ready {_s(t.time_to_ready_s)} after the step" if t.time_to_ready_s is not None
+                 else "added pods never all ready")
+        if exp is not None and exp.pods[-1] > exp.pods[0]:
+            ready += f" (expected {exp.ready_s:.0f}s)"
+        body = (f"{head}: {t.initial_replicas}→{t.peak_replicas} replicas{f' on {shape}' if shape else ''}, first "
+                f"scale-up {_s(t.time_to_scale_up_s)} after the step, {ready}, {_recovery_words(a)}; "
+                f"{t.slo_breach_s:.0f}s over the SLO; peak Pending {t.peak_pending}; {a.nodes_note}")
+    return body + "".join(f"\n  {phase_line(p)}" for p in a.phases if p.get("samples"))
+
+
+def _shape_words(a: AutoscaleResult) -> str:
+    """"pods of 0.5 CPU, concurrency 1 (55.0 rps each)", and why when the platform changed the pod or the bounds."""
+    fit = a.fit
+    if fit is None:
+        return ""
+    why = f"; {fit.reason}" if fit.reason else ""
+    return f"pods of {fit.shape.label()} ({fit.shape.rps:.1f} rps each{why})"
+
+
+def _recovery_words(a: AutoscaleResult) -> str:
+    t, exp = a.timings, a.expected
+    assert t is not None
+    if t.time_to_recover_slo_s == 0:
+        return "p95 stayed under the SLO through the overload"
+    if t.time_to_recover_slo_s is not None:
+        expected = exp.recover_in_overload_s if exp else None
+        note = f" (expected {expected:.0f}s)" if expected is not None else ""
+        return f"p95 back under the SLO {t.time_to_recover_slo_s:.0f}s after the step{note}"
+    if t.recovered_after_step_down_s is not None:
+        note = f" (expected {exp.drain_recovery_s:.0f}s)" if exp and exp.drain_recovery_s is not None else ""
+        return f"p95 back under the SLO {t.recovered_after_step_down_s:.0f}s after the step back down{note}"
+    return "p95 never back under the SLO"
 
 
 def phase_line(p: dict) -> str:
-    """One phase as offered (open loop) against served, with what callers lost: dropped or failed arrivals."""
+    """One phase's arrivals as offered (open loop) against served, with what callers lost: dropped or failed ones
+    (each counted in the phase that planned it, whenever it failed)."""
     offered = p.get("offered_rps")
-    lost = (f"{p['dropped']} dropped and {p['failures']} failed of {p['planned']} arrivals "
-            f"({100 * p['error_rate']:.1f}%)")
+    if offered is None:
+        return f"phase {p['name']}: nothing offered, {p['served_rps']:.1f} rps served"
+    lost = f"{p['dropped']} dropped and {p['failures']} failed"
+    if p.get("abandoned"):
+        lost += f", {p['abandoned']} abandoned"
+    lost += f" of its {p['planned']} arrivals ({100 * p['error_rate']:.1f}%)"
+    if p.get("unsettled"):
+        lost += f", {p['unsettled']} never came back"
     worst = f", worst p95 {p['worst_p95_ms']:.0f} ms" if p.get("worst_p95_ms") is not None else ""
     return (f"phase {p['name']}: {offered:.1f} rps offered open loop ({p['load']:g}× one pod), "
-            f"{p['served_rps']:.1f} rps served; {lost}{worst}" if offered is not None
-            else f"phase {p['name']}: nothing offered, {p['served_rps']:.1f} rps served")
+            f"{p['served_rps']:.1f} rps served; {lost}{worst}")
 
 
 def warm_start_line(r: StageResults) -> str | None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nightcap.analysis.autoscale_metrics import AutoscaleSample, AutoscaleSummary
+from nightcap.analysis.autoscale_plan import AutoscaleFit, Expectation
 from nightcap.analysis.canary import CanaryFigure, CanarySettings
 from nightcap.analysis.capacity import Measurement, PodCapacity, pool_pod
 from nightcap.analysis.operating_point import OperatingPointCheck
@@ -162,9 +163,11 @@ class SizingResult:
 
 @dataclass
 class AutoscaleResult:
-    """The autoscaling timeline: the offered phases, the samples and the timings computed from them."""
+    """The autoscaling timeline: the offered phases, the samples and the timings computed from them (None: no
+    sample was taken), the pod shape and bounds the platform allowed (`fit`), what the backlog arithmetic
+    expected, and why the stage could not answer (`inconclusive`, one sentence; None when it did)."""
 
-    timings: AutoscaleSummary
+    timings: AutoscaleSummary | None
     phases: list[dict[str, Any]]
     per_pod: PerPod
     hpa: dict[str, Any]
@@ -173,6 +176,9 @@ class AutoscaleResult:
     samples: list[AutoscaleSample]
     plot: str | None = None
     connections: str = "per-request"  # autoscale.connections: how arrivals reach new pods
+    fit: AutoscaleFit | None = None
+    expected: Expectation | None = None
+    inconclusive: str | None = None
 
 
 @dataclass

@@ -9,10 +9,12 @@ point, SLO capacity) comes from `StageResults.headline()`; report.md renders thi
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nightcap.analysis.autoscale_metrics import AutoscaleSummary
+from nightcap.analysis.autoscale_plan import AutoscaleFit, Expectation
 from nightcap.analysis.figures import HEADLINE_NAMES
 from nightcap.analysis.operating_point import OperatingPointCheck
 from nightcap.results import report
@@ -188,10 +190,17 @@ def sizing_block(s: SizingResult) -> dict[str, Any]:
 
 
 def autoscale_block(a: AutoscaleResult) -> dict[str, Any]:
-    return {**a.timings.to_dict(), "phases": a.phases, "one_pod_saturation_users": a.per_pod.users,
-            "one_pod_saturation_rps": a.per_pod.rps, "hpa": a.hpa, "nodes": a.nodes_note,
-            "load_spreading": load_spreading(a.connections, a.reconnect_s),
-            "samples": [asdict(s) for s in a.samples]}
+    """Timings (None when no sample was taken), the phases by arrival, the pod shape the stage used (`fit`: the
+    tuned one, or why not), the backlog arithmetic it planned with (`expected`), why it could not answer."""
+    timings = a.timings.to_dict() if a.timings else {f.name: None for f in fields(AutoscaleSummary)}
+    fit = a.fit.to_dict() if a.fit else None
+    same_pod = fit is None or fit["change"] != "smaller pod"
+    return {**timings, "phases": a.phases, "one_pod_saturation_users": a.per_pod.users if same_pod else None,
+            "one_pod_saturation_rps": fit["one_pod_rps"] if fit else a.per_pod.rps, "hpa": a.hpa,
+            "nodes": a.nodes_note, "load_spreading": load_spreading(a.connections, a.reconnect_s),
+            "fit": fit or dict.fromkeys(AutoscaleFit.keys()),
+            "expected": a.expected.to_dict() if a.expected else dict.fromkeys(Expectation.keys()),
+            "inconclusive": a.inconclusive, "samples": [asdict(s) for s in a.samples]}
 
 
 def load_spreading(connections: str, reconnect_s: float) -> str:
