@@ -112,7 +112,7 @@ def _errors(pcov: np.ndarray) -> tuple[np.ndarray, list[float]]:
 def _widest_shift(lam: float, sigma: float, kappa: float, errs: list[float | None], n: float) -> tuple[str, float]:
     """The parameter whose 95% interval moves the fitted throughput at N the most, and by what share of it.
 
-    To first order X(N) moves by dλ/λ for λ and by dD/D for σ and κ, D = 1 + σ(N−1) + κN(N−1) being the slowdown.
+    To first order X(N) moves by dλ/λ for λ and by dD/D for σ and κ, D = 1 + σ(N−1) + κN(N−1) (the slowdown).
     """
     d = 1.0 + sigma * (n - 1.0) + kappa * n * (n - 1.0)
     shifts = {"λ": Z95 * errs[0] / lam if lam > 0 and errs[0] is not None else math.inf,

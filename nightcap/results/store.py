@@ -330,8 +330,7 @@ class HistoryStore:
             row["version"] = version_label(row["target_version"])
             # a regressed night ends its flow run Failed yet stays a completed measurement (and a baseline)
             row["regression"] = ((row.get("summary") or {}).get("regression") or {}).get("verdict")
-            # "inconclusive": completed, but a stage ran without answering (its headline figures are not stored)
-            row["verdict"] = (row.get("summary") or {}).get("verdict")
+            row["verdict"] = (row.get("summary") or {}).get("verdict")  # "inconclusive": a stage did not answer
             # the platform canary's rps per core that night (kept in its summary), beside the model's figures
             row["canary"] = _number(((row.get("summary") or {}).get("canary") or {}).get("rps_per_core"))
             row["steps"] = int(counts.get(row["run_id"], 0))
