@@ -67,7 +67,7 @@ class UslFit:
     max_measured_n: float | None = None
     cov: tuple[tuple[float, ...], ...] | None = field(default=None, repr=False)  # of (λ, σ, κ)
     accepted: bool = True
-    model: str = "usl"  # "usl", or "amdahl" when κ's 95% interval included 0 and κ was fixed at 0
+    model: str | None = "usl"  # "usl", "amdahl" (κ's 95% interval included 0: κ fixed at 0), None: no numbers
 
     @property
     def ok(self) -> bool:
@@ -83,7 +83,8 @@ class UslFit:
 
 
 def _no_fit(n_points: int, reason: str) -> UslFit:
-    return UslFit(None, None, None, None, None, None, None, None, None, None, n_points, reason, accepted=False)
+    return UslFit(None, None, None, None, None, None, None, None, None, None, n_points, reason, accepted=False,
+                  model=None)
 
 
 def _least_squares(func: Any, ns: np.ndarray, xs: np.ndarray, starts: list[tuple[float, ...]],

@@ -15,6 +15,7 @@ matplotlib.use("Agg")  # the only place: importing pyplot before this would pick
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.dates import AutoDateLocator, ConciseDateFormatter  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from nightcap.analysis.figures import COMPARED_FIGURES  # noqa: E402
 from nightcap.analysis.usl import UslFit, predict  # noqa: E402
@@ -169,8 +170,10 @@ def usl_figure(fit: UslFit, rows: list[dict]) -> tuple[Any, Any] | None:
         ax.fill_between(grid, [p[1] for p in pred], [p[2] for p in pred], alpha=0.2, label="95% band")
         ax.axvline(max(xs), color="black", linewidth=0.5, linestyle="--")
         ax.annotate("measured | extrapolated", (max(xs), ax.get_ylim()[1] * 0.95), fontsize=8, ha="center")
-    else:
-        ax.text(0.02, 0.95, fit.reason or "no fit", transform=ax.transAxes, fontsize=8, va="top", wrap=True)
+    else:  # room above the points for the reason
+        ax.set_ylim(0, 1.25 * max([r["saturation_rps"] for r in rows] + [one * max(xs) if one else 0.0]))
+        ax.text(0.02, 0.97, fit.reason or "no fit", transform=ax.transAxes, fontsize=8, va="top", wrap=True)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("replicas")
     ax.set_ylabel("saturation rps")
     ax.set_ylim(bottom=0)
