@@ -1,8 +1,8 @@
 """Stage verdicts (issue 23, item 2): completed, inconclusive or failed, and how the run ends for each.
 
 Millisecond tests of the pure rules (`nightcap.results.verdicts`, each result's `inconclusive`), of the exit code
-`nightcap run` gives an inconclusive run, and of `nightcap history` on such a night. The Prefect state itself is
-held by `tests/test_stages.py::test_a_ramp_that_stops_before_its_knee_ends_inconclusive` (a real run).
+`nightcap run` gives an inconclusive run, and of `nightcap history` on such a night; one real run (slow, ~10 s)
+holds the Prefect state, the report's first lines and a regression check that does not compare its figures.
 """
 
 from __future__ import annotations
