@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterator
 from prefect import flow, get_run_logger
 from prefect.exceptions import TerminationSignal
 from prefect.context import get_run_context
+from prefect.states import Completed
 
 from flows.autoscale import autoscale
 from flows.ramp import multi_client, single_client
@@ -31,6 +32,8 @@ from nightcap.load.runner import BudgetExceeded
 from nightcap.results.no_answer import no_answer_reason
 from nightcap.results.report import write_markdown
 from nightcap.results.summary import build_summary, headline_figures, write_summary
+from nightcap.results.verdicts import (COMPLETED, INCONCLUSIVE, STATE_INCONCLUSIVE, close_stages, inconclusive_message,
+                                       inconclusive_reason, inconclusive_stages)
 from nightcap.run.cleanup import reap_dead_runs
 from nightcap.run.context import RunContext, new_run_id
 from nightcap.run.exit_guard import api_gone_reason, arm, armed, watch_api
@@ -197,7 +200,12 @@ def capacity_check(config: str = "configs/local.yaml", overrides: list[str] | No
                 ctx.stage_status(name, "running")
                 try:
                     STAGE_FLOWS[name](ctx.run_id)
-                    ctx.stage_status(name, "completed")
+                    reason = inconclusive_reason(ctx.results, name)  # it ran; did it answer its question?
+                    if reason:
+                        logger.warning("stage %s inconclusive: %s", name, reason)
+                        ctx.stage_status(name, INCONCLUSIVE, reason=reason)
+                    else:
+                        ctx.stage_status(name, COMPLETED)
                 except FATAL as exc:
                     ctx.stage_status(name, "cancelled" if isinstance(exc, CANCELLED) else "failed",
                                      error=str(exc) or type(exc).__name__)
@@ -232,12 +240,7 @@ def capacity_check(config: str = "configs/local.yaml", overrides: list[str] | No
             if api_gone_reason():  # stopped by the API watch, not by a person: failed, with the reason
                 status, fatal = "failed", PrefectApiGone(api_gone_reason())
                 ctx.info["failure"] = api_gone_reason()
-            if status != "completed":
-                for info in ctx.stages.values():
-                    if info.get("status") in ("pending", "running"):
-                        info["status"] = "skipped" if info["status"] == "pending" else "failed"
-            elif any(s.get("status") == "failed" for s in ctx.stages.values()):
-                status = "failed"  # the flow run ends Failed (StagesFailed): the history says so, and no baseline uses it
+            status = close_stages(status, ctx.stages)  # a failed stage fails the run: no baseline uses it
             if fatal is None and "failure" not in ctx.info:
                 reason = no_answer_reason(build_summary(ctx), ctx.steps)
                 if reason:  # no answer is not success: failed, with the reason first in the report
@@ -259,9 +262,13 @@ def capacity_check(config: str = "configs/local.yaml", overrides: list[str] | No
         regression = ctx.results.regression
         if regression is not None and regression.regressed and cfg.regression.fail_flow:
             raise RegressionDetected(regression.result.message)  # type: ignore[union-attr]
+        unanswered = inconclusive_message(ctx.stages) if inconclusive_stages(ctx.stages) else ""
         if failed:
             raise StagesFailed(f"stage(s) {', '.join(failed)} failed: "
-                               + "; ".join(ctx.stages[n].get('error', '') for n in failed))
+                               + "; ".join(ctx.stages[n].get('error', '') for n in failed)
+                               + (f" ({unanswered})" if unanswered else ""))
+        if unanswered:  # completed, under its own name: the Prefect UI lists the run as "Inconclusive"
+            return Completed(name=STATE_INCONCLUSIVE, message=unanswered, data=summary)  # type: ignore[return-value]
         return summary
 
 

@@ -1,6 +1,7 @@
 """`nightcap`: run a capacity check, serve the reference target, read the history, clean up after dead runs.
 
 Exit codes: 0 done, 1 the run failed (a stage, a regression), 2 bad input (nothing was started),
+3 completed but a stage was inconclusive (it ran without answering; `nightcap.results.verdicts`),
 130 interrupted (everything started was stopped).
 """
 
@@ -79,6 +80,11 @@ def run(
         err.print(f"[red]run failed: {state.message}[/red]", highlight=False)
         exit_guard.exit_if_api_gone(1)
         raise typer.Exit(1)
+    from nightcap.results.verdicts import EXIT_INCONCLUSIVE, STATE_INCONCLUSIVE
+
+    if state.name == STATE_INCONCLUSIVE:  # completed, but a stage ran without answering: its own exit code
+        err.print(f"[yellow]run {state.message}[/yellow]", highlight=False)
+        raise typer.Exit(EXIT_INCONCLUSIVE)
 
 
 def _refuse_early(cfg) -> None:  # type: ignore[no-untyped-def]

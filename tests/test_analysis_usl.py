@@ -1,4 +1,5 @@
-"""USL fit: linear scaling gives σ≈κ≈0, a shared lock gives κ>0 and a retrograde point, few points give no fit."""
+"""USL fit: linear scaling gives σ≈κ≈0, a shared lock gives κ>0 and a retrograde point, few points give no fit,
+and a fit that does not explain the data (r², parameter intervals) is "no fit" with nothing extrapolated."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nightcap.analysis.usl import fit_usl, predict, usl
+from nightcap.analysis.usl import MAX_SHIFT, MIN_R2, fit_usl, predict, usl
 
 
 def reference_linear(replicas: int, slots: int = 4, service_ms: float = 20.0) -> float:
@@ -62,7 +63,8 @@ def test_noisy_fit_band_covers_truth_and_widens_when_extrapolating() -> None:
 def test_too_few_points_give_no_fit_and_a_reason(n: list[int], x: list[float]) -> None:
     fit = fit_usl(n, x)
     assert not fit.ok and fit.sigma is None and fit.kappa is None
-    assert "3 or more distinct" in fit.reason
+    assert fit.reason.startswith("no fit: ") and "the USL needs 3" in fit.reason
+    assert not fit.reason.endswith(".")  # one clause: the report appends its own hint and punctuation
     assert fit.to_dict()["ok"] is False
     with pytest.raises(ValueError, match="no USL fit"):
         predict(fit, 3)
@@ -90,9 +92,15 @@ def test_monotonic_throughput_gives_a_sane_fit(first: float, increments: list[fl
     x = np.cumsum([first] + [first * inc for inc in increments])  # strictly increasing
     n = np.arange(1, x.size + 1)
     fit = fit_usl(n, x)
-    assert fit.ok
+    assert fit.lam is not None  # always fitted; reported only when it explains the data
     assert 0.0 <= fit.sigma <= 1.0 and fit.kappa >= 0.0 and fit.lam > 0
     assert fit.r2 <= 1.0 + 1e-9 and fit.rmse >= 0
+    if not fit.ok:  # rejected: its numbers stay for diagnosis, nothing is extrapolated from them
+        assert fit.reason.startswith("no fit: ") and fit.predicted_peak_n is None and fit.retrograde_from_n is None
+        with pytest.raises(ValueError, match="no USL fit"):
+            predict(fit, float(n.max() + 1))
+        return
+    assert fit.r2 >= MIN_R2
     if fit.predicted_peak_n is not None:
         # a curve still rising at every measured point does not peak early, nor low
         assert fit.predicted_peak_n >= 0.5 * n.max()
@@ -124,3 +132,40 @@ def test_fit_from_steps_uses_the_best_level_within_the_slo_per_replica_count() -
     fit = fit_usl_steps(steps_frame(rows), SloConfig(p95_ms=1000, max_error_rate=0.01))
     assert fit.ok and fit.lam == pytest.approx(200.0, rel=1e-6) and fit.kappa == pytest.approx(0.0, abs=1e-9)
     assert fit.n_points == 4
+
+
+def test_a_fit_that_explains_nothing_is_no_fit_and_extrapolates_nothing() -> None:
+    """Issue 23: "σ=0.937, κ=0.0000, r²=0.072" was reported as a fit. Throughput that is noise around one level
+    is explained by no USL curve: no fit, the reason in one clause, no peak, no prediction."""
+    rng = np.random.default_rng(1)
+    n = np.array([1, 2, 3, 4, 6, 8, 12, 16, 24, 32])
+    fit = fit_usl(n, 120 + rng.normal(0, 6, n.size))
+    assert not fit.ok and fit.r2 is not None and fit.r2 < MIN_R2
+    assert fit.reason.startswith(f"no fit: r² {fit.r2:.2f} is below {MIN_R2:g}")
+    assert fit.predicted_peak_n is None and fit.retrograde_from_n is None and fit.peak_throughput is None
+    assert fit.to_dict()["ok"] is False and fit.to_dict()["sigma"] == fit.sigma  # kept for diagnosis
+    with pytest.raises(ValueError, match="no USL fit"):
+        predict(fit, 64)
+
+
+def test_a_linear_target_at_one_to_three_replicas_still_gets_its_fit() -> None:
+    """Three replica counts cannot pin three parameters, but a linear target needs only two: κ's interval
+    includes 0, so Amdahl's law (κ = 0) is fitted, with σ ≈ 0 known to within the accepted interval."""
+    for measured in ([200.0, 400.0, 600.0], [200.0, 396.0, 606.0], [198.0, 404.0, 597.0]):
+        fit = fit_usl([1, 2, 3], measured)
+        assert fit.ok, fit.reason
+        assert fit.model == "amdahl" and fit.kappa == 0.0 and fit.kappa_err is None
+        assert fit.sigma == pytest.approx(0.0, abs=0.01) and fit.r2 > 0.99
+        assert fit.predicted_peak_n is None  # no retrograde without κ
+        value, low, high = predict(fit, 6)
+        assert value == pytest.approx(1200.0, rel=0.03) and low <= value <= high
+
+
+def test_kappa_that_the_data_cannot_pin_down_is_no_fit() -> None:
+    """A fall after a peak needs κ, but four noisy points leave it loose: its interval moves the throughput at
+    N=4 by far more than MAX_SHIFT, so there is no fit (and no retrograde point is claimed)."""
+    fit = fit_usl([1, 2, 3, 4], [100.0, 150.0, 150.0, 120.0])
+    assert not fit.ok and fit.model == "usl" and fit.kappa is not None and fit.kappa > 0
+    assert fit.reason.startswith("no fit: κ's 95% interval moves the fitted throughput at N=4 by ±")
+    assert f"(at most ±{MAX_SHIFT:.0%} accepted)" in fit.reason
+    assert fit.retrograde_from_n is None and fit.predicted_peak_n is None

@@ -9,7 +9,8 @@ import pandas as pd
 from nightcap.analysis.autoscale_metrics import AutoscaleSample
 from nightcap.analysis.tuning import Candidate, evaluate
 from nightcap.analysis.usl import fit_usl
-from nightcap.results.plots import heatmap, plot_p95_by_cores, plot_ramp, timeline_plot, trend_plot, usl_plot
+from nightcap.results.plots import (heatmap, plot_p95_by_cores, plot_ramp, timeline_plot, trend_plot, usl_figure,
+                                    usl_plot)
 from nightcap.results.steps import StepRow
 
 MI = 1 << 20
@@ -43,6 +44,7 @@ def test_heatmap_usl_and_timeline(tmp_path: Path) -> None:
     rows = [{"replicas": n, "saturation_rps": r} for n, r in zip((1, 2, 3, 4), (100, 190, 270, 340))]
     assert usl_plot(fit, rows, tmp_path / "usl.png") == "usl.png" and _png(tmp_path / "usl.png")
     assert usl_plot(fit, [], tmp_path / "none.png") is None
+    assert usl_plot(fit, [{"replicas": 1, "saturation_rps": 0.0}], tmp_path / "none.png") is None  # nothing measured
     samples = [AutoscaleSample(t=float(t), phase="overload", rps=100.0, p50_ms=10.0, p95_ms=50.0 + t,
                                error_rate=0.1 * (t == 3), current=1 + t // 3, desired=2, ready=1, pending=0,
                                offered_rps=120.0) for t in range(6)]
@@ -57,3 +59,22 @@ def test_trend_plot_with_and_without_history(tmp_path: Path) -> None:
                           "rps_per_core": [200.0, 180.0], "p95_at_operating_ms": [20.0, 25.0], "slo_users": [10, 9]})
     assert trend_plot(frame, tmp_path / "t" / "trend.png") == "trend.png" and _png(tmp_path / "t" / "trend.png")
     assert trend_plot(pd.DataFrame(), tmp_path / "empty.png") == "empty.png" and _png(tmp_path / "empty.png")
+
+
+def test_usl_curve_is_drawn_only_for_an_accepted_fit() -> None:
+    """Issue 23: a fit that does not explain the data is named "no fit" on the plot and draws no curve or band."""
+    import matplotlib.pyplot as plt
+
+    rows = [{"replicas": n, "saturation_rps": r} for n, r in zip((1, 2, 3, 4), (100.0, 150.0, 150.0, 120.0))]
+    rejected = fit_usl([1, 2, 3, 4], [100.0, 150.0, 150.0, 120.0])
+    assert not rejected.ok
+    fig, ax = usl_figure(rejected, rows)
+    labels = ax.get_legend_handles_labels()[1]
+    assert labels == ["measured saturation", "linear (N × one pod)"]
+    assert [t.get_text() for t in ax.texts] == [rejected.reason] and rejected.reason.startswith("no fit: ")
+    plt.close(fig)
+    accepted = fit_usl([1, 2, 3, 4], [100.0, 190.0, 270.0, 340.0])
+    fig, ax = usl_figure(accepted, rows)
+    assert any(label.startswith("USL σ=") for label in ax.get_legend_handles_labels()[1])
+    assert "95% band" in ax.get_legend_handles_labels()[1]
+    plt.close(fig)

@@ -175,7 +175,8 @@ def sparse_summary() -> dict[str, Any]:
         regression=RegressionOutcome(None, note="no history store"),
         canary=CanaryResult(CANARY, note="not measured: canary.enabled is false"))
     stages = {"tune": {"status": "failed", "error": "no candidate met the SLO", "duration_s": 1.0, "steps": 2},
-              "single_client": {"status": "completed", "duration_s": 1.0, "steps": 1}}
+              "single_client": {"status": "inconclusive", "reason": "no load level met the SLO", "duration_s": 1.0,
+                                "steps": 1}}
     return build_summary(_ctx(results, stages, error="boom", failure="no saturation point was measured: boom"))  # type: ignore[arg-type]
 
 
@@ -229,7 +230,7 @@ def test_the_headline_is_multi_client_unless_it_was_worse() -> None:
     assert full["slo_capacity"]["by_cores"][0]["slo_users"] == 4
     assert sparse_summary()["saturation"] == {"rps": None, "users": None, "found": False, "replicas": None,
                                               "stop_reason": "p95 80 ms over the SLO 50 ms at 1 users",
-                                              "rps_ci": None, "stage": None}
+                                              "rps_ci": None, "stage": None, "inconclusive": None}
 
 
 def test_the_operating_point_is_reported_where_it_was_measured() -> None:

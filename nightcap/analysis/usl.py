@@ -4,6 +4,10 @@ X(N) = λN / (1 + σ(N−1) + κN(N−1)): λ is the throughput of one unit (pod
 contention (the serial fraction, Amdahl) and κ the coherency cost (crosstalk that makes throughput
 fall past a peak). Extrapolations always come with the band implied by the fit's covariance,
 because a USL curve fitted to three points can say almost anything about N = 50.
+
+A fit is reported only when it explains the data (r² ≥ MIN_R2, and each parameter's 95% interval moves the
+fitted throughput at the largest measured N by at most MAX_SHIFT); otherwise it is "no fit", with the reason in
+one clause, and nothing is extrapolated from it. κ is kept only when the data show it (its interval excludes 0).
 """
 
 from __future__ import annotations
@@ -21,6 +25,11 @@ if TYPE_CHECKING:
 
 MIN_POINTS = 3  # λ, σ and κ: three unknowns need three distinct N
 Z95 = 1.96
+# When a fit is reported (and extrapolated from): it explains the measurements (r² at least MIN_R2) and each
+# parameter is known well enough that its 95% interval moves the fitted throughput at the largest measured N
+# by at most MAX_SHIFT. Otherwise "no fit", and no curve, peak or extrapolation anywhere.
+MIN_R2 = 0.9
+MAX_SHIFT = 0.2
 
 
 def usl(n: Any, lam: float, sigma: float, kappa: float) -> Any:
@@ -29,9 +38,19 @@ def usl(n: Any, lam: float, sigma: float, kappa: float) -> Any:
     return lam * n / (1.0 + sigma * (n - 1.0) + kappa * n * (n - 1.0))
 
 
+def _amdahl(n: Any, lam: float, sigma: float) -> Any:
+    """The USL with κ = 0 (Amdahl's law): the model kept when the data show no coherency cost."""
+    return usl(n, lam, sigma, 0.0)
+
+
 @dataclass(frozen=True)
 class UslFit:
-    """A USL fit, or the reason there is none (`ok` is False and the numbers are None)."""
+    """A USL fit, or the reason there is none.
+
+    `ok` (reported, plotted, extrapolated from) needs numbers and `accepted`: a fit that does not explain the
+    data keeps its numbers for diagnosis but no peak, retrograde point or extrapolation, and `reason` starts
+    with "no fit:". Without numbers (too few points) `ok` is False as well.
+    """
 
     lam: float | None
     sigma: float | None
@@ -39,36 +58,91 @@ class UslFit:
     r2: float | None
     rmse: float | None
     sigma_err: float | None
-    kappa_err: float | None
-    predicted_peak_n: float | None  # N* = sqrt((1−σ)/κ); None when κ = 0 (no retrograde)
+    kappa_err: float | None  # None when κ was not fitted (model "amdahl": κ = 0)
+    predicted_peak_n: float | None  # N* = sqrt((1−σ)/κ); None when κ = 0 (no retrograde) or not accepted
     peak_throughput: float | None  # X(N*)
     retrograde_from_n: int | None  # first integer N with X(N) < X(N−1)
     n_points: int
-    reason: str = ""  # why there is no fit, or what to be careful about
+    reason: str = ""  # why there is no fit ("no fit: ..."), or what to be careful about
     max_measured_n: float | None = None
     cov: tuple[tuple[float, ...], ...] | None = field(default=None, repr=False)  # of (λ, σ, κ)
+    accepted: bool = True
+    model: str | None = "usl"  # "usl", "amdahl" (κ's 95% interval included 0: κ fixed at 0), None: no numbers
 
     @property
     def ok(self) -> bool:
-        return self.lam is not None
+        return self.lam is not None and self.accepted
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (summary.json `scaling.usl`); the covariance is left out."""
         out = asdict(self)
         out.pop("cov")
+        out.pop("accepted")
         out["ok"] = self.ok
         return out
 
 
 def _no_fit(n_points: int, reason: str) -> UslFit:
-    return UslFit(None, None, None, None, None, None, None, None, None, None, n_points, reason)
+    return UslFit(None, None, None, None, None, None, None, None, None, None, n_points, reason, accepted=False,
+                  model=None)
+
+
+def _least_squares(func: Any, ns: np.ndarray, xs: np.ndarray, starts: list[tuple[float, ...]],
+                   upper: list[float]) -> tuple[float, np.ndarray, np.ndarray] | None:
+    """The best of several starting points (the USL's surface has local minima); None when none converged."""
+    best: tuple[float, np.ndarray, np.ndarray] | None = None
+    for p0 in starts:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", OptimizeWarning)
+                warnings.simplefilter("ignore", RuntimeWarning)
+                popt, pcov = curve_fit(func, ns, xs, p0=p0, bounds=([0.0] * len(upper), upper), maxfev=5000)
+        except (RuntimeError, ValueError):
+            continue
+        sse = float(np.sum((func(ns, *popt) - xs) ** 2))
+        if best is None or sse < best[0] - 1e-12 * max(1.0, sse):
+            best = (sse, popt, pcov)
+    return best
+
+
+def _errors(pcov: np.ndarray) -> tuple[np.ndarray, list[float]]:
+    cov = np.where(np.isfinite(pcov), pcov, np.inf)
+    return cov, [math.sqrt(v) if math.isfinite(v) and v >= 0 else math.inf for v in np.diag(cov)]
+
+
+def _widest_shift(lam: float, sigma: float, kappa: float, errs: list[float | None], n: float) -> tuple[str, float]:
+    """The parameter whose 95% interval moves the fitted throughput at N the most, and by what share of it.
+
+    To first order X(N) moves by dλ/λ for λ and by dD/D for σ and κ, D = 1 + σ(N−1) + κN(N−1) (the slowdown).
+    """
+    d = 1.0 + sigma * (n - 1.0) + kappa * n * (n - 1.0)
+    shifts = {"λ": Z95 * errs[0] / lam if lam > 0 and errs[0] is not None else math.inf,
+              "σ": Z95 * errs[1] * (n - 1.0) / d if errs[1] is not None else math.inf}
+    if errs[2] is not None:  # None: κ fixed at 0 (Amdahl), not estimated
+        shifts["κ"] = Z95 * errs[2] * n * (n - 1.0) / d
+    name = max(shifts, key=lambda k: shifts[k] if not math.isnan(shifts[k]) else math.inf)
+    return name, shifts[name]
+
+
+def _rejection(r2: float, shift: tuple[str, float], n: float) -> str:
+    """"no fit: ..." in one clause when the fit does not explain the data, else ""."""
+    if r2 < MIN_R2:
+        return f"no fit: r² {r2:.2f} is below {MIN_R2:g}, the curve does not follow the measurements"
+    name, value = shift
+    if not value <= MAX_SHIFT:
+        by = "an unbounded amount" if not math.isfinite(value) else f"±{value:.0%}"
+        return (f"no fit: {name}'s 95% interval moves the fitted throughput at N={n:g} by {by} "
+                f"(at most ±{MAX_SHIFT:.0%} accepted)")
+    return ""
 
 
 def fit_usl(n: Sequence[float], throughput: Sequence[float], kappa_floor: float = 1e-9) -> UslFit:
     """Fit λ, σ, κ (σ in [0, 1], κ ≥ 0) by least squares; repeated N are fine (each is a sample).
 
-    Fewer than three distinct N gives no fit and says so: with two points any σ/κ split fits exactly.
-    κ below `kappa_floor` is treated as 0, so a linear curve does not report a peak at N = 10⁵.
+    Fewer than three distinct N gives no fit and says so: with two points any σ/κ split fits exactly. κ is kept
+    only when its 95% interval excludes 0; otherwise Amdahl's law (κ = 0) is fitted, so a linear target measured
+    at 1-3 replicas gets σ ≈ 0, κ = 0 instead of an unbounded κ. A fit below MIN_R2, or with a parameter known
+    too loosely (MAX_SHIFT), is returned with `accepted` False and "no fit: ..." as its reason.
     """
     ns = np.asarray(n, dtype=float)
     xs = np.asarray(throughput, dtype=float)
@@ -78,64 +152,58 @@ def fit_usl(n: Sequence[float], throughput: Sequence[float], kappa_floor: float 
     ns, xs = ns[keep], xs[keep]
     distinct = np.unique(ns).size
     if distinct < MIN_POINTS:
-        return _no_fit(
-            int(ns.size),
-            f"the USL needs throughput at {MIN_POINTS} or more distinct counts to separate contention "
-            f"from coherency; got {distinct} ({', '.join(f'{v:g}' for v in np.unique(ns)) or 'none'}). "
-            "Measure more replicas (scaling.max_replicas) or user levels.",
-        )
+        counts = ", ".join(f"{v:g}" for v in np.unique(ns)) or "none"
+        return _no_fit(int(ns.size), f"no fit: {distinct} distinct count(s) measured ({counts}), the USL needs "
+                                     f"{MIN_POINTS} to separate contention from coherency")
     if not np.any(xs > 0):
-        return _no_fit(int(ns.size), "every measured throughput is 0: nothing to fit")
+        return _no_fit(int(ns.size), "no fit: every measured throughput is 0")
 
     lam0 = float(np.max(xs[ns == ns.min()] / ns.min()))
-    best: tuple[float, np.ndarray, np.ndarray] | None = None
-    for p0 in ((lam0, 0.01, 1e-4), (lam0, 0.1, 0.01), (lam0, 0.5, 0.1), (lam0, 0.0, 0.0)):
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", OptimizeWarning)
-                warnings.simplefilter("ignore", RuntimeWarning)
-                popt, pcov = curve_fit(
-                    usl, ns, xs, p0=p0, bounds=([0.0, 0.0, 0.0], [np.inf, 1.0, np.inf]), maxfev=5000
-                )
-        except (RuntimeError, ValueError):
-            continue
-        sse = float(np.sum((usl(ns, *popt) - xs) ** 2))
-        if best is None or sse < best[0] - 1e-12 * max(1.0, sse):
-            best = (sse, popt, pcov)
-    if best is None:
-        return _no_fit(int(ns.size), "the least-squares fit did not converge")
+    full = _least_squares(usl, ns, xs, [(lam0, 0.01, 1e-4), (lam0, 0.1, 0.01), (lam0, 0.5, 0.1), (lam0, 0.0, 0.0)],
+                          [np.inf, 1.0, np.inf])
+    amdahl = _least_squares(_amdahl, ns, xs, [(lam0, 0.01), (lam0, 0.5), (lam0, 0.0)], [np.inf, 1.0])
+    model = "usl"
+    if full is not None:
+        sse, popt, pcov = full
+        cov, errs = _errors(pcov)
+        lam, sigma, kappa = (float(v) for v in popt)
+        kappa_needed = kappa >= kappa_floor and math.isfinite(errs[2]) and kappa - Z95 * errs[2] > 0
+    if amdahl is not None and (full is None or not kappa_needed):
+        sse, popt2, pcov2 = amdahl
+        cov2, errs2 = _errors(pcov2)
+        lam, sigma, kappa, model = float(popt2[0]), float(popt2[1]), 0.0, "amdahl"
+        cov = np.zeros((3, 3))
+        cov[:2, :2] = cov2
+        errs = [errs2[0], errs2[1], None]  # type: ignore[list-item]
+    elif full is None:
+        return _no_fit(int(ns.size), "no fit: the least-squares fit did not converge")
+    return _described(ns, xs, sse, lam, sigma, kappa, cov, errs, model)
 
-    sse, popt, pcov = best
-    lam, sigma, kappa = (float(v) for v in popt)
-    if kappa < kappa_floor:
-        kappa = 0.0
+
+def _described(ns: np.ndarray, xs: np.ndarray, sse: float, lam: float, sigma: float, kappa: float,
+               cov: np.ndarray, errs: list[Any], model: str) -> UslFit:
+    """The fit's quality, its peak when κ > 0, and whether it is accepted (see MIN_R2, MAX_SHIFT)."""
     sst = float(np.sum((xs - xs.mean()) ** 2))
     r2 = 1.0 - sse / sst if sst > 0 else (1.0 if sse <= 1e-12 else 0.0)
-    rmse = math.sqrt(sse / ns.size)
-    cov = np.where(np.isfinite(pcov), pcov, np.inf)
-    errs = [math.sqrt(v) if math.isfinite(v) and v >= 0 else math.inf for v in np.diag(cov)]
-
+    top = float(ns.max())
+    rejected = _rejection(r2, _widest_shift(lam, sigma, kappa, errs, top), top)
     peak_n = peak_x = retro = None
-    if kappa > 0 and sigma < 1.0:
+    if kappa > 0 and sigma < 1.0 and not rejected:
         peak_n = math.sqrt((1.0 - sigma) / kappa)
         peak_x = float(usl(peak_n, lam, sigma, kappa))
         k = max(2, int(math.floor(peak_n)))
         while float(usl(k, lam, sigma, kappa)) >= float(usl(k - 1, lam, sigma, kappa)):
             k += 1
         retro = k
-    reason = ""
-    if ns.size == MIN_POINTS:
-        reason = "three points fit exactly: the error figures say little"
-    if peak_n is not None and peak_n > 2 * ns.max():
-        reason = (reason + "; " if reason else "") + (
-            f"the peak (N≈{peak_n:.0f}) is far beyond the largest measured N ({ns.max():g}): an extrapolation"
-        )
+    reason = rejected
+    if peak_n is not None and peak_n > 2 * top:
+        reason = f"the peak (N≈{peak_n:.0f}) is far beyond the largest measured N ({top:g}): an extrapolation"
     return UslFit(
         lam=lam,
         sigma=sigma,
         kappa=kappa,
         r2=r2,
-        rmse=rmse,
+        rmse=math.sqrt(sse / ns.size),
         sigma_err=errs[1],
         kappa_err=errs[2],
         predicted_peak_n=peak_n,
@@ -143,8 +211,10 @@ def fit_usl(n: Sequence[float], throughput: Sequence[float], kappa_floor: float 
         retrograde_from_n=retro,
         n_points=int(ns.size),
         reason=reason,
-        max_measured_n=float(ns.max()),
+        max_measured_n=top,
         cov=tuple(tuple(float(v) for v in row) for row in cov),
+        accepted=not rejected,
+        model=model,
     )
 
 

@@ -2,7 +2,9 @@
 
 - `stages.py`         typed results of each stage (TuneResult, RampResult, ...), kept on RunContext.results.
 - `summary.py`        summary.json built from those results: the only place its keys are written.
-- `report.py`         report.md, the one-line answer, and each stage's line and section.
+- `verdicts.py`       stage verdicts (completed / inconclusive / failed) and how the run ends (state, exit code).
+- `report.py`         report.md, the one-line answer, and each stage's line; `report_lines.py` the lines that
+                      frame it (how sure, verdicts, fits, checks, warnings); `report_sections.py` the sections.
 - `plots.py`          every plot (matplotlib, Agg backend set once here), the trend with its level changes too.
 - `steps.py`          StepRow (one measured window) and steps.csv.
 - `store.py`          the results history (SQLAlchemy; SQLite by default); `history_schema.py` its tables,

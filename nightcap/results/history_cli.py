@@ -103,7 +103,7 @@ def history_command(store_url: str | None, target: str | None, last: int, consol
         cells = [
             started,
             str(row.target_name or ""),
-            _status(row.status, getattr(row, "regression", None)),
+            _status(row.status, getattr(row, "regression", None), getattr(row, "verdict", None)),
             _figure(row.saturation_rps),
             _figure(row.rps_per_core),
             _figure(row.p95_at_operating_ms),
@@ -115,6 +115,9 @@ def history_command(store_url: str | None, target: str | None, last: int, consol
         ]
         table.add_row(*cells)
     console.print(table)
+    if "verdict" in frame and (frame["verdict"] == "inconclusive").any():
+        console.print("inconclusive: a stage ran without answering its question (report.md says which and why); "
+                      "when it was the headline's stage, its figures are not recorded (–) nor compared")
     shown = [c for run_id in frame["run_id"].astype(str) for c in changes.get(run_id, [])]
     if shown:
         console.print("level change: the first night of a new level of that figure (change points: E-divisive means, "
@@ -162,10 +165,13 @@ def _changes(found: list[LevelChange]) -> str:
     return ", ".join(f"[{'red' if c.worse else 'green'}]{c.label}[/]" for c in found)
 
 
-def _status(status: str, regression: str | None) -> str:
-    """The run's status, and "regressed" when the regression stage failed the night on its figures."""
+def _status(status: str, regression: str | None, verdict: str | None = None) -> str:
+    """The run's status, "regressed" when the regression stage failed the night on its figures, and
+    "inconclusive" when a stage ran without answering (an inconclusive headline stage stores no figures: –)."""
     if regression == "regressed":
         return f"[red]{status}, regressed[/red]"
+    if verdict == "inconclusive":
+        return f"[yellow]{status}, inconclusive[/yellow]"
     style = _STATUS_STYLE.get(status, "")
     return f"[{style}]{status}[/{style}]" if style else str(status)
 

@@ -47,7 +47,7 @@ def top_errors(steps: Iterable[StepRow], limit: int = 2) -> list[tuple[str, int]
 def no_answer_reason(summary: dict[str, Any], steps: list[StepRow]) -> str | None:
     """The reason no saturation point was found, or None when one was (or no stage looked for one)."""
     stages = summary.get("stages", {})
-    ran = [s for s in SATURATION_STAGES if stages.get(s, {}).get("status") in ("completed", "failed")]
+    ran = [s for s in SATURATION_STAGES if stages.get(s, {}).get("status") in ("completed", "inconclusive", "failed")]
     if not ran or (summary.get("saturation") or {}).get("rps") is not None:
         return None
     # a tune-only or scaling run answers per candidate or per replica count, not in the headline

@@ -15,6 +15,7 @@ matplotlib.use("Agg")  # the only place: importing pyplot before this would pick
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.dates import AutoDateLocator, ConciseDateFormatter  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from nightcap.analysis.figures import COMPARED_FIGURES  # noqa: E402
 from nightcap.analysis.usl import UslFit, predict  # noqa: E402
@@ -146,13 +147,21 @@ def heatmap(results: list[CandidateResult], path: Path, memory: int | None) -> s
     return _save(fig, path)
 
 
-def usl_plot(fit: UslFit, rows: list[dict], path: Path) -> str | None:
+def usl_figure(fit: UslFit, rows: list[dict]) -> tuple[Any, Any] | None:
+    """The measured saturation per replica count, the linear reference, and the USL curve with its 95% band only
+    when the fit was accepted (`fit.ok`); a rejected fit is named as "no fit" and why, with no curve.
+
+    Replica counts where no level met the SLO (saturation 0) are not points: nothing was measured there.
+    """
+    rows = [r for r in rows if r.get("saturation_rps")]
     if not rows:
         return None
     fig, ax = plt.subplots(figsize=(7, 4))
     xs = [r["replicas"] for r in rows]
     ax.plot(xs, [r["saturation_rps"] for r in rows], "o", label="measured saturation")
-    ax.plot(xs, [rows[0]["saturation_rps"] * n for n in xs], ":", color="grey", label="linear")
+    one = next((r["saturation_rps"] for r in rows if r["replicas"] == 1), None)
+    if one:
+        ax.plot(xs, [one * n for n in xs], ":", color="grey", label="linear (N × one pod)")
     if fit.ok:
         top = max(max(xs) * 2, (fit.predicted_peak_n or 0) * 1.2)
         grid = np.linspace(1, top, 60)
@@ -161,11 +170,21 @@ def usl_plot(fit: UslFit, rows: list[dict], path: Path) -> str | None:
         ax.fill_between(grid, [p[1] for p in pred], [p[2] for p in pred], alpha=0.2, label="95% band")
         ax.axvline(max(xs), color="black", linewidth=0.5, linestyle="--")
         ax.annotate("measured | extrapolated", (max(xs), ax.get_ylim()[1] * 0.95), fontsize=8, ha="center")
+    else:  # room above the points for the reason
+        ax.set_ylim(0, 1.25 * max([r["saturation_rps"] for r in rows] + [one * max(xs) if one else 0.0]))
+        ax.text(0.02, 0.97, fit.reason or "no fit", transform=ax.transAxes, fontsize=8, va="top", wrap=True)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("replicas")
     ax.set_ylabel("saturation rps")
-    ax.legend(fontsize=8)
+    ax.set_ylim(bottom=0)
+    ax.legend(fontsize=8, loc="lower right")
     ax.set_title("Throughput against replicas")
-    return _save(fig, path)
+    return fig, ax
+
+
+def usl_plot(fit: UslFit, rows: list[dict], path: Path) -> str | None:
+    drawn = usl_figure(fit, rows)
+    return _save(drawn[0], path) if drawn else None
 
 
 def timeline_plot(samples: list[AutoscaleSample], path: Path, slo_ms: float, step_t: float,

@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from nightcap.analysis.regression_result import RegressionResult
-from nightcap.results.stages import AutoscaleResult, RampResult, ScalingResult, SizingResult, StageResults, TuneResult
+from nightcap.results.report_lines import (answer_verdicts, clause, confidence_line, sentence, verdict_lines,
+                                          warning_line)
+from nightcap.results.stages import AutoscaleResult, RampResult, SizingResult, StageResults, TuneResult
 
 
 def _fmt(value: Any, digits: int = 1, unit: str = "") -> str:
@@ -35,7 +37,8 @@ def answer_line(summary: dict[str, Any]) -> str:
     op = summary.get("operating_point") or {}
     target = summary.get("target", {}).get("name", "the target")
     if sat.get("rps") is None:
-        return f"**{target}**: no saturation point was found ({sat.get('stop_reason') or 'no stage measured it'})."
+        return (f"**{target}**: no saturation point was found ({sat.get('stop_reason') or 'no stage measured it'})."
+                + answer_verdicts(summary))
     plat = summary.get("platform", {})
     size = f"{sat.get('replicas') or plat.get('replicas', 1)} replica(s) of {_fmt(plat.get('cpu'), 2)} CPU"
     users = sat.get("users")
@@ -51,7 +54,9 @@ def answer_line(summary: dict[str, Any]) -> str:
         line += f"; {slo['users']} users fit under p95 < {_fmt(slo.get('p95_ms'), 0)} ms"
     if not sat.get("found", True):
         line += f" (lower bound: {sat.get('stop_reason')})"
-    return line + "."
+    if sat.get("inconclusive"):
+        line += f"; {sat.get('stage')} was inconclusive, so these figures are not recorded for comparison"
+    return line + "." + answer_verdicts(summary)
 
 
 def _s(x: float | None) -> str:
@@ -60,7 +65,8 @@ def _s(x: float | None) -> str:
 
 def tuning_line(t: TuneResult) -> str:
     note = "" if t.limits_enforced else " (limits NOT enforced on this machine: usage measured, not capped)"
-    return f"tuning chose {t.reason} — {t.candidates_measured} of {t.grid_size} grid candidates measured{note}"
+    chose = f"tuning chose {t.reason}" if t.best is not None else f"tuning chose no pod size ({t.reason})"
+    return f"{chose} — {t.candidates_measured} of {t.grid_size} grid candidates measured{note}"
 
 
 def multi_client_line(multi: RampResult) -> str | None:
@@ -106,20 +112,6 @@ def sizing_line(s: SizingResult, slo_p95_ms: float) -> str | None:
     pod = s.pod
     rate = f" at {pod.rate_rps:.1f} rps per pod ({pod.rate_from})" if pod else ""
     return f"sizing with p95 under {slo_p95_ms:g} ms{rate}: " + "; ".join(parts)
-
-
-def sizing_text(s: SizingResult, slo_p95_ms: float) -> str:
-    """The sizing section: the line, then each row's arithmetic in words, then the model against scaling."""
-    lines = [sizing_line(s, slo_p95_ms) or "", ""]
-    if s.latency_from:
-        lines.append(f"Latency used: {1000 * (s.latency_s or 0):.1f} ms, {s.latency_from}.\n")
-    lines += [f"- **{r.target}**: {r.reason}" for r in s.rows]
-    if s.validation:
-        lines.append("")
-        lines.append("Checked against the scaling stage (the model scales one pod's saturation linearly): " + "; ".join(
-            f"{v.replicas} pod(s) predicted {v.predicted_saturation_rps:.0f} rps, measured "
-            f"{v.measured_saturation_rps:.0f} rps ({v.error:+.0%})" for v in s.validation) + ".")
-    return "\n".join(lines)
 
 
 def autoscale_line(a: AutoscaleResult) -> str:
@@ -235,49 +227,6 @@ def stage_lines(r: StageResults, slo_p95_ms: float) -> dict[str, str]:
     return {k: v for k, v in lines.items() if v}
 
 
-TUNING_COLUMNS = ["cpu", "memory_label", "concurrency", "saturation_rps", "rps_per_core", "p95_ms", "cpu_use_pct",
-                  "memory_peak_pct", "oom_kills", "meets_slo", "verdict"]
-
-
-def scaling_text(s: ScalingResult) -> str:
-    text = ", ".join(f"{r.replicas} pod(s) {r.saturation_rps:.0f} rps ({100 * (r.efficiency or 0):.0f}%)"
-                     for r in s.rows)
-    fit, fit_users = s.usl, s.usl_users_one_pod
-    if fit.ok:
-        text += (f". USL fit: σ={fit.sigma:.3f}, κ={fit.kappa:.4f}, r²={fit.r2:.3f}; "
-                 + (f"peak at {fit.predicted_peak_n:.1f} pods, retrograde from {fit.retrograde_from_n}"
-                    if fit.predicted_peak_n else "no retrograde scaling predicted"))
-    else:
-        text += f". USL over replicas: {fit.reason}"
-    if fit_users.ok:
-        text += (f". USL over users on one pod: σ={fit_users.sigma:.3f}, κ={fit_users.kappa:.4f}, r²={fit_users.r2:.3f}"
-                 + (f", throughput peaks at {fit_users.predicted_peak_n:.1f} users and falls from "
-                    f"{fit_users.retrograde_from_n}" if fit_users.predicted_peak_n else ", no retrograde predicted"))
-    return text
-
-
-def sections(r: StageResults, slo_p95_ms: float) -> list[dict[str, Any]]:
-    """report.md's sections after the answer: sizing first (what to buy), then tuning, scaling, regression."""
-    out: list[dict[str, Any]] = []
-    if r.sizing and not r.sizing.note:
-        out.append({"title": "Sizing", "text": sizing_text(r.sizing, slo_p95_ms),
-                    "rows": [row.to_dict() for row in r.sizing.rows],
-                    "columns": ["target", "rps", "pods", "cores", "nodes", "cost_per_hour", "in_flight",
-                                "binding_constraint"]})
-    if r.tune:
-        out.append({"title": "Fine-tuning (pod size)", "text": tuning_line(r.tune),
-                    "rows": [c.to_dict() for c in r.tune.candidates], "columns": TUNING_COLUMNS})
-    if r.scaling:
-        out.append({"title": "Scaling (throughput per pod)", "text": scaling_text(r.scaling),
-                    "rows": [row.__dict__ for row in r.scaling.rows],
-                    "columns": ["replicas", "saturation_rps", "rps_per_pod", "efficiency", "slo_users"]})
-        out.append({"title": "Capacity under the SLO by core count", "rows": r.scaling.by_cores})
-    if r.regression and r.regression.result:
-        result = r.regression.result
-        out.append({"title": "Change since the baseline", "text": result.message, "rows": result.table_rows()})
-    return out
-
-
 def table(rows: list[dict[str, Any]], columns: list[str] | None = None) -> str:
     if not rows:
         return "_none_\n"
@@ -305,39 +254,70 @@ def pooled_line(per_pod: dict[str, Any] | None) -> str | None:
 
 
 def write_markdown(summary: dict[str, Any], out: Path, plots: list[Path], embed: bool = False) -> str:
-    """report.md: the answer first, then each stage's table and plot."""
-    lines = [answer_line(summary), ""]
+    """report.md: the answer and how sure it is, the stages that did not answer, then one section per stage in
+    recipe order (text, table, plots), and the warnings and disagreements last, one line each."""
+    lines = [answer_line(summary), "", confidence_line(summary), ""]
     if summary.get("failure"):  # why there is no answer comes before anything else
         lines = [f"**Run failed**: {summary['failure']}", ""] + lines
+    if verdicts := verdict_lines(summary.get("stages") or {}):
+        lines += [f"{v}  " for v in verdicts] + [""]
     payload = (summary.get("target") or {}).get("payload") or {}
-    if payload.get("source"):
-        lines.append(f"- requests: {payload['source']}" + (" (**synthetic values**)" if payload.get("synthetic") else ""))
-    for key in ("operating_line", "autoscale_line", "sizing_line", "tuning_line", "regression_line", "canary_line",
-                "multi_client_line", "warm_start_line"):
-        if summary.get(key):
-            lines.append(f"- {summary[key]}")
-    if pooled := pooled_line((summary.get("capacity") or {}).get("per_pod")):
-        lines.append(f"- {pooled}")
-    plat = summary.get("platform", {})
-    if not plat.get("limits_enforced", True):
-        lines.append(f"- CPU and memory limits were **not enforced**: {plat.get('limits_note')}")
-    for warning in summary.get("warnings", []):
-        lines.append(f"- warning: {warning}")
-    lines.append("")
-    stages = summary.get("stages", {})
-    lines.append("## Stages\n")
-    lines.append(table([{"stage": k, **{kk: vv for kk, vv in v.items() if kk in ("status", "duration_s", "steps", "error")}}
-                        for k, v in stages.items()], ["stage", "status", "duration_s", "steps", "error"]))
-    for section in summary.get("sections", []):
-        lines.append(f"## {section['title']}\n")
-        if section.get("text"):
-            lines.append(section["text"] + "\n")
-        if section.get("rows"):
-            lines.append(table(section["rows"], section.get("columns")))
-    for plot in plots:
-        src = embed_png(plot) if embed else plot.name
-        lines.append(f"![{plot.stem}]({src})\n")
+    if payload.get("synthetic"):
+        lines += [f"Requests: {payload.get('source')} (**synthetic values**).", ""]
+    lines += ["## Stages\n", table([{"stage": k, "status": v.get("status"), "duration_s": v.get("duration_s"),
+                                          "steps": v.get("steps"), "note": v.get("reason") or v.get("error") or ""}
+                                         for k, v in (summary.get("stages") or {}).items()],
+                                        ["stage", "status", "duration_s", "steps", "note"])]
+    if payload.get("source") and not payload.get("synthetic"):
+        lines.append(f"Requests: {payload['source']}.\n")
+    if summary.get("warm_start_line"):
+        lines.append(sentence(summary["warm_start_line"]) + "\n")
+    files = {p.name: p for p in plots}
+    placed = {name for section in summary.get("sections", []) for name in section.get("plots") or []}
+    leftover = [p.name for p in plots if p.name not in placed]  # the trend: with the comparison, or on its own
+    sections = [dict(s) for s in summary.get("sections", [])]
+    into = next((s for s in sections if s.get("stage") == "regression"), None)
+    if leftover and into is None:
+        sections.append(into := {"stage": None, "title": "Trend", "text": "", "rows": []})
+    if into is not None:
+        into["plots"] = list(into.get("plots") or []) + leftover
+    seen: set[str] = set()
+    for section in sections:
+        first = section.get("stage") not in seen  # a stage's verdict heads its first section only
+        seen.add(section.get("stage") or "")
+        lines += _section_lines(section, (summary.get("stages") or {}) if first else {}, files, embed)
+    lines += _warning_lines(summary, {s["stage"]: s["title"] for s in sections if s.get("stage")})
     text = "\n".join(lines)
     if not embed:
         (out / "report.md").write_text(text)
     return text
+
+
+def _section_lines(section: dict[str, Any], stages: dict[str, Any], files: dict[str, Path], embed: bool) -> list[str]:
+    lines = [f"## {section['title']}\n"]
+    info = stages.get(section.get("stage") or "") or {}
+    reason = clause(str(info.get("reason") or "no reason recorded"))
+    if info.get("status") == "inconclusive":
+        lines.append(f"**Inconclusive**: {reason}\n")
+    if section.get("text") and not (info.get("status") == "inconclusive"
+                                    and section["text"].lower() == reason.lower()):  # said just above
+        lines.append(section["text"] + "\n")
+    if section.get("rows"):
+        lines.append(table(section["rows"], section.get("columns")))
+    for name in section.get("plots") or []:
+        if name in files:
+            lines.append(f"![{files[name].stem}]({embed_png(files[name]) if embed else name})\n")
+    return lines
+
+
+def _warning_lines(summary: dict[str, Any], titles: dict[str, str]) -> list[str]:
+    """The last section: disagreements between stages and every warning, one line each."""
+    found = []
+    if pooled := pooled_line((summary.get("capacity") or {}).get("per_pod")):
+        found.append(sentence(pooled))
+    plat = summary.get("platform", {})
+    if not plat.get("limits_enforced", True):
+        found.append(sentence(f"CPU and memory limits were **not enforced**: {plat.get('limits_note')}"))
+    found += [warning_line(w, titles) for w in summary.get("warnings", [])
+              if not (w == plat.get("limits_note") and not plat.get("limits_enforced", True))]
+    return ["## Warnings and disagreements\n", *[f"- {w}" for w in found], ""] if found else []

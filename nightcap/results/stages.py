@@ -89,6 +89,17 @@ class RampResult:
         return Capacity(self.search.saturation_rps, self.search.saturation_users, self.search.slo_users,
                         self.replicas)
 
+    @property
+    def inconclusive(self) -> str | None:
+        """A ramp answers with a saturation point: none met the SLO, or the search stopped before the knee."""
+        s = self.search
+        if not s.saturation_rps:
+            return "no load level met the SLO" + (f" ({s.stop_reason})" if s.stop_reason else "")
+        if not s.found:
+            return (f"no saturation point was found ({s.stop_reason}): {s.saturation_rps:.1f} rps at "
+                    f"{s.saturation_users} users is a lower bound")
+        return None
+
 
 @dataclass
 class TuneResult:
@@ -106,6 +117,17 @@ class TuneResult:
     headroom: float
     plot: str | None = None
     warm_start: WarmStart | None = None  # last night's choice and its grid neighbours measured first, and why
+
+    @property
+    def inconclusive(self) -> str | None:
+        """Tuning answers with a pod size whose throughput was measured at its knee (a lower bound ranks wrongly)."""
+        if self.best is None:
+            return f"no pod size was chosen: {self.reason}"
+        s = self.best_search
+        if s is not None and s.saturation_rps and not s.found:
+            return (f"the chosen pod's search stopped before its knee ({s.stop_reason}): its "
+                    f"{self.best.rps_per_core:.0f} rps per core is a lower bound, so the choice may be wrong")
+        return None
 
     @property
     def saturation(self) -> Saturation | None:
@@ -144,6 +166,22 @@ class ScalingResult:
         row = next((r for r in self.rows if r.replicas == 1), None)
         return Capacity(row.saturation_rps, row.saturation_users, row.slo_users) if row else None
 
+    @property
+    def inconclusive(self) -> str | None:
+        """Scaling answers with throughput per pod at 1..N pods: efficiency needs one pod and at least one more.
+
+        A USL that does not fit is not this: the rows answer, and the report says "no fit" beside them.
+        """
+        missing = [r for r in self.rows if not r.saturation_rps]
+        if missing:
+            first = missing[0]
+            return (f"no load level met the SLO at {', '.join(str(r.replicas) for r in missing)} replica(s)"
+                    + (f" ({first.stop_reason})" if first.stop_reason else "") + ": throughput per pod is unknown there")
+        if len(self.rows) < 2:
+            return (f"only {len(self.rows)} replica count was measured (scaling.max_replicas, or the CPUs allocatable "
+                    "to replicas, allowed no more): efficiency needs at least two")
+        return None
+
 
 @dataclass
 class SizingResult:
@@ -159,6 +197,13 @@ class SizingResult:
     pod: SizingInputs | None = None  # what one pod was measured to do: the model's inputs
     latency_from: str = ""
     validation: list[ValidationRow] = field(default_factory=list)  # the model beside scaling's measured pods
+
+    @property
+    def inconclusive(self) -> str | None:
+        """Sizing answers with pods per target; with nothing to size from (or for) it has none."""
+        if self.note:
+            return self.note
+        return None if self.rows else "no sizing row was computed"
 
 
 @dataclass
@@ -195,6 +240,12 @@ class RegressionOutcome:
     @property
     def regressed(self) -> bool:
         return bool(self.result and self.result.regressed)
+
+    @property
+    def inconclusive(self) -> str | None:
+        """No comparison was possible (no history store). Too few earlier nights is not this: the check answered
+        "insufficient history", which every new target sees for its first nights and which mends itself."""
+        return None if self.result is not None else f"nothing was compared: {self.note or 'no history store'}"
 
 
 @dataclass

@@ -331,13 +331,14 @@ class HistoryStore:
         columns = [
             "run_id", "started_at", "finished_at", "status", "target_name", "platform", "config_hash",
             "version", *HEADLINE_FIGURES, "canary", "steps", "steps_pruned", "figure_meanings", "regression",
-            "flow_run_id", "target_version", "note",
+            "verdict", "flow_run_id", "target_version", "note",
         ]
         records = []
         for row in reversed(rows):
             row["version"] = version_label(row["target_version"])
             # a regressed night ends its flow run Failed yet stays a completed measurement (and a baseline)
             row["regression"] = ((row.get("summary") or {}).get("regression") or {}).get("verdict")
+            row["verdict"] = (row.get("summary") or {}).get("verdict")  # "inconclusive": a stage did not answer
             # the platform canary's rps per core that night (kept in its summary), beside the model's figures
             row["canary"] = finite(((row.get("summary") or {}).get("canary") or {}).get("rps_per_core"))
             row["steps"] = int(counts.get(row["run_id"], 0))

@@ -17,7 +17,7 @@ from nightcap.analysis.autoscale_metrics import AutoscaleSummary
 from nightcap.analysis.autoscale_plan import AutoscaleFit, Expectation
 from nightcap.analysis.figures import HEADLINE_NAMES
 from nightcap.analysis.operating_point import OperatingPointCheck
-from nightcap.results import report
+from nightcap.results import report, report_sections
 from nightcap.results.stages import (
     AutoscaleResult,
     CanaryResult,
@@ -28,6 +28,7 @@ from nightcap.results.stages import (
     StageResults,
     TuneResult,
 )
+from nightcap.results.verdicts import INCONCLUSIVE, run_verdict
 
 if TYPE_CHECKING:
     from nightcap.analysis.usl import UslFit
@@ -69,7 +70,7 @@ def headline(ctx: "RunContext") -> dict[str, Any]:
     cfg, spec, platform = ctx.config, ctx.spec, ctx.platform
     stage, sat = ctx.results.headline()
     saturation: dict[str, Any] = {"rps": None, "users": None, "found": False, "stop_reason": "no stage measured it",
-                                  "rps_ci": None, "replicas": None, "stage": stage}
+                                  "rps_ci": None, "replicas": None, "stage": stage, "inconclusive": None}
     operating: dict[str, Any] = {"rps": None, "users": None, "headroom": cfg.search.headroom, "rps_ci": None,
                                  "p95_ms": None}
     slo: dict[str, Any] = {"users": None, "rps": None, "rps_ci": None}
@@ -79,6 +80,9 @@ def headline(ctx: "RunContext") -> dict[str, Any]:
     if sat is not None:
         saturation.update(rps=_r(sat.rps), users=sat.users, found=sat.found, stop_reason=sat.stop_reason,
                           rps_ci=_ci(sat.rps, sat.rps_halfwidth), replicas=sat.replicas)
+        verdict = ctx.stages.get(stage or "", {})
+        if verdict.get("status") == INCONCLUSIVE:  # shown beside the answer, and never recorded or compared
+            saturation["inconclusive"] = verdict.get("reason")
         operating.update(rps=_r(sat.operating_rps), users=sat.operating_users,
                          rps_ci=_ci(sat.operating_rps, sat.operating_halfwidth), p95_ms=sat.operating_p95_ms)
         op_open, slo_rate = operating_check_fields(sat.operating_check)
@@ -106,8 +110,14 @@ def headline(ctx: "RunContext") -> dict[str, Any]:
 
 
 def headline_figures(head: dict[str, Any]) -> dict[str, Any]:
-    """The figures stored per run and compared night after night (names: `nightcap.analysis.figures`)."""
+    """The figures stored per run and compared night after night (names: `nightcap.analysis.figures`).
+
+    From an inconclusive stage they are all None: the history, the trend and the regression check ignore them
+    (summary.json keeps them, beside `saturation.inconclusive`).
+    """
     sat, op, slo = head["saturation"], head["operating_point"], head["slo_capacity"]
+    if sat.get("inconclusive"):
+        return dict.fromkeys(HEADLINE_NAMES)
     figures = {"saturation_rps": sat["rps"], "saturation_users": sat["users"], "operating_rps": op["rps"],
                "rps_per_core": head["rps_per_core"], "p95_at_operating_ms": op["p95_ms"],
                "slo_users": slo["users"], "slo_rps": slo["rps"]}
@@ -290,9 +300,10 @@ def build_summary(ctx: "RunContext") -> dict[str, Any]:
     summary["plots"] = plots(res) + list(ctx.run_plots)
     if res.autoscale and res.autoscale.plot:
         summary["lead_plot"] = res.autoscale.plot
-    summary["sections"] = report.sections(res, cfg.slo.p95_ms)
+    summary["sections"] = report_sections.sections(res, cfg.slo.p95_ms)
     summary["capacity"], pooled_warnings = capacity_block(ctx)
     summary["warnings"] = list(ctx.warnings) + pooled_warnings
+    summary["verdict"] = run_verdict(summary.get("status"), ctx.stages)  # None until the run has ended
     summary["answer"] = report.answer_line(summary).replace("**", "")
     return summary
 

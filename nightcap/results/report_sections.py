@@ -1,0 +1,108 @@
+"""report.md's sections, one per stage that has a result, in the recipe's order: each with its text, table and
+plots (summary.json `sections[]`: `stage`, `title`, `text`, `rows`, `columns`, `plots`).
+
+Recipe order (ARCHITECTURE.md): fine-tune the pod, single-client ramp, multi-client ramp, scale by hand, then
+autoscale, size, and compare with earlier nights. `report.write_markdown` puts the answer above them and the
+warnings below them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nightcap.results.report import (autoscale_line, canary_line, multi_client_line, operating_line, sizing_line,
+                                     tuning_line)
+from nightcap.results.report_lines import (scaling_rows_line, sentence, usl_line, validation_line)
+from nightcap.results.stages import RampResult, ScalingResult, SizingResult, StageResults
+
+TUNING_COLUMNS = ["cpu", "memory_label", "concurrency", "saturation_rps", "rps_per_core", "p95_ms", "cpu_use_pct",
+                  "memory_peak_pct", "oom_kills", "meets_slo", "verdict"]
+LEVEL_COLUMNS = ["users", "rps", "rps_halfwidth", "p95_ms", "error_rate", "windows", "good", "why_bad"]
+PHASE_COLUMNS = ["name", "load", "duration_s", "offered_rps", "served_rps", "planned", "dropped", "failures",
+                 "error_rate", "worst_p95_ms"]
+SIZING_COLUMNS = ["target", "rps", "pods", "cores", "nodes", "cost_per_hour", "in_flight", "binding_constraint"]
+SCALING_COLUMNS = ["replicas", "saturation_rps", "rps_per_pod", "efficiency", "slo_users"]
+TITLES = {"tune": "Fine-tuning (pod size)", "single_client": "Single-client ramp", "multi_client": "Multi-client ramp",
+          "scaling": "Scaling (throughput per pod)", "autoscale": "Autoscaling", "sizing": "Sizing",
+          "regression": "Change since the baseline"}
+
+
+def _text(*lines: str | None) -> str:
+    return " ".join(sentence(line) for line in lines if line)
+
+
+def ramp_line(r: RampResult) -> str:
+    """A ramp's own saturation point, or why it has none (the headline may come from another stage)."""
+    s = r.search
+    pods = f"{r.replicas} pod{'s' if r.replicas != 1 else ''}"
+    if not s.saturation_rps:
+        return f"no saturation point on {pods}: {s.stop_reason or 'no load level met the SLO'}"
+    half = f" ± {s.saturation_halfwidth:.1f}" if s.saturation_halfwidth is not None else ""
+    line = (f"saturation {s.saturation_rps:.1f}{half} rps at {s.saturation_users} concurrent "
+            f"user{'s' if s.saturation_users != 1 else ''} on {pods}, over {s.windows} window(s)")
+    return line + ("" if s.found else f", a lower bound ({s.stop_reason})")
+
+
+def scaling_text(s: ScalingResult) -> str:
+    """The rows in words, then the USL over replicas and over users on one pod: parameters, or "no fit" and why."""
+    return _text(scaling_rows_line(s.rows),
+                 usl_line(s.usl, "replicas", "pods", "measure more replica counts (scaling.max_replicas)"),
+                 usl_line(s.usl_users_one_pod, "users on one pod", "users",
+                          "measure more user levels (search.max_users)"))
+
+
+def sizing_text(s: SizingResult, slo_p95_ms: float) -> str:
+    """The sizing line, the latency it used, each row's arithmetic, then the model against the scaling stage."""
+    if s.note:
+        return sentence(s.note)
+    lines = [_text(sizing_line(s, slo_p95_ms)), ""]
+    if s.latency_from:
+        lines += [_text(f"latency used: {1000 * (s.latency_s or 0):.1f} ms, {s.latency_from}"), ""]
+    lines += [f"- **{r.target}**: {sentence(r.reason)}" for r in s.rows]
+    if s.validation:
+        lines += ["", _text("checked against the scaling stage (the model scales one pod's saturation linearly): "
+                            + "; ".join(validation_line(v) for v in s.validation))]
+    return "\n".join(lines).strip()
+
+
+def _section(stage: str, text: str, rows: list[dict[str, Any]] | None = None, columns: list[str] | None = None,
+             plots: list[str | None] | None = None, title: str | None = None) -> dict[str, Any]:
+    return {"stage": stage, "title": title or TITLES[stage], "text": text, "rows": rows or [],
+            "columns": columns, "plots": [p for p in plots or [] if p]}
+
+
+def _ramp(r: RampResult) -> dict[str, Any]:
+    lines = [ramp_line(r), multi_client_line(r) if r.stage == "multi_client" else None, operating_line(r)]
+    return _section(r.stage, _text(*lines), [lv.__dict__ for lv in r.search.levels], LEVEL_COLUMNS, [r.plot])
+
+
+def _scaling(s: ScalingResult) -> list[dict[str, Any]]:
+    by_cores = [p for p in s.plots if "p95_by_cores" in p]
+    out = [_section("scaling", scaling_text(s), [row.__dict__ for row in s.rows], SCALING_COLUMNS,
+                    [p for p in s.plots if p not in by_cores])]
+    if s.by_cores or by_cores:
+        out.append(_section("scaling", "", s.by_cores, None, by_cores, title="Capacity under the SLO by core count"))
+    return out
+
+
+def sections(r: StageResults, slo_p95_ms: float) -> list[dict[str, Any]]:
+    """One section per stage with a result, in recipe order (a stage that failed before its result has none:
+    the Stages table says why)."""
+    out: list[dict[str, Any]] = []
+    if r.tune:
+        out.append(_section("tune", _text(tuning_line(r.tune)), [c.to_dict() for c in r.tune.candidates],
+                            TUNING_COLUMNS, [r.tune.plot]))
+    out += [_ramp(ramp) for ramp in (r.single_client, r.multi_client) if ramp]
+    if r.scaling:
+        out += _scaling(r.scaling)
+    if r.autoscale:
+        out.append(_section("autoscale", autoscale_line(r.autoscale), r.autoscale.phases, PHASE_COLUMNS,
+                            [r.autoscale.plot]))
+    if r.sizing:
+        out.append(_section("sizing", sizing_text(r.sizing, slo_p95_ms), [row.to_dict() for row in r.sizing.rows],
+                            SIZING_COLUMNS))
+    if r.regression:
+        result = r.regression.result
+        text = _text(result.message if result else f"nothing compared: {r.regression.note}", canary_line(r))
+        out.append(_section("regression", text, result.table_rows() if result else []))
+    return out
