@@ -38,7 +38,8 @@ def test_measure_candidate_reports_no_room(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setattr(tune, "run_search", lambda *a, **k: pytest.fail("nothing is measured without pods"))
     config = validate({"target": {"name": "t", "kind": "reference", "image": "x"}, "slo": {"p95_ms": 500},
                        "platform": {"kind": "kubernetes"}, "tune": {"replicas": 2}})
-    ctx = SimpleNamespace(config=config, platform=FullPool(), steps=[], spec=None)
+    ctx = SimpleNamespace(config=config, platform=FullPool(), steps=[], spec=None,
+                          generator_for=lambda workers: None)  # the generator starts before the candidate
     result, search = tune.measure_candidate(ctx, Candidate(2.0, 1 << 30, 4))  # type: ignore[arg-type]
     assert search is None  # nothing was measured
     assert result.unschedulable and result.saturation_rps == 0 and not result.meets_slo
