@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 
 from nightcap.analysis.confidence import batch_means
+from nightcap.analysis.latency import merge, percentile
 
 
 class LoadError(RuntimeError):
@@ -42,6 +43,7 @@ class Window:
     goodput_rps: float = 0.0
     goodput_halfwidth: float | None = None
     batches: int = 0
+    ok_ms: dict[int, int] | None = None  # latency histogram of successful requests (ms -> count), when sent
 
     @property
     def error_rate(self) -> float:
@@ -131,7 +133,7 @@ def summarize(raw: dict[str, Any]) -> Window:
 
     def pct(key: str, q: float) -> float | None:
         if ok_ms is not None:
-            return _percentile(ok_ms, q)
+            return percentile(ok_ms, q)
         value = total.get(key)
         return float(value) if value not in (None, 0) or total.get("num_requests") else None
 
@@ -154,6 +156,7 @@ def summarize(raw: dict[str, Any]) -> Window:
         goodput_rps=goodput,
         goodput_halfwidth=half,
         batches=estimate.n if estimate is not None else 0,
+        ok_ms=ok_ms,
     )
 
 
@@ -182,26 +185,4 @@ def goodput_series(workers: Any) -> tuple[list[float], float]:
 
 def _merged_latencies(workers: Any) -> dict[int, int] | None:
     """Response-time histogram of successful requests over all workers; None when no worker sent one."""
-    merged: dict[int, int] = {}
-    seen = False
-    for w in workers:
-        if "ok_ms" not in w:
-            continue
-        seen = True
-        for ms, count in w["ok_ms"]:
-            merged[int(ms)] = merged.get(int(ms), 0) + int(count)
-    return merged if seen else None
-
-
-def _percentile(histogram: dict[int, int], q: float) -> float | None:
-    """Locust's rule: the smallest bucket with at least q of the requests at or below it; None if empty."""
-    count = sum(histogram.values())
-    if count == 0:
-        return None
-    need = q * count
-    seen = 0
-    for ms in sorted(histogram):
-        seen += histogram[ms]
-        if seen >= need - 1e-9:
-            return float(ms)
-    return float(max(histogram))
+    return merge({int(ms): int(count) for ms, count in w["ok_ms"]} if "ok_ms" in w else None for w in workers)

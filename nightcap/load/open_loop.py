@@ -39,6 +39,7 @@ class OpenWindow:
     in_flight_max: int
     workers: int
     errors: list[dict[str, Any]] = field(default_factory=list)
+    ok_ms: dict[int, int] | None = None  # latency histogram of successful responses, from the planned send time
 
     @property
     def failures(self) -> int:
@@ -121,4 +122,5 @@ def summarize_open(raw: dict[str, Any], rate_rps: float, percentiles: Any = None
         in_flight_max=int(max((w.get("in_flight_max", 0) for w in workers.values()), default=0)),
         workers=len(workers),
         errors=list(getattr(percentiles, "errors", []) or []),
+        ok_ms=getattr(percentiles, "ok_ms", None),
     )
