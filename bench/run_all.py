@@ -16,7 +16,7 @@ from rich.table import Table as RichTable
 
 from bench.common import RESULTS, Table, machine_line
 
-ORDER = ["search_accuracy", "warm_start", "generator_efficiency", "fidelity", "open_loop", "end_to_end", "consistency"]
+ORDER = ["coverage", "search_accuracy", "warm_start", "generator_efficiency", "fidelity", "open_loop", "end_to_end", "consistency"]
 console = Console(width=200)
 
 

@@ -91,7 +91,8 @@ def confirm_pod(ctx: RunContext, stage: str, workers: int, result: SearchResult)
         key = ctx.pod_key()
         ctx.results.pods[key] = PodFigure(key, c.users, stage, workers,
                                           [FigureWindow.of(w, stage, "confirm", workers) for w in c.windows],
-                                          window_s=ctx.config.load.window_s)
+                                          window_s=ctx.config.load.window_s,
+                                          spread_from=confirm_params(ctx).min_windows)
         logger.info("%s: confirmed %.1f rps (95%% interval %s) at %d users on %d fresh window(s)%s", stage, e.mean,
                     _interval(e), c.users, len(c.windows),
                     f" (the knee at {c.fell_back_from} users failed its fresh windows)" if c.fell_back_from else "")

@@ -142,9 +142,12 @@ def combine_windows(windows: Sequence[Estimate], weights: Sequence[float] | None
     return Estimate(mean, max(half, spread), len(ws), float(len(ws) - 1))
 
 
-def between_windows(windows: Sequence[Estimate]) -> Estimate:
+def between_windows(windows: Sequence[Estimate], spread_from: int | None = None) -> Estimate:
     """A figure measured on k fresh windows: the mean of their means, with a 95% half-width from the spread
     between them (t on k − 1 df), never narrower than the median window's own interval.
+
+    `spread_from`: the spread of the first that many windows only (t on their count − 1 df), over √k: Stein's
+    two-stage interval, exact when those first windows decided how many more to measure.
 
     The spread between windows holds the machine's drift from one window to the next; a window's own batch
     means cannot see it. With very few windows their spread can be small by chance (or exactly 0 on a
@@ -160,8 +163,9 @@ def between_windows(windows: Sequence[Estimate]) -> Estimate:
     k = len(ws)
     if k < 2:
         return Estimate(mean, floor, 1, ws[0].df)
-    between = t_quantile(k - 1) * float(np.std(means, ddof=1)) / math.sqrt(k)
-    return Estimate(mean, max(between, floor or 0.0), k, float(k - 1))
+    first = k if spread_from is None else max(2, min(spread_from, k))
+    between = t_quantile(first - 1) * float(np.std(means[:first], ddof=1)) / math.sqrt(k)
+    return Estimate(mean, max(between, floor or 0.0), k, float(first - 1))
 
 
 def agree(a: Estimate, b: Estimate) -> bool:

@@ -111,11 +111,12 @@ class PodFigure:
     checks: list[Check] = field(default_factory=list)
     other: Estimate | None = None  # unstable: what the disagreeing stage measured (on key.replicas pods)
     other_stage: str | None = None
+    spread_from: int | None = None  # the first windows whose spread decided how many to measure (Stein)
 
     @property
     def estimate(self) -> Estimate:
         """Goodput of all `key.replicas` pods at `users`, over every window the figure rests on."""
-        return estimate_of(self.windows)
+        return between_windows([w.estimate for w in self.windows], spread_from=self.spread_from)
 
     @property
     def status(self) -> str:
@@ -222,7 +223,7 @@ def compare_configs(figure: PodFigure, reference: Sequence[FigureWindow],
                          "earlier: the machine or the target changed between them")
     if ratio.mean > 1.0 and workers > figure.workers:
         figure.windows = list(stage_windows)
-        figure.stage, figure.workers = stage, workers
+        figure.stage, figure.workers, figure.spread_from = stage, workers, None
         return _record(figure, Check(stage, workers, now, "bottleneck",
                                      f"{pairs}: {ratio.mean - 1:+.1%} with more generators: one generator limited "
                                      f"the load, the figure is now {stage}'s", ratio))

@@ -207,7 +207,7 @@ def stage_lines(r: StageResults, slo_p95_ms: float) -> dict[str, str]:
     return {k: v for k, v in lines.items() if v}
 
 
-TUNING_COLUMNS = ["cpu", "memory_label", "concurrency", "saturation_rps", "rps_per_core", "p95_ms", "cpu_use_pct",
+TUNING_COLUMNS = ["cpu", "memory_label", "concurrency", "chosen_on_rps", "saturation_rps", "rps_per_core", "p95_ms", "cpu_use_pct",
                   "memory_peak_pct", "oom_kills", "meets_slo", "verdict"]
 
 
@@ -246,8 +246,12 @@ def sections(r: StageResults, slo_p95_ms: float) -> list[dict[str, Any]]:
                     "columns": ["target", "rps", "pods", "cores", "nodes", "cost_per_hour", "in_flight",
                                 "binding_constraint"]})
     if r.tune:
-        out.append({"title": "Fine-tuning (pod size)", "text": tuning_line(r.tune),
-                    "rows": [c.to_dict() for c in r.tune.candidates], "columns": TUNING_COLUMNS})
+        from nightcap.results.summary import tuning_block  # the rows with the chosen one's confirmed figure
+
+        out.append({"title": "Fine-tuning (pod size)", "text": tuning_line(r.tune) + (
+                        " Candidates are compared on their searches (`chosen_on_rps`); the chosen one's figure is "
+                        "measured again on fresh windows (`saturation_rps`)." if r.tune.confirmation else ""),
+                    "rows": tuning_block(r.tune)["candidates"], "columns": TUNING_COLUMNS})
     if r.scaling:
         out.append({"title": "Scaling (throughput per pod)", "text": scaling_text(r.scaling),
                     "rows": [row.__dict__ for row in r.scaling.rows],

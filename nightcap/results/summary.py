@@ -119,9 +119,20 @@ def headline_figures(head: dict[str, Any]) -> dict[str, Any]:
 
 
 def tuning_block(t: TuneResult) -> dict[str, Any]:
+    """The candidates as they were compared (their searches' figures: `chosen_on_rps`), and the chosen one with
+    its confirmed figure (fresh windows), which is the one reported wherever the pod appears."""
     best = t.best
+    confirmed = t.confirmation.rps if t.confirmation is not None and t.confirmation.good else None
+    rows = []
+    for r in t.candidates:
+        row = {**r.to_dict(), "chosen_on_rps": r.saturation_rps}
+        if r is best and confirmed is not None:
+            cores = (r.candidate.cpu or 1.0) * t.replicas
+            row.update(saturation_rps=round(confirmed, 2), rps_per_core=round(confirmed / cores, 2))
+        rows.append(row)
+    best_rps = confirmed if confirmed is not None else (best.saturation_rps if best else None)
     return {
-        "candidates": [r.to_dict() for r in t.candidates],
+        "candidates": rows,
         "candidates_measured": t.candidates_measured,
         "grid_size": t.grid_size,
         "replicas": t.replicas,
@@ -131,7 +142,9 @@ def tuning_block(t: TuneResult) -> dict[str, Any]:
         "best": None if best is None else {
             "cpu": best.candidate.cpu, "memory": best.candidate.memory,
             "memory_label": best.to_dict()["memory_label"], "concurrency": best.candidate.concurrency,
-            "rps_per_core": best.rps_per_core, "saturation_rps": best.saturation_rps},
+            "rps_per_core": None if best_rps is None else round(best_rps / ((best.candidate.cpu or 1.0) * t.replicas), 2),
+            "saturation_rps": None if best_rps is None else round(best_rps, 2),
+            "chosen_on_rps": best.saturation_rps, "confirmed": confirmed is not None},
         "warm_start": t.warm_start.to_dict() if t.warm_start else None,
         "confirmation": confirmation_block(t.confirmation),
     }
