@@ -5,8 +5,8 @@ search between the last good and the first bad level. Throughput is goodput (suc
 and each level is measured in windows until the 95% half-width of its goodput is within `precision`
 (each window brings its own sub-window batch means) and its last two windows agree, or `max_windows` is
 reached; the level records the half-width it reached. Saturation is the knee: the fewest users on the
-plateau (`reaches`: within min_gain of the best goodput seen, and not told apart from it by their intervals,
-or within 1%), and its figure is the goodput measured *at* those users (never the peak of another level).
+plateau (`reaches`: within min_gain of the best goodput seen, and not told apart from the plateau's goodput
+(the median of the levels near the best) by their intervals, or within 1%), and its figure is the goodput measured *at* those users (never the peak of another level).
 When the knee lies between two doubling levels it is placed where the linear rise meets the peak, then
 bisected. The operating point is `headroom` × that figure. Optionally the search goes on past the knee to
 find the most users the SLO allows (queueing adds latency long before errors appear).
@@ -203,20 +203,33 @@ def measure_level(measure: Callable[[int], Measured], users: int, slo: Slo, p: S
                  rps_halfwidth=estimate.half_width, batches=estimate.n)
 
 
-PLATEAU = 0.01  # a level within 1% of the peak is on the plateau whatever the intervals say
+PLATEAU = 0.01  # a level within 1% of the plateau is on it whatever the intervals say
 
 
-def reaches(lv: Level, peak: Level, p: SearchParams) -> bool:
-    """`lv` is on the peak's plateau: within min_gain of its goodput, and within their combined 95% noise
-    (or 1%) of it.
+def plateau(good: Sequence[Level], p: SearchParams) -> tuple[float, float, float]:
+    """(best goodput, the plateau's goodput, its half-width): the plateau is the median of the good levels within
+    min_gain of the best, so one lucky window (a burst after a stall) does not set the bar for every other level."""
+    best = max(lv.rps for lv in good)
+    top = [lv for lv in good if lv.rps >= best * (1 - p.min_gain)]
+    halves = sorted(lv.rps_halfwidth or 0.0 for lv in top)
+    rates = sorted(lv.rps for lv in top)
+    mid = len(top) // 2
+    median = rates[mid] if len(top) % 2 else (rates[mid - 1] + rates[mid]) / 2
+    return best, median, halves[mid]
+
+
+def reaches(lv: Level, good: Sequence[Level], p: SearchParams) -> bool:
+    """`lv` is on the plateau of the `good` levels: within min_gain of the best goodput, and within their combined
+    95% noise (or 1%) of the plateau's goodput (`plateau`).
 
     min_gain alone would put the knee at the first level 5% short of the plateau (4 users at 190 rps when 5
     give 200), a figure biased low by up to min_gain; the noise decides instead, bounded by min_gain.
     """
-    if lv.rps < peak.rps * (1 - p.min_gain):
+    best, level, half = plateau(good, p)
+    if lv.rps < best * (1 - p.min_gain):
         return False
-    noise = math.hypot(lv.rps_halfwidth or 0.0, peak.rps_halfwidth or 0.0)
-    return lv.rps >= peak.rps - max(noise, PLATEAU * peak.rps)
+    noise = math.hypot(lv.rps_halfwidth or 0.0, half)
+    return lv.rps >= level - max(noise, PLATEAU * level)
 
 
 def decisive_errors(m: Measured, slo: Slo) -> bool:
@@ -281,8 +294,8 @@ def find_saturation(measure: Callable[[int], Measured], slo: Slo, params: Search
                 and len(windows_at[lv.users]) < p.max_windows:
             levels[lv.users] = measure_level(measure, lv.users, slo, p, None, windows_at[lv.users])
 
-    def peak() -> Level:
-        return max((lv for lv in levels.values() if lv.good), key=lambda lv: lv.rps)
+    def good_levels() -> list[Level]:
+        return [lv for lv in levels.values() if lv.good]
 
     # 1) double until bad, flat, or the ceiling
     users = max(1, min(p.start_users, p.max_users))
@@ -318,7 +331,7 @@ def find_saturation(measure: Callable[[int], Measured], slo: Slo, params: Search
                 break
             lv = at(mid, None if first_stop.good else clearly_in_or_out(slo))
             if first_stop.good:  # flat: looking for the knee
-                if lv.good and reaches(lv, peak(), p):
+                if lv.good and reaches(lv, good_levels(), p):
                     hi = mid
                 else:
                     lo = mid
@@ -358,8 +371,7 @@ def find_saturation(measure: Callable[[int], Measured], slo: Slo, params: Search
 
 def _report_knee(result: SearchResult, good: list[Level], p: SearchParams) -> None:
     """Saturation and operating point from the knee of the good levels (sorted by users)."""
-    peak = max(good, key=lambda lv: lv.rps)
-    knee = next(lv for lv in good if reaches(lv, peak, p))
+    knee = next(lv for lv in good if reaches(lv, good, p))
     # the figure measured where it is reported: the knee's own goodput, not the best level's
     result.saturation_users, result.saturation_rps = knee.users, knee.rps
     result.saturation_halfwidth = knee.rps_halfwidth
@@ -373,10 +385,9 @@ def _knee(levels: dict[int, Level], p: SearchParams) -> tuple[Level, Level | Non
     good = sorted((lv for lv in levels.values() if lv.good), key=lambda lv: lv.users)
     if not good:
         return None
-    peak = max(good, key=lambda lv: lv.rps)
-    knee = next(lv for lv in good if reaches(lv, peak, p))
+    knee = next(lv for lv in good if reaches(lv, good, p))
     below = [lv for lv in good if lv.users < knee.users]
-    return knee, (below[-1] if below else None), peak.rps
+    return knee, (below[-1] if below else None), max(lv.rps for lv in good)
 
 
 def _refine_knee(at: Callable[[int, float], Level], levels: dict[int, Level], p: SearchParams) -> None:
@@ -406,8 +417,7 @@ def _refine_knee(at: Callable[[int, float], Level], levels: dict[int, Level], p:
         if guess in levels or not lo < guess < knee.users:
             return
         lv = at(guess, peak)
-        top = max((x for x in levels.values() if x.good), key=lambda x: x.rps)
-        if not (lv.good and reaches(lv, top, p)):
+        if not (lv.good and reaches(lv, [x for x in levels.values() if x.good], p)):
             lo_users = guess  # still rising there: the knee is above it
 
 

@@ -178,9 +178,8 @@ def _shape(levels: _Levels, prior: PriorSearch, below: int | None, at: int, abov
                        f"is {_verdict(lv)} tonight")
     good = sorted((levels.levels[u] for u in (below, at, above) if u is not None and levels.levels[u].good),
                   key=lambda lv: lv.users)
-    top = max(good, key=lambda lv: lv.rps)
-    peak = top.rps
-    now = next(lv for lv in good if reaches(lv, top, p))  # tonight's knee among these levels (the search's rule)
+    peak = max(lv.rps for lv in good)
+    now = next(lv for lv in good if reaches(lv, good, p))  # tonight's knee among these levels (the search's rule)
     if now.users > at:
         why.append(f"throughput still rises past {at} users: {now.users} users give {now.rps:.1f} rps against "
                    f"{knee.rps:.1f} at {at} (more than {p.min_gain:.0%}): the knee moved up")

@@ -84,3 +84,12 @@ def test_both_configurations_moved_together_since_the_figure_is_unstable():
 def test_a_figure_on_two_replicas_plans_per_pod():
     f = PodFigure(PodKey(1.0, None, 2, 2), 8, "single_client", 1, windows("single_client", "confirm", [400.0] * 3), 2.0)
     assert f.per_pod.mean == 200 and f.per_pod.half_width == 1.5
+
+
+def test_a_difference_within_two_percent_is_not_acted_on_however_tight_the_intervals():
+    # a deterministic server: windows ± 0.3%; two generators measure 1.2% more, which the intervals can tell apart
+    f = PodFigure(KEY, 8, "single_client", 1, windows("single_client", "confirm", [198.8, 199.7, 199.5], half=0.6), 2.0)
+    check = compare_configs(f, windows("multi_client", "pair", [197.1, 199.5, 197.6], half=0.6),
+                            windows("multi_client", "pair", [199.7, 197.0, 199.6], workers=2, half=0.6))
+    assert check.outcome == "agrees" and f.stage == "single_client"
+    assert verify(f, windows("scaling", "verify", [201.5, 201.9, 201.2], half=0.6)).outcome == "agrees"

@@ -27,6 +27,22 @@ from nightcap.analysis.confidence import Estimate, agree, between_windows, paire
 
 Outcome = Literal["agrees", "transient", "drift", "bottleneck", "unstable"]
 
+# Differences within 2% are not acted on even when the intervals can tell them apart (a deterministic reference
+# server gives intervals of ± 0.5%): no plan changes by 2%, and re-measuring or calling a pod unstable over it
+# would cost more than it tells.
+MARGIN = 0.02
+
+
+def _agree(a: Estimate, b: Estimate) -> bool:
+    return agree(a, b) or abs(a.mean - b.mean) <= MARGIN * max(a.mean, b.mean)
+
+
+def _same(ratio: Estimate) -> bool:
+    """A ratio of two configurations whose interval reaches 1 ± MARGIN: they measure the same."""
+    if ratio.low is None:
+        return abs(ratio.mean - 1.0) <= MARGIN
+    return ratio.low <= 1.0 + MARGIN and ratio.high >= 1.0 - MARGIN  # type: ignore[operator]
+
 
 @dataclass(frozen=True)
 class PodKey:
@@ -160,7 +176,7 @@ def verify(figure: PodFigure, fresh: Sequence[FigureWindow]) -> Check | None:
     if not fresh:
         return None
     est = estimate_of(fresh)
-    if not agree(figure.estimate, est):
+    if not _agree(figure.estimate, est):
         return None
     return _record(figure, Check(fresh[0].stage, fresh[0].workers, est, "agrees",
                                  f"{len(fresh)} window(s) at {figure.users} users agree with the figure"))
@@ -178,7 +194,7 @@ def settle(figure: PodFigure, fresh: Sequence[FigureWindow], reference: Sequence
     stage, workers = fresh[0].stage, fresh[0].workers
     if not reference:
         mine = [*fresh, *stage_windows]
-        if stage_windows and agree(figure.estimate, estimate_of(stage_windows)):
+        if stage_windows and _agree(figure.estimate, estimate_of(stage_windows)):
             return _record(figure, Check(stage, workers, estimate_of(mine), "transient",
                                          f"{len(fresh)} window(s) disagreed, {len(stage_windows)} more agreed"))
         return _unstable(figure, stage, workers, estimate_of(mine), None,
@@ -213,9 +229,9 @@ def compare_configs(figure: PodFigure, reference: Sequence[FigureWindow],
     stage, workers = stage_windows[0].stage, stage_windows[0].workers
     now = estimate_of(stage_windows)
     pairs = f"{len(stage_windows)} pair(s): {workers} vs {figure.workers} generator(s)"
-    if ratio.low is not None and ratio.low <= 1.0 <= ratio.high:  # type: ignore[operator]
+    if _same(ratio):
         both = [*reference, *stage_windows]
-        if agree(figure.estimate, estimate_of(both)):
+        if _agree(figure.estimate, estimate_of(both)):
             return _record(figure, Check(stage, workers, now, "agrees",
                                          f"{pairs} within their interval (ratio {ratio.mean:.3f})", ratio))
         return _unstable(figure, stage, workers, estimate_of(both), ratio,
