@@ -16,8 +16,8 @@ from rich.table import Table as RichTable
 
 from bench.common import RESULTS, Table, machine_line
 
-ORDER = ["search_accuracy", "warm_start", "generator_efficiency", "fidelity", "open_loop", "end_to_end", "consistency",
-         "alarm"]
+ORDER = ["coverage", "search_accuracy", "warm_start", "generator_efficiency", "fidelity", "open_loop", "end_to_end",
+         "consistency", "alarm"]
 console = Console(width=200)
 
 

@@ -28,7 +28,7 @@ from prefect import flow, get_run_logger
 from nightcap.analysis.autoscale_load import default_phases, node_pool_note, phase_rows
 from nightcap.analysis.autoscale_metrics import AutoscaleSample, inconclusive_reason, summarize_autoscale
 from nightcap.analysis.autoscale_plan import AutoscaleFit, Expectation, Shape, expect, fit_to_platform
-from nightcap.analysis.sizing import PerPod, per_pod_capacity
+from nightcap.analysis.sizing import PerPod
 from nightcap.config import AutoscalePhase
 from nightcap.load.base import tunnelled
 from nightcap.load.open_loop import OpenWindow, summarize_open
@@ -270,10 +270,9 @@ def _waiting(platform: Any) -> dict[str, int]:
 
 
 def one_pod(ctx: RunContext) -> PerPod:
-    """One pod's saturation point: scaling at one pod, else the headline ramp divided by its pods."""
-    ramp = ctx.results.headline_ramp()
-    per_pod = per_pod_capacity(ctx.results.scaling.one_pod if ctx.results.scaling else None,
-                               ramp.capacity if ramp else None, ramp.stage if ramp else "ramp")
+    """One pod's saturation point: capacity.per_pod, the run's one figure for its pod."""
+    per_pod = ctx.results.per_pod()
     if per_pod is None:
-        raise RuntimeError("autoscale needs one pod's saturation point: run single_client (or scaling) before autoscale")
+        raise RuntimeError("autoscale needs one pod's confirmed saturation point: run tune, single_client or scaling "
+                           "before autoscale (none confirmed a knee on fresh windows)")
     return per_pod

@@ -1,57 +1,105 @@
-"""Single-client and multi-client ramps: the saturation search with one, then several, load generators."""
+"""Single-client and multi-client ramps: one pod, one number.
+
+A ramp that meets a pod no stage has confirmed yet searches its knee and confirms it on fresh windows (the
+figure). A ramp that meets a confirmed pod verifies it instead: single_client at the knee, then on to the SLO
+capacity; multi_client in windows that alternate one generator and several, whose ratio says whether one
+client was the bottleneck. The operating rate (headroom × the figure) is then checked open loop, once per figure.
+"""
 
 from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
+from nightcap.analysis.pod_capacity import FigureWindow, compare_configs
 from nightcap.analysis.saturation import p95_at_rate
+from nightcap.confirm import Confirmation
 from nightcap.results.plots import plot_ramp
 from nightcap.results.report import operating_line
 from nightcap.results.stages import RampResult
 from nightcap.run.context import RunContext
-from tasks.measure import run_warm_search, search_params, verify_operating_point
+from nightcap.search import SearchResult, extend_to_slo
+from tasks.measure import (Side, confirm_pod, ensure_operating_check, measure_window, meet_pod, paired_windows,
+                           run_warm_search, search_params, slo_of)
 
 
 def _ramp(ctx: RunContext, stage: str, workers: int) -> RampResult:
     logger = get_run_logger()
-    result, warm = run_warm_search(ctx, stage, workers, search_params(ctx))
-    ramp = RampResult(stage=stage, workers=workers, replicas=ctx.config.platform.replicas, search=result,
-                      operating_p95_ms=p95_at_rate(result.levels, result.operating_rps),
+    ctx.results.run_pod = ctx.pod_key()
+    fig = ctx.results.figure()
+    warm = confirmation = check = ratio = None
+    if fig is not None and stage == "multi_client" and workers != fig.workers:
+        ref, mine = paired_windows(ctx, stage, Side(fig.users, fig.workers), Side(fig.users, workers),
+                                   ctx.config.search.pairs)
+        check = compare_configs(fig, [FigureWindow.of(r, stage, "pair", fig.workers) for r in ref],
+                                [FigureWindow.of(r, stage, "pair", workers) for r in mine])
+        ratio = check.ratio
+        result = _verified(fig.users, mine, f"verified {fig.stage}'s confirmed knee in {len(mine)} pair(s)")
+        logger.info("%s: %s", stage, check.note)
+    elif fig is not None:
+        met = meet_pod(ctx, stage, workers)
+        assert met is not None
+        _, check, rows = met
+        with ctx.measuring(stage, workers) as runner:
+            result = extend_to_slo(lambda users: measure_window(runner, stage, users), slo_of(ctx),
+                                   search_params(ctx), fig.users, rows,
+                                   f"verified {fig.stage}'s confirmed knee ({check.outcome})")
+    else:
+        result, warm = run_warm_search(ctx, stage, workers, search_params(ctx))
+        confirmation = confirm_pod(ctx, stage, workers, result)
+        if warm.from_run:
+            logger.info("%s: warm start %s in %d window(s): %s", stage, "accepted" if warm.accepted else "refused",
+                        warm.windows, warm.reason)
+    ramp = RampResult(stage=stage, workers=workers, replicas=ctx.platform.replicas if ctx.platform else 1,
+                      search=result, operating_p95_ms=p95_at_rate(result.levels, result.operating_rps),
                       generator_bound_steps=sum(1 for s in ctx.stage_steps(stage) if s.generator_bound),
-                      warm_start=warm)
-    ramp.plot = plot_ramp(ctx.stage_steps(stage), ctx.out / f"{stage}.png",
+                      warm_start=warm, confirmation=confirmation, check=check, ratio=ratio)
+    _operating_point(ctx, ramp)
+    fig = ctx.results.figure()
+    point = {"users": fig.users, "rps": fig.planning.mean} if fig else {"users": result.saturation_users,
+                                                                         "rps": result.saturation_rps}
+    ramp.plot = plot_ramp([s for s in ctx.stage_steps(stage) if s.load != "open"], ctx.out / f"{stage}.png",
                           f"{ctx.config.target.name}: {stage.replace('_', '-')} ramp ({workers} generator(s))",
-                          ctx.config.slo.p95_ms, {"users": result.saturation_users, "rps": result.saturation_rps},
-                          ctx.config.slo.max_error_rate)
-    logger.info("%s: saturation %s rps at %s users (%s); SLO capacity %s users", stage,
-                _r(result.saturation_rps), result.saturation_users, result.stop_reason, result.slo_users)
-    if warm.from_run:
-        logger.info("%s: warm start %s in %d window(s): %s", stage, "accepted" if warm.accepted else "refused",
-                    warm.windows, warm.reason)
-    _verify_operating_point(ctx, ramp)
+                          ctx.config.slo.p95_ms, point, ctx.config.slo.max_error_rate)
+    if fig is not None:
+        e = fig.planning
+        logger.info("%s: one pod's figure %.1f rps at %d users (%s, %d fresh window(s)); SLO capacity %s users",
+                    stage, e.mean, fig.users, fig.status, len(fig.windows), result.slo_users)
+    else:
+        logger.warning("%s: no confirmed saturation point (%s)", stage, _why_none(result, confirmation))
     return ramp
 
 
-def _verify_operating_point(ctx: RunContext, ramp: RampResult) -> None:
-    """Offer headroom x saturation rps open loop: the operating point's latency is measured at its rate, and a
-    miss backs off to the highest rate meeting the SLO (closed-loop users slow down with a stalling server)."""
-    rate = ramp.search.operating_rps
-    if not rate or ctx.config.load.verify_window_s <= 0:
-        return
-    check = verify_operating_point(ctx, ramp.stage, ramp.workers, rate)
+def _verified(users: int, rows: list, stop_reason: str) -> SearchResult:
+    """The search result of a stage that measured only at the confirmed knee (no levels of its own chosen)."""
+    good = [r for r in rows if r.valid and not r.generator_bound]
+    rps = sum(r.rps for r in good) / len(good) if good else None
+    return SearchResult(users, rps, None, None, None, None, stop_reason=stop_reason, found=bool(good),
+                        windows=len(rows))
+
+
+def _why_none(result: SearchResult, c: Confirmation | None) -> str:
+    if c is not None and not c.good:
+        return f"the knee at {c.users} users did not hold on fresh windows: {c.why_bad or 'generator-bound'}"
+    return result.stop_reason or "no level met the SLO"
+
+
+def _operating_point(ctx: RunContext, ramp: RampResult) -> None:
+    """Offer headroom x the figure open loop (once per figure: a stage that left it as confirmed does not check
+    again); the operating point's latency is then the one measured at that rate."""
+    check = ensure_operating_check(ctx, ramp.stage, ramp.workers)
     ramp.operating_check = check
-    if check.verified.p95_ms is not None:  # measured at the rate, instead of interpolated along the ramp
-        ramp.operating_p95_ms = check.verified.p95_ms
-    get_run_logger().info("%s: operating point %.1f rps open loop: %s", ramp.stage, rate, operating_line(ramp))
-
-
-def _r(x: float | None) -> str:
-    return "n/a" if x is None else f"{x:.1f}"
+    run_check = ctx.results.operating
+    if run_check is not None and run_check.verified.p95_ms is not None:
+        ramp.operating_p95_ms = run_check.verified.p95_ms
+    if check is not None:
+        get_run_logger().info("%s: operating point %.1f rps open loop: %s", ramp.stage, check.verified.rate_rps,
+                              operating_line(ramp))
 
 
 @flow(name="single-client-ramp", flow_run_name="single-client {run_id}")
 def single_client(run_id: str) -> RampResult:
-    """One generator process; raise users until errors, SLO breach or no gain; refine; that is saturation."""
+    """One generator process: verify the pod's confirmed figure and walk to the SLO capacity, or search and
+    confirm the knee when no stage has."""
     ctx = RunContext.get(run_id)
     ctx.results.single_client = _ramp(ctx, "single_client", 1)
     return ctx.results.single_client
@@ -59,13 +107,8 @@ def single_client(run_id: str) -> RampResult:
 
 @flow(name="multi-client-ramp", flow_run_name="multi-client {run_id}")
 def multi_client(run_id: str) -> RampResult:
-    """Several generators whose results the master merges; says when one client was the bottleneck."""
+    """Several generators whose results the master merges, in windows paired with one generator's: the ratio
+    says when one client was the bottleneck."""
     ctx = RunContext.get(run_id)
-    ramp = _ramp(ctx, "multi_client", ctx.config.load.workers)
-    single = ctx.results.single_client
-    if single and single.search.saturation_rps and ramp.search.saturation_rps:
-        ramp.vs_single_rps = single.search.saturation_rps
-        gain = round(ramp.search.saturation_rps, 2) / round(single.search.saturation_rps, 2) - 1
-        ramp.single_client_was_bottleneck = bool(gain > ctx.config.search.min_gain * 2 or single.generator_bound_steps)
-    ctx.results.multi_client = ramp
-    return ramp
+    ctx.results.multi_client = _ramp(ctx, "multi_client", ctx.config.load.workers)
+    return ctx.results.multi_client

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 
 from nightcap.analysis.operating_point import sizing_latency
-from nightcap.analysis.sizing import SizingInputs, per_pod_capacity, size_rows, validate_against_scaling
+from nightcap.analysis.sizing import SizingInputs, size_rows, validate_against_scaling
 from nightcap.results.report import sizing_line
 from nightcap.results.stages import SizingResult
 from nightcap.run.context import RunContext
@@ -13,38 +13,46 @@ from nightcap.run.context import RunContext
 
 @flow(name="sizing", flow_run_name="sizing {run_id}")
 def sizing(run_id: str) -> SizingResult:
-    """pods = ceil(target rps / per-pod rate), the per-pod rate being min(headroom x saturation, the SLO rate);
-    Little's law (in flight = rate x mean latency) binds only beyond what a pod held under the SLO.
+    """pods = ceil(target rps / per-pod rate), the per-pod rate being the one verified open loop under the SLO
+    (never above headroom x capacity.per_pod); Little's law (in flight = rate x mean latency) binds only beyond
+    what a pod held under the SLO; nodes = pods packed onto the node type's allocatable CPU and memory.
 
-    One pod's saturation: scaling at one pod, else the headline ramp divided by its pods; the mean latency and
-    the SLO rate: the headline ramp's open-loop operating-point check."""
+    One pod's saturation: capacity.per_pod; the rate and the mean latency: the run's open-loop operating-point
+    check (at headroom x that figure, or the rate it backed off to)."""
     ctx = RunContext.get(run_id)
     logger = get_run_logger()
     cfg = ctx.config.sizing
     r = ctx.results
-    ramp = r.headline_ramp()
-    per_pod = per_pod_capacity(r.scaling.one_pod if r.scaling else None, ramp.capacity if ramp else None,
-                               ramp.stage if ramp else "ramp")
-    check = ramp.operating_check if ramp else None
-    latency = sizing_latency(check, ramp.replicas, ramp.stage, ramp.operating_p95_ms) if ramp else None
+    per_pod = r.per_pod()
+    fig = r.figure()
+    check = r.operating
+    replicas = fig.key.replicas if fig else ctx.config.platform.replicas
+    ramp = r.slo_search()
+    latency = sizing_latency(check, replicas, r.operating_stage or "ramp",
+                             ramp.operating_p95_ms if ramp else None) if fig else None
     latency_s, slo_rate = (latency.mean_latency_s, latency.slo_rate_per_pod_rps) if latency else (None, None)
+    verified = None
+    if check is not None and check.sizing_window is not None:
+        verified = check.sizing_window.rate_rps / replicas
     latency_from = latency.source if latency else ""
     spec = ctx.spec
     cpu = spec.cpu if spec and spec.cpu else 1.0
+    node = cfg.node_type
     result = SizingResult(rows=[], per_pod=per_pod, latency_s=latency_s, headroom=cfg.headroom,
-                          node_allocatable_cpu=cfg.node_allocatable_cpu, cpu_per_pod=cpu, latency_from=latency_from)
+                          node_allocatable_cpu=node.allocatable_cpu, cpu_per_pod=cpu, latency_from=latency_from)
     if not (cfg.users or cfg.rps):
         result.note = "no sizing.users or sizing.rps targets configured"
     elif check is not None and not check.met and check.slo_rate_rps is None:
         result.note = (f"no rate met the SLO open loop (down to {check.slo_rate_interval_rps[1]:.1f} rps on "
-                       f"{ramp.replicas if ramp else 1} pod(s)): nothing to size from")
+                       f"{replicas} pod(s)): nothing to size from")
     elif not latency_s or per_pod is None:
-        raise RuntimeError("sizing needs a measured saturation and latency at the operating point: run "
-                           "single_client or multi_client before sizing")
+        raise RuntimeError("sizing needs a confirmed saturation point (capacity.per_pod) and the latency at the "
+                           "operating point: run tune, single_client or multi_client before sizing")
     else:
         result.pod = SizingInputs(saturation_rps=per_pod.rps, headroom=cfg.headroom, mean_latency_s=latency_s,
-                                  slo_rate_rps=slo_rate, in_flight_held=per_pod.slo_users or None)
-        result.rows = size_rows(cfg, result.pod, cpu_per_pod=cpu)
+                                  slo_rate_rps=slo_rate, in_flight_held=per_pod.slo_users or None,
+                                  verified_rate_rps=verified)
+        result.rows = size_rows(cfg, result.pod, cpu_per_pod=cpu, memory_per_pod=spec.memory if spec else None)
         if r.scaling:
             result.validation = validate_against_scaling(result.pod, {row.replicas: row.saturation_rps
                                                                       for row in r.scaling.rows})

@@ -22,7 +22,8 @@ from nightcap.run.context import RunContext
 from nightcap.search import SearchAborted, SearchResult
 from nightcap.warm_start import WarmStart, disabled
 from nightcap.warm_start_tune import tune_choice_holds, tune_prior_from_history
-from tasks.measure import run_search, search_params
+from nightcap.confirm import Confirmation
+from tasks.measure import confirm_pod, run_search, search_params
 
 
 def measure_candidate(ctx: RunContext, c: Candidate) -> tuple[CandidateResult, SearchResult | None]:
@@ -88,13 +89,17 @@ def tune(run_id: str) -> TuneResult:
             measure(candidate, f"{planner.measured} of at most {planner.grid_size}")
     choice = choose(results)
     best = choice.result
+    assert ctx.platform is not None
+    confirmation = None
     if best is not None:
         ctx.spec = PodSpec(cpu=best.candidate.cpu, memory=best.candidate.memory, concurrency=best.candidate.concurrency)
+        confirmation = confirm_choice(ctx, searches.get(best.candidate))
     else:
         ctx.spec = initial_spec(ctx.config, ctx.plan)
-    assert ctx.platform is not None
-    ctx.platform.set_resources(ctx.spec)
+    if getattr(ctx.platform, "spec", None) != ctx.spec:  # a restart costs a pod start: only when the size changes
+        ctx.platform.set_resources(ctx.spec)
     ctx.platform.scale(ctx.config.platform.replicas)
+    ctx.results.run_pod = ctx.pod_key()
     ctx.results.tune = TuneResult(
         candidates=results, candidates_measured=len(results), grid_size=planner.grid_size,
         replicas=ctx.config.tune.replicas, planner_notes=list(planner.notes), reason=choice.reason,
@@ -102,10 +107,23 @@ def tune(run_id: str) -> TuneResult:
         best_search=searches.get(best.candidate) if best else None, headroom=ctx.config.search.headroom,
         plot=heatmap(results, ctx.out / "tuning_heatmap.png",
                      planner.memory or (best.candidate.memory if best else None)),  # warm: the chosen memory
-        warm_start=warm)
+        warm_start=warm, confirmation=confirmation)
     if best is None:
         raise RuntimeError(choice.reason)
     return ctx.results.tune
+
+
+def confirm_choice(ctx: RunContext, search: SearchResult | None) -> Confirmation | None:
+    """The chosen candidate's knee on fresh windows, on `tune.replicas` pods: its figure (the candidates were
+    compared on their searches; the winner's search figure carries the pick's upward bias)."""
+    if search is None or not search.saturation_users:
+        return None
+    assert ctx.platform is not None and ctx.spec is not None
+    if getattr(ctx.platform, "spec", None) != ctx.spec:
+        ctx.platform.set_resources(ctx.spec)
+    if ctx.platform.replicas != ctx.config.tune.replicas:
+        ctx.platform.scale(ctx.config.tune.replicas)
+    return confirm_pod(ctx, "tune", 1, search)
 
 
 def warm_tune(ctx: RunContext, measure: Callable[[Candidate, str], None], results: list[CandidateResult]) -> WarmStart:

@@ -123,7 +123,7 @@ class Config(Strict):
             "target": self.target.name,
             "platform": self.platform.kind,
             "load": self._load_identity(),
-            "search": self.search.model_dump(exclude={"warm_start"}),
+            "search": _without_added_defaults(self.search.model_dump(exclude={"warm_start"}), SearchConfig()),
             "slo": self.slo.model_dump(),
         }
 
@@ -131,6 +131,10 @@ class Config(Strict):
         # the generator's site counts only when it is not the platform's default, so configs written before
         # load.generator existed keep their hash (and their history)
         load = self.load.model_dump(exclude={"max_users", "max_rps", "max_duration_s", "locust_image", "generator"})
+        load = _without_added_defaults(load, LoadConfig())
+        # the arrivals' spacing changes what p95_at_operating_ms means, and the history tells nights apart by that
+        # (nightcap.results.meanings), not by the comparison key: every night keeps the key it had before
+        load["arrivals"] = "constant"
         default = "cluster" if self.platform.kind == "kubernetes" else "local"
         if self.generator_site != default:
             load["generator"] = self.generator_site
@@ -139,6 +143,15 @@ class Config(Strict):
     def config_hash(self) -> str:
         blob = json.dumps(self.identity(), sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+# keys added to the sections the comparison key reads after that key was first written: at their defaults they
+# are left out, so a history keeps its nights across an upgrade that only adds settings
+ADDED_TO_IDENTITY = {"confirm_windows", "confirm_max_windows", "pairs", "verify_windows"}
+
+
+def _without_added_defaults(values: dict[str, Any], defaults: Any) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if not (k in ADDED_TO_IDENTITY and v == getattr(defaults, k))}
 
 
 class ConfigError(Exception):

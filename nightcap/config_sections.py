@@ -215,7 +215,10 @@ class LoadConfig(Strict):
     worker_cpu: Cores | None = None
     # open loop (the operating-point check, autoscale phases): planned arrivals at a rate
     verify_s: float | None = Field(None, ge=0, le=3600)  # operating-point window; None: 3 x window_s, 0: no check
-    arrivals: Literal["constant", "poisson"] = "constant"  # spacing of planned arrivals
+    verify_windows: int = Field(2, ge=1, le=10)  # windows per rate of the operating-point check (p95 over them all)
+    # spacing of planned arrivals: poisson (independent callers, what production sends) or constant (kinder:
+    # evenly spaced arrivals never bunch up, so they understate queueing)
+    arrivals: Literal["constant", "poisson"] = "poisson"
     open_max_in_flight: int = Field(1000, ge=1, le=100_000)  # per worker; beyond it arrivals are dropped
     open_late_ms: float = Field(5.0, gt=0, le=10_000)  # an arrival sent this far behind its plan counts late
     # safety limits: a run that would exceed them is refused before it starts
@@ -242,9 +245,22 @@ class SearchConfig(Strict):
     headroom: float = Field(0.7, gt=0, le=1)
     slo_capacity: bool = True
     backoff_windows: int = Field(3, ge=0, le=10)  # open-loop bisection windows when the operating point misses the SLO
+    # the knee the search chose is measured again on fresh windows, the reported figure: at least confirm_windows,
+    # more until the interval between them is within `precision`, at most confirm_max_windows
+    confirm_windows: int = Field(3, ge=2, le=20)
+    confirm_max_windows: int = Field(6, ge=2, le=40)
+    # ratios (N pods vs one, several generators vs one) from this many pairs of alternating windows
+    pairs: int = Field(3, ge=2, le=20)
     # verify the last comparable night's knee (and tune's choice) before searching from scratch; not part of
     # the comparison key: a warm night is measured the same way, at fewer levels
     warm_start: bool = True
+
+    @model_validator(mode="after")
+    def _confirm_bounds(self) -> "SearchConfig":
+        if self.confirm_max_windows < self.confirm_windows:
+            raise ValueError(f"search.confirm_max_windows ({self.confirm_max_windows}) must be at least "
+                             f"search.confirm_windows ({self.confirm_windows})")
+        return self
 
 
 class SloConfig(Strict):
@@ -265,13 +281,32 @@ class ScalingConfig(Strict):
     max_replicas: int = Field(2, ge=1, le=1000)
 
 
+class NodeType(Strict):
+    """A node type pods are packed onto: what its kubelet lets pods use (allocatable), and its hourly price."""
+
+    type: str = Field("custom", min_length=1, max_length=120)
+    allocatable_cpu: Cores
+    allocatable_memory: MemoryBytes | None = None  # None: only CPU decides how many pods fit
+    price_per_hour: float | None = Field(None, ge=0)
+
+
 class SizingConfig(Strict):
     users: list[Annotated[int, Field(gt=0, le=100_000_000)]] = Field(default_factory=list, max_length=100)
     rps: list[Annotated[float, Field(gt=0, le=1e9)]] = Field(default_factory=list, max_length=100)
+    # the node type to price whole nodes on; without it, a node of node_allocatable_cpu priced per core
+    node: NodeType | None = None
     node_allocatable_cpu: Cores = 2.0
     price_per_core_hour: float | None = Field(None, ge=0)
     headroom: float = Field(0.7, gt=0, le=1)
     think_time_s: float = Field(0.0, ge=0, le=3600)  # per user between requests; 0 = every user always in flight
+
+    @property
+    def node_type(self) -> NodeType:
+        """`node`, or the older per-core settings as a CPU-only node (its price = cores x price per core)."""
+        if self.node is not None:
+            return self.node
+        price = None if self.price_per_core_hour is None else self.price_per_core_hour * self.node_allocatable_cpu
+        return NodeType(allocatable_cpu=self.node_allocatable_cpu, price_per_hour=price)
 
 
 class AutoscalePhase(Strict):

@@ -4,11 +4,16 @@ Users grow in powers of two until errors, an SLO breach or no throughput gain (<
 search between the last good and the first bad level. Throughput is goodput (successful requests only),
 and each level is measured in windows until the 95% half-width of its goodput is within `precision`
 (each window brings its own sub-window batch means) and its last two windows agree, or `max_windows` is
-reached; the level records the half-width it reached. Saturation is the knee: the fewest users that reach
-the best goodput seen within min_gain, and its figure is the goodput measured *at* those users (never the
-peak of another level). When the knee lies between two doubling levels it is placed where the linear rise
-meets the peak, then bisected. The operating point is `headroom` × that figure. Optionally the search goes
-on past the knee to find the most users the SLO allows (queueing adds latency long before errors appear).
+reached; the level records the half-width it reached. Saturation is the knee: the fewest users on the
+plateau (`reaches`: within min_gain of the best goodput seen, and not told apart from the plateau's goodput
+(the median of the levels near the best) by their intervals, or within 1%), and its figure is the goodput measured *at* those users (never the peak of another level).
+When the knee lies between two doubling levels it is placed where the linear rise meets the peak, then
+bisected. The operating point is `headroom` × that figure. Optionally the search goes on past the knee to
+find the most users the SLO allows (queueing adds latency long before errors appear).
+
+The search *chooses* the knee; a figure chosen on the same windows it is reported from is biased upwards
+(the best of several noisy levels). `nightcap.confirm` measures the chosen level again on fresh windows,
+and those are what a stage reports.
 
 Levels over the SLO or the error limit never give a throughput figure: only good levels are candidates.
 """
@@ -198,6 +203,35 @@ def measure_level(measure: Callable[[int], Measured], users: int, slo: Slo, p: S
                  rps_halfwidth=estimate.half_width, batches=estimate.n)
 
 
+PLATEAU = 0.01  # a level within 1% of the plateau is on it whatever the intervals say
+
+
+def plateau(good: Sequence[Level], p: SearchParams) -> tuple[float, float, float]:
+    """(best goodput, the plateau's goodput, its half-width): the plateau is the median of the good levels within
+    min_gain of the best, so one lucky window (a burst after a stall) does not set the bar for every other level."""
+    best = max(lv.rps for lv in good)
+    top = [lv for lv in good if lv.rps >= best * (1 - p.min_gain)]
+    halves = sorted(lv.rps_halfwidth or 0.0 for lv in top)
+    rates = sorted(lv.rps for lv in top)
+    mid = len(top) // 2
+    median = rates[mid] if len(top) % 2 else (rates[mid - 1] + rates[mid]) / 2
+    return best, median, halves[mid]
+
+
+def reaches(lv: Level, good: Sequence[Level], p: SearchParams) -> bool:
+    """`lv` is on the plateau of the `good` levels: within min_gain of the best goodput, and within their combined
+    95% noise (or 1%) of the plateau's goodput (`plateau`).
+
+    min_gain alone would put the knee at the first level 5% short of the plateau (4 users at 190 rps when 5
+    give 200), a figure biased low by up to min_gain; the noise decides instead, bounded by min_gain.
+    """
+    best, level, half = plateau(good, p)
+    if lv.rps < best * (1 - p.min_gain):
+        return False
+    noise = math.hypot(lv.rps_halfwidth or 0.0, half)
+    return lv.rps >= level - max(noise, PLATEAU * level)
+
+
 def decisive_errors(m: Measured, slo: Slo) -> bool:
     return m.error_rate > max(0.05, 5 * slo.max_error_rate)
 
@@ -260,8 +294,8 @@ def find_saturation(measure: Callable[[int], Measured], slo: Slo, params: Search
                 and len(windows_at[lv.users]) < p.max_windows:
             levels[lv.users] = measure_level(measure, lv.users, slo, p, None, windows_at[lv.users])
 
-    def best_rps() -> float:
-        return max((lv.rps for lv in levels.values() if lv.good), default=0.0)
+    def good_levels() -> list[Level]:
+        return [lv for lv in levels.values() if lv.good]
 
     # 1) double until bad, flat, or the ceiling
     users = max(1, min(p.start_users, p.max_users))
@@ -297,7 +331,7 @@ def find_saturation(measure: Callable[[int], Measured], slo: Slo, params: Search
                 break
             lv = at(mid, None if first_stop.good else clearly_in_or_out(slo))
             if first_stop.good:  # flat: looking for the knee
-                if lv.good and lv.rps >= best_rps() * (1 - p.min_gain):
+                if lv.good and reaches(lv, good_levels(), p):
                     hi = mid
                 else:
                     lo = mid
@@ -337,8 +371,7 @@ def find_saturation(measure: Callable[[int], Measured], slo: Slo, params: Search
 
 def _report_knee(result: SearchResult, good: list[Level], p: SearchParams) -> None:
     """Saturation and operating point from the knee of the good levels (sorted by users)."""
-    peak = max(lv.rps for lv in good)
-    knee = next(lv for lv in good if lv.rps >= peak * (1 - p.min_gain))
+    knee = next(lv for lv in good if reaches(lv, good, p))
     # the figure measured where it is reported: the knee's own goodput, not the best level's
     result.saturation_users, result.saturation_rps = knee.users, knee.rps
     result.saturation_halfwidth = knee.rps_halfwidth
@@ -348,14 +381,13 @@ def _report_knee(result: SearchResult, good: list[Level], p: SearchParams) -> No
 
 
 def _knee(levels: dict[int, Level], p: SearchParams) -> tuple[Level, Level | None, float] | None:
-    """The knee (fewest users within min_gain of the peak), the good level just below it, and the peak."""
+    """The knee (fewest users on the peak's plateau: `reaches`), the good level just below it, and the peak."""
     good = sorted((lv for lv in levels.values() if lv.good), key=lambda lv: lv.users)
     if not good:
         return None
-    peak = max(lv.rps for lv in good)
-    knee = next(lv for lv in good if lv.rps >= peak * (1 - p.min_gain))
+    knee = next(lv for lv in good if reaches(lv, good, p))
     below = [lv for lv in good if lv.users < knee.users]
-    return knee, (below[-1] if below else None), peak
+    return knee, (below[-1] if below else None), max(lv.rps for lv in good)
 
 
 def _refine_knee(at: Callable[[int, float], Level], levels: dict[int, Level], p: SearchParams) -> None:
@@ -385,7 +417,7 @@ def _refine_knee(at: Callable[[int, float], Level], levels: dict[int, Level], p:
         if guess in levels or not lo < guess < knee.users:
             return
         lv = at(guess, peak)
-        if not (lv.good and lv.rps >= peak * (1 - p.min_gain)):
+        if not (lv.good and reaches(lv, [x for x in levels.values() if x.good], p)):
             lo_users = guess  # still rising there: the knee is above it
 
 
@@ -413,3 +445,36 @@ def _slo_capacity(at: Callable[[int], Level], levels: dict[int, Level], p: Searc
             lo = mid
         else:
             hi = mid
+
+
+def extend_to_slo(measure: Callable[[int], Measured], slo: Slo, params: SearchParams, users: int,
+                  windows: Sequence[Measured], stop_reason: str) -> SearchResult:
+    """A knee already known (a confirmed figure at `users`, verified by `windows` measured at it): walk past it to
+    the most users the SLO allows, as the search's third step does, without searching the knee again."""
+    p = params
+    levels: dict[int, Level] = {}
+    windows_at: dict[int, list[Measured]] = {users: list(windows)}
+    levels[users] = measure_level(measure, users, slo, p, None, windows_at[users])
+
+    def at(u: int) -> Level:
+        if u not in levels:
+            windows_at[u] = []
+            levels[u] = measure_level(measure, u, slo, p, clearly_in_or_out(slo), windows_at[u])
+        return levels[u]
+
+    knee = levels[users]
+    result = SearchResult(knee.users, knee.rps, max(1, math.floor(knee.users * p.headroom)), knee.rps * p.headroom,
+                          None, None, stop_reason=stop_reason, found=knee.good,
+                          saturation_halfwidth=knee.rps_halfwidth)
+    if knee.good and not knee.generator_bound and p.slo_capacity:
+        _slo_capacity(at, levels, p)
+        top = max((lv for lv in levels.values() if lv.good), key=lambda lv: lv.users)
+        if not top.stable and len(windows_at[top.users]) < p.max_windows:  # the figure reported from it
+            top = levels[top.users] = measure_level(measure, top.users, slo, p, None, windows_at[top.users])
+        if top.good:
+            result.slo_users, result.slo_rps, result.slo_halfwidth = top.users, top.rps, top.rps_halfwidth
+    elif knee.good:
+        result.slo_users, result.slo_rps, result.slo_halfwidth = knee.users, knee.rps, knee.rps_halfwidth
+    result.levels = sorted(levels.values(), key=lambda lv: lv.users)
+    result.windows = sum(lv.windows for lv in result.levels)
+    return result

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
 from nightcap.search import (Level, Measured, SearchParams, SearchResult, Slo, clearly_in_or_out, decisive_errors,
-                             find_saturation, judge, measure_level, rising_or_failing)
+                             find_saturation, judge, measure_level, reaches, rising_or_failing)
 
 
 @dataclass(frozen=True)
@@ -179,7 +179,7 @@ def _shape(levels: _Levels, prior: PriorSearch, below: int | None, at: int, abov
     good = sorted((levels.levels[u] for u in (below, at, above) if u is not None and levels.levels[u].good),
                   key=lambda lv: lv.users)
     peak = max(lv.rps for lv in good)
-    now = next(lv for lv in good if lv.rps >= peak * (1 - p.min_gain))  # tonight's knee among these levels
+    now = next(lv for lv in good if reaches(lv, good, p))  # tonight's knee among these levels (the search's rule)
     if now.users > at:
         why.append(f"throughput still rises past {at} users: {now.users} users give {now.rps:.1f} rps against "
                    f"{knee.rps:.1f} at {at} (more than {p.min_gain:.0%}): the knee moved up")

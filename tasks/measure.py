@@ -1,18 +1,26 @@
-"""Measuring tasks: one Prefect task per load window, so every step shows in the UI as it happens."""
+"""Measuring tasks: one Prefect task per load window, so every step shows in the UI as it happens.
+
+The search chooses a knee (`run_search`, `run_warm_search`); fresh windows at it make the pod's one figure
+(`confirm_pod`); later stages that meet the same pod verify it (`meet_pod`), and ratios come from windows that
+alternate between two configurations (`paired_windows`).
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from nightcap.analysis.operating_point import OperatingPointCheck, RateCheck, check_operating_point, rate_check
-from nightcap.run.context import RunContext
-from nightcap.load.runner import StepRunner
-from nightcap.search import Measured, SearchParams, SearchResult, Slo, find_saturation
-from nightcap.results.steps import StepRow
 from nightcap import warm_start
+from nightcap.analysis.operating_point import OperatingPointCheck, RateWindow, check_operating_point
+from nightcap.analysis.pod_capacity import Check, FigureWindow, PodFigure, settle, verify
+from nightcap.confirm import ConfirmParams, Confirmation, confirm_knee
+from nightcap.load.runner import StepRunner
+from nightcap.results.steps import StepRow
+from nightcap.run.context import RunContext
+from nightcap.search import Measured, SearchAborted, SearchParams, SearchResult, Slo, find_saturation
 
 
 @task(name="measure-window", task_run_name="{stage}: {users} users", cache_policy=NO_CACHE, persist_result=False)
@@ -21,10 +29,14 @@ def measure_window(runner: StepRunner, stage: str, users: int) -> StepRow:
     logger = get_run_logger()
     flag = " GENERATOR-BOUND" if row.generator_bound else ""
     flag += "" if row.valid else f" INVALID ({row.note})"
-    logger.info("%s %3d users x %d replica(s): %7.1f rps  p50 %s ms  p95 %s ms  errors %.1f%%  generator CPU %.0f%%%s",
-                stage, users, row.replicas, row.rps, row.p50_ms, row.p95_ms, 100 * row.error_rate,
-                row.generator_cpu_pct, flag)
+    logger.info("%s %3d users x %d replica(s): %7.1f rps  p50 %s ms  p95 %s ms  errors %.1f%%  generator CPU %.0f%%"
+                "  [%s]%s", stage, users, row.replicas, row.rps, row.p50_ms, row.p95_ms, 100 * row.error_rate,
+                row.generator_cpu_pct, row.purpose, flag)
     return row
+
+
+def slo_of(ctx: RunContext) -> Slo:
+    return Slo(ctx.config.slo.p95_ms, ctx.config.slo.max_error_rate)
 
 
 def search_params(ctx: RunContext, cheap: bool = False, **overrides: Any) -> SearchParams:
@@ -40,9 +52,16 @@ def search_params(ctx: RunContext, cheap: bool = False, **overrides: Any) -> Sea
     return params
 
 
+def confirm_params(ctx: RunContext) -> ConfirmParams:
+    s = ctx.config.search
+    return ConfirmParams(min_windows=s.confirm_windows, max_windows=max(s.confirm_max_windows, s.confirm_windows),
+                         precision=s.precision)
+
+
 def run_search(ctx: RunContext, stage: str, workers: int, params: SearchParams) -> SearchResult:
-    """The cold saturation search with the run's generator (see `_searching`)."""
-    return _searching(ctx, stage, workers, lambda measure, slo: find_saturation(measure, slo, params))
+    """The cold saturation search with the run's generator."""
+    with ctx.measuring(stage, workers) as runner:
+        return find_saturation(lambda users: measure_window(runner, stage, users), slo_of(ctx), params)
 
 
 def run_warm_search(ctx: RunContext, stage: str, workers: int, params: SearchParams
@@ -51,66 +70,168 @@ def run_warm_search(ctx: RunContext, stage: str, workers: int, params: SearchPar
 
     Looked up before any load: the newest completed night with the same comparison key whose `stage` ran on
     tonight's pod configuration. Every figure is still measured tonight; the record says what was skipped."""
-    prior, why = warm_prior(ctx, stage)
+    prior, why = warm_start.prior_from_history(ctx.store, ctx.config, ctx.spec, ctx.run_id, stage)
     if prior is not None:
         get_run_logger().info("%s: warm start from run %s (knee at %d users)", stage, prior.run_id,
                               prior.saturation_users)
-    return _searching(ctx, stage, workers, lambda measure, slo: warm_start.search(measure, slo, params, prior, why))
+    with ctx.measuring(stage, workers) as runner:
+        return warm_start.search(lambda users: measure_window(runner, stage, users), slo_of(ctx), params, prior, why)
 
 
-def warm_prior(ctx: RunContext, stage: str) -> tuple[warm_start.PriorSearch | None, str]:
-    """The night to start `stage`'s search from, or None and why not (turned off, no store, no such night)."""
-    return warm_start.prior_from_history(ctx.store, ctx.config, ctx.spec, ctx.run_id, stage)
+def confirm_pod(ctx: RunContext, stage: str, workers: int, result: SearchResult) -> Confirmation | None:
+    """Fresh windows at the knee the search chose; a confirmation that met the SLO becomes the pod's figure on
+    the replicas measured now (`ctx.results.pods`). None when the search found no knee."""
+    with ctx.measuring(stage, workers, purpose="confirm") as runner:
+        c = confirm_knee(lambda users: measure_window(runner, stage, users), result, slo_of(ctx), confirm_params(ctx))
+    logger = get_run_logger()
+    if c is None:
+        return None
+    e = c.estimate
+    if c.good and not c.generator_bound:
+        key = ctx.pod_key()
+        ctx.results.pods[key] = PodFigure(key, c.users, stage, workers,
+                                          [FigureWindow.of(w, stage, "confirm", workers) for w in c.windows],
+                                          window_s=ctx.config.load.window_s,
+                                          spread_from=confirm_params(ctx).min_windows)
+        logger.info("%s: confirmed %.1f rps (95%% interval %s) at %d users on %d fresh window(s)%s", stage, e.mean,
+                    _interval(e), c.users, len(c.windows),
+                    f" (the knee at {c.fell_back_from} users failed its fresh windows)" if c.fell_back_from else "")
+    else:
+        logger.warning("%s: the knee at %d users did not hold on fresh windows: %s", stage, c.users,
+                       c.why_bad or "generator-bound")
+    return c
 
 
-def _searching(ctx: RunContext, stage: str, workers: int,
-               search: Callable[[Callable[[int], Measured], Slo], Any]) -> Any:
-    """Run `search` with the run's generator; it is left idle for the next search, or stopped if the search
-    failed. Teardown stops it at the end of the run, so nothing is left running whatever happens.
-    """
+def _interval(e: Any) -> str:
+    return "n/a" if e.low is None else f"{e.low:.1f}-{e.high:.1f}"
+
+
+def fresh_rows(runner: StepRunner, stage: str, users: int, count: int, max_invalid: int = 3) -> list[StepRow]:
+    """`count` valid windows at `users` that a figure can use (an invalid or generator-bound one is measured
+    again, at most `max_invalid` times in all)."""
+    rows: list[StepRow] = []
+    bad = 0
+    while len(rows) < count:
+        row = measure_window(runner, stage, users)
+        if row.valid and not row.generator_bound:
+            rows.append(row)
+            continue
+        bad += 1
+        if bad > max_invalid:
+            raise SearchAborted(f"{bad} invalid or generator-bound windows at {users} users in {stage}: "
+                                f"{row.note or 'the load generator was CPU-bound'}; add load.workers")
+    return rows
+
+
+@dataclass(frozen=True)
+class Side:
+    """One configuration of paired windows: users held by `workers` generators on `replicas` pods."""
+
+    users: int
+    workers: int
+    replicas: int | None = None  # scale the platform to this first (None: as it is)
+
+
+def side_window(ctx: RunContext, stage: str, side: Side, purpose: str) -> StepRow:
     assert ctx.platform is not None
-    gen = ctx.generator_for(workers)
-    try:
-        runner = StepRunner(ctx.config, ctx.platform, gen, stage, ctx.record_step, ctx.deadline, ctx.spec,
-                            ctx.next_step)
-        slo = Slo(ctx.config.slo.p95_ms, ctx.config.slo.max_error_rate)
-        result = search(lambda users: measure_window(runner, stage, users), slo)
-    except BaseException:
-        ctx.release_generator()  # it may be what failed; the next search starts a fresh one
-        raise
-    ctx.idle_generator()
-    return result
+    if side.replicas is not None and ctx.platform.replicas != side.replicas:
+        ctx.platform.scale(side.replicas)
+    with ctx.measuring(stage, side.workers, purpose) as runner:
+        return fresh_rows(runner, stage, side.users, 1)[0]
+
+
+def paired_windows(ctx: RunContext, stage: str, a: Side, b: Side, pairs: int,
+                   purpose: str = "pair") -> tuple[list[StepRow], list[StepRow]]:
+    """`pairs` pairs of windows, A then B, then B then A, ... (each pair's windows neighbours in time, and the
+    order alternating so a steady drift does not favour either side), with the fewest switches."""
+    rows_a: list[StepRow] = []
+    rows_b: list[StepRow] = []
+    for i in range(pairs):
+        order = ((a, rows_a), (b, rows_b)) if i % 2 == 0 else ((b, rows_b), (a, rows_a))
+        for side, rows in order:
+            rows.append(side_window(ctx, stage, side, purpose))
+    return rows_a, rows_b
+
+
+def meet_pod(ctx: RunContext, stage: str, workers: int) -> tuple[PodFigure, Check, list[StepRow]] | None:
+    """A stage meeting the run's pod again: fresh windows at the confirmed knee verify the figure (`settle_figure`
+    when they disagree). None when no figure of this pod on the replicas measured now exists (the stage searches
+    instead). Also returns the verification windows' rows (the stage's own measurement at the knee)."""
+    fig = ctx.results.pods.get(ctx.pod_key())
+    if fig is None:
+        return None
+    k = ctx.config.search.confirm_windows
+    with ctx.measuring(stage, workers, purpose="verify") as runner:
+        rows = fresh_rows(runner, stage, fig.users, k)
+    return fig, settle_figure(ctx, stage, fig, [FigureWindow.of(r, stage, "verify", workers) for r in rows]), rows
+
+
+def settle_figure(ctx: RunContext, stage: str, fig: PodFigure, fresh: list[FigureWindow]) -> Check:
+    """Verify `fig` with a stage's fresh windows; when they disagree, measure interleaved to decide: more windows
+    of the same configuration, or pairs of the figure's generator count and the stage's."""
+    check = verify(fig, fresh)
+    if check is None:
+        workers, k = fresh[0].workers, ctx.config.search.confirm_windows
+        get_run_logger().warning("%s: %d window(s) at %d users disagree with the figure %s confirmed; measuring "
+                                 "interleaved to decide", stage, len(fresh), fig.users, fig.stage)
+        if workers == fig.workers:
+            with ctx.measuring(stage, workers, purpose="recheck") as runner:
+                more = [FigureWindow.of(r, stage, "recheck", workers) for r in fresh_rows(runner, stage, fig.users, k)]
+            check = settle(fig, fresh, [], more)
+        else:
+            ref, mine = paired_windows(ctx, stage, Side(fig.users, fig.workers, fig.key.replicas),
+                                       Side(fig.users, workers, fig.key.replicas), k)
+            check = settle(fig, fresh, [FigureWindow.of(r, stage, "pair", fig.workers) for r in ref],
+                           [FigureWindow.of(r, stage, "pair", workers) for r in mine])
+    get_run_logger().info("%s: the pod's figure %s: %s", stage, check.outcome, check.note)
+    return check
 
 
 @task(name="measure-rate-window", task_run_name="{stage}: {rate_rps:.1f} rps open loop", cache_policy=NO_CACHE,
       persist_result=False)
-def measure_rate_window(runner: StepRunner, stage: str, rate_rps: float, window_s: float) -> RateCheck:
-    """One open-loop window at `rate_rps`, judged against the SLO (the row lands in steps.csv as load "open")."""
+def measure_rate_window(runner: StepRunner, stage: str, rate_rps: float, window_s: float) -> RateWindow:
+    """One open-loop window at `rate_rps` (the row lands in steps.csv as load "open")."""
     row, window = runner.measure_rate(rate_rps, window_s)
     load = runner.config.load
-    verdict = window.verdict(row.generator_cpu_pct, load.generator_bound_pct)
-    check = rate_check(rate_rps, window, verdict, runner.config.slo, row.valid, row.note)
+    w = RateWindow.of(rate_rps, window, window.verdict(row.generator_cpu_pct, load.generator_bound_pct), row.valid,
+                      row.note)
     get_run_logger().info(
         "%s open loop at %.1f rps: offered %.1f, goodput %.1f rps, p50 %s / p95 %s / p99 %s ms, mean %s ms, "
-        "errors %.1f%%, %d late, %d dropped: %s", stage, rate_rps, window.offered_rps, window.goodput_rps,
+        "%d failed, %d late, %d dropped of %d planned (%s)", stage, rate_rps, window.offered_rps, window.goodput_rps,
         window.p50_ms, window.p95_ms, window.p99_ms, None if window.mean_ms is None else round(window.mean_ms, 1),
-        100 * window.error_rate, window.late, window.dropped, "meets the SLO" if check.meets_slo else check.why)
-    return check
+        window.failures, window.late, window.dropped, window.planned, w.verdict)
+    return w
 
 
 def verify_operating_point(ctx: RunContext, stage: str, workers: int, rate_rps: float) -> OperatingPointCheck:
-    """Offer the operating rate open loop for load.verify_s; on a miss, bisect down (search.backoff_windows
-    more windows of the same length) to the highest rate that meets the SLO. The generator is left idle."""
-    assert ctx.platform is not None
+    """Offer the operating rate open loop for load.verify_windows windows of load.verify_window_s; on a miss,
+    bisect down (search.backoff_windows more rates, as many windows each) to the highest rate that meets the SLO.
+    The result becomes the run's operating check (`ctx.results.operating`)."""
     load = ctx.config.load
-    gen = ctx.generator_for(workers)
-    try:
-        runner = StepRunner(ctx.config, ctx.platform, gen, stage, ctx.record_step, ctx.deadline, ctx.spec,
-                            ctx.next_step)
+    with ctx.measuring(stage, workers, purpose="operating") as runner:
         check = check_operating_point(lambda rate: measure_rate_window(runner, stage, rate, load.verify_window_s),
-                                      rate_rps, ctx.config.search.backoff_windows)
-    except BaseException:
-        ctx.release_generator()
-        raise
-    ctx.idle_generator()
+                                      rate_rps, ctx.config.slo, ctx.config.search.backoff_windows,
+                                      windows=load.verify_windows)
+    ctx.results.operating, ctx.results.operating_stage = check, stage
     return check
+
+
+def operating_rate(ctx: RunContext) -> float | None:
+    """headroom x the run's planning figure (None without a confirmed figure)."""
+    fig = ctx.results.figure()
+    return None if fig is None else ctx.config.search.headroom * fig.planning.mean
+
+
+def ensure_operating_check(ctx: RunContext, stage: str, workers: int) -> OperatingPointCheck | None:
+    """Check the operating rate open loop unless the run's check was already made at this very rate (the
+    figure is measured once, so the check is too; an unstable or replaced figure moves the rate: check again)."""
+    rate = operating_rate(ctx)
+    if rate is None or ctx.config.load.verify_window_s <= 0:
+        return None
+    done = ctx.results.operating
+    if done is not None and abs(done.verified.rate_rps - rate) <= 1e-6 * max(rate, 1.0):
+        return None
+    return verify_operating_point(ctx, stage, workers, rate)
+
+
+Measure = Callable[[int], Measured]

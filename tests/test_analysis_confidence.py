@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nightcap.analysis.confidence import Estimate, batch_means, combine_windows, pool, t_quantile
+from nightcap.analysis.confidence import (Estimate, agree, autocorrelation_factor, batch_means, between_windows,
+                                          combine_windows, paired_ratio, t_quantile)
 
 
 def _coverage(make_series, truth: float, runs: int = 400, min_batch: int = 2) -> float:
@@ -62,52 +63,68 @@ def test_windows_without_sub_windows_count_as_one_sample_each():
     assert noisy.half_width == pytest.approx(t_quantile(1) * np.std([48, 52], ddof=1) / np.sqrt(2))
 
 
-def test_agreeing_measurements_pool_to_a_tighter_interval():
-    pooled = pool([Estimate(140.0, 4.0, 8, 7.0), Estimate(142.0, 4.0, 8, 7.0), Estimate(139.0, 5.0, 8, 7.0)])
-    assert not pooled.disagreements
-    assert 139 < pooled.estimate.mean < 142 and pooled.estimate.half_width < 4.0
-    assert pooled.heterogeneity_p > 0.1
+def test_residual_autocorrelation_widens_a_window_interval():
+    assert autocorrelation_factor(0.0) == 1.0 and autocorrelation_factor(-0.4) == 1.0
+    assert autocorrelation_factor(0.3) == pytest.approx(np.sqrt(1.3 / 0.7))
 
 
-def test_disagreeing_measurements_are_named_and_the_interval_widens_to_cover_them():
-    pooled = pool([Estimate(140.0, 4.0, 8, 7.0), Estimate(170.0, 4.0, 8, 7.0), Estimate(141.0, 4.0, 8, 7.0)])
-    assert (0, 1) in pooled.disagreements and (1, 2) in pooled.disagreements and (0, 2) not in pooled.disagreements
-    assert pooled.heterogeneity_p < 0.01
-    assert pooled.estimate.low <= 141 and pooled.estimate.high >= 160  # not a fixed-effect ±2
+# --- fresh windows of one figure ------------------------------------------------------------------
 
 
-def test_pooling_without_intervals_falls_back_to_the_spread_of_the_values():
-    pooled = pool([Estimate(100.0, None, 1), Estimate(110.0, None, 1)])
-    assert pooled.estimate.mean == 105 and pooled.estimate.half_width >= 5
-    assert pool([Estimate(100.0, 3.0, 5, 4.0)]).estimate == Estimate(100.0, 3.0, 5, 4.0)
+def _window_coverage(drift_sd: float, windows: int, truth: float = 200.0, runs: int = 2000) -> tuple[float, float]:
+    """Windows whose own batch means see sub-window noise only, while the machine drifts between windows."""
+    rng = np.random.default_rng(7)
+    inside, widths = 0, []
+    for _ in range(runs):
+        ests = []
+        for _ in range(windows):
+            level = truth * (1 + rng.normal(0, drift_sd))  # the machine's speed this window
+            series = level + rng.normal(0, 0.03 * truth, 10)  # 10 batch means of 0.2 s
+            est, _ = batch_means(series)
+            ests.append(est)
+        e = between_windows(ests)
+        inside += e.low <= truth <= e.high
+        widths.append(e.relative)
+    return inside / runs, float(np.median(widths))
 
 
-# --- one pod, one capacity ---------------------------------------------------------------------
-
-from nightcap.analysis.capacity import Measurement, pool_pod  # noqa: E402
-
-
-def test_stages_that_agree_pool_into_one_per_pod_figure_without_warnings():
-    cap = pool_pod([Measurement("single_client", 140.0, 5.0, 12, 2, 1), Measurement("multi_client", 143.0, 5.0, 12, 2, 1),
-                    Measurement("scaling", 141.0, 6.0, 8, 2, 1)])
-    assert 140 <= cap.rps <= 143 and cap.high - cap.low < 10
-    assert not cap.warnings()
-    assert cap.to_dict()["stages"] == ["single_client", "multi_client", "scaling"]
-
-
-def test_stages_that_disagree_are_named_with_their_figures():
-    # the field report's run: tune 173.7, single_client 135.7, multi_client 141.8, scaling 169.2 on one pod
-    cap = pool_pod([Measurement("tune", 173.7, 6.0, 8, 1, 1), Measurement("single_client", 135.7, 5.0, 12, 1, 1),
-                    Measurement("multi_client", 141.8, 5.0, 12, 2, 1), Measurement("scaling", 169.2, 7.0, 8, 1, 1)])
-    lines = cap.warnings()
-    assert any("tune 173.7 rps" in w and "single_client 135.7 rps" in w for w in lines)
-    assert not any("single_client" in w and "multi_client" in w for w in lines)  # these two agree
-    assert cap.low <= 140 and cap.high >= 165  # the interval says how little one night can tell
+def test_between_windows_covers_the_truth_when_the_machine_drifts_between_windows():
+    naive = 0
+    rng = np.random.default_rng(3)
+    for _ in range(1000):  # what one window's batch means promise when the machine drifts 5% between windows
+        level = 200 * (1 + rng.normal(0, 0.05))
+        est, _ = batch_means(level + rng.normal(0, 6, 10))
+        naive += est.low <= 200 <= est.high
+    coverage, width = _window_coverage(drift_sd=0.05, windows=4)
+    assert naive / 1000 < 0.75 and coverage >= 0.93
+    quiet, quiet_width = _window_coverage(drift_sd=0.0, windows=4)
+    assert quiet >= 0.95 and quiet_width < width
 
 
-def test_per_pod_figures_divide_by_the_replicas_measured_together():
-    cap = pool_pod([Measurement("single_client", 400.0, 8.0, 10, 8, 2), Measurement("multi_client", 404.0, 8.0, 10, 8, 2)])
-    assert cap.replicas == 2 and 199 <= cap.rps <= 203
-    with pytest.raises(ValueError, match="one replica count"):
-        pool_pod([Measurement("single_client", 400.0, 8.0, 10, 8, 2), Measurement("scaling", 200.0, 8.0, 10, 4, 1)])
-    assert pool_pod([]) is None
+def test_between_windows_never_narrower_than_one_window_and_one_window_is_its_own():
+    same = between_windows([Estimate(100.0, 3.0, 10, 9.0)] * 3)
+    assert same.mean == 100 and same.half_width == 3.0 and same.n == 3 and same.df == 2
+    spread = between_windows([Estimate(90.0, 1.0, 10, 9.0), Estimate(100.0, 1.0, 10, 9.0), Estimate(110.0, 1.0, 10, 9.0)])
+    assert spread.half_width == pytest.approx(t_quantile(2) * 10 / np.sqrt(3))
+    assert between_windows([Estimate(50.0, 2.0, 8, 7.0)]) == Estimate(50.0, 2.0, 1, 7.0)
+    assert between_windows([]).half_width is None
+
+
+def test_agreement_is_a_difference_within_its_own_interval():
+    assert agree(Estimate(100.0, 3.0, 5), Estimate(105.0, 4.0, 5))  # 5 <= 5
+    assert not agree(Estimate(100.0, 3.0, 5), Estimate(105.1, 4.0, 5))
+    assert agree(Estimate(100.0, None, 1), Estimate(100.0, None, 1))
+
+
+def test_paired_ratio_cancels_a_drift_that_unpaired_figures_do_not():
+    rng = np.random.default_rng(11)
+    speed = 1 + np.linspace(0, -0.3, 8)  # the machine slows 30% over the pairs
+    a = [Estimate(200 * s * (1 + rng.normal(0, 0.01)), 4.0, 10, 9.0) for s in speed]
+    b = [Estimate(380 * s * (1 + rng.normal(0, 0.01)), 7.6, 10, 9.0) for s in speed]
+    ratio = paired_ratio(a, b, scale=2)
+    assert ratio.low <= 0.95 <= ratio.high and ratio.relative < 0.05
+    unpaired = np.mean([x.mean for x in b[4:]]) / (2 * np.mean([x.mean for x in a[:4]]))
+    assert unpaired < 0.85  # B measured late, A early: the drift would read as poor scaling
+    assert paired_ratio([], []).half_width is None
+
+

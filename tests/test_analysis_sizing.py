@@ -88,7 +88,7 @@ def test_nodes_from_pods_per_node_and_cores() -> None:
 
 
 def test_bad_inputs_name_what_to_change() -> None:
-    with pytest.raises(ValueError, match="does not fit on a node"):
+    with pytest.raises(ValueError, match="does not fit on a custom node"):
         size_for_rps(10, REFERENCE, cpu_per_pod=4.0, node_allocatable_cpu=2.0)
     with pytest.raises(ValueError, match="no rate met the SLO"):
         SizingInputs(saturation_rps=100, headroom=0.7, mean_latency_s=0.01, slo_rate_rps=0)

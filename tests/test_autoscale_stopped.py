@@ -9,6 +9,7 @@ from pathlib import Path
 from flows.autoscale import Timeline
 from nightcap.analysis.autoscale_metrics import AutoscaleSample
 from nightcap.analysis.autoscale_plan import Shape, fit_to_platform
+from nightcap.analysis.pod_capacity import FigureWindow, PodFigure, PodKey
 from nightcap.config import AutoscalePhase, validate
 from nightcap.load.runner import BudgetExceeded
 from nightcap.results.stages import RampResult
@@ -25,6 +26,9 @@ def test_a_stage_stopped_in_its_overload_keeps_its_samples_and_timeline(tmp_path
         level = Level(4, 100.0, 30.0, 0.0, 2, True, True, False)
         ctx.results.single_client = RampResult("single_client", 1, 1, SearchResult(4, 100.0, 1, 70.0, None, None,
                                                                                    levels=[level]), 30.0, 0)
+        key = ctx.results.run_pod = PodKey(0.5, None, 4, 1)  # the pod's confirmed figure: 100 rps
+        ctx.results.pods[key] = PodFigure(key, 4, "single_client", 1,
+                                          [FigureWindow("single_client", "confirm", 1, 4, 100.0, 2.0, 10)] * 3, 2.0)
         fit = fit_to_platform(Shape(0.5, None, 4, 100.0, "single_client / 1 pod(s)"), [], 1.0, 1, 2, 3.0, 0.7)
         timeline = Timeline(ctx, fit, logging.getLogger("test"))
         timeline.phases = [AutoscalePhase(name="baseline", load=0.7, duration_s=4),

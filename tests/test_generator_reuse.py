@@ -63,10 +63,14 @@ def test_local_generator_is_reused_and_replaced_when_the_worker_count_changes(ct
     first = ctx.generator_for(1)
     ctx.idle_generator()
     assert ctx.generator_for(1) is first and first.client.stops == 1 and len(started) == 1
-    second = ctx.generator_for(3)  # local processes: a fresh master with 3 workers
-    assert first.stopped and second is not first and second.workers == 3 and ctx.generator is second
+    second = ctx.generator_for(3)  # local processes: a fresh master with 3 workers, the first kept idle
+    assert not first.stopped and first.client.stops == 2 and second is not first and second.workers == 3
+    assert ctx.generator is second and ctx.spare_generators == {1: first}
+    assert ctx.generator_for(1) is first and len(started) == 2  # paired windows switch back without a restart
+    third = ctx.generator_for(2)  # at most two generators: the one not wanted is stopped
+    assert second.stopped and not first.stopped and ctx.spare_generators == {1: first} and third.workers == 2
     ctx.release_generator()
-    assert second.stopped and ctx.generator is None
+    assert first.stopped and third.stopped and ctx.generator is None and not ctx.spare_generators
     ctx.release_generator()  # idempotent
 
 
@@ -88,7 +92,7 @@ def test_a_generator_that_cannot_stop_its_swarm_is_dropped(ctx, monkeypatch) -> 
 def test_a_failed_search_stops_the_generator(ctx, monkeypatch) -> None:
     _factory(monkeypatch, LocalLike)
     ctx.platform = SimpleNamespace()
-    monkeypatch.setattr(measure, "StepRunner", lambda *a, **k: None)
+    monkeypatch.setattr("nightcap.run.context.StepRunner", lambda *a, **k: SimpleNamespace())
 
     def broken(*_a: Any, **_k: Any) -> Any:
         raise RuntimeError("the search blew up")

@@ -13,7 +13,7 @@ from rich.console import Console
 from nightcap.analysis.regression import check_regression
 from nightcap.config import validate
 from nightcap.results.history_cli import history_command
-from nightcap.results.meanings import CLOSED, OPEN, figure_meanings
+from nightcap.results.meanings import CLOSED, FRESH, OPEN, SEARCH, figure_meanings
 from nightcap.results.store import SCHEMA_VERSION, HistoryStore
 
 FIXTURE = Path(__file__).parent / "fixtures" / "history-v1.db"  # written by schema 1 (make_history_v1.py)
@@ -57,7 +57,7 @@ def test_a_figure_measured_another_way_starts_a_new_baseline(old_history):
     store = HistoryStore(f"sqlite:///{old_history}")
     tonight = {"saturation_rps": 211.0, "rps_per_core": 211.0, "p95_at_operating_ms": 160.0, "slo_users": 40}
     meanings = figure_meanings({"operating_point": {"load": "open"}})
-    assert meanings == {"p95_at_operating_ms": OPEN}
+    assert meanings["p95_at_operating_ms"] == OPEN and meanings["saturation_rps"] == SEARCH
     blind = store.comparable_runs(REF.config_hash(), 7)
     assert check_regression(tonight, blind).verdict == "regressed"  # what comparing across the change would say
     history = store.comparable_runs(REF.config_hash(), 7, meanings=meanings)
@@ -78,10 +78,23 @@ def test_the_history_marks_the_night_a_figure_changed_meaning(old_history):
     store.finish_run("20261201-020000-abcdef", "completed", {"saturation_rps": 209.0, "p95_at_operating_ms": 160.0},
                      {"operating_point": {"load": "open", "p95_ms": 160.0}})
     frame = store.history(target="ref", last=30)
-    assert frame.iloc[-1]["figure_meanings"] == {"p95_at_operating_ms": OPEN}
-    assert frame.iloc[0]["figure_meanings"] == {"p95_at_operating_ms": CLOSED}  # derived for rows of schema 1
+    assert frame.iloc[-1]["figure_meanings"]["p95_at_operating_ms"] == OPEN
+    assert frame.iloc[0]["figure_meanings"]["p95_at_operating_ms"] == CLOSED  # derived for rows of schema 1
     store.close()
     console = Console(record=True, width=200)
     history_command(f"sqlite:///{old_history}", "ref", 30, console=console)
     text = console.export_text()
     assert text.count("p95 now open-loop (new baseline)") == 1  # on the night it changed, and only there
+
+
+def test_confirmed_figures_and_poisson_arrivals_start_their_own_baselines(old_history):
+    """This version reports saturation from fresh windows and checks p95 on Poisson arrivals: both are other
+    quantities than the schema-1 nights measured, so they are not compared across the change (and the comparison
+    key stays, so the nights are still one history)."""
+    store = HistoryStore(f"sqlite:///{old_history}")
+    meanings = figure_meanings({"operating_point": {"load": "open", "arrivals": "poisson"},
+                                "saturation": {"status": "confirmed"}})
+    assert meanings["saturation_rps"] == meanings["rps_per_core"] == FRESH
+    history = store.comparable_runs(REF.config_hash(), 7, meanings=meanings)
+    assert len(history) == 5 and all(r["saturation_rps"] is None and r["p95_at_operating_ms"] is None for r in history)
+    store.close()

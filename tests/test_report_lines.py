@@ -183,12 +183,16 @@ def test_the_sizing_check_against_scaling_is_one_sentence(tmp_path) -> None:
                          "284 rps, measured 226 rps (20% below the prediction).")
 
 
-@pytest.mark.parametrize("multi, single, sign", [(99.0, 95.0, "+4%"), (90.0, 95.0, "-5%")])
-def test_multi_client_change_has_the_sign_of_multi_minus_single(multi, single, sign) -> None:
-    ramp = RampResult("multi_client", 2, 1, _search(multi, 2), 20.0, 0, vs_single_rps=single,
-                      single_client_was_bottleneck=False)
+@pytest.mark.parametrize("ratio, half, words", [
+    (1.042, 0.01, "+4.2% (95% interval +3.2% to +5.2%); the single client was the bottleneck"),
+    (0.95, 0.01, "-5.0% (95% interval -6.0% to -4.0%); fewer with more generators"),
+    (1.004, 0.01, "+0.4% (95% interval -0.6% to +1.4%); one client was enough")])
+def test_multi_client_change_has_the_sign_of_multi_minus_single(ratio, half, words) -> None:
+    from nightcap.analysis.confidence import Estimate
+
+    ramp = RampResult("multi_client", 2, 1, _search(99.0, 2), 20.0, 0, ratio=Estimate(ratio, half, 3, 2.0))
     line = multi_client_line(ramp)
-    assert line is not None and f"{multi:.1f} rps vs single-client {single:.1f} rps ({sign})" in line
+    assert line is not None and "over 3 pairs of alternating windows" in line and words in line, line
 
 
 def test_a_usl_that_does_not_fit_says_no_fit_in_one_clause_and_extrapolates_nothing() -> None:
@@ -222,28 +226,30 @@ def test_an_accepted_usl_gives_its_parameters_with_intervals_and_a_retrograde_po
 
 def test_scaling_rows_say_where_no_level_met_the_slo_instead_of_zero(tmp_path) -> None:
     fit = fit_usl([1, 2], [95.0, 180.0])
-    rows = [ScalingRow(1, 95.0, 2, 95.0, 1.0, 4, "flat"), ScalingRow(2, 180.0, 4, 90.0, 180 / 190, 8, "flat"),
+    rows = [ScalingRow(1, 95.0, 2, 95.0, 1.0, 4, "flat"),
+            ScalingRow(2, 180.0, 4, 90.0, 180 / 190, 8, "flat", efficiency_ci=[0.93, 0.97], pairs=3),
             ScalingRow(3, 0.0, None, 0.0, 0.0, None, "p95 900 ms over the SLO 500 ms at 1 users")]
     summary = run_summary(StageResults(scaling=ScalingResult(rows, fit, fit, 8, [])), ["scaling"])
     text = report_of(summary, tmp_path)
-    assert ("Saturation by pod count: 1 pod 95 rps, 2 pods 180 rps (95% of 2 × one pod), 3 pods: no level met the "
-            "SLO.") in text
+    assert ("Saturation by pod count: 1 pod 95 rps, 2 pods 180 rps (95% of 2 × one pod, 95% interval 93%-97%, 3 "
+            "pairs of windows alternating one pod and 2), 3 pods: no level met the SLO.") in text
     assert summary["stages"]["scaling"]["reason"].startswith("no load level met the SLO at 3 replica(s) (p95 900 ms")
 
 
 def test_how_sure_names_the_interval_the_lower_bound_and_disagreements() -> None:
     full = full_summary()
-    assert confidence_line(full) == ("How sure: the saturation figure's 95% interval is 97.0-101.0 rps; 3 stages "
-                                     "measured the pod and agree within their intervals.")
+    assert confidence_line(full) == ("How sure: the saturation figure's 95% interval is 95.0-99.0 rps, from 3 fresh "
+                                     "windows; two measurements of the pod disagreed after interleaved windows: "
+                                     "**unstable**, planned on the lower.")
     assert confidence_line({"saturation": {"rps": None}}) == "How sure: there is no figure to be sure of."
     shaky = {"saturation": {"rps": 50.0, "rps_ci": None, "found": False, "stage": "single_client"},
-             "capacity": {"per_pod": {"stages": ["tune", "single_client"], "disagree": [["tune", "single_client"]]}},
+             "capacity": {"per_pod": {"status": "confirmed", "checks": [{"stage": "multi_client", "outcome": "agrees"}]}},
              "operating_point": {"load": "closed"}, "platform": {"limits_enforced": False},
              "target": {"payload": {"synthetic": True}}}
     assert confidence_line(shaky) == (
         "How sure: the saturation figure has no interval (its level was not measured in sub-windows); it is a lower "
-        "bound: the search stopped before the knee; 2 stages measured the pod and 1 pair(s) of them disagree beyond "
-        "their intervals (see the last section); the operating point's latency was interpolated, not measured at "
+        "bound: the search stopped before the knee; 1 later stage(s) met the pod and found it as confirmed "
+        "(multi_client agrees); the operating point's latency was interpolated, not measured at "
         "its rate; CPU and memory limits were not enforced; the request bodies were synthetic.")
 
 

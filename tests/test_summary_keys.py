@@ -26,8 +26,10 @@ from nightcap.analysis.autoscale_load import phase_rows
 from nightcap.analysis.autoscale_metrics import AutoscaleSample, summarize_autoscale
 from nightcap.analysis.canary import CanaryFigure, CanarySettings
 from nightcap.analysis.regression import check_regression
-from nightcap.analysis.operating_point import OperatingPointCheck, RateCheck, check_operating_point
-from nightcap.analysis.sizing import Capacity, SizingInputs, per_pod_capacity, size_rows, validate_against_scaling
+from nightcap.analysis.confidence import Estimate
+from nightcap.analysis.operating_point import OperatingPointCheck, RateWindow, check_operating_point
+from nightcap.analysis.pod_capacity import Check, FigureWindow, PodFigure, PodKey
+from nightcap.analysis.sizing import SizingInputs, size_rows, validate_against_scaling
 from nightcap.analysis.tuning import Candidate, evaluate
 from nightcap.analysis.usl import fit_usl
 from nightcap.config import AutoscalePhase, validate
@@ -43,7 +45,8 @@ from nightcap.results.stages import (
     StageResults,
     TuneResult,
 )
-from nightcap.results.report import pooled_line
+from nightcap.confirm import Confirmation
+from nightcap.results.report import per_pod_line
 from nightcap.results.summary import build_summary
 from nightcap.search import Level, SearchResult
 from nightcap.warm_start import WarmStart, disabled
@@ -83,13 +86,30 @@ def _search(rps: float | None, users: int | None) -> SearchResult:
                         saturation_halfwidth=2.0, operating_halfwidth=1.4, slo_halfwidth=2.5)
 
 
+SLO50 = SimpleNamespace(p95_ms=50.0, max_error_rate=0.01)
+KEY = PodKey(0.5, 512 * MI, 2, 1)
+
+
 def _check(rate: float, met: bool) -> OperatingPointCheck:
     """An operating-point check: met at once, or missed and backed off to half the rate."""
-    def measure(r: float) -> RateCheck:
+    def measure(r: float) -> RateWindow:
         ok = met or r <= rate / 2
-        return RateCheck(r, r, r, r, 10.0, 20.0 if ok else 90.0, 30.0, 12.0, 0.0, int(r * 6), 0, 0, "ok", ok,
-                         "" if ok else "p95 90 ms >= SLO 50 ms")
-    return check_operating_point(measure, rate, backoff_windows=2)
+        p95 = 20 if ok else 90
+        return RateWindow(r, r, r, r, 10.0, float(p95), 30.0, 12.0, int(r * 6), int(r * 6), 0, 0, 0, "ok",
+                          ok_ms={10: int(r * 3), p95: int(r * 3)})
+    return check_operating_point(measure, rate, SLO50, backoff_windows=2)
+
+
+def _figure(rates: list[float], stage: str = "single_client", users: int = 2, key: PodKey = KEY) -> PodFigure:
+    return PodFigure(key, users, stage, 1, [FigureWindow(stage, "confirm", 1, users, r, 2.0, 10) for r in rates], 2.0)
+
+
+def _confirmation(rates: list[float], users: int = 2) -> Confirmation:
+    from nightcap.confirm import summarize_windows
+    from nightcap.search import Point, Slo
+
+    return summarize_windows(users, [Point(users, r, 24.0, 0.0, rps_halfwidth=2.0, batches=10) for r in rates],
+                             Slo(50.0, 0.01))
 
 
 def _ctx(results: StageResults, stages: dict[str, dict[str, Any]], **info: Any) -> SimpleNamespace:
@@ -110,20 +130,26 @@ def full_summary() -> dict[str, Any]:
     candidates = [evaluate(Candidate(cpu, 512 * MI, 2), replicas=2, saturation_rps=100.0 * cpu, p95_ms=20.0,
                            cpu_use_pct=90.0, memory_peak_pct=40.0, oom_kills=0, restarts=0, meets_slo=True)
                   for cpu in (0.5, 1.0)]
+    figure = _figure([98.0, 99.0, 100.0])
     single = RampResult("single_client", 1, 1, _search(95.0, 2), 22.0, 0, plot="single_client.png",
                         warm_start=WarmStart("n0", True, [2, 1, 4], 4, "run n0's knee at 2 users holds"),
-                        operating_check=_check(66.5, met=True))
-    multi = RampResult("multi_client", 2, 1, _search(99.0, 2), 21.0, 0, plot="multi_client.png", vs_single_rps=95.0,
-                       single_client_was_bottleneck=False, operating_check=_check(69.3, met=False),
+                        operating_check=_check(66.5, met=True), confirmation=_confirmation([98.0, 99.0, 100.0]))
+    ratio = Estimate(1.01, 0.02, 3, 2.0)
+    multi_check = Check("multi_client", 2, Estimate(100.0, 2.0, 3, 2.0), "unstable", "3 pair(s) differ", ratio)
+    figure.checks.append(multi_check)
+    figure.other, figure.other_stage = Estimate(97.0, 2.0, 3, 2.0), "multi_client"
+    multi = RampResult("multi_client", 2, 1, _search(99.0, 2), 21.0, 0, plot="multi_client.png",
+                       operating_check=_check(69.3 * 97 / 99, met=False), check=multi_check, ratio=ratio,
                        warm_start=WarmStart("n0", False, [2], 1, "fell back to the full search: the knee moved"))
     fit = fit_usl([1, 2, 3, 4], [95, 180, 260, 330])
-    rows = [ScalingRow(n, 95.0 * n, 2, 95.0, 1.0, 4, "flat") for n in (1, 2)]
+    rows = [ScalingRow(n, 95.0 * n, 2, 95.0, 1.0, 4, "flat", 2.0, 3, [0.97, 1.03], 3) for n in (1, 2)]
     by_cores = [{"replicas": 1, "cpu": 0.5, "cores": 0.5, "slo_users": 4, "slo_rps": 95.0, "p95_ms": 30.0,
                  "error_rate": 0.0, "users_per_pod": 4.0, "steps": 5}]
-    per_pod = per_pod_capacity(Capacity(95.0, 2, 4), None)
+    per_pod = StageResults(pods={KEY: figure}, run_pod=KEY, single_client=single).per_pod()
     assert per_pod is not None
     cfg = _ctx(StageResults(), {}).config
-    pod = SizingInputs(saturation_rps=95.0, headroom=0.7, mean_latency_s=0.02, slo_rate_rps=60.0, in_flight_held=4.0)
+    pod = SizingInputs(saturation_rps=95.0, headroom=0.7, mean_latency_s=0.02, slo_rate_rps=60.0, in_flight_held=4.0,
+                       verified_rate_rps=60.0)
     sizing_rows = size_rows(cfg.sizing, pod, cpu_per_pod=0.5)
     samples = [AutoscaleSample(t=float(t), phase="overload" if t else "baseline", rps=90.0, p50_ms=10.0,
                                p95_ms=40.0 + 10 * (t == 2), error_rate=0.0, current=1 + (t > 2), desired=2,
@@ -146,8 +172,10 @@ def full_summary() -> dict[str, Any]:
     assert block["change_points"] and block["platform"] and block["new_level"] and block["excluded"], \
         "the fixture must show every key"
     results = StageResults(
+        pods={KEY: figure, PodKey(0.5, 512 * MI, 2, 2): _figure([180.0, 182.0, 181.0], "tune", 4)}, run_pod=KEY,
+        operating=multi.operating_check, operating_stage="multi_client",
         tune=TuneResult(candidates, 2, 12, 2, ["memory settled at 512Mi"], "cpu=0.5", True, candidates[0],
-                        _search(50.0, 1), 0.7, plot="tuning_heatmap.png"),
+                        _search(50.0, 1), 0.7, plot="tuning_heatmap.png", confirmation=_confirmation([181.0] * 3, 4)),
         single_client=single, multi_client=multi,
         scaling=ScalingResult(rows, fit, fit, 4, by_cores, plots=["scaling_usl.png", "p95_by_cores.png"]),
         sizing=SizingResult(sizing_rows, per_pod, 0.02, 0.7, 2.0, 0.5, pod=pod, latency_from="mean latency open loop",
@@ -206,82 +234,62 @@ def test_contract_keys_of_the_readme_are_in_the_golden_file() -> None:
     assert contract <= golden, sorted(contract - golden)
 
 
-def test_only_the_tune_stage_reports_the_tuned_pods_saturation() -> None:
-    """The bug of issue 12: a run with only `tune` reported no saturation point (it read a key never written)."""
-    results = StageResults(tune=TuneResult([], 1, 12, 2, [], "cpu=0.5", True, None, None, 0.7))
-    candidate = evaluate(Candidate(0.5, 512 * MI, 2), replicas=2, saturation_rps=50.0, p95_ms=12.0, cpu_use_pct=90.0,
+def test_only_the_tune_stage_reports_the_tuned_pods_confirmed_figure() -> None:
+    """A run with only `tune`: its confirmed figure (on tune.replicas pods) is the answer."""
+    candidate = evaluate(Candidate(0.5, 512 * MI, 2), replicas=2, saturation_rps=52.0, p95_ms=12.0, cpu_use_pct=90.0,
                          memory_peak_pct=40.0, oom_kills=0, restarts=0, meets_slo=True)
-    results.tune.best, results.tune.best_search = candidate, _search(50.0, 1)  # type: ignore[union-attr]
+    tune_key = PodKey(0.5, 512 * MI, 2, 2)
+    results = StageResults(tune=TuneResult([candidate], 1, 12, 2, [], "cpu=0.5", True, candidate, _search(52.0, 1), 0.7),
+                           pods={tune_key: _figure([49.0, 50.0, 51.0], "tune", 1, tune_key)}, run_pod=KEY)
     summary = build_summary(_ctx(results, {"tune": {"status": "completed"}}))  # type: ignore[arg-type]
     sat = summary["saturation"]
-    assert (sat["rps"], sat["users"], sat["stage"], sat["replicas"]) == (50.0, 1, "tune", 2)
+    assert (sat["rps"], sat["users"], sat["stage"], sat["replicas"], sat["windows"]) == (50.0, 1, "tune", 2, 3)
     assert summary["operating_point"]["rps"] == 35.0 and summary["operating_point"]["p95_ms"] == 12.0
     assert summary["slo_capacity"]["users"] is None  # a tuning search never looks for the SLO's limit
     assert summary["rps_per_core"] == 50.0  # 50 rps on 2 pods of 0.5 CPU
-    # each rate with its 95% half-width as a share of it (2 rps of 50; 1.4 of 35)
-    assert summary["answer"].startswith("golden saturates at 50.0 rps ± 4% with 1 concurrent user on 2 replica(s) of 0.50 CPU; "
-                                        "operate at 35.0 rps ± 4% (70%)")
+    assert summary["capacity"]["per_pod"]["rps"] == 25.0  # per pod
+    # the interval from the spread between the 3 windows: t(2) x 1 / sqrt(3) = ±2.48 (over each window's ±2)
+    assert summary["answer"].startswith("golden saturates at 50.0 rps ± 5% (on 3 fresh windows) with 1 concurrent "
+                                        "user on 2 replica(s) of 0.50 CPU; operate at 35.0 rps ± 5% (70%)")
 
 
-def test_the_headline_is_multi_client_unless_it_was_worse() -> None:
+def test_every_per_pod_figure_is_capacity_per_pod() -> None:
+    """One pod, one number: the headline, both ramps' blocks, sizing and autoscale use capacity.per_pod's
+    planning figure (here unstable: the lower of the two), and report.md says so once."""
     full = full_summary()
-    assert full["saturation"]["stage"] == "multi_client" and full["saturation"]["rps"] == 99.0
-    assert full["multi_client"]["vs_single_client"]["change"] == 99.0 / 95.0 - 1
-    assert full["slo_capacity"]["by_cores"][0]["slo_users"] == 4
+    per_pod = full["capacity"]["per_pod"]
+    assert per_pod["status"] == "unstable" and per_pod["rps"] == 97.0 and per_pod["measured_rps"] == 99.0
+    for block in (full, full["single_client"], full["multi_client"]):
+        assert block["saturation"]["rps"] == 97.0 and block["saturation"]["status"] == "unstable"
+    assert full["sizing"]["inputs"]["per_pod_rps"] == 97.0 and full["autoscale"]["one_pod_saturation_rps"] == 97.0
+    assert full["saturation"]["stage"] == "single_client"
+    assert full["multi_client"]["vs_single_client"]["ratio"] == 1.01 and full["multi_client"]["vs_single_client"]["pairs"] == 3
+    assert any("one pod measured differently" in w for w in full["warnings"])
+    line = per_pod_line(per_pod)
+    assert line is not None and "**unstable**" in line and "97.0 rps" in line and "99.0 rps" in line
+    assert per_pod_line(None) is None
+    assert "unstable" in full["answer"]
+    assert build_summary(_ctx(StageResults(), {}))["capacity"] == {"per_pod": None, "pods": []}  # type: ignore[arg-type]
     assert sparse_summary()["saturation"] == {"rps": None, "users": None, "found": False, "replicas": None,
                                               "stop_reason": "p95 80 ms over the SLO 50 ms at 1 users",
                                               "rps_ci": None, "stage": None, "inconclusive": None}
 
 
 def test_the_operating_point_is_reported_where_it_was_measured() -> None:
-    """The headline (multi-client) operating rate missed the SLO open loop and backed off; report.md says so."""
+    """The run's operating rate (70% of the planning figure) missed the SLO open loop and backed off."""
     full = full_summary()
     op, slo = full["operating_point"], full["slo_capacity"]
-    assert op["load"] == "open" and op["meets_slo"] is False and op["p95_ms"] == 90.0  # measured at 69.3 rps
-    assert [round(w["rate_rps"], 2) for w in op["verification"]] == [69.3, 34.65, 51.97]  # bisection on [0, 69.3]
-    assert slo["rate_rps"] == 34.65 and slo["rate_rps_interval"] == [34.65, 51.97]
-    assert full["operating_line"].endswith("the SLO holds at 34.6 rps (the highest rate in [34.6, 52.0) rps "
+    assert op["load"] == "open" and op["meets_slo"] is False and op["p95_ms"] == 90.0
+    assert op["windows"] == 2 and op["p95_ci"][0] <= 90.0 <= op["p95_ci"][1] and op["arrivals"] == "poisson"
+    assert [round(w["rate_rps"], 2) for w in op["verification"]] == [67.9, 33.95, 50.92]  # bisection on [0, 67.9]
+    assert slo["rate_rps"] == 33.95 and slo["rate_rps_interval"] == [33.95, 50.92]
+    assert full["operating_line"].endswith("the SLO holds at 34.0 rps (the highest rate in [34.0, 50.9) rps "
                                            "measured to meet it)")
-    assert full["single_client"]["operating_point"]["meets_slo"] is True
-    assert "operate at 69.3 rps ± 2% (70%), where open loop p95 is 90 ms: the SLO does not hold (it holds up to 34.6 rps)" \
-        in full["answer"]
+    assert "operate at 67.9 rps" in full["answer"] and "(it holds up to 34.0 rps)" in full["answer"]
     assert full["sizing"]["inputs"]["per_pod_rate_rps"] == 60.0
-    assert full["sizing_line"].startswith("sizing with p95 under 50 ms at 60.0 rps per pod (the SLO held up to 60")
+    assert full["sizing_line"].startswith("sizing with p95 under 50 ms at 60.0 rps per pod (verified open loop")
     unverified = sparse_summary()["single_client"]["operating_point"]
     assert unverified["load"] == "closed" and unverified["meets_slo"] is None
-
-
-def test_capacity_per_pod_pools_every_stage_that_measured_the_pod_and_names_disagreements() -> None:
-    """Issue 12 item 4, with the field report's figures: tune, single_client, multi_client and scaling at one
-    replica measured the same pod; summary.json pools them and warns naming the stages that disagree."""
-    def search(rps: float, half: float) -> SearchResult:
-        level = Level(4, rps, 30.0, 0.0, 2, True, True, False, rps_halfwidth=half, batches=12)
-        return SearchResult(4, rps, 2, rps * 0.7, None, None, levels=[level], saturation_halfwidth=half)
-
-    candidate = evaluate(Candidate(0.5, 512 * MI, 2), replicas=1, saturation_rps=173.7, p95_ms=20.0,
-                         cpu_use_pct=90.0, memory_peak_pct=40.0, oom_kills=0, restarts=0, meets_slo=True)
-    fit = fit_usl([1, 2], [169.2, 300.0])
-    results = StageResults(
-        tune=TuneResult([candidate], 1, 12, 1, [], "cpu=0.5", True, candidate, search(173.7, 6.0), 0.7),
-        single_client=RampResult("single_client", 1, 1, search(135.7, 5.0), 22.0, 0),
-        multi_client=RampResult("multi_client", 2, 1, search(141.8, 5.0), 22.0, 0),
-        scaling=ScalingResult([ScalingRow(1, 169.2, 4, 169.2, 1.0, 4, "flat", 7.0, 12),
-                               ScalingRow(2, 300.0, 8, 150.0, 0.89, 8, "flat", 9.0, 12)], fit, fit, 4, []))
-    summary = build_summary(_ctx(results, {}))  # type: ignore[arg-type]
-    per_pod = summary["capacity"]["per_pod"]
-    assert per_pod["stages"] == ["tune", "single_client", "multi_client", "scaling"]  # scaling's 1-replica row only
-    assert per_pod["replicas"] == 1 and per_pod["pod"] == {"cpu": 0.5, "memory": 512 * MI, "concurrency": 2}
-    assert per_pod["ci"][0] < 141.8 < 169.2 < per_pod["ci"][1]  # disagreeing stages widen the pooled interval
-    assert ["tune", "single_client"] in per_pod["disagree"] and ["single_client", "multi_client"] not in per_pod["disagree"]
-    assert any("tune 173.7 rps" in w and "single_client 135.7 rps" in w for w in summary["warnings"])
-    assert summary["saturation"]["rps"] == 141.8  # the headline stays one stage's measurement
-    # report.md says the pooled figure in words, beside the warnings
-    line = pooled_line(per_pod)
-    assert line is not None and line.startswith("one pod, pooled over tune, single_client, multi_client, scaling: ")
-    assert f"{per_pod['rps']:.1f} rps" in line and f"{per_pod['ci'][0]:.1f}-{per_pod['ci'][1]:.1f}" in line
-    assert "disagree" in line
-    assert pooled_line({**per_pod, "stages": ["single_client"]}) is None and pooled_line(None) is None
-    assert build_summary(_ctx(StageResults(), {}))["capacity"] == {"per_pod": None}  # type: ignore[arg-type]
 
 
 def real_run_keys_outside_golden(summary: dict[str, Any]) -> list[str]:

@@ -1,10 +1,17 @@
-"""Confidence intervals for throughput: batch means within a window, windows within a level, stages per pod.
+"""Confidence intervals for throughput: batch means within a window, fresh windows of a figure, paired ratios.
 
 Why batch means: the requests of one window are not independent samples (a closed loop, a CPU quota
 enforced per 100 ms period, a garbage collection pause all make neighbouring instants alike), so the
 variance of a window's goodput is estimated from the spread of the means of consecutive sub-windows
 (batches), made long enough that neighbouring batches are nearly uncorrelated: the batch size doubles
-while the lag-1 autocorrelation of the batch means stays above `MAX_LAG1` and enough batches are left.
+while the lag-1 autocorrelation of the batch means stays above `MAX_LAG1` and enough batches are left,
+and what correlation is left widens the interval (the AR(1) variance factor (1 + ρ) / (1 − ρ)).
+
+Why between windows: the machine's speed drifts from one window to the next, which no sub-window of one
+window can see. A reported figure is therefore the mean of several *fresh* windows (`between_windows`),
+its interval from their spread (t on k − 1 degrees of freedom), never narrower than one window's own. A
+ratio of two configurations (N pods vs one, several generators vs one) comes from windows that alternate
+between them (`paired_ratio`), so a slow drift moves both sides of each pair alike and cancels.
 
 Everything here is pure (numbers in, numbers out) and uses scipy's Student t quantiles.
 """
@@ -89,12 +96,20 @@ def batch_means(series: Sequence[float], min_batch: int = 1, min_batches: int = 
         if count < 2:
             return Estimate(mean, None, count), size
         means = values[: count * size].reshape(count, size).mean(axis=1)
-        if _lag1(means) > max_lag1 and count >= 2 * min_batches:
+        rho = _lag1(means)
+        if rho > max_lag1 and count >= 2 * min_batches:
             size *= 2
             continue
         df = count - 1
-        half = t_quantile(df) * float(np.std(means, ddof=1)) / math.sqrt(count)
+        half = t_quantile(df) * float(np.std(means, ddof=1)) / math.sqrt(count) * autocorrelation_factor(rho)
         return Estimate(mean, half, count, float(df)), size
+
+
+def autocorrelation_factor(rho: float) -> float:
+    """How much wider a mean's interval is when neighbouring samples correlate with lag-1 ρ (AR(1)):
+    sqrt((1 + ρ) / (1 − ρ)); 1 for ρ ≤ 0 (a negative ρ is not trusted to narrow it), capped at ρ = 0.9."""
+    r = min(max(rho, 0.0), 0.9)
+    return math.sqrt((1 + r) / (1 - r))
 
 
 def combine_windows(windows: Sequence[Estimate], weights: Sequence[float] | None = None) -> Estimate:
@@ -127,53 +142,57 @@ def combine_windows(windows: Sequence[Estimate], weights: Sequence[float] | None
     return Estimate(mean, max(half, spread), len(ws), float(len(ws) - 1))
 
 
-@dataclass(frozen=True)
-class Pooled:
-    """Several measurements of one quantity pooled, and the pairs that disagree beyond their intervals."""
+def between_windows(windows: Sequence[Estimate], spread_from: int | None = None) -> Estimate:
+    """A figure measured on k fresh windows: the mean of their means, with a 95% half-width from the spread
+    between them (t on k − 1 df), never narrower than the median window's own interval.
 
-    estimate: Estimate
-    disagreements: list[tuple[int, int]]  # index pairs whose intervals do not overlap
-    heterogeneity_p: float | None  # Cochran's Q test: small means they measured different things
+    `spread_from`: the spread of the first that many windows only (t on their count − 1 df), over √k: Stein's
+    two-stage interval, exact when those first windows decided how many more to measure.
 
-
-def pool(estimates: Sequence[Estimate]) -> Pooled:
-    """Inverse-variance pooling with a random-effects widening when the estimates disagree (DerSimonian–Laird).
-
-    When measurements of the same pod disagree beyond their intervals the machine changed between them;
-    their fixed-effect mean would claim a precision nobody measured, so the between-measurement variance
-    τ² is added to each one's before weighting. Estimates without a half-width are left out of the weights
-    (and of the test) but never silently: they are still compared by the caller.
+    The spread between windows holds the machine's drift from one window to the next; a window's own batch
+    means cannot see it. With very few windows their spread can be small by chance (or exactly 0 on a
+    deterministic server), so one window's own half-width is the floor. One window: its own interval.
     """
-    known = [(i, e, e.variance()) for i, e in enumerate(estimates) if e.variance() is not None]
-    pairs = []
-    for a in range(len(estimates)):
-        for b in range(a + 1, len(estimates)):
-            ea, eb = estimates[a], estimates[b]
-            if ea.low is None or eb.low is None:
-                continue
-            if ea.high < eb.low or eb.high < ea.low:  # type: ignore[operator]
-                pairs.append((a, b))
-    if not known:
-        means = [e.mean for e in estimates]
-        if not means:
-            return Pooled(Estimate(0.0, None, 0), pairs, None)
-        if len(means) == 1:
-            return Pooled(estimates[0], pairs, None)
-        return Pooled(combine_windows([Estimate(m, None, 1) for m in means]), pairs, None)
-    if len(known) == 1:
-        return Pooled(known[0][1], pairs, None)
-    floor = 1e-12
-    v = np.asarray([max(var, floor) for _, _, var in known])
-    x = np.asarray([e.mean for _, e, _ in known])
-    w = 1.0 / v
-    fixed = float(np.sum(w * x) / np.sum(w))
-    q = float(np.sum(w * (x - fixed) ** 2))
-    k = len(known)
-    p_value = float(stats.chi2.sf(q, k - 1))
-    tau2 = max(0.0, (q - (k - 1)) / (np.sum(w) - np.sum(w * w) / np.sum(w)))
-    w_star = 1.0 / (v + tau2)
-    mean = float(np.sum(w_star * x) / np.sum(w_star))
-    se = math.sqrt(1.0 / float(np.sum(w_star)))
-    df = 1e6  # the DerSimonian–Laird interval uses the normal quantile
-    half = t_quantile(df) * se
-    return Pooled(Estimate(mean, half, sum(e.n for _, e, _ in known), df), pairs, p_value)
+    ws = [w for w in windows if math.isfinite(w.mean)]
+    if not ws:
+        return Estimate(0.0, None, 0)
+    means = np.asarray([w.mean for w in ws], dtype=float)
+    mean = float(means.mean())
+    own = [w.half_width for w in ws if w.half_width is not None]
+    floor = float(np.median(own)) if own else None
+    k = len(ws)
+    if k < 2:
+        return Estimate(mean, floor, 1, ws[0].df)
+    first = k if spread_from is None else max(2, min(spread_from, k))
+    between = t_quantile(first - 1) * float(np.std(means[:first], ddof=1)) / math.sqrt(k)
+    return Estimate(mean, max(between, floor or 0.0), k, float(first - 1))
+
+
+def agree(a: Estimate, b: Estimate) -> bool:
+    """Two measurements of one quantity agree when their difference is within its own 95% interval
+    (sqrt(ha² + hb²)); a side without an interval counts as exact."""
+    ha, hb = a.half_width or 0.0, b.half_width or 0.0
+    return abs(a.mean - b.mean) <= math.hypot(ha, hb) + 1e-12
+
+
+def paired_ratio(a: Sequence[Estimate], b: Sequence[Estimate], scale: float = 1.0) -> Estimate:
+    """B / (scale × A) from windows measured in pairs (A, B, then B, A, ...): the mean of the pairs' ratios and
+    its 95% half-width from their spread (t on pairs − 1 df), never narrower than one pair's own interval
+    (the delta method over the two windows' half-widths).
+
+    Each pair's two windows are neighbours in time, so a slow drift of the machine moves both alike and cancels
+    in their ratio; `scale` is N for efficiency at N pods (B / (N × A)).
+    """
+    pairs = [(x, y) for x, y in zip(a, b) if x.mean > 0 and math.isfinite(y.mean)]
+    if not pairs:
+        return Estimate(0.0, None, 0)
+    ratios = np.asarray([y.mean / (scale * x.mean) for x, y in pairs], dtype=float)
+    own = [r * math.hypot(x.relative or 0.0, y.relative or 0.0) for r, (x, y) in zip(ratios, pairs)
+           if x.half_width is not None or y.half_width is not None]
+    floor = float(np.median(own)) if own else None
+    mean = float(ratios.mean())
+    k = len(pairs)
+    if k < 2:
+        return Estimate(mean, floor, 1)
+    between = t_quantile(k - 1) * float(np.std(ratios, ddof=1)) / math.sqrt(k)
+    return Estimate(mean, max(between, floor or 0.0), k, float(k - 1))

@@ -9,7 +9,9 @@ with the server and under-reports the latency of a stall). Pure: `check_operatin
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Protocol, Sequence
+
+from nightcap.analysis import latency
 
 
 class _SloLike(Protocol):
@@ -18,8 +20,45 @@ class _SloLike(Protocol):
 
 
 @dataclass(frozen=True)
+class RateWindow:
+    """One open-loop window at a rate: what was planned, sent, answered, and the latency histogram."""
+
+    rate_rps: float
+    offered_rps: float
+    achieved_rps: float
+    goodput_rps: float
+    p50_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+    mean_ms: float | None
+    planned: int
+    completed: int
+    failures: int
+    late: int
+    dropped: int
+    verdict: str  # ok, generator-bound or target-overloaded (late + dropped beyond 1%)
+    valid: bool = True
+    note: str = ""
+    ok_ms: dict[int, int] | None = field(default=None, repr=False, compare=False)
+
+    @classmethod
+    def of(cls, rate_rps: float, window: "_OpenWindowLike", verdict: str, valid: bool = True,
+           note: str = "") -> "RateWindow":
+        """From an open-loop window (`nightcap.load.open_loop.OpenWindow`)."""
+        return cls(rate_rps, window.offered_rps, window.achieved_rps, window.goodput_rps, window.p50_ms,
+                   window.p95_ms, window.p99_ms, window.mean_ms, window.planned, window.completed,
+                   window.failures, window.late, window.dropped, verdict, valid, note,
+                   getattr(window, "ok_ms", None))
+
+
+@dataclass(frozen=True)
 class RateCheck:
-    """One open-loop window at a rate, judged against the SLO."""
+    """One rate offered open loop over one or more windows, judged against the SLO on all of them together.
+
+    `error_rate` counts what callers did not get: failed responses and dropped arrivals, per planned arrival.
+    p50/p95/p99 are of the windows' merged histograms; `p95_ci` is its 95% interval (order statistics,
+    never narrower than the windows' own p95s).
+    """
 
     rate_rps: float
     offered_rps: float
@@ -33,9 +72,12 @@ class RateCheck:
     planned: int
     late: int
     dropped: int
-    verdict: str  # ok, generator-bound or target-overloaded (late + dropped beyond 1%)
+    verdict: str  # ok, or the worst window's: generator-bound or target-overloaded
     meets_slo: bool
     why: str = ""  # what failed, in words, when it did not meet the SLO
+    failures: int = 0
+    windows: int = 1
+    p95_ci: tuple[float, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -53,7 +95,7 @@ def judge(slo: _SloLike, *, p95_ms: float | None, error_rate: float, verdict: st
     elif p95_ms >= slo.p95_ms:
         reasons.append(f"p95 {p95_ms:.0f} ms >= SLO {slo.p95_ms:g} ms")
     if error_rate > slo.max_error_rate:
-        reasons.append(f"errors {100 * error_rate:.1f}% > {100 * slo.max_error_rate:g}%")
+        reasons.append(f"failed or dropped {100 * error_rate:.1f}% > {100 * slo.max_error_rate:g}%")
     if verdict != "ok":
         reasons.append(verdict)
     return not reasons, "; ".join(reasons)
@@ -68,30 +110,66 @@ class _OpenWindowLike(Protocol):
     p99_ms: float | None
     mean_ms: float | None
     planned: int
+    completed: int
     late: int
     dropped: int
 
     @property
-    def error_rate(self) -> float: ...
+    def failures(self) -> int: ...
 
 
-def rate_check(rate_rps: float, window: _OpenWindowLike, verdict: str, slo: _SloLike, valid: bool = True,
-               note: str = "") -> RateCheck:
-    """An open-loop window (`nightcap.load.open_loop.OpenWindow`) judged against the SLO.
+VERDICT_ORDER = ("ok", "target-overloaded", "generator-bound")
 
-    A window the runner marked invalid (a generator worker died, nothing came back) never meets it.
+
+def rate_check(rate_rps: float, windows: Sequence[RateWindow], slo: _SloLike) -> RateCheck:
+    """The windows at one rate as one verdict: merged latency histogram, (failed + dropped) / planned arrivals.
+
+    An invalid window (a generator worker died, nothing came back) fails the rate, and so does a window whose
+    schedule slipped (see `judge`).
     """
-    ok, why = judge(slo, p95_ms=window.p95_ms, error_rate=window.error_rate, verdict=verdict)
-    if not valid:
-        ok, why = False, "; ".join(x for x in (why, note or "invalid window") if x)
-    return RateCheck(rate_rps, window.offered_rps, window.achieved_rps, window.goodput_rps, window.p50_ms,
-                     window.p95_ms, window.p99_ms, window.mean_ms, window.error_rate, window.planned, window.late,
-                     window.dropped, verdict, ok, why)
+    if not windows:
+        raise ValueError("a rate check needs at least one window")
+    planned = sum(w.planned for w in windows)
+    failures = sum(w.failures for w in windows)
+    dropped = sum(w.dropped for w in windows)
+    completed = sum(w.completed for w in windows)
+    errors = min((failures + dropped) / planned, 1.0) if planned else (1.0 if failures else 0.0)
+    merged = latency.merge(w.ok_ms for w in windows) if all(w.ok_ms is not None for w in windows) else None
+    p95s = [w.p95_ms for w in windows if w.p95_ms is not None]
+    if merged:
+        p50, p95, p99 = (latency.percentile(merged, q) for q in (0.5, 0.95, 0.99))
+        ci = latency.percentile_interval(merged, 0.95)
+    else:  # no histograms: the windows' own percentiles (the median of them), the interval their range
+        p50 = _median([w.p50_ms for w in windows])
+        p95, p99, ci = _median(p95s), _median([w.p99_ms for w in windows]), None
+    if p95s and p95 is not None:
+        lo, hi = ci if ci is not None else (p95, p95)
+        ci = (min(lo, min(p95s)), max(hi, max(p95s)))
+    weights = [w.completed for w in windows if w.mean_ms is not None]
+    mean = (sum(w.mean_ms * w.completed for w in windows if w.mean_ms is not None) / sum(weights)
+            if weights and sum(weights) else None)
+    verdict = max((w.verdict for w in windows), key=lambda v: VERDICT_ORDER.index(v) if v in VERDICT_ORDER else 1)
+    ok, why = judge(slo, p95_ms=p95, error_rate=errors, verdict=verdict)
+    invalid = [w.note or "invalid window" for w in windows if not w.valid]
+    if invalid:
+        ok, why = False, "; ".join(x for x in (why, *invalid) if x)
+    n = len(windows)
+    return RateCheck(rate_rps, sum(w.offered_rps for w in windows) / n, sum(w.achieved_rps for w in windows) / n,
+                     sum(w.goodput_rps for w in windows) / n, p50, p95, p99, mean, errors, planned,
+                     sum(w.late for w in windows), dropped, verdict, ok, why, failures, n, ci)
+
+
+def _median(values: Sequence[float | None]) -> float | None:
+    xs = sorted(v for v in values if v is not None)
+    if not xs:
+        return None
+    mid = len(xs) // 2
+    return xs[mid] if len(xs) % 2 else (xs[mid - 1] + xs[mid]) / 2
 
 
 @dataclass
 class OperatingPointCheck:
-    """The verification window at the operating rate and, when it failed, the bisection below it."""
+    """The verification at the operating rate and, when it failed, the bisection below it."""
 
     verified: RateCheck
     backoff: list[RateCheck] = field(default_factory=list)
@@ -104,7 +182,7 @@ class OperatingPointCheck:
 
     @property
     def sizing_window(self) -> RateCheck | None:
-        """The window at the rate a pod is planned to run at: the verified one, else the SLO rate's."""
+        """The check at the rate a pod is planned to run at: the verified one, else the SLO rate's."""
         return self.verified if self.met else self.at(self.slo_rate_rps)
 
     @property
@@ -112,32 +190,38 @@ class OperatingPointCheck:
         return [self.verified, *self.backoff]
 
     def at(self, rate_rps: float | None) -> RateCheck | None:
-        """The window measured at this rate (the sizing model takes its mean latency from it)."""
+        """The check measured at this rate (the sizing model takes its mean latency from it)."""
         return next((w for w in self.windows if rate_rps is not None and w.rate_rps == rate_rps), None)
 
 
-def check_operating_point(measure: Callable[[float], RateCheck], rate_rps: float,
-                          backoff_windows: int = 3) -> OperatingPointCheck:
-    """One window at `rate_rps`; if it misses the SLO, bisect on [0, rate_rps] for `backoff_windows` windows.
+def check_operating_point(measure: Callable[[float], RateWindow], rate_rps: float, slo: _SloLike,
+                          backoff_windows: int = 3, windows: int = 2) -> OperatingPointCheck:
+    """`windows` windows at `rate_rps`; if they miss the SLO, bisect on [0, rate_rps] for `backoff_windows` rates.
 
-    The answer is the highest rate measured to meet the SLO, and the interval it lies in: [that rate,
-    the lowest failing rate above it]. After k windows the interval is rate / 2^k wide (3 windows: 12.5%
-    of the operating rate). When the operating rate meets the SLO, rates above it are not tried: the
-    interval's upper end is None.
+    Each rate is judged on all its windows together (`rate_check`), so its p95 rests on more than one window
+    and has an interval. The answer is the highest rate measured to meet the SLO, and the interval it lies in:
+    [that rate, the lowest failing rate above it]. After k rates the interval is rate / 2^k wide (3: 12.5% of
+    the operating rate). When the operating rate meets the SLO, rates above it are not tried: the interval's
+    upper end is None.
     """
     if rate_rps <= 0:
         raise ValueError(f"the operating rate must be > 0 rps, got {rate_rps}")
-    first = measure(rate_rps)
+    n = max(1, windows)
+
+    def at(rate: float) -> RateCheck:
+        return rate_check(rate, [measure(rate) for _ in range(n)], slo)
+
+    first = at(rate_rps)
     if first.meets_slo:
         return OperatingPointCheck(first, [], rate_rps, (rate_rps, None))
     low, high, best = 0.0, rate_rps, None
     tried: list[RateCheck] = []
     for _ in range(backoff_windows):
         mid = (low + high) / 2
-        window = measure(mid)
-        tried.append(window)
-        if window.meets_slo:
-            low, best = mid, window
+        check = at(mid)
+        tried.append(check)
+        if check.meets_slo:
+            low, best = mid, check
         else:
             high = mid
     return OperatingPointCheck(first, tried, best.rate_rps if best else None, (low, high))

@@ -47,6 +47,7 @@ class SizingInputs:
     mean_latency_s: float  # open-loop mean latency measured at the per-pod rate
     slo_rate_rps: float | None = None  # highest rate one pod met the SLO at, open loop (None: not searched)
     in_flight_held: float | None = None  # requests one pod held at once within the SLO (closed-loop users)
+    verified_rate_rps: float | None = None  # the rate per pod the open-loop check passed at (None: not checked)
 
     def __post_init__(self) -> None:
         if not self.saturation_rps > 0 or not math.isfinite(self.saturation_rps):
@@ -59,14 +60,24 @@ class SizingInputs:
             raise ValueError(f"SLO rate per pod must be > 0, got {self.slo_rate_rps}: no rate met the SLO")
         if self.in_flight_held is not None and self.in_flight_held <= 0:
             raise ValueError(f"in flight held per pod must be > 0, got {self.in_flight_held}")
+        if self.verified_rate_rps is not None and self.verified_rate_rps <= 0:
+            raise ValueError(f"verified rate per pod must be > 0, got {self.verified_rate_rps}")
 
     @property
     def rate_rps(self) -> float:
-        """The rate one pod sustains: headroom x saturation, or less where the SLO held only below it."""
+        """The rate one pod sustains: the rate verified open loop under the SLO (never above headroom x
+        saturation); unverified, headroom x saturation, or less where the SLO held only below it."""
+        if self.verified_rate_rps is not None:
+            return min(self.verified_rate_rps, self.headroom * self.saturation_rps)
         return min(self.headroom * self.saturation_rps, self.slo_rate_rps or math.inf)
 
     @property
     def rate_from(self) -> str:
+        if self.verified_rate_rps is not None:
+            if self.verified_rate_rps > self.headroom * self.saturation_rps:
+                return (f"{self.headroom:.0%} of the {self.saturation_rps:.4g} rps one pod saturates at (the SLO was "
+                        f"verified open loop at {self.verified_rate_rps:.4g} rps, above it)")
+            return f"verified open loop: the SLO held at {self.verified_rate_rps:.4g} rps per pod"
         if self.slo_rate_rps is not None and self.slo_rate_rps < self.headroom * self.saturation_rps:
             return f"the SLO held up to {self.slo_rate_rps:.4g} rps, below {self.headroom:.0%} of saturation"
         return f"{self.headroom:.0%} of the {self.saturation_rps:.4g} rps one pod saturates at"
@@ -101,6 +112,11 @@ class SizingRow:
     cpu_per_pod: float
     node_allocatable_cpu: float
     pods_per_node: int
+    node_type: str = "custom"
+    node_allocatable_memory: int | None = None
+    memory_per_pod: int | None = None
+    node_price_per_hour: float | None = None  # cost_per_hour = nodes x this
+    packing: str = ""  # how many pods a node holds, and which resource decided it
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -110,17 +126,44 @@ def _g(x: float) -> str:
     return f"{x:.3g}" if x < 100 else f"{x:.0f}"
 
 
+@dataclass(frozen=True)
+class Node:
+    """A node type pods are packed onto (allocatable CPU and memory) and its hourly price."""
+
+    allocatable_cpu: float
+    allocatable_memory: int | None = None
+    price_per_hour: float | None = None
+    type: str = "custom"
+
+
+def pack(cpu_per_pod: float, memory_per_pod: int | None, node: Node) -> tuple[int, str]:
+    """Pods per node: as many as its allocatable CPU and (when both are known) memory hold, and why in words."""
+    if cpu_per_pod <= 0 or node.allocatable_cpu <= 0:
+        raise ValueError(f"cpu per pod ({cpu_per_pod}) and node allocatable CPU ({node.allocatable_cpu}) must be > 0")
+    by_cpu = _floor(node.allocatable_cpu / cpu_per_pod)
+    words = f"{node.type}: {node.allocatable_cpu:g} allocatable CPU / {cpu_per_pod:g} = {by_cpu} pod(s)"
+    fits = by_cpu
+    if memory_per_pod and node.allocatable_memory:
+        by_mem = _floor(node.allocatable_memory / memory_per_pod)
+        words += (f", {node.allocatable_memory / 2**30:.3g} GiB allocatable memory / {memory_per_pod / 2**30:.3g} GiB = "
+                  f"{by_mem} pod(s)")
+        fits = min(by_cpu, by_mem)
+        words += f": {fits} per node ({'memory' if by_mem < by_cpu else 'CPU'} decides)"
+    if fits < 1:
+        raise ValueError(f"a pod of {cpu_per_pod:g} CPU"
+                         + (f" and {memory_per_pod / 2**30:.3g} GiB" if memory_per_pod else "")
+                         + f" does not fit on a {node.type} node ({words}); set sizing.node to a larger node type "
+                         "or tune for smaller pods")
+    return fits, words
+
+
 def _size(kind: Literal["users", "rps"], value: float, rps: float, think_time_s: float, pod: SizingInputs,
           cpu_per_pod: float, node_allocatable_cpu: float, price_per_core_hour: float | None,
-          rate_words: str) -> SizingRow:
-    if cpu_per_pod <= 0 or node_allocatable_cpu <= 0:
-        raise ValueError(f"cpu per pod ({cpu_per_pod}) and node allocatable CPU ({node_allocatable_cpu}) must be > 0")
-    pods_per_node = _floor(node_allocatable_cpu / cpu_per_pod)
-    if pods_per_node < 1:
-        raise ValueError(
-            f"a pod of {cpu_per_pod:g} CPU does not fit on a node with {node_allocatable_cpu:g} allocatable CPU; "
-            "raise sizing.node_allocatable_cpu or tune for smaller pods"
-        )
+          rate_words: str, node: Node | None = None, memory_per_pod: int | None = None) -> SizingRow:
+    if node is None:  # the per-core settings: a CPU-only node priced as its cores
+        node = Node(node_allocatable_cpu, None,
+                    None if price_per_core_hour is None else price_per_core_hour * node_allocatable_cpu)
+    pods_per_node, packing = pack(cpu_per_pod, memory_per_pod, node)
     per_pod = pod.rate_rps
     by_rate = max(1, _ceil(rps / per_pod))
     latency = pod.mean_latency_s
@@ -141,29 +184,37 @@ def _size(kind: Literal["users", "rps"], value: float, rps: float, think_time_s:
     else:
         words += f", within the {_g(pod.in_flight_held)} a pod held within the SLO (concurrency does not bind)."
     cores = pods * float(cpu_per_pod)
-    nodes = max(_ceil(pods / pods_per_node), _ceil(cores / node_allocatable_cpu))
+    nodes = _ceil(pods / pods_per_node)
+    words += f" Nodes: {pods} pod(s) / {pods_per_node} per node ({packing}) -> {nodes} node(s)"
+    words += (f", {nodes} x ${node.price_per_hour:.4g}/h = ${nodes * node.price_per_hour:.2f}/h."
+              if node.price_per_hour is not None else ".")
     return SizingRow(
         target=f"{value:g} {kind}", target_kind=kind, target_value=float(value), pods=pods, cores=cores,
-        nodes=nodes, cost_per_hour=cores * price_per_core_hour if price_per_core_hour is not None else None,
+        nodes=nodes, cost_per_hour=None if node.price_per_hour is None else nodes * node.price_per_hour,
         binding_constraint=CONCURRENCY if binds_conc else RATE, reason=words, rps=rps, think_time_s=think_time_s,
         mean_latency_s=latency, per_pod_rate_rps=per_pod, per_pod_rate_from=pod.rate_from,
         per_pod_saturation_rps=pod.saturation_rps, per_pod_slo_rate_rps=pod.slo_rate_rps, headroom=pod.headroom,
         pods_by_rate=by_rate, in_flight=in_flight, in_flight_per_pod=per_pod_in_flight,
         per_pod_in_flight_held=pod.in_flight_held, pods_by_concurrency=by_conc, cpu_per_pod=cpu_per_pod,
-        node_allocatable_cpu=node_allocatable_cpu, pods_per_node=pods_per_node,
+        node_allocatable_cpu=node.allocatable_cpu, pods_per_node=pods_per_node, node_type=node.type,
+        node_allocatable_memory=node.allocatable_memory, memory_per_pod=memory_per_pod,
+        node_price_per_hour=node.price_per_hour, packing=packing,
     )
 
 
-def size_for_rps(rps: float, pod: SizingInputs, *, cpu_per_pod: float, node_allocatable_cpu: float,
-                 price_per_core_hour: float | None = None) -> SizingRow:
-    """Pods for an arrival rate: ceil(rps / per-pod rate), unless Little's law needs more."""
+def size_for_rps(rps: float, pod: SizingInputs, *, cpu_per_pod: float, node_allocatable_cpu: float = 0.0,
+                 price_per_core_hour: float | None = None, node: Node | None = None,
+                 memory_per_pod: int | None = None) -> SizingRow:
+    """Pods for an arrival rate: ceil(rps / per-pod rate), unless Little's law needs more; nodes by packing."""
     if not rps > 0:
         raise ValueError(f"rps must be > 0, got {rps}")
-    return _size("rps", rps, float(rps), 0.0, pod, cpu_per_pod, node_allocatable_cpu, price_per_core_hour, "")
+    return _size("rps", rps, float(rps), 0.0, pod, cpu_per_pod, node_allocatable_cpu, price_per_core_hour, "",
+                 node, memory_per_pod)
 
 
 def size_for_users(users: int, pod: SizingInputs, *, think_time_s: float, cpu_per_pod: float,
-                   node_allocatable_cpu: float, price_per_core_hour: float | None = None) -> SizingRow:
+                   node_allocatable_cpu: float = 0.0, price_per_core_hour: float | None = None,
+                   node: Node | None = None, memory_per_pod: int | None = None) -> SizingRow:
     """Pods for `users` people who each wait `think_time_s` between requests.
 
     Each sends one request per (think time + mean latency at the per-pod rate), so the rate is
@@ -178,21 +229,25 @@ def size_for_users(users: int, pod: SizingInputs, *, think_time_s: float, cpu_pe
     words = (f"{users:g} users x 1 request per ({think_time_s:g} s think + {1000 * pod.mean_latency_s:.3g} ms mean "
              f"latency) = {_g(rps)} rps; ")
     return _size("users", users, rps, think_time_s, pod, cpu_per_pod, node_allocatable_cpu, price_per_core_hour,
-                 words)
+                 words, node, memory_per_pod)
 
 
 class _SizingLike(Protocol):
     users: list[int]
     rps: list[float]
-    node_allocatable_cpu: float
-    price_per_core_hour: float | None
     think_time_s: float
 
+    @property
+    def node_type(self) -> Any: ...
 
-def size_rows(sizing: _SizingLike, pod: SizingInputs, *, cpu_per_pod: float) -> list[SizingRow]:
-    """Every target of a `SizingConfig` (users first, then rps), sized from the same measured pod."""
-    common: dict[str, Any] = dict(cpu_per_pod=cpu_per_pod, node_allocatable_cpu=sizing.node_allocatable_cpu,
-                                  price_per_core_hour=sizing.price_per_core_hour)
+
+def size_rows(sizing: _SizingLike, pod: SizingInputs, *, cpu_per_pod: float,
+              memory_per_pod: int | None = None) -> list[SizingRow]:
+    """Every target of a `SizingConfig` (users first, then rps), sized from the same measured pod, packed onto
+    its node type (`sizing.node`)."""
+    t = sizing.node_type
+    node = Node(t.allocatable_cpu, t.allocatable_memory, t.price_per_hour, t.type)
+    common: dict[str, Any] = dict(cpu_per_pod=cpu_per_pod, node=node, memory_per_pod=memory_per_pod)
     rows = [size_for_users(u, pod, think_time_s=sizing.think_time_s, **common) for u in sizing.users]
     rows += [size_for_rps(r, pod, **common) for r in sizing.rps]
     return rows

@@ -15,8 +15,7 @@ from typing import Any
 import httpx
 
 from nightcap.analysis.confidence import batch_means
-from nightcap.load.open_loop import histogram_percentile as _percentile
-from nightcap.load.open_loop import merged_histogram as _merged_latencies
+from nightcap.analysis.latency import merge, percentile
 
 
 class LoadError(RuntimeError):
@@ -45,6 +44,7 @@ class Window:
     goodput_rps: float = 0.0
     goodput_halfwidth: float | None = None
     batches: int = 0
+    ok_ms: dict[int, int] | None = None  # latency histogram of successful requests (ms -> count), when sent
 
     @property
     def error_rate(self) -> float:
@@ -142,11 +142,11 @@ def summarize(raw: dict[str, Any]) -> Window:
     rps = sum(w["requests"] / w["covered_s"] for w in workers.values() if w["covered_s"] > 0)
     goodput = sum((w["requests"] - w["failures"]) / w["covered_s"] for w in workers.values() if w["covered_s"] > 0)
     total = raw.get("total", {})
-    ok_ms = _merged_latencies(workers.values())
+    ok_ms = merge({int(ms): int(n) for ms, n in w["ok_ms"]} if "ok_ms" in w else None for w in workers.values())
 
     def pct(key: str, q: float) -> float | None:
         if ok_ms is not None:
-            return _percentile(ok_ms, q)
+            return percentile(ok_ms, q)
         value = total.get(key)
         return float(value) if value not in (None, 0) or total.get("num_requests") else None
 
@@ -169,6 +169,7 @@ def summarize(raw: dict[str, Any]) -> Window:
         goodput_rps=goodput,
         goodput_halfwidth=half,
         batches=estimate.n if estimate is not None else 0,
+        ok_ms=ok_ms,
     )
 
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from nightcap.analysis import latency
+
 
 TOLERATED_SHARE = 0.01  # late + dropped arrivals beyond this share make a window untrustworthy
 Verdict = Literal["ok", "generator-bound", "target-overloaded"]
@@ -47,6 +49,7 @@ class OpenWindow:
     first_epoch: int | None = None  # the ledger's windows this one spans (to read it again once settled)
     last_epoch: int | None = None
     covered_s: float = 0.0  # the time its arrivals were planned over (the workers' mean)
+    ok_ms: dict[int, int] | None = None  # latency histogram of successful responses, from the planned send time
 
     @property
     def failures(self) -> int:
@@ -107,10 +110,11 @@ def summarize_open(raw: dict[str, Any], rate_rps: float, percentiles: Any = None
 
     completed = total("completed")
     latency_sum = sum(w.get("latency_ms_sum", 0.0) for w in workers.values())
-    ok_ms = merged_histogram(workers.values())
+    ok_ms = latency.merge({int(ms): int(n) for ms, n in w["ok_ms"]} if "ok_ms" in w else None
+                          for w in workers.values())
 
     def pct(q: float, key: str) -> float | None:
-        return histogram_percentile(ok_ms, q) if ok_ms is not None else getattr(percentiles, key, None)
+        return latency.percentile(ok_ms, q) if ok_ms is not None else getattr(percentiles, key, None)
 
     return OpenWindow(
         rate_rps=rate_rps,
@@ -137,31 +141,5 @@ def summarize_open(raw: dict[str, Any], rate_rps: float, percentiles: Any = None
         first_epoch=raw.get("first"),
         last_epoch=raw.get("last"),
         covered_s=sum(s for _, s in covered) / len(covered) if covered else 0.0,
+        ok_ms=ok_ms if ok_ms is not None else getattr(percentiles, "ok_ms", None),
     )
-
-
-def merged_histogram(workers: Any) -> dict[int, int] | None:
-    """Response-time histogram of successful requests over all workers; None when no worker sent one."""
-    merged: dict[int, int] = {}
-    seen = False
-    for w in workers:
-        if "ok_ms" not in w:
-            continue
-        seen = True
-        for ms, count in w["ok_ms"]:
-            merged[int(ms)] = merged.get(int(ms), 0) + int(count)
-    return merged if seen else None
-
-
-def histogram_percentile(histogram: dict[int, int], q: float) -> float | None:
-    """Locust's rule: the smallest bucket with at least q of the requests at or below it; None if empty."""
-    count = sum(histogram.values())
-    if count == 0:
-        return None
-    need = q * count
-    seen = 0
-    for ms in sorted(histogram):
-        seen += histogram[ms]
-        if seen >= need - 1e-9:
-            return float(ms)
-    return float(max(histogram))

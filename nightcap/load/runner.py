@@ -46,6 +46,7 @@ class StepRunner:
         self._rate: float | None = None
         self._counter = step_counter or _counter()
         self.rows: list[StepRow] = []
+        self.purpose = "search"  # written into each row (StepRow.purpose): why the window was measured
 
     def check_budget(self, needed_s: float) -> None:
         """Refuse to start what would run past load.max_duration_s."""
@@ -252,6 +253,7 @@ class StepRunner:
             note="" if w.requests else "no request completed in the window",
             started_at=started, duration_s=round(time.time() - started, 2), events=events[-20:],
             replica_cpu_source=cpu_source, generator_cpu_source=getattr(self.generator, "cpu_source", ""),
+            purpose=self.purpose,
         )
 
 

@@ -12,16 +12,24 @@ from typing import Any, Mapping
 
 # how each figure with more than one possible meaning is measured, read from the night's summary.json
 CLOSED, OPEN = "closed-loop", "open-loop"
-LEGACY = {"p95_at_operating_ms": CLOSED}  # before the open-loop verification, p95 was always interpolated
+OPEN_POISSON = "open-loop, Poisson arrivals"  # evenly spaced arrivals ("open-loop") queue less than real callers
+SEARCH, FRESH = "the search's knee level", "fresh windows at the knee"  # the saturation figure's windows
+# before the open-loop verification, p95 was always interpolated; before the confirmation, saturation was the level
+# the search chose it on
+LEGACY = {"p95_at_operating_ms": CLOSED, "saturation_rps": SEARCH, "rps_per_core": SEARCH}
 
 
 def figure_meanings(summary: Mapping[str, Any] | None) -> dict[str, str]:
     """{figure: how it was measured} for the figures whose method can change between nightcap versions."""
-    operating = ((summary or {}).get("operating_point") or {})
+    summary = summary or {}
+    operating = summary.get("operating_point") or {}
     load = operating.get("load")
     if load is None:
         return dict(LEGACY)
-    return {"p95_at_operating_ms": OPEN if load == "open" else CLOSED}
+    p95 = CLOSED if load != "open" else (OPEN_POISSON if operating.get("arrivals") == "poisson" else OPEN)
+    status = (summary.get("saturation") or {}).get("status")
+    saturation = FRESH if status in ("confirmed", "unstable") else SEARCH
+    return {"p95_at_operating_ms": p95, "saturation_rps": saturation, "rps_per_core": saturation}
 
 
 def stored_meanings(run: Mapping[str, Any]) -> dict[str, str]:

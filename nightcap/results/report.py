@@ -42,7 +42,9 @@ def answer_line(summary: dict[str, Any]) -> str:
     plat = summary.get("platform", {})
     size = f"{sat.get('replicas') or plat.get('replicas', 1)} replica(s) of {_fmt(plat.get('cpu'), 2)} CPU"
     users = sat.get("users")
-    line = (f"**{target}** saturates at **{_fmt(sat['rps'])} rps**{_pm(sat['rps'], sat.get('rps_ci'))} with {users} "
+    sure = {"unstable": " (**unstable**: two measurements disagreed; this is the lower)",
+            "confirmed": f" (on {sat.get('windows')} fresh windows)"}.get(sat.get("status") or "", "")
+    line = (f"**{target}** saturates at **{_fmt(sat['rps'])} rps**{_pm(sat['rps'], sat.get('rps_ci'))}{sure} with {users} "
             f"concurrent user{'s' if users != 1 else ''} on {size}; operate at {_fmt(op.get('rps'))} rps"
             f"{_pm(op.get('rps'), op.get('rps_ci'))} ({int(round(100 * op.get('headroom', 0.7)))}%)")
     if op.get("load") == "open":  # measured at that rate, open loop
@@ -59,6 +61,11 @@ def answer_line(summary: dict[str, Any]) -> str:
     return line + "." + answer_verdicts(summary)
 
 
+def _rate(x: float) -> str:
+    """A rate as summary.json rounds it (2 decimals), then to 0.1: the same number reads the same in every line."""
+    return f"{round(x, 2):.1f}"
+
+
 def _s(x: float | None) -> str:
     return "never" if x is None else f"{x:.0f}s"
 
@@ -70,35 +77,44 @@ def tuning_line(t: TuneResult) -> str:
 
 
 def multi_client_line(multi: RampResult) -> str | None:
-    single, rps = multi.vs_single_rps, multi.search.saturation_rps
-    if not (single and rps):
+    """Several generators against one, from paired windows: the ratio with its interval, and what it means."""
+    e = multi.ratio
+    if e is None:
         return None
-    single, rps = round(single, 2), round(rps, 2)
-    return (f"multi-client ({multi.workers} generators) saturation {rps:.1f} rps vs single-client {single:.1f} rps "
-            f"({rps / single - 1:+.0%})" + ("; the single client was the bottleneck"
-                                            if multi.single_client_was_bottleneck else "; one client was enough"))
+    ci = "" if e.low is None else f" (95% interval {e.low - 1:+.1%} to {e.high - 1:+.1%})"
+    if multi.single_client_was_bottleneck:
+        verdict = "the single client was the bottleneck: the pod's figure is the multi-client one"
+    elif e.high is not None and e.high < 1.0:
+        verdict = "fewer with more generators (they share the machine with the pods): see capacity.per_pod"
+    else:
+        verdict = "one client was enough"
+    return (f"multi-client ({multi.workers} generators) vs single-client over {e.n} pairs of alternating windows: "
+            f"{e.mean - 1:+.1%}{ci}; {verdict}")
 
 
 def operating_line(r: RampResult) -> str | None:
     """Where the operating point's latency was measured, and whether the SLO held there (or how far back)."""
-    rate, check = r.search.operating_rps, r.operating_check
-    if rate is None:
-        return None
+    check = r.operating_check
     if check is None:
-        return (f"operating point {rate:.1f} rps not verified open loop (load.verify_s 0): its p95 "
+        rate = r.search.operating_rps
+        if rate is None:
+            return None
+        return (f"operating point {_rate(rate)} rps not verified open loop (load.verify_s 0): its p95 "
                 f"{_fmt(r.operating_p95_ms, 0)} ms is interpolated along the {r.stage} closed-loop ramp at that rate")
     v = check.verified
-    line = (f"operating point verified open loop: {v.offered_rps:.1f} rps offered for one window on {r.replicas} "
-            f"pod(s) ({r.stage}): p50 {_fmt(v.p50_ms, 0)} / p95 {_fmt(v.p95_ms, 0)} / p99 {_fmt(v.p99_ms, 0)} ms "
-            f"from the planned send times, {100 * v.error_rate:.1f}% errors, {v.dropped} dropped")
+    ci = f" (95% interval {v.p95_ci[0]:.0f}-{v.p95_ci[1]:.0f})" if v.p95_ci else ""
+    line = (f"operating point verified open loop: {_rate(v.offered_rps)} rps offered for {v.windows} window(s) on "
+            f"{r.replicas} pod(s) ({r.stage}): p50 {_fmt(v.p50_ms, 0)} / p95 {_fmt(v.p95_ms, 0)}{ci} / p99 "
+            f"{_fmt(v.p99_ms, 0)} ms from the planned send times, {100 * v.error_rate:.1f}% of {v.planned} arrivals "
+            f"failed or dropped ({v.dropped} dropped)")
     if v.meets_slo:
         return line + ": meets the SLO"
     line += f": misses the SLO ({v.why})"
     low, high = check.slo_rate_interval_rps
     if check.slo_rate_rps is None:
-        return line + f"; no rate down to {high:.1f} rps met it in {len(check.backoff)} back-off window(s)"
-    return line + (f"; backing off by bisection, the SLO holds at {check.slo_rate_rps:.1f} rps "
-                   f"(the highest rate in [{low:.1f}, {high:.1f}) rps measured to meet it)")
+        return line + f"; no rate down to {_rate(high)} rps met it in {len(check.backoff)} back-off step(s)"
+    return line + (f"; backing off by bisection, the SLO holds at {_rate(check.slo_rate_rps)} rps "
+                   f"(the highest rate in [{_rate(low)}, {_rate(high)}) rps measured to meet it)")
 
 
 def sizing_line(s: SizingResult, slo_p95_ms: float) -> str | None:
@@ -108,7 +124,8 @@ def sizing_line(s: SizingResult, slo_p95_ms: float) -> str | None:
     for r in s.rows:
         cost = f", ${r.cost_per_hour:.2f}/h" if r.cost_per_hour is not None else ""
         parts.append(f"{r.target}: {r.pods} pod{'s' if r.pods != 1 else ''} of {s.cpu_per_pod:g} CPU = {r.cores:g} "
-                     f"core{'s' if r.cores != 1 else ''} on {r.nodes} node(s){cost} (binding: {r.binding_constraint})")
+                     f"core{'s' if r.cores != 1 else ''} on {r.nodes} {r.node_type} node{'s' if r.nodes != 1 else ''}"
+                     f"{cost} (binding: {r.binding_constraint})")
     pod = s.pod
     rate = f" at {pod.rate_rps:.1f} rps per pod ({pod.rate_from})" if pod else ""
     return f"sizing with p95 under {slo_p95_ms:g} ms{rate}: " + "; ".join(parts)
@@ -213,7 +230,9 @@ def regression_line(result: RegressionResult) -> str:
 
 def stage_lines(r: StageResults, slo_p95_ms: float) -> dict[str, str]:
     """One sentence per stage that has something to say (summary.json `<stage>_line`, report.md's bullets)."""
-    ramp = r.headline_ramp()
+    checked = [x for x in (r.multi_client, r.single_client) if x is not None and x.operating_check is not None
+               and x.operating_check is r.operating]
+    ramp = checked[0] if checked else r.headline_ramp()  # the stage that checked the run's operating rate
     lines = {
         "operating_line": ramp and operating_line(ramp),
         "tuning_line": r.tune and tuning_line(r.tune),
@@ -242,21 +261,34 @@ def embed_png(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
 
 
-def pooled_line(per_pod: dict[str, Any] | None) -> str | None:
-    """capacity.per_pod in words, when more than one stage measured the pod (one stage is the headline already)."""
-    if not per_pod or len(per_pod.get("stages") or []) < 2:
+def per_pod_line(per_pod: dict[str, Any] | None) -> str | None:
+    """capacity.per_pod in words: the one figure, how it was measured, what each later stage found."""
+    if not per_pod:
         return None
     ci = per_pod.get("ci")
     interval = f" (95% interval {ci[0]:.1f}-{ci[1]:.1f})" if ci else ""
-    return (f"one pod, pooled over {', '.join(per_pod['stages'])}: {per_pod['rps']:.1f} rps at saturation{interval}"
-            + (f"; {len(per_pod['disagree'])} pair(s) of stages disagree (see the warnings)" if per_pod.get("disagree")
-               else ""))
+    pod = per_pod.get("pod") or {}
+    shape = f"{_fmt(pod.get('cpu'), 2)} CPU, concurrency {pod.get('concurrency')}"
+    line = (f"one pod ({shape}): {per_pod['rps']:.1f} rps{interval} at {per_pod['users']} user(s) per "
+            f"{per_pod['replicas']} pod(s), confirmed by {per_pod['stage']} on {per_pod['windows']} fresh window(s) of "
+            f"{per_pod['window_s']:g} s")
+    checks = [f"{c['stage']} {c['outcome']}" for c in per_pod.get("checks") or []]
+    if checks:
+        line += "; verified by " + ", ".join(checks)
+    u = per_pod.get("unstable")
+    if u:
+        line = (f"one pod is **unstable**: {per_pod['stage']} confirmed {u['figure_rps']:.1f} rps, {u['stage']} "
+                f"measured {u['rps']:.1f} rps after interleaved windows; every plan uses the lower, "
+                f"{u['planning_rps']:.1f} rps ({per_pod['replicas']} pod(s))")
+    return line + ". Every per-pod figure in this report is this one."
 
 
 def write_markdown(summary: dict[str, Any], out: Path, plots: list[Path], embed: bool = False) -> str:
     """report.md: the answer and how sure it is, the stages that did not answer, then one section per stage in
     recipe order (text, table, plots), and the warnings and disagreements last, one line each."""
     lines = [answer_line(summary), "", confidence_line(summary), ""]
+    if per_pod := per_pod_line((summary.get("capacity") or {}).get("per_pod")):
+        lines += [per_pod, ""]
     if summary.get("failure"):  # why there is no answer comes before anything else
         lines = [f"**Run failed**: {summary['failure']}", ""] + lines
     if verdicts := verdict_lines(summary.get("stages") or {}):
@@ -313,8 +345,6 @@ def _section_lines(section: dict[str, Any], stages: dict[str, Any], files: dict[
 def _warning_lines(summary: dict[str, Any], titles: dict[str, str]) -> list[str]:
     """The last section: disagreements between stages and every warning, one line each."""
     found = []
-    if pooled := pooled_line((summary.get("capacity") or {}).get("per_pod")):
-        found.append(sentence(pooled))
     plat = summary.get("platform", {})
     if not plat.get("limits_enforced", True):
         found.append(sentence(f"CPU and memory limits were **not enforced**: {plat.get('limits_note')}"))

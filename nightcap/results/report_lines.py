@@ -40,15 +40,16 @@ def clause(text: str) -> str:
 
 
 def confidence_line(summary: Mapping[str, Any]) -> str:
-    """How sure the answer is, in one line under it: its interval, lower bound, agreement between stages and
-    what the run could not control. (The lead's per-pod rework replaces the agreement clause.)"""
+    """How sure the answer is, in one line under it: its interval and the fresh windows behind it, lower bound,
+    what later stages found when they met the pod, and what the run could not control."""
     sat = summary.get("saturation") or {}
     if sat.get("rps") is None:
         return "How sure: there is no figure to be sure of."
     parts = []
     ci = sat.get("rps_ci")
     if ci and ci[0] is not None and ci[1] is not None:
-        parts.append(f"the saturation figure's 95% interval is {ci[0]:.1f}-{ci[1]:.1f} rps")
+        windows = f", from {sat['windows']} fresh windows" if sat.get("windows") else ""
+        parts.append(f"the saturation figure's 95% interval is {ci[0]:.1f}-{ci[1]:.1f} rps{windows}")
     else:
         parts.append("the saturation figure has no interval (its level was not measured in sub-windows)")
     if not sat.get("found", True):
@@ -56,11 +57,13 @@ def confidence_line(summary: Mapping[str, Any]) -> str:
     if sat.get("inconclusive"):
         parts.append(f"{sat.get('stage')} was inconclusive, so tonight's figures are not recorded for comparison")
     per_pod = (summary.get("capacity") or {}).get("per_pod") or {}
-    measured, disagree = per_pod.get("stages") or [], per_pod.get("disagree") or []
-    if len(measured) >= 2:
-        parts.append(f"{len(measured)} stages measured the pod and " + (
-            f"{len(disagree)} pair(s) of them disagree beyond their intervals (see the last section)" if disagree
-            else "agree within their intervals"))
+    checks = per_pod.get("checks") or []
+    if per_pod.get("status") == "unstable":
+        parts.append("two measurements of the pod disagreed after interleaved windows: **unstable**, planned on the "
+                     "lower")
+    elif checks:
+        parts.append(f"{len(checks)} later stage(s) met the pod and found it as confirmed "
+                     f"({', '.join(c['stage'] + ' ' + c['outcome'] for c in checks)})")
     if (summary.get("operating_point") or {}).get("load") == "closed" and sat.get("stage") != "tune":
         parts.append("the operating point's latency was interpolated, not measured at its rate")
     if not (summary.get("platform") or {}).get("limits_enforced", True):
@@ -137,12 +140,15 @@ def scaling_rows_line(rows: Iterable[Any]) -> str:
     parts = []
     for r in rows:
         pods = f"{r.replicas} pod{'s' if r.replicas != 1 else ''}"
+        ci = getattr(r, "efficiency_ci", None)
         if not r.saturation_rps:
             parts.append(f"{pods}: no level met the SLO")
         elif r.replicas == 1 or r.efficiency is None:
             parts.append(f"{pods} {r.saturation_rps:.0f} rps")
         else:
-            parts.append(f"{pods} {r.saturation_rps:.0f} rps ({r.efficiency:.0%} of {r.replicas} × one pod)")
+            interval = f", 95% interval {ci[0]:.0%}-{ci[1]:.0%}" if ci else ""
+            parts.append(f"{pods} {r.saturation_rps:.0f} rps ({r.efficiency:.0%} of {r.replicas} × one pod{interval}, "
+                         f"{getattr(r, 'pairs', 0)} pairs of windows alternating one pod and {r.replicas})")
     return "saturation by pod count: " + ", ".join(parts) if parts else "no pod count was measured"
 
 

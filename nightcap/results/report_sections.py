@@ -15,13 +15,15 @@ from nightcap.results.report import (autoscale_line, canary_line, multi_client_l
 from nightcap.results.report_lines import (scaling_rows_line, sentence, usl_line, validation_line)
 from nightcap.results.stages import RampResult, ScalingResult, SizingResult, StageResults
 
-TUNING_COLUMNS = ["cpu", "memory_label", "concurrency", "saturation_rps", "rps_per_core", "p95_ms", "cpu_use_pct",
+TUNING_COLUMNS = ["cpu", "memory_label", "concurrency", "chosen_on_rps", "saturation_rps", "rps_per_core", "p95_ms",
+                  "cpu_use_pct",
                   "memory_peak_pct", "oom_kills", "meets_slo", "verdict"]
 LEVEL_COLUMNS = ["users", "rps", "rps_halfwidth", "p95_ms", "error_rate", "windows", "good", "why_bad"]
 PHASE_COLUMNS = ["name", "load", "duration_s", "offered_rps", "served_rps", "planned", "dropped", "failures",
                  "error_rate", "worst_p95_ms"]
 SIZING_COLUMNS = ["target", "rps", "pods", "cores", "nodes", "cost_per_hour", "in_flight", "binding_constraint"]
-SCALING_COLUMNS = ["replicas", "saturation_rps", "rps_per_pod", "efficiency", "slo_users"]
+SCALING_COLUMNS = ["replicas", "saturation_users", "saturation_rps", "rps_per_pod", "efficiency", "efficiency_ci",
+                   "pairs"]
 TITLES = {"tune": "Fine-tuning (pod size)", "single_client": "Single-client ramp", "multi_client": "Multi-client ramp",
           "scaling": "Scaling (throughput per pod)", "autoscale": "Autoscaling", "sizing": "Sizing",
           "regression": "Change since the baseline"}
@@ -32,9 +34,20 @@ def _text(*lines: str | None) -> str:
 
 
 def ramp_line(r: RampResult) -> str:
-    """A ramp's own saturation point, or why it has none (the headline may come from another stage)."""
+    """What a ramp measured itself: the knee it confirmed on fresh windows, what its windows found when it met an
+    already confirmed pod, or its search's point (and why there is no confirmed one)."""
     s = r.search
     pods = f"{r.replicas} pod{'s' if r.replicas != 1 else ''}"
+    c = r.confirmation
+    if c is not None and c.good:
+        e = c.estimate
+        half = f" ± {e.half_width:.1f}" if e.half_width is not None else ""
+        return (f"the search chose the knee at {c.users} users on {s.windows} window(s); {len(c.windows)} fresh "
+                f"window(s) there measured {e.mean:.1f}{half} rps on {pods}: capacity.per_pod")
+    if r.check is not None:
+        e = r.check.estimate
+        return (f"met the pod's confirmed figure: {e.n} window(s) at {s.saturation_users} users measured "
+                f"{e.mean:.1f} rps on {pods} ({r.check.outcome}: {r.check.note})")
     if not s.saturation_rps:
         return f"no saturation point on {pods}: {s.stop_reason or 'no load level met the SLO'}"
     half = f" ± {s.saturation_halfwidth:.1f}" if s.saturation_halfwidth is not None else ""
@@ -90,7 +103,9 @@ def sections(r: StageResults, slo_p95_ms: float) -> list[dict[str, Any]]:
     the Stages table says why)."""
     out: list[dict[str, Any]] = []
     if r.tune:
-        out.append(_section("tune", _text(tuning_line(r.tune)), [c.to_dict() for c in r.tune.candidates],
+        note = ("candidates are compared on their searches (chosen_on_rps); the chosen one's figure is measured "
+                "again on fresh windows (saturation_rps)") if r.tune.confirmation else None
+        out.append(_section("tune", _text(tuning_line(r.tune), note), r.tune.candidate_rows(),
                             TUNING_COLUMNS, [r.tune.plot]))
     out += [_ramp(ramp) for ramp in (r.single_client, r.multi_client) if ramp]
     if r.scaling:

@@ -8,29 +8,23 @@ are built from the same summary. Plain data: no Prefect, no I/O.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from nightcap.analysis.autoscale_metrics import AutoscaleSample, AutoscaleSummary
 from nightcap.analysis.autoscale_plan import AutoscaleFit, Expectation
 from nightcap.analysis.canary import CanaryFigure, CanarySettings
-from nightcap.analysis.capacity import Measurement, PodCapacity, pool_pod
+from nightcap.analysis.confidence import Estimate
 from nightcap.analysis.operating_point import OperatingPointCheck
+from nightcap.analysis.pod_capacity import Check, PodFigure, PodKey
 from nightcap.analysis.regression import RegressionResult
 from nightcap.analysis.sizing import Capacity, PerPod, SizingInputs, SizingRow, ValidationRow
 from nightcap.analysis.tuning import CandidateResult
 from nightcap.analysis.usl import UslFit
+from nightcap.confirm import Confirmation
 from nightcap.search import SearchResult
 from nightcap.warm_start import WarmStart
-
-
-def _measurement(stage: str, s: SearchResult | None, replicas: int) -> Measurement | None:
-    """A search's saturation figure with the sub-windows of the level it was measured at."""
-    if s is None or not s.saturation_rps:
-        return None
-    knee = s.level(s.saturation_users or 0)
-    return Measurement(stage, s.saturation_rps, s.saturation_halfwidth, knee.batches if knee else 0,
-                       s.saturation_users, replicas)
 
 
 @dataclass
@@ -51,38 +45,66 @@ class Saturation:
     operating_halfwidth: float | None = None
     slo_halfwidth: float | None = None
     operating_check: OperatingPointCheck | None = None  # the open-loop verification at operating_rps
+    status: str = "search"  # confirmed / unstable: capacity.per_pod's; search: a search's level, not confirmed
+    windows: int = 0  # fresh windows behind rps (confirmed figures)
 
     @classmethod
     def of(cls, s: SearchResult, replicas: int, operating_p95_ms: float | None, with_slo: bool = True) -> "Saturation":
-        """A search's saturation point, operating point and (when it looked for it) SLO capacity."""
+        """A search's saturation point, operating point and (when it looked for it) SLO capacity (not confirmed)."""
         return cls(s.saturation_rps, s.saturation_users, replicas, s.found, s.stop_reason, s.operating_rps,
                    s.operating_users, operating_p95_ms, s.slo_users if with_slo else None,
                    s.slo_rps if with_slo else None, s.saturation_halfwidth, s.operating_halfwidth,
                    s.slo_halfwidth if with_slo else None)
 
+    @classmethod
+    def of_figure(cls, fig: PodFigure, headroom: float, search: SearchResult | None,
+                  check: OperatingPointCheck | None, closed_p95_ms: float | None = None) -> "Saturation":
+        """capacity.per_pod on its replicas as the run's saturation point: the planning figure (the lower one when
+        unstable), the operating point at `headroom` of it (its p95 measured there open loop, else
+        `closed_p95_ms`, interpolated along a closed-loop ramp), and the SLO capacity the search walked to."""
+        plan = fig.planning
+        op = plan.scaled(headroom)
+        p95 = check.verified.p95_ms if check is not None else closed_p95_ms
+        return cls(plan.mean, fig.users, fig.key.replicas, True, search.stop_reason if search else "",
+                   op.mean, max(1, math.floor(fig.users * headroom)), p95,
+                   search.slo_users if search else None, search.slo_rps if search else None,
+                   plan.half_width, op.half_width, search.slo_halfwidth if search else None, check,
+                   fig.status, len(fig.windows))
+
 
 @dataclass
 class RampResult:
-    """single_client or multi_client: the saturation search with `workers` generator processes."""
+    """single_client or multi_client: the search (or the verification of the pod's confirmed figure) with
+    `workers` generator processes."""
 
     stage: str
     workers: int
     replicas: int
-    search: SearchResult
+    search: SearchResult  # the levels this stage measured while choosing (the knee, the SLO capacity walk)
     operating_p95_ms: float | None
     generator_bound_steps: int
     plot: str | None = None
-    vs_single_rps: float | None = None  # multi_client: the single client's saturation rps, when it ran
-    single_client_was_bottleneck: bool | None = None
     warm_start: WarmStart | None = None  # whether last night's knee was verified instead of searched, and why
-    # the operating rate offered open loop, and the back-off below it when it missed the SLO (None: not checked)
+    # the operating rate offered open loop, and the back-off below it when it missed the SLO (None: this stage
+    # did not check it: the run's figure was already checked at that rate)
     operating_check: OperatingPointCheck | None = None
+    confirmation: Confirmation | None = None  # this stage confirmed the pod's figure on fresh windows
+    check: Check | None = None  # this stage met an already confirmed figure: what its windows found
+    ratio: Estimate | None = None  # multi_client: goodput with `workers` generators / one, over paired windows
 
     @property
     def saturation(self) -> Saturation:
+        """The search's own point (not confirmed): what the stage chose, before the fresh windows."""
         sat = Saturation.of(self.search, self.replicas, self.operating_p95_ms)
         sat.operating_check = self.operating_check
         return sat
+
+    @property
+    def single_client_was_bottleneck(self) -> bool | None:
+        """multi_client: more generators measured more, beyond the pairs' interval (None: not compared)."""
+        if self.ratio is None:
+            return None
+        return bool(self.ratio.low is not None and self.ratio.low > 1.0)
 
     @property
     def capacity(self) -> Capacity:
@@ -117,6 +139,9 @@ class TuneResult:
     headroom: float
     plot: str | None = None
     warm_start: WarmStart | None = None  # last night's choice and its grid neighbours measured first, and why
+    # the chosen candidate's knee on fresh windows: its figure (candidates are compared on their searches, which
+    # chose it; reporting the winner's search figure would carry the pick's upward bias)
+    confirmation: Confirmation | None = None
 
     @property
     def inconclusive(self) -> str | None:
@@ -129,9 +154,22 @@ class TuneResult:
                     f"{self.best.rps_per_core:.0f} rps per core is a lower bound, so the choice may be wrong")
         return None
 
+    def candidate_rows(self) -> list[dict[str, Any]]:
+        """The candidates as they were compared (their searches' figures: `chosen_on_rps`); the chosen one's
+        `saturation_rps` and `rps_per_core` are its confirmed figure (fresh windows), as everywhere else."""
+        confirmed = self.confirmation.rps if self.confirmation is not None and self.confirmation.good else None
+        rows = []
+        for r in self.candidates:
+            row = {**r.to_dict(), "chosen_on_rps": r.saturation_rps}
+            if r is self.best and confirmed is not None:
+                cores = (r.candidate.cpu or 1.0) * self.replicas
+                row.update(saturation_rps=round(confirmed, 2), rps_per_core=round(confirmed / cores, 2))
+            rows.append(row)
+        return rows
+
     @property
     def saturation(self) -> Saturation | None:
-        """The tuned pod's saturation point (a one-window-per-level search: a rougher figure than a ramp's)."""
+        """The tuned pod's saturation point from its search (the choosing figure, one window per level)."""
         if self.best is None or self.best_search is None or not self.best_search.saturation_rps:
             return None
         return Saturation.of(self.best_search, self.replicas, self.best.p95_ms, with_slo=False)
@@ -139,6 +177,9 @@ class TuneResult:
 
 @dataclass
 class ScalingRow:
+    """N pods at their knee: goodput over the windows measured there, and efficiency against one pod from the
+    windows paired with them (N pods, one pod, one pod, N pods, ...), so drift between windows cancels."""
+
     replicas: int
     saturation_rps: float
     saturation_users: int | None
@@ -146,8 +187,10 @@ class ScalingRow:
     efficiency: float | None
     slo_users: int | None
     stop_reason: str
-    rps_halfwidth: float | None = None  # 95% half-width of saturation_rps (None: not measured in sub-windows)
-    batches: int = 0  # the sub-windows it was measured over
+    rps_halfwidth: float | None = None  # 95% half-width of saturation_rps, between its windows
+    batches: int = 0  # the windows it was measured over
+    efficiency_ci: list[float] | None = None  # 95% interval of the efficiency, from the pairs' ratios
+    pairs: int = 0  # (one pod, N pods) window pairs behind the efficiency
 
 
 @dataclass
@@ -271,40 +314,64 @@ class StageResults:
     autoscale: AutoscaleResult | None = None
     regression: RegressionOutcome | None = None
     canary: CanaryResult | None = None  # not a stage of `stages`: measured before the deploy for the regression check
+    # capacity.per_pod: one confirmed figure per pod shape and replica count, verified by every later stage
+    pods: dict[PodKey, PodFigure] = field(default_factory=dict)
+    run_pod: PodKey | None = None  # the pod the run deploys (the tuned shape on platform.replicas)
+    # the open-loop check at headroom x the run's figure (the stage that ran it last), None until one ran
+    operating: OperatingPointCheck | None = None
+    operating_stage: str | None = None
 
-    def headline(self) -> tuple[str | None, Saturation | None]:
-        """The stage whose saturation is the answer: multi-client when it ran and was not worse than the
-        single client's (within 5%), else the single client's, else the tuned pod's."""
-        single = self.single_client.saturation if self.single_client else None
-        multi = self.multi_client.saturation if self.multi_client else None
-        if multi and multi.rps and (not single or not single.rps or multi.rps >= single.rps * 0.95):
-            return "multi_client", multi
-        if single and single.rps:
-            return "single_client", single
+    def figure(self) -> PodFigure | None:
+        """The run's pod's confirmed figure on platform.replicas, else one of the same pod shape on other replicas
+        (tune's, on tune.replicas, when no later stage ran); None when no stage confirmed one."""
+        if self.run_pod is None:
+            return None
+        exact = self.pods.get(self.run_pod)
+        if exact is not None:
+            return exact
+        return next((f for k, f in self.pods.items() if k.same_shape(self.run_pod)), None)
+
+    def per_pod(self) -> PerPod | None:
+        """One pod of the run's shape, as sizing and autoscaling plan on it: capacity.per_pod (its planning
+        figure: the lower one when unstable), with the SLO users the ramp walked to, per pod."""
+        fig = self.figure()
+        if fig is None:
+            return None
+        n = fig.key.replicas
+        ramp = self.slo_search()
+        slo = ramp.search.slo_users if ramp else None
+        return PerPod(fig.per_pod.mean, max(1, round(fig.users / n)), None if slo is None else slo / n,
+                      f"capacity.per_pod ({fig.stage}, {fig.status}, {len(fig.windows)} fresh windows on {n} pod(s))")
+
+    def slo_search(self) -> RampResult | None:
+        """The ramp whose search walked past the knee to the SLO capacity (single-client first)."""
+        for ramp in (self.single_client, self.multi_client):
+            if ramp is not None and ramp.search.slo_users is not None:
+                return ramp
+        return None
+
+    def headline(self, headroom: float = 0.7) -> tuple[str | None, Saturation | None]:
+        """The run's saturation point: capacity.per_pod of the run's pod (the stage that confirmed it); without a
+        confirmed figure, the ramp's (or tune's) search, which says why there is no confirmed answer."""
+        fig = self.figure()
+        if fig is not None:
+            ramp = self.slo_search()
+            closed = ramp.operating_p95_ms if ramp else (self.tune.best.p95_ms if self.tune and self.tune.best else None)
+            return fig.stage, Saturation.of_figure(fig, headroom, ramp.search if ramp else None, self.operating, closed)
+        for ramp in (self.multi_client, self.single_client):
+            if ramp is not None and ramp.search.saturation_rps:
+                sat = ramp.saturation
+                sat.found = False  # no fresh window confirmed it: a lower bound at best
+                sat.stop_reason = ramp.search.stop_reason or "the knee was not confirmed on fresh windows"
+                return ramp.stage, sat
         tuned = self.tune.saturation if self.tune else None
         if tuned is not None:
+            tuned.found = False
             return "tune", tuned
         return None, None
 
-    def pod_measurements(self, replicas: int) -> list[Measurement]:
-        """Every stage's saturation figure of the run's pod on `replicas` pods: tune's chosen candidate (the pod
-        the later stages deploy), single_client, multi_client and scaling's row at that replica count."""
-        found = []
-        if self.tune and self.tune.best is not None and self.tune.replicas == replicas:
-            found.append(_measurement("tune", self.tune.best_search, replicas))
-        for ramp in (self.single_client, self.multi_client):
-            if ramp and ramp.replicas == replicas:
-                found.append(_measurement(ramp.stage, ramp.search, replicas))
-        row = next((r for r in self.scaling.rows if r.replicas == replicas), None) if self.scaling else None
-        if row and row.saturation_rps:
-            found.append(Measurement("scaling", row.saturation_rps, row.rps_halfwidth, row.batches,
-                                     row.saturation_users, replicas))
-        return [m for m in found if m is not None]
-
-    def per_pod(self, replicas: int) -> PodCapacity | None:
-        """capacity.per_pod: the stages' figures of one pod configuration pooled (None when none measured it)."""
-        return pool_pod(self.pod_measurements(replicas))
-
     def headline_ramp(self) -> RampResult | None:
         stage, _ = self.headline()
-        return self.multi_client if stage == "multi_client" else self.single_client
+        if stage == "multi_client":
+            return self.multi_client
+        return self.single_client or self.multi_client

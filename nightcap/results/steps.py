@@ -53,6 +53,10 @@ class StepRow:
     mean_ms: float | None = None
     replica_cpu_source: str = ""  # e.g. "metrics-server, 15s intervals; 2 inside the window"
     generator_cpu_source: str = ""  # e.g. "worker CPU counters over the window"
+    # why the window was measured: search (choosing the knee), confirm (fresh windows at the chosen knee: the
+    # figure), verify (a later stage meeting the same pod), recheck / pair (settling a disagreement, paired
+    # ratios), operating (the open-loop check); only confirm/verify/recheck/pair windows make capacity.per_pod
+    purpose: str = "search"
 
     def to_csv_row(self) -> dict[str, Any]:
         row = asdict(self)

@@ -58,6 +58,8 @@ def operating_check_fields(check: OperatingPointCheck | None) -> tuple[dict[str,
                 {"rate_rps": None, "rate_rps_interval": None})
     v = check.verified
     op = {"load": "open", "p50_ms": v.p50_ms, "p95_ms": v.p95_ms, "p99_ms": v.p99_ms, "mean_ms": _r(v.mean_ms),
+          "p95_ci": list(v.p95_ci) if v.p95_ci else None, "windows": v.windows, "planned": v.planned,
+          "failures": v.failures,
           "error_rate": v.error_rate, "dropped": v.dropped, "late": v.late, "offered_rps": _r(v.offered_rps),
           "goodput_rps": _r(v.goodput_rps), "meets_slo": v.meets_slo, "why": v.why,
           "verification": [w.to_dict() for w in check.windows]}
@@ -68,18 +70,19 @@ def operating_check_fields(check: OperatingPointCheck | None) -> tuple[dict[str,
 def headline(ctx: "RunContext") -> dict[str, Any]:
     """saturation, operating_point, slo_capacity, platform and rps_per_core: the answer and where it was measured."""
     cfg, spec, platform = ctx.config, ctx.spec, ctx.platform
-    stage, sat = ctx.results.headline()
+    stage, sat = ctx.results.headline(cfg.search.headroom)
     saturation: dict[str, Any] = {"rps": None, "users": None, "found": False, "stop_reason": "no stage measured it",
                                   "rps_ci": None, "replicas": None, "stage": stage, "inconclusive": None}
     operating: dict[str, Any] = {"rps": None, "users": None, "headroom": cfg.search.headroom, "rps_ci": None,
-                                 "p95_ms": None}
+                                 "p95_ms": None, **operating_check_fields(None)[0]}
     slo: dict[str, Any] = {"users": None, "rps": None, "rps_ci": None}
     ramp = ctx.results.multi_client or ctx.results.single_client
     if sat is None and ramp is not None:
         saturation["stop_reason"] = ramp.search.stop_reason or "no level met the SLO"
     if sat is not None:
         saturation.update(rps=_r(sat.rps), users=sat.users, found=sat.found, stop_reason=sat.stop_reason,
-                          rps_ci=_ci(sat.rps, sat.rps_halfwidth), replicas=sat.replicas)
+                          rps_ci=_ci(sat.rps, sat.rps_halfwidth), replicas=sat.replicas, status=sat.status,
+                          windows=sat.windows)
         verdict = ctx.stages.get(stage or "", {})
         if verdict.get("status") == INCONCLUSIVE:  # shown beside the answer, and never recorded or compared
             saturation["inconclusive"] = verdict.get("reason")
@@ -87,6 +90,8 @@ def headline(ctx: "RunContext") -> dict[str, Any]:
                          rps_ci=_ci(sat.operating_rps, sat.operating_halfwidth), p95_ms=sat.operating_p95_ms)
         op_open, slo_rate = operating_check_fields(sat.operating_check)
         operating.update(op_open)
+        if sat.operating_check is not None:
+            operating["arrivals"] = cfg.load.arrivals  # poisson: independent callers; constant: evenly spaced
         slo.update(slo_rate)
         if stage != "tune":  # tuning searches stop at the knee: they never look for the SLO's limit
             slo.update(users=sat.slo_users, rps=_r(sat.slo_rps), rps_ci=_ci(sat.slo_rps, sat.slo_halfwidth))
@@ -126,9 +131,14 @@ def headline_figures(head: dict[str, Any]) -> dict[str, Any]:
 
 
 def tuning_block(t: TuneResult) -> dict[str, Any]:
+    """The candidates as they were compared (their searches' figures: `chosen_on_rps`), and the chosen one with
+    its confirmed figure (fresh windows), which is the one reported wherever the pod appears."""
     best = t.best
+    confirmed = t.confirmation.rps if t.confirmation is not None and t.confirmation.good else None
+    rows = t.candidate_rows()
+    best_rps = confirmed if confirmed is not None else (best.saturation_rps if best else None)
     return {
-        "candidates": [r.to_dict() for r in t.candidates],
+        "candidates": rows,
         "candidates_measured": t.candidates_measured,
         "grid_size": t.grid_size,
         "replicas": t.replicas,
@@ -138,33 +148,53 @@ def tuning_block(t: TuneResult) -> dict[str, Any]:
         "best": None if best is None else {
             "cpu": best.candidate.cpu, "memory": best.candidate.memory,
             "memory_label": best.to_dict()["memory_label"], "concurrency": best.candidate.concurrency,
-            "rps_per_core": best.rps_per_core, "saturation_rps": best.saturation_rps},
+            "rps_per_core": None if best_rps is None else round(best_rps / ((best.candidate.cpu or 1.0) * t.replicas), 2),
+            "saturation_rps": None if best_rps is None else round(best_rps, 2),
+            "chosen_on_rps": best.saturation_rps, "confirmed": confirmed is not None},
         "warm_start": t.warm_start.to_dict() if t.warm_start else None,
+        "confirmation": confirmation_block(t.confirmation),
     }
 
 
-def ramp_block(r: RampResult, headroom: float) -> dict[str, Any]:
+def ramp_block(r: RampResult, headroom: float, run: dict[str, Any]) -> dict[str, Any]:
+    """A ramp's block: the run's saturation and operating point (`run`: capacity.per_pod's, the same figure in
+    every block), then what this stage measured itself: its search levels, its fresh windows and their verdict."""
     s = r.search
-    op_open, slo_rate = operating_check_fields(r.operating_check)
     block: dict[str, Any] = {
-        "saturation": {"rps": _r(s.saturation_rps), "users": s.saturation_users, "found": s.found,
-                       "stop_reason": s.stop_reason, "rps_ci": _ci(s.saturation_rps, s.saturation_halfwidth)},
-        "operating_point": {"rps": _r(s.operating_rps), "users": s.operating_users, "headroom": headroom,
-                            "rps_ci": _ci(s.operating_rps, s.operating_halfwidth), "p95_ms": r.operating_p95_ms,
-                            **op_open},
+        "saturation": dict(run["saturation"]),
+        "operating_point": dict(run["operating_point"]),
         "slo_capacity": {"users": s.slo_users, "rps": _r(s.slo_rps), "rps_ci": _ci(s.slo_rps, s.slo_halfwidth),
-                         **slo_rate},
+                         "rate_rps": run["slo_capacity"].get("rate_rps"),
+                         "rate_rps_interval": run["slo_capacity"].get("rate_rps_interval")},
+        "search": {"users": s.saturation_users, "rps": _r(s.saturation_rps), "found": s.found,
+                   "stop_reason": s.stop_reason, "rps_ci": _ci(s.saturation_rps, s.saturation_halfwidth),
+                   "note": "the level the search chose the knee on (its windows choose; fresh windows report)"},
         "levels": [asdict(lv) for lv in s.levels],
         "windows": s.windows,
         "workers": r.workers,
         "generator_bound_steps": r.generator_bound_steps,
         "warm_start": r.warm_start.to_dict() if r.warm_start else None,
+        "confirmation": confirmation_block(r.confirmation),
+        "verification": r.check.to_dict() if r.check else None,
+        "operating_check_here": r.operating_check is not None,
     }
-    single, multi = _r(r.vs_single_rps), _r(s.saturation_rps)
-    if single and multi:
-        block["vs_single_client"] = {"single_rps": single, "multi_rps": multi, "change": multi / single - 1}
-        block["single_client_was_bottleneck"] = bool(r.single_client_was_bottleneck)
+    if r.ratio is not None:
+        e = r.ratio
+        block["vs_single_client"] = {"ratio": round(e.mean, 4), "change": round(e.mean - 1, 4),
+                                     "ci": None if e.low is None else [round(e.low, 4), round(e.high, 4)],
+                                     "pairs": e.n, "workers": r.workers}
+        block["single_client_was_bottleneck"] = r.single_client_was_bottleneck
     return block
+
+
+def confirmation_block(c: Any) -> dict[str, Any] | None:
+    """A stage's fresh windows at the knee the search chose (None: this stage confirmed nothing)."""
+    if c is None:
+        return None
+    e = c.estimate
+    return {"users": c.users, "rps": _r(e.mean), "rps_ci": None if e.low is None else [_r(e.low), _r(e.high)],
+            "windows": len(c.windows), "p95_ms": c.p95_ms, "error_rate": round(c.error_rate, 5), "good": c.good,
+            "why_bad": c.why_bad, "fell_back_from": c.fell_back_from}
 
 
 def usl_block(fit: "UslFit", measured_to: int) -> dict[str, Any]:
@@ -247,14 +277,14 @@ def canary_block(c: CanaryResult, regression: RegressionOutcome | None) -> dict[
             "settings": c.settings.to_dict(), "duration_s": c.duration_s, "note": c.note, "change": change}
 
 
-def stage_blocks(results: StageResults, headroom: float) -> dict[str, Any]:
-    """One block per stage that has a result, under the stage's summary key."""
+def stage_blocks(results: StageResults, headroom: float, run: dict[str, Any]) -> dict[str, Any]:
+    """One block per stage that has a result, under the stage's summary key (`run`: the headline blocks)."""
     out: dict[str, Any] = {}
     if results.tune:
         out["tuning"] = tuning_block(results.tune)
     for ramp in (results.single_client, results.multi_client):
         if ramp:
-            out[ramp.stage] = ramp_block(ramp, headroom)
+            out[ramp.stage] = ramp_block(ramp, headroom, run)
     if results.scaling:
         out["scaling"] = scaling_block(results.scaling)
     if results.sizing:
@@ -277,25 +307,29 @@ def plots(results: StageResults) -> list[str]:
 
 
 def capacity_block(ctx: "RunContext") -> tuple[dict[str, Any], list[str]]:
-    """capacity.per_pod (the stages' measurements of the run's pod pooled) and a warning per disagreeing pair.
-
-    The headline stays one stage's measurement (its rps was measured at its users, and the operating point is
-    derived from it); per_pod is beside it, with the interval that every stage's figure together supports.
-    """
-    cap = ctx.results.per_pod(ctx.config.platform.replicas)
-    if cap is None:
-        return {"per_pod": None}, []
-    spec = ctx.spec
-    pod = {"cpu": spec.cpu, "memory": spec.memory, "concurrency": spec.concurrency} if spec else None
-    return {"per_pod": cap.to_dict(pod)}, cap.warnings()
+    """capacity.per_pod (the run's pod: confirmed once, verified by later stages) and a warning when unstable;
+    `capacity.pods` every pod figure of the run (tune's on its replicas, the run's)."""
+    res = ctx.results
+    fig = res.figure()
+    pods = [f.to_dict() for f in res.pods.values()]
+    if fig is None:
+        return {"per_pod": None, "pods": pods}, []
+    warnings = []
+    if fig.status == "unstable":
+        u = fig.to_dict()["unstable"]
+        warnings.append(f"one pod measured differently: {fig.stage} confirmed {u['figure_rps']:.1f} rps, "
+                        f"{u['stage']} {u['rps']:.1f} rps on {fig.key.replicas} pod(s), beyond their intervals "
+                        f"after interleaved windows; the run plans on the lower (capacity.per_pod.unstable)")
+    return {"per_pod": fig.to_dict(), "pods": pods}, warnings
 
 
 def build_summary(ctx: "RunContext") -> dict[str, Any]:
     """The whole summary.json of the run so far (written after every stage and at the end)."""
     res, cfg = ctx.results, ctx.config
     summary: dict[str, Any] = {**ctx.info, "stages": ctx.stages}
-    summary.update(headline(ctx))
-    summary.update(stage_blocks(res, cfg.search.headroom))
+    run = headline(ctx)
+    summary.update(run)
+    summary.update(stage_blocks(res, cfg.search.headroom, run))
     summary.update(report.stage_lines(res, cfg.slo.p95_ms))
     summary["plots"] = plots(res) + list(ctx.run_plots)
     if res.autoscale and res.autoscale.plot:

@@ -15,13 +15,16 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
+from nightcap.analysis.pod_capacity import PodFigure, PodKey
 from nightcap.config import Config
 from nightcap.load.base import Generator, GeneratorError, start_generator
+from nightcap.load.runner import StepRunner
 from nightcap.platforms.base import Platform, PodSpec
 from nightcap.run.registry import RunRegistry
 from nightcap.results.stages import StageResults
@@ -47,7 +50,9 @@ class RunContext:
     platform: Platform | None = None
     spec: PodSpec | None = None
     api_key: str | None = None
-    generator: Any = None  # the run's load generator, kept across searches (generator_for)
+    generator: Any = None  # the run's load generator in use, kept across searches (generator_for)
+    spare_generators: dict[int, Any] = field(default_factory=dict)  # idle local generators by worker count
+    pods: dict[PodKey, PodFigure] = field(default_factory=dict)  # capacity.per_pod: one figure per pod shape
     steps: list[StepRow] = field(default_factory=list)
     results: StageResults = field(default_factory=StageResults)
     info: dict[str, Any] = field(default_factory=dict)  # run_id, target, config_hash, deploy_s, status, error
@@ -75,24 +80,35 @@ class RunContext:
         """The run's generator with `workers` workers, idle: started on first use and kept for later searches.
 
         Starting Locust costs seconds locally and a pod rollout (and its deletion) in a cluster, and tuning
-        alone runs a search per candidate. Pods are scaled to a new worker count; local processes restart.
+        alone runs a search per candidate. Pods are scaled to a new worker count. Local processes are kept
+        by worker count (at most two generators: paired windows alternate between one and several
+        generators without restarting either), the one not in use idle.
         """
         gen = self.generator
-        if gen is not None and gen.workers != workers:
-            if hasattr(gen, "scale_workers"):
-                try:
-                    gen.scale_workers(workers)
-                except Exception as exc:
-                    self.release_generator()
-                    if isinstance(exc, GeneratorError):
-                        raise
-                    raise GeneratorError(f"the load generator could not scale to {workers} worker(s): {exc}") from exc
-            else:
+        if gen is not None and gen.workers == workers:
+            return gen
+        if gen is not None and hasattr(gen, "scale_workers"):
+            try:
+                gen.scale_workers(workers)
+            except Exception as exc:
                 self.release_generator()
-                gen = None
+                if isinstance(exc, GeneratorError):
+                    raise
+                raise GeneratorError(f"the load generator could not scale to {workers} worker(s): {exc}") from exc
+            return gen
+        wanted = self.spare_generators.pop(workers, None)
+        if gen is not None:
+            self.idle_generator()
+            if self.generator is not None:  # still usable: park it for the next switch back
+                for other in self.spare_generators.values():
+                    other.stop()
+                self.spare_generators = {gen.workers: gen}
+                self.generator = None
+        gen = wanted
         if gen is None:
-            gen = self.generator = start_generator(self.config, self.run_id, workers, self.plan.payloads,
-                                                   self.api_key, self.platform, self.registry, self.out / "logs")
+            gen = start_generator(self.config, self.run_id, workers, self.plan.payloads, self.api_key,
+                                  self.platform, self.registry, self.out / "logs")
+        self.generator = gen
         return gen
 
     def idle_generator(self) -> None:
@@ -107,10 +123,36 @@ class RunContext:
             self.release_generator()
 
     def release_generator(self) -> None:
-        """Stop the run's load generator (processes or pods) if one is running; idempotent."""
-        gen, self.generator = self.generator, None
-        if gen is not None:
-            gen.stop()
+        """Stop the run's load generators (processes or pods) if any are running; idempotent."""
+        gens = [self.generator, *self.spare_generators.values()]
+        self.generator, self.spare_generators = None, {}
+        for gen in gens:
+            if gen is not None:
+                gen.stop()
+
+    @contextmanager
+    def measuring(self, stage: str, workers: int, purpose: str = "search") -> Iterator[StepRunner]:
+        """A step runner on the run's generator with `workers` workers; the generator is left idle after, or
+        stopped when the measuring failed (it may be what failed: the next one starts fresh). Teardown stops
+        it at the end of the run, so nothing is left running whatever happens."""
+        assert self.platform is not None
+        gen = self.generator_for(workers)
+        try:
+            runner = StepRunner(self.config, self.platform, gen, stage, self.record_step, self.deadline, self.spec,
+                                self.next_step)
+            runner.purpose = purpose
+            yield runner
+        except BaseException:
+            self.release_generator()
+            raise
+        self.idle_generator()
+
+    def pod_key(self, replicas: int | None = None) -> PodKey:
+        """The pod shape measured now (the tuned spec, else the platform's), on `replicas` pods."""
+        spec, plat = self.spec, self.config.platform
+        return PodKey(spec.cpu if spec else plat.cpu, spec.memory if spec else plat.memory,
+                      spec.concurrency if spec else plat.concurrency,
+                      replicas if replicas is not None else (self.platform.replicas if self.platform else plat.replicas))
 
     def next_step(self) -> int:
         self._counter += 1

@@ -1,0 +1,246 @@
+"""One pod, one number: the capacity a run plans on for one pod shape, and what later stages found when they met it.
+
+The first stage that finds the knee of a pod shape (tune for the chosen size, else a ramp) confirms it on fresh
+windows (`nightcap.confirm`); that is `capacity.per_pod`, measured once. Every later stage that meets the same
+pod (same CPU, memory, concurrency and replica count) measures a few fresh windows at the same users and
+*verifies* it instead of searching again; the figure (and the operating rate checked from it) stays as
+confirmed unless a verification proves otherwise:
+
+- the windows agree with the figure (their difference within its own 95% interval): recorded, nothing moves;
+- they disagree: the two configurations are measured interleaved (A, B, A, B) to decide, `settle`:
+  - same configuration (only time differs): more windows now; if those agree with the figure, the first ones
+    were a transient; if not, the machine changed since: **unstable**;
+  - another generator count: the pairs' ratio (drift cancels within a pair) decides: within 1 and the figure
+    holds → a transient; above 1 with more generators → one generator limited the load, and the figure becomes
+    the stage's windows; otherwise **unstable**.
+  An unstable figure keeps both estimates and plans on the lower, never on a midpoint nobody measured.
+
+Pure: windows in, decisions out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Sequence
+
+from nightcap.analysis.confidence import Estimate, agree, between_windows, paired_ratio
+
+Outcome = Literal["agrees", "transient", "drift", "bottleneck", "unstable"]
+
+# Differences within 2% are not acted on even when the intervals can tell them apart (a deterministic reference
+# server gives intervals of ± 0.5%): no plan changes by 2%, and re-measuring or calling a pod unstable over it
+# would cost more than it tells.
+MARGIN = 0.02
+
+
+def _agree(a: Estimate, b: Estimate) -> bool:
+    return agree(a, b) or abs(a.mean - b.mean) <= MARGIN * max(a.mean, b.mean)
+
+
+def _same(ratio: Estimate) -> bool:
+    """A ratio of two configurations whose interval reaches 1 ± MARGIN: they measure the same."""
+    if ratio.low is None:
+        return abs(ratio.mean - 1.0) <= MARGIN
+    return ratio.low <= 1.0 + MARGIN and ratio.high >= 1.0 - MARGIN  # type: ignore[operator]
+
+
+@dataclass(frozen=True)
+class PodKey:
+    """A pod shape on a replica count: what makes two measurements measure the same thing."""
+
+    cpu: float | None
+    memory: int | None
+    concurrency: int | None
+    replicas: int
+
+    def same_shape(self, other: "PodKey") -> bool:
+        cpu = (self.cpu is None and other.cpu is None) or (
+            self.cpu is not None and other.cpu is not None and abs(self.cpu - other.cpu) < 5e-4)
+        return cpu and self.memory == other.memory and self.concurrency == other.concurrency
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"cpu": self.cpu, "memory": self.memory, "concurrency": self.concurrency}
+
+
+@dataclass(frozen=True)
+class FigureWindow:
+    """One fresh window at a figure's users: its goodput and own 95% half-width over `batches` sub-windows."""
+
+    stage: str
+    purpose: str  # confirm, verify, pair (an interleaved window), recheck (more windows of the same configuration)
+    workers: int
+    users: int
+    rps: float
+    half_width: float | None
+    batches: int
+    step: int | None = None  # the steps.csv row
+
+    @property
+    def estimate(self) -> Estimate:
+        if self.half_width is None or self.batches < 2:
+            return Estimate(self.rps, None, 1)
+        return Estimate(self.rps, self.half_width, self.batches, float(self.batches - 1))
+
+    @classmethod
+    def of(cls, row: Any, stage: str, purpose: str, workers: int) -> "FigureWindow":
+        """From a measured window (a StepRow, or anything with users, rps, rps_halfwidth, batches)."""
+        return cls(stage, purpose, workers, int(row.users), float(row.rps), getattr(row, "rps_halfwidth", None),
+                   int(getattr(row, "batches", 0) or 0), getattr(row, "step", None))
+
+
+def estimate_of(windows: Sequence[FigureWindow]) -> Estimate:
+    return between_windows([w.estimate for w in windows])
+
+
+@dataclass
+class Check:
+    """What a stage found when it met the figure: its own windows' estimate and the outcome."""
+
+    stage: str
+    workers: int
+    estimate: Estimate
+    outcome: Outcome
+    note: str
+    ratio: Estimate | None = None  # stage / figure configuration over interleaved pairs, when measured
+
+    def to_dict(self) -> dict[str, Any]:
+        e, r = self.estimate, self.ratio
+        return {"stage": self.stage, "workers": self.workers, "rps": round(e.mean, 2), "ci": _ci(e),
+                "windows": e.n, "outcome": self.outcome, "note": self.note,
+                "ratio": None if r is None else {"value": round(r.mean, 4), "ci": _ci(r, 4), "pairs": r.n}}
+
+
+def _ci(e: Estimate, digits: int = 2) -> list[float] | None:
+    return None if e.low is None else [round(e.low, digits), round(e.high, digits)]  # type: ignore[arg-type]
+
+
+@dataclass
+class PodFigure:
+    """capacity.per_pod: one pod shape's goodput at its knee, on `key.replicas` pods, from fresh windows."""
+
+    key: PodKey
+    users: int
+    stage: str  # the stage whose windows the figure is (confirmed by)
+    workers: int  # generator processes of those windows
+    windows: list[FigureWindow]
+    window_s: float
+    checks: list[Check] = field(default_factory=list)
+    other: Estimate | None = None  # unstable: what the disagreeing stage measured (on key.replicas pods)
+    other_stage: str | None = None
+    spread_from: int | None = None  # the first windows whose spread decided how many to measure (Stein)
+
+    @property
+    def estimate(self) -> Estimate:
+        """Goodput of all `key.replicas` pods at `users`, over every window the figure rests on."""
+        return between_windows([w.estimate for w in self.windows], spread_from=self.spread_from)
+
+    @property
+    def status(self) -> str:
+        return "unstable" if self.other is not None else "confirmed"
+
+    @property
+    def planning(self) -> Estimate:
+        """What plans use: the figure, or the lower of the two when unstable."""
+        e = self.estimate
+        return self.other if self.other is not None and self.other.mean < e.mean else e
+
+    @property
+    def per_pod(self) -> Estimate:
+        return self.planning.scaled(1.0 / self.key.replicas)
+
+    def to_dict(self) -> dict[str, Any]:
+        e, plan = self.estimate, self.per_pod
+        return {
+            "pod": self.key.to_dict(), "replicas": self.key.replicas, "users": self.users,
+            "rps": round(plan.mean, 2), "ci": _ci(plan), "status": self.status,
+            "measured_rps": round(e.mean, 2), "measured_ci": _ci(e), "stage": self.stage, "workers": self.workers,
+            "windows": len(self.windows), "window_s": self.window_s,
+            "stages": sorted({self.stage, *(c.stage for c in self.checks)}, key=_stage_order),
+            "checks": [c.to_dict() for c in self.checks],
+            "unstable": None if self.other is None else {
+                "stage": self.other_stage, "rps": round(self.other.mean, 2), "ci": _ci(self.other),
+                "figure_rps": round(e.mean, 2), "figure_ci": _ci(e), "planning_rps": round(self.planning.mean, 2)},
+        }
+
+
+STAGE_ORDER = ("tune", "single_client", "multi_client", "scaling")
+
+
+def _stage_order(stage: str) -> int:
+    return STAGE_ORDER.index(stage) if stage in STAGE_ORDER else len(STAGE_ORDER)
+
+
+def verify(figure: PodFigure, fresh: Sequence[FigureWindow]) -> Check | None:
+    """A stage's fresh windows at the figure's users: the check when they agree, None when they disagree (the
+    caller measures interleaved windows and calls `settle`)."""
+    if not fresh:
+        return None
+    est = estimate_of(fresh)
+    if not _agree(figure.estimate, est):
+        return None
+    return _record(figure, Check(fresh[0].stage, fresh[0].workers, est, "agrees",
+                                 f"{len(fresh)} window(s) at {figure.users} users agree with the figure"))
+
+
+def settle(figure: PodFigure, fresh: Sequence[FigureWindow], reference: Sequence[FigureWindow],
+           stage_windows: Sequence[FigureWindow]) -> Check:
+    """Decide a disagreement from windows measured after it.
+
+    `fresh`: the stage's windows that disagreed. Same configuration as the figure (`reference` empty):
+    `stage_windows` are more of the stage's windows now; if they agree with the figure the first ones were a
+    transient, else the machine changed since (unstable). Another generator count: `reference` (the figure's
+    configuration) and `stage_windows` alternate in pairs, and `compare_configs` decides.
+    """
+    stage, workers = fresh[0].stage, fresh[0].workers
+    if not reference:
+        mine = [*fresh, *stage_windows]
+        if stage_windows and _agree(figure.estimate, estimate_of(stage_windows)):
+            return _record(figure, Check(stage, workers, estimate_of(mine), "transient",
+                                         f"{len(fresh)} window(s) disagreed, {len(stage_windows)} more agreed"))
+        return _unstable(figure, stage, workers, estimate_of(mine), None,
+                         f"{len(mine)} window(s) now disagree with the figure measured earlier: the machine or the "
+                         "target changed between them")
+    check = compare_configs(figure, reference, stage_windows)
+    if check.outcome == "bottleneck":
+        figure.windows.extend(fresh)  # the stage's configuration measured more all along
+    elif check.outcome == "agrees":
+        check.outcome, check.note = "transient", f"{len(fresh)} window(s) disagreed; then {check.note}"
+    return check
+
+
+def _record(figure: PodFigure, check: Check) -> Check:
+    figure.checks.append(check)
+    return check
+
+
+def _unstable(figure: PodFigure, stage: str, workers: int, now: Estimate, ratio: Estimate | None,
+              why: str) -> Check:
+    """Both figures kept; plans use the lower (an earlier unstable one stays if it is lower still)."""
+    if figure.other is None or now.mean < figure.other.mean:
+        figure.other, figure.other_stage = now, stage
+    return _record(figure, Check(stage, workers, now, "unstable", why + "; planning on the lower", ratio))
+
+
+def compare_configs(figure: PodFigure, reference: Sequence[FigureWindow],
+                    stage_windows: Sequence[FigureWindow]) -> Check:
+    """Paired windows of the figure's configuration and a stage's (several generators vs one): the ratio with its
+    interval, and the figure's fate as `settle` decides. The reference windows also verify the figure in time."""
+    ratio = paired_ratio([w.estimate for w in reference], [w.estimate for w in stage_windows])
+    stage, workers = stage_windows[0].stage, stage_windows[0].workers
+    now = estimate_of(stage_windows)
+    pairs = f"{len(stage_windows)} pair(s): {workers} vs {figure.workers} generator(s)"
+    if _same(ratio):
+        both = [*reference, *stage_windows]
+        if _agree(figure.estimate, estimate_of(both)):
+            return _record(figure, Check(stage, workers, now, "agrees",
+                                         f"{pairs} within their interval (ratio {ratio.mean:.3f})", ratio))
+        return _unstable(figure, stage, workers, estimate_of(both), ratio,
+                         f"{pairs} agree with each other (ratio {ratio.mean:.3f}) but not with the figure measured "
+                         "earlier: the machine or the target changed between them")
+    if ratio.mean > 1.0 and workers > figure.workers:
+        figure.windows = list(stage_windows)
+        figure.stage, figure.workers, figure.spread_from = stage, workers, None
+        return _record(figure, Check(stage, workers, now, "bottleneck",
+                                     f"{pairs}: {ratio.mean - 1:+.1%} with more generators: one generator limited "
+                                     f"the load, the figure is now {stage}'s", ratio))
+    return _unstable(figure, stage, workers, now, ratio, f"{pairs} differ by {ratio.mean - 1:+.1%}")
