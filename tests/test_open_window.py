@@ -90,3 +90,20 @@ def test_by_arrival_no_window_fails_more_than_it_planned_or_serves_more_than_it_
     w = summarize_open(raw(**rows), 100.0)
     assert 0.0 <= w.arrival_error_rate <= 1.0
     assert w.goodput_rps <= w.achieved_rps <= w.offered_rps + 1e-9
+
+
+def test_late_sends_count_against_a_window_only_when_the_generator_was_pegged():
+    """Late arrivals' latency already counts from their planned time; dropped ones were never served."""
+    from nightcap.load.open_loop import OpenWindow
+
+    def window(late: int, dropped: int) -> OpenWindow:
+        return OpenWindow(rate_rps=100.0, offered_rps=100.0, achieved_rps=98.0, goodput_rps=98.0, planned=400,
+                          sent=400 - dropped, completed=400 - dropped, ok=400 - dropped, late=late, dropped=dropped,
+                          mean_ms=20.0, p50_ms=20.0, p90_ms=25.0, p95_ms=30.0, p99_ms=40.0, late_ms_max=12.0,
+                          in_flight_max=3, workers=1)
+
+    assert window(late=8, dropped=0).verdict(30.0) == "ok"  # 2% late, an idle generator
+    assert window(late=8, dropped=0).verdict(95.0) == "generator-bound"
+    assert window(late=0, dropped=8).verdict(30.0) == "target-overloaded"
+    assert window(late=0, dropped=8).verdict(95.0) == "generator-bound"
+    assert window(late=2, dropped=2).verdict(95.0) == "ok"  # 1% together: within the tolerance

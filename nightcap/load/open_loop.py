@@ -76,10 +76,20 @@ class OpenWindow:
         return self.dropped / self.planned if self.planned else 0.0
 
     def verdict(self, generator_cpu_pct: float, bound_pct: float = 90.0) -> Verdict:
-        """ok, or which side kept the offered rate from being what was asked (generator CPU tells them apart)."""
-        if self.late_share + self.dropped_share <= TOLERATED_SHARE:
-            return "ok"
-        return "generator-bound" if generator_cpu_pct >= bound_pct else "target-overloaded"
+        """ok, or which side kept the offered rate from being what was asked (generator CPU tells them apart).
+
+        Dropped arrivals (the in-flight bound was full: responses did not come back) beyond 1% overloaded the
+        target. Late ones are sent behind their plan, but their latency counts from the planned time, so they
+        cost the window nothing but its exact spacing; they disqualify it only when the generator was pegged
+        (its schedule is then the generator's, not the callers'). An idle machine's scheduler makes a few sends
+        late at any rate (seen here: 1-2% at 17 rps as at 140).
+        """
+        pegged = generator_cpu_pct >= bound_pct
+        if self.dropped_share > TOLERATED_SHARE:
+            return "generator-bound" if pegged else "target-overloaded"
+        if pegged and self.late_share + self.dropped_share > TOLERATED_SHARE:
+            return "generator-bound"
+        return "ok"
 
     def explain(self, generator_cpu_pct: float, bound_pct: float = 90.0) -> str:
         """The verdict in words, with the figures that decided it."""
