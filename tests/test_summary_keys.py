@@ -307,3 +307,13 @@ if __name__ == "__main__":
     GOLDEN.parent.mkdir(exist_ok=True)
     GOLDEN.write_text(json.dumps(sorted(keys), indent=1) + "\n")
     print(f"{GOLDEN}: {len(keys)} key paths" + (f"; {len(sys.argv) - 1} real summary checked" if sys.argv[1:] else ""))
+
+
+def test_a_figure_tune_confirmed_still_reports_the_slo_capacity_single_client_walked_to() -> None:
+    """make run: tune confirms the pod, single_client verifies it and walks past the knee to 31 users."""
+    single = RampResult("single_client", 1, 1, SearchResult(2, 95.0, 1, 66.5, 31, 120.0, levels=[], slo_halfwidth=5.0),
+                        22.0, 0)
+    results = StageResults(pods={KEY: _figure([94.0, 95.0, 96.0], "tune")}, run_pod=KEY, single_client=single)
+    summary = build_summary(_ctx(results, {"tune": {"status": "completed"}, "single_client": {"status": "completed"}}))  # type: ignore[arg-type]
+    assert summary["saturation"]["stage"] == "tune" and summary["slo_capacity"]["users"] == 31
+    assert summary["slo_capacity"]["rps"] == 120.0

@@ -92,11 +92,22 @@ class KubernetesPlatform(NodePoolControl):
         return self._forward.url
 
     def _open_ready_pod(self) -> socket.socket:
-        ready = [p["metadata"]["name"] for p in self.kube.pods(self.selector) if pod_ready(p)]
+        ready = self._ready_pods()
         if not ready:
             raise PlatformError(f"no ready pod of deployment {self.namespace}/{self.name} to forward to")
         self._next_pod += 1
         return self._open_pod_socket(ready[self._next_pod % len(ready)], self.config.platform.port)
+
+    def _ready_pods(self) -> list[str]:
+        """The ready pods to forward to, listed at most once a second (a list per connection flooded the API
+        server when a generator re-opened its connections under load)."""
+        now = time.monotonic()
+        cached = getattr(self, "_ready_cache", None)
+        if cached is not None and now - cached[0] < 1.0:
+            return cached[1]
+        ready = [p["metadata"]["name"] for p in self.kube.pods(self.selector) if pod_ready(p)]
+        self._ready_cache = (now, ready)
+        return ready
 
     def _open_pod_socket(self, pod: str, port: int) -> socket.socket:
         return open_pod_socket(self.kube.api, self.namespace, pod, port)

@@ -22,11 +22,16 @@ class PortForward:
 
     `open_remote` is called per connection, so a connection opened after a scale-up may reach a new pod
     (as behind a Service). The default opener tunnels through the API server (pods/portforward).
+
+    At most `max_tunnels` connections are piped at once; the next waits in the listen backlog until one closes.
+    A generator that re-opens connections under an overload (one per request in flight) otherwise made a thread
+    and an API-server tunnel per connection faster than they closed: 10,000 threads and a test that never ended.
     """
 
-    def __init__(self, open_remote: Callable[[], socket.socket], what: str = "port-forward"):
+    def __init__(self, open_remote: Callable[[], socket.socket], what: str = "port-forward", max_tunnels: int = 64):
         self._open_remote = open_remote
         self.what = what
+        self._slots = threading.BoundedSemaphore(max_tunnels)
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port: int = self._listener.getsockname()[1]
         self._closed = threading.Event()
@@ -40,11 +45,21 @@ class PortForward:
 
     def _accept(self) -> None:
         while not self._closed.is_set():
+            while not self._slots.acquire(timeout=0.5):  # every tunnel busy: leave the next one in the backlog
+                if self._closed.is_set():
+                    return
             try:
                 conn, _ = self._listener.accept()
             except OSError:
+                self._slots.release()
                 return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+            threading.Thread(target=self._serve_one, args=(conn,), daemon=True).start()
+
+    def _serve_one(self, conn: socket.socket) -> None:
+        try:
+            self._serve(conn)
+        finally:
+            self._slots.release()
 
     def _serve(self, conn: socket.socket) -> None:
         try:

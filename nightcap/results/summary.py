@@ -93,8 +93,9 @@ def headline(ctx: "RunContext") -> dict[str, Any]:
         if sat.operating_check is not None:
             operating["arrivals"] = cfg.load.arrivals  # poisson: independent callers; constant: evenly spaced
         slo.update(slo_rate)
-        if stage != "tune":  # tuning searches stop at the knee: they never look for the SLO's limit
-            slo.update(users=sat.slo_users, rps=_r(sat.slo_rps), rps_ci=_ci(sat.slo_rps, sat.slo_halfwidth))
+        # the ramp that walked past the knee (tuning searches stop at the knee: their SLO capacity is None), also
+        # when the pod's figure was confirmed by tune
+        slo.update(users=sat.slo_users, rps=_r(sat.slo_rps), rps_ci=_ci(sat.slo_rps, sat.slo_halfwidth))
     slo.update(p95_ms=cfg.slo.p95_ms, max_error_rate=cfg.slo.max_error_rate,
                by_cores=ctx.results.scaling.by_cores if ctx.results.scaling else [])
     plat = {
