@@ -25,7 +25,8 @@ from tasks.measure import (Side, confirm_pod, ensure_operating_check, measure_wi
 def _ramp(ctx: RunContext, stage: str, workers: int) -> RampResult:
     logger = get_run_logger()
     ctx.results.run_pod = ctx.pod_key()
-    fig = ctx.results.figure()
+    # only this pod on these replicas is verified: tune's figure on tune.replicas is not this stage's to verify
+    fig = ctx.results.pods.get(ctx.results.run_pod)
     warm = confirmation = check = ratio = None
     if fig is not None and stage == "multi_client" and workers != fig.workers:
         ref, mine = paired_windows(ctx, stage, Side(fig.users, fig.workers), Side(fig.users, workers),

@@ -30,6 +30,8 @@ def scaling(run_id: str) -> ScalingResult:
     ctx = RunContext.get(run_id)
     logger = get_run_logger()
     assert ctx.platform is not None
+    if ctx.results.run_pod is None:  # no ramp or tune ran: the figure this stage confirms on one pod is the answer
+        ctx.results.run_pod = ctx.pod_key()
     workers = ctx.config.load.workers
     top = max_replicas(ctx.config.scaling.max_replicas, ctx.spec.cpu if ctx.spec else None,
                        getattr(ctx.platform, "allocatable_cpu", None))

@@ -205,3 +205,15 @@ def fault_suite_line(faults: dict[str, int]) -> str:
 def pytest_terminal_summary(terminalreporter):
     if FAULTS["passed"] or FAULTS["failed"]:
         terminalreporter.write_line(fault_suite_line(FAULTS))
+
+
+@pytest.fixture(autouse=True)
+def _no_lease_renews_past_its_test():
+    """A test that ends a run without releasing its lease (a simulated crash) would leave the renewal thread
+    retrying against an API mock that is gone, until the interpreter's exit."""
+    yield
+    import sys
+
+    lease = sys.modules.get("nightcap.platforms.kube_lease")
+    if lease is not None:
+        lease.stop_all_renewals(wait_s=0.5)

@@ -62,9 +62,11 @@ def check_answer(summary: dict[str, Any], steps: list[dict[str, str]], truth: fl
     low, high = sat["rps_ci"]
     assert low * (1 - WIDEN) <= truth <= high * (1 + WIDEN), (truth, sat)
     assert abs(sat["rps"] - truth) <= 0.05 * truth, (truth, sat)
-    # measured where reported: the goodput of the level at saturation.users
-    level = next(lv for lv in summary["single_client"]["levels"] if lv["users"] == sat["users"])
-    assert sat["rps"] == pytest.approx(level["rps"], abs=0.01)
+    # measured where reported: the fresh windows that confirmed the knee at saturation.users (the search's
+    # windows chose it and report nothing)
+    confirmed = summary["single_client"]["confirmation"]
+    assert confirmed is not None and confirmed["users"] == sat["users"], confirmed
+    assert sat["rps"] == pytest.approx(confirmed["rps"], abs=0.01)
     assert summary["operating_point"]["rps"] == pytest.approx(summary["operating_point"]["headroom"] * sat["rps"],
                                                               abs=0.02)
     # no throughput figure above capacity: the figures, the levels a line or fit uses, and every window

@@ -295,7 +295,6 @@ def test_sigterm_during_autoscale_restores_the_cluster(prefect_api, cluster, ref
     import yaml
 
     from flows.capacity_check import capacity_check
-    from nightcap.load.runner import StepRunner
     from nightcap.platforms import kubernetes as kube_mod
     from test_kubernetes_flow import _config
 
@@ -303,16 +302,18 @@ def test_sigterm_during_autoscale_restores_the_cluster(prefect_api, cluster, ref
     monkeypatch.setattr(kube_mod.KubernetesPlatform, "poll_s", 0.2)
     monkeypatch.setattr(kube_mod.KubernetesPlatform, "_open_pod_socket",
                         lambda self, pod, port: socket.create_connection(("127.0.0.1", reference_server), timeout=10))
-    original, signalled = StepRunner.read_open_window, []
+    from flows.autoscale import Timeline
 
-    def read_open_window(runner, seconds, rate_rps):
+    original, signalled = Timeline._sample, []
+
+    def sample(timeline, phase, window, raw):
         if not signalled:  # the first sample of the first phase: the HPA exists, the load is on
             signalled.append(True)
             threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGTERM)).start()
             leftovers.fault("SIGTERM during the autoscale stage")
-        return original(runner, seconds, rate_rps)
+        return original(timeline, phase, window, raw)
 
-    monkeypatch.setattr(StepRunner, "read_open_window", read_open_window)
+    monkeypatch.setattr(Timeline, "_sample", sample)
     hook = Recorded(monkeypatch)
     path = _config(tmp_path)
     data = yaml.safe_load(path.read_text())

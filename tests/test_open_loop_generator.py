@@ -143,7 +143,8 @@ def test_the_step_runner_measures_open_loop_rows_and_switches_back_to_users(locu
 
     with server("--slots", "16", "--service-ms", "20", "--stall-every-s", "1", "--stall-s", "0.2") as url:
         config = validate({"target": {"name": "open", "kind": "url", "url": url},
-                           "load": {"warmup_s": 0.5, "window_s": 3, "workers": 1}, "slo": {"p95_ms": 100}})
+                           "load": {"warmup_s": 0.5, "window_s": 3, "workers": 1, "arrivals": "constant"},
+                           "slo": {"p95_ms": 100}})
         platform = ExternalPlatform(config)
         platform.deploy(PodSpec(None, None, 1), 1)
         rows = []

@@ -137,6 +137,8 @@ def test_retrograde_target_gives_positive_kappa(prefect_api, tmp_path, monkeypat
     assert fit["kappa"] > 0.001
     assert fit["predicted_peak_n"] is not None and fit["predicted_peak_n"] < 16
     assert fit["retrograde_from_n"] is not None
+    # the one-pod figure scaling confirmed is the run's answer when no ramp ran (not "no stage measured it")
+    assert summary["saturation"]["stage"] == "scaling" and summary["saturation"]["rps"], summary["saturation"]
 
 
 def test_starved_generator_is_flagged_and_never_the_answer(prefect_api, tmp_path, monkeypatch):

@@ -208,8 +208,16 @@ def sparse_summary() -> dict[str, Any]:
     return build_summary(_ctx(results, stages, error="boom", failure="no saturation point was measured: boom"))  # type: ignore[arg-type]
 
 
+def verified_summary() -> dict[str, Any]:
+    """make run's shape: tune confirmed the pod, single_client verified it on its own windows."""
+    check = Check("single_client", 1, Estimate(95.0, 2.0, 2, 2.0), "agrees", "2 window(s) agree with tune's figure")
+    single = RampResult("single_client", 1, 1, _search(95.0, 2), 22.0, 0, check=check)
+    results = StageResults(pods={KEY: _figure([94.0, 95.0, 96.0], "tune")}, run_pod=KEY, single_client=single)
+    return build_summary(_ctx(results, {"tune": {"status": "completed"}, "single_client": {"status": "completed"}}))  # type: ignore[arg-type]
+
+
 def built_keys() -> set[str]:
-    return key_paths(full_summary()) | key_paths(sparse_summary())
+    return key_paths(full_summary()) | key_paths(sparse_summary()) | key_paths(verified_summary())
 
 
 def test_summary_keys_match_the_golden_file() -> None:

@@ -25,7 +25,7 @@ from typing import Any, Literal, Sequence
 
 from nightcap.analysis.confidence import Estimate, agree, between_windows, paired_ratio
 
-Outcome = Literal["agrees", "transient", "drift", "bottleneck", "unstable"]
+Outcome = Literal["agrees", "transient", "bottleneck", "unstable"]
 
 # Differences within 2% are not acted on even when the intervals can tell them apart (a deterministic reference
 # server gives intervals of ± 0.5%): no plan changes by 2%, and re-measuring or calling a pod unstable over it

@@ -5,8 +5,8 @@ contention (the serial fraction, Amdahl) and κ the coherency cost (crosstalk th
 fall past a peak). Extrapolations always come with the band implied by the fit's covariance,
 because a USL curve fitted to three points can say almost anything about N = 50.
 
-A fit is reported only when it explains the data (r² ≥ MIN_R2, and each parameter's 95% interval moves the
-fitted throughput at the largest measured N by at most MAX_SHIFT); otherwise it is "no fit", with the reason in
+A fit is reported only when it explains the data (r² ≥ MIN_R2, and the parameters' 95% intervals move the
+fitted curve, at every measured N, by at most MAX_SHIFT of the largest measured throughput); otherwise it is "no fit", with the reason in
 one clause, and nothing is extrapolated from it. κ is kept only when the data show it (its interval excludes 0).
 """
 
@@ -25,9 +25,11 @@ if TYPE_CHECKING:
 
 MIN_POINTS = 3  # λ, σ and κ: three unknowns need three distinct N
 Z95 = 1.96
-# When a fit is reported (and extrapolated from): it explains the measurements (r² at least MIN_R2) and each
-# parameter is known well enough that its 95% interval moves the fitted throughput at the largest measured N
-# by at most MAX_SHIFT. Otherwise "no fit", and no curve, peak or extrapolation anywhere.
+# When a fit is reported (and extrapolated from): it explains the measurements (r² at least MIN_R2) and the
+# parameters are known well enough that their 95% intervals (jointly, from the fit's covariance) move the fitted
+# curve, at any measured N, by at most MAX_SHIFT of the largest measured throughput (the scale of the data: past a
+# retrograde peak the curve is small, and a share of it would reject the fits that show the fall best). Otherwise "no fit", and no curve, peak or
+# extrapolation anywhere.
 MIN_R2 = 0.9
 MAX_SHIFT = 0.2
 
@@ -110,28 +112,32 @@ def _errors(pcov: np.ndarray) -> tuple[np.ndarray, list[float]]:
     return cov, [math.sqrt(v) if math.isfinite(v) and v >= 0 else math.inf for v in np.diag(cov)]
 
 
-def _widest_shift(lam: float, sigma: float, kappa: float, errs: list[float | None], n: float) -> tuple[str, float]:
-    """The parameter whose 95% interval moves the fitted throughput at N the most, and by what share of it.
+def _widest_band(lam: float, sigma: float, kappa: float, cov: np.ndarray, ns: np.ndarray,
+                 scale: float) -> tuple[float, float]:
+    """The widest 95% band of the fitted curve over the measured N (delta method on the parameters' full
+    covariance: σ and κ trade off against each other, and their separate intervals overstate the curve's), as
+    a share of `scale` (the largest measured throughput), and the N where it is widest."""
+    worst = (-1.0, float(ns.max()))
+    for n in np.unique(ns):
+        n = float(n)
+        d = 1.0 + sigma * (n - 1.0) + kappa * n * (n - 1.0)
+        grad = np.array([n / d, -lam * n * (n - 1.0) / d**2, -lam * n * n * (n - 1.0) / d**2])
+        mask = grad != 0
+        var = float(grad[mask] @ cov[np.ix_(mask, mask)] @ grad[mask]) if mask.any() else 0.0
+        share = Z95 * math.sqrt(var) / scale if math.isfinite(var) and var >= 0 and scale > 0 else math.inf
+        if share > worst[0]:
+            worst = (share, n)
+    return worst
 
-    To first order X(N) moves by dλ/λ for λ and by dD/D for σ and κ, D = 1 + σ(N−1) + κN(N−1) (the slowdown).
-    """
-    d = 1.0 + sigma * (n - 1.0) + kappa * n * (n - 1.0)
-    shifts = {"λ": Z95 * errs[0] / lam if lam > 0 and errs[0] is not None else math.inf,
-              "σ": Z95 * errs[1] * (n - 1.0) / d if errs[1] is not None else math.inf}
-    if errs[2] is not None:  # None: κ fixed at 0 (Amdahl), not estimated
-        shifts["κ"] = Z95 * errs[2] * n * (n - 1.0) / d
-    name = max(shifts, key=lambda k: shifts[k] if not math.isnan(shifts[k]) else math.inf)
-    return name, shifts[name]
 
-
-def _rejection(r2: float, shift: tuple[str, float], n: float) -> str:
+def _rejection(r2: float, band: tuple[float, float]) -> str:
     """"no fit: ..." in one clause when the fit does not explain the data, else ""."""
     if r2 < MIN_R2:
         return f"no fit: r² {r2:.2f} is below {MIN_R2:g}, the curve does not follow the measurements"
-    name, value = shift
+    value, n = band
     if not value <= MAX_SHIFT:
-        by = "an unbounded amount" if not math.isfinite(value) else f"±{value:.0%}"
-        return (f"no fit: {name}'s 95% interval moves the fitted throughput at N={n:g} by {by} "
+        by = "an unbounded amount" if not math.isfinite(value) else f"±{value:.0%} of the largest measured throughput"
+        return (f"no fit: the parameters' 95% intervals move the fitted throughput at N={n:g} by {by} "
                 f"(at most ±{MAX_SHIFT:.0%} accepted)")
     return ""
 
@@ -186,7 +192,7 @@ def _described(ns: np.ndarray, xs: np.ndarray, sse: float, lam: float, sigma: fl
     sst = float(np.sum((xs - xs.mean()) ** 2))
     r2 = 1.0 - sse / sst if sst > 0 else (1.0 if sse <= 1e-12 else 0.0)
     top = float(ns.max())
-    rejected = _rejection(r2, _widest_shift(lam, sigma, kappa, errs, top), top)
+    rejected = _rejection(r2, _widest_band(lam, sigma, kappa, cov, ns, float(xs.max())))
     peak_n = peak_x = retro = None
     if kappa > 0 and sigma < 1.0 and not rejected:
         peak_n = math.sqrt((1.0 - sigma) / kappa)

@@ -44,6 +44,8 @@ class StepRunner:
         self.sample_s = sample_s
         self._users: int | None = None
         self._rate: float | None = None
+        self._last_users = 0  # the load of the last window, and how long its requests took (p95, s): when the
+        self._drain_s = 0.0   # next window asks for less, the server still works off what that one queued
         self._counter = step_counter or _counter()
         self.rows: list[StepRow] = []
         self.purpose = "search"  # written into each row (StepRow.purpose): why the window was measured
@@ -95,7 +97,7 @@ class StepRunner:
             self._rate = None  # a replacement worker has no scheduler yet
         if rate_rps != self._rate:
             self.set_rate(rate_rps)
-            time.sleep(load.warmup_s)
+            time.sleep(self._warmup_s(None))
         raw, open_raw, gen_cpu, samples, workers_before, span = self._window(window_s, with_open=True)
         closed = summarize(raw)
         window = summarize_open(open_raw or {}, rate_rps, closed)
@@ -118,6 +120,7 @@ class StepRunner:
         row.note = "; ".join(notes) or ("" if window.completed else "no request completed in the window")
         if not row.valid and not row.generator_bound:
             self._rate = None  # set the schedule again before the next window (see `measure`)
+        self._remember(row)
         self.rows.append(row)
         self.on_row(row)
         return row, window
@@ -162,6 +165,17 @@ class StepRunner:
             raise LoadError(f"the Locust master stopped answering: {exc}") from None
         return summarize_open(open_raw, rate_rps, closed)
 
+    def _warmup_s(self, users: int | None) -> float:
+        """load.warmup_s, or longer after a heavier window: the requests it left queued at the server (stopped
+        users' requests are still served) take about its p95 to drain, and a window read before they have
+        would measure the last level's backlog, not this one (capped at 10 s)."""
+        lighter = users is None or users < self._last_users
+        return max(self.config.load.warmup_s, min(self._drain_s, 10.0) if lighter else 0.0)
+
+    def _remember(self, row: StepRow) -> None:
+        self._last_users = row.users if row.load != "open" else 10**9  # an open-loop rate: drain before any users
+        self._drain_s = (row.p95_ms or 0.0) / 1000.0
+
     def _read(self) -> Window:
         try:
             return summarize(self.generator.client.window())
@@ -177,7 +191,7 @@ class StepRunner:
             self._users = None  # a replacement worker holds no users yet: swarm again before measuring
         if users != self._users:
             self.set_users(users)
-            time.sleep(load.warmup_s)
+            time.sleep(self._warmup_s(users))
         raw, _, gen_cpu, samples, workers_before, span = self._window(load.window_s)
         window = summarize(raw)
         row = self._row(users, window, gen_cpu, samples, started, span)
@@ -195,6 +209,7 @@ class StepRunner:
             self._users = None
         if rate_limited := (self.config.load.max_rps and window.rps > self.config.load.max_rps):  # offered, failures too
             row.note = (row.note + "; " if row.note else "") + f"rps {window.rps:.0f} above load.max_rps"
+        self._remember(row)
         self.rows.append(row)
         self.on_row(row)
         if rate_limited:

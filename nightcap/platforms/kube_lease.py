@@ -16,8 +16,10 @@ objects for the run (the model platform, the canary's, the Locust cluster), coun
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
+import weakref
 import os
 import socket
 import sys
@@ -35,6 +37,22 @@ log = logging.getLogger(__name__)
 
 _HELD: dict[tuple[str, str, str], "RunLease"] = {}
 _HELD_LOCK = threading.Lock()
+_RENEWING: "weakref.WeakSet[RunLease]" = weakref.WeakSet()
+
+
+def stop_all_renewals(wait_s: float = 2.0) -> None:
+    """Stop every lease's renewal thread in this process (at exit: a daemon thread still renewing, or logging its
+    retries, while the interpreter shuts down aborts it). A run that ends normally has stopped its own."""
+    leases = list(_RENEWING)
+    for lease in leases:
+        lease.stop_renewing()
+    deadline = time.monotonic() + wait_s
+    for lease in leases:
+        if lease._thread is not None and lease._thread is not threading.current_thread():
+            lease._thread.join(max(0.0, deadline - time.monotonic()))
+
+
+atexit.register(stop_all_renewals)
 
 
 def rfc3339(epoch: float) -> str:
@@ -103,6 +121,7 @@ class RunLease:
             self._write()
         if self._thread is None:
             self._thread = threading.Thread(target=self._renew, name=f"nightcap lease {self.name}", daemon=True)
+            _RENEWING.add(self)
             self._thread.start()
 
     def _renew(self) -> None:

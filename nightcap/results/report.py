@@ -287,12 +287,12 @@ def write_markdown(summary: dict[str, Any], out: Path, plots: list[Path], embed:
     """report.md: the answer and how sure it is, the stages that did not answer, then one section per stage in
     recipe order (text, table, plots), and the warnings and disagreements last, one line each."""
     lines = [answer_line(summary), "", confidence_line(summary), ""]
-    if per_pod := per_pod_line((summary.get("capacity") or {}).get("per_pod")):
-        lines += [per_pod, ""]
     if summary.get("failure"):  # why there is no answer comes before anything else
         lines = [f"**Run failed**: {summary['failure']}", ""] + lines
-    if verdicts := verdict_lines(summary.get("stages") or {}):
+    if verdicts := verdict_lines(summary.get("stages") or {}):  # the stages that did not answer, next
         lines += [f"{v}  " for v in verdicts] + [""]
+    if per_pod := per_pod_line((summary.get("capacity") or {}).get("per_pod")):
+        lines += [per_pod, ""]
     payload = (summary.get("target") or {}).get("payload") or {}
     if payload.get("synthetic"):
         lines += [f"Requests: {payload.get('source')} (**synthetic values**).", ""]

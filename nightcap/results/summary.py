@@ -2,7 +2,7 @@
 
 The keys the README lists under "Outputs (contracts)" keep their meaning; `tests/golden/summary_keys.json`
 holds the whole key set, so a renamed key fails `tests/test_summary_keys.py` (new keys are additions:
-regenerate the file with `.venv/bin/python -m tests.golden.update`). The headline (saturation, operating
+regenerate the file with `.venv/bin/python tests/test_summary_keys.py`). The headline (saturation, operating
 point, SLO capacity) comes from `StageResults.headline()`; report.md renders this summary (`report.py`).
 """
 
