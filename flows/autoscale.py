@@ -83,8 +83,9 @@ def fit_autoscale(ctx: RunContext, per_pod: PerPod) -> AutoscaleFit:
                       f"tune, on {tune.replicas} pod(s)")
                 for c in tune.candidates if c.meets_slo and not c.unschedulable and not c.oom_kills]
     budget = getattr(platform, "replica_cpu_budget", None)
-    return fit_to_platform(tuned, grid, budget() if budget else None, a.min_replicas, a.max_replicas, a.overload,
-                           ctx.config.search.headroom)
+    overload = max(p.load for p in a.phases) if a.phases else a.overload  # what the phases will offer
+    return fit_to_platform(tuned, grid, budget() if budget else None, a.min_replicas, a.max_replicas, overload,
+                           ctx.config.search.headroom, phases_given=bool(a.phases))
 
 
 def expectation(ctx: RunContext, fit: AutoscaleFit, spec: PodSpec) -> Expectation:

@@ -98,3 +98,13 @@ def test_default_phases_follow_the_arithmetic_when_there_is_one() -> None:
     assert (base.duration_s, over.duration_s, down.duration_s) == (6, e.overload_s, e.recovery_s)
     capped = default_phases(a, 0.7, 1.4, e)
     assert capped[1].load == 1.4 and capped[0].load == capped[2].load == 0.7
+
+
+def test_configured_phases_are_offered_as_written_and_the_fit_says_so() -> None:
+    """autoscale.phases given: the overload is theirs, never lowered (the log once said "2.8x, not 3x" and then
+    offered 3x)."""
+    tuned = Shape(0.25, None, 8, 25.0, "single_client")
+    fit = fit_to_platform(tuned, [], 1.0, 1, 6, 3.0, 0.7, phases_given=True)
+    assert fit.max_replicas == 4 and fit.overload == 3.0 and "overload" not in fit.reason
+    capped = fit_to_platform(tuned, [], 1.0, 1, 6, 3.0, 0.7)
+    assert capped.overload == 2.8 and "the overload is 2.8x one pod (not 3x)" in capped.reason

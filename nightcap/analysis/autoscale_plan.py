@@ -75,8 +75,13 @@ def pods_that_fit(cpu: float | None, replica_cpus: float | None, asked: int) -> 
 
 
 def fit_to_platform(tuned: Shape, grid: Sequence[Shape], replica_cpus: float | None, min_replicas: int,
-                    max_replicas: int, overload: float, headroom: float) -> AutoscaleFit:
-    """The tuned pod when `max_replicas` of it fit; else fewer replicas, else a smaller measured shape (see above)."""
+                    max_replicas: int, overload: float, headroom: float, phases_given: bool = False) -> AutoscaleFit:
+    """The tuned pod when `max_replicas` of it fit; else fewer replicas, else a smaller measured shape (see above).
+
+    `phases_given`: autoscale.phases were configured: their loads are offered as written (`overload` is their
+    largest), never lowered to what fewer replicas take."""
+    if phases_given:
+        headroom = math.inf
     n = pods_that_fit(tuned.cpu, replica_cpus, max_replicas)
     if n >= max_replicas:
         return AutoscaleFit(tuned, max_replicas, overload, replica_cpus)
@@ -102,6 +107,8 @@ def fit_to_platform(tuned: Shape, grid: Sequence[Shape], replica_cpus: float | N
 
 
 def _capped(fit: AutoscaleFit, headroom: float) -> AutoscaleFit:
+    if math.isinf(headroom):  # configured phases: offered as written
+        return fit
     cap = round(fit.max_replicas * headroom, 2)
     if fit.overload <= cap:
         return fit
