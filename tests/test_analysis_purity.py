@@ -13,7 +13,7 @@ ROOT = Path(nightcap.__file__).parent
 FORBIDDEN = ("prefect", "locust", "gevent", "kubernetes", "google", "nightcap.platforms", "nightcap.load.",
              "nightcap.run")
 PURE = sorted([*(f"analysis/{p.name}" for p in (ROOT / "analysis").glob("*.py")),
-               "search.py", "quantities.py", "config.py", "results/steps.py", "targets/reference_capacity.py",
+               "search.py", "quantities.py", "config.py", "steps.py", "targets/reference_capacity.py",
                "load/open_loop.py", "warm_start.py", "warm_start_tune.py", "confirm.py"])
 
 

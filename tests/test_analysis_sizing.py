@@ -27,8 +27,9 @@ from nightcap.analysis.sizing import (
     slo_capacity_by_cores,
     validate_against_scaling,
 )
-from nightcap.config import SizingConfig, SloConfig
-from nightcap.results.steps import StepRow, write_steps_csv
+from nightcap.analysis.slo import Slo
+from nightcap.config import SizingConfig
+from nightcap.steps import StepRow, write_steps_csv
 
 # The reference target of issue 13: 4 slots x 20 ms with a large queue = 200 rps per pod, SLO met at 70%
 # load (140 rps), where an M/D/4 queue adds ~2 ms to the 20 ms service (mean 22 ms), and a pod held 12
@@ -169,7 +170,7 @@ def _steps() -> list[StepRow]:
 
 
 def test_slo_capacity_by_cores_ignores_generator_bound_and_invalid_steps() -> None:
-    by = slo_capacity_by_cores(steps_frame(_steps()), SloConfig(p95_ms=1000, max_error_rate=0.01))
+    by = slo_capacity_by_cores(steps_frame(_steps()), Slo(p95_ms=1000, max_error_rate=0.01))
     assert by["replicas"].tolist() == [1, 2, 3]
     assert by["cores"].tolist() == [1.0, 2.0, 3.0]
     assert by["slo_users"].tolist() == [16, 32, 0]
@@ -180,12 +181,12 @@ def test_slo_capacity_by_cores_ignores_generator_bound_and_invalid_steps() -> No
 def test_slo_capacity_reads_steps_csv_as_pandas_does(tmp_path: Path) -> None:
     path = tmp_path / "steps.csv"
     write_steps_csv(path, _steps())
-    by = slo_capacity_by_cores(pd.read_csv(path), SloConfig(p95_ms=1000))
+    by = slo_capacity_by_cores(pd.read_csv(path), Slo(p95_ms=1000))
     assert by["slo_users"].tolist() == [16, 32, 0]
 
 
 def test_slo_capacity_of_nothing_is_an_empty_frame() -> None:
-    assert slo_capacity_by_cores(pd.DataFrame(), SloConfig(p95_ms=1000)).empty
+    assert slo_capacity_by_cores(pd.DataFrame(), Slo(p95_ms=1000)).empty
 
 
 def test_max_replicas_is_bounded_by_allocatable_cores() -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from nightcap.results.steps import read_steps_csv
+from nightcap.steps import read_steps_csv
 from nightcap.run.lock import RunLock
 from test_faults import run_flow, start_run, stop, summary_of, tiny_config, wait_for_steps
 from test_kubernetes_flow import cluster, reference_server  # noqa: F401 - fixtures of the kmock fault

@@ -20,7 +20,7 @@ from nightcap.load.base import Generator, target_url
 from nightcap.load.driver import LoadError, Window, summarize
 from nightcap.load.open_loop import OpenWindow, summarize_open
 from nightcap.platforms.base import Observation, Platform, PodSpec
-from nightcap.results.steps import StepRow
+from nightcap.steps import StepRow
 
 
 class BudgetExceeded(RuntimeError):

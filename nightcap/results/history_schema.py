@@ -15,7 +15,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 
 from nightcap.analysis.figures import HEADLINE_NAMES
-from nightcap.results.steps import StepRow
+from nightcap.steps import StepRow
 
 # 1: runs and steps. 2: runs.figure_meanings (how each figure was measured: a change starts a new baseline)
 # and runs.steps_pruned / artifacts_pruned (removed by retention; the run's headline figures stay for the trend).

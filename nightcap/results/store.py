@@ -26,7 +26,7 @@ from nightcap.results.history_schema import (HEADLINE_FIGURES, SCHEMA_VERSION, S
                                              schema_version, steps)
 from nightcap.results.meanings import changed_figures, figure_meanings, stored_meanings
 from nightcap.results.redact import config_dump, sanitize
-from nightcap.results.steps import StepRow
+from nightcap.steps import StepRow
 from nightcap.results.store_connect import DEFAULT_URL, StoreError
 
 __all__ = ["DEFAULT_URL", "RUN_STATUSES", "SCHEMA_VERSION", "HistoryStore", "StoreError", "check_writable",

@@ -28,7 +28,7 @@ from nightcap.load.runner import StepRunner
 from nightcap.platforms.base import Platform, PodSpec
 from nightcap.run.registry import RunRegistry
 from nightcap.results.stages import StageResults
-from nightcap.results.steps import StepRow, write_steps_csv
+from nightcap.steps import StepRow, write_steps_csv
 from nightcap.targets.plan import TargetPlan
 
 _RUNS: dict[str, "RunContext"] = {}
