@@ -17,6 +17,9 @@ File map (each package's `__init__` says what lives in it):
 - `results/`      typed stage results, summary, report, plots, history store.
 
 Data flows one way: config -> targets + platforms + load -> step rows -> search/analysis -> results.
-Prefect lives only in the top-level `flows/` (orchestration) and `tasks/` (the Prefect tasks); pure modules
-(search, analysis, quantities) import neither Prefect, Locust nor Kubernetes (tests/test_analysis_purity.py).
+Imports point down, in this order (tests/test_layering.py holds it, with the few arrows still running up):
+quantities -> config -> steps -> analysis -> search, warm_start* -> confirm -> targets -> results -> platforms
+-> load -> run -> tasks -> flows -> cli. Prefect lives only in the top-level `flows/` (orchestration) and
+`tasks/` (the Prefect tasks); pure modules (search, analysis, quantities) import neither Prefect, Locust nor
+Kubernetes (the same test).
 """

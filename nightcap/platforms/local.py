@@ -25,6 +25,7 @@ from nightcap.platforms.base import AutoscaleStatus, HpaSpec, Observation, Platf
 from nightcap.run.ports import free_port  # noqa: F401  (re-exported: tests and bench import it from here)
 from nightcap.platforms.cgroups import PREFIX, CgroupSupport, ReplicaCgroup, detect
 from nightcap.platforms.cpu_pinning import CpuPinning
+from nightcap.platforms.local_autoscaler import LocalAutoscaler
 from nightcap.platforms.local_replicas import MIN_RATE_INTERVAL_S, Replica, crash_message, log_tail, sample_replica
 from nightcap.platforms.socket_queues import port_queues
 from nightcap.run.registry import RunRegistry, stop_process
@@ -181,10 +182,8 @@ class LocalPlatform:
                            cpu_source=f"process CPU counters, rates over >= {MIN_RATE_INTERVAL_S:g}s")
 
     def enable_autoscaling(self, hpa: HpaSpec) -> None:
-        from nightcap.platforms.local_autoscaler import LocalAutoscaler
-
         self.disable_autoscaling()
-        self._autoscaler = LocalAutoscaler(self, hpa)
+        self._autoscaler = LocalAutoscaler(self, hpa, on_error=self._event)
         self._autoscaler.start()
 
     def autoscaling_status(self) -> AutoscaleStatus:

@@ -14,5 +14,5 @@
 - `events.py`         the Prefect events a finished run emits (names, target resource, payloads), as plain dicts.
 
 Depends on: config, steps (StepRow, steps.csv: `nightcap/steps.py`), analysis, search, confirm, warm_start;
-summary.py reads a RunContext (run/: a known upward arrow, tests/test_layering.py). Never on flows/ or tasks/.
+summary.py names what it reads of a run (`RunRecord`: run/context.py provides it). Never on run/, flows/, tasks/.
 """

@@ -23,7 +23,8 @@ from typing import Any, Callable, Iterator
 
 from nightcap.analysis.pod_capacity import PodFigure, PodKey
 from nightcap.config import Config
-from nightcap.load.base import Generator, GeneratorError, start_generator
+from nightcap.load.base import Generator, GeneratorError
+from nightcap.load.factory import start_generator
 from nightcap.load.runner import StepRunner
 from nightcap.platforms.base import Platform, PodSpec
 from nightcap.run.registry import RunRegistry
