@@ -16,11 +16,8 @@ from nightcap.analysis.saturation import steps_frame
 from nightcap.analysis.sizing import (
     CONCURRENCY,
     RATE,
-    Capacity,
-    PerPod,
     SizingInputs,
     max_replicas,
-    per_pod_capacity,
     size_for_rps,
     size_for_users,
     size_rows,
@@ -195,13 +192,3 @@ def test_max_replicas_is_bounded_by_allocatable_cores() -> None:
     assert max_replicas(8, 1.0, 0.6) == 1  # at least one pod
     assert max_replicas(8, 0.3, 0.9) == 3  # 0.9 / 0.3 is 2.9999…: not rounded down to 2
     assert max_replicas(8, None, 2.0) == 8 and max_replicas(8, 0.5, None) == 8  # unknown: unbounded
-
-
-def test_per_pod_capacity_prefers_one_measured_pod_then_divides_the_ramp() -> None:
-    one = Capacity(rps=120.0, users=6, slo_users=9)
-    ramp = Capacity(rps=250.0, users=13, slo_users=20, replicas=2)
-    assert per_pod_capacity(one, ramp, "single_client") == PerPod(120.0, 6, 9.0, "scaling at 1 pod(s)")
-    assert per_pod_capacity(None, ramp, "single_client") == PerPod(125.0, 6, 10.0, "single_client / 2 pod(s)")
-    assert per_pod_capacity(Capacity(None, None), ramp, "multi_client").source == "multi_client / 2 pod(s)"
-    assert per_pod_capacity(None, Capacity(30.0, 1, None, replicas=4)).users == 1  # never 0 users
-    assert per_pod_capacity(None, Capacity(None, None)) is None and per_pod_capacity(None, None) is None

@@ -226,11 +226,6 @@ def _recovery(window: list[AutoscaleSample], slo: Slo, origin: float) -> float |
     return window[bad[-1] + 1].t - origin
 
 
-def phase_start(samples: Sequence[AutoscaleSample], phase: str) -> float | None:
-    """Time of the first sample of `phase` (to find step_t / step_down_t from the phase names)."""
-    return next((x.t for x in sorted(samples, key=lambda x: x.t) if x.phase == phase), None)
-
-
 def inconclusive_reason(t: AutoscaleSummary | None, experiment_s: float) -> str | None:
     """Why the timeline does not answer "how fast do pods come and when is the SLO back" (None: it does)."""
     if t is None:

@@ -323,16 +323,6 @@ def max_replicas(wanted: int, cpu_per_pod: float | None, allocatable_cpu: float 
 
 
 @dataclass(frozen=True)
-class Capacity:
-    """A saturation point as a stage measured it: on `replicas` pods (SLO users when the stage found them)."""
-
-    rps: float | None
-    users: int | None
-    slo_users: int | None = None
-    replicas: int = 1
-
-
-@dataclass(frozen=True)
 class PerPod:
     """What one pod of the chosen size does, and where that figure comes from."""
 
@@ -340,20 +330,3 @@ class PerPod:
     users: int
     slo_users: float | None
     source: str
-
-
-def per_pod_capacity(one_pod: Capacity | None, ramp: Capacity | None, ramp_stage: str = "ramp") -> PerPod | None:
-    """One pod's saturation: measured on one pod (scaling) when there is such a point, else the ramp's
-    figures divided by the pods it ran on (throughput and SLO users per pod; users rounded, at least 1).
-
-    Sizing (rps and SLO users per pod) and autoscaling (the offered load) both take it from here.
-    """
-    if one_pod is not None and one_pod.rps and one_pod.users:
-        return PerPod(one_pod.rps / one_pod.replicas, max(1, round(one_pod.users / one_pod.replicas)),
-                      None if one_pod.slo_users is None else one_pod.slo_users / one_pod.replicas,
-                      f"scaling at {one_pod.replicas} pod(s)")
-    if ramp is not None and ramp.rps and ramp.users:
-        n = ramp.replicas
-        return PerPod(ramp.rps / n, max(1, round(ramp.users / n)),
-                      None if ramp.slo_users is None else ramp.slo_users / n, f"{ramp_stage} / {n} pod(s)")
-    return None

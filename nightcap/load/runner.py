@@ -77,11 +77,6 @@ class StepRunner:
                                          late_ms=load.open_late_ms, connection=connection)
         self._users, self._rate = None, rate_rps
 
-    def stop_load(self) -> None:
-        """Offer nothing (an idle phase); the next `set_rate` or `measure` starts again."""
-        self.generator.client.stop()
-        self._users, self._rate = None, None
-
     def measure_rate(self, rate_rps: float, window_s: float | None = None) -> tuple[StepRow, OpenWindow]:
         """One open-loop window at `rate_rps`: a StepRow (load "open", rps = goodput) and the full window.
 
