@@ -16,7 +16,6 @@ from typing import Any, Callable, Protocol
 
 import httpx
 
-from nightcap.config import Config
 from nightcap.load.driver import LoadError, MasterClient
 from nightcap.platforms.base import Platform
 

@@ -22,7 +22,7 @@ import httpx
 
 from nightcap.config import Config
 from nightcap.platforms.base import AutoscaleStatus, HpaSpec, Observation, PlatformError, PodSpec, ReplicaSample
-from nightcap.run.ports import free_port  # noqa: F401  (re-exported: tests and bench import it from here)
+from nightcap.run.ports import free_port
 from nightcap.platforms.cgroups import PREFIX, CgroupSupport, ReplicaCgroup, detect
 from nightcap.platforms.cpu_pinning import CpuPinning
 from nightcap.platforms.local_autoscaler import LocalAutoscaler
@@ -218,7 +218,7 @@ class LocalPlatform:
         self._unpin()
 
     def _unpin(self) -> None:
-        dirs = list(self.pinning._backend.dirs()) if self.pinning.active else []
+        dirs = self.pinning.dirs()
         self.pinning.stop()
         for d in dirs:
             if self.registry:
@@ -272,8 +272,7 @@ class LocalPlatform:
         replica.started = time.monotonic()
         replica.ready = False
         replica.phase = "Starting"
-        replica._cpu_prev = None
-        replica._cpu_rate = None
+        replica.restart_cpu_rate()
         threading.Thread(target=self._probe, args=(replica, replica.proc), daemon=True).start()
 
     def _spawn(self, argv: list[str], what: str, log: Path, preexec: Callable[[], None] | None = None,

@@ -20,7 +20,6 @@ from nightcap.steps import StepRow
 # 1: runs and steps. 2: runs.figure_meanings (how each figure was measured: a change starts a new baseline)
 # and runs.steps_pruned / artifacts_pruned (removed by retention; the run's headline figures stay for the trend).
 SCHEMA_VERSION = 2
-HEADLINE_FIGURES = HEADLINE_NAMES  # one column per figure (nightcap.analysis.figures)
 
 metadata = sa.MetaData()
 
@@ -39,7 +38,7 @@ runs = sa.Table(
     sa.Column("config_hash", sa.String(64)),
     sa.Column("target_version", sa.JSON),
     sa.Column("config", sa.JSON),
-    *[sa.Column(name, sa.Float) for name in HEADLINE_FIGURES],
+    *[sa.Column(name, sa.Float) for name in HEADLINE_NAMES],  # one column per headline figure
     sa.Column("summary", sa.JSON),
     sa.Column("note", sa.Text),
     sa.Column("figure_meanings", sa.JSON),
