@@ -44,7 +44,6 @@ def test_of_the_config_and_scaled_lines() -> None:
     assert Slo.of(SloConfig(p95_ms=250)) == Slo(250.0, 0.01)
     assert SLO.scaled(0.8).p95_met(80.0) and not SLO.scaled(0.8).p95_met(80.5)
     assert not SLO.scaled(5, error_floor=0.05).errors_met(0.06) and SLO.scaled(5, error_floor=0.05).errors_met(0.05)
-    assert SLO.text == "p95 ≤ 100 ms, errors ≤ 1%"
 
 
 def _row(p95: float, errors: float) -> StepRow:

@@ -3,7 +3,7 @@
 The rule: a window meets the SLO when its p95 is at most `p95_ms` AND its error rate is at most
 `max_error_rate`. Both limits are inclusive: p95 == SLO meets it, error rate == the max meets it. A window
 with no p95 (no successful response) does not meet it; in a frame, a missing error rate counts as all
-errors. Printed, the rule reads "p95 ≤ 250 ms" (`Slo.text`).
+errors. Printed, the rule reads "p95 ≤ 250 ms" (the report's SLO-capacity and sizing lines, the plots' SLO line).
 
 Why one place: the search, the saturation mask, the plots and the autoscale timings used to pass a window at
 exactly the SLO while sizing and the operating-point check failed it, so one window was capacity in one
@@ -78,8 +78,3 @@ class Slo:
         """The same rule with both limits `factor` times as far (the error limit at least `error_floor`):
         0.8 asks "well within the SLO?", 1.5 "far over it?"."""
         return Slo(self.p95_ms * factor, max(error_floor, self.max_error_rate * factor))
-
-    @property
-    def text(self) -> str:
-        """The rule as the report prints it: "p95 ≤ 250 ms, errors ≤ 1%"."""
-        return f"p95 ≤ {self.p95_ms:g} ms, errors ≤ {100 * self.max_error_rate:g}%"
