@@ -26,7 +26,8 @@ import psutil
 from nightcap.config import Config, validate
 from nightcap.load.local import LocalLocust
 from nightcap.platforms.base import PodSpec
-from nightcap.platforms.local import LocalPlatform, free_port
+from nightcap.platforms.local import LocalPlatform
+from nightcap.run.ports import free_port
 from nightcap.run.registry import RunRegistry, kill_process_tree
 from nightcap.targets.plan import plan_target
 

@@ -28,7 +28,8 @@ from bench.common import RESULTS, Table, fmt, reference_config, reference_stack
 from bench.search_accuracy import _params, shipped_search
 from nightcap.confirm import ConfirmParams, confirm_knee
 from nightcap.load.runner import StepRunner
-from nightcap.search import Slo, find_saturation
+from nightcap.analysis.slo import Slo
+from nightcap.search import find_saturation
 from nightcap.targets.reference_capacity import reference_capacity
 
 RUNS = 20
@@ -62,7 +63,7 @@ def one_run(case: tuple) -> tuple[Outcome | None, Outcome | None, float]:
                               warmup_s=WARMUP_S, window_s=WINDOW_S, max_users=MAX_USERS)
     search = {**shipped_search(MAX_USERS)}
     params = _params(search)
-    slo = Slo(config.slo.p95_ms, config.slo.max_error_rate)
+    slo = Slo.of(config.slo)
     confirm = ConfirmParams(min_windows=config.search.confirm_windows, max_windows=config.search.confirm_max_windows,
                             precision=config.search.precision)
     t0 = time.monotonic()
@@ -118,7 +119,7 @@ def run(cases: list[tuple] | None = None, runs: int = RUNS) -> Table:
     table.notes.append(
         f"each run: a fresh stack, configs/local.yaml's search block {shipped_search(MAX_USERS)} (windows "
         f"{WARMUP_S} s warm-up + {WINDOW_S} s), then the knee confirmed on fresh windows (search.confirm_windows to "
-        "confirm_max_windows, Stein's two stages); SLO p95 < 250 ms, errors < 1%. Targets: truth inside the 95% "
+        "confirm_max_windows, Stein's two stages); SLO p95 ≤ 250 ms, errors ≤ 1%. Targets: truth inside the 95% "
         "interval in >= 90% of runs per case, median half-width <= 6%.")
     return table
 

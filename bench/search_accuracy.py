@@ -38,7 +38,8 @@ from bench.common import RESULTS, Stack, Table, fmt, reference_config, reference
 from nightcap.load.runner import StepRunner
 from nightcap.platforms.cgroups import detect
 from nightcap.targets.reference_capacity import reference_capacity, reference_throughput
-from nightcap.search import Measured, SearchParams, Slo, Point, find_saturation, judge
+from nightcap.analysis.slo import Slo
+from nightcap.search import Measured, SearchParams, Point, find_saturation, judge
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_USERS = 64
@@ -174,7 +175,7 @@ def run(cases: list[tuple] | None = None, model_cases: list[tuple] | None = None
         truth = reference_capacity(slots, service_ms, cpu_ms, cpu, replicas)
         config = reference_config(slots, service_ms, queue=queue, cpu_ms=cpu_ms, cpu=cpu, replicas=replicas,
                                   warmup_s=WARMUP_S, window_s=WINDOW_S, **search)
-        slo = Slo(config.slo.p95_ms, config.slo.max_error_rate)
+        slo = Slo.of(config.slo)
         results: list[tuple[str, Outcome, float]] = []
         for i in range(repeats):  # a fresh stack each time: a repeat is a new run, not another search on a warm one
             methods = METHODS if i == 0 else ("nightcap",)
@@ -268,7 +269,7 @@ def _verdict(table: Table, search: dict, repeats: int) -> None:
                            + "; ".join(f"{r[0][7:]}: {r[col['wall_vs_linear']]}" for r in modelled))
     table.notes.append(f"nightcap ran with configs/local.yaml's search block {shipped_search()} (model rows: "
                        "max_users = 4 x (slots + queue)), SLO-capacity extension included, as the single_client "
-                       "stage runs it; SLO p95 < 250 ms and errors < 1% (configs/local.yaml); the hand methods "
+                       "stage runs it; SLO p95 ≤ 250 ms and errors ≤ 1% (configs/local.yaml); the hand methods "
                        "ran once per case (they report no interval)")
 
 

@@ -34,7 +34,7 @@ import httpx
 import psutil
 
 from bench.common import RESULTS, Table, machine_line, wait_http
-from nightcap.platforms.local import free_port
+from nightcap.run.ports import free_port
 from nightcap.run.registry import kill_process_tree
 
 REPO = Path(__file__).resolve().parents[1]

@@ -32,7 +32,8 @@ from bench.common import Table, fmt, reference_config, reference_stack
 from bench.search_accuracy import WARMUP_S, WINDOW_S, _idle, _params, _runner, model, ramp, shipped_search
 from nightcap.config import Config
 from nightcap.results.store import HistoryStore
-from nightcap.search import Measured, SearchResult, Slo, find_saturation
+from nightcap.analysis.slo import Slo
+from nightcap.search import Measured, SearchResult, find_saturation
 from nightcap.warm_start import WarmStart, prior_search, warm_search
 
 REPEATS = 3
@@ -95,7 +96,7 @@ def _measured_case(table: Table, name: str, slots: int, service_ms: float, queue
     truth = slots * 1000.0 / service_ms
     search = shipped_search(max_users=max(64, 4 * (2 * slots + queue)))
     config = _config(slots, service_ms, queue, search)
-    slo = Slo(config.slo.p95_ms, config.slo.max_error_rate)
+    slo = Slo.of(config.slo)
     pod = _night(SearchResult(None, None, None, None, None, None), config)["platform"]
     with tempfile.TemporaryDirectory(prefix="nightcap-bench-warm-") as tmp:
         store = HistoryStore(f"sqlite:///{Path(tmp) / 'history.db'}")
@@ -231,7 +232,7 @@ def _verdict(table: Table, repeats: int) -> None:
                            + "; ".join(f"{r[0][7:].split(' x')[0]}: {r[col['vs_linear_wall']]} / "
                                        f"{r[col['vs_cold_wall']]}" for r in modelled))
     table.notes.append(f"search block of configs/local.yaml (max_windows 2, refine_steps 2), windows {WARMUP_S} s "
-                       f"warm-up + {WINDOW_S} s; SLO p95 < 250 ms, errors < 1%; {repeats} warm nights per case, "
+                       f"warm-up + {WINDOW_S} s; SLO p95 ≤ 250 ms, errors ≤ 1%; {repeats} warm nights per case, "
                        "each warm-started from the night before it; one cold run and one linear ramp per case")
 
 

@@ -29,6 +29,7 @@ from nightcap.analysis.autoscale_load import default_phases, node_pool_note, pha
 from nightcap.analysis.autoscale_metrics import AutoscaleSample, inconclusive_reason, summarize_autoscale
 from nightcap.analysis.autoscale_plan import AutoscaleFit, Expectation, Shape, expect, fit_to_platform
 from nightcap.analysis.sizing import PerPod
+from nightcap.analysis.slo import Slo
 from nightcap.config import AutoscalePhase
 from nightcap.load.base import tunnelled
 from nightcap.load.open_loop import OpenWindow, summarize_open
@@ -238,7 +239,7 @@ class Timeline:
         # the step is when the overload's rate was set (its first sample comes a sample period later)
         step_t = (self.phase_t.get(phases[1].name) if len(phases) > 1 else None) or (samples[0].t if samples else 0.0)
         step_down_t = self.phase_t.get(phases[2].name) if len(phases) > 2 else None
-        timings = summarize_autoscale(samples, ctx.config.slo, step_t, step_down_t) if samples else None
+        timings = summarize_autoscale(samples, Slo.of(ctx.config.slo), step_t, step_down_t) if samples else None
         return AutoscaleResult(
             timings=timings, phases=phase_rows(phases, samples, self.phase_t), per_pod=one_pod(ctx),
             hpa={"target_cpu_pct": a.target_cpu_pct, "min": a.min_replicas, "max": self.fit.max_replicas,

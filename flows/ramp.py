@@ -60,7 +60,7 @@ def _ramp(ctx: RunContext, stage: str, workers: int) -> RampResult:
                                                                          "rps": result.saturation_rps}
     ramp.plot = plot_ramp([s for s in ctx.stage_steps(stage) if s.load != "open"], ctx.out / f"{stage}.png",
                           f"{ctx.config.target.name}: {stage.replace('_', '-')} ramp ({workers} generator(s))",
-                          ctx.config.slo.p95_ms, point, ctx.config.slo.max_error_rate)
+                          slo_of(ctx), point)
     if fig is not None:
         e = fig.planning
         logger.info("%s: one pod's figure %.1f rps at %d users (%s, %d fresh window(s)); SLO capacity %s users",

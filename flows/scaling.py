@@ -58,8 +58,8 @@ def scaling(run_id: str) -> ScalingResult:
     fit = fit_usl([r.replicas for r in rows], [r.saturation_rps for r in rows]) if rows else fit_usl([], [])
     one_pod_steps = steps_frame(s for s in ctx.steps if s.replicas == 1 and s.stage in ("single_client", "scaling")
                                 and s.load != "open")
-    by_cores = slo_capacity_by_cores(frame, ctx.config.slo)
-    result = ScalingResult(rows=rows, usl=fit, usl_users_one_pod=fit_usl_steps(one_pod_steps, ctx.config.slo, by="users"),
+    by_cores = slo_capacity_by_cores(frame, slo_of(ctx))
+    result = ScalingResult(rows=rows, usl=fit, usl_users_one_pod=fit_usl_steps(one_pod_steps, slo_of(ctx), by="users"),
                            one_pod_max_users=int(one_pod_steps["users"].max()) if len(one_pod_steps) else 0,
                            by_cores=by_cores.to_dict(orient="records") if len(by_cores) else [])
     plots = [usl_plot(fit, [r.__dict__ for r in rows], ctx.out / "scaling_usl.png"),

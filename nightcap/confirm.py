@@ -17,8 +17,9 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-from nightcap.analysis.confidence import Estimate, between_windows
-from nightcap.search import Measured, SearchAborted, SearchResult, Slo, judge, window_estimate
+from nightcap.analysis.confidence import Estimate, between_windows, window_estimate
+from nightcap.analysis.slo import Slo
+from nightcap.search import Measured, SearchAborted, SearchResult, judge
 
 
 @dataclass

@@ -15,7 +15,8 @@ The search *chooses* the knee; a figure chosen on the same windows it is reporte
 (the best of several noisy levels). `nightcap.confirm` measures the chosen level again on fresh windows,
 and those are what a stage reports.
 
-Levels over the SLO or the error limit never give a throughput figure: only good levels are candidates.
+Levels over the SLO or the error limit never give a throughput figure: only good levels are candidates. What
+"over" means (p95 ≤ SLO meets it) is `nightcap.analysis.slo`'s rule.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Protocol, Sequence
 
-from nightcap.analysis.confidence import Estimate, combine_windows
+from nightcap.analysis.confidence import Estimate, combine_windows, window_estimate
+from nightcap.analysis.slo import Slo
 
 
 class Measured(Protocol):
@@ -53,12 +55,6 @@ class Point:
     valid: bool = True
     rps_halfwidth: float | None = None
     batches: int = 0
-
-
-@dataclass(frozen=True)
-class Slo:
-    p95_ms: float
-    max_error_rate: float
 
 
 @dataclass
@@ -125,24 +121,15 @@ def judge(m: Measured, slo: Slo) -> tuple[bool, str]:
     # Errors first: closed-loop users spin on instant 503s, so an overloaded target pegs the generator too;
     # calling that level generator-bound reported "no saturation found, add load.workers" for a target
     # that was plainly rejecting load.
-    if m.error_rate > slo.max_error_rate:
+    if not slo.errors_met(m.error_rate):
         return False, f"error rate {m.error_rate:.1%} over {slo.max_error_rate:.1%}"
     if m.generator_bound:
         return False, "the load generator was CPU-bound"
     if m.p95_ms is None:
         return False, "no successful request"
-    if m.p95_ms > slo.p95_ms:
+    if not slo.p95_met(m.p95_ms):
         return False, f"p95 {m.p95_ms:.0f} ms over the SLO {slo.p95_ms:.0f} ms"
     return True, ""
-
-
-def window_estimate(m: Measured) -> Estimate:
-    """A window's goodput as an estimate: its batch means' half-width, or a single sample without one."""
-    half = getattr(m, "rps_halfwidth", None)
-    batches = int(getattr(m, "batches", 0) or 0)
-    if half is None or batches < 2:
-        return Estimate(m.rps, None, 1)
-    return Estimate(m.rps, half, batches, float(batches - 1))
 
 
 def _level_estimate(level: Level) -> Estimate:
@@ -195,8 +182,8 @@ def measure_level(measure: Callable[[int], Measured], users: int, slo: Slo, p: S
     stable = settled(estimate, windows, p)  # a decisive window may be precise already
     last = windows[-1]
     good, why = judge(last, slo)
-    bound = last.generator_bound and last.error_rate <= slo.max_error_rate  # see judge: errors name the target
-    if not bound and any(w.generator_bound for w in windows) and last.error_rate <= slo.max_error_rate:
+    bound = last.generator_bound and slo.errors_met(last.error_rate)  # see judge: errors name the target
+    if not bound and any(w.generator_bound for w in windows) and slo.errors_met(last.error_rate):
         # one starved window makes the level untrustworthy: its rps would enter the average below
         bound, good, why = True, False, "the load generator was CPU-bound in a window at this level"
     return Level(users, estimate.mean, last.p95_ms, last.error_rate, len(windows), stable, good, bound, why,
@@ -233,7 +220,8 @@ def reaches(lv: Level, good: Sequence[Level], p: SearchParams) -> bool:
 
 
 def decisive_errors(m: Measured, slo: Slo) -> bool:
-    return m.error_rate > max(0.05, 5 * slo.max_error_rate)
+    """Errors far over the limit (5x it, and over 5%): no second window can turn that level good."""
+    return not slo.scaled(5, error_floor=0.05).errors_met(m.error_rate)
 
 
 def rising_or_failing(slo: Slo, p: SearchParams, last_good: Level | None) -> Callable[[Measured], bool]:
@@ -242,7 +230,7 @@ def rising_or_failing(slo: Slo, p: SearchParams, last_good: Level | None) -> Cal
         if decisive_errors(m, slo):
             return True
         good, _ = judge(m, slo)
-        if not good or m.p95_ms is None or m.p95_ms > 0.8 * slo.p95_ms:
+        if not good or not slo.scaled(0.8).p95_met(m.p95_ms):
             return False
         return last_good is None or m.rps >= last_good.rps * (1 + 3 * p.min_gain)
     return decisive
@@ -253,9 +241,9 @@ def clearly_in_or_out(slo: Slo) -> Callable[[Measured], bool]:
     def decisive(m: Measured) -> bool:
         if decisive_errors(m, slo):
             return True
-        if m.p95_ms is None or m.error_rate > slo.max_error_rate:
+        if m.p95_ms is None or not slo.errors_met(m.error_rate):
             return False
-        return m.p95_ms > 1.5 * slo.p95_ms or m.p95_ms < 0.67 * slo.p95_ms
+        return not slo.scaled(1.5).p95_met(m.p95_ms) or slo.scaled(0.67).p95_met(m.p95_ms)
     return decisive
 
 
@@ -354,7 +342,7 @@ def find_saturation(measure: Callable[[int], Measured], slo: Slo, params: Search
 
         # 3) how many users fit under the SLO (keep doubling past the knee, then bisect)
         if p.slo_capacity and not any(lv.generator_bound for lv in levels.values()):
-            _slo_capacity(lambda u: at(u, clearly_in_or_out(slo)), levels, p)
+            walk_slo_capacity(lambda u: at(u, clearly_in_or_out(slo)), levels, p)
             settle(lambda: max((lv for lv in levels.values() if lv.good), key=lambda lv: lv.users, default=None))
             # the extension can find a good level with more goodput than the knee's (refinement stopped at a
             # level that failed on a balancer's uneven spread, the extension's bisection then passed below it):
@@ -421,7 +409,9 @@ def _refine_knee(at: Callable[[int, float], Level], levels: dict[int, Level], p:
             lo_users = guess  # still rising there: the knee is above it
 
 
-def _slo_capacity(at: Callable[[int], Level], levels: dict[int, Level], p: SearchParams) -> None:
+def walk_slo_capacity(at: Callable[[int], Level], levels: dict[int, Level], p: SearchParams) -> None:
+    """Past the last good level to the most users the SLO allows: double until a level fails, then bisect
+    (`at` measures a level into `levels`). The cold search, `extend_to_slo` and the warm start walk the same way."""
     bad = [lv.users for lv in levels.values() if not lv.good]
     good = [lv.users for lv in levels.values() if lv.good]
     lo = max(good)
@@ -467,7 +457,7 @@ def extend_to_slo(measure: Callable[[int], Measured], slo: Slo, params: SearchPa
                           None, None, stop_reason=stop_reason, found=knee.good,
                           saturation_halfwidth=knee.rps_halfwidth)
     if knee.good and not knee.generator_bound and p.slo_capacity:
-        _slo_capacity(at, levels, p)
+        walk_slo_capacity(at, levels, p)
         top = max((lv for lv in levels.values() if lv.good), key=lambda lv: lv.users)
         if not top.stable and len(windows_at[top.users]) < p.max_windows:  # the figure reported from it
             top = levels[top.users] = measure_level(measure, top.users, slo, p, None, windows_at[top.users])

@@ -26,8 +26,9 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
-from nightcap.search import (Level, Measured, SearchParams, SearchResult, Slo, clearly_in_or_out, decisive_errors,
-                             find_saturation, judge, measure_level, reaches, rising_or_failing)
+from nightcap.analysis.slo import Slo
+from nightcap.search import (Level, Measured, SearchParams, SearchResult, clearly_in_or_out, decisive_errors,
+                             find_saturation, judge, measure_level, reaches, rising_or_failing, walk_slo_capacity)
 
 
 @dataclass(frozen=True)
@@ -246,8 +247,6 @@ def _clearly_below(slo: Slo, p: SearchParams, knee_rps: float) -> Callable[[Meas
 def _verify_slo_capacity(levels: _Levels, prior: PriorSearch, slo: Slo, p: SearchParams) -> str:
     """Last night's last good level still good and the level that failed above it still failing: the SLO
     capacity is that level, measured tonight. Otherwise search from what is known (as the cold search does)."""
-    from nightcap.search import _slo_capacity  # the cold search's own SLO-capacity walk
-
     last_good = prior.slo_users
     failed = min((lv.users for lv in prior.levels if not lv.good and last_good is not None
                   and lv.users > last_good), default=None)
@@ -261,7 +260,7 @@ def _verify_slo_capacity(levels: _Levels, prior: PriorSearch, slo: Slo, p: Searc
     if verified:
         note = f"; SLO capacity {last_good} users as then"
     else:
-        _slo_capacity(lambda u: levels.at(u, in_or_out), levels.levels, p)
+        walk_slo_capacity(lambda u: levels.at(u, in_or_out), levels.levels, p)
         note = f"; SLO capacity searched again (run {prior.run_id} had {last_good} users)"
     top = max((lv for lv in levels.levels.values() if lv.good), key=lambda lv: lv.users)
     levels.top_up(top.users)

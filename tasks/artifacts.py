@@ -21,7 +21,7 @@ from prefect.artifacts import (
 from nightcap.results.level_changes import level_changes, trend_rows, with_tonight
 from nightcap.results.report import write_markdown
 from nightcap.results.plots import trend_plot
-from nightcap.results.steps import StepRow
+from nightcap.steps import StepRow
 from nightcap.results.summary import headline, headline_figures
 
 if TYPE_CHECKING:

@@ -16,11 +16,12 @@ from prefect.cache_policies import NO_CACHE
 from nightcap import warm_start
 from nightcap.analysis.operating_point import OperatingPointCheck, RateWindow, check_operating_point
 from nightcap.analysis.pod_capacity import Check, FigureWindow, PodFigure, settle, verify
+from nightcap.analysis.slo import Slo
 from nightcap.confirm import ConfirmParams, Confirmation, confirm_knee
 from nightcap.load.runner import StepRunner
-from nightcap.results.steps import StepRow
+from nightcap.steps import StepRow
 from nightcap.run.context import RunContext
-from nightcap.search import Measured, SearchAborted, SearchParams, SearchResult, Slo, find_saturation
+from nightcap.search import Measured, SearchAborted, SearchParams, SearchResult, find_saturation
 
 
 @task(name="measure-window", task_run_name="{stage}: {users} users", cache_policy=NO_CACHE, persist_result=False)
@@ -36,7 +37,8 @@ def measure_window(runner: StepRunner, stage: str, users: int) -> StepRow:
 
 
 def slo_of(ctx: RunContext) -> Slo:
-    return Slo(ctx.config.slo.p95_ms, ctx.config.slo.max_error_rate)
+    """The run's SLO as the one rule every judgement uses (nightcap.analysis.slo)."""
+    return Slo.of(ctx.config.slo)
 
 
 def search_params(ctx: RunContext, cheap: bool = False, **overrides: Any) -> SearchParams:
@@ -210,7 +212,7 @@ def verify_operating_point(ctx: RunContext, stage: str, workers: int, rate_rps: 
     load = ctx.config.load
     with ctx.measuring(stage, workers, purpose="operating") as runner:
         check = check_operating_point(lambda rate: measure_rate_window(runner, stage, rate, load.verify_window_s),
-                                      rate_rps, ctx.config.slo, ctx.config.search.backoff_windows,
+                                      rate_rps, slo_of(ctx), ctx.config.search.backoff_windows,
                                       windows=load.verify_windows)
     ctx.results.operating, ctx.results.operating_stage = check, stage
     return check

@@ -153,7 +153,7 @@ class Trace:
 
     def steps_lost(self, measured: int, out: Path) -> int:
         """Steps measured but missing from steps.csv or the history DB."""
-        from nightcap.results.steps import read_steps_csv
+        from nightcap.steps import read_steps_csv
 
         csv_rows = len(read_steps_csv(out / "steps.csv")) if (out / "steps.csv").exists() else 0
         db_rows = 0

@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator
 
 import httpx
 
-from nightcap.platforms.local import free_port
+from nightcap.run.ports import free_port
 from nightcap.run.registry import kill_process_tree
 
 REPO = Path(__file__).resolve().parents[1]

@@ -6,11 +6,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nightcap.analysis.autoscale_metrics import AutoscaleSample, breaches, phase_start, summarize_autoscale
+from nightcap.analysis.autoscale_metrics import AutoscaleSample, breaches, summarize_autoscale
 from nightcap.analysis.hpa import HpaController
-from nightcap.config import SloConfig
+from nightcap.analysis.slo import Slo
 
-SLO = SloConfig(p95_ms=500, max_error_rate=0.01)
+SLO = Slo(p95_ms=500, max_error_rate=0.01)
 
 
 def S(t: float, phase: str, current: int, desired: int, ready: int, p95: float | None, err: float = 0.0,
@@ -38,8 +38,7 @@ TIMELINE = [
 
 
 def test_hand_made_timeline() -> None:
-    step_t, down_t = phase_start(TIMELINE, "overload"), phase_start(TIMELINE, "cooldown")
-    assert (step_t, down_t) == (10, 45)
+    step_t, down_t = 10, 45  # the first overload and cooldown samples
     out = summarize_autoscale(TIMELINE, SLO, step_t, down_t)
     assert out.initial_replicas == 1
     assert out.time_to_scale_up_s == 5
@@ -163,7 +162,7 @@ def test_phase_loads_say_what_each_phase_offered_and_what_was_dropped() -> None:
     assert over.offered_rps == 300 and over.served_rps == 140 and over.planned == 1200
     assert over.dropped == 400 and over.failures == 20 and over.error_rate == pytest.approx(420 / 1200)
     assert over.worst_p95_ms == 5000 and over.samples == 2
-    assert breaches(samples[2], SloConfig(p95_ms=1000))  # dropped arrivals count as errors in a breach
+    assert breaches(samples[2], Slo(p95_ms=1000))  # dropped arrivals count as errors in a breach
 
 
 def test_recovery_after_the_step_down_and_the_reasons_a_timeline_does_not_answer() -> None:

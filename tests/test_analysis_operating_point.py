@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from nightcap.analysis.operating_point import RateWindow, check_operating_point, judge, rate_check
-from nightcap.config import SloConfig
+from nightcap.analysis.slo import Slo
 
-SLO = SloConfig(p95_ms=100, max_error_rate=0.01)
+SLO = Slo(p95_ms=100, max_error_rate=0.01)
 
 
 def window(rate: float, p95: float | None, error_rate: float = 0.0, verdict: str = "ok", dropped: int = 0,
@@ -20,8 +20,8 @@ def window(rate: float, p95: float | None, error_rate: float = 0.0, verdict: str
 
 def test_judge_names_every_reason() -> None:
     assert judge(SLO, p95_ms=99, error_rate=0.01, verdict="ok") == (True, "")
-    ok, why = judge(SLO, p95_ms=100, error_rate=0.02, verdict="target-overloaded")
-    assert not ok and why == "p95 100 ms >= SLO 100 ms; failed or dropped 2.0% > 1%; target-overloaded"
+    ok, why = judge(SLO, p95_ms=101, error_rate=0.02, verdict="target-overloaded")
+    assert not ok and why == "p95 101 ms > SLO 100 ms; failed or dropped 2.0% > 1%; target-overloaded"
     assert judge(SLO, p95_ms=None, error_rate=0.0, verdict="ok") == (False, "no response completed")
     assert judge(SLO, p95_ms=10, error_rate=0.0, verdict="generator-bound")[0] is False
 
@@ -41,7 +41,7 @@ def test_a_met_operating_point_is_judged_on_its_windows_together() -> None:
 
 
 def test_a_miss_bisects_to_the_highest_rate_that_meets_the_slo() -> None:
-    # p95 crosses the SLO at 100 rps: the truth lies in the interval after 3 windows of bisection
+    # p95 reaches the SLO at 100 rps (p95 == SLO meets it): the truth lies in the interval after 3 windows
     rates: list[float] = []
 
     def measure(rate: float) -> RateWindow:
@@ -51,8 +51,8 @@ def test_a_miss_bisects_to_the_highest_rate_that_meets_the_slo() -> None:
     check = check_operating_point(measure, 160.0, SLO, backoff_windows=3, windows=1)
     assert rates == [160.0, 80.0, 120.0, 100.0]
     assert not check.verified.meets_slo
-    assert check.slo_rate_rps == 80.0 and check.slo_rate_interval_rps == (80.0, 100.0)
-    assert check.at(80.0).meets_slo and len(check.windows) == 4
+    assert check.slo_rate_rps == 100.0 and check.slo_rate_interval_rps == (100.0, 120.0)
+    assert check.at(80.0).meets_slo and check.at(100.0).meets_slo and len(check.windows) == 4
 
 
 def test_when_nothing_meets_the_slo_there_is_no_slo_rate() -> None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from nightcap.analysis.saturation import p95_at_rate, steps_frame, usable, usable_mask
-from nightcap.results.steps import StepRow
+from nightcap.steps import StepRow
 
 
 def _row(**kw: object) -> StepRow:

@@ -16,19 +16,17 @@ from nightcap.analysis.saturation import steps_frame
 from nightcap.analysis.sizing import (
     CONCURRENCY,
     RATE,
-    Capacity,
-    PerPod,
     SizingInputs,
     max_replicas,
-    per_pod_capacity,
     size_for_rps,
     size_for_users,
     size_rows,
     slo_capacity_by_cores,
     validate_against_scaling,
 )
-from nightcap.config import SizingConfig, SloConfig
-from nightcap.results.steps import StepRow, write_steps_csv
+from nightcap.analysis.slo import Slo
+from nightcap.config import SizingConfig
+from nightcap.steps import StepRow, write_steps_csv
 
 # The reference target of issue 13: 4 slots x 20 ms with a large queue = 200 rps per pod, SLO met at 70%
 # load (140 rps), where an M/D/4 queue adds ~2 ms to the 20 ms service (mean 22 ms), and a pod held 12
@@ -169,7 +167,7 @@ def _steps() -> list[StepRow]:
 
 
 def test_slo_capacity_by_cores_ignores_generator_bound_and_invalid_steps() -> None:
-    by = slo_capacity_by_cores(steps_frame(_steps()), SloConfig(p95_ms=1000, max_error_rate=0.01))
+    by = slo_capacity_by_cores(steps_frame(_steps()), Slo(p95_ms=1000, max_error_rate=0.01))
     assert by["replicas"].tolist() == [1, 2, 3]
     assert by["cores"].tolist() == [1.0, 2.0, 3.0]
     assert by["slo_users"].tolist() == [16, 32, 0]
@@ -180,12 +178,12 @@ def test_slo_capacity_by_cores_ignores_generator_bound_and_invalid_steps() -> No
 def test_slo_capacity_reads_steps_csv_as_pandas_does(tmp_path: Path) -> None:
     path = tmp_path / "steps.csv"
     write_steps_csv(path, _steps())
-    by = slo_capacity_by_cores(pd.read_csv(path), SloConfig(p95_ms=1000))
+    by = slo_capacity_by_cores(pd.read_csv(path), Slo(p95_ms=1000))
     assert by["slo_users"].tolist() == [16, 32, 0]
 
 
 def test_slo_capacity_of_nothing_is_an_empty_frame() -> None:
-    assert slo_capacity_by_cores(pd.DataFrame(), SloConfig(p95_ms=1000)).empty
+    assert slo_capacity_by_cores(pd.DataFrame(), Slo(p95_ms=1000)).empty
 
 
 def test_max_replicas_is_bounded_by_allocatable_cores() -> None:
@@ -194,13 +192,3 @@ def test_max_replicas_is_bounded_by_allocatable_cores() -> None:
     assert max_replicas(8, 1.0, 0.6) == 1  # at least one pod
     assert max_replicas(8, 0.3, 0.9) == 3  # 0.9 / 0.3 is 2.9999…: not rounded down to 2
     assert max_replicas(8, None, 2.0) == 8 and max_replicas(8, 0.5, None) == 8  # unknown: unbounded
-
-
-def test_per_pod_capacity_prefers_one_measured_pod_then_divides_the_ramp() -> None:
-    one = Capacity(rps=120.0, users=6, slo_users=9)
-    ramp = Capacity(rps=250.0, users=13, slo_users=20, replicas=2)
-    assert per_pod_capacity(one, ramp, "single_client") == PerPod(120.0, 6, 9.0, "scaling at 1 pod(s)")
-    assert per_pod_capacity(None, ramp, "single_client") == PerPod(125.0, 6, 10.0, "single_client / 2 pod(s)")
-    assert per_pod_capacity(Capacity(None, None), ramp, "multi_client").source == "multi_client / 2 pod(s)"
-    assert per_pod_capacity(None, Capacity(30.0, 1, None, replicas=4)).users == 1  # never 0 users
-    assert per_pod_capacity(None, Capacity(None, None)) is None and per_pod_capacity(None, None) is None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from typing import Callable, Sequence
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -16,13 +17,21 @@ from nightcap.analysis.tuning import (
     choose,
     evaluate,
     no_room,
-    run_planner,
     verdict,
 )
 from nightcap.config import TuneConfig
 from nightcap.quantities import format_memory
 
 MI = 1 << 20
+
+
+def run_planner(planner: TunePlanner, measure: Callable[[Candidate], CandidateResult],
+                results: Sequence[CandidateResult] = ()) -> list[CandidateResult]:
+    """Drive the planner as flows/tune.py does, without Prefect."""
+    out = list(results)
+    while (c := planner.next_candidate(out)) is not None:
+        out.append(measure(c))
+    return out
 CPUS = [0.5, 1.0, 2.0]
 MEMS = [256 * MI, 512 * MI, 1024 * MI]
 CONCS = [1, 2, 4, 8]

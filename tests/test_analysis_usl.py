@@ -114,8 +114,8 @@ def test_monotonic_throughput_gives_a_sane_fit(first: float, increments: list[fl
 def test_fit_from_steps_uses_the_best_level_within_the_slo_per_replica_count() -> None:
     from nightcap.analysis.saturation import steps_frame
     from nightcap.analysis.usl import fit_usl_steps
-    from nightcap.config import SloConfig
-    from nightcap.results.steps import StepRow
+    from nightcap.analysis.slo import Slo
+    from nightcap.steps import StepRow
 
     def row(replicas: int, users: int, rps: float, **extra) -> StepRow:
         return StepRow(stage="scaling", step=len(rows), replicas=replicas, cpu=1.0, memory=None, concurrency=4,
@@ -129,7 +129,7 @@ def test_fit_from_steps_uses_the_best_level_within_the_slo_per_replica_count() -
     rows.append(row(4, 64, 5000.0, generator_bound=True))  # never used
     rows.append(row(4, 96, 5000.0, error_rate=0.9, p95_ms=5.0))  # fast 503s: never used
     rows.append(row(4, 128, 900.0, p95_ms=2000.0))  # over the SLO: never used
-    fit = fit_usl_steps(steps_frame(rows), SloConfig(p95_ms=1000, max_error_rate=0.01))
+    fit = fit_usl_steps(steps_frame(rows), Slo(p95_ms=1000, max_error_rate=0.01))
     assert fit.ok and fit.lam == pytest.approx(200.0, rel=1e-6) and fit.kappa == pytest.approx(0.0, abs=1e-9)
     assert fit.n_points == 4
 

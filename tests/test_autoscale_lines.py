@@ -7,11 +7,12 @@ from nightcap.analysis.autoscale_load import phase_rows
 from nightcap.analysis.autoscale_metrics import AutoscaleSample, inconclusive_reason, summarize_autoscale
 from nightcap.analysis.autoscale_plan import Shape, expect, fit_to_platform
 from nightcap.analysis.sizing import PerPod
-from nightcap.config import AutoscalePhase, SloConfig
+from nightcap.analysis.slo import Slo
+from nightcap.config import AutoscalePhase
 from nightcap.results.report import autoscale_line, phase_line
 from nightcap.results.stages import AutoscaleResult
 
-SLO = SloConfig(p95_ms=500, max_error_rate=0.01)
+SLO = Slo(p95_ms=500, max_error_rate=0.01)
 PHASES = [AutoscalePhase(name="baseline", load=0.7, duration_s=4), AutoscalePhase(name="overload", load=1.4,
                                                                                    duration_s=8),
           AutoscalePhase(name="recovery", load=0.7, duration_s=6)]

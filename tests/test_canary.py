@@ -7,7 +7,8 @@ import random
 import pytest
 
 from nightcap.analysis.canary import CanarySettings, canary_figure, canary_value, normalise
-from nightcap.analysis.regression import IMPROVED, OK, PLATFORM, REGRESSED, check_regression
+from nightcap.analysis.regression import check_regression
+from nightcap.analysis.regression_result import IMPROVED, OK, PLATFORM, REGRESSED
 from nightcap.search import Point
 
 SETTINGS = CanarySettings(work_kb=1024, cpu=0.5, slots=2, users=4)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from nightcap.confirm import ConfirmParams, confirm_knee, measure_fresh
-from nightcap.search import Point, SearchParams, Slo, extend_to_slo, find_saturation
+from nightcap.analysis.slo import Slo
+from nightcap.search import Point, SearchParams, extend_to_slo, find_saturation
 
 SLO = Slo(p95_ms=100.0, max_error_rate=0.01)
 

@@ -24,7 +24,7 @@ import psutil
 import pytest
 import yaml
 
-from nightcap.results.steps import read_steps_csv
+from nightcap.steps import read_steps_csv
 
 pytestmark = pytest.mark.slow
 

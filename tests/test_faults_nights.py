@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from nightcap.results.steps import read_steps_csv
+from nightcap.steps import read_steps_csv
 from nightcap.run.lock import RunLock
 from test_faults import run_flow, start_run, stop, summary_of, tiny_config, wait_for_steps
 from test_kubernetes_flow import cluster, reference_server  # noqa: F401 - fixtures of the kmock fault
@@ -270,7 +270,7 @@ def test_unreachable_tracking_server_stops_the_night_before_anything_starts(left
     from typer.testing import CliRunner
 
     from nightcap.cli import app
-    from nightcap.platforms.local import free_port
+    from nightcap.run.ports import free_port
 
     dead = f"http://127.0.0.1:{free_port()}"
     config = tiny_config(tmp_path, target={"kind": "mlflow", "model_uri": "models:/wine/1", "tracking_uri": dead})

@@ -19,7 +19,7 @@ import pytest
 
 from gke_api import FakeGke, serve
 from kube_fixtures import DEPLOY, NS, Cluster, FakeClock, cluster, make_config, ready_status  # noqa: F401
-from nightcap.platforms import kube_lease, manifests as mf
+from nightcap.platforms import kube_lease, manifests as mf, manifests_locust as locust_mf
 from nightcap.platforms.base import PodSpec
 from nightcap.platforms.gke import GkeNodePools, restore_recorded
 from nightcap.platforms.kubernetes import KubernetesPlatform
@@ -65,9 +65,9 @@ def deploy(cluster: Cluster, p: KubernetesPlatform, clock: FakeClock) -> None:
 def locust_objects(cluster: Cluster, p: KubernetesPlatform) -> None:
     """The generator's objects, created as KubernetesLocust creates them (under the run's record)."""
     c, r = p.config, p.run_id
-    for obj in (mf.locust_configmap(c, r, {"locustfile.py": "x"}), mf.locust_network_policy(c, r),
-                mf.locust_master_deployment(c, r, {}), mf.locust_master_service(c, r),
-                mf.locust_worker_deployment(c, r, 2, {})):
+    for obj in (locust_mf.locust_configmap(c, r, {"locustfile.py": "x"}), locust_mf.locust_network_policy(c, r),
+                locust_mf.locust_master_deployment(c, r, {}), locust_mf.locust_master_service(c, r),
+                locust_mf.locust_worker_deployment(c, r, 2, {})):
         p.kube.create(obj, r)
 
 
@@ -211,9 +211,9 @@ RUNNER = textwrap.dedent('''
                            node_pools=pools)
     p.poll_s = 0.1
     p.deploy(PodSpec(cpu=0.5, memory=None, concurrency=1), 1)
-    for obj in (mf.locust_configmap(config, "run-killed", {"locustfile.py": "x"}),
-                mf.locust_network_policy(config, "run-killed"), mf.locust_master_deployment(config, "run-killed", {}),
-                mf.locust_worker_deployment(config, "run-killed", 2, {})):
+    for obj in (locust_mf.locust_configmap(config, "run-killed", {"locustfile.py": "x"}),
+                locust_mf.locust_network_policy(config, "run-killed"), locust_mf.locust_master_deployment(config, "run-killed", {}),
+                locust_mf.locust_worker_deployment(config, "run-killed", 2, {})):
         p.kube.create(obj, "run-killed")
     p.enable_node_autoscaling(1, 5)  # the autoscale stage, mid-way
     print("MID-STAGE", flush=True)

@@ -33,7 +33,7 @@ from gke_api import FakeGke, serve
 from kmock_api import requests_outside_rbac
 from kube_cluster import NS, FakeCluster, start_reference_server, stop_process
 from nightcap.platforms import manifests as mf
-from nightcap.results.steps import read_steps_csv
+from nightcap.steps import read_steps_csv
 from nightcap.run.ports import free_port
 
 SLOTS, SERVICE_MS = 4, 25.0

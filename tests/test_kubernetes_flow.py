@@ -273,7 +273,8 @@ def test_cluster_generator_runs_in_the_cluster_and_sends_to_the_service_dns(
     from types import SimpleNamespace
 
     from nightcap.load.kubernetes import KubernetesLocust
-    from nightcap.load.base import start_generator, target_url
+    from nightcap.load.base import target_url
+    from nightcap.load.factory import start_generator
     from nightcap.load.runner import StepRunner
 
     run = "run-gen"

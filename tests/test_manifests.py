@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from nightcap.config import Config, load_config, validate
-from nightcap.platforms import manifests as mf
+from nightcap.platforms import manifests as mf, manifests_locust as locust_mf
 from nightcap.platforms.base import HpaSpec, PodSpec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,17 +41,17 @@ RUN_IDS = ["0b6f3c1e-8d2a-4b7e-9a51-2f1d6c0e7a93", "nightly_2024-06-01T02:00:00Z
 
 def all_manifests(config: Config, run_id: str) -> list[dict[str, Any]]:
     env = {"NIGHTCAP_PATH": config.target.path, "NIGHTCAP_HEADERS": "{}"}
-    out = [mf.model_service(config, run_id), mf.locust_master_service(config, run_id),
-           mf.locust_configmap(config, run_id, {"locustfile.py": "print('hi')\n", "payloads.jsonl": "{}\n"}),
-           mf.locust_master_deployment(config, run_id, env),
-           mf.locust_worker_deployment(config, run_id, config.load.workers, env,
+    out = [mf.model_service(config, run_id), locust_mf.locust_master_service(config, run_id),
+           locust_mf.locust_configmap(config, run_id, {"locustfile.py": "print('hi')\n", "payloads.jsonl": "{}\n"}),
+           locust_mf.locust_master_deployment(config, run_id, env),
+           locust_mf.locust_worker_deployment(config, run_id, config.load.workers, env,
                                        {"NIGHTCAP_API_KEY": (mf.locust_name(run_id, "key"), "api-key")}),
-           mf.api_key_secret(config, run_id, "s3cr3t"),
-           mf.api_key_secret(config, run_id, "s3cr3t", {"metadata": {"name": "owner", "uid": "1234-abcd"}}),
-           mf.locust_network_policy(config, run_id)]
+           locust_mf.api_key_secret(config, run_id, "s3cr3t"),
+           locust_mf.api_key_secret(config, run_id, "s3cr3t", {"metadata": {"name": "owner", "uid": "1234-abcd"}}),
+           locust_mf.locust_network_policy(config, run_id)]
     inside = config.model_copy(update={"platform": config.platform.model_copy(update={"in_cluster": True})})
-    out += [mf.locust_network_policy(inside, run_id), mf.locust_master_deployment(inside, run_id, env),
-            mf.locust_master_service(inside, run_id)]
+    out += [locust_mf.locust_network_policy(inside, run_id), locust_mf.locust_master_deployment(inside, run_id, env),
+            locust_mf.locust_master_service(inside, run_id)]
     out += [mf.model_deployment(config, run_id, spec, replicas) for spec in SPECS for replicas in (0, 1, 12)]
     out += [mf.hpa(config, run_id, HpaSpec()),
             mf.hpa(config, run_id, HpaSpec(target_cpu_pct=65.5, min_replicas=2, max_replicas=40, stabilization_s=0)),
@@ -144,9 +144,9 @@ def test_hpa_targets_the_model_with_cpu_utilization_and_behavior() -> None:
 
 def test_locust_manifests_use_the_configured_image_and_wire_workers_to_the_master() -> None:
     config = CONFIGS["gke-example"]
-    master = mf.locust_master_deployment(config, "r1", {})
-    worker = mf.locust_worker_deployment(config, "r1", 4, {})
-    svc = mf.locust_master_service(config, "r1")
+    master = locust_mf.locust_master_deployment(config, "r1", {})
+    worker = locust_mf.locust_worker_deployment(config, "r1", 4, {})
+    svc = locust_mf.locust_master_service(config, "r1")
     assert master["spec"]["template"]["spec"]["containers"][0]["image"] == config.load.locust_image
     assert worker["spec"]["replicas"] == 4
     args = worker["spec"]["template"]["spec"]["containers"][0]["args"]
@@ -167,15 +167,15 @@ def _admits(policy: dict[str, Any], pod_labels: dict[str, str], port: int) -> bo
 def test_only_the_workers_and_the_runner_reach_the_locust_master(in_cluster: bool) -> None:
     base = CONFIGS["gke-example"]
     config = base.model_copy(update={"platform": base.platform.model_copy(update={"in_cluster": in_cluster})})
-    policy = mf.locust_network_policy(config, "r1")
-    master = mf.locust_master_deployment(config, "r1", {})
-    worker = mf.locust_worker_deployment(config, "r1", 2, {})
+    policy = locust_mf.locust_network_policy(config, "r1")
+    master = locust_mf.locust_master_deployment(config, "r1", {})
+    worker = locust_mf.locust_worker_deployment(config, "r1", 2, {})
     model = mf.model_deployment(config, "r1", SPECS[0], 1)
     master_pod = master["spec"]["template"]["metadata"]["labels"]
     assert set(policy["spec"]["podSelector"]["matchLabels"].items()) <= set(master_pod.items())
     assert policy["spec"]["policyTypes"] == ["Ingress"]  # anything not admitted below is refused
     worker_pod = worker["spec"]["template"]["metadata"]["labels"]
-    other_run = mf.locust_worker_deployment(config, "r2", 2, {})["spec"]["template"]["metadata"]["labels"]
+    other_run = locust_mf.locust_worker_deployment(config, "r2", 2, {})["spec"]["template"]["metadata"]["labels"]
     runner = {mf.RUNNER_LABEL: "true", "app": "prefect-job"}
     assert _admits(policy, worker_pod, mf.LOCUST_MASTER_PORT)
     assert not _admits(policy, worker_pod, mf.LOCUST_WEB_PORT)  # a worker cannot start a swarm
@@ -199,7 +199,7 @@ def test_names_and_labels_are_safe_for_any_run_id() -> None:
 
 def test_locust_pods_stay_off_the_models_nodes_and_are_not_evicted() -> None:
     config = CONFIGS["gke-example"]
-    for dep in (mf.locust_master_deployment(config, "r1", {}), mf.locust_worker_deployment(config, "r1", 2, {})):
+    for dep in (locust_mf.locust_master_deployment(config, "r1", {}), locust_mf.locust_worker_deployment(config, "r1", 2, {})):
         template = dep["spec"]["template"]
         assert template["metadata"]["annotations"]["cluster-autoscaler.kubernetes.io/safe-to-evict"] == "false"
         affinity = template["spec"]["affinity"]
@@ -224,7 +224,7 @@ def test_tolerations_pull_secrets_and_selectors_come_from_the_config() -> None:
         "generator_node_selector": {"pool": "load"}, "run_as_user": None}
     custom = validate(data)
     model = mf.model_deployment(custom, "r1", SPECS[0], 1)["spec"]["template"]["spec"]
-    worker = mf.locust_worker_deployment(custom, "r1", 1, {})["spec"]["template"]["spec"]
+    worker = locust_mf.locust_worker_deployment(custom, "r1", 1, {})["spec"]["template"]["spec"]
     for spec in (model, worker):
         assert spec["tolerations"] == [{"operator": "Equal", "key": "dedicated", "value": "ml", "effect": "NoSchedule"},
                                        {"operator": "Exists"}]
@@ -248,6 +248,6 @@ def test_the_runner_rule_names_the_runners_namespace() -> None:
     base = CONFIGS["gke-example"]
     k = base.platform.kubernetes.model_copy(update={"runner_namespace": "prefect"})
     config = base.model_copy(update={"platform": base.platform.model_copy(update={"in_cluster": True, "kubernetes": k})})
-    rule = mf.locust_network_policy(config, "r1")["spec"]["ingress"][-1]
+    rule = locust_mf.locust_network_policy(config, "r1")["spec"]["ingress"][-1]
     assert rule["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "prefect"}},
                              "podSelector": {"matchLabels": {mf.RUNNER_LABEL: "true"}}}]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from nightcap.results.no_answer import no_answer_reason, top_errors
-from nightcap.results.steps import StepRow
+from nightcap.steps import StepRow
 
 
 def row(stage: str = "single_client", users: int = 1, requests: int = 100, failures: int = 0, note: str = "",

@@ -7,11 +7,12 @@ from pathlib import Path
 import pandas as pd
 
 from nightcap.analysis.autoscale_metrics import AutoscaleSample
+from nightcap.analysis.slo import Slo
 from nightcap.analysis.tuning import Candidate, evaluate
 from nightcap.analysis.usl import fit_usl
 from nightcap.results.plots import (heatmap, plot_p95_by_cores, plot_ramp, timeline_plot, trend_plot, usl_figure,
                                     usl_plot)
-from nightcap.results.steps import StepRow
+from nightcap.steps import StepRow
 
 MI = 1 << 20
 
@@ -27,7 +28,7 @@ def _png(path: Path) -> bool:
 
 def test_ramp_and_latency_plots(tmp_path: Path) -> None:
     steps = [_step(1, 50, 20), _step(2, 95, 22), _step(4, 120, 60), _step(2, 180, 21, replicas=2)]
-    ramp = plot_ramp(steps[:3], tmp_path / "ramp.png", "ramp", 100, {"users": 2, "rps": 95.0})
+    ramp = plot_ramp(steps[:3], tmp_path / "ramp.png", "ramp", Slo(100), {"users": 2, "rps": 95.0})
     assert ramp == "ramp.png" and _png(tmp_path / ramp)
     assert plot_p95_by_cores(steps, tmp_path / "cores.png", 100) == "cores.png" and _png(tmp_path / "cores.png")
     assert plot_ramp([], tmp_path / "none.png", "ramp") is None

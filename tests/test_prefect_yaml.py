@@ -95,11 +95,11 @@ def test_in_cluster_example_runs_under_the_service_account_rbac_yaml_creates():
 def test_in_cluster_example_runner_may_drive_the_locust_master():
     """The Locust master's NetworkPolicy admits the web API only from a pod with the runner label."""
     from nightcap.config import load_config
-    from nightcap.platforms import manifests as mf
+    from nightcap.platforms import manifests as mf, manifests_locust as locust_mf
 
     example = _in_cluster_example()
     config = load_config(PREFECT_YAML.parents[1] / example["parameters"]["config"], example["parameters"]["overrides"])
-    policy = mf.locust_network_policy(config, "r1")
+    policy = locust_mf.locust_network_policy(config, "r1")
     job_labels = example["work_pool"]["job_variables"]["labels"]
     web_peers = [peer["podSelector"]["matchLabels"] for rule in policy["spec"]["ingress"] for peer in rule["from"]
                  if any(p["port"] == mf.LOCUST_WEB_PORT for p in rule["ports"])]

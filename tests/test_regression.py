@@ -13,7 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nightcap.analysis import alarm
-from nightcap.analysis.regression import FIGURES, check_regression
+from nightcap.analysis.figures import COMPARED_FIGURES
+from nightcap.analysis.regression import check_regression
 from nightcap.config import ConfigError, validate
 from nightcap.config_sections import RegressionConfig
 
@@ -238,7 +239,7 @@ figure_values = st.floats(min_value=0.001, max_value=1e6, allow_nan=False, allow
 
 
 @settings(max_examples=150, deadline=None)
-@given(values=st.fixed_dictionaries({f.name: figure_values for f in FIGURES}),
+@given(values=st.fixed_dictionaries({f.name: figure_values for f in COMPARED_FIGURES}),
        n=st.integers(min_value=0, max_value=10), threshold=st.floats(min_value=0.001, max_value=0.9),
        rate=st.floats(min_value=1e-4, max_value=0.2))
 def test_identical_runs_never_regress(values, n, threshold, rate):

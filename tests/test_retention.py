@@ -9,7 +9,7 @@ import pytest
 from nightcap.config import validate
 from nightcap.config_sections import Keep
 from nightcap.results.retention import apply_retention, expired, prune_reports, report_folders
-from nightcap.results.steps import StepRow
+from nightcap.steps import StepRow
 from nightcap.results.store import HistoryStore
 
 NOW = datetime(2026, 3, 1, 2, 0, tzinfo=timezone.utc)

@@ -10,7 +10,8 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nightcap.search import SearchParams, Slo, find_saturation
+from nightcap.analysis.slo import Slo
+from nightcap.search import SearchParams, find_saturation
 from nightcap.search import Point as M
 
 

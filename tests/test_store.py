@@ -14,7 +14,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from nightcap.config import validate
-from nightcap.results.steps import StepRow
+from nightcap.steps import StepRow
 from nightcap.results.store import SCHEMA_VERSION, HistoryStore, StoreError
 
 SECRET = "sk-test-never-store-me-0123456789"
@@ -267,7 +267,7 @@ def test_sigkill_mid_run_leaves_a_consistent_history(db_url):
     script = textwrap.dedent(f"""
         import os, signal
         from nightcap.config import validate
-        from nightcap.results.steps import StepRow
+        from nightcap.steps import StepRow
         from nightcap.results.store import HistoryStore
         store = HistoryStore({db_url!r})
         config = validate({{"target": {{"name": "ref", "kind": "reference"}}, "slo": {{"p95_ms": 1000}}}})

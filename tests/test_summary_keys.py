@@ -29,6 +29,7 @@ from nightcap.analysis.regression import check_regression
 from nightcap.analysis.confidence import Estimate
 from nightcap.analysis.operating_point import OperatingPointCheck, RateWindow, check_operating_point
 from nightcap.analysis.pod_capacity import Check, FigureWindow, PodFigure, PodKey
+from nightcap.analysis.slo import Slo
 from nightcap.analysis.sizing import SizingInputs, size_rows, validate_against_scaling
 from nightcap.analysis.tuning import Candidate, evaluate
 from nightcap.analysis.usl import fit_usl
@@ -86,7 +87,7 @@ def _search(rps: float | None, users: int | None) -> SearchResult:
                         saturation_halfwidth=2.0, operating_halfwidth=1.4, slo_halfwidth=2.5)
 
 
-SLO50 = SimpleNamespace(p95_ms=50.0, max_error_rate=0.01)
+SLO50 = Slo(p95_ms=50.0, max_error_rate=0.01)
 KEY = PodKey(0.5, 512 * MI, 2, 1)
 
 
@@ -106,7 +107,7 @@ def _figure(rates: list[float], stage: str = "single_client", users: int = 2, ke
 
 def _confirmation(rates: list[float], users: int = 2) -> Confirmation:
     from nightcap.confirm import summarize_windows
-    from nightcap.search import Point, Slo
+    from nightcap.search import Point
 
     return summarize_windows(users, [Point(users, r, 24.0, 0.0, rps_halfwidth=2.0, batches=10) for r in rates],
                              Slo(50.0, 0.01))
@@ -180,7 +181,7 @@ def full_summary() -> dict[str, Any]:
         scaling=ScalingResult(rows, fit, fit, 4, by_cores, plots=["scaling_usl.png", "p95_by_cores.png"]),
         sizing=SizingResult(sizing_rows, per_pod, 0.02, 0.7, 2.0, 0.5, pod=pod, latency_from="mean latency open loop",
                             validation=validate_against_scaling(pod, {1: 95.0, 2: 190.0})),
-        autoscale=AutoscaleResult(summarize_autoscale(samples, cfg.slo, 1.0, 4.0),
+        autoscale=AutoscaleResult(summarize_autoscale(samples, Slo.of(cfg.slo), 1.0, 4.0),
                                   phase_rows([AutoscalePhase(name="baseline", load=0.7, duration_s=1.0),
                                               AutoscalePhase(name="overload", load=3.0, duration_s=5.0)], samples),
                                   per_pod,
@@ -295,7 +296,7 @@ def test_the_operating_point_is_reported_where_it_was_measured() -> None:
                                            "measured to meet it)")
     assert "operate at 67.9 rps" in full["answer"] and "(it holds up to 34.0 rps)" in full["answer"]
     assert full["sizing"]["inputs"]["per_pod_rate_rps"] == 60.0
-    assert full["sizing_line"].startswith("sizing with p95 under 50 ms at 60.0 rps per pod (verified open loop")
+    assert full["sizing_line"].startswith("sizing with p95 ≤ 50 ms at 60.0 rps per pod (verified open loop")
     unverified = sparse_summary()["single_client"]["operating_point"]
     assert unverified["load"] == "closed" and unverified["meets_slo"] is None
 

@@ -19,7 +19,7 @@ from nightcap.results.stages import (RampResult, RegressionOutcome, ScalingResul
                                      StageResults, TuneResult)
 from nightcap.results.verdicts import (EXIT_INCONCLUSIVE, STATE_INCONCLUSIVE, close_stages, inconclusive_message,
                                        inconclusive_reason, run_verdict)
-from test_analysis_purity import ROOT, _impure_imports
+from test_layering import ROOT, _impure_imports
 from test_summary_keys import _search
 
 REPO = Path(__file__).resolve().parents[1]

@@ -9,7 +9,8 @@ from dataclasses import asdict
 import pytest
 
 from nightcap.analysis.tuning import Candidate, evaluate
-from nightcap.search import Point, SearchParams, Slo, find_saturation
+from nightcap.analysis.slo import Slo
+from nightcap.search import Point, SearchParams, find_saturation
 from nightcap.warm_start import (PriorLevel, PriorSearch, prior_from_history, prior_search, search, verify_levels,
                                  warm_search)
 from nightcap.warm_start_tune import grid_neighbours, prior_choice, tune_choice_holds

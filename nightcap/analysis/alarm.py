@@ -25,7 +25,7 @@ Pure: numbers in, numbers out (scipy.special only).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Sequence
 
 from scipy.special import stdtr, stdtrit
@@ -90,18 +90,6 @@ class Finding:
     def changed(self) -> bool:
         return (self.significant and self.beyond_threshold and self.beyond_resolution
                 and self.beyond_interval is not False)
-
-
-@dataclass
-class Family:
-    """The looks the night's one decision is made over, counted once per distinct test."""
-
-    looks: dict[str, list[Look]] = field(default_factory=dict)
-    duplicate_of: dict[str, str] = field(default_factory=dict)  # rps_per_core -> saturation_rps (same test)
-
-    @property
-    def size(self) -> int:
-        return sum(len(v) for name, v in self.looks.items() if name not in self.duplicate_of)
 
 
 def logs(values: Sequence[float | None]) -> list[float | None]:

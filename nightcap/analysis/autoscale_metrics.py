@@ -14,8 +14,8 @@ Definitions (all times in seconds after the load step `step_t`, None when the ev
   was still broken at the window's last sample;
 - `recovered_after_step_down_s`: the same after the step back down, counted from it (None: still over the SLO
   at the last sample, or no step down);
-- `slo_breach_s`: over the whole timeline, the sum of sample intervals whose p95 is over the SLO
-  or whose error rate is over the max; a sample stands for the interval since the one before it
+- `slo_breach_s`: over the whole timeline, the sum of sample intervals that miss the SLO (`breaches`:
+  nightcap.analysis.slo's rule, p95 ≤ SLO meets it); a sample stands for the interval since the one before it
   (the first one for the median interval), as load-generator stats cover the time since the last read;
 - `peak_replicas` / `peak_ready` / `peak_pending`: highest `current` / `ready` / `pending` seen;
 - `scale_down_s`: from the step back down (`step_down_t`) to the first sample whose `current` is back at
@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol, Sequence
+from typing import Any, Sequence
+
+from nightcap.analysis.slo import Slo
 
 
 @dataclass(frozen=True)
@@ -141,14 +143,10 @@ class AutoscaleSummary:
         return out
 
 
-class _SloLike(Protocol):
-    p95_ms: float
-    max_error_rate: float
-
-
-def breaches(sample: AutoscaleSample, slo: _SloLike) -> bool:
-    """Over the SLO: p95 above it, or errors above the max (a sample with no p95 breaches only on errors)."""
-    return (sample.p95_ms is not None and sample.p95_ms > slo.p95_ms) or sample.error_rate > slo.max_error_rate
+def breaches(sample: AutoscaleSample, slo: Slo) -> bool:
+    """Misses the SLO (nightcap.analysis.slo); a sample with no p95 (no response completed in its interval)
+    is judged on its errors alone: its lost arrivals count there."""
+    return not (slo.errors_met(sample.error_rate) and (sample.p95_ms is None or slo.p95_met(sample.p95_ms)))
 
 
 def _intervals(ts: list[float]) -> list[float]:
@@ -160,7 +158,7 @@ def _intervals(ts: list[float]) -> list[float]:
 
 def summarize_autoscale(
     samples: Sequence[AutoscaleSample],
-    slo: _SloLike,
+    slo: Slo,
     step_t: float,
     step_down_t: float | None = None,
 ) -> AutoscaleSummary:
@@ -216,7 +214,7 @@ def summarize_autoscale(
     )
 
 
-def _recovery(window: list[AutoscaleSample], slo: _SloLike, origin: float) -> float | None:
+def _recovery(window: list[AutoscaleSample], slo: Slo, origin: float) -> float | None:
     """Start of the final run of samples meeting the SLO (0: it never broke; None: broken at the last sample)."""
     if not window:
         return None
@@ -226,11 +224,6 @@ def _recovery(window: list[AutoscaleSample], slo: _SloLike, origin: float) -> fl
     if bad[-1] == len(window) - 1:
         return None
     return window[bad[-1] + 1].t - origin
-
-
-def phase_start(samples: Sequence[AutoscaleSample], phase: str) -> float | None:
-    """Time of the first sample of `phase` (to find step_t / step_down_t from the phase names)."""
-    return next((x.t for x in sorted(samples, key=lambda x: x.t) if x.phase == phase), None)
 
 
 def inconclusive_reason(t: AutoscaleSummary | None, experiment_s: float) -> str | None:

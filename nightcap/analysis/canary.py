@@ -21,8 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-from nightcap.analysis.confidence import Estimate, combine_windows
-from nightcap.search import window_estimate
+from nightcap.analysis.confidence import Estimate, combine_windows, window_estimate
 
 FIGURE = "canary_rps_per_core"
 # the model figures a platform's speed scales (throughput); latency and user counts are judged raw

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Protocol, Sequence
 
 import numpy as np
 from scipy import stats
@@ -69,6 +69,22 @@ class Estimate:
         """The same estimate times a constant (the operating point is headroom × saturation)."""
         hw = None if self.half_width is None else self.half_width * factor
         return Estimate(self.mean * factor, hw, self.n, self.df)
+
+
+class GoodputWindow(Protocol):
+    """A measured window's goodput; `rps_halfwidth` and `batches`, when it has them, are read too."""
+
+    rps: float
+
+
+def window_estimate(window: GoodputWindow) -> Estimate:
+    """A measured window's goodput (`rps`) as an estimate: its batch means' half-width (`rps_halfwidth` over
+    `batches`), or a single sample without one. Any window with those fields: a search window, a step row."""
+    half = getattr(window, "rps_halfwidth", None)
+    batches = int(getattr(window, "batches", 0) or 0)
+    if half is None or batches < 2:
+        return Estimate(window.rps, None, 1)
+    return Estimate(window.rps, half, batches, float(batches - 1))
 
 
 def _lag1(values: np.ndarray) -> float:

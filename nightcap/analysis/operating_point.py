@@ -12,12 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Protocol, Sequence
 
 from nightcap.analysis import latency
-
-
-class _SloLike(Protocol):
-    p95_ms: float
-    max_error_rate: float
-
+from nightcap.analysis.slo import Slo
 
 @dataclass(frozen=True)
 class RateWindow:
@@ -83,8 +78,8 @@ class RateCheck:
         return asdict(self)
 
 
-def judge(slo: _SloLike, *, p95_ms: float | None, error_rate: float, verdict: str) -> tuple[bool, str]:
-    """Meets the SLO when p95 < slo.p95_ms, errors within slo.max_error_rate and the schedule was kept.
+def judge(slo: Slo, *, p95_ms: float | None, error_rate: float, verdict: str) -> tuple[bool, str]:
+    """Meets the SLO (the one rule: p95 ≤ slo.p95_ms, errors ≤ slo.max_error_rate) and the schedule was kept.
 
     A window that could not offer its rate (late or dropped arrivals beyond 1%) does not pass: a
     target-overloaded one is a failure, a generator-bound one proved nothing.
@@ -92,9 +87,9 @@ def judge(slo: _SloLike, *, p95_ms: float | None, error_rate: float, verdict: st
     reasons = []
     if p95_ms is None:
         reasons.append("no response completed")
-    elif p95_ms >= slo.p95_ms:
-        reasons.append(f"p95 {p95_ms:.0f} ms >= SLO {slo.p95_ms:g} ms")
-    if error_rate > slo.max_error_rate:
+    elif not slo.p95_met(p95_ms):
+        reasons.append(f"p95 {p95_ms:.0f} ms > SLO {slo.p95_ms:g} ms")
+    if not slo.errors_met(error_rate):
         reasons.append(f"failed or dropped {100 * error_rate:.1f}% > {100 * slo.max_error_rate:g}%")
     if verdict != "ok":
         reasons.append(verdict)
@@ -121,7 +116,7 @@ class _OpenWindowLike(Protocol):
 VERDICT_ORDER = ("ok", "target-overloaded", "generator-bound")
 
 
-def rate_check(rate_rps: float, windows: Sequence[RateWindow], slo: _SloLike) -> RateCheck:
+def rate_check(rate_rps: float, windows: Sequence[RateWindow], slo: Slo) -> RateCheck:
     """The windows at one rate as one verdict: merged latency histogram, (failed + dropped) / planned arrivals.
 
     An invalid window (a generator worker died, nothing came back) fails the rate, and so does a window whose
@@ -194,7 +189,7 @@ class OperatingPointCheck:
         return next((w for w in self.windows if rate_rps is not None and w.rate_rps == rate_rps), None)
 
 
-def check_operating_point(measure: Callable[[float], RateWindow], rate_rps: float, slo: _SloLike,
+def check_operating_point(measure: Callable[[float], RateWindow], rate_rps: float, slo: Slo,
                           backoff_windows: int = 3, windows: int = 2) -> OperatingPointCheck:
     """`windows` windows at `rate_rps`; if they miss the SLO, bisect on [0, rate_rps] for `backoff_windows` rates.
 

@@ -30,16 +30,15 @@ from typing import Any, Mapping, Sequence
 from nightcap.analysis import alarm
 from nightcap.analysis.canary import FIGURE as CANARY, NORMALISED, normalise
 from nightcap.analysis.change_points import finite
-from nightcap.analysis.figures import Figure
+from nightcap.analysis.figures import COMPARED_FIGURES, Figure
 from nightcap.analysis.regression_nights import Night, Plan, UNUSABLE_STATUSES, plan, tonight_halfwidths
 from nightcap.analysis.regression_result import (
-    CANARY_THRESHOLD, FALSE_ALARM_RATE, FIGURES, IMPROVED, INSUFFICIENT, LAST_N, MIN_NIGHTS, NORMALISED_SUFFIX,
+    CANARY_THRESHOLD, FALSE_ALARM_RATE, IMPROVED, INSUFFICIENT, LAST_N, MIN_NIGHTS, NORMALISED_SUFFIX,
     NOT_ENOUGH, NOT_JUDGED, NOT_MEASURED, OK, PLATFORM, REGRESSED, WINDOW_NIGHTS, FigureCheck, RegressionResult,
-    _pct, _signed_pct,
+    format_pct, format_signed_pct,
 )
 
-__all__ = ["FIGURES", "IMPROVED", "OK", "PLATFORM", "REGRESSED", "RegressionResult", "check_regression",
-           "version_change"]
+__all__ = ["check_regression", "version_change"]
 
 
 @dataclass(frozen=True)
@@ -157,7 +156,7 @@ def _sentence(c: FigureCheck, found: alarm.Finding, bar: float) -> str:
     change = c.change_pct or 0.0
     direction = "rose" if change >= 0.05 else "fell" if change <= -0.05 else "held"
     over = "" if lk.k == 1 else f" over the last {lk.k} nights"
-    said = (f"{c.figure} {direction}{'' if direction == 'held' else ' ' + _pct(change)}{over} "
+    said = (f"{c.figure} {direction}{'' if direction == 'held' else ' ' + format_pct(change)}{over} "
             f"({lk.level:.1f} → {lk.window_level:.1f} {c.unit}" + (", their mean)" if lk.k > 1 else ")"))
     noise = f"the ±{c.noise_pct:.1f}% noise band of {len(lk.baseline)} comparable night(s)"
     p = f"p={found.adjusted:.2g}"
@@ -188,7 +187,7 @@ def check_regression(
     min_runs: int = MIN_NIGHTS,
     last_n: int = LAST_N,
     window_nights: int = WINDOW_NIGHTS,
-    figures: Sequence[Figure] = FIGURES,
+    figures: Sequence[Figure] = COMPARED_FIGURES,
     canary_threshold: float = CANARY_THRESHOLD,
     tonight_status: str | None = None,
 ) -> RegressionResult:
@@ -319,7 +318,7 @@ def _platform_moved(checks: list[FigureCheck], platform: FigureCheck, normalised
     if model:
         return RegressionResult(REGRESSED, "; ".join(c.message for c in model) + f"; beyond the platform: {said}",
                                 figures=checks, cause="platform and model", **common)
-    held = ", ".join(f"{c.figure} {c.tonight:.1f}" + (f" ({_signed_pct(c.change_pct)})" if c.change_pct is not None
+    held = ", ".join(f"{c.figure} {c.tonight:.1f}" + (f" ({format_signed_pct(c.change_pct)})" if c.change_pct is not None
                                                       else "") for c in normalised if c.tonight is not None)
     changed = [c for c in checks if c.verdict == PLATFORM]
     if not changed:

@@ -10,8 +10,6 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
-from nightcap.analysis.figures import COMPARED_FIGURES
-
 OK = "ok"
 REGRESSED = "regressed"
 IMPROVED = "improved"
@@ -26,9 +24,6 @@ FALSE_ALARM_RATE = 0.005  # per night, over every figure and look together: one 
 MIN_NIGHTS = 5  # comparable nights before a figure can alarm
 LAST_N = 20  # baseline nights at most (the newest before the window)
 WINDOW_NIGHTS = 3  # the alarm also looks at the mean of the last 2..WINDOW_NIGHTS nights
-
-
-FIGURES = COMPARED_FIGURES  # the figures a night is judged on (nightcap.analysis.figures)
 
 
 @dataclass
@@ -145,12 +140,13 @@ def _json_point(point: Mapping[str, Any]) -> dict[str, Any]:
     return data
 
 
-def _pct(value: float) -> str:
+def format_pct(value: float) -> str:
+    """A change's size in the report's words: 12%, 4.5%, ∞% (the sign is `format_signed_pct`'s)."""
     value = abs(value)
     if math.isinf(value):
         return "∞%"
     return f"{value:.0f}%" if value >= 10 else f"{value:.1f}%"
 
 
-def _signed_pct(value: float) -> str:
-    return ("+" if value > 0 else "−" if value < 0 else "") + _pct(value)
+def format_signed_pct(value: float) -> str:
+    return ("+" if value > 0 else "−" if value < 0 else "") + format_pct(value)

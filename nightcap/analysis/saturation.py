@@ -10,7 +10,8 @@ from typing import Any, Iterable, Mapping, Protocol, Sequence
 
 import pandas as pd
 
-from nightcap.results.steps import STEP_COLUMNS, StepRow
+from nightcap.analysis.slo import Slo
+from nightcap.steps import STEP_COLUMNS, StepRow
 
 
 def _truthy(value: Any, default: bool = False) -> bool:
@@ -34,17 +35,15 @@ def usable(step: StepRow | Mapping[str, Any] | pd.Series) -> bool:
             and step.get("load") != "open")
 
 
-def within_slo_mask(steps: pd.DataFrame, p95_ms: float, max_error_rate: float) -> pd.Series:
-    """Usable steps that met the SLO and the error limit: the only ones a throughput figure, fit or line uses.
+def within_slo_mask(steps: pd.DataFrame, slo: Slo) -> pd.Series:
+    """Usable steps that meet the SLO (`Slo.met_frame`): the only ones a throughput figure, fit or line uses.
 
     A window of fast 503s has a high request rate and a low p95; counting it would make a server that sheds
     load look faster the more it fails.
     """
     if steps.empty:
         return pd.Series(dtype=bool)
-    p95 = pd.to_numeric(steps["p95_ms"], errors="coerce")
-    errors = pd.to_numeric(steps["error_rate"], errors="coerce").fillna(1.0)
-    return usable_mask(steps) & (p95 <= p95_ms) & (errors <= max_error_rate)
+    return usable_mask(steps) & slo.met_frame(steps)
 
 
 def steps_frame(rows: Iterable[StepRow]) -> pd.DataFrame:

@@ -18,12 +18,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
 
 from nightcap.analysis.saturation import usable_mask
+from nightcap.analysis.slo import Slo
+
+if TYPE_CHECKING:
+    from nightcap.config_sections import SizingConfig
 
 RATE = "per-pod rate"
 CONCURRENCY = "concurrency (Little's law)"
@@ -232,16 +236,7 @@ def size_for_users(users: int, pod: SizingInputs, *, think_time_s: float, cpu_pe
                  words, node, memory_per_pod)
 
 
-class _SizingLike(Protocol):
-    users: list[int]
-    rps: list[float]
-    think_time_s: float
-
-    @property
-    def node_type(self) -> Any: ...
-
-
-def size_rows(sizing: _SizingLike, pod: SizingInputs, *, cpu_per_pod: float,
+def size_rows(sizing: "SizingConfig", pod: SizingInputs, *, cpu_per_pod: float,
               memory_per_pod: int | None = None) -> list[SizingRow]:
     """Every target of a `SizingConfig` (users first, then rps), sized from the same measured pod, packed onto
     its node type (`sizing.node`)."""
@@ -278,17 +273,12 @@ def validate_against_scaling(pod: SizingInputs, measured: dict[int, float]) -> l
     return rows
 
 
-class _SloLike(Protocol):
-    p95_ms: float
-    max_error_rate: float
-
-
 SLO_CAPACITY_COLUMNS = ["replicas", "cpu", "cores", "slo_users", "slo_rps", "p95_ms", "error_rate",
                         "users_per_pod", "steps"]
 
 
-def slo_capacity_by_cores(steps: pd.DataFrame, slo: _SloLike) -> pd.DataFrame:
-    """For each (replicas, cpu) pod layout: the largest users with p95 < SLO and error rate ≤ the max.
+def slo_capacity_by_cores(steps: pd.DataFrame, slo: Slo) -> pd.DataFrame:
+    """For each (replicas, cpu) pod layout: the largest users that meet the SLO (p95 ≤ SLO, errors ≤ the max).
 
     Only usable steps count (valid, not generator-bound); a step without a p95 does not pass. `cores`
     is replicas × cpu, or replicas when CPU was unlimited (cpu empty). A layout where no step passed
@@ -301,9 +291,7 @@ def slo_capacity_by_cores(steps: pd.DataFrame, slo: _SloLike) -> pd.DataFrame:
     if frame.empty:
         return pd.DataFrame(columns=SLO_CAPACITY_COLUMNS)
     frame["cpu"] = pd.to_numeric(frame.get("cpu"), errors="coerce")
-    p95 = pd.to_numeric(frame["p95_ms"], errors="coerce")
-    errors = pd.to_numeric(frame["error_rate"], errors="coerce").fillna(1.0)
-    frame["_pass"] = (p95 < slo.p95_ms) & (errors <= slo.max_error_rate)
+    frame["_pass"] = slo.met_frame(frame)
     out = []
     for (replicas, cpu), group in frame.groupby(["replicas", "cpu"], dropna=False, sort=True):
         cores = replicas * cpu if pd.notna(cpu) else float(replicas)
@@ -335,16 +323,6 @@ def max_replicas(wanted: int, cpu_per_pod: float | None, allocatable_cpu: float 
 
 
 @dataclass(frozen=True)
-class Capacity:
-    """A saturation point as a stage measured it: on `replicas` pods (SLO users when the stage found them)."""
-
-    rps: float | None
-    users: int | None
-    slo_users: int | None = None
-    replicas: int = 1
-
-
-@dataclass(frozen=True)
 class PerPod:
     """What one pod of the chosen size does, and where that figure comes from."""
 
@@ -352,20 +330,3 @@ class PerPod:
     users: int
     slo_users: float | None
     source: str
-
-
-def per_pod_capacity(one_pod: Capacity | None, ramp: Capacity | None, ramp_stage: str = "ramp") -> PerPod | None:
-    """One pod's saturation: measured on one pod (scaling) when there is such a point, else the ramp's
-    figures divided by the pods it ran on (throughput and SLO users per pod; users rounded, at least 1).
-
-    Sizing (rps and SLO users per pod) and autoscaling (the offered load) both take it from here.
-    """
-    if one_pod is not None and one_pod.rps and one_pod.users:
-        return PerPod(one_pod.rps / one_pod.replicas, max(1, round(one_pod.users / one_pod.replicas)),
-                      None if one_pod.slo_users is None else one_pod.slo_users / one_pod.replicas,
-                      f"scaling at {one_pod.replicas} pod(s)")
-    if ramp is not None and ramp.rps and ramp.users:
-        n = ramp.replicas
-        return PerPod(ramp.rps / n, max(1, round(ramp.users / n)),
-                      None if ramp.slo_users is None else ramp.slo_users / n, f"{ramp_stage} / {n} pod(s)")
-    return None

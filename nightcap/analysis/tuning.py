@@ -17,7 +17,7 @@ The planner rests on three assumptions, stated so a reader can judge them:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Generator, Iterable, Sequence
+from typing import Generator, Iterable, Sequence
 
 from nightcap.quantities import format_memory
 
@@ -411,11 +411,3 @@ def _cpu_room(r: CandidateResult, known: Iterable[CandidateResult]) -> float | N
     pod_rps = r.rps_per_core * r.candidate.cpu
     return max(0.0, (r.candidate.cpu - fixed) / per_rps / pod_rps - 1.0)
 
-
-def run_planner(planner: TunePlanner, measure: Callable[[Candidate], CandidateResult],
-                results: Sequence[CandidateResult] = ()) -> list[CandidateResult]:
-    """Drive a planner with a measuring callable (tests, benchmarks, or a flow without retries)."""
-    out = list(results)
-    while (c := planner.next_candidate(out)) is not None:
-        out.append(measure(c))
-    return out

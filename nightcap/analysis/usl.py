@@ -23,6 +23,8 @@ from scipy.optimize import OptimizeWarning, curve_fit
 if TYPE_CHECKING:
     import pandas as pd
 
+    from nightcap.analysis.slo import Slo
+
 MIN_POINTS = 3  # λ, σ and κ: three unknowns need three distinct N
 Z95 = 1.96
 # When a fit is reported (and extrapolated from): it explains the measurements (r² at least MIN_R2) and the
@@ -247,10 +249,10 @@ def predict(fit: UslFit, n: float, z: float = Z95) -> tuple[float, float, float]
     return value, max(0.0, value - half), value + half
 
 
-def fit_usl_steps(steps: "pd.DataFrame", slo: Any, by: str = "replicas") -> UslFit:
+def fit_usl_steps(steps: "pd.DataFrame", slo: "Slo", by: str = "replicas") -> UslFit:
     """Fit goodput against `by` (replicas, or users for one pod) from steps.csv rows.
 
-    Only usable windows within the SLO and the error limit (`slo.p95_ms`, `slo.max_error_rate`) count; the
+    Only usable windows that meet the SLO (nightcap.analysis.slo) count; the
     windows of one level are averaged (the max of noisy windows is biased up), and the best level at each
     count is its saturation throughput, not the ramp steps below it. Filter the frame by stage first.
     """
@@ -258,7 +260,7 @@ def fit_usl_steps(steps: "pd.DataFrame", slo: Any, by: str = "replicas") -> UslF
 
     if steps.empty:
         return fit_usl([], [])
-    frame = steps.loc[within_slo_mask(steps, slo.p95_ms, slo.max_error_rate)]
+    frame = steps.loc[within_slo_mask(steps, slo)]
     levels = frame.groupby([by, "users"])["rps"].mean() if by != "users" else frame.groupby(by)["rps"].mean()
     best = levels.groupby(level=0).max() if by != "users" else levels
     return fit_usl(best.index.to_numpy(dtype=float), best.to_numpy(dtype=float))

@@ -1,27 +1,23 @@
-"""What every load generator shares: the `Generator` protocol, the Locust environment contract, the factory.
+"""What every load generator shares: the `Generator` protocol and the Locust environment contract.
 
 Two generators implement the protocol: `LocalLocust` (`local.py`, master and workers as processes on this
 machine) and `KubernetesLocust` (`kubernetes.py`, pods next to the model). Both run the same
 `locustfile.py`, configured only through the environment built by `locust_env`, and both are driven through
-the master's HTTP API (`driver.py`). The step runner (`runner.py`) measures windows with whichever one runs.
+the master's HTTP API (`driver.py`). The step runner (`runner.py`) measures windows with whichever one runs;
+`factory.py` starts the one `load.generator` asks for (it imports both, so this module imports neither).
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from typing import Any, Callable, Protocol
 
 import httpx
 
-from nightcap.config import Config
 from nightcap.load.driver import LoadError, MasterClient
 from nightcap.platforms.base import Platform
-
-if TYPE_CHECKING:
-    from nightcap.run.registry import RunRegistry
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 API_KEY_VAR = "NIGHTCAP_API_KEY"  # the variable holding the key in the Locust processes' environment
@@ -120,40 +116,3 @@ def tunnelled(generator: object, platform: Platform) -> bool:
     through the API server (and a pod lookup), so load must keep its connections open."""
     return (getattr(platform, "kind", "") == "kubernetes"
             and target_url(generator, platform) != getattr(platform, "cluster_service_url", None))
-
-
-def start_generator(config: Config, run_id: str, workers: int, payloads: list[bytes], api_key: str | None,
-                    platform: Platform | None, registry: "RunRegistry | None", logdir: Path) -> Generator:
-    """Locust master + workers where `load.generator` says: pods in the cluster, or local processes.
-
-    In the cluster they reuse the platform's API client (same credentials, same namespace, same run labels),
-    and send to the Service's DNS name; local processes send to `platform.service_url`. A generator that
-    fails to start is stopped before the error propagates (pods created, processes spawned), as a
-    `GeneratorError`.
-    """
-    t = config.target
-    gen: Any
-    if config.generator_site == "cluster":
-        from nightcap.load.kubernetes import KubernetesLocust
-
-        api = getattr(getattr(platform, "kube", None), "api", None)
-        gen = KubernetesLocust(config, run_id, api_client=api, payloads=payloads, api_key=api_key,
-                               locustfile=LOCUSTFILE.read_text(), workers=workers,
-                               clock=getattr(platform, "clock", time))
-    else:
-        from nightcap.load.local import LocalLocust
-
-        gen = LocalLocust(workers, payloads, t.path, t.method, t.headers, t.request_timeout_s,
-                          config.load.reconnect_s, api_key=api_key, registry=registry, logdir=logdir,
-                          worker_cpu=config.load.worker_cpu, key_source_var=t.api_key_env)
-    try:
-        gen.start()
-    except BaseException as exc:
-        try:
-            gen.stop()
-        except Exception as stop_exc:
-            logging.getLogger(__name__).warning("cleaning up the load generator that failed to start: %s", stop_exc)
-        if isinstance(exc, Exception) and not isinstance(exc, GeneratorError):
-            raise GeneratorError(f"the load generator did not start ({config.generator_site}): {exc}") from exc
-        raise
-    return gen

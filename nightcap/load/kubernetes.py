@@ -29,6 +29,7 @@ from nightcap.platforms import kube_client
 from nightcap.platforms.kube_client import MERGE_PATCH, Kube, KubeApiError, pod_ready
 from nightcap.platforms.kube_diagnosis import LOCUST_KEYS
 from nightcap.platforms.kube_lease import RunLease, hold_lease
+from nightcap.platforms import manifests_locust as locust_mf
 from nightcap.platforms.manifests_locust import runner_namespace
 from nightcap.platforms.port_forward import PortForward, open_pod_socket
 
@@ -94,14 +95,14 @@ class KubernetesLocust:
         if self.lease is None:
             self.lease, _ = hold_lease(self.kube, c, r, r, self.clock)
         since = self.clock.time()
-        self.kube.create(mf.locust_configmap(c, r, self._files), r)
-        self.kube.create(mf.locust_network_policy(c, r), r)  # before the master: it never runs unguarded
-        master = self.kube.create(mf.locust_master_deployment(c, r, self._env), r)  # sends nothing: no key
+        self.kube.create(locust_mf.locust_configmap(c, r, self._files), r)
+        self.kube.create(locust_mf.locust_network_policy(c, r), r)  # before the master: it never runs unguarded
+        master = self.kube.create(locust_mf.locust_master_deployment(c, r, self._env), r)  # sends nothing: no key
         if self.api_key:
             owner = master if (master.get("metadata") or {}).get("uid") else None
-            self.kube.create(mf.api_key_secret(c, r, self.api_key, owner), r)
-        self.kube.create(mf.locust_master_service(c, r), r)
-        self.kube.create(mf.locust_worker_deployment(c, r, self.workers, self._env, self._secret_env), r)
+            self.kube.create(locust_mf.api_key_secret(c, r, self.api_key, owner), r)
+        self.kube.create(locust_mf.locust_master_service(c, r), r)
+        self.kube.create(locust_mf.locust_worker_deployment(c, r, self.workers, self._env, self._secret_env), r)
         self._rollout(self.master_name, 1, timeout, "start the Locust master", mf.LOCUST_MASTER, since)
         self._rollout(self.worker_name, self.workers, timeout, f"start {self.workers} Locust worker(s)",
                       mf.LOCUST_WORKER, since)

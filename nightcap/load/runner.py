@@ -20,7 +20,7 @@ from nightcap.load.base import Generator, target_url
 from nightcap.load.driver import LoadError, Window, summarize
 from nightcap.load.open_loop import OpenWindow, summarize_open
 from nightcap.platforms.base import Observation, Platform, PodSpec
-from nightcap.results.steps import StepRow
+from nightcap.steps import StepRow
 
 
 class BudgetExceeded(RuntimeError):
@@ -76,11 +76,6 @@ class StepRunner:
                                          arrivals=load.arrivals, max_in_flight=load.open_max_in_flight,
                                          late_ms=load.open_late_ms, connection=connection)
         self._users, self._rate = None, rate_rps
-
-    def stop_load(self) -> None:
-        """Offer nothing (an idle phase); the next `set_rate` or `measure` starts again."""
-        self.generator.client.stop()
-        self._users, self._rate = None, None
 
     def measure_rate(self, rate_rps: float, window_s: float | None = None) -> tuple[StepRow, OpenWindow]:
         """One open-loop window at `rate_rps`: a StepRow (load "open", rps = goodput) and the full window.

@@ -12,12 +12,14 @@
                        rollout did not finish.
 - `kube_metrics.py`    metrics.k8s.io usage and the interval each CPU figure covers (pure parsing).
 - `port_forward.py`    a local port tunnelled to a pod (pods/portforward), for a flow outside the cluster.
-- `preflight.py`       `nightcap preflight`: everything a Kubernetes run needs, checked without changing anything.
-- `manifests.py`       every object nightcap creates, as plain dicts (pure).
+- `preflight.py`       `nightcap preflight`: everything a Kubernetes run needs, checked without changing anything
+                       (`preflight_cluster.py` nodes and policies, `preflight_gke.py` the node pool, each finding a
+                       `preflight_check.Check`).
+- `manifests.py`       every object nightcap creates, as plain dicts (pure); the Locust ones in `manifests_locust.py`.
 - `rbac.py`            every permission a run uses (pure); deployments/k8s/rbac.yaml grants exactly these.
 - `gke.py`             GKE node-pool autoscaling and size, changed for a stage and restored as found.
 
-Depends on: config, quantities, targets (plan), run (ports, registry); preflight also on load (base: the Locust
-environment, for its dry run). `load/kubernetes.py` uses kube_client and
-port_forward for the in-cluster Locust.
+Depends on: config, quantities, analysis, targets (plan); upward, listed in tests/test_layering.py: run (ports,
+registry) and, for render.py's preview and preflight's dry run, load (base: the Locust environment).
+`load/kubernetes.py` uses kube_client and port_forward for the in-cluster Locust.
 """

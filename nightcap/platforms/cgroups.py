@@ -17,7 +17,7 @@ PREFIX = "nightcap-"
 PERIOD_US = 100_000
 
 
-def _own_path(controller: str) -> str:
+def own_cgroup_path(controller: str) -> str:
     """This process's cgroup path for a v1 controller (or the v2 path when controller is '')."""
     try:
         for line in Path("/proc/self/cgroup").read_text().splitlines():
@@ -51,7 +51,7 @@ class CgroupSupport:
 
 def detect(root: Path = ROOT) -> CgroupSupport:
     if (root / "cgroup.controllers").exists():
-        base = root / _own_path("").lstrip("/")
+        base = root / own_cgroup_path("").lstrip("/")
         if base == root / "":
             base = root
         candidate = base
@@ -60,7 +60,7 @@ def detect(root: Path = ROOT) -> CgroupSupport:
             return CgroupSupport("v2", candidate, candidate)
         return CgroupSupport("none", note="cgroup v2 is present but no writable subtree with cpu and memory controllers is delegated to this user")
     cpu = root / "cpu"
-    mem = root / "memory" / _own_path("memory").lstrip("/")
+    mem = root / "memory" / own_cgroup_path("memory").lstrip("/")
     if _writable(cpu) and (cpu / "cpu.cfs_quota_us").exists() and _writable(mem):
         return CgroupSupport("v1", cpu, mem)
     if cpu.exists() or (root / "memory").exists():
@@ -168,7 +168,7 @@ def leftover_groups(support: CgroupSupport, prefix: str = PREFIX) -> list[Path]:
     """Every nightcap group under our bases (for cleanup of dead runs)."""
     found: list[Path] = []
     bases = {support.cpu_base, support.memory_base} - {None}
-    cpuset = ROOT / "cpuset" / _own_path("cpuset").lstrip("/")
+    cpuset = ROOT / "cpuset" / own_cgroup_path("cpuset").lstrip("/")
     if support.version == "v1" and support.cpu_base is not None and support.cpu_base.is_relative_to(ROOT) \
             and cpuset.is_dir():
         bases.add(cpuset)  # the CPU pinning's groups (platforms/cpu_pinning.py)

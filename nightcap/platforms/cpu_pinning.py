@@ -22,7 +22,7 @@ from typing import Any, Callable, Sequence
 
 import psutil
 
-from nightcap.platforms.cgroups import PREFIX, ROOT, _own_path, remove_group
+from nightcap.platforms.cgroups import PREFIX, ROOT, own_cgroup_path, remove_group
 
 
 @dataclass(frozen=True)
@@ -267,9 +267,9 @@ class CpuPinning:
         name = f"{PREFIX}{self.run_id}-cpus"
         v1 = self.root / "cpuset"
         if (v1 / "cpuset.cpus").exists() and os.access(v1, os.W_OK):
-            out.append(_Cpuset("v1", v1 / _own_path("cpuset").lstrip("/"), name))
+            out.append(_Cpuset("v1", v1 / own_cgroup_path("cpuset").lstrip("/"), name))
         elif (self.root / "cgroup.controllers").exists():
-            base = self.root / _own_path("").lstrip("/")
+            base = self.root / own_cgroup_path("").lstrip("/")
             if "cpuset" in (base / "cgroup.controllers").read_text().split() and os.access(base, os.W_OK):
                 out.append(_Cpuset("v2", base, name))
         if hasattr(os, "sched_setaffinity"):
@@ -279,6 +279,10 @@ class CpuPinning:
     @property
     def active(self) -> bool:
         return self._backend is not None
+
+    def dirs(self) -> list[Path]:
+        """The cgroups (or cpusets) pinning made, to be removed with it; none when not active."""
+        return list(self._backend.dirs()) if self._backend is not None else []
 
     def replica_cpus(self) -> tuple[int, ...]:
         assert self.layout is not None

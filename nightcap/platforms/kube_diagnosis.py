@@ -9,13 +9,21 @@ node selectors or affinity are a placement problem with a config fix, not a full
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from nightcap.platforms.base import PlatformError
 from nightcap.platforms.kube_metrics import timestamp
 
-if TYPE_CHECKING:
-    from nightcap.platforms.kube_client import Kube
+
+class PodsAndEvents(Protocol):
+    """What a diagnosis reads from the cluster (kube_client.Kube, which calls `diagnose`, provides it)."""
+
+    namespace: str
+
+    def pods(self, selector: dict[str, str]) -> list[dict[str, Any]]: ...
+
+    def events(self) -> list[dict[str, Any]]: ...
+
 
 # what to change, per cause; `image` and `size` name the config keys of the component that did not roll out
 MODEL_KEYS = {"image": "target.image", "size": "lower platform.cpu / platform.memory"}
@@ -86,7 +94,7 @@ def _pod_causes(pods: list[dict[str, Any]]) -> list[tuple[str, str]]:
     return out
 
 
-def diagnose(kube: "Kube", dep: dict[str, Any], replicas: int, timeout_s: float, action: str,
+def diagnose(kube: PodsAndEvents, dep: dict[str, Any], replicas: int, timeout_s: float, action: str,
              selector: dict[str, str], since: float | None = None,
              keys: dict[str, str] | None = None) -> tuple[str, dict[str, list[str]]]:
     """Why a rollout did not finish, from pod statuses and the events of the run's objects newer than `since`

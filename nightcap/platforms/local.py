@@ -22,9 +22,10 @@ import httpx
 
 from nightcap.config import Config
 from nightcap.platforms.base import AutoscaleStatus, HpaSpec, Observation, PlatformError, PodSpec, ReplicaSample
-from nightcap.run.ports import free_port  # noqa: F401  (re-exported: tests and bench import it from here)
+from nightcap.run.ports import free_port
 from nightcap.platforms.cgroups import PREFIX, CgroupSupport, ReplicaCgroup, detect
 from nightcap.platforms.cpu_pinning import CpuPinning
+from nightcap.platforms.local_autoscaler import LocalAutoscaler
 from nightcap.platforms.local_replicas import MIN_RATE_INTERVAL_S, Replica, crash_message, log_tail, sample_replica
 from nightcap.platforms.socket_queues import port_queues
 from nightcap.run.registry import RunRegistry, stop_process
@@ -181,10 +182,8 @@ class LocalPlatform:
                            cpu_source=f"process CPU counters, rates over >= {MIN_RATE_INTERVAL_S:g}s")
 
     def enable_autoscaling(self, hpa: HpaSpec) -> None:
-        from nightcap.platforms.local_autoscaler import LocalAutoscaler
-
         self.disable_autoscaling()
-        self._autoscaler = LocalAutoscaler(self, hpa)
+        self._autoscaler = LocalAutoscaler(self, hpa, on_error=self._event)
         self._autoscaler.start()
 
     def autoscaling_status(self) -> AutoscaleStatus:
@@ -219,7 +218,7 @@ class LocalPlatform:
         self._unpin()
 
     def _unpin(self) -> None:
-        dirs = list(self.pinning._backend.dirs()) if self.pinning.active else []
+        dirs = self.pinning.dirs()
         self.pinning.stop()
         for d in dirs:
             if self.registry:
@@ -273,8 +272,7 @@ class LocalPlatform:
         replica.started = time.monotonic()
         replica.ready = False
         replica.phase = "Starting"
-        replica._cpu_prev = None
-        replica._cpu_rate = None
+        replica.restart_cpu_rate()
         threading.Thread(target=self._probe, args=(replica, replica.proc), daemon=True).start()
 
     def _spawn(self, argv: list[str], what: str, log: Path, preexec: Callable[[], None] | None = None,

@@ -9,19 +9,37 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import Callable, Protocol, Sequence
 
 from nightcap.analysis.hpa import HpaController
-from nightcap.platforms.base import HpaSpec
+from nightcap.platforms.base import HpaSpec, Observation
 
-if TYPE_CHECKING:
-    from nightcap.platforms.local import LocalPlatform
+
+class ReadySince(Protocol):
+    name: str
+    ready_at: float | None
+
+
+class Scalable(Protocol):
+    """What the autoscaler drives (LocalPlatform, which starts it)."""
+
+    @property
+    def replicas(self) -> int: ...
+
+    def observe(self) -> Observation: ...
+
+    def all_replicas(self) -> Sequence[ReadySince]: ...
+
+    def scale(self, replicas: int, wait: bool = True) -> None: ...
 
 
 class LocalAutoscaler:
-    def __init__(self, platform: "LocalPlatform", spec: HpaSpec):
+    """`on_error` records a failed sync as the platform's event, as the real controller does."""
+
+    def __init__(self, platform: Scalable, spec: HpaSpec, on_error: Callable[[str], None]):
         self.platform = platform
         self.spec = spec
+        self.on_error = on_error
         self.controller = HpaController(min_replicas=spec.min_replicas, max_replicas=spec.max_replicas,
                                         target_pct=spec.target_cpu_pct, tolerance=spec.tolerance,
                                         stabilization_s=spec.stabilization_s)
@@ -71,4 +89,4 @@ class LocalAutoscaler:
             try:
                 self.sync()
             except Exception as exc:  # a failed sync is an event, as in the real controller
-                self.platform._event(f"autoscaler sync failed: {exc}")
+                self.on_error(f"autoscaler sync failed: {exc}")

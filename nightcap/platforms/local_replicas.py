@@ -36,6 +36,10 @@ class Replica:
     _cpu_rate: float | None = None
     events: list[str] = field(default_factory=list)
 
+    def restart_cpu_rate(self) -> None:
+        """A new process: its CPU counters start again, so the rate does too (`sample_replica`)."""
+        self._cpu_prev = self._cpu_rate = None
+
 
 def sample_replica(r: Replica, now: float) -> ReplicaSample:
     """CPU cores (a rate over at least MIN_RATE_INTERVAL_S) and memory of the replica's process tree."""

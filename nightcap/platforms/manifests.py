@@ -3,7 +3,7 @@
 Every object carries `app.kubernetes.io/managed-by: nightcap` and `nightcap.io/run-id: <run>`, so teardown
 and the namespace sweep (`kube_sweep`) find exactly what a run created, by label, and nothing else. Names are
 short, deterministic per (target, run) and valid DNS-1035 labels (Services need that). What every pod carries
-(security, placement, probes) is `kube_pods`; the Locust objects are `manifests_locust` (re-exported here).
+(security, placement, probes) is `kube_pods`; the Locust objects are `manifests_locust`.
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ def fill(text: str, port: int, concurrency: int) -> str:
     return text.replace("{port}", str(port)).replace("{concurrency}", str(concurrency))
 
 
-def _meta(name: str, namespace: str, labels_: dict[str, str], **extra: Any) -> Manifest:
+def object_meta(name: str, namespace: str, labels_: dict[str, str], **extra: Any) -> Manifest:
     meta: Manifest = {"name": name, "namespace": namespace, "labels": dict(labels_)}
     meta.update(extra)
     return meta
@@ -157,7 +157,7 @@ def model_deployment(config: Config, run_id: str, spec: PodSpec, replicas: int) 
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": _meta(name, config.platform.namespace, lab, annotations={"nightcap.io/target": config.target.name}),
+        "metadata": object_meta(name, config.platform.namespace, lab, annotations={"nightcap.io/target": config.target.name}),
         "spec": {
             "replicas": replicas,
             "revisionHistoryLimit": 2,
@@ -183,7 +183,7 @@ def model_service(config: Config, run_id: str) -> Manifest:
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _meta(model_name(config, run_id), config.platform.namespace, labels(config, run_id, MODEL)),
+        "metadata": object_meta(model_name(config, run_id), config.platform.namespace, labels(config, run_id, MODEL)),
         "spec": {
             "type": "ClusterIP",
             "selector": pod_selector(run_id, MODEL),
@@ -202,7 +202,7 @@ def hpa(config: Config, run_id: str, spec: HpaSpec) -> Manifest:
     return {
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",
-        "metadata": _meta(name, config.platform.namespace, labels(config, run_id, MODEL)),
+        "metadata": object_meta(name, config.platform.namespace, labels(config, run_id, MODEL)),
         "spec": {
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
             "minReplicas": spec.min_replicas,
@@ -234,18 +234,7 @@ def run_record(config: Config, run_id: str, data: dict[str, str]) -> Manifest:
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": _meta(f"nc-run-{short_run(run_id)}", config.platform.namespace,
+        "metadata": object_meta(f"nc-run-{short_run(run_id)}", config.platform.namespace,
                           {**run_selector(run_id), NAME: "nightcap", COMPONENT: RUN_RECORD, PART_OF: "nightcap"}),
         "data": dict(data),
     }
-
-
-from nightcap.platforms.manifests_locust import (  # noqa: E402,F401  (they use the names and labels above)
-    LOCUST_RESOURCES,
-    api_key_secret,
-    locust_configmap,
-    locust_master_deployment,
-    locust_master_service,
-    locust_network_policy,
-    locust_worker_deployment,
-)

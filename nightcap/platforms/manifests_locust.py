@@ -23,7 +23,7 @@ from nightcap.platforms.manifests import (
     MODEL,
     RUNNER_LABEL,
     Manifest,
-    _meta,
+    object_meta,
     labels,
     locust_name,
     pod_selector,
@@ -38,7 +38,7 @@ def locust_configmap(config: Config, run_id: str, files: dict[str, str]) -> Mani
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": _meta(locust_name(run_id, "files"), config.platform.namespace,
+        "metadata": object_meta(locust_name(run_id, "files"), config.platform.namespace,
                           labels(config, run_id, LOCUST_FILES)),
         "data": dict(files),
     }
@@ -97,7 +97,7 @@ def locust_master_deployment(config: Config, run_id: str, env: dict[str, str]) -
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": _meta(locust_name(run_id, "master"), config.platform.namespace,
+        "metadata": object_meta(locust_name(run_id, "master"), config.platform.namespace,
                           labels(config, run_id, LOCUST_MASTER)),
         "spec": {
             "replicas": 1,
@@ -116,7 +116,7 @@ def locust_master_service(config: Config, run_id: str) -> Manifest:
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _meta(locust_name(run_id, "master"), config.platform.namespace,
+        "metadata": object_meta(locust_name(run_id, "master"), config.platform.namespace,
                           labels(config, run_id, LOCUST_MASTER)),
         "spec": {
             "type": "ClusterIP",
@@ -151,7 +151,7 @@ def locust_network_policy(config: Config, run_id: str) -> Manifest:
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
-        "metadata": _meta(locust_name(run_id, "master"), config.platform.namespace,
+        "metadata": object_meta(locust_name(run_id, "master"), config.platform.namespace,
                           labels(config, run_id, LOCUST_MASTER)),
         "spec": {
             "podSelector": {"matchLabels": pod_selector(run_id, LOCUST_MASTER)},
@@ -168,7 +168,7 @@ def locust_worker_deployment(config: Config, run_id: str, workers: int, env: dic
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": _meta(locust_name(run_id, "worker"), config.platform.namespace,
+        "metadata": object_meta(locust_name(run_id, "worker"), config.platform.namespace,
                           labels(config, run_id, LOCUST_WORKER)),
         "spec": {
             "replicas": workers,
@@ -180,7 +180,7 @@ def locust_worker_deployment(config: Config, run_id: str, workers: int, env: dic
 
 def api_key_secret(config: Config, run_id: str, key: str, owner: Manifest | None = None) -> Manifest:
     """The target's API key for the Locust workers, owned by the master Deployment so GC removes it with it."""
-    meta = _meta(locust_name(run_id, "key"), config.platform.namespace, labels(config, run_id, LOCUST_WORKER))
+    meta = object_meta(locust_name(run_id, "key"), config.platform.namespace, labels(config, run_id, LOCUST_WORKER))
     if owner is not None:
         meta["ownerReferences"] = [{
             "apiVersion": "apps/v1", "kind": "Deployment", "name": owner["metadata"]["name"],

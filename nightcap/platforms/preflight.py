@@ -11,7 +11,6 @@ cluster are only read (`preflight_gke`), and so are nodes, taints and NetworkPol
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Any
 
 from kubernetes import client as k8s
@@ -21,26 +20,13 @@ from nightcap.platforms import kube_pods
 from nightcap.platforms.base import PlatformError
 from nightcap.platforms import kube_client
 from nightcap.platforms.kube_client import Kube, KubeApiError
+from nightcap.platforms.preflight_check import Check
 from nightcap.platforms.preflight_cluster import network_policies, room, runner_pod
 from nightcap.platforms.preflight_gke import gke_checks
 from nightcap.platforms.rbac import RULES, Rule
 from nightcap.platforms.render import PREVIEW_RUN, run_manifests
 _IMAGE = re.compile(r"^(?:[a-zA-Z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
                     r"(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*(?::[\w][\w.-]{0,127})?(?:@sha256:[a-f0-9]{64})?$")
-
-
-@dataclass(frozen=True)
-class Check:
-    """One finding: `ok` False means the run cannot succeed (or would waste the night) until `text` is done."""
-
-    name: str
-    ok: bool
-    text: str
-    warning: bool = False  # ok, but worth a look
-
-    def line(self) -> str:
-        mark = "FAIL" if not self.ok else ("warn" if self.warning else "ok")
-        return f"{mark:<4}  {self.name}: {self.text}"
 
 
 def preflight(config: Config, api_client: k8s.ApiClient | None = None, gke_client: Any = None,

@@ -10,26 +10,19 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from nightcap.config import Config
 from nightcap.platforms import kube_pods, manifests as mf
 from nightcap.platforms.kube_client import Kube, KubeApiError
+from nightcap.platforms import manifests_locust as locust_mf
 from nightcap.platforms.manifests_locust import runner_namespace
 from nightcap.platforms.netpol import ALLOWED, DENIED, verdict
+from nightcap.platforms.preflight_check import Check
 from nightcap.quantities import QuantityError, format_cpu, format_memory, parse_cpu, parse_memory
-
-if TYPE_CHECKING:
-    from nightcap.platforms.preflight import Check
 
 LOCUST_POD = (1.0, 2**30)  # each Locust pod's request (manifests_locust.LOCUST_RESOURCES)
 SA_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
-
-
-def _check(name: str, ok: bool, text: str, warning: bool = False) -> "Check":
-    from nightcap.platforms.preflight import Check
-
-    return Check(name, ok, text, warning)
 
 
 @dataclass
@@ -87,29 +80,29 @@ def _matches(labels: dict[str, str], selector: dict[str, str]) -> bool:
     return all(labels.get(k) == v for k, v in selector.items())
 
 
-def room(config: Config, kube: Kube, pool: Any) -> list["Check"]:
+def room(config: Config, kube: Kube, pool: Any) -> list[Check]:
     """Room for the largest tuning candidate and for the run's pods, on the nodes each may use: the model's on
     nodes its selector picks, Locust's on the others, and only nodes whose taints the pods tolerate."""
     p = config.platform
     try:
         nodes = _nodes(kube.nodes())
     except KubeApiError as exc:
-        return [_check("room", False, f"nodes could not be read ({exc})")]
+        return [Check("room", False, f"nodes could not be read ({exc})")]
     tol = kube_pods.tolerations(config)
     model_sel = kube_pods.model_node_selector(config)
     where = "node pool " + model_sel[mf.NODE_POOL_LABEL] if mf.NODE_POOL_LABEL in model_sel else (
         f"nodes labelled {mf.selector_string(model_sel)}" if model_sel else "the cluster")
-    checks: list["Check"] = []
+    checks: list[Check] = []
     tainted = {n.name: bad for n in nodes if (bad := _untolerated(n, tol))}
     usable = [n for n in nodes if n.name not in tainted]
     model_nodes = [n for n in usable if _matches(n.labels, model_sel)]
     excluded = sorted({t for n in nodes if _matches(n.labels, model_sel) for t in tainted.get(n.name, [])})
     if excluded:
-        checks.append(_check("taints", True, f"{sum(1 for n in nodes if n.name in tainted and _matches(n.labels, model_sel))} "
+        checks.append(Check("taints", True, f"{sum(1 for n in nodes if n.name in tainted and _matches(n.labels, model_sel))} "
                              f"node(s) of {where} have taints the pods do not tolerate ({', '.join(excluded)}): they "
                              "are not counted; add platform.kubernetes.tolerations to use them", warning=True))
     if not model_nodes:
-        return checks + [_check("room", False, f"{where} has no schedulable node the model pods may use: add nodes" +
+        return checks + [Check("room", False, f"{where} has no schedulable node the model pods may use: add nodes" +
                                 (", tolerate their taints (platform.kubernetes.tolerations)" if excluded else "") +
                                 (" (or fix platform.gke.node_pool / platform.kubernetes.model_node_selector)"
                                  if model_sel else ""))]
@@ -122,7 +115,7 @@ def room(config: Config, kube: Kube, pool: Any) -> list["Check"]:
     label = f"cpu {format_cpu(cpu) if cpu else 'unlimited'}, memory {format_memory(memory) if memory else 'unlimited'}"
     if not any(_fits(n, cpu, memory) for n in shapes):
         fix = "drop it from tune.cpu / tune.memory" if tune else "lower platform.cpu / platform.memory"
-        checks.append(_check("room", False, f"no node of {where} ({size}) has room for a pod of {label} "
+        checks.append(Check("room", False, f"no node of {where} ({size}) has room for a pod of {label} "
                                             f"({'the largest tuning candidate' if tune else 'platform.cpu/memory'}): "
                                             f"{fix}, or use a larger machine type"))
     left = list(shapes)
@@ -130,7 +123,7 @@ def room(config: Config, kube: Kube, pool: Any) -> list["Check"]:
     if locust:
         problem = _place_locust(config, usable, model_sel, left, locust)
         if problem:
-            return checks + [_check("room", False, problem)]
+            return checks + [Check("room", False, problem)]
     grows = ""
     if pool is not None and pool.autoscaling.enabled:
         a = pool.autoscaling
@@ -143,10 +136,10 @@ def room(config: Config, kube: Kube, pool: Any) -> list["Check"]:
     pod = f"cpu {format_cpu(p.cpu) if p.cpu else 'unlimited'}, memory {format_memory(p.memory) if p.memory else 'unlimited'}"
     if fit < want:
         add = math.ceil((want - fit) / max(_fits(shape, p.cpu, p.memory), 1))
-        checks.append(_check("room", False, f"{where} ({size}){grows} holds {fit} pod(s) of {pod}; {key} is {want}: "
+        checks.append(Check("room", False, f"{where} ({size}){grows} holds {fit} pod(s) of {pod}; {key} is {want}: "
                                             f"add {add} node(s) to {where}, or lower {key} to {fit}, or platform.cpu"))
     else:
-        checks.append(_check("room", True, f"{where} ({size}){grows} holds {fit} pod(s) of {pod} ({key} {want}; "
+        checks.append(Check("room", True, f"{where} ({size}){grows} holds {fit} pod(s) of {pod} ({key} {want}; "
                                            "allocatable, before other workloads' requests)"))
     return checks
 
@@ -174,7 +167,7 @@ def _place_locust(config: Config, usable: list[Node], model_sel: dict[str, str],
     return ""
 
 
-def network_policies(config: Config, kube: Kube) -> list["Check"]:
+def network_policies(config: Config, kube: Kube) -> list[Check]:
     """The namespace's own NetworkPolicies (not nightcap's): would they block workers -> model, workers -> DNS,
     workers -> master, or the runner -> master? One line per blocked path, naming the policies."""
     if config.generator_site != "cluster":
@@ -183,10 +176,10 @@ def network_policies(config: Config, kube: Kube) -> list["Check"]:
         items = kube.call("list", "networkpolicies.networking.k8s.io", None,
                           kube.networking.list_namespaced_network_policy, kube.namespace).get("items", [])
     except KubeApiError as exc:
-        return [_check("network policies", False, f"could not be read ({exc})")]
+        return [Check("network policies", False, f"could not be read ({exc})")]
     theirs = [p for p in items if ((p.get("metadata") or {}).get("labels") or {}).get(mf.MANAGED_BY) != mf.MANAGER]
     if not theirs:
-        return [_check("network policies", True, f"none of the namespace's own select nightcap's pods ({len(items)} "
+        return [Check("network policies", True, f"none of the namespace's own select nightcap's pods ({len(items)} "
                                                  "nightcap policies)")]
     ns, run, port = kube.namespace, "preflight", config.platform.port
     worker = mf.labels(config, run, mf.LOCUST_WORKER)
@@ -203,7 +196,7 @@ def network_policies(config: Config, kube: Kube) -> list["Check"]:
     checks = []
     for what, labels, direction, peer_ns, peer, p_, proto, other in paths:
         policies = theirs if direction == "Egress" or what != "the Locust master" else theirs + [
-            mf.locust_network_policy(config, run)]
+            locust_mf.locust_network_policy(config, run)]
         answer, names = verdict(policies, ns, direction, labels, peer_ns, peer, p_, proto)
         if answer == ALLOWED:
             continue
@@ -211,12 +204,12 @@ def network_policies(config: Config, kube: Kube) -> list["Check"]:
         text = (f"NetworkPolicy {', '.join(names)} isolates {what} ({direction.lower()}) and "
                 f"{'no rule admits' if answer == DENIED else 'it cannot be told (ipBlock or namespace labels) whether a rule admits'} "
                 f"traffic {towards}: add a rule for pods labelled {mf.COMPONENT}={labels.get(mf.COMPONENT)}")
-        checks.append(_check("network policies", answer != DENIED, text, warning=answer != DENIED))
-    return checks or [_check("network policies", True, f"{len(theirs)} of the namespace's own let the workers reach "
+        checks.append(Check("network policies", answer != DENIED, text, warning=answer != DENIED))
+    return checks or [Check("network policies", True, f"{len(theirs)} of the namespace's own let the workers reach "
                                                       "the model, DNS and the master")]
 
 
-def runner_pod(config: Config, kube: Kube) -> list["Check"]:
+def runner_pod(config: Config, kube: Kube) -> list[Check]:
     """In the cluster: the runner's own pod carries the label the Locust master's NetworkPolicy admits, in the
     namespace it names, and may not be evicted by the autoscaler mid-run."""
     if not config.platform.in_cluster or config.generator_site != "cluster":
@@ -227,13 +220,13 @@ def runner_pod(config: Config, kube: Kube) -> list["Check"]:
     except OSError:
         namespace = ""
     if not name or not namespace:
-        return [_check("runner pod", True, "not in a pod (no HOSTNAME or service-account namespace): its label "
+        return [Check("runner pod", True, "not in a pod (no HOSTNAME or service-account namespace): its label "
                                            "and namespace were not checked", warning=True)]
     try:
         pod = Kube(kube.api, namespace, attempts=2).call("get", "pods", name, kube.core.read_namespaced_pod, name,
                                                           namespace)
     except KubeApiError as exc:
-        return [_check("runner pod", True, f"its pod {namespace}/{name} could not be read ({exc})", warning=True)]
+        return [Check("runner pod", True, f"its pod {namespace}/{name} could not be read ({exc})", warning=True)]
     meta = pod.get("metadata") or {}
     problems = []
     if (meta.get("labels") or {}).get(mf.RUNNER_LABEL) != "true":
@@ -241,9 +234,9 @@ def runner_pod(config: Config, kube: Kube) -> list["Check"]:
     if namespace != runner_namespace(config):
         problems.append(f"set platform.kubernetes.runner_namespace to {namespace}")
     if problems:
-        return [_check("runner pod", False, f"{namespace}/{name} is not the runner the Locust master's NetworkPolicy "
+        return [Check("runner pod", False, f"{namespace}/{name} is not the runner the Locust master's NetworkPolicy "
                                             f"admits: {'; '.join(problems)}")]
     evict = (meta.get("annotations") or {}).get(kube_pods.SAFE_TO_EVICT)
-    return [_check("runner pod", True, f"{namespace}/{name} is labelled {mf.RUNNER_LABEL}=true" +
+    return [Check("runner pod", True, f"{namespace}/{name} is labelled {mf.RUNNER_LABEL}=true" +
                    ("" if evict == "false" else f"; annotate it {kube_pods.SAFE_TO_EVICT}: \"false\" so the autoscale "
                     "stage's scale-down cannot evict it"), warning=evict != "false")]

@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from nightcap.config import Config
-from nightcap.platforms import manifests as mf
+from nightcap.platforms import manifests as mf, manifests_locust as locust_mf
 from nightcap.platforms.base import HpaSpec, PodSpec
 
 PREVIEW_RUN = "preflight"  # the run id preflight's dry-run manifests are named after
@@ -62,12 +62,12 @@ def files_for(config: Config, payloads: list[bytes], run_id: str, largest: bool 
         files = {"locustfile.py": LOCUSTFILE.read_text(),
                  "payloads.jsonl": b"\n".join(payloads).decode(errors="replace") + "\n"}
         secret_env = {"NIGHTCAP_API_KEY": (mf.locust_name(r, "key"), "api-key")} if key else None
-        out["locust-files.yaml"] = [mf.locust_configmap(c, r, files)]
-        out["locust-master.yaml"] = [mf.locust_network_policy(c, r), mf.locust_master_deployment(c, r, env),
-                                     mf.locust_master_service(c, r)]
-        out["locust-worker.yaml"] = [mf.locust_worker_deployment(c, r, c.load.workers, env, secret_env)]
+        out["locust-files.yaml"] = [locust_mf.locust_configmap(c, r, files)]
+        out["locust-master.yaml"] = [locust_mf.locust_network_policy(c, r), locust_mf.locust_master_deployment(c, r, env),
+                                     locust_mf.locust_master_service(c, r)]
+        out["locust-worker.yaml"] = [locust_mf.locust_worker_deployment(c, r, c.load.workers, env, secret_env)]
         if key:  # the real one holds the key; this shows its shape
-            out["locust-worker.yaml"].append(mf.api_key_secret(c, r, "<the target's API key, set at run time>"))
+            out["locust-worker.yaml"].append(locust_mf.api_key_secret(c, r, "<the target's API key, set at run time>"))
     if canary_wanted(c)[0]:
         cc, cr = canary_config(c), f"{r}-canary"
         spec = PodSpec(cpu=c.canary.cpu, memory=c.canary.memory, concurrency=c.canary.slots)

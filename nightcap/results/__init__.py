@@ -1,4 +1,4 @@
-"""What a run produces: typed stage results, summary.json, report.md, plots, steps.csv, the SQL history.
+"""What a run produces: typed stage results, summary.json, report.md, plots, the SQL history.
 
 - `stages.py`         typed results of each stage (TuneResult, RampResult, ...), kept on RunContext.results.
 - `summary.py`        summary.json built from those results: the only place its keys are written.
@@ -6,7 +6,6 @@
 - `report.py`         report.md, the one-line answer, and each stage's line; `report_lines.py` the lines that
                       frame it (how sure, verdicts, fits, checks, warnings); `report_sections.py` the sections.
 - `plots.py`          every plot (matplotlib, Agg backend set once here), the trend with its level changes too.
-- `steps.py`          StepRow (one measured window) and steps.csv.
 - `store.py`          the results history (SQLAlchemy; SQLite by default); `history_schema.py` its tables,
                       `redact.py` what keeps secrets out of it.
 - `level_changes.py`  where the headline figures changed level (change points), for history and the trend table.
@@ -14,5 +13,6 @@
 - `no_answer.py`      why a run whose stages measured no saturation point has none (that run is failed).
 - `events.py`         the Prefect events a finished run emits (names, target resource, payloads), as plain dicts.
 
-Depends on: config, search, analysis; summary.py reads a RunContext (run/). Never on flows/ or tasks/.
+Depends on: config, steps (StepRow, steps.csv: `nightcap/steps.py`), analysis, search, confirm, warm_start;
+summary.py names what it reads of a run (`RunRecord`: run/context.py provides it). Never on run/, flows/, tasks/.
 """

@@ -15,12 +15,11 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 
 from nightcap.analysis.figures import HEADLINE_NAMES
-from nightcap.results.steps import StepRow
+from nightcap.steps import StepRow
 
 # 1: runs and steps. 2: runs.figure_meanings (how each figure was measured: a change starts a new baseline)
 # and runs.steps_pruned / artifacts_pruned (removed by retention; the run's headline figures stay for the trend).
 SCHEMA_VERSION = 2
-HEADLINE_FIGURES = HEADLINE_NAMES  # one column per figure (nightcap.analysis.figures)
 
 metadata = sa.MetaData()
 
@@ -39,7 +38,7 @@ runs = sa.Table(
     sa.Column("config_hash", sa.String(64)),
     sa.Column("target_version", sa.JSON),
     sa.Column("config", sa.JSON),
-    *[sa.Column(name, sa.Float) for name in HEADLINE_FIGURES],
+    *[sa.Column(name, sa.Float) for name in HEADLINE_NAMES],  # one column per headline figure
     sa.Column("summary", sa.JSON),
     sa.Column("note", sa.Text),
     sa.Column("figure_meanings", sa.JSON),

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping
 
 from nightcap.analysis.change_points import MAX_PVALUE, find_change_points
-from nightcap.analysis.regression import FIGURES
+from nightcap.analysis.figures import COMPARED_FIGURES
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -49,7 +49,7 @@ def level_changes(frame: "pd.DataFrame", *, max_pvalue: float = MAX_PVALUE,
     keys = done["config_hash"] if "config_hash" in done else None
     found: dict[str, list[LevelChange]] = {}
     for _, group in done.groupby(keys if keys is not None else [0] * len(done), sort=False, dropna=False):
-        for fig in FIGURES:
+        for fig in COMPARED_FIGURES:
             if fig.name not in group:
                 continue
             for point in find_change_points(group[fig.name].tolist(), max_pvalue=max_pvalue, min_change=min_change):
@@ -99,7 +99,7 @@ def trend_rows(frame: "pd.DataFrame", changes: Mapping[str, list[LevelChange]]) 
             "run": str(row.run_id),
             "status": status,
         }
-        for fig in FIGURES:
+        for fig in COMPARED_FIGURES:
             value = getattr(row, fig.name, None)
             entry[SHORT_NAMES[fig.name]] = (round(float(value), 1) if value is not None and value == value else None)
         entry["level change"] = change_label(changes.get(str(row.run_id), []))

@@ -12,7 +12,7 @@ from collections import Counter
 from http import HTTPStatus
 from typing import Any, Iterable
 
-from nightcap.results.steps import StepRow
+from nightcap.steps import StepRow
 
 # the stages that search for a saturation point; a run of only sizing or regression asks no such question
 SATURATION_STAGES = ("tune", "single_client", "multi_client", "scaling")

@@ -17,10 +17,12 @@ import numpy as np  # noqa: E402
 from matplotlib.dates import AutoDateLocator, ConciseDateFormatter  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from nightcap.analysis.confidence import combine_windows, window_estimate  # noqa: E402
 from nightcap.analysis.figures import COMPARED_FIGURES  # noqa: E402
+from nightcap.analysis.slo import Slo  # noqa: E402
 from nightcap.analysis.usl import UslFit, predict  # noqa: E402
 from nightcap.quantities import format_memory  # noqa: E402
-from nightcap.results.steps import StepRow  # noqa: E402
+from nightcap.steps import StepRow  # noqa: E402
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -39,16 +41,13 @@ def _save(fig: Any, path: Path, dpi: int = 90, tight: bool = True) -> str:
     return path.name
 
 
-def plot_ramp(steps: Iterable[StepRow], path: Path, title: str, slo_p95_ms: float | None = None,
-              saturation: dict[str, Any] | None = None, max_error_rate: float | None = None) -> str | None:
+def plot_ramp(steps: Iterable[StepRow], path: Path, title: str, slo: Slo | None = None,
+              saturation: dict[str, Any] | None = None) -> str | None:
     """Goodput (with its 95% interval) and p95 against users, the saturation point marked.
 
-    The throughput line joins only levels within the SLO and the error limit; the others are drawn as
-    marked points (a level of fast 503s must not look like a faster server).
+    The throughput line joins only levels that meet the SLO (`slo`; None: any level with a p95); the others are
+    drawn as marked points (a level of fast 503s must not look like a faster server).
     """
-    from nightcap.analysis.confidence import combine_windows
-    from nightcap.search import window_estimate
-
     rows = sorted((s for s in steps if s.valid), key=lambda s: s.users)
     if not rows:
         return None
@@ -57,12 +56,13 @@ def plot_ramp(steps: Iterable[StepRow], path: Path, title: str, slo_p95_ms: floa
         by_users.setdefault(row.users, []).append(row)
     users = list(by_users)
     last = {u: by_users[u][-1] for u in users}  # the verdict of a level is its last window's
+    met = dict(zip(users, slo.met_steps([last[u] for u in users]))) if slo is not None else {}
 
     def good(u: int) -> bool:
         row = last[u]
-        return (not row.generator_bound and row.p95_ms is not None
-                and (slo_p95_ms is None or row.p95_ms <= slo_p95_ms)
-                and (max_error_rate is None or row.error_rate <= max_error_rate))
+        if row.generator_bound or row.p95_ms is None:
+            return False
+        return met.get(u, True)
 
     level = {u: combine_windows([window_estimate(r) for r in by_users[u]]) for u in users}
     fig, ax1 = plt.subplots(figsize=(7, 4))
@@ -81,8 +81,8 @@ def plot_ramp(steps: Iterable[StepRow], path: Path, title: str, slo_p95_ms: floa
     ax2 = ax1.twinx()
     ax2.plot(users, [last[u].p95_ms or float("nan") for u in users], "s--", color="tab:red", label="p95 (ms)")
     ax2.set_ylabel("p95 ms", color="tab:red")
-    if slo_p95_ms:
-        ax2.axhline(slo_p95_ms, color="tab:red", linestyle=":", linewidth=1, label=f"SLO p95 {slo_p95_ms:g} ms")
+    if slo is not None:
+        ax2.axhline(slo.p95_ms, color="tab:red", linestyle=":", linewidth=1, label=f"SLO p95 ≤ {slo.p95_ms:g} ms")
     bound = [u for u in users if last[u].generator_bound]
     if bound:
         ax1.scatter(bound, [level[u].mean for u in bound], marker="x", s=80, color="black", label="generator-bound")
@@ -111,7 +111,7 @@ def plot_p95_by_cores(steps: Iterable[StepRow], path: Path, slo_p95_ms: float) -
         xs = sorted(pts)
         cores = rows[0].cpu or 1
         ax.plot(xs, [pts[x] for x in xs], "o-", label=f"{replicas} replica(s), {replicas * cores:g} cores")
-    ax.axhline(slo_p95_ms, color="red", linestyle=":", label=f"SLO p95 {slo_p95_ms:g} ms")
+    ax.axhline(slo_p95_ms, color="red", linestyle=":", label=f"SLO p95 ≤ {slo_p95_ms:g} ms")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("concurrent users")
@@ -213,7 +213,7 @@ def timeline_plot(samples: list[AutoscaleSample], path: Path, slo_ms: float, ste
     ax1.set_ylabel("replicas")
     ax1.legend(loc="upper left", fontsize=8)
     ax2.plot(t, [s.p95_ms or float("nan") for s in samples], "o-", color="tab:red", markersize=3, label="p95 ms")
-    ax2.axhline(slo_ms, color="tab:red", linestyle=":", label=f"SLO {slo_ms:g} ms")
+    ax2.axhline(slo_ms, color="tab:red", linestyle=":", label=f"SLO p95 ≤ {slo_ms:g} ms")
     if any(s.error_rate for s in samples):  # failed and dropped arrivals: what callers lost meanwhile
         ax2b = ax2.twinx()
         ax2b.step(t, [100 * s.error_rate for s in samples], where="post", color="black", alpha=0.5)

@@ -53,7 +53,7 @@ def answer_line(summary: dict[str, Any]) -> str:
         if not op.get("meets_slo") and slo.get("rate_rps") is not None:
             line += f" (it holds up to {_fmt(slo['rate_rps'])} rps)"
     if slo.get("users") is not None:
-        line += f"; {slo['users']} users fit under p95 < {_fmt(slo.get('p95_ms'), 0)} ms"
+        line += f"; {slo['users']} users fit within p95 ≤ {_fmt(slo.get('p95_ms'), 0)} ms"
     if not sat.get("found", True):
         line += f" (lower bound: {sat.get('stop_reason')})"
     if sat.get("inconclusive"):
@@ -128,7 +128,7 @@ def sizing_line(s: SizingResult, slo_p95_ms: float) -> str | None:
                      f"{cost} (binding: {r.binding_constraint})")
     pod = s.pod
     rate = f" at {pod.rate_rps:.1f} rps per pod ({pod.rate_from})" if pod else ""
-    return f"sizing with p95 under {slo_p95_ms:g} ms{rate}: " + "; ".join(parts)
+    return f"sizing with p95 ≤ {slo_p95_ms:g} ms{rate}: " + "; ".join(parts)
 
 
 def autoscale_line(a: AutoscaleResult) -> str:

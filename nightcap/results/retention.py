@@ -128,7 +128,7 @@ def prune_steps(store: "HistoryStore", target: str, keep: "Keep", protect: Itera
                          .values(steps_pruned=sa.func.coalesce(runs.c.steps_pruned, 0) + count))
         return len(counts), sum(counts.values())
 
-    return store._write(write)
+    return store.transaction(write)
 
 
 def prune_artifacts(store: "HistoryStore", target: str, keep: "Keep", delete: Callable[[list[str]], int],
@@ -142,7 +142,7 @@ def prune_artifacts(store: "HistoryStore", target: str, keep: "Keep", delete: Ca
         return 0
     flow_runs = [r["flow_run_id"] for r in rows if r["run_id"] in set(old)]
     deleted = delete(flow_runs)
-    store._write(lambda conn: conn.execute(runs.update().where(runs.c.run_id.in_(old)).values(artifacts_pruned=True)))
+    store.transaction(lambda conn: conn.execute(runs.update().where(runs.c.run_id.in_(old)).values(artifacts_pruned=True)))
     return deleted
 
 

@@ -18,8 +18,8 @@ from nightcap.analysis.canary import CanaryFigure, CanarySettings
 from nightcap.analysis.confidence import Estimate
 from nightcap.analysis.operating_point import OperatingPointCheck
 from nightcap.analysis.pod_capacity import Check, PodFigure, PodKey
-from nightcap.analysis.regression import RegressionResult
-from nightcap.analysis.sizing import Capacity, PerPod, SizingInputs, SizingRow, ValidationRow
+from nightcap.analysis.regression_result import RegressionResult
+from nightcap.analysis.sizing import PerPod, SizingInputs, SizingRow, ValidationRow
 from nightcap.analysis.tuning import CandidateResult
 from nightcap.analysis.usl import UslFit
 from nightcap.confirm import Confirmation
@@ -105,11 +105,6 @@ class RampResult:
         if self.ratio is None:
             return None
         return bool(self.ratio.low is not None and self.ratio.low > 1.0)
-
-    @property
-    def capacity(self) -> Capacity:
-        return Capacity(self.search.saturation_rps, self.search.saturation_users, self.search.slo_users,
-                        self.replicas)
 
     @property
     def inconclusive(self) -> str | None:
@@ -203,11 +198,6 @@ class ScalingResult:
     one_pod_max_users: int
     by_cores: list[dict[str, Any]]
     plots: list[str] = field(default_factory=list)
-
-    @property
-    def one_pod(self) -> Capacity | None:
-        row = next((r for r in self.rows if r.replicas == 1), None)
-        return Capacity(row.saturation_rps, row.saturation_users, row.slo_users) if row else None
 
     @property
     def inconclusive(self) -> str | None:

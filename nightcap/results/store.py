@@ -21,12 +21,13 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from nightcap.analysis.change_points import finite
+from nightcap.analysis.figures import HEADLINE_NAMES
 from nightcap.results import store_connect
-from nightcap.results.history_schema import (HEADLINE_FIGURES, SCHEMA_VERSION, STEP_FIELDS, migrate, runs,
+from nightcap.results.history_schema import (SCHEMA_VERSION, STEP_FIELDS, migrate, runs,
                                              schema_version, steps)
 from nightcap.results.meanings import changed_figures, figure_meanings, stored_meanings
 from nightcap.results.redact import config_dump, sanitize
-from nightcap.results.steps import StepRow
+from nightcap.steps import StepRow
 from nightcap.results.store_connect import DEFAULT_URL, StoreError
 
 __all__ = ["DEFAULT_URL", "RUN_STATUSES", "SCHEMA_VERSION", "HistoryStore", "StoreError", "check_writable",
@@ -156,7 +157,7 @@ class HistoryStore:
             else:
                 conn.execute(runs.insert().values(run_id=run_id, started_at=now, **values))
 
-        self._write(write)
+        self.transaction(write)
 
     def add_step(self, run_id: str, row: StepRow, retry_s: float | None = None) -> None:
         """Append one measured step right away, in its own transaction, so a later crash keeps it.
@@ -180,7 +181,7 @@ class HistoryStore:
                 conn.execute(steps.insert().values(run_id=run_id, recorded_at=now, **data))
             conn.execute(runs.update().where(runs.c.run_id == run_id).values(updated_at=now))
 
-        self._write(write, retry_s)
+        self.transaction(write, retry_s)
 
     def ensure_steps(self, run_id: str, rows: list[StepRow], config: "Config",
                      target_version: Mapping[str, Any] | None = None, flow_run_id: str | None = None) -> int:
@@ -203,7 +204,7 @@ class HistoryStore:
 
     def heartbeat(self, run_id: str) -> None:
         """Say the run is alive during a long step, so `mark_abandoned` leaves it alone."""
-        self._write(lambda conn: conn.execute(runs.update().where(runs.c.run_id == run_id).values(updated_at=_now())))
+        self.transaction(lambda conn: conn.execute(runs.update().where(runs.c.run_id == run_id).values(updated_at=_now())))
 
     def finish_run(
         self,
@@ -217,10 +218,10 @@ class HistoryStore:
         if status not in RUN_STATUSES:
             raise ValueError(f"run status must be one of {RUN_STATUSES}, not {status!r}")
         headline = dict(headline or {})
-        unknown = sorted(set(headline) - set(HEADLINE_FIGURES))
+        unknown = sorted(set(headline) - set(HEADLINE_NAMES))
         if unknown:
-            log.warning("history: ignoring unknown headline figures %s (known: %s)", unknown, HEADLINE_FIGURES)
-        values: dict[str, Any] = {name: finite(headline.get(name)) for name in HEADLINE_FIGURES if name in headline}
+            log.warning("history: ignoring unknown headline figures %s (known: %s)", unknown, HEADLINE_NAMES)
+        values: dict[str, Any] = {name: finite(headline.get(name)) for name in HEADLINE_NAMES if name in headline}
         now = _now()
         values.update(status=status, updated_at=now, finished_at=None if status == "running" else now)
         if summary is not None:
@@ -233,7 +234,7 @@ class HistoryStore:
             self._require(conn, run_id)
             conn.execute(runs.update().where(runs.c.run_id == run_id).values(**values))
 
-        self._write(write)
+        self.transaction(write)
 
     def mark_abandoned(self, older_than_s: float) -> list[str]:
         """Mark runs still 'running' with no sign of life for `older_than_s` as failed; return their ids.
@@ -262,7 +263,7 @@ class HistoryStore:
                 )
             return ids
 
-        return self._write(write)
+        return self.transaction(write)
 
     # -- reading --------------------------------------------------------------------------------
 
@@ -330,7 +331,7 @@ class HistoryStore:
             ) if rows else {}
         columns = [
             "run_id", "started_at", "finished_at", "status", "target_name", "platform", "config_hash",
-            "version", *HEADLINE_FIGURES, "canary", "steps", "steps_pruned", "figure_meanings", "regression",
+            "version", *HEADLINE_NAMES, "canary", "steps", "steps_pruned", "figure_meanings", "regression",
             "verdict", "flow_run_id", "target_version", "note",
         ]
         records = []
@@ -348,13 +349,13 @@ class HistoryStore:
         frame = pd.DataFrame.from_records(records, columns=columns)
         for name in ("started_at", "finished_at"):
             frame[name] = pd.to_datetime(frame[name], utc=True)
-        for name in (*HEADLINE_FIGURES, "canary"):
+        for name in (*HEADLINE_NAMES, "canary"):
             frame[name] = pd.to_numeric(frame[name], errors="coerce")
         return frame
 
     # -- plumbing -------------------------------------------------------------------------------
 
-    def _write(self, action: Callable[[sa.Connection], T], retry_s: float | None = None) -> T:
+    def transaction(self, action: Callable[[sa.Connection], T], retry_s: float | None = None) -> T:
         """One short transaction, retried for `retry_s` when the database is lost (it restarts, a file is
         locked); a failure is a StoreError naming store.url and the fix, never its password."""
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from nightcap.analysis.autoscale_metrics import AutoscaleSummary
 from nightcap.analysis.autoscale_plan import AutoscaleFit, Expectation
@@ -32,7 +32,28 @@ from nightcap.results.verdicts import INCONCLUSIVE, run_verdict
 
 if TYPE_CHECKING:
     from nightcap.analysis.usl import UslFit
-    from nightcap.run.context import RunContext
+    from nightcap.config import Config
+
+
+class PodShape(Protocol):
+    cpu: float | None
+    memory: int | None
+    concurrency: int
+
+
+class RunRecord(Protocol):
+    """What the summary reads from a run: `nightcap.run.context.RunContext` provides it (results sit below run,
+    so they name what they read instead of importing it). `platform` is read with getattr: None before deploy."""
+
+    config: "Config"
+    spec: PodShape | None
+    platform: object | None
+    results: StageResults
+    stages: dict[str, dict[str, Any]]
+    info: dict[str, Any]
+    run_plots: list[str]
+    warnings: list[str]
+    out: Path
 
 
 def _r(x: float | None) -> float | None:
@@ -67,7 +88,7 @@ def operating_check_fields(check: OperatingPointCheck | None) -> tuple[dict[str,
     return op, {"rate_rps": _r(check.slo_rate_rps), "rate_rps_interval": [_r(low), _r(high)]}
 
 
-def headline(ctx: "RunContext") -> dict[str, Any]:
+def headline(ctx: RunRecord) -> dict[str, Any]:
     """saturation, operating_point, slo_capacity, platform and rps_per_core: the answer and where it was measured."""
     cfg, spec, platform = ctx.config, ctx.spec, ctx.platform
     stage, sat = ctx.results.headline(cfg.search.headroom)
@@ -307,7 +328,7 @@ def plots(results: StageResults) -> list[str]:
     return [n for n in names if n]
 
 
-def capacity_block(ctx: "RunContext") -> tuple[dict[str, Any], list[str]]:
+def capacity_block(ctx: RunRecord) -> tuple[dict[str, Any], list[str]]:
     """capacity.per_pod (the run's pod: confirmed once, verified by later stages) and a warning when unstable;
     `capacity.pods` every pod figure of the run (tune's on its replicas, the run's)."""
     res = ctx.results
@@ -324,7 +345,7 @@ def capacity_block(ctx: "RunContext") -> tuple[dict[str, Any], list[str]]:
     return {"per_pod": fig.to_dict(), "pods": pods}, warnings
 
 
-def build_summary(ctx: "RunContext") -> dict[str, Any]:
+def build_summary(ctx: RunRecord) -> dict[str, Any]:
     """The whole summary.json of the run so far (written after every stage and at the end)."""
     res, cfg = ctx.results, ctx.config
     summary: dict[str, Any] = {**ctx.info, "stages": ctx.stages}
@@ -343,7 +364,7 @@ def build_summary(ctx: "RunContext") -> dict[str, Any]:
     return summary
 
 
-def write_summary(ctx: "RunContext") -> dict[str, Any]:
+def write_summary(ctx: RunRecord) -> dict[str, Any]:
     """Build summary.json and write it atomically; returns what was written."""
     summary = build_summary(ctx)
     path = ctx.out / "summary.json"

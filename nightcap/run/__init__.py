@@ -9,5 +9,6 @@
 - `ports.py`     listen ports below the kernel's ephemeral range, never handed out twice.
 - `prefect_server.py`  a local Prefect server for the run when PREFECT_API_URL is not set.
 
-Depends on: config, platforms (base), load (base), results (steps), targets (plan). Never on flows/ or tasks/.
+Depends on: config, steps, platforms, load, results (stages, retention, store), targets (plan). Never on flows/ or
+tasks/. registry.py and ports.py serve the layers below (platforms, load): listed in tests/test_layering.py.
 """

@@ -23,12 +23,13 @@ from typing import Any, Callable, Iterator
 
 from nightcap.analysis.pod_capacity import PodFigure, PodKey
 from nightcap.config import Config
-from nightcap.load.base import Generator, GeneratorError, start_generator
+from nightcap.load.base import Generator, GeneratorError
+from nightcap.load.factory import start_generator
 from nightcap.load.runner import StepRunner
 from nightcap.platforms.base import Platform, PodSpec
 from nightcap.run.registry import RunRegistry
 from nightcap.results.stages import StageResults
-from nightcap.results.steps import StepRow, write_steps_csv
+from nightcap.steps import StepRow, write_steps_csv
 from nightcap.targets.plan import TargetPlan
 
 _RUNS: dict[str, "RunContext"] = {}

@@ -16,6 +16,6 @@
 - `canary.py`           the platform canary as a target: the reference server doing fixed work, on the model's
                         platform (a stock Python image on Kubernetes).
 
-Depends on: config only (plan.py; MLflow is imported only to resolve a model URI); the servers depend on
+Depends on: config and analysis (canary.py: its settings; plan.py: MLflow only to resolve a model URI); the servers depend on
 nothing in nightcap.
 """
