@@ -193,7 +193,7 @@ RUNNER = textwrap.dedent('''
     from google.cloud.container_v1.services.cluster_manager.transports.rest import ClusterManagerRestTransport
     from kubernetes import client as k8s
     from nightcap.config import validate
-    from nightcap.platforms import manifests as mf
+    from nightcap.platforms import manifests_locust as locust_mf
     from nightcap.platforms.base import PodSpec
     from nightcap.platforms.gke import GkeNodePools
     from nightcap.platforms.kubernetes import KubernetesPlatform

@@ -55,23 +55,27 @@ def within(value: float, truth: float, tolerance: float) -> bool:
 
 
 def test_ramps_scaling_and_sizing_match_the_formula(prefect_api, tmp_path, monkeypatch):
-    """4 slots x 20 ms = 200 rps per replica: saturation within ±10% at 1, 2 and 3 replicas, USL linear."""
+    """4 slots x 40 ms = 100 rps per replica: saturation within ±10% at 1, 2 and 3 replicas, USL linear.
+
+    100 rather than 200 rps per replica: at 600 rps the proxy and two Locust workers on this 2-core machine took
+    a share of the CPU the three replicas' timing depends on (efficiency 0.947 in one clean-clone run).
+    """
     monkeypatch.chdir(tmp_path)
-    cfg = base()
+    cfg = base(service_ms=40)
     cfg["stages"] = ["single_client", "multi_client", "scaling", "sizing"]
     cfg["scaling"] = {"max_replicas": 3}
-    cfg["sizing"] = {"users": [50], "rps": [1000], "node_allocatable_cpu": 4, "price_per_core_hour": 0.05,
+    cfg["sizing"] = {"users": [50], "rps": [500], "node_allocatable_cpu": 4, "price_per_core_hour": 0.05,
                      "think_time_s": 1.0}
     cfg["load"]["verify_s"] = 3.0
     state, summary, steps = run_flow(tmp_path, cfg)
     assert state.is_completed(), state.message
 
-    assert within(summary["single_client"]["saturation"]["rps"], 200, 0.10)
-    assert within(summary["saturation"]["rps"], 200, 0.10)
+    assert within(summary["single_client"]["saturation"]["rps"], 100, 0.10)
+    assert within(summary["saturation"]["rps"], 100, 0.10)
     assert summary["operating_point"]["rps"] == pytest.approx(0.7 * summary["saturation"]["rps"], abs=0.02)
     rows = {r["replicas"]: r for r in summary["scaling"]["rows"]}
     for n in (1, 2, 3):
-        assert within(rows[n]["saturation_rps"], 200 * n, 0.10), rows[n]
+        assert within(rows[n]["saturation_rps"], 100 * n, 0.10), rows[n]
     for n in (2, 3):  # a target that scales linearly: efficiency 1 within 5%, from 3 pairs of alternating windows
         low, high = rows[n]["efficiency_ci"]
         assert abs(rows[n]["efficiency"] - 1) <= 0.05 and low <= rows[n]["efficiency"] <= high, rows[n]
@@ -88,26 +92,26 @@ def test_ramps_scaling_and_sizing_match_the_formula(prefect_api, tmp_path, monke
     assert usl["sigma"] < 0.05 and usl["kappa"] < 0.01
     assert usl["predicted_peak_replicas"] is None or usl["predicted_peak_replicas"] > 10
 
-    # The operating point was offered open loop at 70% of saturation (140 rps against 200): the SLO holds, and
-    # the p95 is the open-loop one at that rate (about the 20 ms service time plus a little queueing).
+    # The operating point was offered open loop at 70% of saturation (70 rps against 100): the SLO holds, and
+    # the p95 is the open-loop one at that rate (about the 40 ms service time plus a little queueing).
     op = summary["operating_point"]
     assert op["load"] == "open" and op["meets_slo"] and op["dropped"] == 0 and op["error_rate"] <= 0.01
-    assert within(op["offered_rps"], op["rps"], 0.03) and 20 <= op["p50_ms"] <= op["p95_ms"] <= 60, op
+    assert within(op["offered_rps"], op["rps"], 0.03) and 40 <= op["p50_ms"] <= op["p95_ms"] <= 100, op
     assert summary["slo_capacity"]["rate_rps"] == op["rps"] and summary["slo_capacity"]["rate_rps_interval"][1] is None
     assert "operating point verified open loop" in summary["operating_line"]
     assert op["windows"] == 2 and op["p95_ci"][0] <= op["p95_ms"] <= op["p95_ci"][1] and op["arrivals"] == "poisson"
     if per_pod["status"] == "confirmed":  # checked once, at the figure's rate: no back-off, no second check
         assert [s["load"] for s in steps].count("open") == 2
 
-    # Sizing from the measured per-pod rate (issue 13's reference case): 70% of ~200 rps = ~140 rps per pod,
-    # 1000 rps -> 8 pods (+-1); 50 users thinking 1 s each send ~49 rps -> 1 pod.
+    # Sizing from the measured per-pod rate (issue 13's reference case): 70% of ~100 rps = ~70 rps per pod,
+    # 500 rps -> 8 pods (+-1); 50 users thinking 1 s each send ~48 rps -> 1 pod.
     inputs = summary["sizing"]["inputs"]
     by_target = {r["target"]: r for r in summary["sizing"]["rows"]}
-    rps_row, users_row = by_target["1000 rps"], by_target["50 users"]
+    rps_row, users_row = by_target["500 rps"], by_target["50 users"]
     assert inputs["per_pod_rate_rps"] == pytest.approx(0.7 * inputs["per_pod_rps"])
-    assert rps_row["pods"] == math.ceil(1000 / inputs["per_pod_rate_rps"] - 1e-9) and 7 <= rps_row["pods"] <= 9
+    assert rps_row["pods"] == math.ceil(500 / inputs["per_pod_rate_rps"] - 1e-9) and 7 <= rps_row["pods"] <= 9
     assert users_row["pods"] == 1 and within(users_row["rps"], 50 / (1 + inputs["latency_s"]), 0.001)
-    assert 0.018 <= inputs["latency_s"] <= 0.04 and "open loop" in inputs["latency_from"]
+    assert 0.038 <= inputs["latency_s"] <= 0.07 and "open loop" in inputs["latency_from"]
     assert rps_row["binding_constraint"] == "per-pod rate" and rps_row["nodes"] >= math.ceil(rps_row["cores"] / 4)
     validation = {v["replicas"]: v for v in summary["sizing"]["validation"]}
     assert set(validation) == {1, 2, 3} and all(abs(v["error"]) < 0.15 for v in validation.values()), validation
