@@ -30,6 +30,7 @@ from nightcap.config_sections import (
     SearchConfig,
     SizingConfig,
     SloConfig,
+    PublishConfig,
     StoreConfig,
     Strict,
     TargetConfig,
@@ -40,7 +41,7 @@ from nightcap.config_sections import (
 __all__ = ["AutoscaleConfig", "AutoscalePhase", "CanaryConfig", "Config", "ConfigError", "GkeConfig",
            "KubernetesConfig", "KUBERNETES_WARMUP_S", "KUBERNETES_WINDOW_S", "LoadConfig", "PlatformConfig",
            "RegressionConfig", "RetentionConfig",
-           "STAGE_NAMES", "ScalingConfig", "SearchConfig", "SizingConfig", "SloConfig", "StoreConfig",
+           "STAGE_NAMES", "ScalingConfig", "SearchConfig", "SizingConfig", "SloConfig", "StoreConfig", "PublishConfig",
            "TargetConfig", "TuneConfig", "apply_override", "load_config", "parse_yaml", "validate"]
 
 STAGE_NAMES = ("tune", "single_client", "multi_client", "scaling", "sizing", "autoscale", "regression")
@@ -70,6 +71,7 @@ class Config(Strict):
     regression: RegressionConfig = Field(default_factory=RegressionConfig)
     canary: CanaryConfig = Field(default_factory=CanaryConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    publish: PublishConfig = Field(default_factory=PublishConfig)
 
     @model_validator(mode="before")
     @classmethod

@@ -348,6 +348,33 @@ class StoreConfig(Strict):
     retry_s: float = Field(60.0, ge=0, le=3600)
 
 
+class PublishConfig(Strict):
+    """Where the night's answer is published besides the report folder and the history. The history stays the
+    source of truth for the regression check; a publication that fails is a warning in the report, not a failed
+    night."""
+
+    # tags on the model version and one MLflow run per night, when target.model_uri is a tracking-server URI
+    # (runs:/, models:/); false: nothing is written to MLflow
+    mlflow: bool = True
+    mlflow_experiment: str | None = Field(None, min_length=1, max_length=500)  # default: nightcap/<target.name>
+    # a Prometheus Pushgateway (http(s)://host:port), pushed at the end of each run; its host must be in
+    # publish.allowed_hosts
+    pushgateway: str | None = None
+    allowed_hosts: list[str] = Field(default_factory=lambda: ["127.0.0.1", "localhost", "::1"])
+
+    @model_validator(mode="after")
+    def _pushgateway_allowed(self) -> "PublishConfig":
+        if self.pushgateway:
+            parsed = urlparse(self.pushgateway)
+            if parsed.scheme not in ("http", "https") or not parsed.hostname:
+                raise ValueError(f"publish.pushgateway {self.pushgateway!r} must be an http(s) URL with a host, "
+                                 "e.g. http://127.0.0.1:9091")
+            if parsed.hostname not in self.allowed_hosts and "*" not in self.allowed_hosts:
+                raise ValueError(f"publish.pushgateway host {parsed.hostname!r} is not in publish.allowed_hosts "
+                                 f"{self.allowed_hosts}; add it there if you really mean to push to it")
+        return self
+
+
 class Keep(Strict):
     """What to keep: the newest `nights` and everything younger than `days`; beyond both it is removed.
     Neither set: kept forever."""
