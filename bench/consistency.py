@@ -34,7 +34,7 @@ REPEATS = 5
 TIMEOUT_S = 900.0
 STAGES = '["tune","single_client","multi_client","scaling"]'
 COLUMNS = ["run", "per_pod_rps", "ci_low", "ci_high", "halfwidth_pct", "status", "windows", "confirmed_by",
-           "checks", "one_figure", "wall_s", "note"]
+           "checks", "one_figure", "wall_s", "note", "pod"]
 
 
 def nightcap_run(sets: list[str], timeout_s: float = TIMEOUT_S) -> tuple[dict[str, Any] | None, float, str]:
@@ -96,24 +96,45 @@ def measure(table: Table, runs: range) -> None:
         checks = "; ".join(f"{c['stage']} {c['outcome']}" for c in per_pod.get("checks") or [])
         table.add(i + 1, fmt(per_pod.get("rps")), fmt(ci[0]), fmt(ci[1]), fmt(half), per_pod.get("status"),
                   per_pod.get("windows"), per_pod.get("stage"), checks, "yes" if ok else f"no: {differ}", fmt(wall),
-                  note)
+                  note, pod_label(per_pod.get("pod")))
+
+
+def pod_label(pod: dict[str, Any] | None) -> str | None:
+    """The pod shape tune chose: runs that chose different shapes measured different pods."""
+    if not pod:
+        return None
+    memory = pod.get("memory")
+    mem = f"{memory / 2**20:.0f}Mi" if isinstance(memory, (int, float)) else "none"
+    return f"cpu={pod.get('cpu'):g} memory={mem} concurrency={pod.get('concurrency')}"
 
 
 def _verdicts(table: Table) -> None:
     rows = [r for r in table.rows if r[1] not in (None, "")]
     if not rows:
         return
+    table.notes.append("all runs: " + _verdict(rows))
+    shapes: dict[str, list[list[Any]]] = {}
+    for r in rows:
+        shapes.setdefault(str(r[12]) if len(r) > 12 and r[12] else "pod not recorded", []).append(r)
+    if len(shapes) > 1:  # tune chose different pods: the same pod measured again is only the runs of one shape
+        for shape, same in shapes.items():
+            if len(same) > 1:
+                table.notes.append(f"runs of {shape} only: " + _verdict(same))
+        table.notes.append("tune chose " + "; ".join(f"{shape} in run(s) {', '.join(str(r[0]) for r in same)}"
+                                                     for shape, same in shapes.items()))
+
+
+def _verdict(rows: list[list[Any]]) -> str:
     values = [float(r[1]) for r in rows]
     median = statistics.median(values)
     contain = sum(1 for r in rows if r[2] not in (None, "") and float(r[2]) <= median <= float(r[3]))
     halves = [float(r[4]) for r in rows if r[4] not in (None, "")]
     one = sum(1 for r in rows if r[9] == "yes")
     spread = (max(values) - min(values)) / median
-    table.notes.append(
-        f"{len(rows)} runs: capacity.per_pod {', '.join(f'{v:.1f}' for v in values)} rps per pod, median {median:.1f}, "
-        f"spread (max-min)/median {100 * spread:.1f}%; the median inside a run's 95% interval in {contain}/{len(rows)} "
-        f"(target: all); median half-width {statistics.median(halves):.1f}% (target <= 10%); one figure in every "
-        f"block in {one}/{len(rows)} runs")
+    return (f"{len(rows)} runs: capacity.per_pod {', '.join(f'{v:.1f}' for v in values)} rps per pod, median "
+            f"{median:.1f}, spread (max-min)/median {100 * spread:.1f}%; the median inside a run's 95% interval in "
+            f"{contain}/{len(rows)} (target: all); median half-width {statistics.median(halves):.1f}% (target <= "
+            f"10%); one figure in every block in {one}/{len(rows)} runs")
 
 
 def _kept_rows(keep: Callable[[list[str]], bool]) -> list[list[Any]]:

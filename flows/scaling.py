@@ -97,11 +97,12 @@ def scale_to(ctx: RunContext, one: PodFigure, n: int, workers: int) -> ScalingRo
                                     ctx.config.search.pairs)
     ctx.platform.scale(1)  # verify the one-pod figure with the one-pod windows (interleaved again if they disagree)
     settle_figure(ctx, "scaling", one, [FigureWindow.of(r, "scaling", "pair", workers) for r in rows_a])
+    a = estimate_of([FigureWindow.of(r, "scaling", "pair", workers) for r in rows_a])
     b = estimate_of([FigureWindow.of(r, "scaling", "pair", workers) for r in rows_b])
     eff = paired_ratio([FigureWindow.of(r, "scaling", "pair", workers).estimate for r in rows_a],
                        [FigureWindow.of(r, "scaling", "pair", workers).estimate for r in rows_b], scale=n)
     ci = None if eff.low is None else [round(eff.low, 4), round(eff.high, 4)]
     return ScalingRow(n, b.mean, knee, b.mean / n, eff.mean, None,
                       f"{result.stop_reason}; {len(rows_b)} window(s) paired with one pod",
-                      b.half_width, len(rows_b), ci, len(rows_b))
+                      b.half_width, len(rows_b), ci, len(rows_b), paired_one_pod_rps=round(a.mean, 2))
 

@@ -17,7 +17,7 @@ import pytest
 from nightcap.analysis.sizing import ValidationRow
 from nightcap.analysis.usl import MIN_R2, fit_usl
 from nightcap.results.report import multi_client_line, write_markdown
-from nightcap.results.report_lines import (confidence_line, sentence, usl_line, validation_line, verdict_lines,
+from nightcap.results.report_lines import (confidence_line, scaling_rows_line, sentence, usl_line, validation_line, verdict_lines,
                                            warning_line)
 from nightcap.results.report_sections import TITLES, sizing_text
 from nightcap.results.stages import RampResult, ScalingResult, ScalingRow, SizingResult, StageResults
@@ -234,6 +234,17 @@ def test_scaling_rows_say_where_no_level_met_the_slo_instead_of_zero(tmp_path) -
     assert ("Saturation by pod count: 1 pod 95 rps, 2 pods 180 rps (95% of 2 × one pod, 95% interval 93%-97%, 3 "
             "pairs of windows alternating one pod and 2), 3 pods: no level met the SLO.") in text
     assert summary["stages"]["scaling"]["reason"].startswith("no load level met the SLO at 3 replica(s) (p95 900 ms")
+
+
+def test_an_efficiency_names_the_one_pod_it_was_paired_with() -> None:
+    """An unstable pod: 1 pod printed at 128 rps, 2 pods at 322 rps, 77% efficiency against the 209 rps one pod
+    gave in the paired windows. Without the denominator the line reads 322 / 256 = 126% against "77%"."""
+    rows = [ScalingRow(1, 128.0, 2, 128.0, 1.0, 4, "flat"),
+            ScalingRow(2, 322.0, 4, 161.0, 0.77, 8, "flat", efficiency_ci=[0.57, 0.97], pairs=3,
+                       paired_one_pod_rps=209.3)]
+    line = scaling_rows_line(rows)
+    assert "2 pods 322 rps (77% of 2 × 209 rps, one pod in the same pairs, 95% interval 57%-97%" in line
+    assert 322 / (2 * 209.3) == pytest.approx(0.77, abs=0.005)  # the line's numbers agree with each other
 
 
 def test_how_sure_names_the_interval_the_lower_bound_and_disagreements() -> None:

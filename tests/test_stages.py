@@ -80,6 +80,8 @@ def test_ramps_scaling_and_sizing_match_the_formula(prefect_api, tmp_path, monke
         low, high = rows[n]["efficiency_ci"]
         assert abs(rows[n]["efficiency"] - 1) <= 0.05 and low <= rows[n]["efficiency"] <= high, rows[n]
         assert rows[n]["pairs"] == 3
+        # the efficiency's denominator is reported (the mean of the pairs' ratios is close to N pods / (N x it))
+        assert within(rows[n]["paired_one_pod_rps"], 100, 0.10), rows[n]
     # one pod, one number: every per-pod figure is capacity.per_pod's
     per_pod = summary["capacity"]["per_pod"]
     assert per_pod["windows"] >= 3 and per_pod["stage"] == "single_client"

@@ -147,7 +147,11 @@ def scaling_rows_line(rows: Iterable[Any]) -> str:
             parts.append(f"{pods} {r.saturation_rps:.0f} rps")
         else:
             interval = f", 95% interval {ci[0]:.0%}-{ci[1]:.0%}" if ci else ""
-            parts.append(f"{pods} {r.saturation_rps:.0f} rps ({r.efficiency:.0%} of {r.replicas} × one pod{interval}, "
+            one = getattr(r, "paired_one_pod_rps", None)
+            # the denominator is the one pod of the paired windows, which can differ from the figure printed for
+            # 1 pod (an unstable pod): name it, so the percentage can be checked against the numbers beside it
+            base = f"{r.replicas} × one pod" if not one else f"{r.replicas} × {one:.0f} rps, one pod in the same pairs"
+            parts.append(f"{pods} {r.saturation_rps:.0f} rps ({r.efficiency:.0%} of {base}{interval}, "
                          f"{getattr(r, 'pairs', 0)} pairs of windows alternating one pod and {r.replicas})")
     return "saturation by pod count: " + ", ".join(parts) if parts else "no pod count was measured"
 

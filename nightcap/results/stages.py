@@ -186,6 +186,8 @@ class ScalingRow:
     batches: int = 0  # the windows it was measured over
     efficiency_ci: list[float] | None = None  # 95% interval of the efficiency, from the pairs' ratios
     pairs: int = 0  # (one pod, N pods) window pairs behind the efficiency
+    # one pod's goodput in those pairs: the efficiency's denominator, which can differ from the run's per-pod figure
+    paired_one_pod_rps: float | None = None
 
 
 @dataclass
