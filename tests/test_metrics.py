@@ -422,13 +422,18 @@ def test_a_run_pushes_its_night_at_the_end(prefect_api, leftovers, tmp_path):
 
 @pytest.mark.slow
 def test_a_pushgateway_that_is_down_is_a_warning_and_the_night_completes(prefect_api, leftovers, tmp_path):
-    from test_stages import base, run_flow
+    from flows.capacity_check import capacity_check
+    from test_stages import base
 
     cfg = base()
-    cfg["stages"] = []  # deploy, smoke request, teardown: the cheapest night there is
+    cfg["stages"] = []  # deploy, smoke request, teardown: the cheapest night there is (no steps, no steps.csv)
     cfg["publish"] = {"pushgateway": f"http://127.0.0.1:{closed_port()}"}
+    cfg["store"] = {"url": f"sqlite:///{tmp_path}/history.db"}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
     t0 = time.monotonic()
-    state, summary, _ = run_flow(tmp_path, cfg)
+    state = capacity_check(config=str(tmp_path / "config.yaml"), overrides=[], out=str(tmp_path / "out"),
+                           return_state=True)
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert state.is_completed(), state.message
     assert summary["status"] == "completed"
     warnings = [w for w in summary["warnings"] if "publish.pushgateway" in w]
