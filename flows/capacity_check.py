@@ -47,6 +47,7 @@ from tasks.canary import measure_canary
 from tasks.events import emit_run_events
 from tasks.recording import report_lost, retain, save_history_steps, store_run
 from tasks.platform import deploy, preflight, smoke, teardown
+from tasks.pushgateway import push_night_metrics
 
 # Prefect's worker cancels a run with SIGTERM, which its engine turns into TerminationSignal (a BaseException).
 CANCELLED = (KeyboardInterrupt, SystemExit, TerminationSignal)
@@ -292,6 +293,7 @@ def finish(ctx: RunContext, status: str) -> dict[str, Any]:
                 ctx.warn(f"trend skipped: {exc}")
         # the history first: it lives elsewhere, and a full disk here must not cost the night its row
         status, summary = store_run(ctx, status, build_summary(ctx))
+        push_night_metrics(ctx, status, summary)  # publish.pushgateway; a failed push is a warning in summary.json
         try:
             summary = write_summary(ctx)
             plots = [ctx.out / p for p in summary["plots"] if (ctx.out / p).exists()]

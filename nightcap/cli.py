@@ -308,6 +308,30 @@ def history(
 
 
 @app.command()
+def metrics(
+    store: Optional[str] = typer.Option(None, "--store", help="SQL URL (default: store.url of --config, else "
+                                        "sqlite:///.nightcap/history.db)"),
+    config: Optional[Path] = typer.Option(None, "--config", help="read the history's store.url from this config"),
+    set_: list[str] = typer.Option([], "--set", help="override a key of --config: dotted.key=value"),
+    target: Optional[str] = typer.Option(None, "--target", help="only this target.name"),
+    out_file: Optional[Path] = typer.Option(None, "--out", help="write to this file atomically (node_exporter's "
+                                            "textfile collector) instead of printing"),
+) -> None:
+    """Print the latest night of every target in the OpenMetrics text format (for Prometheus)."""
+    from nightcap.results.metrics_cli import metrics_command
+
+    if store is None and config is not None:
+        try:
+            store = load_config(config, set_).store.url
+        except ConfigError as exc:
+            err.print(f"[red]{exc.render()}[/red]", highlight=False)
+            raise typer.Exit(2)
+    code = metrics_command(store, target, out_file)
+    if code:
+        raise typer.Exit(code)
+
+
+@app.command()
 def cleanup(
     stale_after_s: float = typer.Option(60.0, help="a run whose heartbeat is older than this is dead"),
     config: Optional[Path] = typer.Option(None, "--config", help="also apply this config's retention: (old report "

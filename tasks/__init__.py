@@ -5,4 +5,5 @@
 - `canary.py`     the platform canary, measured before the model is deployed (`platform-canary`).
 - `artifacts.py`  the progress bar, the steps table, the summary, the report-folder link and the trend table.
 - `events.py`     the Prefect events a finished run emits (built by `nightcap.results.events`).
+- `pushgateway.py` tonight's metrics pushed to `publish.pushgateway` (samples: `nightcap.results.metrics_samples`).
 """

@@ -10,6 +10,8 @@
                       `redact.py` what keeps secrets out of it.
 - `level_changes.py`  where the headline figures changed level (change points), for history and the trend table.
 - `history_cli.py`    `nightcap history`.
+- `metrics_samples.py` the nights as Prometheus samples (metric names, labels, values; pure); `openmetrics.py` their
+                      OpenMetrics text and the Pushgateway push; `metrics_cli.py` `nightcap metrics`.
 - `no_answer.py`      why a run whose stages measured no saturation point has none (that run is failed).
 - `events.py`         the Prefect events a finished run emits (names, target resource, payloads), as plain dicts.
 

@@ -50,14 +50,17 @@ def config_dump(config: "Config", redact: Iterable[str] = ()) -> dict[str, Any]:
     target = data.get("target") or {}
     target["headers"] = {name: REDACTED for name in (target.get("headers") or {})}
     if target.get("url"):
-        target["url"] = _without_password(target["url"])
+        target["url"] = without_password(target["url"])
     store = data.get("store") or {}
     if store.get("url"):
         store["url"] = safe_url(store["url"])
+    publish = data.get("publish") or {}
+    if publish.get("pushgateway"):  # a Pushgateway behind basic auth: user:password@host
+        publish["pushgateway"] = without_password(publish["pushgateway"])
     return sanitize(data, redact)
 
 
-def _without_password(url: str) -> str:
+def without_password(url: str) -> str:
     """http://user:secret@host/ -> http://user:***@host/ (a password in a URL is still a password)."""
     parts = urlsplit(url)
     if parts.password is None:

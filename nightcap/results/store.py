@@ -313,6 +313,20 @@ class HistoryStore:
                 run[name] = None
         return found
 
+    def latest_nights(self, target: str | None = None) -> list[dict[str, Any]]:
+        """The newest run of each target that has ended (completed, failed or cancelled), by target name: what
+        `nightcap metrics` exposes. A run still 'running' is left out, so the night before stays the latest."""
+        newest = sa.func.row_number().over(partition_by=runs.c.target_name,
+                                           order_by=(runs.c.started_at.desc(), runs.c.id.desc()))
+        ranked = sa.select(runs.c.id, newest.label("newest")).where(runs.c.status != "running")
+        if target:
+            ranked = ranked.where(runs.c.target_name == target)
+        ranked_q = ranked.subquery()
+        query = (sa.select(runs).join(ranked_q, ranked_q.c.id == runs.c.id).where(ranked_q.c.newest == 1)
+                 .order_by(runs.c.target_name))
+        with self.engine.connect() as conn:
+            return [_run_dict(row) for row in conn.execute(query).mappings()]
+
     def history(self, target: str | None = None, last: int = 30) -> "pd.DataFrame":
         """The last `last` runs (any status), oldest first, one row each, for tables and trend plots."""
         import pandas as pd
