@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from nightcap.analysis.pod_capacity import FigureWindow, PodFigure, PodKey, compare_configs, settle, verify
+from nightcap.analysis.pod_capacity import (FigureWindow, PodFigure, PodKey, compare_configs, levels_above, settle,
+                                           verify)
 
 KEY = PodKey(cpu=1.0, memory=2**30, concurrency=2, replicas=1)
 
@@ -93,3 +94,20 @@ def test_a_difference_within_two_percent_is_not_acted_on_however_tight_the_inter
                             windows("multi_client", "pair", [199.7, 197.0, 199.6], workers=2, half=0.6))
     assert check.outcome == "agrees" and f.stage == "single_client"
     assert verify(f, windows("scaling", "verify", [201.5, 201.9, 201.2], half=0.6)).outcome == "agrees"
+
+
+def test_a_later_level_wholly_above_the_figure_is_named_and_a_noisy_one_is_not() -> None:
+    """make run (2026-12-04): the figure 156.8 rps (137.8-175.7) at 4 users, while single_client's extension measured
+    228.6 ± 9.7 rps at 8 users and 231.2 ± 17.0 at 16: both contradict it. A level whose interval reaches the
+    figure's (180 ± 10), a bad level and a generator-bound one do not."""
+    from nightcap.analysis.confidence import Estimate
+    from nightcap.search import Level
+
+    def level(users: int, rps: float, half: float, good: bool = True, bound: bool = False) -> Level:
+        return Level(users, rps, 50.0, 0.0, 1, True, good, bound, rps_halfwidth=half)
+
+    figure = Estimate(156.8, 18.95, 6, 2.0)
+    levels = [level(4, 118.4, 14.9), level(8, 228.6, 9.7), level(16, 231.2, 17.0), level(20, 180.0, 10.0),
+              level(32, 260.0, 5.0, good=False), level(24, 260.0, 5.0, bound=True)]
+    assert [lv.users for lv in levels_above(figure, levels)] == [8, 16]
+    assert levels_above(Estimate(240.0, 10.0, 6, 2.0), levels) == []

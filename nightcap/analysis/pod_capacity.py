@@ -244,3 +244,12 @@ def compare_configs(figure: PodFigure, reference: Sequence[FigureWindow],
                                      f"{pairs}: {ratio.mean - 1:+.1%} with more generators: one generator limited "
                                      f"the load, the figure is now {stage}'s", ratio))
     return _unstable(figure, stage, workers, now, ratio, f"{pairs} differ by {ratio.mean - 1:+.1%}")
+
+
+def levels_above(figure: Estimate, levels: Sequence[Any]) -> list[Any]:
+    """Good levels a later stage measured whose goodput lies wholly above the figure's 95% interval (the level's own
+    interval does not reach it): the stage's own numbers contradict "the pod saturates at the figure", so the report
+    must say so. Non-overlap, not `agree`, so that one noisy window does not raise it."""
+    top = figure.mean + (figure.half_width or 0.0)
+    return [lv for lv in levels
+            if lv.good and not lv.generator_bound and lv.rps - (lv.rps_halfwidth or 0.0) > top]
