@@ -23,16 +23,22 @@ def publish_to_mlflow(ctx: RunContext, summary: dict[str, Any], plots: list[Path
     """Publish when `target.model_uri` is on a tracking server and `publish.mlflow` is on; returns the summary
     (with the warning when the publication failed). A cancelled night publishes nothing: it was stopped on purpose
     and has no answer to give."""
-    model = ctx.plan.model
-    if not publishes(ctx.config) or model is None or ctx.info.get("status") == "cancelled":
+    if not publishes(ctx.config) or ctx.info.get("status") == "cancelled":
+        return summary
+    model = getattr(ctx.plan, "model", None)  # None: a plan made without resolving a model URI
+    if model is None:
         return summary
     logger = get_run_logger()
-    done = publish_night(ctx.config, summary, ctx.out, model, redact=[ctx.api_key] if ctx.api_key else [])
-    for line in done.lines():
-        logger.info("%s", line)
-    if not done.warnings:
+    try:
+        done = publish_night(ctx.config, summary, ctx.out, model, redact=[ctx.api_key] if ctx.api_key else [])
+        said = done.warnings
+        for line in done.lines():
+            logger.info("%s", line)
+    except Exception as exc:  # noqa: BLE001 - publish_night returns its failures; this is a bug, still no failed night
+        said = [f"MLflow publication failed: {type(exc).__name__}: {exc}"]
+    if not said:
         return summary
-    for text in done.warnings:
+    for text in said:
         logger.warning("%s", text)
         ctx.warn(text)
     try:
