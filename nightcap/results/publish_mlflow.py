@@ -28,8 +28,8 @@ if TYPE_CHECKING:
     from nightcap.config import Config
     from nightcap.targets.mlflow_model import ResolvedModel
 
-# one retry a second later (MLflow parses the backoff factor as an int), 10 s per request: a server that is down answers in about a second, one that
-# hangs costs at most ~20 s per call, and a failed call stops the publication
+# one retry a second later (MLflow parses the backoff factor as an int), 10 s per request: a server that is down
+# answers in a second or two, one that hangs costs at most ~20 s per call, and a failed call stops the publication
 BOUNDS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
           "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
 BUDGET_S = 60.0
