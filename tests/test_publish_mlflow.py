@@ -387,3 +387,33 @@ def test_a_dead_server_is_a_bounded_warning_never_an_exception(tmp_path, monkeyp
     assert "on http://nightcap:***@127.0.0.1:" in done.warnings[0], done.warnings
     assert "pw-1234" not in done.warnings[0] and done.run_id is None and done.version is None
     assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "7"
+
+
+def test_a_sqlite_stores_new_experiment_keeps_its_artifacts_beside_the_database(tmp_path) -> None:
+    from nightcap.results.publish_mlflow import artifact_location
+
+    assert artifact_location(f"sqlite:///{tmp_path}/mlflow.db", "nightcap/wine") == (
+        tmp_path / "mlruns" / "nightcap-wine").as_uri()
+    assert artifact_location("http://127.0.0.1:5000", "nightcap/wine") is None  # the server decides
+    assert artifact_location("sqlite:///:memory:", "nightcap/wine") is None
+
+
+@pytest.mark.slow
+def test_a_night_on_a_sqlite_store_leaves_nothing_in_the_working_directory(tmp_path, monkeypatch):
+    """MLflow's default artifact root for a SQLite store is ./mlruns of the process: not where a night should write."""
+    from nightcap.results.publish_mlflow import publish_night
+    from nightcap.targets.mlflow_model import ResolvedModel
+
+    store, elsewhere = tmp_path / "store", tmp_path / "cwd"
+    store.mkdir()
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    uri = f"sqlite:///{store}/mlflow.db"
+    model = ResolvedModel("runs:/0123abcd/model", artifact_uri="runs:/0123abcd/model", mlmodel={}, tracking_uri=uri,
+                          registry_uri=uri, run_id="0123abcd")
+    done = publish_night(config(tracking_uri=uri), night(), report_folder(tmp_path), model)
+    assert done.warnings == [] and done.run_id and done.version is None, done  # that run registered no version
+    assert "no registered versions" in done.notes[0]
+    assert sorted(p.name for p in (store / "mlruns" / "nightcap-wine").rglob("*") if p.is_file()) == [
+        "ramp.png", "report.md", "summary.json"]
+    assert list(elsewhere.iterdir()) == []

@@ -12,6 +12,7 @@ whatever the environment says), and once one part has failed or `BUDGET_S` has p
 from __future__ import annotations
 
 import os
+import re
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -149,13 +150,24 @@ def _version_of(client: Any, model: "ResolvedModel", done: Published) -> ModelVe
     return None
 
 
-def _experiment_id(client: Any, name: str) -> str:
+def artifact_location(tracking_uri: str | None, experiment: str) -> str | None:
+    """Where a new experiment keeps its artifacts: beside the database for a SQLite store, since MLflow's default
+    there is ./mlruns of whatever directory the night runs in; None (the store's or server's default) otherwise."""
+    if not tracking_uri or not tracking_uri.startswith("sqlite:///"):
+        return None
+    database = tracking_uri.split(":///", 1)[1].split("?", 1)[0]
+    if not database or database == ":memory:":
+        return None
+    return (Path(database).resolve().parent / "mlruns" / re.sub(r"[^\w.-]", "-", experiment)).as_uri()
+
+
+def _experiment_id(client: Any, name: str, tracking_uri: str | None) -> str:
     from mlflow.exceptions import MlflowException
 
     found = client.get_experiment_by_name(name)
     if found is None:
         try:
-            return client.create_experiment(name)
+            return client.create_experiment(name, artifact_location=artifact_location(tracking_uri, name))
         except MlflowException:  # created by another night meanwhile
             found = client.get_experiment_by_name(name)
             if found is None:
@@ -170,7 +182,7 @@ def _log_run(client: Any, config: "Config", summary: Mapping[str, Any], out: Pat
              left: Callable[[], float]) -> None:
     from mlflow.entities import Metric, Param, RunTag
 
-    experiment_id = _experiment_id(client, done.experiment)
+    experiment_id = _experiment_id(client, done.experiment, model.tracking_uri)
     left()
     tags = fields.run_tags(summary, model.uri, version)
     run = client.create_run(experiment_id, tags={k: v for k, v in tags.items() if k != "mlflow.runName"},
