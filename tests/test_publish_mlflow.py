@@ -274,11 +274,19 @@ def test_a_night_on_a_registered_version_is_published(prefect_api, tracking_serv
     assert tags["nightcap.run_id"] == summary["run_id"]
     assert tags["nightcap.verdict"] == "inconclusive"  # no regression stage tonight: no verdict
     per_pod, op = summary["capacity"]["per_pod"], summary["operating_point"]
-    assert per_pod is not None and float(tags["nightcap.rps_per_pod"]) == per_pod["rps"]
+    assert per_pod is not None, summary["stages"]
+    # a knee beyond the short search's 4 users leaves the headline inconclusive (machine speed decides): its figures
+    # are then recorded nowhere, in the history as on the version (an older night's blanked)
+    counts = not summary["saturation"]["inconclusive"]
+
+    def shown(value: Any) -> str:
+        return str(value) if counts and value is not None else ""
+
+    assert tags["nightcap.rps_per_pod"] == shown(per_pod["rps"])
     assert re.fullmatch(r"cpu=1 memory=\S+ concurrency=1", tags["nightcap.pod"]), tags
     assert tags["nightcap.pod"] == fields.pod_label(per_pod["pod"])
-    assert tags["nightcap.operating_rps"] == ("" if op["rps"] is None else str(op["rps"]))
-    assert tags["nightcap.p95_ms_at_operating"] == ("" if op["p95_ms"] is None else str(op["p95_ms"]))
+    assert tags["nightcap.operating_rps"] == shown(op["rps"])
+    assert tags["nightcap.p95_ms_at_operating"] == shown(op["p95_ms"])
     checked = datetime.fromisoformat(tags["nightcap.checked_at"])
     assert started - timedelta(seconds=5) <= checked <= datetime.now(timezone.utc)
 
@@ -288,10 +296,14 @@ def test_a_night_on_a_registered_version_is_published(prefect_api, tracking_serv
     assert run.info.status == "FINISHED"
     assert run.data.tags["nightcap.model_name"] == NAME and run.data.tags["nightcap.model_version"] == "1"
     assert run.data.tags["nightcap.model_uri"] == f"models:/{NAME}/1"
-    assert run.data.metrics["saturation_rps"] == summary["saturation"]["rps"]
-    assert run.data.metrics["rps_per_pod"] == per_pod["rps"]
-    if per_pod["ci"]:
-        assert [run.data.metrics["rps_per_pod_low"], run.data.metrics["rps_per_pod_high"]] == per_pod["ci"]
+    if counts:
+        assert run.data.metrics["saturation_rps"] == summary["saturation"]["rps"]
+        assert run.data.metrics["rps_per_pod"] == per_pod["rps"]
+        if per_pod["ci"]:
+            assert [run.data.metrics["rps_per_pod_low"], run.data.metrics["rps_per_pod_high"]] == per_pod["ci"]
+    else:
+        assert not {"saturation_rps", "rps_per_pod", "operating_rps"} & set(run.data.metrics), run.data.metrics
+    assert run.data.tags["nightcap.status"] == "completed" and run.data.tags["nightcap.run_id"] == summary["run_id"]
     assert run.data.params["target.model_uri"] == f"models:/{NAME}/1"
     assert run.data.params["slo.p95_ms"] in ("500", "500.0")
     out = tmp_path / "out"
