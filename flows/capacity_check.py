@@ -45,6 +45,7 @@ from nightcap.targets.smoke import SmokeFailed
 from tasks.artifacts import Progress, publish_summary, publish_trend, steps_table
 from tasks.canary import measure_canary
 from tasks.events import emit_run_events
+from tasks.mlflow_publication import publish_to_mlflow
 from tasks.recording import report_lost, retain, save_history_steps, store_run
 from tasks.platform import deploy, preflight, smoke, teardown
 from tasks.pushgateway import push_night_metrics
@@ -303,6 +304,7 @@ def finish(ctx: RunContext, status: str) -> dict[str, Any]:
             write_markdown(summary, ctx.out, plots)
         except OSError as exc:  # the disk is full, the folder gone: the history and steps.csv have the night
             status, summary, plots = report_lost(ctx, exc), build_summary(ctx), []
+        summary = publish_to_mlflow(ctx, summary, plots)  # the night on its MLflow model version; warns, never fails
         try:
             if ctx.steps:
                 steps_table(ctx.config.target.name, ctx.steps)

@@ -5,5 +5,6 @@
 - `canary.py`     the platform canary, measured before the model is deployed (`platform-canary`).
 - `artifacts.py`  the progress bar, the steps table, the summary, the report-folder link and the trend table.
 - `events.py`     the Prefect events a finished run emits (built by `nightcap.results.events`).
+- `mlflow_publication.py` the night on the model's MLflow version and experiment (`nightcap.results.publish_mlflow`).
 - `pushgateway.py` tonight's metrics pushed to `publish.pushgateway` (samples: `nightcap.results.metrics_samples`).
 """

@@ -7,8 +7,8 @@ up are listed in KNOWN_UPWARD with the reason; a new one fails with the file, th
 listed one that is gone fails too, so the list only shrinks. No module imports itself back through others
 (no circles), whatever the layers.
 
-Purity: the search, the analysis, quantities and the config import no Prefect, Locust, Kubernetes, Google Cloud
-or platform code, directly or through the nightcap modules they import (fast tests, no side effects).
+Purity: the search, the analysis, quantities and the config import no Prefect, Locust, Kubernetes, Google Cloud,
+MLflow or platform code, directly or through the nightcap modules they import (fast tests, no side effects).
 """
 
 from __future__ import annotations
@@ -58,12 +58,12 @@ KNOWN_UPWARD: dict[tuple[str, str], str] = {
         "moves below platforms with the Kubernetes package (issue 24 item 3)",
 }
 
-FORBIDDEN = ("prefect", "locust", "gevent", "kubernetes", "google", "nightcap.platforms", "nightcap.load.",
+FORBIDDEN = ("prefect", "locust", "gevent", "kubernetes", "google", "mlflow", "nightcap.platforms", "nightcap.load.",
              "nightcap.run")
 PURE = sorted([*(f"analysis/{p.name}" for p in (ROOT / "analysis").glob("*.py")),
                "search.py", "quantities.py", "config.py", "steps.py", "targets/reference_capacity.py",
                "load/open_loop.py", "warm_start.py", "warm_start_tune.py", "confirm.py",
-               "results/metrics_samples.py"])
+               "results/metrics_samples.py", "results/mlflow_fields.py"])
 
 
 def _sources() -> list[Path]:

@@ -14,7 +14,10 @@
                       OpenMetrics text and the Pushgateway push; `metrics_cli.py` `nightcap metrics`.
 - `no_answer.py`      why a run whose stages measured no saturation point has none (that run is failed).
 - `events.py`         the Prefect events a finished run emits (names, target resource, payloads), as plain dicts.
+- `mlflow_fields.py`  what a night writes to MLflow (version tags, the run's metrics, params, tags) from summary.json:
+                      pure; `publish_mlflow.py` writes it with MLflow's client, bounded in time, failures as warnings.
 
-Depends on: config, steps (StepRow, steps.csv: `nightcap/steps.py`), analysis, search, confirm, warm_start;
+Depends on: config, steps (StepRow, steps.csv: `nightcap/steps.py`), analysis, search, confirm, warm_start, targets
+(the resolved model URI a night is published for);
 summary.py names what it reads of a run (`RunRecord`: run/context.py provides it). Never on run/, flows/, tasks/.
 """

@@ -49,8 +49,9 @@ def config_dump(config: "Config", redact: Iterable[str] = ()) -> dict[str, Any]:
     data = config.model_dump(mode="json")
     target = data.get("target") or {}
     target["headers"] = {name: REDACTED for name in (target.get("headers") or {})}
-    if target.get("url"):
-        target["url"] = without_password(target["url"])
+    for key in ("url", "tracking_uri"):  # http://user:password@host: the tracking server's too
+        if target.get(key):
+            target[key] = without_password(target[key])
     store = data.get("store") or {}
     if store.get("url"):
         store["url"] = safe_url(store["url"])

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nightcap.config import Config, ConfigError, TargetConfig
-from nightcap.targets.mlflow_model import ModelUriError, download, resolve
+from nightcap.targets.mlflow_model import ModelUriError, ResolvedModel, download, resolve
 from nightcap.targets.payloads import (
     GENERIC_BODY,
     PayloadError,
@@ -37,6 +37,7 @@ class TargetPlan:
     payload_synthetic: bool = False  # invented from a signature: the report says so
     payload_option: str = "target.payload_file"  # the setting to name when the target refuses the bodies
     downloaded: Path | None = None  # the model fetched for this run; removed when the run ends
+    model: ResolvedModel | None = None  # target.model_uri pinned at resolve: where the night's answer is published
 
 
 def payloads_for(target: TargetConfig) -> list[bytes]:
@@ -156,7 +157,7 @@ def _plan_model(config: Config, workdir: Path | None) -> TargetPlan:
         version["version"] = t.version
     return TargetPlan(serve_command(model_dir), env=serve_env(), payloads=payloads.bodies, default_concurrency=1,
                       version=version, payload_source=payloads.source, payload_synthetic=payloads.synthetic,
-                      payload_option=payloads.option, downloaded=downloaded)
+                      payload_option=payloads.option, downloaded=downloaded, model=model)
 
 
 def _models_root() -> Path:
