@@ -256,6 +256,8 @@ def test_only_the_tune_stage_reports_the_tuned_pods_confirmed_figure() -> None:
     assert summary["operating_point"]["rps"] == 35.0 and summary["operating_point"]["p95_ms"] == 12.0
     assert summary["slo_capacity"]["users"] is None  # a tuning search never looks for the SLO's limit
     assert summary["rps_per_core"] == 50.0  # 50 rps on 2 pods of 0.5 CPU
+    row = summary["tuning"]["candidates"][0]  # what the choice compared: its search's 52 rps on 2 pods of 0.5 CPU
+    assert (row["chosen_on_rps"], row["chosen_on_rps_per_core"]) == (52.0, 52.0)
     assert summary["capacity"]["per_pod"]["rps"] == 25.0  # per pod
     # the interval from the spread between the 3 windows: t(2) x 1 / sqrt(3) = ±2.48 (over each window's ±2)
     assert summary["answer"].startswith("golden saturates at 50.0 rps ± 5% (on 3 fresh windows) with 1 concurrent "

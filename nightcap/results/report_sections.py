@@ -15,9 +15,8 @@ from nightcap.results.report import (autoscale_line, canary_line, multi_client_l
 from nightcap.results.report_lines import (scaling_rows_line, sentence, usl_line, validation_line)
 from nightcap.results.stages import RampResult, ScalingResult, SizingResult, StageResults
 
-TUNING_COLUMNS = ["cpu", "memory_label", "concurrency", "chosen_on_rps", "saturation_rps", "rps_per_core", "p95_ms",
-                  "cpu_use_pct",
-                  "memory_peak_pct", "oom_kills", "meets_slo", "verdict"]
+TUNING_COLUMNS = ["cpu", "memory_label", "concurrency", "chosen_on_rps", "chosen_on_rps_per_core", "saturation_rps",
+                  "rps_per_core", "p95_ms", "cpu_use_pct", "memory_peak_pct", "oom_kills", "meets_slo", "verdict"]
 LEVEL_COLUMNS = ["users", "rps", "rps_halfwidth", "p95_ms", "error_rate", "windows", "good", "why_bad"]
 PHASE_COLUMNS = ["name", "load", "duration_s", "offered_rps", "served_rps", "planned", "dropped", "failures",
                  "error_rate", "worst_p95_ms"]
@@ -103,8 +102,8 @@ def sections(r: StageResults, slo_p95_ms: float) -> list[dict[str, Any]]:
     the Stages table says why)."""
     out: list[dict[str, Any]] = []
     if r.tune:
-        note = ("candidates are compared on their searches (chosen_on_rps); the chosen one's figure is measured "
-                "again on fresh windows (saturation_rps)") if r.tune.confirmation else None
+        note = ("candidates are compared on their searches (chosen_on_rps, chosen_on_rps_per_core); the chosen one's "
+                "figure is measured again on fresh windows (saturation_rps, rps_per_core)") if r.tune.confirmation else None
         out.append(_section("tune", _text(tuning_line(r.tune), note), r.tune.candidate_rows(),
                             TUNING_COLUMNS, [r.tune.plot]))
     out += [_ramp(ramp) for ramp in (r.single_client, r.multi_client) if ramp]

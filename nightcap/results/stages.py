@@ -155,9 +155,12 @@ class TuneResult:
         confirmed = self.confirmation.rps if self.confirmation is not None and self.confirmation.good else None
         rows = []
         for r in self.candidates:
-            row = {**r.to_dict(), "chosen_on_rps": r.saturation_rps}
+            cores = (r.candidate.cpu or 1.0) * self.replicas
+            # what the choice compared, per core: beside the chosen row's confirmed rps_per_core, the table shows
+            # why it was chosen (a confirmed figure lower than another candidate's search figure is not a contradiction)
+            row = {**r.to_dict(), "chosen_on_rps": r.saturation_rps,
+                   "chosen_on_rps_per_core": round(r.saturation_rps / cores, 2) if r.saturation_rps else None}
             if r is self.best and confirmed is not None:
-                cores = (r.candidate.cpu or 1.0) * self.replicas
                 row.update(saturation_rps=round(confirmed, 2), rps_per_core=round(confirmed / cores, 2))
             rows.append(row)
         return rows
