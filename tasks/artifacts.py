@@ -1,7 +1,9 @@
-"""Prefect artifacts: a progress bar updated after every step, step tables, the summary in markdown, and the
-trend table (the last nights and where their level changed).
+"""Prefect artifacts: a progress bar updated after every step, step tables, the summary in markdown, the trend
+table (the last nights and where their level changed) and plot, and the answer at a glance.
 
 Keys are stable per target (lowercase, digits, dashes) so artifacts version night after night in the UI.
+A run's Artifacts tab lists its artifacts newest first (the API sorts by id, and ids are time-ordered), so the
+run publishes the answer last: it is the first thing the tab shows, the trend plot second.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 
+from nightcap.results.glance import answer_description, answer_markdown
 from nightcap.results.level_changes import level_changes, trend_rows, with_tonight
-from nightcap.results.report import write_markdown
+from nightcap.results.report import embed_png, write_markdown
 from nightcap.results.plots import trend_plot
 from nightcap.steps import StepRow
 from nightcap.results.summary import headline, headline_figures
@@ -113,3 +116,21 @@ def publish_trend(ctx: "RunContext", status: str) -> str | None:
     if len(frame) < 2:
         return None
     return trend_plot(frame, ctx.out / "trend.png", title=f"{target}: last {len(frame)} runs", changes=changes)
+
+
+def publish_trend_plot(target: str, plot: Path) -> None:
+    """The trend plot as its own artifact, `<target>-trend-plot`: the Artifacts page shows it night after night
+    beside the trend table (the summary artifact embeds it too, with the comparison)."""
+    markdown = (f"### {target}: headline figures over the last nights\n\nTonight is the last point; a dashed line "
+                f"marks a night where a figure changed level (red worse, green better).\n\n"
+                f"![trend]({embed_png(plot)})\n")
+    create_markdown_artifact(key=artifact_key(target, "trend-plot"), markdown=markdown,
+                             description=f"{target}: headline figures over the last nights")
+
+
+def publish_answer(target: str, summary: dict[str, Any]) -> None:
+    """The answer at a glance, `<target>-answer`: published last, so the run's Artifacts tab lists it first, and
+    keyed per target, so its page on the Artifacts tab is the night-by-night history of the answer."""
+    details = f"the `{artifact_key(target, 'summary')}` artifact and report.md"
+    create_markdown_artifact(key=artifact_key(target, "answer"), markdown=answer_markdown(summary, details),
+                             description=answer_description(summary))

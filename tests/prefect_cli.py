@@ -88,6 +88,16 @@ def cli(server: dict[str, str], *args: str, timeout: float = 90) -> str:
     return result.stdout
 
 
+def listed_artifacts(api_url: str, flow_run_id: str) -> list[dict[str, Any]]:
+    """A flow run's own artifacts in the order its Artifacts tab lists them: the UI posts this filter without a
+    sort, so the API's default (id descending; ids are time-ordered) decides: newest first."""
+    response = httpx.post(f"{api_url}/artifacts/filter", timeout=10,
+                          json={"artifacts": {"flow_run_id": {"any_": [str(flow_run_id)]},
+                                              "type": {"not_any_": ["result"]}}})
+    response.raise_for_status()
+    return [a for a in response.json() if not a.get("task_run_id")]
+
+
 class WebhookReceiver:
     """Records every POST it gets; `wait_for` blocks until one matches."""
 
