@@ -44,7 +44,8 @@ from nightcap.run.registry import RunRegistry
 from nightcap.run.safety import check_safety_limits
 from nightcap.targets.plan import api_key, check_target, plan_target, release
 from nightcap.targets.smoke import SmokeFailed
-from tasks.artifacts import Progress, publish_answer, publish_summary, publish_trend, publish_trend_plot, steps_table
+from tasks.artifacts import (Progress, open_answer, publish_answer, publish_summary, publish_trend, publish_trend_plot,
+                            steps_table)
 from tasks.canary import measure_canary
 from tasks.events import emit_run_events
 from tasks.recording import report_lost, retain, save_history_steps, store_run
@@ -201,6 +202,8 @@ def capacity_check(config: str = DEFAULT_CONFIG, overrides: list[str] | None = N
     preflight(cfg)  # on Kubernetes: a night that cannot succeed fails here, in seconds, with the reasons
     with _stop_once_on_signals(), RunLock(cfg.target.name):
         ctx = open_run(cfg, out)
+        # the run's first artifact: the answer, written when the run ends (tasks/artifacts.py)
+        ctx.answer_artifact = open_answer(cfg.target.name, ctx.run_id, list(cfg.stages))
         watch = watch_api(os.environ.get("PREFECT_API_URL"))  # only where this process is the run's own
         logger.info("run %s: report folder %s", ctx.run_id, ctx.out.resolve())
         progress = Progress(cfg.target.name, list(cfg.stages) or ["deploy"])
@@ -327,7 +330,7 @@ def finish(ctx: RunContext, status: str) -> dict[str, Any]:
             publish_summary(ctx.config.target.name, summary, ctx.out, plots)
         except Exception as exc:  # the Prefect API refused or is gone: the report folder has everything
             logger.warning("artifacts not published to Prefect (the report folder has them): %s", exc)
-        if not api_gone_reason():  # last, so the run's Artifacts tab lists them first: the answer, then the trend
+        if not api_gone_reason():
             publish_glance(ctx, summary, trend)
         logger.info("%s", summary["answer"])
         logger.info("report: %s", (ctx.out / "report.md").resolve())
@@ -348,8 +351,8 @@ def finish(ctx: RunContext, status: str) -> dict[str, Any]:
 
 
 def publish_glance(ctx: RunContext, summary: dict[str, Any], trend: str | None) -> None:
-    """The trend plot, then the answer: a run's Artifacts tab lists the newest first. Each on its own, so a
-    refused plot (too large) does not cost the night its answer."""
+    """The trend plot and tonight's answer (into the run's first artifact). Each on its own, so a refused plot
+    (too large) does not cost the night its answer."""
     logger = get_run_logger()
     target = ctx.config.target.name
     try:
@@ -358,6 +361,6 @@ def publish_glance(ctx: RunContext, summary: dict[str, Any], trend: str | None) 
     except Exception as exc:
         logger.warning("trend plot not published to Prefect (the report folder has it): %s", exc)
     try:
-        publish_answer(target, summary)
+        publish_answer(target, summary, ctx.answer_artifact)
     except Exception as exc:
         logger.warning("answer artifact not published to Prefect (report.md has it): %s", exc)

@@ -2,8 +2,9 @@
 table (the last nights and where their level changed) and plot, and the answer at a glance.
 
 Keys are stable per target (lowercase, digits, dashes) so artifacts version night after night in the UI.
-A run's Artifacts tab lists its artifacts newest first (the API sorts by id, and ids are time-ordered), so the
-run publishes the answer last: it is the first thing the tab shows, the trend plot second.
+The answer is the run's first artifact: created when the run opens and written when it ends (the run's Artifacts
+tab orders by random ids, so creation order is what "first" can mean there: the run graph places it leftmost;
+and `<target>-answer` sorts first among a target's keys on the Artifacts page).
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ from prefect.artifacts import (
     create_table_artifact,
     update_progress_artifact,
 )
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import ArtifactUpdate
 
-from nightcap.results.glance import answer_description, answer_markdown
+from nightcap.results.glance import answer_description, answer_markdown, pending_markdown
 from nightcap.results.level_changes import level_changes, trend_rows, with_tonight
 from nightcap.results.report import embed_png, write_markdown
 from nightcap.results.plots import trend_plot
@@ -128,9 +131,23 @@ def publish_trend_plot(target: str, plot: Path) -> None:
                              description=f"{target}: headline figures over the last nights")
 
 
-def publish_answer(target: str, summary: dict[str, Any]) -> None:
-    """The answer at a glance, `<target>-answer`: published last, so the run's Artifacts tab lists it first, and
-    keyed per target, so its page on the Artifacts tab is the night-by-night history of the answer."""
-    details = f"the `{artifact_key(target, 'summary')}` artifact and report.md"
-    create_markdown_artifact(key=artifact_key(target, "answer"), markdown=answer_markdown(summary, details),
-                             description=answer_description(summary))
+def open_answer(target: str, run_id: str, stages: list[str]) -> Any:
+    """The answer artifact, `<target>-answer`, created before any other so it is the run's first; returns its id
+    (None when the API refused: the answer is then created at the end)."""
+    try:
+        return create_markdown_artifact(key=artifact_key(target, "answer"), description=f"{target}: running",
+                                        markdown=pending_markdown(target, run_id, stages))
+    except Exception:
+        return None  # the answer is a courtesy here; never fail a measurement over it
+
+
+def publish_answer(target: str, summary: dict[str, Any], artifact_id: Any = None) -> None:
+    """Tonight's answer into the artifact `open_answer` created (keyed per target, so its page on the Artifacts
+    tab is the answer night by night); a new one if there is none."""
+    markdown = answer_markdown(summary, f"the `{artifact_key(target, 'summary')}` artifact and report.md")
+    if artifact_id is None:
+        create_markdown_artifact(key=artifact_key(target, "answer"), markdown=markdown,
+                                 description=answer_description(summary))
+        return
+    with get_client(sync_client=True) as client:
+        client.update_artifact(artifact_id, ArtifactUpdate(data=markdown, description=answer_description(summary)))

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from nightcap.results.glance import (NO_EARLIER_NIGHT, answer_description, answer_markdown, night_name,
-                                     operating_words, verdict_words)
+                                     operating_words, pending_markdown, verdict_words)
 from test_summary_keys import full_summary, sparse_summary, verified_summary
 
 FIRST_NIGHT: dict[str, Any] = {
@@ -159,3 +159,10 @@ def test_summaries_built_as_a_run_builds_them() -> None:
         for text in (answer_markdown(summary), answer_description(summary)):
             assert text.count("**") % 2 == 0, text  # bold marks balanced: the UI renders what was meant
         assert len(answer_description(summary)) <= 250
+
+
+def test_while_the_run_measures_the_answer_says_so_and_where_last_night_is() -> None:
+    text = pending_markdown("wine-mlflow", "20261203-020000-abc123", ["tune", "single_client"])
+    assert text.startswith("### wine-mlflow: running\n")
+    assert "Run 20261203-020000-abc123 is measuring (tune, single_client)" in text
+    assert "previous version of this artifact is the last night's answer" in text and "`nightcap cleanup`" in text

@@ -3,8 +3,8 @@
 Stable nights build a history in one SQLite store; a night against a slower reference server (service_ms
 20 → 40, so half the capacity) must end Failed naming saturation_rps and both values; a night within the
 noise passes; a night whose stage fails keeps its measured steps in the store, marked failed. Each night is also
-read back as the Prefect UI shows it: the run named by target and night, the answer artifact listed first under
-one key, and from the second night the trend plot artifact next to it.
+read back as the Prefect UI shows it: the run named by target and night, the answer its first artifact, under one
+key, and from the second night the trend plot artifact.
 
 Each run is short (1 s windows, at most 16 users, ~10 s, with a one-window platform canary before it; from the
 second night on the ramp warm-starts from the night before); the whole module takes about two minutes.
@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from nightcap.results.glance import NO_EARLIER_NIGHT
-from prefect_cli import listed_artifacts
+from prefect_cli import run_artifacts
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -146,8 +146,8 @@ def test_slower_target_fails_the_flow_and_noise_does_not(night, prefect_api):
 
 
 def glance(api_url: str, state: Any, summary: dict[str, Any], nights: int) -> str:
-    """What the Prefect UI shows of a night: its name in the runs list, the answer first in its Artifacts tab under
-    one key (a version per night), and from the second night the trend plot next to it. Returns the answer."""
+    """What the Prefect UI shows of a night: its name in the runs list, the answer as its first artifact under one
+    key (a version per night), and from the second night the trend plot. Returns the answer."""
     import httpx
     from prefect.client.orchestration import get_client
 
@@ -156,19 +156,23 @@ def glance(api_url: str, state: Any, summary: dict[str, Any], nights: int) -> st
         name = client.read_flow_run(flow_run_id).name
     now = datetime.now().astimezone()  # the night the run started: today, or yesterday if it crossed midnight
     assert name in {f"reference-regression {d.date().isoformat()}" for d in (now, now - timedelta(hours=1))}, name
-    listed = listed_artifacts(api_url, str(flow_run_id))
+    listed = run_artifacts(api_url, str(flow_run_id))
     keys = [a["key"] for a in listed]
     assert keys[0] == "reference-regression-answer", keys
-    answer = listed[0]["data"]
+    answer = listed[0]["data"]  # written when the run ended, into the artifact created when it opened
+    assert answer.startswith("### reference-regression: completed"), answer
     assert f"{summary['capacity']['per_pod']['rps']:,.1f} rps**" in answer, answer
     versions = httpx.post(f"{api_url}/artifacts/filter", timeout=10,
                           json={"artifacts": {"key": {"any_": ["reference-regression-answer"]}}}).json()
     assert len(versions) == nights, [v["flow_run_id"] for v in versions]
+    (latest,) = httpx.post(f"{api_url}/artifacts/latest/filter", timeout=10,
+                           json={"artifacts": {"key": {"any_": ["reference-regression-answer"]}}}).json()
+    assert latest["data"] == answer  # the Artifacts page shows tonight's answer, not the "running" placeholder
     if nights == 1:  # nothing to compare, no trend to draw
         assert NO_EARLIER_NIGHT in answer and "reference-regression-trend-plot" not in keys, (answer, keys)
         return answer
-    assert keys[1] == "reference-regression-trend-plot", keys
-    assert listed[1]["type"] == "markdown" and "![trend](data:image/png;base64," in listed[1]["data"]
+    (plot,) = [a for a in listed if a["key"] == "reference-regression-trend-plot"]
+    assert plot["type"] == "markdown" and "![trend](data:image/png;base64," in plot["data"]
     return answer
 
 

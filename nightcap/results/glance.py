@@ -1,10 +1,10 @@
 """The night at a glance, where people already look in the Prefect UI: the run's name and its answer artifact.
 
 `night_name` names a flow run by target and night ("wine-mlflow 2026-12-03"), so the runs list reads as a
-calendar of nights. `answer_markdown` is the artifact a run's Artifacts tab lists first: one pod's figure with
-its interval, the operating rate and whether the SLO was verified there, how sure the figure is, and tonight's
-verdict against earlier nights. Both read plain data (summary.json), so they are tested in milliseconds;
-`tasks/artifacts.py` publishes them.
+calendar of nights. `answer_markdown` is the run's first artifact (created as `pending_markdown` when the run
+opens, written when it ends): one pod's figure with its interval, the operating rate and whether the SLO was
+verified there, how sure the figure is, and tonight's verdict against earlier nights. All read plain data
+(summary.json), so they are tested in milliseconds; `tasks/artifacts.py` publishes them.
 """
 
 from __future__ import annotations
@@ -171,6 +171,17 @@ def answer_markdown(summary: Mapping[str, Any], details: str = "the summary arti
         lines += [f"Stages that did not answer: {', '.join(unanswered)}.", ""]
     lines.append(f"Run {summary.get('run_id')}; every stage, table and plot: {details}.")
     return "\n".join(lines)
+
+
+def pending_markdown(target: str, run_id: str, stages: list[str]) -> str:
+    """The answer artifact while the run measures: created first, so it is the run's first artifact, and
+    overwritten with `answer_markdown` when the run ends."""
+    return "\n".join([
+        f"### {target}: running", "",
+        f"Run {run_id} is measuring ({', '.join(stages) or 'deploy only'}); its answer replaces this text when it ends.",
+        "The previous version of this artifact is the last night's answer. If this still says running after the run "
+        "ended, the run was killed before its report (`nightcap cleanup` stops what it left).",
+    ])
 
 
 def answer_description(summary: Mapping[str, Any]) -> str:
