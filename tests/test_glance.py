@@ -95,7 +95,8 @@ def test_a_regressed_night_names_each_figure_that_moved_and_why() -> None:
         figure("p95_at_operating_ms", "ms", 23.709498, 42.458, 79.075914, "regressed"),
         figure("slo_users", "users", 16, 16, 0.0, "ok"), cause="model"))
     assert verdict_words(regressed) == (
-        "**Against earlier nights**: **regressed** against 3 earlier night(s): saturation_rps −50% (198.9 → 99.9 rps); "
+        "**Against earlier nights**: **regressed** against 3 earlier night(s): "
+        "saturation_rps −50% (198.9 → 99.9 rps); "
         "p95_at_operating_ms +79% (23.7 → 42.5 ms) (the model moved; the platform canary held).")
     text = answer_markdown(regressed)
     assert text.startswith("### wine-mlflow: completed, regressed\n")

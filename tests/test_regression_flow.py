@@ -110,7 +110,8 @@ def test_slower_target_fails_the_flow_and_noise_does_not(night, prefect_api):
     assert state.is_failed()
     assert summary["regression"]["verdict"] == "regressed"
     answer = glance(prefect_api, state, summary, nights=4)
-    assert answer.startswith("### reference-regression: completed, regressed\n") and "saturation_rps −" in answer, answer
+    assert answer.startswith("### reference-regression: completed, regressed\n"), answer
+    assert "saturation_rps −" in answer, answer
     tonight = summary["saturation"]["rps"]
     assert 80 <= tonight <= 120, summary["saturation"]  # 4 slots x 40 ms = 100 rps
     baseline = statistics.geometric_mean(stable)  # the level the alarm compares with: all three earlier nights

@@ -178,7 +178,8 @@ def pending_markdown(target: str, run_id: str, stages: list[str]) -> str:
     overwritten with `answer_markdown` when the run ends."""
     return "\n".join([
         f"### {target}: running", "",
-        f"Run {run_id} is measuring ({', '.join(stages) or 'deploy only'}); its answer replaces this text when it ends.",
+        f"Run {run_id} is measuring ({', '.join(stages) or 'deploy only'}); its answer replaces this text when it "
+        "ends.",
         "The previous version of this artifact is the last night's answer. If this still says running after the run "
         "ended, the run was killed before its report (`nightcap cleanup` stops what it left).",
     ])
