@@ -13,6 +13,7 @@ import threading
 import time
 import traceback
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -29,6 +30,7 @@ from flows.sizing import sizing
 from flows.tune import tune
 from nightcap.config import Config, load_config
 from nightcap.load.runner import BudgetExceeded
+from nightcap.results.glance import night_name
 from nightcap.results.no_answer import no_answer_reason
 from nightcap.results.report import write_markdown
 from nightcap.results.summary import build_summary, headline_figures, write_summary
@@ -42,7 +44,8 @@ from nightcap.run.registry import RunRegistry
 from nightcap.run.safety import check_safety_limits
 from nightcap.targets.plan import api_key, check_target, plan_target, release
 from nightcap.targets.smoke import SmokeFailed
-from tasks.artifacts import Progress, publish_summary, publish_trend, steps_table
+from tasks.artifacts import (Progress, open_answer, publish_answer, publish_summary, publish_trend, publish_trend_plot,
+                            steps_table)
 from tasks.canary import measure_canary
 from tasks.events import emit_run_events
 from tasks.mlflow_publication import publish_to_mlflow
@@ -173,8 +176,25 @@ def open_run(cfg: Config, out: str | None) -> RunContext:
     return ctx
 
 
-@flow(name="capacity-check", flow_run_name="{config}", log_prints=True)
-def capacity_check(config: str = "configs/local.yaml", overrides: list[str] | None = None,
+DEFAULT_CONFIG = "configs/local.yaml"
+
+
+def run_name() -> str:
+    """The flow run's name in the runs list: the target (after --set overrides) and the night it started,
+    "wine-mlflow 2026-12-03"; the config path when the config cannot be loaded (the run then fails on it)."""
+    from prefect.runtime import flow_run
+
+    parameters = flow_run.parameters or {}
+    config = parameters.get("config") or DEFAULT_CONFIG
+    try:
+        target = load_config(config, parameters.get("overrides") or []).target.name
+    except Exception:
+        return str(config)
+    return night_name(target, datetime.now().astimezone())
+
+
+@flow(name="capacity-check", flow_run_name=run_name, log_prints=True)
+def capacity_check(config: str = DEFAULT_CONFIG, overrides: list[str] | None = None,
                    out: str | None = None) -> dict[str, Any]:
     """How much load can the model take, on what pod size, and how many pods and nodes does that cost?"""
     logger = get_run_logger()
@@ -184,6 +204,8 @@ def capacity_check(config: str = "configs/local.yaml", overrides: list[str] | No
     preflight(cfg)  # on Kubernetes: a night that cannot succeed fails here, in seconds, with the reasons
     with _stop_once_on_signals(), RunLock(cfg.target.name):
         ctx = open_run(cfg, out)
+        # the run's first artifact: the answer, written when the run ends (tasks/artifacts.py)
+        ctx.answer_artifact = open_answer(cfg.target.name, ctx.run_id, list(cfg.stages))
         watch = watch_api(os.environ.get("PREFECT_API_URL"))  # only where this process is the run's own
         logger.info("run %s: report folder %s", ctx.run_id, ctx.out.resolve())
         progress = Progress(cfg.target.name, list(cfg.stages) or ["deploy"])
@@ -285,6 +307,7 @@ def finish(ctx: RunContext, status: str) -> dict[str, Any]:
     try:
         status = save_history_steps(ctx, status)
         ctx.info["status"] = status
+        trend = None
         if ctx.store is not None:
             try:
                 trend = publish_trend(ctx, status)
@@ -311,6 +334,8 @@ def finish(ctx: RunContext, status: str) -> dict[str, Any]:
             publish_summary(ctx.config.target.name, summary, ctx.out, plots)
         except Exception as exc:  # the Prefect API refused or is gone: the report folder has everything
             logger.warning("artifacts not published to Prefect (the report folder has them): %s", exc)
+        if not api_gone_reason():
+            publish_glance(ctx, summary, trend)
         logger.info("%s", summary["answer"])
         logger.info("report: %s", (ctx.out / "report.md").resolve())
     finally:
@@ -327,3 +352,19 @@ def finish(ctx: RunContext, status: str) -> dict[str, Any]:
             ctx.store.close()
         ctx.forget()
     return summary
+
+
+def publish_glance(ctx: RunContext, summary: dict[str, Any], trend: str | None) -> None:
+    """The trend plot and tonight's answer (into the run's first artifact). Each on its own, so a refused plot
+    (too large) does not cost the night its answer."""
+    logger = get_run_logger()
+    target = ctx.config.target.name
+    try:
+        if trend and (ctx.out / trend).exists():
+            publish_trend_plot(target, ctx.out / trend)
+    except Exception as exc:
+        logger.warning("trend plot not published to Prefect (the report folder has it): %s", exc)
+    try:
+        publish_answer(target, summary, ctx.answer_artifact)
+    except Exception as exc:
+        logger.warning("answer artifact not published to Prefect (report.md has it): %s", exc)

@@ -1,7 +1,10 @@
-"""Prefect artifacts: a progress bar updated after every step, step tables, the summary in markdown, and the
-trend table (the last nights and where their level changed).
+"""Prefect artifacts: a progress bar updated after every step, step tables, the summary in markdown, the trend
+table (the last nights and where their level changed) and plot, and the answer at a glance.
 
 Keys are stable per target (lowercase, digits, dashes) so artifacts version night after night in the UI.
+The answer is the run's first artifact: created when the run opens and written when it ends (the run's Artifacts
+tab orders by random ids, so creation order is what "first" can mean there: the run graph places it leftmost;
+and `<target>-answer` sorts first among a target's keys on the Artifacts page).
 """
 
 from __future__ import annotations
@@ -17,9 +20,12 @@ from prefect.artifacts import (
     create_table_artifact,
     update_progress_artifact,
 )
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import ArtifactUpdate
 
+from nightcap.results.glance import answer_description, answer_markdown, pending_markdown
 from nightcap.results.level_changes import level_changes, trend_rows, with_tonight
-from nightcap.results.report import write_markdown
+from nightcap.results.report import embed_png, write_markdown
 from nightcap.results.plots import trend_plot
 from nightcap.steps import StepRow
 from nightcap.results.summary import headline, headline_figures
@@ -113,3 +119,35 @@ def publish_trend(ctx: "RunContext", status: str) -> str | None:
     if len(frame) < 2:
         return None
     return trend_plot(frame, ctx.out / "trend.png", title=f"{target}: last {len(frame)} runs", changes=changes)
+
+
+def publish_trend_plot(target: str, plot: Path) -> None:
+    """The trend plot as its own artifact, `<target>-trend-plot`: the Artifacts page shows it night after night
+    beside the trend table (the summary artifact embeds it too, with the comparison)."""
+    markdown = (f"### {target}: headline figures over the last nights\n\nTonight is the last point; a dashed line "
+                f"marks a night where a figure changed level (red worse, green better).\n\n"
+                f"![trend]({embed_png(plot)})\n")
+    create_markdown_artifact(key=artifact_key(target, "trend-plot"), markdown=markdown,
+                             description=f"{target}: headline figures over the last nights")
+
+
+def open_answer(target: str, run_id: str, stages: list[str]) -> Any:
+    """The answer artifact, `<target>-answer`, created before any other so it is the run's first; returns its id
+    (None when the API refused: the answer is then created at the end)."""
+    try:
+        return create_markdown_artifact(key=artifact_key(target, "answer"), description=f"{target}: running",
+                                        markdown=pending_markdown(target, run_id, stages))
+    except Exception:
+        return None  # the answer is a courtesy here; never fail a measurement over it
+
+
+def publish_answer(target: str, summary: dict[str, Any], artifact_id: Any = None) -> None:
+    """Tonight's answer into the artifact `open_answer` created (keyed per target, so its page on the Artifacts
+    tab is the answer night by night); a new one if there is none."""
+    markdown = answer_markdown(summary, f"the `{artifact_key(target, 'summary')}` artifact and report.md")
+    if artifact_id is None:
+        create_markdown_artifact(key=artifact_key(target, "answer"), markdown=markdown,
+                                 description=answer_description(summary))
+        return
+    with get_client(sync_client=True) as client:
+        client.update_artifact(artifact_id, ArtifactUpdate(data=markdown, description=answer_description(summary)))

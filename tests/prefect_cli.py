@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from contextlib import contextmanager
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -86,6 +87,17 @@ def cli(server: dict[str, str], *args: str, timeout: float = 90) -> str:
                             capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
     assert result.returncode == 0, f"prefect {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
     return result.stdout
+
+
+def run_artifacts(api_url: str, flow_run_id: str) -> list[dict[str, Any]]:
+    """A flow run's own artifacts (not its tasks'), oldest first: the order the run created them in, which is where
+    the run graph places them (the Artifacts tab lists them by random id, no order)."""
+    response = httpx.post(f"{api_url}/artifacts/filter", timeout=10,
+                          json={"artifacts": {"flow_run_id": {"any_": [str(flow_run_id)]},
+                                              "type": {"not_any_": ["result"]}}})
+    response.raise_for_status()
+    own = [a for a in response.json() if not a.get("task_run_id")]
+    return sorted(own, key=lambda a: datetime.fromisoformat(a["created"]))
 
 
 class WebhookReceiver:

@@ -144,6 +144,10 @@ def check_alerts(server: dict[str, str], env: dict[str, str], receiver: WebhookR
     assert rows[-1]["status"] == "completed, regressed" and rows[-1]["sat. rps"] == round(figure["tonight"], 1)
     assert rows[-1]["level change"].startswith("sat. rps −")
     assert "![trend](data:image/png;base64," in artifact(server, f"{TARGET}-summary")["data"]
+    # and on their own, where the Artifacts page keeps them night after night: the trend plot and the answer
+    assert "![trend](data:image/png;base64," in artifact(server, f"{TARGET}-trend-plot")["data"]
+    answer = artifact(server, f"{TARGET}-answer")["data"]
+    assert answer.startswith(f"### {TARGET}: completed, regressed\n") and "saturation_rps −" in answer, answer
 
     posted = receiver.wait_for(lambda body: "capacity regressed" in body.get("subject", ""), timeout_s=60)
     timings["regressed_notified_after_run_s"] = round(posted["at"] - finished, 1)

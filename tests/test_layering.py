@@ -63,7 +63,8 @@ FORBIDDEN = ("prefect", "locust", "gevent", "kubernetes", "google", "mlflow", "n
 PURE = sorted([*(f"analysis/{p.name}" for p in (ROOT / "analysis").glob("*.py")),
                "search.py", "quantities.py", "config.py", "steps.py", "targets/reference_capacity.py",
                "load/open_loop.py", "warm_start.py", "warm_start_tune.py", "confirm.py",
-               "results/metrics_samples.py", "results/mlflow_fields.py"])
+               "results/metrics_samples.py", "results/mlflow_fields.py",
+               "results/glance.py"])
 
 
 def _sources() -> list[Path]:

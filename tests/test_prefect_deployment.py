@@ -11,11 +11,12 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 
-from prefect_cli import PREFECT, REPO, cli, prefect_env, stop
+from prefect_cli import PREFECT, REPO, cli, prefect_env, run_artifacts, stop
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -79,6 +80,7 @@ def test_deploy_then_run_on_demand_through_a_process_worker(server, tmp_path):
     worker_log = tmp_path / "worker.log"
     env = prefect_env(Path(server["home"]), server["api_url"])
     env["NIGHTCAP_HOME"] = str(REPO)  # the deployments' pull step changes into it
+    nights = {datetime.now().astimezone().date().isoformat()}  # the run starts tonight (or after midnight)
     t1 = time.monotonic()
     with worker_log.open("wb") as log:
         worker = subprocess.Popen([PREFECT, "worker", "start", "--pool", POOL, "--run-once"], stdout=log,
@@ -98,6 +100,9 @@ def test_deploy_then_run_on_demand_through_a_process_worker(server, tmp_path):
             assert flow_run.state.is_completed(), (f"{flow_run.state.type}: {flow_run.state.message}\n"
                                                    f"{worker_log.read_text()[-4000:]}")
             assert flow_run.parameters["overrides"] == short_overrides(tmp_path)
+            # the runs list names the target and the night, not the random name the deployment run was created with
+            nights.add(datetime.now().astimezone().date().isoformat())
+            assert flow_run.name in {f"reference {night}" for night in nights}, flow_run.name
 
             artifacts = client.read_artifacts(
                 artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run.id])))
@@ -116,6 +121,9 @@ def test_deploy_then_run_on_demand_through_a_process_worker(server, tmp_path):
     assert steps.type == "table" and rows and {r["stage"] for r in rows} == {"single_client"}
     assert report.resolve().as_uri() in by_key["reference-report-folder"].data  # a link artifact renders as markdown
     assert by_key["reference-progress"].type == "progress" and float(by_key["reference-progress"].data) == 100.0
+    # the run's first artifact is the answer, under its own key (created as the run opened, written as it ended)
+    listed = run_artifacts(server["api_url"], flow_run_id)
+    assert [a["key"] for a in listed][:2] == ["reference-answer", "reference-progress"], [a["key"] for a in listed]
 
     written = json.loads((report / "summary.json").read_text())
     assert written["stages"]["single_client"]["status"] == "completed"
@@ -123,6 +131,11 @@ def test_deploy_then_run_on_demand_through_a_process_worker(server, tmp_path):
     assert done["resource"]["prefect.resource.id"] == "nightcap.target.reference"
     assert done["payload"]["figures"]["saturation_rps"] == written["saturation"]["rps"]
     assert 150 <= written["saturation"]["rps"] <= 240  # 4 slots x 20 ms = 200 rps on one replica
+    answer = listed[0]["data"]
+    per_pod = written["capacity"]["per_pod"]
+    assert answer.startswith("### reference: completed\n"), answer
+    assert f"**One pod (1.00 CPU, concurrency 4): {per_pod['rps']:,.1f} rps**" in answer, answer
+    assert "**not verified** at that rate" in answer and "not checked tonight" in answer, answer  # verify_s 0
     print(f"timings: {timings}")
 
 

@@ -2,7 +2,9 @@
 
 Stable nights build a history in one SQLite store; a night against a slower reference server (service_ms
 20 → 40, so half the capacity) must end Failed naming saturation_rps and both values; a night within the
-noise passes; a night whose stage fails keeps its measured steps in the store, marked failed.
+noise passes; a night whose stage fails keeps its measured steps in the store, marked failed. Each night is also
+read back as the Prefect UI shows it: the run named by target and night, the answer its first artifact, under one
+key, and from the second night the trend plot artifact.
 
 Each run is short (1 s windows, at most 16 users, ~10 s, with a one-window platform canary before it; from the
 second night on the ramp warm-starts from the night before); the whole module takes about two minutes.
@@ -12,10 +14,14 @@ from __future__ import annotations
 
 import json
 import statistics
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from nightcap.results.glance import NO_EARLIER_NIGHT
+from prefect_cli import run_artifacts
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -73,11 +79,12 @@ def history(store_url: str):
     return HistoryStore(store_url)
 
 
-def test_slower_target_fails_the_flow_and_noise_does_not(night):
+def test_slower_target_fails_the_flow_and_noise_does_not(night, prefect_api):
     run, store_url = night
     stable, run_ids = [], []
     for i in range(3):
         state, summary, _ = run()
+        glance(prefect_api, state, summary, nights=i + 1)
         assert state.is_completed(), state.message
         assert summary["stages"]["regression"]["status"] == "completed"
         assert 170 <= summary["saturation"]["rps"] <= 240, summary["saturation"]  # 4 slots x 20 ms = 200 rps
@@ -102,6 +109,9 @@ def test_slower_target_fails_the_flow_and_noise_does_not(night):
     state, summary, out = run("target.service_ms=40")
     assert state.is_failed()
     assert summary["regression"]["verdict"] == "regressed"
+    answer = glance(prefect_api, state, summary, nights=4)
+    assert answer.startswith("### reference-regression: completed, regressed\n"), answer
+    assert "saturation_rps −" in answer, answer
     tonight = summary["saturation"]["rps"]
     assert 80 <= tonight <= 120, summary["saturation"]  # 4 slots x 40 ms = 100 rps
     baseline = statistics.geometric_mean(stable)  # the level the alarm compares with: all three earlier nights
@@ -134,6 +144,37 @@ def test_slower_target_fails_the_flow_and_noise_does_not(night):
     lines = console.export_text().splitlines()
     assert sum("completed, regressed" in line for line in lines) == 1, lines
     assert any("canary rps/core" in line for line in lines), lines
+
+
+def glance(api_url: str, state: Any, summary: dict[str, Any], nights: int) -> str:
+    """What the Prefect UI shows of a night: its name in the runs list, the answer as its first artifact under one
+    key (a version per night), and from the second night the trend plot. Returns the answer."""
+    import httpx
+    from prefect.client.orchestration import get_client
+
+    flow_run_id = state.state_details.flow_run_id
+    with get_client(sync_client=True) as client:
+        name = client.read_flow_run(flow_run_id).name
+    now = datetime.now().astimezone()  # the night the run started: today, or yesterday if it crossed midnight
+    assert name in {f"reference-regression {d.date().isoformat()}" for d in (now, now - timedelta(hours=1))}, name
+    listed = run_artifacts(api_url, str(flow_run_id))
+    keys = [a["key"] for a in listed]
+    assert keys[0] == "reference-regression-answer", keys
+    answer = listed[0]["data"]  # written when the run ended, into the artifact created when it opened
+    assert answer.startswith("### reference-regression: completed"), answer
+    assert f"{summary['capacity']['per_pod']['rps']:,.1f} rps**" in answer, answer
+    versions = httpx.post(f"{api_url}/artifacts/filter", timeout=10,
+                          json={"artifacts": {"key": {"any_": ["reference-regression-answer"]}}}).json()
+    assert len(versions) == nights, [v["flow_run_id"] for v in versions]
+    (latest,) = httpx.post(f"{api_url}/artifacts/latest/filter", timeout=10,
+                           json={"artifacts": {"key": {"any_": ["reference-regression-answer"]}}}).json()
+    assert latest["data"] == answer  # the Artifacts page shows tonight's answer, not the "running" placeholder
+    if nights == 1:  # nothing to compare, no trend to draw
+        assert NO_EARLIER_NIGHT in answer and "reference-regression-trend-plot" not in keys, (answer, keys)
+        return answer
+    (plot,) = [a for a in listed if a["key"] == "reference-regression-trend-plot"]
+    assert plot["type"] == "markdown" and "![trend](data:image/png;base64," in plot["data"]
+    return answer
 
 
 def test_a_failed_stage_keeps_its_steps_in_the_history(night):

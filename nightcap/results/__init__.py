@@ -5,6 +5,9 @@
 - `verdicts.py`       stage verdicts (completed / inconclusive / failed) and how the run ends (state, exit code).
 - `report.py`         report.md, the one-line answer, and each stage's line; `report_lines.py` the lines that
                       frame it (how sure, verdicts, fits, checks, warnings); `report_sections.py` the sections.
+- `glance.py`         the night at a glance in the Prefect UI: the flow run's name (target and night) and the
+                      answer artifact (one pod's figure, the operating rate, how sure, the verdict against earlier
+                      nights); pure, published by tasks/artifacts.py.
 - `plots.py`          every plot (matplotlib, Agg backend set once here), the trend with its level changes too.
 - `store.py`          the results history (SQLAlchemy; SQLite by default); `history_schema.py` its tables,
                       `redact.py` what keeps secrets out of it.

@@ -63,6 +63,7 @@ class RunContext:
     deadline: float | None = None
     on_step: list[Callable[[StepRow], None]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    answer_artifact: Any = None  # the Prefect artifact the answer is written into at the end (the run's first)
     _counter: int = 0
 
     def __post_init__(self) -> None:
