@@ -183,6 +183,13 @@ def test_recovery_after_the_step_down_and_the_reasons_a_timeline_does_not_answer
     no_scale = [S(0, "base", 1, 1, 1, 100), S(2, "over", 1, 1, 1, 900)]
     assert inconclusive_reason(summarize_autoscale(no_scale, SLO, 2), 4) == (
         "the HPA never asked for more than 1 pod(s) within the 4s of the experiment")
+    # make run, 2026-12-04: 2 pods fit; the baseline at 70% of one pod scaled 1 -> 2 before the step
+    in_baseline = [S(0, "base", 1, 1, 1, 100), S(2, "base", 1, 2, 1, 300), S(4, "base", 2, 2, 2, 200),
+                   S(6, "over", 2, 2, 2, 900), S(8, "over", 2, 2, 2, 900)]
+    t = summarize_autoscale(in_baseline, SLO, 6)
+    assert (t.start_replicas, t.initial_replicas) == (1, 2)
+    assert inconclusive_reason(t, 10).startswith("the HPA scaled 1→2 pod(s) during the baseline, before the step, "
+                                                 "and never asked for more within the 10s of the experiment: ")
     stuck = late[:3] + [S(6, "rec", 2, 2, 2, 800), S(8, "rec", 2, 2, 2, 700)]
     assert inconclusive_reason(summarize_autoscale(stuck, SLO, 2, 6), 10).startswith("p95 never came back under")
     assert inconclusive_reason(None, 10) == "no sample was taken"

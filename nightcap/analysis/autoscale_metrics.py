@@ -136,6 +136,7 @@ class AutoscaleSummary:
     node_changes: list[NodeChange] = field(default_factory=list)
     samples: int = 0
     recovered_after_step_down_s: float | None = None
+    start_replicas: int | None = None  # at the first sample: fewer than initial_replicas when the baseline scaled
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -196,6 +197,7 @@ def summarize_autoscale(
                if a.nodes is not None and b.nodes is not None and a.nodes != b.nodes]
     return AutoscaleSummary(
         initial_replicas=initial,
+        start_replicas=s[0].current,
         time_to_scale_up_s=time_to_scale_up,
         peak_desired=peak_desired,
         time_to_ready_s=time_to_ready,
@@ -232,6 +234,11 @@ def inconclusive_reason(t: AutoscaleSummary | None, experiment_s: float) -> str 
         return "no sample was taken"
     span = f"within the {experiment_s:.0f}s of the experiment"
     if t.peak_desired <= t.initial_replicas:
+        if t.start_replicas is not None and t.initial_replicas > t.start_replicas:
+            return (f"the HPA scaled {t.start_replicas}→{t.initial_replicas} pod(s) during the baseline, before the "
+                    f"step, and never asked for more {span}: the baseline's load already put the pods' CPU over "
+                    "autoscale.target_cpu_pct, leaving no scale-up for the step to show; raise autoscale.target_cpu_pct, "
+                    "lower the baseline phase's load, or give the replicas room for more pods")
         return f"the HPA never asked for more than {t.initial_replicas} pod(s) {span}"
     if t.time_to_ready_s is None:
         return (f"the added pods never became ready {span} ({t.peak_ready} of the {t.peak_desired} asked for were "
