@@ -102,7 +102,11 @@ def test_ramps_scaling_and_sizing_match_the_formula(prefect_api, tmp_path, monke
     # the p95 is the open-loop one at that rate (about the 40 ms service time plus a little queueing).
     op = summary["operating_point"]
     assert op["load"] == "open" and op["meets_slo"] and op["dropped"] == 0 and op["error_rate"] <= 0.01
-    assert within(op["offered_rps"], op["rps"], 0.03) and 40 <= op["p50_ms"] <= op["p95_ms"] <= 100, op
+    # Poisson arrivals: the offered count over 2 windows of verify_s (3 s) at ~70 rps is ~420 +- 20 (4.9%); within
+    # 4 standard deviations (a clean-clone run offered 61.7 against 69.7 planned: -2.4 sd)
+    arrivals = op["rps"] * op["windows"] * cfg["load"]["verify_s"]
+    assert within(op["offered_rps"], op["rps"], 4 / math.sqrt(arrivals)), op
+    assert 40 <= op["p50_ms"] <= op["p95_ms"] <= 100, op
     assert summary["slo_capacity"]["rate_rps"] == op["rps"] and summary["slo_capacity"]["rate_rps_interval"][1] is None
     assert "operating point verified open loop" in summary["operating_line"]
     assert op["windows"] == 2 and op["p95_ci"][0] <= op["p95_ms"] <= op["p95_ci"][1] and op["arrivals"] == "poisson"
