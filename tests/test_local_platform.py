@@ -164,3 +164,27 @@ def _alive(pid: int) -> bool:
             return handle.read().split()[2] != "Z"
     except OSError:
         return False
+
+
+def test_empty_groups_of_old_runs_without_a_record_are_found_and_live_or_young_ones_are_not(tmp_path) -> None:
+    """A run whose registry folder went with it (another working directory) left empty groups, its memory group
+    under another session's memory cgroup (/process_api/<other>/nightcap-...): found once older than the bound."""
+    from datetime import datetime, timezone
+
+    from nightcap.platforms.cgroups import CgroupSupport, stale_groups
+
+    def group(path: Path, procs: str = "") -> Path:
+        path.mkdir(parents=True)
+        (path / "cgroup.procs").write_text(procs)
+        return path
+
+    cpu, mine, other = tmp_path / "cpu", tmp_path / "memory" / "mine", tmp_path / "memory" / "other"
+    dead = [group(cpu / "nightcap-20261204-031936-fc09ce-replica-1"),
+            group(other / "nightcap-20261204-031936-fc09ce-replica-1")]
+    group(cpu / "nightcap-20261204-031937-abcdef-replica-1", "4242\n")  # still holds a process
+    group(mine / "nightcap-20261204-135900-123456-replica-1")  # young: its run may be starting
+    group(cpu / "not-ours-20261204-031936-fc09ce-replica-1")
+    support = CgroupSupport("v1", cpu_base=cpu, memory_base=mine)
+    now = datetime(2026, 12, 4, 14, 3, tzinfo=timezone.utc)
+    assert stale_groups(support, now, 2 * 3600) == sorted(dead)
+    assert stale_groups(support, now, 12 * 3600) == []

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path("/sys/fs/cgroup")
@@ -177,3 +178,32 @@ def leftover_groups(support: CgroupSupport, prefix: str = PREFIX) -> list[Path]:
         if base.exists():
             found += [p for p in base.iterdir() if p.is_dir() and p.name.startswith(prefix)]
     return found
+
+
+RUN_STAMP = re.compile(r"^" + re.escape(PREFIX) + r"(?P<stamp>\d{8}-\d{6})-[0-9a-f]+-")
+
+
+def stale_groups(support: CgroupSupport, now: datetime, older_than_s: float) -> list[Path]:
+    """Nightcap groups no record points to any more (a run whose registry folder went with it, e.g. another working
+    directory): empty (no process, no child group) and from a run that started more than `older_than_s` ago. A live
+    run's groups hold its replicas and processes, so an empty one that old is a dead run's."""
+    out = []
+    groups = set(leftover_groups(support))
+    if support.version == "v1" and support.memory_base is not None and support.memory_base.parent.is_dir():
+        # memory groups live under the creating process's own memory cgroup, which another shell or service
+        # session may not share (/process_api/<session>/nightcap-...): look in its siblings too
+        groups |= {p for p in support.memory_base.parent.glob(f"*/{PREFIX}*") if p.is_dir()}
+    for group in sorted(groups):
+        match = RUN_STAMP.match(group.name)
+        if not match:
+            continue
+        started = datetime.strptime(match["stamp"], "%Y%m%d-%H%M%S").replace(tzinfo=timezone.utc)
+        if (now - started).total_seconds() < older_than_s:
+            continue
+        try:
+            empty = not (group / "cgroup.procs").read_text().split() and not any(p.is_dir() for p in group.iterdir())
+        except OSError:
+            continue
+        if empty:
+            out.append(group)
+    return out

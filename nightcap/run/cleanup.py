@@ -13,6 +13,10 @@ from typing import Any, Callable
 
 from nightcap.run.registry import STALE_AFTER_S, cleanup_dead
 
+# a run's groups hold its replicas and processes while it lives; an empty one this much older than its run's start
+# is a dead run's (load.max_duration_s is one hour by default)
+ORPHAN_CGROUP_AGE_S = 2 * 3600.0
+
 
 def kubernetes_cleanup(record: dict) -> None:
     """Delete the dead run's objects (its run-id label only: other runs may be live). Raises to keep the record."""
@@ -56,7 +60,21 @@ def reap_dead_runs(stale_after_s: float = STALE_AFTER_S) -> list[str]:
     from nightcap.targets.plan import reap_orphan_models
 
     return cleanup_dead(stale_after_s=stale_after_s, kubernetes_cleanup=kubernetes_cleanup,
-                        node_pool_restore=node_pool_restore) + reap_orphan_models()
+                        node_pool_restore=node_pool_restore) + reap_orphan_models() + reap_stale_cgroups()
+
+
+def reap_stale_cgroups(older_than_s: float = ORPHAN_CGROUP_AGE_S) -> list[str]:
+    """Empty nightcap cgroups of runs whose record is gone (`cgroups.stale_groups`): one line per group removed."""
+    from datetime import datetime, timezone
+
+    from nightcap.platforms.cgroups import detect, remove_group, stale_groups
+
+    done = []
+    for group in stale_groups(detect(), datetime.now(timezone.utc), older_than_s):
+        remove_group(group)
+        if not group.exists():
+            done.append(f"removed cgroup {group} (empty, of a run with no record)")
+    return done
 
 
 # -- local retention (report folders, history steps, Prefect artifacts of old runs) -------------------------
