@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from bench.common import RESULTS, Table, fmt
+from nightcap.results.metrics_samples import pod_label  # the pod as tuning and the metrics name it
 from nightcap.run.registry import kill_process_tree
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -98,14 +99,6 @@ def measure(table: Table, runs: range) -> None:
                   per_pod.get("windows"), per_pod.get("stage"), checks, "yes" if ok else f"no: {differ}", fmt(wall),
                   note, pod_label(per_pod.get("pod")))
 
-
-def pod_label(pod: dict[str, Any] | None) -> str | None:
-    """The pod shape tune chose: runs that chose different shapes measured different pods."""
-    if not pod:
-        return None
-    memory = pod.get("memory")
-    mem = f"{memory / 2**20:.0f}Mi" if isinstance(memory, (int, float)) else "none"
-    return f"cpu={pod.get('cpu'):g} memory={mem} concurrency={pod.get('concurrency')}"
 
 
 def _verdicts(table: Table) -> None:
