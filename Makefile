@@ -25,7 +25,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(ARGS)
 
 test-fast: $(STAMP)  ## only the millisecond tests (pure logic, config, manifests)
-	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow" $(ARGS)
+	PYTHONDONTWRITEBYTECODE= $(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow" -n 2 $(ARGS)
 
 ui: $(STAMP)  ## the Prefect UI over the runs `make run` recorded
 	$(BIN)/prefect server start --host 127.0.0.1 --port 4200

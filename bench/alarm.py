@@ -32,7 +32,7 @@ import numpy as np
 from bench.common import Table
 from nightcap.analysis.regression import check_regression
 from nightcap.analysis.regression_result import IMPROVED, REGRESSED
-from nightcap.config_sections import RegressionConfig
+from nightcap.config_history import RegressionConfig
 
 SEED = 20261203
 NIGHTS = 37  # the series length the issue measured the old rule on

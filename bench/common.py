@@ -27,8 +27,8 @@ from nightcap.config import Config, validate
 from nightcap.load.local import LocalLocust
 from nightcap.platforms.base import PodSpec
 from nightcap.platforms.local import LocalPlatform
-from nightcap.run.ports import free_port
-from nightcap.run.registry import RunRegistry, kill_process_tree
+from nightcap.processes.ports import free_port
+from nightcap.processes.registry import RunRegistry, kill_process_tree
 from nightcap.targets.plan import plan_target
 
 RESULTS = Path(__file__).with_name("results")
@@ -95,7 +95,7 @@ class Stack:
 @contextlib.contextmanager
 def reference_stack(config: Config, workers: int = 1, workdir: Path | None = None) -> Iterator[Stack]:
     """Replicas behind the local proxy and a Locust master + workers, as the flow starts them; all stopped after.
-    The tests that measure one step without a flow (tests/test_accuracy.py) start theirs here too."""
+    The tests that measure one step without a flow (tests/flows/test_accuracy.py) start theirs here too."""
     run_id = f"bench-{uuid.uuid4().hex[:8]}"
     registry = RunRegistry(run_id)
     workdir = Path(tempfile.mkdtemp(prefix="nightcap-bench-", dir=workdir))

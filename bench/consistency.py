@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 from bench.common import RESULTS, Table, fmt
 from nightcap.results.metrics_samples import pod_label  # the pod as tuning and the metrics name it
-from nightcap.run.registry import kill_process_tree
+from nightcap.processes.registry import kill_process_tree
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "local.yaml"

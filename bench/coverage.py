@@ -3,7 +3,7 @@
 On reference targets whose capacity is known exactly (`reference_capacity`), each run deploys a fresh stack (real
 replicas under cgroup limits behind the local proxy, one Locust generator) and does what the single_client stage
 does when it meets a pod for the first time: the saturation search with configs/local.yaml's `search:` block
-(it chooses the knee), then the knee confirmed on fresh windows (`nightcap.confirm`, the reported figure and its
+(it chooses the knee), then the knee confirmed on fresh windows (`nightcap.search.confirm`, the reported figure and its
 interval). Side by side in the same runs: the search's own figure and interval at the knee (the level it chose,
 the windows it chose on), i.e. what nightcap reported before the confirmation.
 
@@ -28,10 +28,10 @@ from typing import Any
 from bench.common import RESULTS, Table, fmt, reference_config, reference_stack
 from bench.search_accuracy import _params, shipped_search
 from nightcap.analysis.confidence import t_quantile, window_estimate
-from nightcap.confirm import ConfirmParams, confirm_knee
+from nightcap.search.confirm import ConfirmParams, confirm_knee
 from nightcap.load.runner import StepRunner
 from nightcap.analysis.slo import Slo
-from nightcap.search import find_saturation
+from nightcap.search.saturation import find_saturation
 from nightcap.targets.reference_capacity import reference_capacity
 
 RUNS = 20

@@ -2,7 +2,7 @@
 pipeline itself uses.
 
 The run is one process tree. Every 0.25 s each process in it is classed by the child of the run process
-it descends from: Locust processes are the generator, `mlflow models serve` (and anything else the
+it descends from: Locust processes are the generator, MLflow's scoring server (and anything else the
 platform starts as a replica) is the target, the Prefect server and the local proxy are the pipeline, as is
 the flow process itself (metrics sampling, Prefect client, analysis, report). The pipeline's CPU seconds over
 the run's wall time is its share of one core. A process's CPU in its last 0.25 s before it exits is missed;
@@ -27,7 +27,7 @@ from pathlib import Path
 import psutil
 
 from bench.common import Table, fmt
-from nightcap.run.registry import kill_process_tree
+from nightcap.processes.registry import kill_process_tree
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "local.yaml"
@@ -42,7 +42,7 @@ def _class_of(cmdline: list[str]) -> str:
         return "proxy"
     if "prefect" in text and "server" in text:
         return "prefect_server"
-    return "target"  # replicas: `mlflow models serve` and its uvicorn workers
+    return "target"  # replicas: MLflow's scoring server (uvicorn) and its workers
 
 
 class TreeSampler:

@@ -35,7 +35,7 @@ from nightcap.load.local import LocalLocust
 from nightcap.load.runner import StepRunner
 from nightcap.platforms.base import PodSpec
 from nightcap.platforms.external import ExternalPlatform
-from nightcap.run.ports import free_port
+from nightcap.processes.ports import free_port
 from nightcap.targets.plan import plan_target
 
 HERE = Path(__file__).resolve().parent

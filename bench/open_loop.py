@@ -31,7 +31,7 @@ from bench.common import Table, cpu_seconds, fmt, spawned
 from nightcap.load.driver import summarize
 from nightcap.load.local import LocalLocust
 from nightcap.load.open_loop import OpenWindow, summarize_open
-from nightcap.run.ports import free_port
+from nightcap.processes.ports import free_port
 from nightcap.targets.reference_capacity import stall_latency_ms
 
 HERE = Path(__file__).resolve().parent

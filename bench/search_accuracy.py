@@ -39,7 +39,8 @@ from nightcap.load.runner import StepRunner
 from nightcap.platforms.cgroups import detect
 from nightcap.targets.reference_capacity import reference_capacity, reference_throughput
 from nightcap.analysis.slo import Slo
-from nightcap.search import Measured, SearchParams, Point, find_saturation, judge
+from nightcap.search.levels import Measured, SearchParams, Point, judge
+from nightcap.search.saturation import find_saturation
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_USERS = 64

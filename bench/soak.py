@@ -34,8 +34,8 @@ import httpx
 import psutil
 
 from bench.common import RESULTS, Table, machine_line, wait_http
-from nightcap.run.ports import free_port
-from nightcap.run.registry import kill_process_tree
+from nightcap.processes.ports import free_port
+from nightcap.processes.registry import kill_process_tree
 
 REPO = Path(__file__).resolve().parents[1]
 PREFECT = str(Path(sys.executable).with_name("prefect"))

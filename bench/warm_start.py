@@ -33,8 +33,9 @@ from bench.search_accuracy import WARMUP_S, WINDOW_S, _idle, _params, _runner, m
 from nightcap.config import Config
 from nightcap.results.store import HistoryStore
 from nightcap.analysis.slo import Slo
-from nightcap.search import Measured, SearchResult, find_saturation
-from nightcap.warm_start import WarmStart, prior_search, warm_search
+from nightcap.search.levels import Measured, SearchResult
+from nightcap.search.saturation import find_saturation
+from nightcap.search.warm_start import WarmStart, prior_search, warm_search
 
 REPEATS = 3
 # name, slots, service_ms, queue (knee = slots users; capacity = slots x 1000 / service_ms)

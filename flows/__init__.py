@@ -5,7 +5,7 @@
   `regression.py`  one stage each; each returns its typed result (`nightcap.results.stages`) and keeps it on
   the run's context.
 
-Stage subflows take a `run_id` and look the run up (`RunContext.get`): Prefect serializes flow parameters
-for its API and UI, and the context holds live processes and clients. Measuring, analysis, plots and the
+Stage subflows take the run's context wrapped in a `StageRun` (nightcap/run/context.py): Prefect records it
+as the run id and target, never the context's live clients or API key. Measuring, analysis, plots and the
 summary live in `nightcap/`; Prefect tasks in `tasks/`.
 """

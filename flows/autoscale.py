@@ -25,7 +25,8 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from nightcap.analysis.autoscale_load import default_phases, node_pool_note, phase_rows
+from nightcap.analysis.autoscale_load import (baseline_load, default_phases, node_pool_note, open_loop_cpu_cost,
+                                              phase_rows)
 from nightcap.analysis.autoscale_metrics import AutoscaleSample, inconclusive_reason, summarize_autoscale
 from nightcap.analysis.autoscale_plan import AutoscaleFit, Expectation, Shape, expect, fit_to_platform
 from nightcap.analysis.sizing import PerPod
@@ -38,15 +39,15 @@ from nightcap.platforms.base import HpaSpec, PodSpec
 from nightcap.results.plots import timeline_plot
 from nightcap.results.report import autoscale_line
 from nightcap.results.stages import AutoscaleResult
-from nightcap.run.context import RunContext
+from nightcap.run.context import RunContext, StageRun
 
 SETTLE_MARGIN_S = 2.0  # beyond the request time-out: the workers' last reports (every 0.5 s) reach the master
 
 
-@flow(name="autoscaling", flow_run_name="autoscale {run_id}")
-def autoscale(run_id: str) -> AutoscaleResult:
+@flow(name="autoscaling", flow_run_name="autoscale {run.run_id}")
+def autoscale(run: StageRun) -> AutoscaleResult:
     """HPA (and node pool) under a load step: how fast pods come, what p95 does meanwhile, when it recovers."""
-    ctx = RunContext.get(run_id)
+    ctx = run.context
     logger = get_run_logger()
     a = ctx.config.autoscale
     platform = ctx.platform
@@ -61,9 +62,16 @@ def autoscale(run_id: str) -> AutoscaleResult:
     try:
         if spec != ctx.spec:
             platform.set_resources(spec)  # the start of this shape is measured here, before the phases use it
-        timeline.expected = expectation(ctx, fit, spec)
-        timeline.phases = a.phases or default_phases(a, ctx.config.search.headroom, fit.overload, timeline.expected)
-        timeline.run()
+        shape = (fit.shape.cpu, fit.shape.memory, fit.shape.concurrency)
+        open_cost = open_loop_cpu_cost(s for s in ctx.steps if (s.cpu, s.memory, s.concurrency) == shape)
+        base, why = baseline_load(ctx.config.search.headroom, a.target_cpu_pct, fit.shape.rps, fit.shape.rps_low,
+                                  open_cost, a.tolerance)
+        if why and not a.phases:
+            logger.info("autoscale: %s", why)
+        timeline.expected = expectation(ctx, fit, spec, base)
+        timeline.phases = a.phases or default_phases(a, base, fit.overload, timeline.expected)
+        with ctx.measuring("autoscale", ctx.config.load.workers) as runner:
+            timeline.run(runner)
     except BaseException as exc:
         timeline.keep_what_was_measured(exc)
         raise
@@ -76,7 +84,7 @@ def fit_autoscale(ctx: RunContext, per_pod: PerPod) -> AutoscaleFit:
     """The pod shape, max replicas and overload this platform allows (the tuned pod when it fits)."""
     a, spec, platform = ctx.config.autoscale, ctx.spec, ctx.platform
     assert spec is not None
-    tuned = Shape(spec.cpu, spec.memory, spec.concurrency, per_pod.rps, per_pod.source)
+    tuned = Shape(spec.cpu, spec.memory, spec.concurrency, per_pod.rps, per_pod.source, per_pod.rps_low)
     grid: list[Shape] = []
     tune = ctx.results.tune
     if tune is not None:
@@ -89,15 +97,16 @@ def fit_autoscale(ctx: RunContext, per_pod: PerPod) -> AutoscaleFit:
                            ctx.config.search.headroom, phases_given=bool(a.phases))
 
 
-def expectation(ctx: RunContext, fit: AutoscaleFit, spec: PodSpec) -> Expectation:
-    """The backlog arithmetic for this pod, with its start as the platform measured it."""
+def expectation(ctx: RunContext, fit: AutoscaleFit, spec: PodSpec, baseline: float) -> Expectation:
+    """The backlog arithmetic for this pod, with its start as the platform measured it; `baseline`: the
+    baseline's load (`baseline_load`)."""
     a, cfg = ctx.config.autoscale, ctx.config
     start = getattr(ctx.platform, "start_seconds", None)
     if cfg.target.kind == "reference":  # the server answers 503 beyond its slots and queue
         bound: float = spec.concurrency + cfg.target.queue
     else:  # nothing known of the server: what the generator holds in flight at most
         bound = cfg.load.workers * cfg.load.open_max_in_flight
-    return expect(fit.shape.rps, fit.overload, cfg.search.headroom, min_replicas=a.min_replicas,
+    return expect(fit.shape.rps, fit.overload, baseline, min_replicas=a.min_replicas,
                   max_replicas=fit.max_replicas, target_pct=a.target_cpu_pct, tolerance=a.tolerance,
                   sync_s=a.sync_period_s, readiness_s=a.readiness_delay_s, sample_s=a.sample_s,
                   start_s=start(spec) if start else None, backlog_bound=bound, stabilization_s=a.stabilization_s)
@@ -117,14 +126,25 @@ class Timeline:
         self.expected: Expectation | None = None
         self.phase_t: dict[str, float] = {}  # when each phase's rate was set (the step, the step down)
 
-    def run(self) -> None:
-        """Offer each phase's rate, sample it, then let the last arrivals come back and read every window again."""
+    def run(self, runner: StepRunner) -> None:
+        """Offer each phase's rate, sample it, then let the last arrivals come back and read every window again.
+
+        Stopped midway, it reads the windows again at once, while the generator is still up (`measuring` stops
+        a generator that failed)."""
+        self.runner = runner
+        try:
+            self._run(runner)
+        except BaseException:
+            try:
+                self.reread(settle_s=0.0)
+            except Exception as err:  # the generator may be what failed: keep the samples as first read
+                self.logger.warning("autoscale: samples kept as first read (%s)", err)
+            raise
+
+    def _run(self, runner: StepRunner) -> None:
         ctx, a, platform, phases = self.ctx, self.ctx.config.autoscale, self.ctx.platform, self.phases
         assert platform is not None
-        gen = ctx.generator_for(ctx.config.load.workers)
-        self.runner = runner = StepRunner(ctx.config, platform, gen, "autoscale", ctx.record_step, ctx.deadline,
-                                          ctx.spec, ctx.next_step)
-        if self.connections == "per-request" and tunnelled(gen, platform):
+        if self.connections == "per-request" and tunnelled(runner.generator, platform):
             self.connections = "keep-alive"
             self.logger.warning(
                 "autoscale: the generator reaches the pods through a port-forward, where each new connection is an "
@@ -201,32 +221,24 @@ class Timeline:
                     client.open_window(first=window, last=window), self.samples[i].offered_rps or 0.0))
 
     def keep_what_was_measured(self, exc: BaseException) -> None:
-        """A failed or cancelled stage keeps its samples and timeline (read again without waiting, if possible)."""
+        """A failed or cancelled stage keeps its samples and timeline (`run` read them again if it could)."""
         why = f"it stopped after {time.monotonic() - self.t0:.0f}s: {exc or type(exc).__name__}"
-        try:
-            if self.runner is not None:
-                self.reread(settle_s=0.0)
-        except Exception as err:  # the generator may be what failed: keep the samples as first read
-            self.logger.warning("autoscale: samples kept as first read (%s)", err)
         self.ctx.results.autoscale = self._result(why)
 
     def restore(self, spec: PodSpec) -> None:
         """Back to the run's pods: autoscaling (and the node pool's) off, the tuned size, the configured count."""
         ctx, platform = self.ctx, self.ctx.platform
         assert platform is not None and ctx.spec is not None
+        platform.disable_autoscaling()
+        # the stage's pods leave before the pool is put back: a resize must not remove nodes they still run on
+        # (if the scale-back fails, teardown restores the pool after deleting them)
         try:
-            ctx.idle_generator()
+            if spec != ctx.spec:
+                platform.set_resources(ctx.spec)
+            platform.scale(ctx.config.platform.replicas)
         finally:
-            platform.disable_autoscaling()
-            # the stage's pods leave before the pool is put back: a resize must not remove nodes they still run on
-            # (if the scale-back fails, teardown restores the pool after deleting them)
-            try:
-                if spec != ctx.spec:
-                    platform.set_resources(ctx.spec)
-                platform.scale(ctx.config.platform.replicas)
-            finally:
-                if hasattr(platform, "restore_node_autoscaling"):
-                    platform.restore_node_autoscaling()  # type: ignore[attr-defined]
+            if hasattr(platform, "restore_node_autoscaling"):
+                platform.restore_node_autoscaling()  # type: ignore[attr-defined]
 
     def finish(self, why: str | None = None) -> AutoscaleResult:
         result = self._result(why)
@@ -248,7 +260,8 @@ class Timeline:
             reconnect_s=ctx.config.load.reconnect_s, samples=samples, connections=self.connections,
             plot=timeline_plot(samples, ctx.out / "autoscale_timeline.png", ctx.config.slo.p95_ms, step_t, step_down_t),
             fit=self.fit, expected=self.expected,
-            inconclusive=why or inconclusive_reason(timings, sum(p.duration_s for p in phases)))
+            inconclusive=why or inconclusive_reason(timings, sum(p.duration_s for p in phases), a.min_replicas,
+                                                    self.fit.max_replicas))
 
 
 def _by_arrival(sample: AutoscaleSample, w: OpenWindow) -> AutoscaleSample:

@@ -21,6 +21,7 @@ from prefect import flow, get_run_logger
 from prefect.exceptions import TerminationSignal
 from prefect.context import get_run_context
 from prefect.states import Completed
+from pydantic.json_schema import SkipJsonSchema
 
 from flows.autoscale import autoscale
 from flows.ramp import multi_client, single_client
@@ -34,15 +35,17 @@ from nightcap.results.glance import night_name
 from nightcap.results.no_answer import no_answer_reason
 from nightcap.results.report import write_markdown
 from nightcap.results.summary import build_summary, headline_figures, write_summary
-from nightcap.results.verdicts import (COMPLETED, INCONCLUSIVE, STATE_INCONCLUSIVE, close_stages, inconclusive_message,
+from nightcap.results.run_end import PrefectApiGone, end_status, run_error
+from nightcap.results.verdicts import (COMPLETED, FAILED, INCONCLUSIVE, STATE_INCONCLUSIVE, inconclusive_message,
                                        inconclusive_reason, inconclusive_stages)
 from nightcap.run.cleanup import reap_dead_runs
-from nightcap.run.context import RunContext, new_run_id
+from nightcap.run.context import RunContext, StageRun, new_run_id
 from nightcap.run.exit_guard import api_gone_reason, arm, armed, watch_api
 from nightcap.run.lock import RunLock
-from nightcap.run.registry import RunRegistry
+from nightcap.processes.registry import RunRegistry
 from nightcap.run.safety import check_safety_limits
-from nightcap.targets.plan import api_key, check_target, plan_target, release
+from nightcap.targets.mlflow_model import ResolvedModel
+from nightcap.targets.plan import CheckedConfig, api_key, check_target, plan_target, release
 from nightcap.targets.smoke import SmokeFailed
 from tasks.artifacts import (Progress, open_answer, publish_answer, publish_summary, publish_trend, publish_trend_plot,
                             steps_table)
@@ -58,33 +61,13 @@ CANCELLED = (KeyboardInterrupt, SystemExit, TerminationSignal)
 FATAL = (BudgetExceeded, *CANCELLED)
 
 
-class RegressionDetected(RuntimeError):
-    """Tonight's capacity fell beyond the noise of earlier nights."""
-
-
-class StagesFailed(RuntimeError):
-    """One or more stages failed; what they measured is kept."""
-
-
-class NoAnswer(RuntimeError):
-    """The stages that look for a saturation point found none: a failed run, never a completed one."""
-
-
-class NotRecorded(RuntimeError):
-    """The night's rows could not all be written (history or report folder): failed, never completed."""
-
-
-class PrefectApiGone(RuntimeError):
-    """The Prefect API stopped answering mid-run: the run was stopped, torn down and its report written."""
-
-
 class HistoryUnavailable(RuntimeError):
     """The history (store.url) cannot be opened or written: a night that stores nothing can never alarm, so it
     stops before deploying, or fails at the end if its rows could not be written."""
 
 
-# Each stage flow takes the run id (see flows/__init__.py) and keeps its typed result on the run's context.
-STAGE_FLOWS: dict[str, Callable[[str], Any]] = {
+# Each stage flow takes the run's context (a StageRun) and keeps its typed result on it.
+STAGE_FLOWS: dict[str, Callable[[StageRun], Any]] = {
     "tune": tune,
     "single_client": single_client,
     "multi_client": multi_client,
@@ -143,7 +126,7 @@ def open_store(cfg: Config, key: str | None) -> Any:
     return store
 
 
-def open_run(cfg: Config, out: str | None) -> RunContext:
+def open_run(cfg: Config, out: str | None, model: ResolvedModel | None = None) -> RunContext:
     run_id = new_run_id()
     out_dir = Path(out or f"{cfg.retention.reports_dir}/{cfg.target.name}-{run_id}")  # where retention prunes
     key = api_key(cfg.target)
@@ -153,7 +136,7 @@ def open_run(cfg: Config, out: str | None) -> RunContext:
     registry = RunRegistry(run_id)
     plan = None
     try:
-        plan = plan_target(cfg)  # a model URI is downloaded here, once per run
+        plan = plan_target(cfg, model=model)  # a model URI is downloaded here, once per run
         ctx = RunContext(config=cfg, run_id=run_id, out=out_dir, plan=plan, registry=registry, store=store)
         ctx.api_key = key
         store.mark_abandoned(cfg.load.max_duration_s + 600)
@@ -186,6 +169,8 @@ def run_name() -> str:
 
     parameters = flow_run.parameters or {}
     config = parameters.get("config") or DEFAULT_CONFIG
+    if isinstance(config, CheckedConfig):  # `nightcap run` loaded it: its target, not the YAML read again
+        return night_name(config.target, datetime.now().astimezone())
     try:
         target = load_config(config, parameters.get("overrides") or []).target.name
     except Exception:
@@ -193,111 +178,113 @@ def run_name() -> str:
     return night_name(target, datetime.now().astimezone())
 
 
+def checked_config(config: str | CheckedConfig, overrides: list[str]) -> tuple[Config, ResolvedModel | None]:
+    """The run's config and pinned model: as `nightcap run` checked them, else loaded and checked here (a
+    deployment run, whose parameters are a path and overrides)."""
+    if isinstance(config, CheckedConfig) and config.config is not None:
+        return config.config, config.model
+    cfg = load_config(config.path if isinstance(config, CheckedConfig) else config, overrides)
+    check_safety_limits(cfg)
+    return cfg, check_target(cfg)
+
+
 @flow(name="capacity-check", flow_run_name=run_name, log_prints=True)
-def capacity_check(config: str = DEFAULT_CONFIG, overrides: list[str] | None = None,
+def capacity_check(config: str | SkipJsonSchema[CheckedConfig] = DEFAULT_CONFIG, overrides: list[str] | None = None,
                    out: str | None = None) -> dict[str, Any]:
     """How much load can the model take, on what pod size, and how many pods and nodes does that cost?"""
     logger = get_run_logger()
-    cfg = load_config(config, overrides or [])
-    check_safety_limits(cfg)
-    check_target(cfg)
+    cfg, model = checked_config(config, overrides or [])
     preflight(cfg)  # on Kubernetes: a night that cannot succeed fails here, in seconds, with the reasons
     with _stop_once_on_signals(), RunLock(cfg.target.name):
-        ctx = open_run(cfg, out)
+        ctx = open_run(cfg, out, model)
         # the run's first artifact: the answer, written when the run ends (tasks/artifacts.py)
         ctx.answer_artifact = open_answer(cfg.target.name, ctx.run_id, list(cfg.stages))
         watch = watch_api(os.environ.get("PREFECT_API_URL"))  # only where this process is the run's own
         logger.info("run %s: report folder %s", ctx.run_id, ctx.out.resolve())
-        progress = Progress(cfg.target.name, list(cfg.stages) or ["deploy"])
-        ctx.on_step.append(progress.step)
-        status, fatal = "completed", None
+        status, fatal = COMPLETED, None
         try:
-            # the platform canary first, on the pod size and platform the model will get: the regression check
-            # uses it to tell a slower machine from a slower model (it never fails the run)
-            ctx.results.canary = measure_canary(ctx)
-            t0 = time.monotonic()
-            deploy(ctx)
-            ctx.info["deploy_s"] = round(time.monotonic() - t0, 1)
-            smoke(ctx)  # one request before any load: a refused payload stops here, in seconds
-            for name in cfg.stages:
-                t0 = time.monotonic()
-                ctx.stage_status(name, "running")
-                try:
-                    STAGE_FLOWS[name](ctx.run_id)
-                    reason = inconclusive_reason(ctx.results, name)  # it ran; did it answer its question?
-                    if reason:
-                        logger.warning("stage %s inconclusive: %s", name, reason)
-                        ctx.stage_status(name, INCONCLUSIVE, reason=reason)
-                    else:
-                        ctx.stage_status(name, COMPLETED)
-                except FATAL as exc:
-                    ctx.stage_status(name, "cancelled" if isinstance(exc, CANCELLED) else "failed",
-                                     error=str(exc) or type(exc).__name__)
-                    fatal = exc
-                    break
-                except Exception as exc:
-                    logger.error("stage %s failed: %s\n%s", name, exc, traceback.format_exc(limit=3))
-                    ctx.stage_status(name, "failed", error=str(exc))
-                finally:
-                    ctx.stages[name].update(duration_s=round(time.monotonic() - t0, 1),
-                                            steps=len(ctx.stage_steps(name)))
-                    progress.stage_done()
-                    write_summary(ctx)
-                if api_gone_reason():  # no later stage could report to Prefect either
-                    fatal = fatal or PrefectApiGone(api_gone_reason())
-                    break
-        except FATAL as exc:
-            fatal = exc
+            fatal = run_stages(ctx)
         except Exception as exc:
             ctx.info["error"] = str(exc)
             if isinstance(exc, SmokeFailed):
                 ctx.info["failure"] = str(exc)
-            status = "failed"
+            status = FAILED
             raise
         except BaseException:
-            status = "failed"  # anything else that unwinds the flow: never recorded as completed
+            status = FAILED  # anything else that unwinds the flow: never recorded as completed
             raise
         finally:
             teardown(ctx)
-            if fatal is not None:
-                status = "cancelled" if isinstance(fatal, CANCELLED) else "failed"
-            if api_gone_reason():  # stopped by the API watch, not by a person: failed, with the reason
-                status, fatal = "failed", PrefectApiGone(api_gone_reason())
-                ctx.info["failure"] = api_gone_reason()
-            status = close_stages(status, ctx.stages)  # a failed stage fails the run: no baseline uses it
-            if fatal is None and "failure" not in ctx.info:
-                reason = no_answer_reason(build_summary(ctx), ctx.steps)
-                if reason:  # no answer is not success: failed, with the reason first in the report
-                    ctx.info["failure"] = f"no saturation point was measured: {reason}"
-                    status = "failed"
+            status, fatal = end_status(status, fatal, isinstance(fatal, CANCELLED), api_gone_reason(), ctx.stages,
+                                       ctx.info, lambda: no_answer_reason(build_summary(ctx), ctx.steps))
             try:
                 summary = finish(ctx, status)
             finally:
                 if watch is not None:
                     watch.stop()
                 arm(ctx.info.get("status", status))  # the report is written: exit within a bounded time from here
-        failed = [n for n, s in ctx.stages.items() if s.get("status") == "failed"]
-        if fatal is not None:
-            raise fatal
-        if ctx.info.get("history_error") or ctx.info.get("report_error"):
-            raise NotRecorded(ctx.info.get("history_error") or ctx.info["report_error"])
-        if ctx.info.get("failure") and not failed:
-            raise NoAnswer(ctx.info["failure"])
-        regression = ctx.results.regression
-        if regression is not None and regression.regressed and cfg.regression.fail_flow:
-            raise RegressionDetected(regression.result.message)  # type: ignore[union-attr]
-        unanswered = inconclusive_message(ctx.stages) if inconclusive_stages(ctx.stages) else ""
-        if failed:
-            raise StagesFailed(f"stage(s) {', '.join(failed)} failed: "
-                               + "; ".join(ctx.stages[n].get('error', '') for n in failed)
-                               + (f" ({unanswered})" if unanswered else ""))
-        if unanswered:  # completed, under its own name: the Prefect UI lists the run as "Inconclusive"
-            return Completed(name=STATE_INCONCLUSIVE, message=unanswered, data=summary)  # type: ignore[return-value]
+        error = run_error(ctx.info, ctx.stages, fatal, ctx.results.regression, cfg.regression.fail_flow)
+        if error is not None:
+            raise error
+        if inconclusive_stages(ctx.stages):  # completed, under its own name: the Prefect UI lists it "Inconclusive"
+            message = inconclusive_message(ctx.stages)
+            return Completed(name=STATE_INCONCLUSIVE, message=message, data=summary)  # type: ignore[return-value]
         return summary
 
 
+def run_stages(ctx: RunContext) -> BaseException | None:
+    """The canary, deploy, the smoke request and the configured stages; the error that must stop the run (a spent
+    budget, a cancel, the Prefect API gone), or None. A stage that fails otherwise is marked failed and the next
+    one runs on what is known."""
+    progress = Progress(ctx.config.target.name, list(ctx.config.stages) or ["deploy"])
+    ctx.on_step.append(progress.step)
+    try:
+        # the platform canary first, on the pod size and platform the model will get: the regression check
+        # uses it to tell a slower machine from a slower model (it never fails the run)
+        ctx.results.canary = measure_canary(ctx)
+        t0 = time.monotonic()
+        deploy(ctx)
+        ctx.info["deploy_s"] = round(time.monotonic() - t0, 1)
+        smoke(ctx)  # one request before any load: a refused payload stops here, in seconds
+        for name in ctx.config.stages:
+            try:
+                run_stage(ctx, name)
+            finally:
+                progress.stage_done()
+                write_summary(ctx)
+            if api_gone_reason():  # no later stage could report to Prefect either
+                return PrefectApiGone(api_gone_reason())
+    except FATAL as exc:
+        return exc
+    return None
+
+
+def run_stage(ctx: RunContext, name: str) -> None:
+    """One stage subflow, its verdict and duration recorded on the context; only a FATAL error propagates."""
+    logger = get_run_logger()
+    t0 = time.monotonic()
+    ctx.stage_status(name, "running")
+    try:
+        STAGE_FLOWS[name](ctx.stage_run())
+        reason = inconclusive_reason(ctx.results, name)  # it ran; did it answer its question?
+        if reason:
+            logger.warning("stage %s inconclusive: %s", name, reason)
+            ctx.stage_status(name, INCONCLUSIVE, reason=reason)
+        else:
+            ctx.stage_status(name, COMPLETED)
+    except FATAL as exc:
+        ctx.stage_status(name, "cancelled" if isinstance(exc, CANCELLED) else FAILED,
+                         error=str(exc) or type(exc).__name__)
+        raise
+    except Exception as exc:
+        logger.error("stage %s failed: %s\n%s", name, exc, traceback.format_exc(limit=3))
+        ctx.stage_status(name, FAILED, error=str(exc))
+    finally:
+        ctx.stages[name].update(duration_s=round(time.monotonic() - t0, 1), steps=len(ctx.stage_steps(name)))
+
+
 def finish(ctx: RunContext, status: str) -> dict[str, Any]:
-    """Whatever happened: summary.json, report.md, artifacts, history row; then forget the run.
+    """Whatever happened: summary.json, report.md, artifacts, history row; then close the run's connections.
 
     The history must have every row of the night: steps it refused mid-run are written again here, and if
     they or the run's row still cannot be written the night is failed (never completed without its history).
@@ -350,7 +337,6 @@ def finish(ctx: RunContext, status: str) -> dict[str, Any]:
             ctx.registry.close()
         if ctx.store is not None:
             ctx.store.close()
-        ctx.forget()
     return summary
 
 

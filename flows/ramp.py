@@ -12,14 +12,16 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from nightcap.analysis.pod_capacity import FigureWindow, PodFigure, compare_configs, levels_above
+from nightcap.analysis.paired import good_rps, multi_client_gain
+from nightcap.analysis.pod_capacity import PodFigure, levels_above
 from nightcap.analysis.saturation import p95_at_rate
-from nightcap.confirm import Confirmation
+from nightcap.search.confirm import Confirmation
 from nightcap.results.plots import plot_ramp
 from nightcap.results.report import operating_line
 from nightcap.results.stages import RampResult
-from nightcap.run.context import RunContext
-from nightcap.search import SearchResult, extend_to_slo
+from nightcap.run.context import RunContext, StageRun
+from nightcap.search.levels import SearchResult
+from nightcap.search.saturation import extend_to_slo
 from tasks.measure import (Side, confirm_pod, ensure_operating_check, measure_window, meet_pod, paired_windows,
                            run_warm_search, search_params, slo_of)
 
@@ -33,8 +35,7 @@ def _ramp(ctx: RunContext, stage: str, workers: int) -> RampResult:
     if fig is not None and stage == "multi_client" and workers != fig.workers:
         ref, mine = paired_windows(ctx, stage, Side(fig.users, fig.workers), Side(fig.users, workers),
                                    ctx.config.search.pairs)
-        check = compare_configs(fig, [FigureWindow.of(r, stage, "pair", fig.workers) for r in ref],
-                                [FigureWindow.of(r, stage, "pair", workers) for r in mine])
+        check = multi_client_gain(fig, stage, workers, ref, mine)
         ratio = check.ratio
         result = _verified(fig.users, mine, f"verified {fig.stage}'s confirmed knee in {len(mine)} pair(s)")
         logger.info("%s: %s", stage, check.note)
@@ -91,9 +92,8 @@ def _interval(e: Any) -> str:
 
 def _verified(users: int, rows: list, stop_reason: str) -> SearchResult:
     """The search result of a stage that measured only at the confirmed knee (no levels of its own chosen)."""
-    good = [r for r in rows if r.valid and not r.generator_bound]
-    rps = sum(r.rps for r in good) / len(good) if good else None
-    return SearchResult(users, rps, None, None, None, None, stop_reason=stop_reason, found=bool(good),
+    rps = good_rps(rows)
+    return SearchResult(users, rps, None, None, None, None, stop_reason=stop_reason, found=rps is not None,
                         windows=len(rows))
 
 
@@ -116,19 +116,19 @@ def _operating_point(ctx: RunContext, ramp: RampResult) -> None:
                               operating_line(ramp))
 
 
-@flow(name="single-client-ramp", flow_run_name="single-client {run_id}")
-def single_client(run_id: str) -> RampResult:
+@flow(name="single-client-ramp", flow_run_name="single-client {run.run_id}")
+def single_client(run: StageRun) -> RampResult:
     """One generator process: verify the pod's confirmed figure and walk to the SLO capacity, or search and
     confirm the knee when no stage has."""
-    ctx = RunContext.get(run_id)
+    ctx = run.context
     ctx.results.single_client = _ramp(ctx, "single_client", 1)
     return ctx.results.single_client
 
 
-@flow(name="multi-client-ramp", flow_run_name="multi-client {run_id}")
-def multi_client(run_id: str) -> RampResult:
+@flow(name="multi-client-ramp", flow_run_name="multi-client {run.run_id}")
+def multi_client(run: StageRun) -> RampResult:
     """Several generators whose results the master merges, in windows paired with one generator's: the ratio
     says when one client was the bottleneck."""
-    ctx = RunContext.get(run_id)
+    ctx = run.context
     ctx.results.multi_client = _ramp(ctx, "multi_client", ctx.config.load.workers)
     return ctx.results.multi_client

@@ -11,13 +11,13 @@ from nightcap.results.meanings import figure_meanings
 from nightcap.results.stages import RegressionOutcome
 from nightcap.results.store import model_label
 from nightcap.results.summary import headline, headline_figures
-from nightcap.run.context import RunContext
+from nightcap.run.context import RunContext, StageRun
 
 
-@flow(name="regression-check", flow_run_name="regression {run_id}")
-def regression(run_id: str) -> RegressionOutcome:
+@flow(name="regression-check", flow_run_name="regression {run.run_id}")
+def regression(run: StageRun) -> RegressionOutcome:
     """Same target.name, platform and load settings make a run comparable; the model version does not."""
-    ctx = RunContext.get(run_id)
+    ctx = run.context
     logger = get_run_logger()
     cfg = ctx.config.regression
     if ctx.store is None:

@@ -10,24 +10,25 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
-from nightcap.analysis.confidence import paired_ratio
-from nightcap.analysis.pod_capacity import FigureWindow, PodFigure, estimate_of
+from nightcap.analysis.paired import scaling_efficiency
+from nightcap.analysis.pod_capacity import FigureWindow, PodFigure, pod_steps
 from nightcap.analysis.saturation import steps_frame
 from nightcap.analysis.sizing import max_replicas, slo_capacity_by_cores
 from nightcap.analysis.usl import fit_usl, fit_usl_steps
 from nightcap.results.plots import plot_p95_by_cores, usl_plot
 from nightcap.results.stages import ScalingResult, ScalingRow
-from nightcap.run.context import RunContext
-from nightcap.warm_start import PriorSearch, warm_search
+from nightcap.run.context import RunContext, StageRun
+from nightcap.run.platform import set_replicas
+from nightcap.search.warm_start import PriorSearch, warm_search
 from tasks.measure import (Side, confirm_pod, ensure_operating_check, measure_window, paired_windows, run_search,
                            search_params, settle_figure, slo_of)
 
 
-@flow(name="manual-scaling", flow_run_name="scaling {run_id}")
-def scaling(run_id: str) -> ScalingResult:
+@flow(name="manual-scaling", flow_run_name="scaling {run.run_id}")
+def scaling(run: StageRun) -> ScalingResult:
     """One pod's figure, then N pods' knee and their efficiency against one pod from paired windows; USL fit,
     SLO users by cores."""
-    ctx = RunContext.get(run_id)
+    ctx = run.context
     logger = get_run_logger()
     assert ctx.platform is not None
     if ctx.results.run_pod is None:  # no ramp or tune ran: the figure this stage confirms on one pod is the answer
@@ -53,12 +54,10 @@ def scaling(run_id: str) -> ScalingResult:
     finally:
         ctx.platform.scale(ctx.config.platform.replicas)
     ensure_operating_check(ctx, "scaling", workers)  # only when a check here moved the figure it plans on
-    steps = ctx.stage_steps("scaling")
-    frame = steps_frame(steps)
+    steps = pod_steps(ctx.steps, ctx.pod_key())
     fit = fit_usl([r.replicas for r in rows], [r.saturation_rps for r in rows]) if rows else fit_usl([], [])
-    one_pod_steps = steps_frame(s for s in ctx.steps if s.replicas == 1 and s.stage in ("single_client", "scaling")
-                                and s.load != "open")
-    by_cores = slo_capacity_by_cores(frame, slo_of(ctx))
+    one_pod_steps = steps_frame(s for s in steps if s.replicas == 1 and s.stage in ("single_client", "scaling"))
+    by_cores = slo_capacity_by_cores(steps_frame(steps), slo_of(ctx))
     result = ScalingResult(rows=rows, usl=fit, usl_users_one_pod=fit_usl_steps(one_pod_steps, slo_of(ctx), by="users"),
                            one_pod_max_users=int(one_pod_steps["users"].max()) if len(one_pod_steps) else 0,
                            by_cores=by_cores.to_dict(orient="records") if len(by_cores) else [])
@@ -86,23 +85,26 @@ def scale_to(ctx: RunContext, one: PodFigure, n: int, workers: int) -> ScalingRo
     """N pods: their knee searched from N × one pod's, then pairs of windows (one pod, N pods) at the two knees."""
     assert ctx.platform is not None
     ctx.platform.scale(n)
-    prior = PriorSearch(run_id=f"{n} x one pod", saturation_users=n * one.users)
-    params = search_params(ctx, slo_capacity=False)
+    knee_one = one.knee_users or one.users
+    prior = PriorSearch(run_id=f"{n} x one pod", saturation_users=n * knee_one)
+    # a search that falls back (the N x knee shape did not hold, often on noise) starts at one pod's knee, not at
+    # one user: below it N pods sharing the users each carry a fraction of one pod's knee (a service whose shared
+    # part saturates sooner shows its plateau from that first level on, its throughput still measured)
+    params = search_params(ctx, slo_capacity=False, start_users=max(ctx.config.search.start_users,
+                                                                     min(knee_one, ctx.config.search.max_users)))
     with ctx.measuring("scaling", workers) as runner:
         result, _ = warm_search(lambda users: measure_window(runner, "scaling", users), slo_of(ctx), params, prior)
-    knee = result.saturation_users
+    knee = result.plateau_users or result.saturation_users  # N pods' capacity, measured on their plateau
     if not knee:
         return ScalingRow(n, 0.0, None, 0.0, None, None, result.stop_reason or "no level met the SLO")
     rows_a, rows_b = paired_windows(ctx, "scaling", Side(one.users, workers, 1), Side(knee, workers, n),
                                     ctx.config.search.pairs)
-    ctx.platform.scale(1)  # verify the one-pod figure with the one-pod windows (interleaved again if they disagree)
-    settle_figure(ctx, "scaling", one, [FigureWindow.of(r, "scaling", "pair", workers) for r in rows_a])
-    a = estimate_of([FigureWindow.of(r, "scaling", "pair", workers) for r in rows_a])
-    b = estimate_of([FigureWindow.of(r, "scaling", "pair", workers) for r in rows_b])
-    eff = paired_ratio([FigureWindow.of(r, "scaling", "pair", workers).estimate for r in rows_a],
-                       [FigureWindow.of(r, "scaling", "pair", workers).estimate for r in rows_b], scale=n)
-    ci = None if eff.low is None else [round(eff.low, 4), round(eff.high, 4)]
-    return ScalingRow(n, b.mean, knee, b.mean / n, eff.mean, None,
-                      f"{result.stop_reason}; {len(rows_b)} window(s) paired with one pod",
-                      b.half_width, len(rows_b), ci, len(rows_b), paired_one_pod_rps=round(a.mean, 2))
+    set_replicas(ctx.platform, 1)  # verify the one-pod figure with the one-pod windows (again if they disagree)
+    ones = [FigureWindow.of(r, "scaling", "pair", workers) for r in rows_a]
+    settle_figure(ctx, "scaling", one, ones)
+    eff = scaling_efficiency(ones, [FigureWindow.of(r, "scaling", "pair", workers) for r in rows_b], n)
+    b = eff.n_pods
+    return ScalingRow(n, b.mean, knee, b.mean / n, eff.ratio.mean, None,
+                      f"{result.stop_reason}; {eff.pairs} window(s) paired with one pod",
+                      b.half_width, eff.pairs, eff.ci, eff.pairs, paired_one_pod_rps=round(eff.one_pod.mean, 2))
 

@@ -8,18 +8,18 @@ from nightcap.analysis.operating_point import sizing_latency
 from nightcap.analysis.sizing import SizingInputs, size_rows, validate_against_scaling
 from nightcap.results.report import sizing_line
 from nightcap.results.stages import SizingResult
-from nightcap.run.context import RunContext
+from nightcap.run.context import StageRun
 
 
-@flow(name="sizing", flow_run_name="sizing {run_id}")
-def sizing(run_id: str) -> SizingResult:
+@flow(name="sizing", flow_run_name="sizing {run.run_id}")
+def sizing(run: StageRun) -> SizingResult:
     """pods = ceil(target rps / per-pod rate), the per-pod rate being the one verified open loop under the SLO
     (never above headroom x capacity.per_pod); Little's law (in flight = rate x mean latency) binds only beyond
     what a pod held under the SLO; nodes = pods packed onto the node type's allocatable CPU and memory.
 
     One pod's saturation: capacity.per_pod; the rate and the mean latency: the run's open-loop operating-point
     check (at headroom x that figure, or the rate it backed off to)."""
-    ctx = RunContext.get(run_id)
+    ctx = run.context
     logger = get_run_logger()
     cfg = ctx.config.sizing
     r = ctx.results

@@ -8,22 +8,29 @@ choice moved. Every later stage uses the chosen pod size.
 
 from __future__ import annotations
 
-import statistics
 from typing import Callable
 
 from prefect import flow, get_run_logger
 
-from nightcap.analysis.tuning import Candidate, CandidateResult, TunePlanner, choose, evaluate, no_room
+from nightcap.analysis.pod_capacity import FigureWindow
+from nightcap.analysis.tune_pairs import CpuPairs, choice_reason, cpu_rival, settle_cpu
+from nightcap.analysis.tune_planner import TunePlanner
+from nightcap.analysis.tuning import Candidate, CandidateResult, choose, failed, measured, no_room, operating_p95
 from nightcap.platforms.base import NoRoomForPods, PlatformError, PodSpec
-from nightcap.platforms.factory import initial_spec
+from nightcap.run.platform import initial_spec, resize
 from nightcap.results.plots import heatmap
 from nightcap.results.stages import TuneResult
-from nightcap.run.context import RunContext
-from nightcap.search import SearchAborted, SearchResult
-from nightcap.warm_start import WarmStart, disabled
-from nightcap.warm_start_tune import tune_choice_holds, tune_prior_from_history
-from nightcap.confirm import Confirmation
-from tasks.measure import confirm_pod, run_search, search_params
+from nightcap.run.context import RunContext, StageRun
+from nightcap.search.confirm import Confirmation
+from nightcap.search.levels import SearchAborted, SearchResult
+from nightcap.search.warm_start import WarmStart, disabled
+from nightcap.search.warm_start_tune import tune_choice_holds, tune_prior_from_history
+from tasks.measure import Side, confirm_pod, paired_windows, run_search, search_params
+
+
+def spec_of(c: Candidate) -> PodSpec:
+    """The pods a candidate describes (tuning is pure and knows no platform)."""
+    return PodSpec(cpu=c.cpu, memory=c.memory, concurrency=c.concurrency)
 
 
 def measure_candidate(ctx: RunContext, c: Candidate) -> tuple[CandidateResult, SearchResult | None]:
@@ -33,11 +40,11 @@ def measure_candidate(ctx: RunContext, c: Candidate) -> tuple[CandidateResult, S
     assert ctx.platform is not None
     logger = get_run_logger()
     replicas = ctx.config.tune.replicas
-    ctx.spec = PodSpec(cpu=c.cpu, memory=c.memory, concurrency=c.concurrency)
+    ctx.spec = spec_of(c)
     first_step = len(ctx.steps)
     ctx.generator_for(1)  # before the candidate: a generator that fails (GeneratorError) is not its answer
     try:
-        ctx.platform.set_resources(ctx.spec)
+        resize(ctx.platform, ctx.spec)
         if ctx.platform.replicas != replicas:
             ctx.platform.scale(replicas)
         result = run_search(ctx, "tune", 1, search_params(ctx, cheap=True))
@@ -48,29 +55,17 @@ def measure_candidate(ctx: RunContext, c: Candidate) -> tuple[CandidateResult, S
         # an OOM crash loop or a server that never gets ready is a measured answer for this candidate
         obs = ctx.platform.observe()
         logger.warning("candidate %s failed: %s", c.label(), exc)
-        return evaluate(c, replicas=replicas, saturation_rps=0.0, p95_ms=None, cpu_use_pct=None,
-                        memory_peak_pct=None, oom_kills=max(obs.oom_kills, 1 if "OOM" in str(exc) else 0),
-                        restarts=obs.restarts, meets_slo=False), None
+        return failed(c, replicas=replicas, error=str(exc), oom_kills=obs.oom_kills, restarts=obs.restarts), None
     steps = [s for s in ctx.steps[first_step:] if s.stage == "tune"]
-    at_sat = [s for s in steps if s.users == result.saturation_users and s.valid] or steps
-    cpu_use = [statistics.fmean(s.replica_cpu_pct) for s in at_sat if s.replica_cpu_pct]
-    mem_peak = max((max(s.replica_memory_mb) for s in steps if s.replica_memory_mb), default=None)
-    level = result.level(result.operating_users or 0)
-    below = [lv for lv in result.levels if lv.good and lv.users <= (result.operating_users or 0)]
-    p95 = level.p95_ms if level else (below[-1].p95_ms if below else None)
-    return evaluate(
-        c, replicas=replicas, saturation_rps=result.saturation_rps or 0.0, p95_ms=p95,
-        cpu_use_pct=max(cpu_use) if cpu_use else None,
-        memory_peak_pct=100.0 * mem_peak * 2**20 / c.memory if mem_peak and c.memory else None,
-        oom_kills=sum(s.oom_kills for s in steps), restarts=sum(s.restarts for s in steps),
-        meets_slo=result.saturation_rps is not None,
-    ), result
+    return measured(c, replicas=replicas, steps=steps, saturation_users=result.saturation_users,
+                    saturation_rps=result.saturation_rps, rps_halfwidth=result.saturation_halfwidth,
+                    p95_ms=operating_p95(result.levels, result.operating_users)), result
 
 
-@flow(name="fine-tune", flow_run_name="tune {run_id}")
-def tune(run_id: str) -> TuneResult:
+@flow(name="fine-tune", flow_run_name="tune {run.run_id}")
+def tune(run: StageRun) -> TuneResult:
     """Measure pod sizes on `tune.replicas` pods (the planner picks which) and keep the best rps per core."""
-    ctx = RunContext.get(run_id)
+    ctx = run.context
     logger = get_run_logger()
     planner = TunePlanner.from_config(ctx.config.tune)
     results: list[CandidateResult] = []
@@ -88,29 +83,55 @@ def tune(run_id: str) -> TuneResult:
         while (candidate := planner.next_candidate(results)) is not None:
             measure(candidate, f"{planner.measured} of at most {planner.grid_size}")
     choice = choose(results)
-    best = choice.result
+    best, reason = choice.result, choice.reason
     assert ctx.platform is not None
+    pairs = pair_cpu_sizes(ctx, best, results, searches) if best is not None else None
+    if pairs is not None:
+        best = next(r for r in results if r.candidate == pairs.chosen)
+        reason = choice_reason(choice, best, pairs)
+        logger.info("tune: %s", pairs.reason)
     confirmation = None
     if best is not None:
-        ctx.spec = PodSpec(cpu=best.candidate.cpu, memory=best.candidate.memory, concurrency=best.candidate.concurrency)
+        ctx.spec = spec_of(best.candidate)
         confirmation = confirm_choice(ctx, searches.get(best.candidate))
     else:
         ctx.spec = initial_spec(ctx.config, ctx.plan)
-    if getattr(ctx.platform, "spec", None) != ctx.spec:  # a restart costs a pod start: only when the size changes
-        ctx.platform.set_resources(ctx.spec)
+    resize(ctx.platform, ctx.spec)  # a restart costs a pod start: only when the size changes, and not for CPU alone
     ctx.platform.scale(ctx.config.platform.replicas)
     ctx.results.run_pod = ctx.pod_key()
     ctx.results.tune = TuneResult(
         candidates=results, candidates_measured=len(results), grid_size=planner.grid_size,
-        replicas=ctx.config.tune.replicas, planner_notes=list(planner.notes), reason=choice.reason,
+        replicas=ctx.config.tune.replicas, planner_notes=list(planner.notes), reason=reason,
         limits_enforced=bool(ctx.platform.limits_enforced), best=best,
         best_search=searches.get(best.candidate) if best else None, headroom=ctx.config.search.headroom,
         plot=heatmap(results, ctx.out / "tuning_heatmap.png",
                      planner.memory or (best.candidate.memory if best else None)),  # warm: the chosen memory
-        warm_start=warm, confirmation=confirmation)
+        warm_start=warm, confirmation=confirmation, cpu_pairs=pairs)
     if best is None:
         raise RuntimeError(choice.reason)
     return ctx.results.tune
+
+
+def pair_cpu_sizes(ctx: RunContext, best: CandidateResult, results: list[CandidateResult],
+                   searches: dict[Candidate, SearchResult | None]) -> CpuPairs | None:
+    """The chosen pod against the other CPU size of its memory and concurrency, in alternating windows at their
+    knees (`analysis.tune_pairs`). Only where the pods' CPU limit changes in place (the local platform's cgroups):
+    elsewhere each switch would replace the pods. None when there is nothing to pair."""
+    rival = cpu_rival(best, results)
+    if rival is None or not ctx.platform or not ctx.platform.limits_enforced \
+            or not hasattr(ctx.platform, "resize_cpu_in_place"):
+        return None
+    sides = []
+    for r in (best, rival):
+        s = searches.get(r.candidate)
+        users = s and (s.plateau_users or s.saturation_users)
+        if not users:
+            return None
+        sides.append(Side(users, 1, ctx.config.tune.replicas, spec_of(r.candidate)))
+    rows_best, rows_rival = paired_windows(ctx, "tune", sides[0], sides[1], ctx.config.search.pairs)
+    return settle_cpu(best.candidate, rival.candidate,
+                      [FigureWindow.of(w, "tune", "pair", 1).estimate for w in rows_best],
+                      [FigureWindow.of(w, "tune", "pair", 1).estimate for w in rows_rival])
 
 
 def confirm_choice(ctx: RunContext, search: SearchResult | None) -> Confirmation | None:
@@ -119,8 +140,7 @@ def confirm_choice(ctx: RunContext, search: SearchResult | None) -> Confirmation
     if search is None or not search.saturation_users:
         return None
     assert ctx.platform is not None and ctx.spec is not None
-    if getattr(ctx.platform, "spec", None) != ctx.spec:
-        ctx.platform.set_resources(ctx.spec)
+    resize(ctx.platform, ctx.spec)
     if ctx.platform.replicas != ctx.config.tune.replicas:
         ctx.platform.scale(ctx.config.tune.replicas)
     return confirm_pod(ctx, "tune", 1, search)

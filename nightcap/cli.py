@@ -12,7 +12,7 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 from rich.console import Console
@@ -25,6 +25,18 @@ err = Console(stderr=True, soft_wrap=True)  # errors and answers stay one line e
 out = Console(soft_wrap=True)
 
 
+def _print_answer(state: Any, out_dir: Optional[Path], cfg: Any) -> None:
+    """The answer line, where the report is, and where to watch the run."""
+    summary = _summary_of(state)
+    if summary:
+        out.print(summary.get("answer", ""), highlight=False)
+    folder = _report_folder(out_dir, summary, cfg.retention.reports_dir)
+    if folder:
+        out.print(f"report: {folder}/report.md  (summary.json, steps.csv, plots)", highlight=False)
+    if not os.environ.get("NIGHTCAP_EXTERNAL_API"):
+        out.print("Prefect UI: run `make ui` and open http://127.0.0.1:4200 to see this run", highlight=False)
+
+
 @app.command()
 def run(
     config: Path = typer.Argument(Path("configs/local.yaml"), help="YAML capacity-check config"),
@@ -32,9 +44,11 @@ def run(
     out_dir: Optional[Path] = typer.Option(None, "--out", help="report folder (default reports/<target>-<run id>)"),
 ) -> None:
     """Run the capacity-check flow on CONFIG."""
+    from nightcap.targets.plan import CheckedConfig
+
     try:
         cfg = load_config(config, set_)
-        _refuse_early(cfg)
+        checked = CheckedConfig.of(config, cfg, _refuse_early(cfg))  # the flow takes it as it is
     except ConfigError as exc:
         err.print(f"[red]{exc.render()}[/red]", highlight=False)
         raise typer.Exit(2)
@@ -54,7 +68,7 @@ def run(
             from flows.capacity_check import capacity_check
 
             try:
-                state = capacity_check(config=str(config), overrides=list(set_),
+                state = capacity_check(config=checked, overrides=list(set_),
                                        out=str(out_dir) if out_dir else None, return_state=True)
             finally:
                 if not exit_guard.api_gone_reason():  # nowhere to send them otherwise
@@ -68,14 +82,7 @@ def run(
         err.print(f"[red]{escape(str(exit_guard.api_gone_reason() or exc))}[/red]", highlight=False)
         exit_guard.exit_if_api_gone(1)  # teardown done, report written: nothing is left to wait for
         raise typer.Exit(1)
-    summary = _summary_of(state)
-    if summary:
-        out.print(summary.get("answer", ""), highlight=False)
-    folder = _report_folder(out_dir, summary, cfg.retention.reports_dir)
-    if folder:
-        out.print(f"report: {folder}/report.md  (summary.json, steps.csv, plots)", highlight=False)
-    if not os.environ.get("NIGHTCAP_EXTERNAL_API"):
-        out.print("Prefect UI: run `make ui` and open http://127.0.0.1:4200 to see this run", highlight=False)
+    _print_answer(state, out_dir, cfg)
     if state.is_failed():
         err.print(f"[red]run failed: {state.message}[/red]", highlight=False)
         exit_guard.exit_if_api_gone(1)
@@ -87,16 +94,18 @@ def run(
         raise typer.Exit(EXIT_INCONCLUSIVE)
 
 
-def _refuse_early(cfg) -> None:  # type: ignore[no-untyped-def]
-    """What `nightcap run` refuses before anything starts (ConfigError, RuntimeError: exit 2)."""
+def _refuse_early(cfg):  # type: ignore[no-untyped-def]
+    """What `nightcap run` refuses before anything starts (ConfigError, RuntimeError: exit 2); the model URI
+    pinned (None without one), which the run then downloads."""
     from nightcap.run.lock import RunLock
     from nightcap.run.safety import check_safety_limits
     from nightcap.targets.plan import check_target
 
     check_safety_limits(cfg)
-    check_target(cfg)  # a model URI that resolves to nothing is refused here, before any server starts
+    model = check_target(cfg)  # a model URI that resolves to nothing is refused here, before any server starts
     RunLock(cfg.target.name).check()  # before a Prefect server is started for nothing
     _check_store(cfg)  # a night that cannot store its history stops before it starts
+    return model
 
 
 def _check_store(cfg) -> None:  # type: ignore[no-untyped-def]
@@ -195,7 +204,7 @@ def preflight_command(
         out.print(f"ok    platform: platform.kind {cfg.platform.kind}: no cluster to check; the config and its safety "
                   "limits are valid", highlight=False)
         return
-    from nightcap.platforms.preflight import preflight
+    from nightcap.kube.preflight import preflight
 
     checks = preflight(cfg, payloads=payloads)
     for check in checks:
@@ -229,7 +238,7 @@ def render_command(
         err.print(f"[red]{config}: platform.kind is {cfg.platform.kind!r}: nothing is applied to a cluster; set "
                   "platform.kind: kubernetes[/red]", highlight=False)
         raise typer.Exit(2)
-    from nightcap.platforms.render import render
+    from nightcap.kube.render import render
 
     for path in render(cfg, str(config), payloads, out_dir, run_id):
         out.print(str(path), highlight=False)

@@ -1,7 +1,8 @@
 """One validated object that flows through every stage.
 
-Configs are YAML files validated into `Config` (its sections: `nightcap.config_sections`). Unknown keys are errors, every problem is reported at
-once with its YAML path, and nothing starts until the whole file is valid.
+Configs are YAML files validated into `Config` (its sections: `nightcap.config_sections`,
+`nightcap.config_history`). Unknown keys are errors, every problem is reported at once with its YAML path,
+and nothing starts until the whole file is valid.
 """
 
 from __future__ import annotations
@@ -14,24 +15,20 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from nightcap.config_history import CanaryConfig, PublishConfig, RegressionConfig, RetentionConfig, StoreConfig
 from nightcap.config_sections import (
     KUBERNETES_WARMUP_S,
     KUBERNETES_WINDOW_S,
     AutoscaleConfig,
     AutoscalePhase,
-    CanaryConfig,
     GkeConfig,
     KubernetesConfig,
     LoadConfig,
     PlatformConfig,
-    RegressionConfig,
-    RetentionConfig,
     ScalingConfig,
     SearchConfig,
     SizingConfig,
     SloConfig,
-    PublishConfig,
-    StoreConfig,
     Strict,
     TargetConfig,
     TuneConfig,

@@ -13,9 +13,8 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from nightcap.analysis.canary import canary_figure
-from nightcap.load.runner import StepRunner
 from nightcap.platforms.base import PodSpec
-from nightcap.platforms.factory import make_platform
+from nightcap.run.platform import make_platform
 from nightcap.results.stages import CanaryResult
 from nightcap.run.context import RunContext
 from nightcap.targets.canary import canary_config, canary_settings, canary_wanted
@@ -44,16 +43,13 @@ def measure_canary(ctx: RunContext) -> CanaryResult:
     rows = []
     try:
         platform.deploy(spec, 1)
-        gen = ctx.generator_for(1)
-        runner = StepRunner(ctx.config, platform, gen, STAGE, ctx.record_step, ctx.deadline, spec, ctx.next_step)
-        attempts = 0
-        while len([r for r in rows if r.valid]) < c.windows and attempts < 2 * c.windows:
-            attempts += 1
-            rows.append(runner.measure(c.users))
-        ctx.idle_generator()
+        with ctx.measuring(STAGE, 1, platform=platform, spec=spec) as runner:
+            attempts = 0
+            while len([r for r in rows if r.valid]) < c.windows and attempts < 2 * c.windows:
+                attempts += 1
+                rows.append(runner.measure(c.users))
     except Exception as exc:  # the canary informs the verdict; it must not cost the model's measurement
         logger.warning("platform canary not measured: %s", exc)
-        ctx.release_generator()
         return CanaryResult(settings, note=f"not measured: {exc}", duration_s=round(time.monotonic() - started, 1))
     finally:
         try:

@@ -13,15 +13,18 @@ from typing import Any, Callable
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from nightcap import warm_start
+from nightcap.search import warm_start
 from nightcap.analysis.operating_point import OperatingPointCheck, RateWindow, check_operating_point
 from nightcap.analysis.pod_capacity import Check, FigureWindow, PodFigure, settle, verify
 from nightcap.analysis.slo import Slo
-from nightcap.confirm import ConfirmParams, Confirmation, confirm_knee
+from nightcap.search.confirm import ConfirmParams, Confirmation, confirm_knee
 from nightcap.load.runner import StepRunner
+from nightcap.platforms.base import PodSpec
 from nightcap.steps import StepRow
 from nightcap.run.context import RunContext
-from nightcap.search import Measured, SearchAborted, SearchParams, SearchResult, find_saturation
+from nightcap.run.platform import resize, set_replicas
+from nightcap.search.levels import Measured, SearchAborted, SearchParams, SearchResult
+from nightcap.search.saturation import find_saturation
 
 
 @task(name="measure-window", task_run_name="{stage}: {users} users", cache_policy=NO_CACHE, persist_result=False)
@@ -94,7 +97,8 @@ def confirm_pod(ctx: RunContext, stage: str, workers: int, result: SearchResult)
         ctx.results.pods[key] = PodFigure(key, c.users, stage, workers,
                                           [FigureWindow.of(w, stage, "confirm", workers) for w in c.windows],
                                           window_s=ctx.config.load.window_s,
-                                          spread_from=confirm_params(ctx).min_windows)
+                                          spread_from=confirm_params(ctx).min_windows,
+                                          knee_users=result.saturation_users)
         logger.info("%s: confirmed %.1f rps (95%% interval %s) at %d users on %d fresh window(s)%s", stage, e.mean,
                     _interval(e), c.users, len(c.windows),
                     f" (the knee at {c.fell_back_from} users failed its fresh windows)" if c.fell_back_from else "")
@@ -132,12 +136,16 @@ class Side:
     users: int
     workers: int
     replicas: int | None = None  # scale the platform to this first (None: as it is)
+    spec: PodSpec | None = None  # give the pods this size first (None: as they are)
 
 
 def side_window(ctx: RunContext, stage: str, side: Side, purpose: str) -> StepRow:
     assert ctx.platform is not None
-    if side.replicas is not None and ctx.platform.replicas != side.replicas:
-        ctx.platform.scale(side.replicas)
+    if side.spec is not None:
+        ctx.spec = side.spec  # the windows' rows carry the size they were measured at
+        resize(ctx.platform, side.spec)
+    if side.replicas is not None:
+        set_replicas(ctx.platform, side.replicas)
     with ctx.measuring(stage, side.workers, purpose) as runner:
         return fresh_rows(runner, stage, side.users, 1)[0]
 

@@ -6,7 +6,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from nightcap.config import Config
-from nightcap.platforms.factory import initial_spec, make_platform
+from nightcap.run.platform import initial_spec, make_platform
 from nightcap.run.context import RunContext
 
 
@@ -19,7 +19,7 @@ def preflight(cfg: Config) -> list[str]:
     """On Kubernetes, check the cluster before anything is created (`nightcap preflight`); elsewhere nothing to do."""
     if cfg.platform.kind != "kubernetes":
         return []
-    from nightcap.platforms.preflight import preflight as check
+    from nightcap.kube.preflight import preflight as check
     from nightcap.targets.plan import payloads_for
 
     logger = get_run_logger()

@@ -214,6 +214,6 @@ def _no_lease_renews_past_its_test():
     yield
     import sys
 
-    lease = sys.modules.get("nightcap.platforms.kube_lease")
+    lease = sys.modules.get("nightcap.kube.lease")
     if lease is not None:
         lease.stop_all_renewals(wait_s=0.5)

@@ -119,8 +119,8 @@ def rbac_access(method: str, path: str) -> tuple[str, str, str]:
 
 
 def requests_outside_rbac(api: KmockApi) -> list[tuple[str, str, str]]:
-    """Every request kmock saw that nightcap's RBAC table (nightcap/platforms/rbac.py) does not grant."""
-    from nightcap.platforms.rbac import allowed
+    """Every request kmock saw that nightcap's RBAC table (nightcap/kube/rbac.py) does not grant."""
+    from nightcap.kube.rbac import allowed
 
     seen = {rbac_access(str(r.method.value), str(r.url.path)) for r in api.run(lambda: list(api.kmock))}
     # every authenticated identity may ask what it may do, and read /version (system:basic-user,

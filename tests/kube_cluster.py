@@ -14,8 +14,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 from kmock_api import KmockApi
-from nightcap.platforms import manifests as mf
-from nightcap.run.ports import free_port
+from nightcap.kube import manifests as mf
+from nightcap.processes.ports import free_port
 
 NS = "capacity"
 SLOTS, SERVICE_MS = 4, 25.0

@@ -11,9 +11,9 @@ import pytest
 
 from kmock_api import KmockApi
 from nightcap.config import Config, validate
-from nightcap.platforms import manifests as mf
+from nightcap.kube import manifests as mf
 from nightcap.platforms.base import PodSpec
-from nightcap.platforms.kubernetes import KubernetesPlatform
+from nightcap.kube.platform import KubernetesPlatform
 
 NS = "capacity"
 RUN = "run-0001"

@@ -17,8 +17,8 @@ from typing import Iterator
 
 import httpx
 
-from nightcap.run.ports import free_port
-from nightcap.run.registry import kill_process_tree
+from nightcap.processes.ports import free_port
+from nightcap.processes.registry import kill_process_tree
 
 MLFLOW = str(Path(sys.executable).with_name("mlflow"))
 

@@ -139,7 +139,7 @@ def _wait_ready(server: PgServer, timeout_s: float = 60) -> None:
 @contextmanager
 def pg_server() -> Iterator[PgServer]:
     """initdb a throwaway cluster under /tmp, start postgres on a free port, yield it; always stop and remove."""
-    from nightcap.run.ports import free_port
+    from nightcap.processes.ports import free_port
 
     root = Path(tempfile.mkdtemp(prefix="nightcap-pg-"))
     os.chmod(root, 0o755)

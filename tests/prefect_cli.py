@@ -19,8 +19,8 @@ from typing import Any, Callable, Iterator
 
 import httpx
 
-from nightcap.run.ports import free_port
-from nightcap.run.registry import kill_process_tree
+from nightcap.processes.ports import free_port
+from nightcap.processes.registry import kill_process_tree
 
 REPO = Path(__file__).resolve().parents[1]
 PREFECT = str(Path(sys.executable).with_name("prefect"))

@@ -14,9 +14,11 @@ MLflow or platform code, directly or through the nightcap modules they import (f
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 import nightcap
+from source_ast import parse_source
 
 ROOT = Path(nightcap.__file__).parent
 REPO = ROOT.parent
@@ -24,15 +26,17 @@ REPO = ROOT.parent
 # bottom first; a module imports only its own layer and those before it
 LAYERS: list[tuple[str, ...]] = [
     ("nightcap", "quantities"),  # `nightcap` is the package's own __init__ (a file map, no imports)
-    ("config_sections",),
+    ("config_sections", "config_history"),
     ("config",),
     ("steps",),  # StepRow and steps.csv: measured rows, read by analysis and everything above
     ("analysis",),
-    ("search", "warm_start_tune"),
-    ("confirm", "warm_start"),
+    ("search",),  # levels, knee, saturation, confirm, warm_start, warm_start_tune
     ("targets",),
     ("results",),
-    ("platforms",),
+    ("processes",),  # the registry of what a run started, and its listen ports: platforms and load record here
+    ("locust_env",),  # the locustfile's environment: the generators and the manifest preview build it
+    ("platforms",),  # the Platform seam (base) and the platforms on this machine: local processes, an external URL
+    ("kube",),  # Kubernetes and GKE: the platform in a cluster, its manifests, preflight; imports platforms.base
     ("load",),
     ("run",),
     ("tasks",),
@@ -40,31 +44,16 @@ LAYERS: list[tuple[str, ...]] = [
     ("cli",),
 ]
 
-# (importing file, imported module): why the arrow still runs up
-_REGISTRY = "run/registry.py records every process, cgroup and label a platform or generator starts; it moves below " \
-            "platforms with the platforms package split (issue 24 item 3)"
-_PORTS = "run/ports.py hands out listen ports to replicas and Locust; it moves below platforms with the registry"
-KNOWN_UPWARD: dict[tuple[str, str], str] = {
-    ("nightcap/platforms/factory.py", "nightcap.run.registry"): _REGISTRY,
-    ("nightcap/platforms/kube_node_pools.py", "nightcap.run.registry"): _REGISTRY,
-    ("nightcap/platforms/kubernetes.py", "nightcap.run.registry"): _REGISTRY,
-    ("nightcap/platforms/local.py", "nightcap.run.registry"): _REGISTRY,
-    ("nightcap/platforms/local.py", "nightcap.run.ports"): _PORTS,
-    ("nightcap/load/factory.py", "nightcap.run.registry"): _REGISTRY,
-    ("nightcap/load/local.py", "nightcap.run.registry"): _REGISTRY,
-    ("nightcap/load/local.py", "nightcap.run.ports"): _PORTS,
-    ("nightcap/platforms/render.py", "nightcap.load.base"):
-        "the manifest preview renders the locustfile's environment (load/base.py locust_env); the Locust contract "
-        "moves below platforms with the Kubernetes package (issue 24 item 3)",
-}
+# (importing file, imported module): why the arrow still runs up. Empty since issue 24 item 3 (registry and ports
+# moved below platforms, the locustfile's environment below the manifest preview): keep it so.
+KNOWN_UPWARD: dict[tuple[str, str], str] = {}
 
 FORBIDDEN = ("prefect", "locust", "gevent", "kubernetes", "google", "mlflow", "nightcap.platforms", "nightcap.load.",
-             "nightcap.run")
+             "nightcap.run", "nightcap.processes", "nightcap.kube")
 PURE = sorted([*(f"analysis/{p.name}" for p in (ROOT / "analysis").glob("*.py")),
-               "search.py", "quantities.py", "config.py", "steps.py", "targets/reference_capacity.py",
-               "load/open_loop.py", "warm_start.py", "warm_start_tune.py", "confirm.py",
-               "results/metrics_samples.py", "results/mlflow_fields.py",
-               "results/glance.py"])
+               *(f"search/{p.name}" for p in (ROOT / "search").glob("*.py")),
+               "quantities.py", "config.py", "steps.py", "targets/reference_capacity.py", "load/open_loop.py",
+               "results/metrics_samples.py", "results/mlflow_fields.py", "results/glance.py", "results/run_end.py"])
 
 
 def _sources() -> list[Path]:
@@ -85,9 +74,20 @@ def _module_file(name: str, root: Path = REPO) -> Path | None:
     return None
 
 
+@functools.cache
+def _parsed(path: Path, stamp: tuple[int, int]) -> tuple[ast.AST, ...]:
+    return tuple(ast.walk(parse_source(path.read_text())))
+
+
+def _nodes(path: Path) -> tuple[ast.AST, ...]:
+    """Every AST node of a file, parsed once per version of it (these checks read each file many times)."""
+    stat = path.stat()
+    return _parsed(path, (stat.st_mtime_ns, stat.st_size))
+
+
 def _imports(path: Path) -> list[str]:
     names: list[str] = []
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in _nodes(path):
         if isinstance(node, ast.Import):
             names += [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
@@ -101,7 +101,7 @@ def _project_imports(path: Path, root: Path = REPO) -> list[tuple[int, str]]:
     here = _module_name(path, root).split(".")
     package = here if path.name == "__init__.py" else here[:-1]
     found: list[tuple[int, str]] = []
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in _nodes(path):
         if isinstance(node, ast.Import):
             found += [(node.lineno, a.name) for a in node.names]
         elif isinstance(node, ast.ImportFrom):

@@ -6,8 +6,10 @@ Kubernetes: tests/test_layering.py), so every rule here is tested in millisecond
 - `confidence.py`          intervals: batch means in a window, fresh windows of a figure, paired ratios.
 - `latency.py`             percentiles from pooled latency histograms, with their interval.
 - `pod_capacity.py`        one pod, one number: the confirmed figure per pod shape and what later stages found.
+- `paired.py`              figures from paired windows: scaling efficiency, the multi-client gain.
 - `operating_point.py`     the operating rate verified open loop, and the back-off to the rate that meets the SLO.
-- `tuning.py`              each pod size judged, the choice, and the planner that picks what to measure next.
+- `tuning.py`              each pod size judged from its windows, and the choice.
+- `tune_planner.py`        which pod size to measure next, without walking the whole grid.
 - `usl.py`                 the Universal Scalability Law fitted to throughput per pod count or users.
 - `sizing.py`              from per-pod rates to pods, cores, nodes and cost; SLO users per core count.
 - `hpa.py`                 the HorizontalPodAutoscaler's algorithm, for the local platform.

@@ -117,10 +117,14 @@ def baseline_nights(values: Sequence[float], indices: Sequence[int]) -> tuple[li
         mean = sum(x) / n
         worst = max(range(n), key=lambda j: abs(x[j] - mean))
         d = abs(x[worst] - mean)
-        others_ss = sum((v - mean) ** 2 for v in x) - n / (n - 1) * d * d
-        if others_ss <= 0:
+        others = x[:worst] + x[worst + 1:]
+        o_mean = sum(others) / (n - 1)
+        # the others' spread from the others themselves: the shortcut (all nights' sum of squares less the worst
+        # night's share) cancels to rounding noise when the others are alike, whose sign then depended on the
+        # figure's scale (a night dropped in rps and kept in the same nights x 0.25; Hypothesis found it)
+        others_sd = math.sqrt(sum((v - o_mean) ** 2 for v in others) / (n - 2))
+        if others_sd <= TINY:
             break  # the others are identical: no noise to call anything an outlier by
-        others_sd = math.sqrt(others_ss / (n - 2))
         resid = n / (n - 1) * d / (others_sd * math.sqrt(1 + 1 / (n - 1)))
         if 2 * float(stdtr(n - 2, -resid)) * n >= OUTLIER_P:
             break

@@ -2,11 +2,55 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+import statistics
+from typing import Any, Iterable, Mapping, Sequence
 
 from nightcap.analysis.autoscale_metrics import AutoscaleSample, phase_loads
 from nightcap.analysis.autoscale_plan import Expectation
 from nightcap.config import AutoscaleConfig, AutoscalePhase
+
+
+def open_loop_cpu_cost(rows: Iterable[Any]) -> float | None:
+    """The pod's CPU, as a share of its limit, per request per second it served open loop: the highest over the
+    windows given (steps.csv rows; those of load "open" on one pod count), so a rate planned on it errs low. None
+    without such a window. Open loop each arrival opens its own connection, which costs the pod more than the
+    closed-loop windows its figure comes from (make run, 21:43: 1.4-1.9% of a 0.5-CPU limit per rps open loop,
+    where its closed-loop figure of 99 rps implies 1.0%)."""
+    costs = [statistics.fmean(r.replica_cpu_pct) / 100.0 / r.rps for r in rows
+             if r.load == "open" and r.replicas == 1 and r.valid and r.rps > 0 and r.replica_cpu_pct]
+    return max(costs, default=None)
+
+
+def baseline_load(headroom: float, target_cpu_pct: float, rps: float, rps_low: float | None,
+                  open_cost: float | None = None, tolerance: float = 0.1) -> tuple[float, str]:
+    """The baseline's load, as a multiple of one pod's figure, and why when it is not the operating point.
+
+    The baseline shows the service steady below the HPA's target before the step; the HPA scales once the pods'
+    CPU passes target × (1 + tolerance). Two things can put the operating point (`headroom` × the figure) past it:
+    a pod as slow as the lower end of its figure's interval (its CPU at headroom × rps / rps_low of its limit), and
+    open-loop arrivals costing more CPU than the closed-loop windows behind the figure (`open_cost`, from
+    `open_loop_cpu_cost`): the rate where that cost puts the CPU at target × (1 − tolerance) leaves the pod's
+    noise room on both sides. The lowest of the three (make run scaled 1 -> 2 during the baseline at 20:33 with
+    neither bound, and at 21:43 with only the first)."""
+    if rps <= 0:
+        return headroom, ""
+    target = target_cpu_pct / 100.0
+    bounds = [(headroom, "")]
+    if rps_low and rps_low > 0:
+        bounds.append((target * rps_low / rps,
+                       f"at the lower end of its interval ({rps_low:.1f} rps) {headroom:.2f} x {rps:.1f} rps would "
+                       f"put the pod's CPU over the HPA's target of {target_cpu_pct:g}%"))
+    if open_cost and open_cost > 0:
+        aim = target * (1 - tolerance)
+        bounds.append((aim / open_cost / rps,
+                       f"open loop the pod used up to {100 * open_cost:.2f}% of its CPU limit per rps, which puts "
+                       f"it at {100 * aim:.0f}% (the HPA's target of {target_cpu_pct:g}% less its tolerance) at "
+                       f"{aim / open_cost:.1f} rps"))
+    load, why = min(bounds, key=lambda b: b[0])
+    if load >= headroom:
+        return headroom, ""
+    return load, (f"baseline at {load:.2f} x one pod's figure, not the operating point's {headroom:.2f}: {why}, "
+                  "and the HPA would scale before the step")
 
 
 def default_phases(a: AutoscaleConfig, headroom: float, overload: float | None = None,

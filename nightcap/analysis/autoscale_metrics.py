@@ -228,21 +228,31 @@ def _recovery(window: list[AutoscaleSample], slo: Slo, origin: float) -> float |
     return window[bad[-1] + 1].t - origin
 
 
-def inconclusive_reason(t: AutoscaleSummary | None, experiment_s: float) -> str | None:
-    """Why the timeline does not answer "how fast do pods come and when is the SLO back" (None: it does)."""
+def inconclusive_reason(t: AutoscaleSummary | None, experiment_s: float, began_with: int | None = None,
+                        max_replicas: int | None = None) -> str | None:
+    """Why the timeline does not answer "how fast do pods come and when is the SLO back" (None: it does).
+
+    `began_with`: the replicas the stage set before the baseline (the HPA's minimum); the first sample may come
+    after the HPA already scaled. `max_replicas`: the HPA's maximum, which leaves nothing to show once reached."""
     if t is None:
         return "no sample was taken"
     span = f"within the {experiment_s:.0f}s of the experiment"
+    never_ready = (f"the added pods never became ready {span} ({t.peak_ready} of the {t.peak_desired} asked for "
+                   "were ready at most)")
     if t.peak_desired <= t.initial_replicas:
-        if t.start_replicas is not None and t.initial_replicas > t.start_replicas:
-            return (f"the HPA scaled {t.start_replicas}→{t.initial_replicas} pod(s) during the baseline, before the "
+        start = min(x for x in (t.start_replicas, began_with, t.initial_replicas) if x is not None)
+        if t.initial_replicas > start and t.peak_ready < t.initial_replicas:
+            return never_ready
+        if t.initial_replicas > start:
+            at_max = (f", already autoscale's maximum here ({max_replicas})"
+                      if max_replicas is not None and t.initial_replicas >= max_replicas else "")
+            return (f"the HPA scaled {start}→{t.initial_replicas} pod(s) during the baseline{at_max}, before the "
                     f"step, and never asked for more {span}: the baseline's load already put the pods' CPU over "
                     "autoscale.target_cpu_pct, leaving no scale-up for the step to show; raise autoscale.target_cpu_pct, "
                     "lower the baseline phase's load, or give the replicas room for more pods")
         return f"the HPA never asked for more than {t.initial_replicas} pod(s) {span}"
     if t.time_to_ready_s is None:
-        return (f"the added pods never became ready {span} ({t.peak_ready} of the {t.peak_desired} asked for were "
-                "ready at most)")
+        return never_ready
     if t.time_to_recover_slo_s is None and t.recovered_after_step_down_s is None:
         return f"p95 never came back under the SLO {span}: the last sample was still over it"
     return None

@@ -36,6 +36,7 @@ class Shape:
     concurrency: int
     rps: float
     source: str
+    rps_low: float | None = None  # the lower end of the rate's 95% interval (None: not known)
 
     def label(self) -> str:
         cpu = "no CPU limit" if self.cpu is None else f"{self.cpu:g} CPU"

@@ -1,7 +1,7 @@
 """One pod, one number: the capacity a run plans on for one pod shape, and what later stages found when they met it.
 
 The first stage that finds the knee of a pod shape (tune for the chosen size, else a ramp) confirms it on fresh
-windows (`nightcap.confirm`); that is `capacity.per_pod`, measured once. Every later stage that meets the same
+windows (`nightcap.search.confirm`); that is `capacity.per_pod`, measured once. Every later stage that meets the same
 pod (same CPU, memory, concurrency and replica count) measures a few fresh windows at the same users and
 *verifies* it instead of searching again; the figure (and the operating rate checked from it) stays as
 confirmed unless a verification proves otherwise:
@@ -21,9 +21,10 @@ Pure: windows in, decisions out.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Sequence
+from typing import Any, Iterable, Literal, Sequence
 
 from nightcap.analysis.confidence import Estimate, agree, between_windows, paired_ratio
+from nightcap.steps import StepRow
 
 Outcome = Literal["agrees", "transient", "bottleneck", "unstable"]
 
@@ -60,6 +61,19 @@ class PodKey:
 
     def to_dict(self) -> dict[str, Any]:
         return {"cpu": self.cpu, "memory": self.memory, "concurrency": self.concurrency}
+
+
+POD_STAGES = ("tune", "single_client", "multi_client", "scaling")  # the stages whose closed-loop steps measure pods
+
+
+def pod_steps(steps: Iterable[StepRow], pod: PodKey, stages: Sequence[str] = POD_STAGES) -> list[StepRow]:
+    """Every closed-loop step of `pod`'s shape, on any replica count, from the stages that measure pods.
+
+    What a table by core count reads: the scaling stage alone takes one pod only as far as its figure's users,
+    so its "users within the SLO" for one pod stopped there (8) while the ramp had found 32 in the same run.
+    """
+    return [s for s in steps if s.stage in stages and s.load != "open"
+            and pod.same_shape(PodKey(s.cpu, s.memory, s.concurrency, s.replicas))]
 
 
 @dataclass(frozen=True)
@@ -116,10 +130,10 @@ def _ci(e: Estimate, digits: int = 2) -> list[float] | None:
 
 @dataclass
 class PodFigure:
-    """capacity.per_pod: one pod shape's goodput at its knee, on `key.replicas` pods, from fresh windows."""
+    """capacity.per_pod: one pod shape's goodput on its plateau, on `key.replicas` pods, from fresh windows."""
 
     key: PodKey
-    users: int
+    users: int  # where the windows were measured: on the plateau, at or above the knee
     stage: str  # the stage whose windows the figure is (confirmed by)
     workers: int  # generator processes of those windows
     windows: list[FigureWindow]
@@ -128,6 +142,7 @@ class PodFigure:
     other: Estimate | None = None  # unstable: what the disagreeing stage measured (on key.replicas pods)
     other_stage: str | None = None
     spread_from: int | None = None  # the first windows whose spread decided how many to measure (Stein)
+    knee_users: int | None = None  # the fewest users the search found on the plateau (None: `users`)
 
     @property
     def estimate(self) -> Estimate:
@@ -152,6 +167,7 @@ class PodFigure:
         e, plan = self.estimate, self.per_pod
         return {
             "pod": self.key.to_dict(), "replicas": self.key.replicas, "users": self.users,
+            "knee_users": self.knee_users or self.users,
             "rps": round(plan.mean, 2), "ci": _ci(plan), "status": self.status,
             "measured_rps": round(e.mean, 2), "measured_ci": _ci(e), "stage": self.stage, "workers": self.workers,
             "windows": len(self.windows), "window_s": self.window_s,

@@ -213,20 +213,8 @@ def check_regression(
         return RegressionResult(NOT_JUDGED, f"not judged: tonight's headline stage was {tonight_status}, so its "
                                 "figures are no measurement of the level (and tonight is no baseline later)", [],
                                 **common)
-    tonight_id, own = (str(tonight["run_id"]) if tonight.get("run_id") else None), tonight_halfwidths(tonight)
-
-    def values(name: str) -> list[float | None]:
-        return [finite(r.get(name)) for r in runs] + [finite(tonight.get(name))]
-
-    levels = plan(nights, values)
-
-    def subject(fig: Figure, where: Plan) -> Subject:
-        series = [None if i in where.left_out else v for i, v in enumerate(values(fig.name))]
-        widths = [n.intervals.get(fig.name) for n in nights] + [own.get(fig.name)]
-        return Subject.of(fig, series, widths, where.first, rules)
-
-    raw = [subject(fig, levels) for fig in figures]
-    canary = subject(Figure(CANARY, "rps/core"), levels) if finite(tonight.get(CANARY)) is not None else None
+    tonight_id = str(tonight["run_id"]) if tonight.get("run_id") else None
+    levels, raw, canary = _subjects(tonight, runs, nights, figures, rules)
     platform = None if canary is None else judge(canary, nights, family([canary]), rules,
                                                  threshold=canary_threshold, tonight_id=tonight_id)
     normal = _normalised(raw, canary, rules)
@@ -247,6 +235,27 @@ def check_regression(
     if recent:
         result.message += "; " + "; ".join(recent)
     return result
+
+
+def _subjects(tonight: Mapping[str, Any], runs: Sequence[Mapping[str, Any]], nights: Sequence[Night],
+              figures: Sequence[Figure], rules: Rules) -> tuple[Plan, list[Subject], Subject | None]:
+    """Where the current level starts (`plan`), and each figure as judged from there: its series (the usable
+    nights oldest first, then tonight) and their intervals; the canary's too when tonight measured it."""
+    own = tonight_halfwidths(tonight)
+
+    def values(name: str) -> list[float | None]:
+        return [finite(r.get(name)) for r in runs] + [finite(tonight.get(name))]
+
+    levels = plan(nights, values)
+
+    def subject(fig: Figure, where: Plan) -> Subject:
+        series = [None if i in where.left_out else v for i, v in enumerate(values(fig.name))]
+        widths = [n.intervals.get(fig.name) for n in nights] + [own.get(fig.name)]
+        return Subject.of(fig, series, widths, where.first, rules)
+
+    raw = [subject(fig, levels) for fig in figures]
+    canary = subject(Figure(CANARY, "rps/core"), levels) if finite(tonight.get(CANARY)) is not None else None
+    return levels, raw, canary
 
 
 def _new_level(judged: Sequence[FigureCheck | None]) -> dict[str, Any] | None:

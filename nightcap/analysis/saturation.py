@@ -1,6 +1,6 @@
 """Which measured steps count for capacity, shared by every frame-based analysis (USL, sizing).
 
-The search's own rules (when two windows agree, where to operate) live in `nightcap/search.py`."""
+The search's own rules (when two windows agree, where to operate) live in `nightcap/search/saturation.py`."""
 
 from __future__ import annotations
 

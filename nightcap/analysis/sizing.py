@@ -330,3 +330,4 @@ class PerPod:
     users: int
     slo_users: float | None
     source: str
+    rps_low: float | None = None  # the lower end of the figure's 95% interval (None: not known)

@@ -1,26 +1,22 @@
-"""What every load generator shares: the `Generator` protocol and the Locust environment contract.
+"""What every load generator shares: the `Generator` protocol, waiting for workers, the target URL.
 
 Two generators implement the protocol: `LocalLocust` (`local.py`, master and workers as processes on this
 machine) and `KubernetesLocust` (`kubernetes.py`, pods next to the model). Both run the same
-`locustfile.py`, configured only through the environment built by `locust_env`, and both are driven through
-the master's HTTP API (`driver.py`). The step runner (`runner.py`) measures windows with whichever one runs;
+`locust_side/locustfile.py` (and the files beside it), configured only through the environment built by
+`nightcap.locust_env` (below platforms: the manifest preview renders it too), and both are driven through the
+master's HTTP API (`driver.py`). The step runner (`runner.py`) measures windows with whichever one runs;
 `factory.py` starts the one `load.generator` asks for (it imports both, so this module imports neither).
 """
 
 from __future__ import annotations
 
-import json
 import time
-from pathlib import Path
 from typing import Any, Callable, Protocol
 
 import httpx
 
 from nightcap.load.driver import LoadError, MasterClient
 from nightcap.platforms.base import Platform
-
-LOCUSTFILE = Path(__file__).with_name("locustfile.py")
-API_KEY_VAR = "NIGHTCAP_API_KEY"  # the variable holding the key in the Locust processes' environment
 
 
 class GeneratorError(LoadError):
@@ -45,27 +41,6 @@ class Generator(Protocol):
     def mark_cpu(self) -> None: ...
 
     def generator_cpu_pct(self) -> list[float]: ...
-
-
-def locust_env(path: str, method: str, headers: dict[str, str], timeout_s: float, reconnect_s: float,
-               payloads_path: str, with_api_key: bool) -> dict[str, str]:
-    """The locustfile's settings (see its docstring), the same for local processes and pods.
-
-    The key itself is never in here: with `with_api_key` the locustfile is told the *name* of the variable
-    (`API_KEY_VAR`) that the generator fills from its own secret store (process environment or a Secret).
-    """
-    env = {
-        "NIGHTCAP_PATH": path,
-        "NIGHTCAP_METHOD": method,
-        "NIGHTCAP_PAYLOADS": payloads_path,
-        "NIGHTCAP_HEADERS": json.dumps(headers),
-        "NIGHTCAP_TIMEOUT_S": str(timeout_s),
-        "NIGHTCAP_RECONNECT_S": str(reconnect_s),
-        "PYTHONUNBUFFERED": "1",
-    }
-    if with_api_key:
-        env["NIGHTCAP_API_KEY_ENV"] = API_KEY_VAR
-    return env
 
 
 def wait_for_workers(client: MasterClient, expected: int, timeout_s: float, *, joined_since: set[str] | None = None,

@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nightcap.config import Config
-from nightcap.load.base import LOCUSTFILE, Generator, GeneratorError
+from nightcap.load.base import Generator, GeneratorError
+from nightcap.locust_env import locust_source_texts
 from nightcap.platforms.base import Platform
 
 if TYPE_CHECKING:
-    from nightcap.run.registry import RunRegistry
+    from nightcap.processes.registry import RunRegistry
 
 
 def start_generator(config: Config, run_id: str, workers: int, payloads: list[bytes], api_key: str | None,
@@ -35,7 +36,7 @@ def start_generator(config: Config, run_id: str, workers: int, payloads: list[by
 
         api = getattr(getattr(platform, "kube", None), "api", None)
         gen = KubernetesLocust(config, run_id, api_client=api, payloads=payloads, api_key=api_key,
-                               locustfile=LOCUSTFILE.read_text(), workers=workers,
+                               locust_sources=locust_source_texts(), workers=workers,
                                clock=getattr(platform, "clock", time))
     else:
         from nightcap.load.local import LocalLocust

@@ -3,11 +3,12 @@
 Load must come from inside the cluster (next to the model, through its Service), as people do it by hand;
 the flow only talks to the master's HTTP API: through the Service when it runs in the cluster, through a
 port-forward to the master pod when it runs outside. Same locustfile and environment contract as the local
-Locust (`nightcap/load/locustfile.py`); the API key travels in a Secret read only by the workers, so it is
-never in a manifest, a ConfigMap or a log. The Secret is owned by the master Deployment (garbage collection
-removes it with the master) and is also deleted by name when the generator stops. The run's record in the
-cluster (`kube_lease`) covers the Locust objects too, so a sweep finds them if the runner dies. Every failure
-here is the generator's (`GeneratorError`): a Locust pod without room is not a model pod size without room.
+Locust (`nightcap/load/locust_side/`, every file of it in the ConfigMap); the API key travels in a Secret read
+only by the workers, so it is never in a manifest, a ConfigMap or a log. The Secret is owned by the master
+Deployment (garbage collection removes it with the master) and is also deleted by name when the generator stops.
+The run's record in the cluster (`kube/lease.py`) covers the Locust objects too, so a sweep finds them if the
+runner dies. Every failure here is the generator's (`GeneratorError`): a Locust pod without room is not a model
+pod size without room.
 """
 
 from __future__ import annotations
@@ -21,20 +22,21 @@ import httpx
 from kubernetes import client as k8s
 
 from nightcap.config import Config
-from nightcap.load.base import API_KEY_VAR, LOCUSTFILE, GeneratorError, locust_env, wait_for_workers
+from nightcap.load.base import GeneratorError, wait_for_workers
+from nightcap.locust_env import API_KEY_VAR, LOCUST_ENTRY, locust_env, locust_source_texts
 from nightcap.load.driver import LoadError, MasterClient
-from nightcap.platforms import manifests as mf
+from nightcap.kube import manifests as mf
 from nightcap.platforms.base import PlatformError
-from nightcap.platforms import kube_client
-from nightcap.platforms.kube_client import MERGE_PATCH, Kube, KubeApiError, pod_ready
-from nightcap.platforms.kube_diagnosis import LOCUST_KEYS
-from nightcap.platforms.kube_lease import RunLease, hold_lease
-from nightcap.platforms import manifests_locust as locust_mf
-from nightcap.platforms.manifests_locust import runner_namespace
-from nightcap.platforms.port_forward import PortForward, open_pod_socket
+from nightcap.kube import client as kube_client
+from nightcap.kube.client import MERGE_PATCH, Kube, KubeApiError, pod_ready
+from nightcap.kube.diagnosis import LOCUST_KEYS
+from nightcap.kube.lease import RunLease, hold_lease
+from nightcap.kube import manifests_locust as locust_mf
+from nightcap.kube.manifests_locust import runner_namespace
+from nightcap.kube.port_forward import PortForward, open_pod_socket
 
 if TYPE_CHECKING:
-    from nightcap.platforms.kubernetes import KubernetesPlatform
+    from nightcap.kube.platform import KubernetesPlatform
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +51,7 @@ class KubernetesLocust:
 
     def __init__(self, config: Config, run_id: str, api_client: k8s.ApiClient | None = None,
                  payloads: list[bytes] | None = None, api_key: str | None = None, clock: Any = time,
-                 locustfile: str | None = None, workers: int | None = None):
+                 locust_sources: dict[str, str] | None = None, workers: int | None = None):
         self.config = config
         self.run_id = run_id
         self.namespace = config.platform.namespace
@@ -58,8 +60,10 @@ class KubernetesLocust:
         self.workers = workers if workers is not None else config.load.workers
         self.api_key = api_key
         self.notes: list[str] = []
-        self._files = {"locustfile.py": locustfile if locustfile is not None else LOCUSTFILE.read_text(),
-                       "payloads.jsonl": self._payload_text(payloads or [b"{}"])}
+        locust_sources = locust_sources if locust_sources is not None else locust_source_texts()
+        if LOCUST_ENTRY not in locust_sources or "payloads.jsonl" in locust_sources:
+            raise ValueError(f"Locust sources {sorted(locust_sources)}: no {LOCUST_ENTRY}, or a payloads.jsonl")
+        self._files = {**locust_sources, "payloads.jsonl": self._payload_text(payloads or [b"{}"])}
         t = config.target
         self._env = locust_env(t.path, t.method, t.headers, t.request_timeout_s, config.load.reconnect_s,
                                f"{mf.LOCUST_MOUNT}/payloads.jsonl", with_api_key=bool(api_key))
@@ -205,7 +209,7 @@ class KubernetesLocust:
     def generator_cpu_pct(self) -> list[float]:
         """Each worker's CPU over the window, in % of one core (a Locust worker is one process: ~100 means bound).
 
-        From cumulative counters each worker reports with its request counts (`locustfile.py`), over exactly
+        From cumulative counters each worker reports with its request counts (`nightcap_window.py`), over exactly
         the interval its requests were counted in. metrics-server could not say it: it resolves CPU over
         15-30 s, longer than a window, so its figure would describe earlier load."""
         try:

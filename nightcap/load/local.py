@@ -17,10 +17,11 @@ from pathlib import Path
 import httpx
 import psutil
 
-from nightcap.load.base import API_KEY_VAR, LOCUSTFILE, locust_env, wait_for_workers
+from nightcap.load.base import wait_for_workers
+from nightcap.locust_env import API_KEY_VAR, LOCUST_ENTRY, LOCUST_SOURCES, locust_env
 from nightcap.load.driver import LoadError, MasterClient
-from nightcap.run.ports import free_port
-from nightcap.run.registry import RunRegistry, stop_process
+from nightcap.processes.ports import free_port
+from nightcap.processes.registry import RunRegistry, stop_process
 
 
 class MasterExited(Exception):
@@ -119,8 +120,9 @@ class LocalLocust:
         log = (self.logdir / f"{what}.log").open("ab")
         group = self._limit(what)
         env = self.master_env if what == "master" else self.env
-        proc = subprocess.Popen([self._locust(), "-f", str(LOCUSTFILE), *args], stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, env=env, start_new_session=True,
+        # the entry in the package's directory: the files it imports by bare name sit beside it
+        proc = subprocess.Popen([self._locust(), "-f", str(LOCUST_SOURCES[LOCUST_ENTRY]), *args], stdout=log,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True,
                                 preexec_fn=group.attach if group else None)
         log.close()
         if self.registry:

@@ -1,7 +1,7 @@
 """One load step against the platform: users held (or a rate offered), warm-up, a measured window, replicas
 watched meanwhile.
 
-The search (`nightcap.search`) calls `StepRunner.measure(users)` once per window (closed loop); the
+The search (`nightcap.search.saturation`) calls `StepRunner.measure(users)` once per window (closed loop); the
 operating-point check calls `measure_rate(rps)` (open loop) and the autoscale phases `set_rate` and
 `read_open_window`. Every row is handed on at once.
 """

@@ -85,8 +85,7 @@ class ReplicaCgroup:
             cpu_dir.mkdir(exist_ok=True)
             mem_dir.mkdir(exist_ok=True)
             self.dirs = [cpu_dir, mem_dir]
-            (cpu_dir / "cpu.cfs_period_us").write_text(str(PERIOD_US))
-            (cpu_dir / "cpu.cfs_quota_us").write_text(str(int(cpu * PERIOD_US)) if cpu else "-1")
+            self.set_cpu(cpu)
             if memory:
                 # No swap, so the limit is a real OOM line as in a pod.
                 (mem_dir / "memory.limit_in_bytes").write_text(str(memory))
@@ -102,10 +101,19 @@ class ReplicaCgroup:
             group = s.cpu_base / self.name
             group.mkdir(exist_ok=True)
             self.dirs = [group]
-            (group / "cpu.max").write_text(f"{int(cpu * PERIOD_US)} {PERIOD_US}" if cpu else f"max {PERIOD_US}")
+            self.set_cpu(cpu)
             (group / "memory.max").write_text(str(memory) if memory else "max")
             if (group / "memory.swap.max").exists():
                 (group / "memory.swap.max").write_text("0")
+
+    def set_cpu(self, cpu: float | None) -> None:
+        """The CPU limit as a CFS quota per period (None: unlimited); also changes it for a running process."""
+        cpu_dir = self.dirs[0]
+        if self.support.version == "v1":
+            (cpu_dir / "cpu.cfs_period_us").write_text(str(PERIOD_US))
+            (cpu_dir / "cpu.cfs_quota_us").write_text(str(int(cpu * PERIOD_US)) if cpu else "-1")
+        else:
+            (cpu_dir / "cpu.max").write_text(f"{int(cpu * PERIOD_US)} {PERIOD_US}" if cpu else f"max {PERIOD_US}")
 
     def attach(self) -> None:
         """Join the groups; called in the child between fork and exec so every descendant inherits them."""

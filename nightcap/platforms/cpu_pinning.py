@@ -86,7 +86,7 @@ def describe(pid: int) -> str:
     return f"{os.path.basename(cmd.split(' ')[0]) or 'process'} (pid {pid})"
 
 
-class _Cpuset:
+class Cpuset:
     """cpuset groups `<prefix>others` and `<prefix>replicas` (v1), or `others` + each replica's own group (v2)."""
 
     def __init__(self, version: str, base: Path, name: str):
@@ -267,11 +267,11 @@ class CpuPinning:
         name = f"{PREFIX}{self.run_id}-cpus"
         v1 = self.root / "cpuset"
         if (v1 / "cpuset.cpus").exists() and os.access(v1, os.W_OK):
-            out.append(_Cpuset("v1", v1 / own_cgroup_path("cpuset").lstrip("/"), name))
+            out.append(Cpuset("v1", v1 / own_cgroup_path("cpuset").lstrip("/"), name))
         elif (self.root / "cgroup.controllers").exists():
             base = self.root / own_cgroup_path("").lstrip("/")
             if "cpuset" in (base / "cgroup.controllers").read_text().split() and os.access(base, os.W_OK):
-                out.append(_Cpuset("v2", base, name))
+                out.append(Cpuset("v2", base, name))
         if hasattr(os, "sched_setaffinity"):
             out.append(_Affinity())
         return out

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -22,31 +21,21 @@ import httpx
 
 from nightcap.config import Config
 from nightcap.platforms.base import AutoscaleStatus, HpaSpec, Observation, PlatformError, PodSpec, ReplicaSample
-from nightcap.run.ports import free_port
+from nightcap.processes.ports import free_port
 from nightcap.platforms.cgroups import PREFIX, CgroupSupport, ReplicaCgroup, detect
 from nightcap.platforms.cpu_pinning import CpuPinning
 from nightcap.platforms.local_autoscaler import LocalAutoscaler
+from nightcap.platforms.local_processes import chain_preexec, release_cgroup, spawn, wait_listening, write_backends
+from nightcap.platforms.local_warm import WarmChanges
 from nightcap.platforms.local_replicas import MIN_RATE_INTERVAL_S, Replica, crash_message, log_tail, sample_replica
 from nightcap.platforms.socket_queues import port_queues
-from nightcap.run.registry import RunRegistry, stop_process
+from nightcap.processes.registry import RunRegistry, stop_process
 from nightcap.targets.plan import TargetPlan
 
 MAX_RESTARTS = 5
 
 
-def _chain(*steps: Callable[[], None] | None) -> Callable[[], None] | None:
-    """Several pre-exec steps as one (cgroups for limits, then the replicas' CPUs)."""
-    todo = [s for s in steps if s is not None]
-    if not todo:
-        return None
-
-    def run() -> None:
-        for step in todo:
-            step()
-    return run
-
-
-class LocalPlatform:
+class LocalPlatform(WarmChanges):
     kind = "local"
 
     def __init__(self, config: Config, plan: TargetPlan, run_id: str, workdir: Path,
@@ -64,6 +53,7 @@ class LocalPlatform:
         self.allocatable_cpu = cpus
         self._replicas: list[Replica] = []
         self._pending: list[Replica] = []
+        self._parked: list[Replica] = []  # running, out of the Service (`park`)
         self._lock = threading.RLock()
         self._spec: PodSpec | None = None
         self._serial = 0
@@ -110,26 +100,19 @@ class LocalPlatform:
         self._monitor = threading.Thread(target=self._watch, name="nightcap-replicas", daemon=True)
         self._monitor.start()
         self.scale(replicas)
-        self._wait_proxy()  # ready replicas behind a proxy still importing would refuse the first request
-
-    def _wait_proxy(self) -> None:
-        """Until the proxy accepts connections (the service URL answers), or it exited, or the ready timeout."""
-        timeout_s = self.config.platform.ready_timeout_s
-        deadline = time.monotonic() + timeout_s  # a deadline, not a count: a refused connect can take its 0.5 s
-        while time.monotonic() < deadline:
-            if self._proxy is None or self._proxy.poll() is not None:
-                raise PlatformError(f"the local proxy exited; see {self.workdir / 'proxy.log'}")
-            try:
-                socket.create_connection(("127.0.0.1", self._proxy_port), timeout=0.5).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise PlatformError(f"the local proxy did not listen within platform.ready_timeout_s ({timeout_s:.0f}s)")
+        # ready replicas behind a proxy still importing would refuse the first request
+        wait_listening(self._proxy, self._proxy_port, self.config.platform.ready_timeout_s, self.workdir / "proxy.log")
 
     def scale(self, replicas: int, wait: bool = True) -> None:
+        """Add or remove replicas; a scale-up takes parked ones back first (`park`); the rest are stopped."""
         with self._lock:
             while self.replicas < replicas:
-                self._add_replica(self.spec)
+                warm = self._unpark(self.spec)
+                if warm is not None:
+                    self._replicas.append(warm)
+                else:
+                    self._add_replica(self.spec)
+            self._drop_parked()  # parked replicas wait for the next scale only
             while self.replicas > replicas:
                 victim = self._pending.pop() if self._pending else self._replicas.pop()
                 self._stop_replica(victim)
@@ -141,6 +124,7 @@ class LocalPlatform:
         """Replace every replica with one of the new size (a rolling update done all at once)."""
         with self._lock:
             count = self.replicas
+            self._drop_parked()
             for replica in self._replicas + self._pending:
                 self._stop_replica(replica)
             self._replicas, self._pending = [], []
@@ -183,6 +167,8 @@ class LocalPlatform:
 
     def enable_autoscaling(self, hpa: HpaSpec) -> None:
         self.disable_autoscaling()
+        with self._lock:
+            self._drop_parked()  # the autoscaler's pods start cold, as on a cluster: their start is measured
         self._autoscaler = LocalAutoscaler(self, hpa, on_error=self._event)
         self._autoscaler.start()
 
@@ -206,8 +192,8 @@ class LocalPlatform:
         self._stop.set()
         self.disable_autoscaling()
         with self._lock:
-            victims = self._replicas + self._pending
-            self._replicas, self._pending = [], []
+            victims = self._replicas + self._pending + self._parked
+            self._replicas, self._pending, self._parked = [], [], []
         for replica in victims:
             self._stop_replica(replica)
         if self._proxy is not None:
@@ -267,7 +253,7 @@ class LocalPlatform:
         replica.log = self.workdir / f"{replica.name}.log"
         if cgroup is not None:
             self.pinning.add_replica_group(cgroup.dirs[0])
-        preexec = _chain(cgroup.attach if cgroup else None, self.pinning.replica_preexec())
+        preexec = chain_preexec(cgroup.attach if cgroup else None, self.pinning.replica_preexec())
         replica.proc = self._spawn(argv, replica.name, replica.log, preexec, self.plan.env)
         replica.started = time.monotonic()
         replica.ready = False
@@ -277,14 +263,7 @@ class LocalPlatform:
 
     def _spawn(self, argv: list[str], what: str, log: Path, preexec: Callable[[], None] | None = None,
                env_extra: dict[str, str] | None = None) -> subprocess.Popen:
-        env = {**os.environ, **(env_extra or {}), "NIGHTCAP_RUN_ID": self.run_id}
-        # The client's API key is for the load generators only; the server being measured never gets it.
-        for secret in (self.config.target.api_key_env, "NIGHTCAP_API_KEY"):
-            if secret:
-                env.pop(secret, None)
-        with log.open("ab") as out:
-            proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    start_new_session=True, preexec_fn=preexec, env=env)
+        proc = spawn(self.config, self.run_id, argv, log, preexec, env_extra)
         if self.registry:
             self.registry.add_process(proc.pid, what)
         return proc
@@ -308,11 +287,7 @@ class LocalPlatform:
         replica.ready = False
         if replica.proc is not None:
             self._kill(replica.proc)
-        if replica.cgroup is not None:
-            for d in list(replica.cgroup.dirs):
-                if self.registry:
-                    self.registry.remove_cgroup(d)
-            replica.cgroup.remove()
+        release_cgroup(replica, self.registry.remove_cgroup if self.registry else None)
 
     def _kill(self, proc: subprocess.Popen) -> None:
         stop_process(proc, self.registry)
@@ -340,11 +315,7 @@ class LocalPlatform:
                         self.registry.remove_process(proc.pid)
                     replica.ready = False
                     replica.phase = "CrashLoopBackOff" if replica.restarts >= MAX_RESTARTS else "Restarting"
-                    if replica.cgroup is not None:
-                        for d in list(replica.cgroup.dirs):
-                            if self.registry:
-                                self.registry.remove_cgroup(d)
-                        replica.cgroup.remove()
+                    release_cgroup(replica, self.registry.remove_cgroup if self.registry else None)
                     self._publish()
                     if replica.restarts < MAX_RESTARTS:
                         self._start(replica)
@@ -365,11 +336,7 @@ class LocalPlatform:
             self._event(event)
 
     def _write_backends(self, items: list[str]) -> None:
-        import json
-
-        tmp = self._backends.with_suffix(".tmp")
-        tmp.write_text(json.dumps(items))
-        tmp.replace(self._backends)
+        write_backends(self._backends, items)
 
     def _event(self, text: str) -> None:
         self._events.append(f"{time.strftime('%H:%M:%S')} {text}")

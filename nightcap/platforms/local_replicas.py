@@ -1,5 +1,6 @@
 """The local platform's replicas: what one is (a process, its cgroup, its state as a kubelet would see it) and what
-can be read from it: CPU and memory use, the tail of its log, why it crashed. The lifecycle is in `local.py`."""
+can be read from it: CPU and memory use, the tail of its log, why it crashed. The lifecycle is in `local.py`
+(its processes: `local_processes.py`)."""
 
 from __future__ import annotations
 

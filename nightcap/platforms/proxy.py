@@ -31,20 +31,23 @@ class Backends:
         self.items: list[tuple[str, int]] = []
         self.cycle = itertools.cycle([])
 
-    def refresh(self) -> None:
+    def refresh(self) -> set[tuple[str, int]]:
+        """Re-read the file when it changed; returns the backends it no longer lists."""
         try:
             mtime = self.path.stat().st_mtime
         except OSError:
-            return
+            return set()
         if mtime == self.mtime:
-            return
+            return set()
         try:
             raw = json.loads(self.path.read_text() or "[]")
         except (OSError, ValueError):
-            return
+            return set()
         self.mtime = mtime
+        before = set(self.items)
         self.items = [(h, int(p)) for h, p in (item.rsplit(":", 1) for item in raw)]
         self.cycle = itertools.cycle(self.items)
+        return before - set(self.items)
 
     def pick(self) -> tuple[str, int] | None:
         return next(self.cycle) if self.items else None
@@ -64,6 +67,7 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
             pass
 
 
+REFRESH_S = 0.2  # how soon a change of the backends file reaches the proxy
 BACKLOG = 128  # Linux's historical somaxconn: a few hundred ms of arrivals at the rates measured here
 
 
@@ -93,8 +97,17 @@ async def _connect(target: tuple[str, int], client_r: asyncio.StreamReader
 
 
 async def _serve(port: int, backends: Backends, host: str) -> None:
+    # open connections per backend: a backend the platform takes away loses them, as a terminated pod's
+    # connections break (the local platform also takes away replicas it keeps running: `LocalPlatform.park`)
+    open_to: dict[tuple[str, int], set[asyncio.StreamWriter]] = {}
+
+    def refresh() -> None:
+        for gone in backends.refresh():
+            for w in open_to.pop(gone, set()):
+                w.close()
+
     async def handle(client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
-        backends.refresh()  # one stat per connection: a replica is routable as soon as the platform says ready
+        refresh()  # one stat per connection: a replica is routable as soon as the platform says ready
         for _ in range(max(len(backends.items), 1)):
             target = backends.pick()
             if target is None:
@@ -108,16 +121,21 @@ async def _serve(port: int, backends: Backends, host: str) -> None:
             up_r, up_w, head = connected
             if head:
                 up_w.write(head)
-            await asyncio.gather(_pipe(client_r, up_w), _pipe(up_r, client_w))
+            held = open_to.setdefault(target, set())
+            held.update((up_w, client_w))
+            try:
+                await asyncio.gather(_pipe(client_r, up_w), _pipe(up_r, client_w))
+            finally:
+                held.difference_update((up_w, client_w))
             return
         client_w.close()
 
     async def refresher() -> None:
         while True:
-            backends.refresh()
-            await asyncio.sleep(0.2)
+            refresh()
+            await asyncio.sleep(REFRESH_S)
 
-    backends.refresh()
+    refresh()
     server = await asyncio.start_server(handle, host, port, backlog=BACKLOG, reuse_address=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -2,7 +2,8 @@
 
 - `stages.py`         typed results of each stage (TuneResult, RampResult, ...), kept on RunContext.results.
 - `summary.py`        summary.json built from those results: the only place its keys are written.
-- `verdicts.py`       stage verdicts (completed / inconclusive / failed) and how the run ends (state, exit code).
+- `verdicts.py`       stage verdicts (completed / inconclusive / failed) and how the run ends (state, exit code);
+                      `run_end.py` applies them at the end of a run: its history status and the error it raises.
 - `report.py`         report.md, the one-line answer, and each stage's line; `report_lines.py` the lines that
                       frame it (how sure, verdicts, fits, checks, warnings); `report_sections.py` the sections.
 - `glance.py`         the night at a glance in the Prefect UI: the flow run's name (target and night) and the
@@ -10,7 +11,7 @@
                       nights); pure, published by tasks/artifacts.py.
 - `plots.py`          every plot (matplotlib, Agg backend set once here), the trend with its level changes too.
 - `store.py`          the results history (SQLAlchemy; SQLite by default); `history_schema.py` its tables,
-                      `redact.py` what keeps secrets out of it.
+                      `history_rows.py` what a run's or step's row holds, `redact.py` what keeps secrets out of it.
 - `level_changes.py`  where the headline figures changed level (change points), for history and the trend table.
 - `history_cli.py`    `nightcap history`.
 - `metrics_samples.py` the nights as Prometheus samples (metric names, labels, values; pure); `openmetrics.py` their

@@ -31,7 +31,7 @@ def _figure(value: Any, digits: int = 1) -> str:
     return f"{value:,.{digits}f}"
 
 
-def _sqlite_file_missing(url: str) -> bool:
+def sqlite_file_missing(url: str) -> bool:
     """Reading must not create an empty database where the user mistyped a path."""
     from sqlalchemy.engine import make_url
 
@@ -51,7 +51,7 @@ def history_command(store_url: str | None, target: str | None, last: int, consol
     """Print the last `last` runs (oldest first) with their headline figures and what was measured."""
     console = console or Console()
     url = store_url or DEFAULT_URL
-    if _sqlite_file_missing(url):
+    if sqlite_file_missing(url):
         console.print(f"No history yet at {safe_url(url)}: run `nightcap run CONFIG` first, or pass --store URL.")
         return
     try:
@@ -72,9 +72,16 @@ def history_command(store_url: str | None, target: str | None, last: int, consol
     if frame.empty:
         console.print(f"No runs{scope} in {store.display_url}.")
         return
+    console.print(_history_table(frame, scope, store.display_url, changes, method_changes))
+    _print_footnotes(console, frame, changes)
+
+
+def _history_table(frame: "pd.DataFrame", scope: str, display_url: str, changes: dict[str, list[LevelChange]],
+                   method_changes: dict[str, str]) -> Table:
+    """One row a run, oldest first: its figures, the model version (marked the night it changed), level changes."""
     table = Table(
         title=f"nightcap history{scope}",
-        caption=f"last {len(frame)} run(s) in {store.display_url}",
+        caption=f"last {len(frame)} run(s) in {display_url}",
         box=box.SIMPLE_HEAD,
         collapse_padding=True,
     )
@@ -114,7 +121,11 @@ def history_command(store_url: str | None, target: str | None, last: int, consol
                                     method_changes.get(str(row.run_id), "")])),
         ]
         table.add_row(*cells)
-    console.print(table)
+    return table
+
+
+def _print_footnotes(console: Console, frame: "pd.DataFrame", changes: dict[str, list[LevelChange]]) -> None:
+    """What "inconclusive" means, when a night shown is, and each level change shown with its figures."""
     if "verdict" in frame and (frame["verdict"] == "inconclusive").any():
         console.print("inconclusive: a stage ran without answering its question (report.md says which and why); "
                       "when it was the headline's stage, its figures are not recorded (–) nor compared")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from nightcap.results.history_cli import _sqlite_file_missing
+from nightcap.results.history_cli import sqlite_file_missing
 from nightcap.results.metrics_samples import night_samples
 from nightcap.results.openmetrics import exposition
 from nightcap.results.redact import safe_url
@@ -28,7 +28,7 @@ def _say(text: str) -> None:
 def metrics_text(store_url: str | None, target: str | None = None) -> str:
     """The exposition of the latest ended night of each target (of `target` only, when given). Raises StoreError."""
     url = store_url or DEFAULT_URL
-    if _sqlite_file_missing(url):  # reading must not create an empty database where a path was mistyped
+    if sqlite_file_missing(url):  # reading must not create an empty database where a path was mistyped
         _say(f"No history yet at {safe_url(url)}: no night to expose (run `nightcap run CONFIG` first, or pass "
              "--store URL / --config CONFIG).")
         return exposition([])

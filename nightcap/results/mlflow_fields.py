@@ -46,7 +46,7 @@ INTERVALS: dict[str, tuple[str, str]] = {
     "slo_rate_rps": ("slo_capacity.rate_rps", "slo_capacity.rate_rps_interval"),
     "canary_rps_per_core": ("canary.rps_per_core", "canary.rps_ci"),
 }
-# every summary.json key read here (tests/test_publish_mlflow.py holds them against the golden key list)
+# every summary.json key read here (tests/results/test_publish_mlflow.py holds them against the golden key list)
 READS = ("run_id", "status", "verdict", "answer", "config_hash", "target.name", "saturation.inconclusive",
          "capacity.per_pod.pod", "platform.cpu", "platform.memory", "platform.concurrency", "regression.verdict",
          *(k for pair in INTERVALS.values() for k in pair))

@@ -199,8 +199,9 @@ def warm_start_line(r: StageResults) -> str | None:
         if warm is None or not warm.from_run:
             continue
         verdict = "accepted" if warm.accepted else "refused"
-        parts.append(f"{name} {verdict} (run {warm.from_run}, {warm.windows} window(s) at {warm.levels}): "
-                     f"{warm.reason}")
+        what = (f"{warm.windows} window(s) at {', '.join(str(x) for x in warm.levels)}" if warm.levels
+                else "nothing measured for it")
+        parts.append(f"{name} {verdict} (run {warm.from_run}, {what}): {warm.reason}")
     return "warm start: " + "; ".join(parts) if parts else None
 
 

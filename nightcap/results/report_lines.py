@@ -2,7 +2,7 @@
 
 One function per line, each taking plain data (summary.json dicts or typed results) and returning one sentence
 without Markdown structure around it, so a line can be replaced on its own and tested against sample summaries
-(`tests/test_report_lines.py`). The stages' own lines (tuning, operating point, autoscaling, ...) are in
+(`tests/results/test_report_lines.py`). The stages' own lines (tuning, operating point, autoscaling, ...) are in
 `report.py`; the sections that place them are in `report_sections.py`.
 """
 

@@ -41,8 +41,9 @@ def ramp_line(r: RampResult) -> str:
     if c is not None and c.good:
         e = c.estimate
         half = f" ± {e.half_width:.1f}" if e.half_width is not None else ""
-        return (f"the search chose the knee at {c.users} users on {s.windows} window(s); {len(c.windows)} fresh "
-                f"window(s) there measured {e.mean:.1f}{half} rps on {pods}: capacity.per_pod")
+        where = "there" if c.users == s.saturation_users else f"on its plateau at {c.users} users"
+        return (f"the search chose the knee at {s.saturation_users} users on {s.windows} window(s); "
+                f"{len(c.windows)} fresh window(s) {where} measured {e.mean:.1f}{half} rps on {pods}: capacity.per_pod")
     if r.check is not None:
         e = r.check.estimate
         return (f"met the pod's confirmed figure: {e.n} window(s) at {s.saturation_users} users measured "

@@ -24,7 +24,7 @@ from nightcap.results.history_schema import runs, steps
 
 if TYPE_CHECKING:
     from nightcap.config import Config
-    from nightcap.config_sections import Keep
+    from nightcap.config_history import Keep
     from nightcap.results.store import HistoryStore
 
 K = TypeVar("K")

@@ -20,11 +20,12 @@ from nightcap.analysis.operating_point import OperatingPointCheck
 from nightcap.analysis.pod_capacity import Check, PodFigure, PodKey
 from nightcap.analysis.regression_result import RegressionResult
 from nightcap.analysis.sizing import PerPod, SizingInputs, SizingRow, ValidationRow
+from nightcap.analysis.tune_pairs import CpuPairs
 from nightcap.analysis.tuning import CandidateResult
 from nightcap.analysis.usl import UslFit
-from nightcap.confirm import Confirmation
-from nightcap.search import SearchResult
-from nightcap.warm_start import WarmStart
+from nightcap.search.confirm import Confirmation
+from nightcap.search.levels import SearchResult
+from nightcap.search.warm_start import WarmStart
 
 
 @dataclass
@@ -60,13 +61,14 @@ class Saturation:
     def of_figure(cls, fig: PodFigure, headroom: float, search: SearchResult | None,
                   check: OperatingPointCheck | None, closed_p95_ms: float | None = None) -> "Saturation":
         """capacity.per_pod on its replicas as the run's saturation point: the planning figure (the lower one when
-        unstable), the operating point at `headroom` of it (its p95 measured there open loop, else
+        unstable) with the knee's users, the operating point at `headroom` of it (its p95 measured there open loop, else
         `closed_p95_ms`, interpolated along a closed-loop ramp), and the SLO capacity the search walked to."""
         plan = fig.planning
         op = plan.scaled(headroom)
         p95 = check.verified.p95_ms if check is not None else closed_p95_ms
-        return cls(plan.mean, fig.users, fig.key.replicas, True, search.stop_reason if search else "",
-                   op.mean, max(1, math.floor(fig.users * headroom)), p95,
+        knee = fig.knee_users or fig.users  # the concurrency that saturates; the figure's windows ran deeper in
+        return cls(plan.mean, knee, fig.key.replicas, True, search.stop_reason if search else "",
+                   op.mean, max(1, math.floor(knee * headroom)), p95,
                    search.slo_users if search else None, search.slo_rps if search else None,
                    plan.half_width, op.half_width, search.slo_halfwidth if search else None, check,
                    fig.status, len(fig.windows))
@@ -137,6 +139,7 @@ class TuneResult:
     # the chosen candidate's knee on fresh windows: its figure (candidates are compared on their searches, which
     # chose it; reporting the winner's search figure would carry the pick's upward bias)
     confirmation: Confirmation | None = None
+    cpu_pairs: CpuPairs | None = None  # the chosen CPU size settled against another in alternating windows
 
     @property
     def inconclusive(self) -> str | None:
@@ -335,8 +338,9 @@ class StageResults:
         n = fig.key.replicas
         ramp = self.slo_search()
         slo = ramp.search.slo_users if ramp else None
-        return PerPod(fig.per_pod.mean, max(1, round(fig.users / n)), None if slo is None else slo / n,
-                      f"capacity.per_pod ({fig.stage}, {fig.status}, {len(fig.windows)} fresh windows on {n} pod(s))")
+        return PerPod(fig.per_pod.mean, max(1, round((fig.knee_users or fig.users) / n)), None if slo is None else slo / n,
+                      f"capacity.per_pod ({fig.stage}, {fig.status}, {len(fig.windows)} fresh windows on {n} pod(s))",
+                      rps_low=fig.per_pod.low)
 
     def slo_search(self) -> RampResult | None:
         """The ramp whose search walked past the knee to the SLO capacity (single-client first)."""

@@ -6,14 +6,14 @@ run (`probe_write`; errors name store.url and the fix: `store_connect.py`). Step
 as they are measured, each in its own short transaction, so a run that crashes or is killed keeps what it
 measured (`mark_abandoned` later marks it failed); a lost database is retried, and at the end of a run
 `ensure_steps` writes again whatever the history lost. The schema (`history_schema.py`) is created on first
-use and migrated forward by adding columns, never dropped. No secret reaches the database (`redact.py`).
+use and migrated forward by adding columns, never dropped. What a row holds is `history_rows.py`; no secret
+reaches the database (`redact.py`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, TypeVar
 
 import sqlalchemy as sa
@@ -23,10 +23,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from nightcap.analysis.change_points import finite
 from nightcap.analysis.figures import HEADLINE_NAMES
 from nightcap.results import store_connect
-from nightcap.results.history_schema import (SCHEMA_VERSION, STEP_FIELDS, migrate, runs,
-                                             schema_version, steps)
-from nightcap.results.meanings import changed_figures, figure_meanings, stored_meanings
-from nightcap.results.redact import config_dump, sanitize
+from nightcap.results.history_rows import finish_values, run_dict, run_values, step_row, step_values, utc_now
+from nightcap.results.history_schema import SCHEMA_VERSION, migrate, runs, schema_version, steps
+from nightcap.results.meanings import changed_figures, stored_meanings
 from nightcap.steps import StepRow
 from nightcap.results.store_connect import DEFAULT_URL, StoreError
 
@@ -41,18 +40,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RUN_STATUSES = ("running", "completed", "failed", "cancelled")
-_MAX_TEXT = 4000
 T = TypeVar("T")
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
-
-
-def _as_utc(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
 
 
 def version_label(target_version: Mapping[str, Any] | None) -> str:
@@ -110,9 +98,9 @@ class HistoryStore:
             with self.engine.connect() as conn:
                 trans = conn.begin()
                 try:
-                    conn.execute(runs.insert().values(run_id=probe, status="running", started_at=_now()))
-                    conn.execute(steps.insert().values(run_id=probe, recorded_at=_now()))
-                    conn.execute(runs.update().where(runs.c.run_id == probe).values(updated_at=_now()))
+                    conn.execute(runs.insert().values(run_id=probe, status="running", started_at=utc_now()))
+                    conn.execute(steps.insert().values(run_id=probe, recorded_at=utc_now()))
+                    conn.execute(runs.update().where(runs.c.run_id == probe).values(updated_at=utc_now()))
                     conn.execute(steps.delete().where(steps.c.run_id == probe))
                     conn.execute(runs.delete().where(runs.c.run_id == probe))
                 finally:
@@ -137,18 +125,8 @@ class HistoryStore:
 
         Starting an existing run id again (a retried flow) marks it running and keeps its steps.
         """
-        now = _now()
-        values = {
-            "flow_run_id": str(flow_run_id) if flow_run_id else None,
-            "updated_at": now,
-            "finished_at": None,
-            "status": "running",
-            "target_name": config.target.name,
-            "platform": config.platform.kind,
-            "config_hash": config.config_hash(),
-            "target_version": sanitize(dict(target_version or {}), self._redact),
-            "config": config_dump(config, self._redact),
-        }
+        now = utc_now()
+        values = run_values(config, target_version, flow_run_id, self._redact, now)
 
         def write(conn: sa.Connection) -> None:
             exists = conn.execute(sa.select(runs.c.id).where(runs.c.run_id == run_id)).first()
@@ -165,13 +143,8 @@ class HistoryStore:
         Writing the same step again (a retry after a connection dropped before the commit was acknowledged)
         keeps one row: a step is identified by its run, stage and number. `retry_s` (default: the store's)
         bounds how long a lost database is retried; mid-run a short one keeps the measurement going."""
-        data = sanitize(
-            {name: getattr(row, name) for name, _ in STEP_FIELDS}, self._redact
-        )
-        for name in ("note",):
-            if isinstance(data.get(name), str):
-                data[name] = data[name][:_MAX_TEXT]
-        now = _now()
+        data = step_values(row, self._redact)
+        now = utc_now()
 
         def write(conn: sa.Connection) -> None:
             self._require(conn, run_id)
@@ -204,7 +177,7 @@ class HistoryStore:
 
     def heartbeat(self, run_id: str) -> None:
         """Say the run is alive during a long step, so `mark_abandoned` leaves it alone."""
-        self.transaction(lambda conn: conn.execute(runs.update().where(runs.c.run_id == run_id).values(updated_at=_now())))
+        self.transaction(lambda conn: conn.execute(runs.update().where(runs.c.run_id == run_id).values(updated_at=utc_now())))
 
     def finish_run(
         self,
@@ -221,14 +194,7 @@ class HistoryStore:
         unknown = sorted(set(headline) - set(HEADLINE_NAMES))
         if unknown:
             log.warning("history: ignoring unknown headline figures %s (known: %s)", unknown, HEADLINE_NAMES)
-        values: dict[str, Any] = {name: finite(headline.get(name)) for name in HEADLINE_NAMES if name in headline}
-        now = _now()
-        values.update(status=status, updated_at=now, finished_at=None if status == "running" else now)
-        if summary is not None:
-            values["summary"] = sanitize(dict(summary), self._redact)
-            values["figure_meanings"] = figure_meanings(summary)
-        if note is not None:
-            values["note"] = sanitize(note, self._redact)[:_MAX_TEXT]
+        values = finish_values(status, headline, summary, note, self._redact, utc_now())
 
         def write(conn: sa.Connection) -> None:
             self._require(conn, run_id)
@@ -242,7 +208,7 @@ class HistoryStore:
         A runner killed with SIGKILL never calls finish_run; without this its run would look
         in progress forever. Its steps are kept.
         """
-        cutoff = _now() - timedelta(seconds=max(0.0, older_than_s))
+        cutoff = utc_now() - timedelta(seconds=max(0.0, older_than_s))
         last_seen = sa.func.coalesce(runs.c.updated_at, runs.c.started_at)
 
         def write(conn: sa.Connection) -> list[str]:
@@ -257,7 +223,7 @@ class HistoryStore:
                     .where(runs.c.run_id.in_(ids), runs.c.status == "running")
                     .values(
                         status="failed",
-                        finished_at=_now(),
+                        finished_at=utc_now(),
                         note=f"abandoned: no sign of life for more than {older_than_s:g} s (runner died?)",
                     )
                 )
@@ -270,7 +236,7 @@ class HistoryStore:
     def get_run(self, run_id: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(runs).where(runs.c.run_id == run_id)).mappings().first()
-        return _run_dict(row) if row else None
+        return run_dict(row) if row else None
 
     def steps_of(self, run_id: str) -> list[StepRow]:
         """The steps of one run in the order they were measured."""
@@ -278,14 +244,7 @@ class HistoryStore:
             rows = conn.execute(
                 sa.select(steps).where(steps.c.run_id == run_id).order_by(steps.c.id)
             ).mappings().all()
-        names = [name for name, _ in STEP_FIELDS]
-        out = []
-        for row in rows:
-            data = {name: row[name] for name in names}
-            for name in ("replica_cpu_pct", "replica_memory_mb", "events"):
-                data[name] = list(data[name] or [])
-            out.append(StepRow(**data))
-        return out
+        return [step_row(row) for row in rows]
 
     def comparable_runs(
         self, config_hash: str, last_n: int = 7, exclude_run_id: str | None = None,
@@ -306,7 +265,7 @@ class HistoryStore:
         if exclude_run_id is not None:
             query = query.where(runs.c.run_id != exclude_run_id)
         with self.engine.connect() as conn:
-            found = [_run_dict(row) for row in conn.execute(query).mappings()]
+            found = [run_dict(row) for row in conn.execute(query).mappings()]
         for run in found if meanings else []:
             run["meaning_changed"] = changed_figures(meanings or {}, stored_meanings(run))
             for name in run["meaning_changed"]:
@@ -325,7 +284,7 @@ class HistoryStore:
         query = (sa.select(runs).join(ranked_q, ranked_q.c.id == runs.c.id).where(ranked_q.c.newest == 1)
                  .order_by(runs.c.target_name))
         with self.engine.connect() as conn:
-            return [_run_dict(row) for row in conn.execute(query).mappings()]
+            return [run_dict(row) for row in conn.execute(query).mappings()]
 
     def history(self, target: str | None = None, last: int = 30) -> "pd.DataFrame":
         """The last `last` runs (any status), oldest first, one row each, for tables and trend plots."""
@@ -335,7 +294,7 @@ class HistoryStore:
         if target:
             query = query.where(runs.c.target_name == target)
         with self.engine.connect() as conn:
-            rows = [_run_dict(row) for row in conn.execute(query).mappings()]
+            rows = [run_dict(row) for row in conn.execute(query).mappings()]
             counts = dict(
                 conn.execute(
                     sa.select(steps.c.run_id, sa.func.count()).where(
@@ -404,16 +363,3 @@ def check_writable(url: str) -> str:
     finally:
         store.close()
 
-
-def _run_dict(row: Mapping[str, Any]) -> dict[str, Any]:
-    data = dict(row)
-    for name in ("started_at", "updated_at", "finished_at"):
-        data[name] = _as_utc(data.get(name))
-    for name in ("target_version", "config", "summary", "figure_meanings"):
-        if isinstance(data.get(name), str):  # a foreign writer may have stored JSON text
-            try:
-                data[name] = json.loads(data[name])
-            except ValueError:
-                pass
-    data.pop("id", None)
-    return data

@@ -1,8 +1,8 @@
 """summary.json, built from the stages' typed results: the only place its keys are written.
 
 The keys the README lists under "Outputs (contracts)" keep their meaning; `tests/golden/summary_keys.json`
-holds the whole key set, so a renamed key fails `tests/test_summary_keys.py` (new keys are additions:
-regenerate the file with `.venv/bin/python tests/test_summary_keys.py`). The headline (saturation, operating
+holds the whole key set, so a renamed key fails `tests/results/test_summary_keys.py` (new keys are additions:
+regenerate the file with `.venv/bin/python tests/results/test_summary_keys.py`). The headline (saturation, operating
 point, SLO capacity) comes from `StageResults.headline()`; report.md renders this summary (`report.py`).
 """
 
@@ -175,6 +175,7 @@ def tuning_block(t: TuneResult) -> dict[str, Any]:
             "chosen_on_rps": best.saturation_rps, "confirmed": confirmed is not None},
         "warm_start": t.warm_start.to_dict() if t.warm_start else None,
         "confirmation": confirmation_block(t.confirmation),
+        "cpu_pairs": t.cpu_pairs.to_dict() if t.cpu_pairs else None,
     }
 
 

@@ -3,7 +3,7 @@
 Used by `nightcap cleanup` and at the start of every run, so a runner killed with SIGKILL (or a lost
 machine) leaves nothing behind for longer than one night. The local records cover a runner on this machine;
 a runner that ran in the cluster left none here, so `nightcap cleanup --namespace NS` sweeps the namespace by
-the runs' records in the cluster (`nightcap.platforms.kube_sweep`), as every Kubernetes run's start does.
+the runs' records in the cluster (`nightcap.kube.sweep`), as every Kubernetes run's start does.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
-from nightcap.run.registry import STALE_AFTER_S, cleanup_dead
+from nightcap.processes.registry import STALE_AFTER_S, cleanup_dead
 
 # a run's groups hold its replicas and processes while it lives; an empty one this much older than its run's start
 # is a dead run's (load.max_duration_s is one hour by default)
@@ -23,7 +23,7 @@ def kubernetes_cleanup(record: dict) -> None:
     from kubernetes import config as kconfig
     from kubernetes.client import ApiClient
 
-    from nightcap.platforms.kube_sweep import cleanup_run
+    from nightcap.kube.sweep import cleanup_run
 
     try:
         kconfig.load_incluster_config()
@@ -34,7 +34,7 @@ def kubernetes_cleanup(record: dict) -> None:
 
 def node_pool_restore(pool: dict) -> None:
     """Write back a node pool's original autoscaling. Raises to keep the record for the next cleanup."""
-    from nightcap.platforms.gke import restore_recorded
+    from nightcap.kube.gke import restore_recorded
 
     restore_recorded(pool)
 
@@ -43,9 +43,9 @@ def sweep_cluster(namespace: str, context: str | None = None, in_cluster: bool =
                   clock: Any = time, restore_pool: Any = None, flow_run_state: Any = None) -> list[str]:
     """Delete the objects of the namespace's dead runs and restore their node pools from their records."""
     from nightcap.config import PlatformConfig
-    from nightcap.platforms.kube_client import Kube, api_client_for
-    from nightcap.platforms.kube_lease import prefect_flow_run_state
-    from nightcap.platforms.kube_sweep import sweep_namespace
+    from nightcap.kube.client import Kube, api_client_for
+    from nightcap.kube.lease import prefect_flow_run_state
+    from nightcap.kube.sweep import sweep_namespace
 
     api = api_client or api_client_for(PlatformConfig(kind="kubernetes", namespace=namespace, context=context,
                                                       in_cluster=in_cluster))
@@ -57,10 +57,12 @@ def sweep_cluster(namespace: str, context: str | None = None, in_cluster: bool =
 def reap_dead_runs(stale_after_s: float = STALE_AFTER_S) -> list[str]:
     """Everything every dead run recorded on this machine left, on every platform it used (a namespace's dead runs
     without local records: `sweep_cluster`)."""
+    from nightcap.platforms.cgroups import remove_group
     from nightcap.targets.plan import reap_orphan_models
 
     return cleanup_dead(stale_after_s=stale_after_s, kubernetes_cleanup=kubernetes_cleanup,
-                        node_pool_restore=node_pool_restore) + reap_orphan_models() + reap_stale_cgroups()
+                        node_pool_restore=node_pool_restore, remove_cgroup=remove_group) \
+        + reap_orphan_models() + reap_stale_cgroups()
 
 
 def reap_stale_cgroups(older_than_s: float = ORPHAN_CGROUP_AGE_S) -> list[str]:

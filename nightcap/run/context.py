@@ -5,9 +5,7 @@ is built from those results (`nightcap.results.summary`). Every measured step is
 written to `steps.csv` and the history the moment it is measured, so a stage that fails (or a run that is
 killed) keeps every step already measured.
 
-Stage subflows take a `run_id` and look the context up in `_RUNS` (a process-wide dict) instead of taking
-the context itself: Prefect records flow parameters through its API and shows them in the UI, so they must
-be serializable, and the context holds live processes, API clients and open files.
+Stage subflows take the context wrapped in a `StageRun`, which Prefect records as the run id and target only.
 """
 
 from __future__ import annotations
@@ -21,18 +19,19 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from pydantic import BaseModel, ConfigDict, PrivateAttr
+
 from nightcap.analysis.pod_capacity import PodFigure, PodKey
 from nightcap.config import Config
 from nightcap.load.base import Generator, GeneratorError
 from nightcap.load.factory import start_generator
 from nightcap.load.runner import StepRunner
 from nightcap.platforms.base import Platform, PodSpec
-from nightcap.run.registry import RunRegistry
+from nightcap.processes.registry import RunRegistry
 from nightcap.results.stages import StageResults
 from nightcap.steps import StepRow, write_steps_csv
 from nightcap.targets.plan import TargetPlan
 
-_RUNS: dict[str, "RunContext"] = {}
 MID_RUN_RETRY_S = 2.0  # a step the history refuses mid-run is written again at the end (flows/capacity_check.finish)
 
 
@@ -50,7 +49,7 @@ class RunContext:
     store: Any = None  # HistoryStore, or None when the history is off/unavailable
     platform: Platform | None = None
     spec: PodSpec | None = None
-    api_key: str | None = None
+    api_key: str | None = field(default=None, repr=False)  # never in a repr (a log line, an error message)
     generator: Any = None  # the run's load generator in use, kept across searches (generator_for)
     spare_generators: dict[int, Any] = field(default_factory=dict)  # idle local generators by worker count
     pods: dict[PodKey, PodFigure] = field(default_factory=dict)  # capacity.per_pod: one figure per pod shape
@@ -69,14 +68,11 @@ class RunContext:
     def __post_init__(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
         self.deadline = self.started + self.config.load.max_duration_s
-        _RUNS[self.run_id] = self
 
-    @staticmethod
-    def get(run_id: str) -> "RunContext":
-        return _RUNS[run_id]
-
-    def forget(self) -> None:
-        _RUNS.pop(self.run_id, None)
+    def stage_run(self) -> "StageRun":
+        run = StageRun(run_id=self.run_id, target=self.config.target.name)
+        run._context = self
+        return run
 
     def generator_for(self, workers: int) -> Generator:
         """The run's generator with `workers` workers, idle: started on first use and kept for later searches.
@@ -133,15 +129,17 @@ class RunContext:
                 gen.stop()
 
     @contextmanager
-    def measuring(self, stage: str, workers: int, purpose: str = "search") -> Iterator[StepRunner]:
-        """A step runner on the run's generator with `workers` workers; the generator is left idle after, or
-        stopped when the measuring failed (it may be what failed: the next one starts fresh). Teardown stops
-        it at the end of the run, so nothing is left running whatever happens."""
-        assert self.platform is not None
+    def measuring(self, stage: str, workers: int, purpose: str = "search", platform: Platform | None = None,
+                  spec: PodSpec | None = None) -> Iterator[StepRunner]:
+        """A step runner on the run's generator with `workers` workers (on the run's platform and pod size unless
+        given: the canary has its own); the generator is left idle after, or stopped when the measuring failed
+        (it may be what failed: the next one starts fresh). Teardown stops it at the end of the run."""
+        platform = platform or self.platform
+        assert platform is not None
         gen = self.generator_for(workers)
         try:
-            runner = StepRunner(self.config, self.platform, gen, stage, self.record_step, self.deadline, self.spec,
-                                self.next_step)
+            runner = StepRunner(self.config, platform, gen, stage, self.record_step, self.deadline,
+                                spec or self.spec, self.next_step)
             runner.purpose = purpose
             yield runner
         except BaseException:
@@ -182,3 +180,23 @@ class RunContext:
 
     def stage_steps(self, stage: str) -> list[StepRow]:
         return [s for s in self.steps if s.stage == stage]
+
+
+class StageRun(BaseModel):
+    """A stage subflow's one parameter: the run's context itself, which Prefect records as the run id and target.
+
+    Prefect records subflow parameters with FastAPI's `jsonable_encoder` (prefect/flows.py `serialize_parameters`),
+    which turns a dataclass into a dict of every field, the API key among them, and walks dataclass fields on every
+    call (`visit_collection`). A model serializes and exposes its fields only; the context is a private attribute,
+    and parameter validation hands the flow this same instance.
+    """
+
+    model_config = ConfigDict(frozen=True)
+    run_id: str
+    target: str
+    _context: RunContext | None = PrivateAttr(default=None)
+
+    @property
+    def context(self) -> RunContext:
+        assert self._context is not None, "a StageRun is made by RunContext.stage_run"
+        return self._context

@@ -16,7 +16,7 @@ from typing import Iterator
 
 import httpx
 
-from nightcap.run.registry import kill_process_tree
+from nightcap.processes.registry import kill_process_tree
 
 QUIET = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -41,7 +41,7 @@ def prefect_api(port: int | None = None, timeout_s: float = 120.0, strip_env: tu
     if os.environ.get("PREFECT_API_URL"):
         yield os.environ["PREFECT_API_URL"]
         return
-    from nightcap.run.ports import free_port
+    from nightcap.processes.ports import free_port
 
     port = port or free_port()
     env = server_env(strip_env)
@@ -56,7 +56,7 @@ def prefect_api(port: int | None = None, timeout_s: float = 120.0, strip_env: tu
     log.close()
     # Registered like a run's processes, so a runner killed with SIGKILL does not leave the server running:
     # the next run, or `nightcap cleanup`, stops it.
-    from nightcap.run.registry import RunRegistry
+    from nightcap.processes.registry import RunRegistry
 
     registry = RunRegistry(f"prefect-server-{os.getpid()}-{proc.pid}")
     registry.add_process(proc.pid, "local Prefect server")

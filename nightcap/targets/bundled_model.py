@@ -1,4 +1,4 @@
-"""The bundled real model: a wine classifier served by ``mlflow models serve``.
+"""The bundled real model: a wine classifier served by MLflow's scoring server (what ``mlflow models serve`` runs).
 
 Why: `make run` must measure a real model server on a fresh machine with no downloads. The
 model is trained on first use from scikit-learn's bundled wine data and cached as an MLflow
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import shutil
 import sys
 import tempfile
@@ -112,28 +113,41 @@ def _bin_dir() -> Path:
     return Path(sys.executable).parent
 
 
+def _scoring_server(model_dir: Path | str, port: int | str, concurrency: int | str) -> tuple[list[str], dict[str, str]]:
+    """MLflow's own scoring-server command for the model (`mlflow.pyfunc.scoring_server.get_cmd`, what
+    `mlflow models serve --env-manager local` runs) as argv, and the variables it adds to the environment."""
+    from mlflow.pyfunc import scoring_server
+
+    command, env = scoring_server.get_cmd(str(Path(model_dir).resolve()), port=port, host="127.0.0.1",
+                                          nworkers=concurrency)
+    argv = shlex.split(command)
+    exe = _bin_dir() / argv[0]  # a bare `uvicorn`: the venv's, whatever PATH says
+    if exe.exists():
+        argv[0] = str(exe)
+    return argv, {k: v for k, v in env.items() if os.environ.get(k) != v}
+
+
 def serve_command(model_dir: Path | str, port: int | str = "{port}", concurrency: int | str = "{concurrency}") -> list[str]:
-    """argv serving the model on 127.0.0.1; ``{port}`` and ``{concurrency}`` (uvicorn workers)
-    stay as placeholders for the platform to fill unless given."""
-    mlflow_exe = _bin_dir() / "mlflow"
-    prefix = [str(mlflow_exe)] if mlflow_exe.exists() else [sys.executable, "-m", "mlflow"]
-    return prefix + [
-        "models", "serve",
-        "-m", str(Path(model_dir).resolve()),
-        "--env-manager", "local",
-        "-w", str(concurrency),
-        "-p", str(port),
-        "-h", "127.0.0.1",
-    ]  # fmt: skip
+    """argv serving the model on 127.0.0.1: MLflow's scoring server under uvicorn, started directly.
+
+    `mlflow models serve` runs exactly this command, as the child of a CLI process that first imports MLflow
+    and then only waits: a second interpreter in the replica and about three more seconds per replica start
+    (tune and scaling start replicas a dozen times a run). ``{port}`` and ``{concurrency}`` (uvicorn workers)
+    stay as placeholders for the platform to fill unless given; the model's folder travels in the environment
+    (:func:`serve_env`).
+    """
+    return _scoring_server(model_dir, port, concurrency)[0]
 
 
-def serve_env(base: dict[str, str] | None = None) -> dict[str, str]:
+def serve_env(model_dir: Path | str, base: dict[str, str] | None = None) -> dict[str, str]:
     """Environment for :func:`serve_command`.
 
-    Why: mlflow execs a bare ``uvicorn``, so the venv's bin must be on PATH; and a capacity check
-    must not depend on, or be slowed by, a tracking server or telemetry over the network.
+    Why: the scoring server finds the model through the variables MLflow's command sets; uvicorn's workers
+    must come from the venv; and a capacity check must not depend on, or be slowed by, a tracking server or
+    telemetry over the network.
     """
     env = dict(os.environ if base is None else base)
+    env.update(_scoring_server(model_dir, "{port}", "{concurrency}")[1])
     env["PATH"] = os.pathsep.join([str(_bin_dir()), env.get("PATH", "")]).rstrip(os.pathsep)
     env["MLFLOW_DISABLE_TELEMETRY"] = "true"
     env["DO_NOT_TRACK"] = "true"

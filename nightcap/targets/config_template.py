@@ -48,36 +48,13 @@ def payload_lines(model: ResolvedModel) -> list[str]:
             "  # payload_csv: rows.csv"]
 
 
-def render(model: ResolvedModel, name: str, tracking_uri: str | None = None) -> str:
-    """The YAML text of a capacity-check config for `model` on the local platform, every stage on."""
-    served = model.label
-    target = [
-        "target:",
-        f"  name: {name}" + " " * max(1, 22 - len(name)) + "# the identity nightly runs are compared under",
-        "  kind: mlflow",
-        f"  model_uri: {_yaml_str(str(model.local_dir) if model.local_dir else model.uri)}   # {served}",
-    ]
-    if tracking_uri:
-        target.append(f"  tracking_uri: {_yaml_str(tracking_uri)}   # where models:/ and runs:/ URIs are looked up")
-    elif not model.local_dir:
-        target.append("  # tracking_uri: http://127.0.0.1:5000   # else MLFLOW_TRACKING_URI is used")
-    target += [
-        "  path: /invocations",
-        "  ready_path: /ping",
-        "  startup_timeout_s: 120",
-        *payload_lines(model),
-    ]
-    body = f"""# Capacity check for {served}, written by `nightcap init {model.uri}`.
-# Run it:  nightcap run <this file>     Check it:  nightcap validate <this file>
-# Every key is described in the README's Configuration table.
-{chr(10).join(target)}
-
-platform:
+# Everything after `target:`: the same for every model (the local platform, every stage on), so it is plain text.
+LOCAL_SECTIONS = """platform:
   kind: local                # replicas are processes on this machine, under cgroup CPU/memory limits
   replicas: 1
   cpu: 1                     # cores per replica; the tune stage may pick another size
   memory: 1Gi
-  concurrency: 1             # uvicorn workers per replica (`mlflow models serve -w`)
+  concurrency: 1             # uvicorn workers per replica (`mlflow models serve -w`'s)
   ready_timeout_s: 120
 
 load:
@@ -129,4 +106,33 @@ autoscale:
 store:
   url: sqlite:///.nightcap/history.db
 """
-    return body
+
+
+def target_lines(model: ResolvedModel, name: str, tracking_uri: str | None = None) -> list[str]:
+    """The `target:` section: the model's name, where it is loaded from and where its payloads come from."""
+    target = [
+        "target:",
+        f"  name: {name}" + " " * max(1, 22 - len(name)) + "# the identity nightly runs are compared under",
+        "  kind: mlflow",
+        f"  model_uri: {_yaml_str(str(model.local_dir) if model.local_dir else model.uri)}   # {model.label}",
+    ]
+    if tracking_uri:
+        target.append(f"  tracking_uri: {_yaml_str(tracking_uri)}   # where models:/ and runs:/ URIs are looked up")
+    elif not model.local_dir:
+        target.append("  # tracking_uri: http://127.0.0.1:5000   # else MLFLOW_TRACKING_URI is used")
+    target += [
+        "  path: /invocations",
+        "  ready_path: /ping",
+        "  startup_timeout_s: 120",
+        *payload_lines(model),
+    ]
+    return target
+
+
+def render(model: ResolvedModel, name: str, tracking_uri: str | None = None) -> str:
+    """The YAML text of a capacity-check config for `model` on the local platform, every stage on."""
+    header = f"""# Capacity check for {model.label}, written by `nightcap init {model.uri}`.
+# Run it:  nightcap run <this file>     Check it:  nightcap validate <this file>
+# Every key is described in the README's Configuration table.
+"""
+    return header + "\n".join(target_lines(model, name, tracking_uri)) + "\n\n" + LOCAL_SECTIONS

@@ -10,6 +10,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pydantic import BaseModel, ConfigDict, PrivateAttr
+
 from nightcap.config import Config, ConfigError, TargetConfig
 from nightcap.targets.mlflow_model import ModelUriError, ResolvedModel, download, resolve
 from nightcap.targets.payloads import (
@@ -59,8 +61,9 @@ def _configured(target: TargetConfig) -> Payloads:
     return Payloads([GENERIC_BODY], "a generic JSON body (set target.payload_file to send the target's own)")
 
 
-def check_target(config: Config) -> None:
-    """Refuse, before anything starts, a model URI that resolves to nothing or a model nothing can be sent to.
+def check_target(config: Config) -> ResolvedModel | None:
+    """Refuse, before anything starts, a model URI that resolves to nothing or a model nothing can be sent to;
+    the model it pinned (None without a model URI), for `plan_target` to download that very one.
 
     Reads only metadata (the MLmodel file and the registry record): milliseconds against a local store.
     """
@@ -69,7 +72,7 @@ def check_target(config: Config) -> None:
         if value and not Path(value).is_file():
             raise ConfigError([f"{key}: no such file {value!r} (relative paths are from {Path.cwd()})"], "target")
     if t.kind != "mlflow" or not t.model_uri:
-        return
+        return None
     try:
         model = resolve(t.model_uri, t.tracking_uri)
         if not (t.payload_file or t.payload_csv):
@@ -78,18 +81,49 @@ def check_target(config: Config) -> None:
         raise ConfigError([str(exc)], "target") from None
     except PayloadError as exc:
         raise ConfigError([f"target.model_uri {t.model_uri!r}: {exc}"], "target") from None
+    return model
+
+
+class CheckedConfig(BaseModel):
+    """A config `nightcap run` validated, with the model it pinned: the flow takes both as they are.
+
+    Prefect records flow parameters with `jsonable_encoder`, which serializes a model's fields only: the UI shows
+    the config's path and target; the config and the pinned model are private attributes, so the flow neither
+    parses the YAML nor resolves the model URI again (a 'latest' that moved meanwhile would be another model).
+    Without them (the parameters read back from Prefect's API), the flow loads `path` as a deployment run does.
+    """
+
+    model_config = ConfigDict(frozen=True)
+    path: str
+    target: str
+    _config: Config | None = PrivateAttr(default=None)
+    _model: ResolvedModel | None = PrivateAttr(default=None)
+
+    @classmethod
+    def of(cls, path: str | Path, config: Config, model: ResolvedModel | None) -> "CheckedConfig":
+        checked = cls(path=str(path), target=config.target.name)
+        checked._config, checked._model = config, model
+        return checked
+
+    @property
+    def config(self) -> Config | None:
+        return self._config
+
+    @property
+    def model(self) -> ResolvedModel | None:
+        return self._model
 
 
 MODELS_ROOT = Path(".nightcap") / "models"
 OWNER_FILE = ".owner-pid"
 
 
-def plan_target(config: Config, workdir: Path | None = None) -> TargetPlan:
-    """What to start and what to send. A model URI is resolved and downloaded here, once per run, into
-    `workdir` (default: a fresh folder under .nightcap/models/)."""
+def plan_target(config: Config, workdir: Path | None = None, model: ResolvedModel | None = None) -> TargetPlan:
+    """What to start and what to send. A model URI is downloaded here, once per run, into `workdir` (default: a
+    fresh folder under .nightcap/models/): `model` as `check_target` pinned it, else resolved here."""
     t = config.target
     if t.kind == "mlflow" and t.model_uri:
-        plan = _plan_model(config, workdir)
+        plan = _plan_model(config, workdir, model)
     else:
         payloads = _configured(t)
         plan = _plan_kind(config)
@@ -124,20 +158,21 @@ def _plan_kind(config: Config) -> TargetPlan:
 
         model_dir = ensure_model()
         version = {"model_uri": str(model_dir), "version": t.version or _model_version(model_dir)}
-        return TargetPlan(serve_command(model_dir), env=serve_env(), default_concurrency=1, version=version)
+        return TargetPlan(serve_command(model_dir), env=serve_env(model_dir), default_concurrency=1, version=version)
     if t.kind == "command":
         assert t.command
         return TargetPlan(list(t.command), default_concurrency=1, version={"command": t.command[0], "version": t.version})
     return TargetPlan(None, url=t.url, version={"url": t.url, "version": t.version})
 
 
-def _plan_model(config: Config, workdir: Path | None) -> TargetPlan:
-    """One's own model: resolve the URI, download it once, and take its payload from the config or the model."""
+def _plan_model(config: Config, workdir: Path | None, model: ResolvedModel | None) -> TargetPlan:
+    """One's own model: download it once, and take its payload from the config or the model."""
     from nightcap.targets.bundled_model import serve_command, serve_env
 
     t = config.target
     assert t.model_uri
-    model = resolve(t.model_uri, t.tracking_uri)
+    if model is None or model.uri != t.model_uri.strip():
+        model = resolve(t.model_uri, t.tracking_uri)
     downloaded = None
     if model.local_dir is None:
         if workdir is None:
@@ -155,7 +190,7 @@ def _plan_model(config: Config, workdir: Path | None) -> TargetPlan:
     version = model.describe()
     if t.version:
         version["version"] = t.version
-    return TargetPlan(serve_command(model_dir), env=serve_env(), payloads=payloads.bodies, default_concurrency=1,
+    return TargetPlan(serve_command(model_dir), env=serve_env(model_dir), payloads=payloads.bodies, default_concurrency=1,
                       version=version, payload_source=payloads.source, payload_synthetic=payloads.synthetic,
                       payload_option=payloads.option, downloaded=downloaded, model=model)
 

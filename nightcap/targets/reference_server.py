@@ -20,8 +20,10 @@ throughput is set by its parameters and not by parsing overhead:
 - ``work_kb`` hashes that many KiB per request: a fixed amount of *work*, not of CPU time, so the
   rate it allows moves with the machine's speed (the platform canary, ``nightcap.analysis.canary``).
 
-Only the standard library is imported, so the process starts in a fraction of a second. Its capacity
-formulas (what tests and benchmarks compare against) are in `reference_capacity.py`.
+Only the standard library is imported, besides its HTTP/1.1 (request parsing and response framing) in
+`reference_http.py`, standard-library only too: the process starts in a fraction of a second, and the canary
+runs both sources in a stock Python image (`nightcap.targets.canary.server_program`). Its capacity formulas
+(what tests and benchmarks compare against) are in `reference_capacity.py`.
 """
 
 from __future__ import annotations
@@ -35,10 +37,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from nightcap.targets.reference_http import MAX_HEADER_BYTES, BadRequest, read_request, response
+
 __all__ = ["serve", "main"]
 
-MAX_HEADER_BYTES = 64 * 1024
-MAX_BODY_BYTES = 16 * 1024 * 1024
 MAX_CPU_THREADS = 256
 _HASH_BUFFER = memoryview(b"\x5a" * (1024 * 1024))
 _MIN_CHUNK = 4096  # hashlib releases the GIL only for buffers > 2 KiB
@@ -46,18 +48,9 @@ _FIRST_CHUNK = 64 * 1024
 
 _OK_BODY = b'{"ok": true}'
 _OVERLOADED_BODY = b'{"error": "overloaded"}'
-_REASONS = {200: "OK", 400: "Bad Request", 413: "Payload Too Large", 503: "Service Unavailable"}
 
 
 # --------------------------------------------------------------------------- server
-
-
-class _BadRequest(Exception):
-    """The request cannot be parsed; answer 400 and close, as the client's framing is unknown."""
-
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 @dataclass
@@ -149,22 +142,22 @@ class _ReferenceServer:
         try:
             while True:
                 try:
-                    request = await self._read_request(reader, writer)
-                except _BadRequest as exc:
+                    request = await read_request(reader, writer)
+                except BadRequest as exc:
                     body = f'{{"error": "{exc}"}}'.encode()
-                    writer.write(_response(exc.status, body, "application/json", keep_alive=False))
+                    writer.write(response(exc.status, body, "application/json", keep_alive=False))
                     await writer.drain()
                     return
                 if request is None:
                     return
                 method, path, keep_alive = request
                 if method == "GET" and path.split("?", 1)[0] == "/ping":
-                    writer.write(_response(200, b"ok", "text/plain", keep_alive))
+                    writer.write(response(200, b"ok", "text/plain", keep_alive))
                 else:
                     status = await self._work()
                     await self._hold_while_stalled()
                     body = _OK_BODY if status == 200 else _OVERLOADED_BODY
-                    writer.write(_response(status, body, "application/json", keep_alive))
+                    writer.write(response(status, body, "application/json", keep_alive))
                 await writer.drain()
                 if not keep_alive:
                     return
@@ -173,69 +166,6 @@ class _ReferenceServer:
         finally:
             self.writers.discard(writer)
             writer.close()
-
-    async def _read_request(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> tuple[str, str, bool] | None:
-        """Parse request line, headers and body; None when the client closed between requests."""
-        try:
-            head = await reader.readuntil(b"\r\n\r\n")
-        except asyncio.IncompleteReadError as exc:
-            if not exc.partial.strip():
-                return None
-            raise _BadRequest("incomplete request") from None
-        except asyncio.LimitOverrunError:
-            raise _BadRequest("headers too large", 413) from None
-        try:
-            lines = head.decode("latin-1").split("\r\n")
-            method, target, version = lines[0].split(" ")
-        except ValueError:
-            raise _BadRequest("malformed request line") from None
-        if not version.startswith("HTTP/1.") or not method.isalpha() or not target:
-            raise _BadRequest("malformed request line")
-        headers: dict[str, str] = {}
-        for line in lines[1:]:
-            if not line:
-                continue
-            name, sep, value = line.partition(":")
-            if not sep or not name or name != name.strip():
-                raise _BadRequest("malformed header")
-            headers[name.lower()] = value.strip()
-        connection = headers.get("connection", "").lower()
-        keep_alive = connection != "close" if version == "HTTP/1.1" else connection == "keep-alive"
-        if headers.get("expect", "").lower() == "100-continue":
-            writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        if "chunked" in headers.get("transfer-encoding", "").lower():
-            await self._read_chunked(reader)
-        elif "content-length" in headers:
-            try:
-                length = int(headers["content-length"])
-            except ValueError:
-                raise _BadRequest("bad content-length") from None
-            if length < 0:
-                raise _BadRequest("bad content-length")
-            if length > MAX_BODY_BYTES:
-                raise _BadRequest("body too large", 413)
-            if length:
-                await reader.readexactly(length)
-        return method, target, keep_alive
-
-    async def _read_chunked(self, reader: asyncio.StreamReader) -> None:
-        total = 0
-        while True:
-            size_line = await reader.readuntil(b"\r\n")
-            try:
-                size = int(size_line.split(b";", 1)[0].strip(), 16)
-            except ValueError:
-                raise _BadRequest("bad chunk size") from None
-            if size == 0:
-                while (await reader.readuntil(b"\r\n")) != b"\r\n":  # trailers
-                    pass
-                return
-            total += size
-            if total > MAX_BODY_BYTES:
-                raise _BadRequest("body too large", 413)
-            await reader.readexactly(size + 2)
 
     async def _work(self) -> int:
         """Hold a slot as the model says; 503 at once when slots and queue are full."""
@@ -303,16 +233,6 @@ class _ReferenceServer:
     def close_connections(self) -> None:
         for writer in list(self.writers):
             writer.close()
-
-
-def _response(status: int, body: bytes, content_type: str, keep_alive: bool) -> bytes:
-    head = (
-        f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\n"
-        f"Content-Type: {content_type}\r\n"
-        f"Content-Length: {len(body)}\r\n"
-        f"Connection: {'keep-alive' if keep_alive else 'close'}\r\n\r\n"
-    )
-    return head.encode("latin-1") + body
 
 
 def _allocate_ballast(memory_mb: int) -> bytearray:

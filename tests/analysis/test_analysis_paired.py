@@ -1,0 +1,42 @@
+"""Paired windows in, scaling efficiency and the multi-client gain out (milliseconds, no load)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from nightcap.analysis.paired import good_rps, multi_client_gain, scaling_efficiency
+from nightcap.analysis.pod_capacity import FigureWindow, PodFigure, PodKey
+
+
+def _w(rps: float, workers: int = 1) -> FigureWindow:
+    return FigureWindow("scaling", "pair", workers, 8, rps, 2.0, 10)
+
+
+def test_efficiency_is_the_mean_of_the_pairs_ratios_so_drift_cancels() -> None:
+    one = [_w(100.0), _w(90.0), _w(80.0)]  # the machine slows down; each pair's N-pod window with it
+    three = [_w(285.0), _w(256.5), _w(228.0)]
+    eff = scaling_efficiency(one, three, 3)
+    assert eff.ratio.mean == pytest.approx(0.95) and eff.pairs == 3
+    assert eff.one_pod.mean == pytest.approx(90.0) and eff.n_pods.mean == pytest.approx(256.5)
+    assert eff.ci is not None and eff.ci[0] < 0.95 < eff.ci[1]
+
+
+def _row(rps: float, valid: bool = True, bound: bool = False) -> SimpleNamespace:
+    return SimpleNamespace(users=8, rps=rps, rps_halfwidth=2.0, batches=10, step=None, valid=valid,
+                           generator_bound=bound)
+
+
+def test_the_multi_client_gain_says_one_generator_was_the_bottleneck() -> None:
+    key = PodKey(1.0, None, 4, 1)
+    fig = PodFigure(key, 8, "single_client", 1, [FigureWindow("single_client", "confirm", 1, 8, 100.0, 2.0, 10)] * 3,
+                    2.0)
+    check = multi_client_gain(fig, "multi_client", 4, [_row(100.0)] * 3, [_row(130.0)] * 3)
+    assert check.outcome == "bottleneck" and check.ratio is not None and check.ratio.mean == pytest.approx(1.3)
+    assert fig.stage == "multi_client" and fig.workers == 4  # the figure is now the stage's
+
+
+def test_good_rps_leaves_out_invalid_and_generator_bound_windows() -> None:
+    assert good_rps([_row(100.0), _row(10.0, valid=False), _row(20.0, bound=True), _row(110.0)]) == 105.0
+    assert good_rps([_row(10.0, valid=False)]) is None
