@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from nightcap.platforms.cgroups import detect
+from queue_sim import mdc_p95_quantile_ms
 from test_summary_keys import real_run_keys_outside_golden
 
 pytestmark = pytest.mark.slow
@@ -106,7 +107,12 @@ def test_ramps_scaling_and_sizing_match_the_formula(prefect_api, tmp_path, monke
     # 4 standard deviations (a clean-clone run offered 61.7 against 69.7 planned: -2.4 sd)
     arrivals = op["rps"] * op["windows"] * cfg["load"]["verify_s"]
     assert within(op["offered_rps"], op["rps"], 4 / math.sqrt(arrivals)), op
-    assert 40 <= op["p50_ms"] <= op["p95_ms"] <= 100, op
+    # The p95's truth is an M/D/4 queue's (Poisson arrivals, 40 ms held per slot): over two 3-s windows at 70
+    # rps it reads 73 ms at the median and 120 ms at the 99th percentile (a clean-clone run read 110 ms against
+    # a fixed bound of 100). Bounded by the simulated 99.9th percentile, plus 15 ms for the proxy and HTTP.
+    bound = mdc_p95_quantile_ms(op["rps"], 4, 40, window_s=cfg["load"]["verify_s"], windows=op["windows"],
+                                quantile=0.999)
+    assert 40 <= op["p50_ms"] <= op["p95_ms"] <= bound + 15, (bound, op)
     assert summary["slo_capacity"]["rate_rps"] == op["rps"] and summary["slo_capacity"]["rate_rps_interval"][1] is None
     assert "operating point verified open loop" in summary["operating_line"]
     assert op["windows"] == 2 and op["p95_ci"][0] <= op["p95_ms"] <= op["p95_ci"][1] and op["arrivals"] == "poisson"
