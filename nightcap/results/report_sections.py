@@ -94,8 +94,19 @@ def _scaling(s: ScalingResult) -> list[dict[str, Any]]:
     out = [_section("scaling", scaling_text(s), [row.__dict__ for row in s.rows], SCALING_COLUMNS,
                     [p for p in s.plots if p not in by_cores])]
     if s.by_cores or by_cores:
-        out.append(_section("scaling", "", s.by_cores, None, by_cores, title="Capacity under the SLO by core count"))
+        out.append(_section("scaling", by_cores_text(s.by_cores), s.by_cores, None, by_cores,
+                            title="Capacity under the SLO by core count"))
     return out
+
+
+def by_cores_text(rows: list[dict[str, Any]]) -> str:
+    """What slo_users means, and which layouts were never pushed past the SLO (their users are a floor)."""
+    text = "slo_users: the most users at which every window met the SLO."
+    floors = [f"{r['replicas']} pod(s)" for r in rows if r.get("slo_users") and not r.get("slo_exceeded", True)]
+    if floors:
+        text += (f" At {', '.join(floors)} no level failed the SLO (the search stopped at the knee): at least "
+                 "that many users, not the capacity.")
+    return text
 
 
 def sections(r: StageResults, slo_p95_ms: float) -> list[dict[str, Any]]:

@@ -173,6 +173,18 @@ def test_slo_capacity_by_cores_ignores_generator_bound_and_invalid_steps() -> No
     assert by["slo_users"].tolist() == [16, 32, 0]
     assert by["slo_rps"].tolist() == [160.0, 320.0, 0.0]
     assert by["users_per_pod"].tolist() == [16.0, 16.0, 0.0]
+    assert by["slo_exceeded"].tolist() == [True, True, True]  # 32 users, 48 users (errors), 8 users (no p95) failed
+
+
+def test_slo_capacity_by_cores_counts_a_level_only_when_every_window_there_met_the_slo() -> None:
+    """make run's table once said 16 users (one window at 190 ms) while the ramp failed 16 users in another
+    window (310 ms) and reported 14: a level passes only when all its windows do, and a layout never pushed past
+    the SLO says its users are a lower bound (slo_exceeded false)."""
+    steps = [_step(1, 12, 150), _step(1, 14, 200), _step(1, 14, 210), _step(1, 16, 190), _step(1, 16, 310),
+             _step(2, 4, 30), _step(2, 5, 39)]
+    by = slo_capacity_by_cores(steps_frame(steps), Slo(p95_ms=250)).set_index("replicas")
+    assert by.loc[1, "slo_users"] == 14 and by.loc[1, "p95_ms"] == 210 and bool(by.loc[1, "slo_exceeded"])
+    assert by.loc[2, "slo_users"] == 5 and not bool(by.loc[2, "slo_exceeded"])
 
 
 def test_slo_capacity_reads_steps_csv_as_pandas_does(tmp_path: Path) -> None:

@@ -146,7 +146,7 @@ def full_summary() -> dict[str, Any]:
     fit = fit_usl([1, 2, 3, 4], [95, 180, 260, 330])
     rows = [ScalingRow(n, 95.0 * n, 2, 95.0, 1.0, 4, "flat", 2.0, 3, [0.97, 1.03], 3) for n in (1, 2)]
     by_cores = [{"replicas": 1, "cpu": 0.5, "cores": 0.5, "slo_users": 4, "slo_rps": 95.0, "p95_ms": 30.0,
-                 "error_rate": 0.0, "users_per_pod": 4.0, "steps": 5}]
+                 "error_rate": 0.0, "users_per_pod": 4.0, "steps": 5, "slo_exceeded": True}]
     per_pod = StageResults(pods={KEY: figure}, run_pod=KEY, single_client=single).per_pod()
     assert per_pod is not None
     cfg = _ctx(StageResults(), {}).config
