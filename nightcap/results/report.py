@@ -44,8 +44,11 @@ def answer_line(summary: dict[str, Any]) -> str:
     users = sat.get("users")
     sure = {"unstable": " (**unstable**: two measurements disagreed; this is the lower)",
             "confirmed": f" (on {sat.get('windows')} fresh windows)"}.get(sat.get("status") or "", "")
+    # the knee's users; the figure's windows run on the plateau above it (capacity.per_pod.users) when it has one
+    measured_at = ((summary.get("capacity") or {}).get("per_pod") or {}).get("users")
+    where = f" (the knee; measured at {measured_at})" if measured_at and users and measured_at != users else ""
     line = (f"**{target}** saturates at **{_fmt(sat['rps'])} rps**{_pm(sat['rps'], sat.get('rps_ci'))}{sure} with {users} "
-            f"concurrent user{'s' if users != 1 else ''} on {size}; operate at {_fmt(op.get('rps'))} rps"
+            f"concurrent user{'s' if users != 1 else ''}{where} on {size}; operate at {_fmt(op.get('rps'))} rps"
             f"{_pm(op.get('rps'), op.get('rps_ci'))} ({int(round(100 * op.get('headroom', 0.7)))}%)")
     if op.get("load") == "open":  # measured at that rate, open loop
         line += (f", where open loop p95 is {_fmt(op.get('p95_ms'), 0)} ms: "
@@ -187,7 +190,7 @@ def phase_line(p: dict) -> str:
     if p.get("unsettled"):
         lost += f", {p['unsettled']} never came back"
     worst = f", worst p95 {p['worst_p95_ms']:.0f} ms" if p.get("worst_p95_ms") is not None else ""
-    return (f"phase {p['name']}: {offered:.1f} rps offered open loop ({p['load']:g}× one pod), "
+    return (f"phase {p['name']}: {offered:.1f} rps offered open loop ({round(p['load'], 2):g}× one pod), "
             f"{p['served_rps']:.1f} rps served; {lost}{worst}")
 
 
@@ -270,8 +273,10 @@ def per_pod_line(per_pod: dict[str, Any] | None) -> str | None:
     interval = f" (95% interval {ci[0]:.1f}-{ci[1]:.1f})" if ci else ""
     pod = per_pod.get("pod") or {}
     shape = f"{_fmt(pod.get('cpu'), 2)} CPU, concurrency {pod.get('concurrency')}"
-    line = (f"one pod ({shape}): {per_pod['rps']:.1f} rps{interval} at {per_pod['users']} user(s) per "
-            f"{per_pod['replicas']} pod(s), confirmed by {per_pod['stage']} on {per_pod['windows']} fresh window(s) of "
+    knee = per_pod.get("knee_users")
+    knee_note = f" (the knee is at {knee})" if knee and knee != per_pod["users"] else ""
+    line = (f"one pod ({shape}): {per_pod['rps']:.1f} rps{interval}, measured at {per_pod['users']} user(s) on "
+            f"{per_pod['replicas']} pod(s){knee_note}, confirmed by {per_pod['stage']} on {per_pod['windows']} fresh window(s) of "
             f"{per_pod['window_s']:g} s")
     checks = [f"{c['stage']} {c['outcome']}" for c in per_pod.get("checks") or []]
     if checks:

@@ -303,3 +303,42 @@ def test_the_warm_start_line_names_what_was_measured_or_that_nothing_was() -> No
     assert line(WarmStart("r1", True, ["cpu=0.5", "cpu=1"], 6, "the choice holds")) == (
         "warm start: tune accepted (run r1, 6 window(s) at cpu=0.5, cpu=1): the choice holds")
     assert line(WarmStart(None, False, reason="off")) is None
+
+
+def test_the_answer_and_the_per_pod_line_say_where_the_figure_was_measured_and_where_the_knee_is() -> None:
+    """make run's answer said "with 2 concurrent users" and the line under it "at 4 user(s)": the knee is at 2 and
+    the figure's windows ran on the plateau at 4. Both lines now say both numbers."""
+    from nightcap.results.report import answer_line, per_pod_line
+
+    per_pod = {"pod": {"cpu": 0.5, "concurrency": 1}, "replicas": 1, "users": 4, "knee_users": 2, "rps": 123.0,
+               "ci": [100.4, 145.6], "status": "confirmed", "stage": "tune", "windows": 6, "window_s": 2.0,
+               "checks": [], "unstable": None}
+    summary = {"target": {"name": "wine"}, "platform": {"replicas": 1, "cpu": 0.5},
+               "saturation": {"rps": 123.0, "users": 2, "rps_ci": [100.4, 145.6], "status": "confirmed",
+                              "windows": 6, "found": True},
+               "operating_point": {"rps": 86.1, "headroom": 0.7}, "slo_capacity": {"users": 14, "p95_ms": 250},
+               "capacity": {"per_pod": per_pod}}
+    assert "with 2 concurrent users (the knee; measured at 4) on 1 replica(s)" in answer_line(summary)
+    assert "123.0 rps (95% interval 100.4-145.6), measured at 4 user(s) on 1 pod(s) (the knee is at 2)" in \
+        (per_pod_line(per_pod) or "")
+    same = {**per_pod, "knee_users": 4}
+    assert "(the knee" not in (per_pod_line(same) or "")
+    assert "(the knee" not in answer_line({**summary, "capacity": {"per_pod": same},
+                                           "saturation": {**summary["saturation"], "users": 4}})
+
+
+def test_a_phase_line_rounds_its_load() -> None:
+    from nightcap.results.report import phase_line
+
+    row = {"name": "baseline", "load": 0.643745, "offered_rps": 80.3, "served_rps": 80.3, "planned": 476,
+           "dropped": 0, "failures": 0, "error_rate": 0.0, "worst_p95_ms": 120.0}
+    assert "(0.64× one pod)" in phase_line(row)
+
+
+def test_the_table_by_core_count_says_which_layouts_were_never_pushed_past_the_slo() -> None:
+    from nightcap.results.report_sections import by_cores_text
+
+    rows = [{"replicas": 1, "slo_users": 14, "slo_exceeded": True}, {"replicas": 2, "slo_users": 5, "slo_exceeded": False}]
+    text = by_cores_text(rows)
+    assert "At 2 pod(s) no level failed the SLO" in text and "1 pod(s)" not in text
+    assert "no level failed" not in by_cores_text(rows[:1])
