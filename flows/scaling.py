@@ -1,7 +1,7 @@
 """Manual scaling: 1, 2, … pods of the tuned size; efficiency from paired windows, SLO capacity per core count, USL.
 
 One pod's figure is the run's (confirmed once; confirmed here on one pod if no stage did). At N pods the knee is
-searched from N × one pod's knee; then windows alternate between one pod at its knee and N pods at theirs
+searched from N × one pod's knee; then windows alternate between one pod at its figure's users and N pods at N times as many
 (1, N, N, 1, 1, N, ...), and the efficiency at N is the mean of the pairs' N-pod / (N × one-pod) ratios: a drift of
 the machine moves both windows of a pair alike and cancels. The one-pod windows also verify the pod's figure.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
-from nightcap.analysis.paired import scaling_efficiency
+from nightcap.analysis.paired import n_pod_users, scaling_efficiency
 from nightcap.analysis.pod_capacity import FigureWindow, PodFigure, pod_steps
 from nightcap.analysis.saturation import steps_frame
 from nightcap.analysis.sizing import max_replicas, slo_capacity_by_cores
@@ -82,7 +82,8 @@ def one_pod_figure(ctx: RunContext, workers: int) -> PodFigure | None:
 
 
 def scale_to(ctx: RunContext, one: PodFigure, n: int, workers: int) -> ScalingRow:
-    """N pods: their knee searched from N × one pod's, then pairs of windows (one pod, N pods) at the two knees."""
+    """N pods: their knee searched from N × one pod's, then pairs of windows (one pod, N pods), N pods at as many
+    users per pod as one pod's figure (`n_pod_users`)."""
     assert ctx.platform is not None
     ctx.platform.scale(n)
     knee_one = one.knee_users or one.users
@@ -97,14 +98,17 @@ def scale_to(ctx: RunContext, one: PodFigure, n: int, workers: int) -> ScalingRo
     knee = result.plateau_users or result.saturation_users  # N pods' capacity, measured on their plateau
     if not knee:
         return ScalingRow(n, 0.0, None, 0.0, None, None, result.stop_reason or "no level met the SLO")
-    rows_a, rows_b = paired_windows(ctx, "scaling", Side(one.users, workers, 1), Side(knee, workers, n),
+    users = n_pod_users(knee, one.users, n, ctx.config.search.max_users)
+    rows_a, rows_b = paired_windows(ctx, "scaling", Side(one.users, workers, 1), Side(users, workers, n),
                                     ctx.config.search.pairs)
     set_replicas(ctx.platform, 1)  # verify the one-pod figure with the one-pod windows (again if they disagree)
     ones = [FigureWindow.of(r, "scaling", "pair", workers) for r in rows_a]
     settle_figure(ctx, "scaling", one, ones)
     eff = scaling_efficiency(ones, [FigureWindow.of(r, "scaling", "pair", workers) for r in rows_b], n)
     b = eff.n_pods
-    return ScalingRow(n, b.mean, knee, b.mean / n, eff.ratio.mean, None,
-                      f"{result.stop_reason}; {eff.pairs} window(s) paired with one pod",
+    at = f"at {users} users ({n} x one pod's {one.users}; the search's plateau was {knee})" if users != knee else \
+        f"at {users} users"
+    return ScalingRow(n, b.mean, users, b.mean / n, eff.ratio.mean, None,
+                      f"{result.stop_reason}; {eff.pairs} window(s) {at} paired with one pod",
                       b.half_width, eff.pairs, eff.ci, eff.pairs, paired_one_pod_rps=round(eff.one_pod.mean, 2))
 

@@ -30,6 +30,19 @@ def scaling_efficiency(one_pod: Sequence[FigureWindow], n_pods: Sequence[FigureW
                       paired_ratio([w.estimate for w in one_pod], [w.estimate for w in n_pods], scale=n), len(n_pods))
 
 
+def n_pod_users(knee: int, one_pod_users: int, n: int, max_users: int) -> int:
+    """The users N pods are measured at beside one pod: as many per pod as one pod's figure had, or their own
+    search's knee when that is more (capped at `max_users`).
+
+    The N-pod search's own plateau can sit far below that on noise: make run's 2 pods read 220 rps at 3 users,
+    228 at 3, 192 at 4 and 244 at 5, so its plateau came out at 3 users — 1.5 per pod beside one pod measured
+    at 4 — and the efficiency read 0.85 for pods that took 244 rps at 5. Equal users per pod compare like with
+    like: a service that scales keeps each pod on its plateau; one that does not is past its shared knee either
+    way, where closed-loop goodput no longer moves with users.
+    """
+    return max(knee, min(n * one_pod_users, max_users))
+
+
 def multi_client_gain(figure: PodFigure, stage: str, workers: int, one: Sequence[Any],
                       several: Sequence[Any]) -> Check:
     """Windows of the figure's generator count (`one`) paired with `workers` generators' (`several`), rows of

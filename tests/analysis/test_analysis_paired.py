@@ -40,3 +40,13 @@ def test_the_multi_client_gain_says_one_generator_was_the_bottleneck() -> None:
 def test_good_rps_leaves_out_invalid_and_generator_bound_windows() -> None:
     assert good_rps([_row(100.0), _row(10.0, valid=False), _row(20.0, bound=True), _row(110.0)]) == 105.0
     assert good_rps([_row(10.0, valid=False)]) is None
+
+
+def test_n_pods_are_measured_at_as_many_users_per_pod_as_one_pod():
+    """make run's 2-pod search put its plateau at 3 users (1.5 per pod) beside one pod measured at 4: the pairs
+    now run 2 pods at 8, or at the search's knee when that is more, never past max_users."""
+    from nightcap.analysis.paired import n_pod_users
+
+    assert n_pod_users(knee=3, one_pod_users=4, n=2, max_users=32) == 8
+    assert n_pod_users(knee=12, one_pod_users=4, n=2, max_users=32) == 12
+    assert n_pod_users(knee=3, one_pod_users=8, n=3, max_users=16) == 16
