@@ -196,7 +196,8 @@ def test_the_layering_check_sees_an_upward_import_and_a_circle(tmp_path: Path) -
     assert circles([a, b], tmp_path) == [["nightcap.probe_a", "nightcap.probe_b"]]
 
 
-def _impure_imports(start: Path) -> list[str]:
+def impure_imports(start: Path, forbidden: tuple[str, ...] = FORBIDDEN) -> list[str]:
+    """The `forbidden` imports of `start` and of every nightcap module it imports, directly or through others."""
     seen: set[Path] = set()
     todo, found = [start], []
     while todo:
@@ -205,7 +206,7 @@ def _impure_imports(start: Path) -> list[str]:
             continue
         seen.add(path)
         for name in _imports(path):
-            if name.split(".")[0] in FORBIDDEN or name.startswith(FORBIDDEN):
+            if name.split(".")[0] in forbidden or name.startswith(forbidden):
                 found.append(f"{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}: {name}")
             elif name.startswith("nightcap.") and (target := _module_file(name)) is not None:
                 todo.append(target)
@@ -214,11 +215,11 @@ def _impure_imports(start: Path) -> list[str]:
 
 def test_pure_modules_import_nothing_impure() -> None:
     assert len(PURE) >= 12
-    assert {p: _impure_imports(ROOT / p) for p in PURE if _impure_imports(ROOT / p)} == {}
+    assert {p: impure_imports(ROOT / p) for p in PURE if impure_imports(ROOT / p)} == {}
 
 
 def test_the_check_sees_an_impure_import(tmp_path: Path) -> None:
-    assert _impure_imports(ROOT / "load" / "runner.py")  # imports nightcap.load / platforms: not pure
+    assert impure_imports(ROOT / "load" / "runner.py")  # imports nightcap.load / platforms: not pure
     bad = tmp_path / "bad.py"
     bad.write_text("from prefect import flow\nimport nightcap.quantities\n")
-    assert _impure_imports(bad) == [f"{bad}: prefect"]
+    assert impure_imports(bad) == [f"{bad}: prefect"]

@@ -104,7 +104,7 @@ def by_cores_text(rows: list[dict[str, Any]]) -> str:
     text = "slo_users: the most users at which every window met the SLO."
     floors = [f"{r['replicas']} pod(s)" for r in rows if r.get("slo_users") and not r.get("slo_exceeded", True)]
     if floors:
-        text += (f" At {', '.join(floors)} no level failed the SLO (the search stopped at the knee): at least "
+        text += (f" At {', '.join(floors)} no level failed the SLO: at least "
                  "that many users, not the capacity.")
     return text
 

@@ -264,19 +264,9 @@ def test_every_sample_carries_its_metrics_labels_and_the_text_is_openmetrics():
 
 def test_the_samples_module_stays_pure():
     """metrics_samples.py decides what is exposed without prometheus_client or Prefect (tests/test_layering.py)."""
-    from test_layering import FORBIDDEN, ROOT as PKG, _imports, _module_file
+    from test_layering import FORBIDDEN, ROOT as PKG, impure_imports
 
-    seen, todo, impure = set(), [PKG / "results" / "metrics_samples.py"], []
-    while todo:
-        path = todo.pop()
-        if path in seen:
-            continue
-        seen.add(path)
-        for name in _imports(path):
-            if name.startswith(("prometheus_client", *FORBIDDEN)):
-                impure.append(f"{path.name}: {name}")
-            elif name.startswith("nightcap.") and (found := _module_file(name)) is not None:
-                todo.append(found)
+    impure = impure_imports(PKG / "results" / "metrics_samples.py", ("prometheus_client", *FORBIDDEN))
     assert impure == []
 
 

@@ -19,7 +19,7 @@ from nightcap.results.stages import (RampResult, RegressionOutcome, ScalingResul
                                      StageResults, TuneResult)
 from nightcap.results.verdicts import (EXIT_INCONCLUSIVE, STATE_INCONCLUSIVE, close_stages, inconclusive_message,
                                        inconclusive_reason, run_verdict)
-from test_layering import ROOT, _impure_imports
+from test_layering import ROOT, impure_imports
 from test_summary_keys import _search
 
 REPO = Path(__file__).resolve().parents[2]
@@ -80,7 +80,7 @@ def test_the_state_message_names_each_inconclusive_stage_and_its_reason() -> Non
 
 def test_verdicts_and_report_templates_import_nothing_impure() -> None:
     modules = ["results/verdicts.py", "results/report_lines.py", "results/report_sections.py", "results/report.py"]
-    assert {m: _impure_imports(ROOT / m) for m in modules if _impure_imports(ROOT / m)} == {}
+    assert {m: impure_imports(ROOT / m) for m in modules if impure_imports(ROOT / m)} == {}
 
 
 def test_nightcap_run_exits_3_when_a_stage_was_inconclusive(tmp_path, monkeypatch) -> None:
