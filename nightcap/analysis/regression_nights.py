@@ -96,14 +96,19 @@ def interval_halfwidths(summary: Mapping[str, Any], figures: Mapping[str, Any]) 
 
 
 def figure_intervals(head: Mapping[str, Any]) -> dict[str, list[float]]:
-    """Tonight's figures' own 95% intervals from the headline block (saturation.rps_ci), by figure name."""
+    """Tonight's figures' own 95% intervals from the headline block (saturation.rps_ci, operating_point.p95_ci),
+    by figure name: a change must also leave tonight's own interval, or one short window's p95 tail alarms."""
+    op = head.get("operating_point")
+    p95_ci = op.get("p95_ci") if isinstance(op, Mapping) else None
+    p95 = {"p95_at_operating_ms": list(p95_ci)} if isinstance(p95_ci, (list, tuple)) and len(p95_ci) == 2 \
+        and all(finite(v) is not None for v in p95_ci) else {}
     saturation = head.get("saturation")
     ci = saturation.get("rps_ci") if isinstance(saturation, Mapping) else None
     rps, per_core = finite(saturation.get("rps")) if isinstance(saturation, Mapping) else None, \
         finite(head.get("rps_per_core"))
     if not isinstance(ci, (list, tuple)) or len(ci) != 2 or not rps:
-        return {}
-    out = {"saturation_rps": list(ci)}
+        return p95
+    out = {"saturation_rps": list(ci), **p95}
     if per_core:  # the same pod's figure / its cores: the same relative interval
         out["rps_per_core"] = [v * per_core / rps for v in ci]
     return out

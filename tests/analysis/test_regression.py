@@ -296,3 +296,15 @@ def test_the_flow_and_the_benchmark_pass_the_configs_settings_and_a_removed_key_
         validate({**base, "regression": {"min_runs": 8, "last_n": 6}})
     with pytest.raises(ValueError, match="regression.false_alarm_rate"):
         check_regression({}, [], false_alarm_rate=1.5)
+
+
+def test_the_operating_p95_brings_its_own_interval_to_the_alarm():
+    """A stable CI night alarmed on p95_at_operating_ms, 22.8 -> 120 ms, with "its own interval unknown": the
+    operating point's p95_ci is now tonight's interval for that figure, so one window's tail must leave it."""
+    from nightcap.analysis.regression_nights import figure_intervals
+
+    head = {"saturation": {"rps": 200.0, "rps_ci": [190.0, 210.0]}, "rps_per_core": 200.0,
+            "operating_point": {"p95_ms": 120.0, "p95_ci": [20.0, 190.0]}}
+    assert figure_intervals(head)["p95_at_operating_ms"] == [20.0, 190.0]
+    assert figure_intervals({"operating_point": {"p95_ci": [20.0, 190.0]}}) == {"p95_at_operating_ms": [20.0, 190.0]}
+    assert "p95_at_operating_ms" not in figure_intervals({**head, "operating_point": {"p95_ci": None}})
