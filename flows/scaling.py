@@ -44,13 +44,13 @@ def scaling(run: StageRun) -> ScalingResult:
     try:
         one = one_pod_figure(ctx, workers)
         if one is not None:
-            e = one.planning
-            rows.append(ScalingRow(1, e.mean, one.users, e.mean, 1.0, None, f"capacity.per_pod ({one.status})",
-                                   e.half_width, len(one.windows), [1.0, 1.0], 0))
             for n in range(2, top + 1):
                 rows.append(scale_to(ctx, one, n, workers))
                 logger.info("scaling: %d replica(s) -> %.1f rps, efficiency %.0f%% (95%% interval %s)", n,
                             rows[-1].saturation_rps, 100 * (rows[-1].efficiency or 0), rows[-1].efficiency_ci)
+            e = one.planning  # after the one-pod windows above joined it: the figure every other line gives
+            rows.insert(0, ScalingRow(1, e.mean, one.users, e.mean, 1.0, None, f"capacity.per_pod ({one.status})",
+                                      e.half_width, len(one.windows), [1.0, 1.0], 0))
     finally:
         ctx.platform.scale(ctx.config.platform.replicas)
     ensure_operating_check(ctx, "scaling", workers)  # only when a check here moved the figure it plans on

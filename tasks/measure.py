@@ -15,7 +15,7 @@ from prefect.cache_policies import NO_CACHE
 
 from nightcap.search import warm_start
 from nightcap.analysis.operating_point import OperatingPointCheck, RateWindow, check_operating_point
-from nightcap.analysis.pod_capacity import Check, FigureWindow, PodFigure, settle, verify
+from nightcap.analysis.pod_capacity import MARGIN, Check, FigureWindow, PodFigure, settle, verify
 from nightcap.analysis.slo import Slo
 from nightcap.search.confirm import ConfirmParams, Confirmation, confirm_knee
 from nightcap.load.runner import StepRunner
@@ -233,13 +233,16 @@ def operating_rate(ctx: RunContext) -> float | None:
 
 
 def ensure_operating_check(ctx: RunContext, stage: str, workers: int) -> OperatingPointCheck | None:
-    """Check the operating rate open loop unless the run's check was already made at this very rate (the
-    figure is measured once, so the check is too; an unstable or replaced figure moves the rate: check again)."""
+    """Check the operating rate open loop unless the run's check was made within MARGIN of it.
+
+    Agreeing windows of later stages join the figure and move it a little (the operating point is then stated at
+    the rate the check offered, `Saturation.of_figure`); an unstable or replaced figure moves it further: check
+    again."""
     rate = operating_rate(ctx)
     if rate is None or ctx.config.load.verify_window_s <= 0:
         return None
     done = ctx.results.operating
-    if done is not None and abs(done.verified.rate_rps - rate) <= 1e-6 * max(rate, 1.0):
+    if done is not None and abs(done.verified.rate_rps - rate) <= MARGIN * max(rate, 1.0):
         return None
     return verify_operating_point(ctx, stage, workers, rate)
 

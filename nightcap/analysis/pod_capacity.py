@@ -3,10 +3,12 @@
 The first stage that finds the knee of a pod shape (tune for the chosen size, else a ramp) confirms it on fresh
 windows (`nightcap.search.confirm`); that is `capacity.per_pod`, measured once. Every later stage that meets the same
 pod (same CPU, memory, concurrency and replica count) measures a few fresh windows at the same users and
-*verifies* it instead of searching again; the figure (and the operating rate checked from it) stays as
-confirmed unless a verification proves otherwise:
+*verifies* it instead of searching again:
 
-- the windows agree with the figure (their difference within its own 95% interval): recorded, nothing moves;
+- the windows agree with the figure (their difference within its own 95% interval): they join it. The figure is
+  then the mean of every fresh window that measured the pod in the run, and its interval comes from batch means
+  over that sequence of windows (`confidence.over_time`), which holds the machine's drift between stages: one
+  stage's few windows cannot see it (five runs' confirmations alone disagreed by more than their intervals);
 - they disagree: the two configurations are measured interleaved (A, B, A, B) to decide, `settle`:
   - same configuration (only time differs): more windows now; if those agree with the figure, the first ones
     were a transient; if not, the machine changed since: **unstable**;
@@ -23,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Literal, Sequence
 
-from nightcap.analysis.confidence import Estimate, agree, between_windows, paired_ratio
+from nightcap.analysis.confidence import Estimate, agree, between_windows, over_time, paired_ratio
 from nightcap.steps import StepRow
 
 Outcome = Literal["agrees", "transient", "bottleneck", "unstable"]
@@ -143,11 +145,27 @@ class PodFigure:
     other_stage: str | None = None
     spread_from: int | None = None  # the first windows whose spread decided how many to measure (Stein)
     knee_users: int | None = None  # the fewest users the search found on the plateau (None: `users`)
+    joined: int = 0  # windows of later stages that agreed and joined the figure (the last `joined` of `windows`)
 
     @property
     def estimate(self) -> Estimate:
-        """Goodput of all `key.replicas` pods at `users`, over every window the figure rests on."""
-        return between_windows([w.estimate for w in self.windows], spread_from=self.spread_from)
+        """Goodput of all `key.replicas` pods at `users`, over every window the figure rests on: the confirming
+        stage's alone (Stein's interval when their first ones decided how many), or, once later stages' windows
+        joined, all of them in the order measured (`over_time`)."""
+        if not self.joined:
+            return between_windows([w.estimate for w in self.windows], spread_from=self.spread_from)
+        ordered = sorted(self.windows, key=lambda w: (w.step is None, w.step or 0))
+        return over_time([w.estimate for w in ordered])
+
+    @property
+    def stages_measured(self) -> list[str]:
+        """The stages whose windows the figure rests on, in recipe order."""
+        return sorted({w.stage for w in self.windows}, key=_stage_order)
+
+    def join(self, windows: Sequence[FigureWindow]) -> None:
+        """Windows that agreed with the figure become part of it."""
+        self.windows.extend(windows)
+        self.joined += len(windows)
 
     @property
     def status(self) -> str:
@@ -171,6 +189,7 @@ class PodFigure:
             "rps": round(plan.mean, 2), "ci": _ci(plan), "status": self.status,
             "measured_rps": round(e.mean, 2), "measured_ci": _ci(e), "stage": self.stage, "workers": self.workers,
             "windows": len(self.windows), "window_s": self.window_s,
+            "confirm_windows": len(self.windows) - self.joined, "measured_by": self.stages_measured,
             "stages": sorted({self.stage, *(c.stage for c in self.checks)}, key=_stage_order),
             "checks": [c.to_dict() for c in self.checks],
             "unstable": None if self.other is None else {
@@ -194,8 +213,10 @@ def verify(figure: PodFigure, fresh: Sequence[FigureWindow]) -> Check | None:
     est = estimate_of(fresh)
     if not _agree(figure.estimate, est):
         return None
-    return _record(figure, Check(fresh[0].stage, fresh[0].workers, est, "agrees",
-                                 f"{len(fresh)} window(s) at {figure.users} users agree with the figure"))
+    check = _record(figure, Check(fresh[0].stage, fresh[0].workers, est, "agrees",
+                                  f"{len(fresh)} window(s) at {figure.users} users agree with the figure"))
+    figure.join(fresh)
+    return check
 
 
 def settle(figure: PodFigure, fresh: Sequence[FigureWindow], reference: Sequence[FigureWindow],
@@ -211,8 +232,10 @@ def settle(figure: PodFigure, fresh: Sequence[FigureWindow], reference: Sequence
     if not reference:
         mine = [*fresh, *stage_windows]
         if stage_windows and _agree(figure.estimate, estimate_of(stage_windows)):
-            return _record(figure, Check(stage, workers, estimate_of(mine), "transient",
-                                         f"{len(fresh)} window(s) disagreed, {len(stage_windows)} more agreed"))
+            check = _record(figure, Check(stage, workers, estimate_of(mine), "transient",
+                                          f"{len(fresh)} window(s) disagreed, {len(stage_windows)} more agreed"))
+            figure.join(stage_windows)  # the windows that agreed; the transient ones stay out
+            return check
         return _unstable(figure, stage, workers, estimate_of(mine), None,
                          f"{len(mine)} window(s) now disagree with the figure measured earlier: the machine or the "
                          "target changed between them")
@@ -248,14 +271,16 @@ def compare_configs(figure: PodFigure, reference: Sequence[FigureWindow],
     if _same(ratio):
         both = [*reference, *stage_windows]
         if _agree(figure.estimate, estimate_of(both)):
-            return _record(figure, Check(stage, workers, now, "agrees",
-                                         f"{pairs} within their interval (ratio {ratio.mean:.3f})", ratio))
+            check = _record(figure, Check(stage, workers, now, "agrees",
+                                          f"{pairs} within their interval (ratio {ratio.mean:.3f})", ratio))
+            figure.join([w for pair in zip(reference, stage_windows) for w in pair])
+            return check
         return _unstable(figure, stage, workers, estimate_of(both), ratio,
                          f"{pairs} agree with each other (ratio {ratio.mean:.3f}) but not with the figure measured "
                          "earlier: the machine or the target changed between them")
     if ratio.mean > 1.0 and workers > figure.workers:
         figure.windows = list(stage_windows)
-        figure.stage, figure.workers, figure.spread_from = stage, workers, None
+        figure.stage, figure.workers, figure.spread_from, figure.joined = stage, workers, None, 0
         return _record(figure, Check(stage, workers, now, "bottleneck",
                                      f"{pairs}: {ratio.mean - 1:+.1%} with more generators: one generator limited "
                                      f"the load, the figure is now {stage}'s", ratio))

@@ -49,7 +49,7 @@ def answer_line(summary: dict[str, Any]) -> str:
     where = f" (the knee; measured at {measured_at})" if measured_at and users and measured_at != users else ""
     line = (f"**{target}** saturates at **{_fmt(sat['rps'])} rps**{_pm(sat['rps'], sat.get('rps_ci'))}{sure} with {users} "
             f"concurrent user{'s' if users != 1 else ''}{where} on {size}; operate at {_fmt(op.get('rps'))} rps"
-            f"{_pm(op.get('rps'), op.get('rps_ci'))} ({int(round(100 * op.get('headroom', 0.7)))}%)")
+            f"{_pm(op.get('rps'), op.get('rps_ci'))} ({_share(op, sat)}%)")
     if op.get("load") == "open":  # measured at that rate, open loop
         line += (f", where open loop p95 is {_fmt(op.get('p95_ms'), 0)} ms: "
                  + ("the SLO holds" if op.get("meets_slo") else "the SLO does **not** hold"))
@@ -62,6 +62,14 @@ def answer_line(summary: dict[str, Any]) -> str:
     if sat.get("inconclusive"):
         line += f"; {sat.get('stage')} was inconclusive, so these figures are not recorded for comparison"
     return line + "." + answer_verdicts(summary)
+
+
+def _share(op: dict[str, Any], sat: dict[str, Any]) -> int:
+    """The operating point as a share of saturation, as the two printed rates give it (the configured headroom
+    when there is no rate: the check offered headroom x the figure as it stood then, which later windows move)."""
+    if op.get("rps") and sat.get("rps"):
+        return int(round(100 * op["rps"] / sat["rps"]))
+    return int(round(100 * op.get("headroom", 0.7)))
 
 
 def _rate(x: float) -> str:
@@ -275,9 +283,14 @@ def per_pod_line(per_pod: dict[str, Any] | None) -> str | None:
     shape = f"{_fmt(pod.get('cpu'), 2)} CPU, concurrency {pod.get('concurrency')}"
     knee = per_pod.get("knee_users")
     knee_note = f" (the knee is at {knee})" if knee and knee != per_pod["users"] else ""
+    own = per_pod.get("confirm_windows") or per_pod["windows"]
     line = (f"one pod ({shape}): {per_pod['rps']:.1f} rps{interval}, measured at {per_pod['users']} user(s) on "
-            f"{per_pod['replicas']} pod(s){knee_note}, confirmed by {per_pod['stage']} on {per_pod['windows']} fresh window(s) of "
+            f"{per_pod['replicas']} pod(s){knee_note}, confirmed by {per_pod['stage']} on {own} fresh window(s) of "
             f"{per_pod['window_s']:g} s")
+    joined = [s for s in per_pod.get("measured_by") or [] if s != per_pod["stage"]]
+    if per_pod["windows"] > own and joined:
+        line += (f", then joined by the {per_pod['windows'] - own} window(s) of {', '.join(joined)} that agreed with "
+                 f"it ({per_pod['windows']} in all; the interval over their sequence holds the drift between stages)")
     checks = [f"{c['stage']} {c['outcome']}" for c in per_pod.get("checks") or []]
     if checks:
         line += "; verified by " + ", ".join(checks)

@@ -43,7 +43,8 @@ def ramp_line(r: RampResult) -> str:
         half = f" ± {e.half_width:.1f}" if e.half_width is not None else ""
         where = "there" if c.users == s.saturation_users else f"on its plateau at {c.users} users"
         return (f"the search chose the knee at {s.saturation_users} users on {s.windows} window(s); "
-                f"{len(c.windows)} fresh window(s) {where} measured {e.mean:.1f}{half} rps on {pods}: capacity.per_pod")
+                f"{len(c.windows)} fresh window(s) {where} measured {e.mean:.1f}{half} rps on {pods}: the confirmation "
+                "capacity.per_pod starts from (later stages' windows that agree join it)")
     if r.check is not None:
         e = r.check.estimate
         return (f"met the pod's confirmed figure: {e.n} window(s) at {s.saturation_users} users measured "

@@ -62,9 +62,15 @@ class Saturation:
                   check: OperatingPointCheck | None, closed_p95_ms: float | None = None) -> "Saturation":
         """capacity.per_pod on its replicas as the run's saturation point: the planning figure (the lower one when
         unstable) with the knee's users, the operating point at `headroom` of it (its p95 measured there open loop, else
-        `closed_p95_ms`, interpolated along a closed-loop ramp), and the SLO capacity the search walked to."""
+        `closed_p95_ms`, interpolated along a closed-loop ramp), and the SLO capacity the search walked to.
+
+        With an open-loop check the operating point is the rate it offered: later stages' windows join the figure
+        after the check and move it by up to MARGIN (`ensure_operating_check`), and a p95 is only stated for the
+        rate it was measured at."""
         plan = fig.planning
         op = plan.scaled(headroom)
+        if check is not None and plan.mean > 0:  # the rate the check offered: the figure may have moved since
+            op = plan.scaled(check.verified.rate_rps / plan.mean)
         p95 = check.verified.p95_ms if check is not None else closed_p95_ms
         knee = fig.knee_users or fig.users  # the concurrency that saturates; the figure's windows ran deeper in
         return cls(plan.mean, knee, fig.key.replicas, True, search.stop_reason if search else "",

@@ -10,22 +10,24 @@ from nightcap.analysis.pod_capacity import (FigureWindow, PodFigure, PodKey, com
 KEY = PodKey(cpu=1.0, memory=2**30, concurrency=2, replicas=1)
 
 
-def windows(stage: str, purpose: str, rates: list[float], workers: int = 1, half: float = 3.0) -> list[FigureWindow]:
-    return [FigureWindow(stage, purpose, workers, 4, r, half, 10) for r in rates]
+def windows(stage: str, purpose: str, rates: list[float], workers: int = 1, half: float = 3.0,
+            first_step: int | None = None) -> list[FigureWindow]:
+    steps = [None] * len(rates) if first_step is None else list(range(first_step, first_step + len(rates)))
+    return [FigureWindow(stage, purpose, workers, 4, r, half, 10, step) for r, step in zip(rates, steps)]
 
 
 def figure(rates: list[float] = [200.0, 202.0, 198.0]) -> PodFigure:
     return PodFigure(KEY, 4, "tune", 1, windows("tune", "confirm", rates), window_s=2.0)
 
 
-def test_agreeing_windows_are_recorded_and_the_figure_stays_as_confirmed():
+def test_agreeing_windows_join_the_figure_which_then_spans_the_run():
     f = figure()
-    before = f.estimate
     check = verify(f, windows("single_client", "verify", [199.0, 203.0, 206.0]))
-    assert check is not None and check.outcome == "agrees"
-    assert f.estimate == before and f.status == "confirmed"  # measured once: the operating rate checked from it holds
+    assert check is not None and check.outcome == "agrees" and f.status == "confirmed"
+    assert f.estimate.mean == pytest.approx(sum([200.0, 202.0, 198.0, 199.0, 203.0, 206.0]) / 6)
     d = f.to_dict()
-    assert d["stage"] == "tune" and d["windows"] == 3 and d["unstable"] is None
+    assert d["stage"] == "tune" and d["windows"] == 6 and d["confirm_windows"] == 3 and d["unstable"] is None
+    assert d["measured_by"] == ["tune", "single_client"]
     assert d["checks"][0]["stage"] == "single_client" and d["checks"][0]["outcome"] == "agrees"
     assert d["ci"][0] < 200 < d["ci"][1]
 
@@ -40,7 +42,8 @@ def test_same_configuration_a_transient_joins_and_a_lasting_change_is_unstable_p
     f = figure()
     fresh = windows("single_client", "verify", [150.0, 152.0, 151.0])
     check = settle(f, fresh, [], windows("single_client", "recheck", [201.0, 199.0, 200.0]))
-    assert check.outcome == "transient" and f.status == "confirmed" and len(f.windows) == 3
+    assert check.outcome == "transient" and f.status == "confirmed"
+    assert [w.purpose for w in f.windows] == ["confirm"] * 3 + ["recheck"] * 3  # the transient windows stay out
 
     f = figure()
     check = settle(f, fresh, [], windows("single_client", "recheck", [149.0, 150.0, 151.0]))
@@ -64,7 +67,8 @@ def test_generators_that_agree_join_and_report_their_ratio():
     check = compare_configs(f, windows("multi_client", "pair", [200.0, 198.0, 201.0]),
                             windows("multi_client", "pair", [201.0, 199.0, 200.0], workers=2))
     assert check.outcome == "agrees" and check.ratio.low <= 1 <= check.ratio.high
-    assert check.to_dict()["ratio"]["pairs"] == 3 and len(f.windows) == 3
+    assert check.to_dict()["ratio"]["pairs"] == 3 and len(f.windows) == 9
+    assert [w.workers for w in f.windows[3:]] == [1, 2, 1, 2, 1, 2]  # pairs join in the order measured
 
 
 def test_fewer_measured_with_more_generators_is_unstable_not_a_midpoint():
@@ -73,6 +77,7 @@ def test_fewer_measured_with_more_generators_is_unstable_not_a_midpoint():
                             windows("multi_client", "pair", [160.0, 158.0, 161.0], workers=2))
     assert check.outcome == "unstable" and f.planning.mean == pytest.approx(159.7, abs=0.1)
     assert f.estimate.mean == pytest.approx(200, abs=1)  # the confirmed figure is still reported beside it
+    assert len(f.windows) == 3  # windows that disagree never join
 
 
 def test_both_configurations_moved_together_since_the_figure_is_unstable():
@@ -80,6 +85,31 @@ def test_both_configurations_moved_together_since_the_figure_is_unstable():
     check = compare_configs(f, windows("multi_client", "pair", [170.0, 171.0, 169.0]),
                             windows("multi_client", "pair", [170.0, 169.0, 171.0], workers=2))
     assert check.outcome == "unstable" and "changed between them" in check.note
+
+
+def test_a_drift_between_stages_widens_the_joined_interval_and_many_windows_do_not_hide_it():
+    """Three stages, each agreeing within itself, at 100, 108 and 116 rps: the figure's interval must hold the
+    drift between them, not shrink as if 12 windows were 12 independent draws (±1.9 rps then)."""
+    f = PodFigure(KEY, 4, "tune", 1, windows("tune", "confirm", [100.0, 101.0, 99.0, 100.0], half=2.0, first_step=0),
+                  window_s=2.0)
+    for i, (stage, level) in enumerate([("single_client", 108.0), ("scaling", 116.0)]):
+        f.join(windows(stage, "verify", [level, level + 1, level - 1, level], half=2.0, first_step=10 * (i + 1)))
+    e = f.estimate
+    assert e.mean == pytest.approx(108.0)
+    naive = 2.2 * 6.9 / 12 ** 0.5  # t x sd / sqrt(n) over the 12 windows as if independent
+    assert e.half_width > 2 * naive
+    assert e.low < 104 and e.high > 112
+
+
+def test_the_joined_figure_orders_windows_by_step_whatever_order_they_joined_in():
+    f = PodFigure(KEY, 4, "tune", 1, windows("tune", "confirm", [100.0, 100.0, 100.0], first_step=0), window_s=2.0)
+    f.join(windows("scaling", "pair", [130.0, 130.0], first_step=20))
+    f.join(windows("single_client", "verify", [115.0, 115.0], first_step=10))
+    # in step order the series rises 100, 115, 130: neighbours alike, so the interval is widened for it
+    g = PodFigure(KEY, 4, "tune", 1, windows("tune", "confirm", [100.0, 100.0, 100.0], first_step=0), window_s=2.0)
+    g.join(windows("single_client", "verify", [115.0, 115.0], first_step=10))
+    g.join(windows("scaling", "pair", [130.0, 130.0], first_step=20))
+    assert f.estimate == g.estimate
 
 
 def test_a_figure_on_two_replicas_plans_per_pod():
