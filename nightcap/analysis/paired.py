@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import groupby
 from typing import Any, Sequence
 
 from nightcap.analysis.confidence import Estimate, paired_ratio
@@ -28,6 +29,15 @@ class Efficiency:
 def scaling_efficiency(one_pod: Sequence[FigureWindow], n_pods: Sequence[FigureWindow], n: int) -> Efficiency:
     return Efficiency(estimate_of(one_pod), estimate_of(n_pods),
                       paired_ratio([w.estimate for w in one_pod], [w.estimate for w in n_pods], scale=n), len(n_pods))
+
+
+def pair_order(pairs: int) -> list[tuple[int, int]]:
+    """The order of `pairs` pairs of windows as runs of (side, windows): A B, B A, A B, ... measured as A, BB, AA,
+    ..., B. Each pair's windows are neighbours and the order alternates, so a steady drift favours neither side;
+    the two windows of one side that meet between pairs run back to back, so that side is switched to and warmed
+    up once for both."""
+    sides = [s for i in range(pairs) for s in ((0, 1) if i % 2 == 0 else (1, 0))]
+    return [(side, len(list(run))) for side, run in groupby(sides)]
 
 
 def n_pod_users(knee: int, one_pod_users: int, n: int, max_users: int) -> int:

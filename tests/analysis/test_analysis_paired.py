@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from nightcap.analysis.paired import good_rps, multi_client_gain, scaling_efficiency
+from nightcap.analysis.paired import good_rps, multi_client_gain, pair_order, scaling_efficiency
 from nightcap.analysis.pod_capacity import FigureWindow, PodFigure, PodKey
 
 
@@ -50,3 +50,14 @@ def test_n_pods_are_measured_at_as_many_users_per_pod_as_one_pod():
     assert n_pod_users(knee=3, one_pod_users=4, n=2, max_users=32) == 8
     assert n_pod_users(knee=12, one_pod_users=4, n=2, max_users=32) == 12
     assert n_pod_users(knee=3, one_pod_users=8, n=3, max_users=16) == 16
+
+
+def test_pairs_alternate_and_a_side_that_meets_itself_is_measured_back_to_back():
+    assert pair_order(1) == [(0, 1), (1, 1)]
+    assert pair_order(3) == [(0, 1), (1, 2), (0, 2), (1, 1)]
+    for pairs in range(1, 7):
+        runs = pair_order(pairs)
+        assert sum(n for side, n in runs if side == 0) == sum(n for side, n in runs if side == 1) == pairs
+        assert all(a != b for (a, _), (b, _) in zip(runs, runs[1:]))  # consecutive runs switch sides
+        flat = [side for side, n in runs for _ in range(n)]
+        assert all({flat[2 * i], flat[2 * i + 1]} == {0, 1} for i in range(pairs))  # every pair has both sides

@@ -74,10 +74,10 @@ def test_ramps_scaling_and_sizing_match_the_formula(prefect_api, tmp_path, monke
     assert within(summary["single_client"]["saturation"]["rps"], 100, 0.10)
     assert within(summary["saturation"]["rps"], 100, 0.10)
     # the operating point is the rate the open-loop check offered: 0.7 x the figure as it stood then, which later
-    # stages' agreeing windows move by at most 2% before a new check is due
+    # stages' agreeing windows move by at most 5% before a new check is due
     op = summary["operating_point"]
     assert op["rps"] == pytest.approx(op["verification"][0]["rate_rps"], abs=0.01)
-    assert op["rps"] == pytest.approx(0.7 * summary["saturation"]["rps"], rel=0.021)
+    assert op["rps"] == pytest.approx(0.7 * summary["saturation"]["rps"], rel=0.051)
     rows = {r["replicas"]: r for r in summary["scaling"]["rows"]}
     for n in (1, 2, 3):
         assert within(rows[n]["saturation_rps"], 100 * n, 0.10), rows[n]
