@@ -8,12 +8,10 @@ client was the bottleneck. The operating rate (headroom × the figure) is then c
 
 from __future__ import annotations
 
-from typing import Any
-
 from prefect import flow, get_run_logger
 
 from nightcap.analysis.paired import good_rps, multi_client_gain
-from nightcap.analysis.pod_capacity import PodFigure, levels_above
+from nightcap.analysis.pod_capacity import PodFigure
 from nightcap.analysis.saturation import p95_at_rate
 from nightcap.search.confirm import Confirmation
 from nightcap.results.plots import plot_ramp
@@ -47,7 +45,6 @@ def _ramp(ctx: RunContext, stage: str, workers: int) -> RampResult:
             result = extend_to_slo(lambda users: measure_window(runner, stage, users), slo_of(ctx),
                                    search_params(ctx), fig.users, rows,
                                    f"verified {fig.stage}'s confirmed knee ({check.outcome})")
-        _warn_if_above(ctx, stage, fig, result)
     else:
         result, warm = run_warm_search(ctx, stage, workers, search_params(ctx))
         confirmation = confirm_pod(ctx, stage, workers, result)
@@ -72,22 +69,6 @@ def _ramp(ctx: RunContext, stage: str, workers: int) -> RampResult:
     else:
         logger.warning("%s: no confirmed saturation point (%s)", stage, _why_none(result, confirmation))
     return ramp
-
-
-def _warn_if_above(ctx: RunContext, stage: str, fig: PodFigure, result: SearchResult) -> None:
-    """The extension past the knee measured the pod clearly faster than its figure: say it beside the figure."""
-    above = levels_above(fig.planning, result.levels)
-    if not above:
-        return
-    lv = max(above, key=lambda level: level.rps)
-    e = fig.planning
-    ctx.warn(f"{stage} measured {lv.rps:.1f} rps at {lv.users} users on the same pod, above one pod's figure "
-             f"{e.mean:.1f} rps (95% interval {_interval(e)}) that {fig.stage} confirmed at {fig.users} users: the "
-             "knee may sit higher and the figure be low (plans use the figure)")
-
-
-def _interval(e: Any) -> str:
-    return "n/a" if e.low is None else f"{e.low:.1f}-{e.high:.1f}"
 
 
 def _verified(users: int, rows: list, stop_reason: str) -> SearchResult:

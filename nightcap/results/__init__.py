@@ -1,7 +1,8 @@
 """What a run produces: typed stage results, summary.json, report.md, plots, the SQL history.
 
 - `stages.py`         typed results of each stage (TuneResult, RampResult, ...), kept on RunContext.results.
-- `summary.py`        summary.json built from those results: the only place its keys are written.
+- `summary.py`        summary.json built from those results: the only place its keys are written, with
+                      `capacity.py` for its `capacity` block (one figure per pod shape, and the warnings it raises).
 - `verdicts.py`       stage verdicts (completed / inconclusive / failed) and how the run ends (state, exit code);
                       `run_end.py` applies them at the end of a run: its history status and the error it raises.
 - `report.py`         report.md, the one-line answer, and each stage's line; `report_lines.py` the lines that

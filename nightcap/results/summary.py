@@ -18,6 +18,7 @@ from nightcap.analysis.autoscale_plan import AutoscaleFit, Expectation
 from nightcap.analysis.figures import HEADLINE_NAMES
 from nightcap.analysis.operating_point import OperatingPointCheck
 from nightcap.results import report, report_sections
+from nightcap.results.capacity import capacity_block
 from nightcap.results.stages import (
     AutoscaleResult,
     CanaryResult,
@@ -329,23 +330,6 @@ def plots(results: StageResults) -> list[str]:
     return [n for n in names if n]
 
 
-def capacity_block(ctx: RunRecord) -> tuple[dict[str, Any], list[str]]:
-    """capacity.per_pod (the run's pod: confirmed once, verified by later stages) and a warning when unstable;
-    `capacity.pods` every pod figure of the run (tune's on its replicas, the run's)."""
-    res = ctx.results
-    fig = res.figure()
-    pods = [f.to_dict() for f in res.pods.values()]
-    if fig is None:
-        return {"per_pod": None, "pods": pods}, []
-    warnings = []
-    if fig.status == "unstable":
-        u = fig.to_dict()["unstable"]
-        warnings.append(f"one pod measured differently: {fig.stage} confirmed {u['figure_rps']:.1f} rps, "
-                        f"{u['stage']} {u['rps']:.1f} rps on {fig.key.replicas} pod(s), beyond their intervals "
-                        f"after interleaved windows; the run plans on the lower (capacity.per_pod.unstable)")
-    return {"per_pod": fig.to_dict(), "pods": pods}, warnings
-
-
 def build_summary(ctx: RunRecord) -> dict[str, Any]:
     """The whole summary.json of the run so far (written after every stage and at the end)."""
     res, cfg = ctx.results, ctx.config
@@ -358,7 +342,7 @@ def build_summary(ctx: RunRecord) -> dict[str, Any]:
     if res.autoscale and res.autoscale.plot:
         summary["lead_plot"] = res.autoscale.plot
     summary["sections"] = report_sections.sections(res, cfg.slo.p95_ms)
-    summary["capacity"], pooled_warnings = capacity_block(ctx)
+    summary["capacity"], pooled_warnings = capacity_block(ctx.results)
     summary["warnings"] = list(ctx.warnings) + pooled_warnings
     summary["verdict"] = run_verdict(summary.get("status"), ctx.stages)  # None until the run has ended
     summary["answer"] = report.answer_line(summary).replace("**", "")

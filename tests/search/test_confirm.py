@@ -155,3 +155,17 @@ def test_when_the_plateau_level_and_the_knee_both_fail_the_good_level_below_is_c
     nothing = confirm_knee(lambda u: Point(u, 100.0, 130.0, 0.0, rps_halfwidth=1.0, batches=10), result, SLO,
                            ConfirmParams())
     assert nothing is not None and not nothing.good and nothing.users == 8  # why the first choice failed
+
+
+def test_a_deeper_level_not_clearly_below_the_plateau_is_where_the_figure_is_measured():
+    """make run 12-05 03:08, tune's 0.5-CPU pod on one window per level: 109.7 ± 10.4 rps at 1 user (the knee),
+    95.3 ± 49.5 at 2. Two users are not shown lower, so the figure is measured there (the same run read 132-142 rps
+    at 2-14 users later, 108 at 1); a level clearly below the plateau (a decline past the knee) is not used."""
+    from nightcap.search.knee import plateau_users
+    from nightcap.search.levels import Level
+    slo = Slo(p95_ms=250.0, max_error_rate=0.01)
+    knee = Level(1, 109.68, 49.0, 0.0, 1, True, True, False, rps_halfwidth=10.38)
+    noisy = Level(2, 95.25, 65.0, 0.0, 1, True, True, False, rps_halfwidth=49.47)
+    assert plateau_users([knee, noisy], 1, slo, SearchParams()) == 2
+    declined = Level(2, 80.0, 65.0, 0.0, 2, True, True, False, rps_halfwidth=3.0)
+    assert plateau_users([knee, declined], 1, slo, SearchParams()) == 1
