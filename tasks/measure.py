@@ -99,7 +99,8 @@ def confirm_pod(ctx: RunContext, stage: str, workers: int, result: SearchResult)
     """Fresh windows at the knee the search chose; a confirmation that met the SLO becomes the pod's figure on
     the replicas measured now (`ctx.results.pods`). None when the search found no knee."""
     with ctx.measuring(stage, workers, purpose="confirm") as runner:
-        c = confirm_knee(lambda users: measure_window(runner, stage, users), result, slo_of(ctx), confirm_params(ctx, stage))
+        c = confirm_knee(lambda users: measure_window(runner, stage, users), result, slo_of(ctx),
+                         confirm_params(ctx, stage))
     logger = get_run_logger()
     if c is None:
         return None
