@@ -2,8 +2,9 @@
 
 One pod's figure is the run's (confirmed once; confirmed here on one pod if no stage did). At N pods the knee is
 searched from N × one pod's knee; then windows alternate between one pod at its figure's users and N pods at N
-times as many (1, N, N, 1, 1, N, ...), and the efficiency at N is the mean of the pairs' N-pod / (N × one-pod) ratios: a drift of
-the machine moves both windows of a pair alike and cancels. The one-pod windows also verify the pod's figure.
+times as many (1, N, N, 1, 1, N, ...), and the efficiency at N is the mean of the pairs' N-pod / (N × one-pod)
+ratios: a drift of the machine moves both windows of a pair alike and cancels. The one-pod windows also verify
+the pod's figure (and join it when they agree).
 """
 
 from __future__ import annotations

@@ -98,9 +98,9 @@ def run_warm_search(ctx: RunContext, stage: str, workers: int, params: SearchPar
 def confirm_pod(ctx: RunContext, stage: str, workers: int, result: SearchResult) -> Confirmation | None:
     """Fresh windows at the knee the search chose; a confirmation that met the SLO becomes the pod's figure on
     the replicas measured now (`ctx.results.pods`). None when the search found no knee."""
+    params = confirm_params(ctx, stage)
     with ctx.measuring(stage, workers, purpose="confirm") as runner:
-        c = confirm_knee(lambda users: measure_window(runner, stage, users), result, slo_of(ctx),
-                         confirm_params(ctx, stage))
+        c = confirm_knee(lambda users: measure_window(runner, stage, users), result, slo_of(ctx), params)
     logger = get_run_logger()
     if c is None:
         return None
@@ -110,7 +110,7 @@ def confirm_pod(ctx: RunContext, stage: str, workers: int, result: SearchResult)
         ctx.results.pods[key] = PodFigure(key, c.users, stage, workers,
                                           [FigureWindow.of(w, stage, "confirm", workers) for w in c.windows],
                                           window_s=ctx.config.load.window_s,
-                                          spread_from=confirm_params(ctx, stage).min_windows,
+                                          spread_from=params.min_windows,
                                           knee_users=result.saturation_users)
         logger.info("%s: confirmed %.1f rps (95%% interval %s) at %d users on %d fresh window(s)%s", stage, e.mean,
                     _interval(e), c.users, len(c.windows),

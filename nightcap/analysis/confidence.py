@@ -158,6 +158,12 @@ def combine_windows(windows: Sequence[Estimate], weights: Sequence[float] | None
     return Estimate(mean, max(half, spread), len(ws), float(len(ws) - 1))
 
 
+def _own_floor(windows: Sequence[Estimate]) -> float | None:
+    """The median of the windows' own half-widths: the floor of an interval from their spread (None: none has one)."""
+    own = [w.half_width for w in windows if w.half_width is not None]
+    return float(np.median(own)) if own else None
+
+
 def between_windows(windows: Sequence[Estimate], spread_from: int | None = None) -> Estimate:
     """A figure measured on k fresh windows: the mean of their means, with a 95% half-width from the spread
     between them (t on k − 1 df), never narrower than the median window's own interval.
@@ -174,8 +180,7 @@ def between_windows(windows: Sequence[Estimate], spread_from: int | None = None)
         return Estimate(0.0, None, 0)
     means = np.asarray([w.mean for w in ws], dtype=float)
     mean = float(means.mean())
-    own = [w.half_width for w in ws if w.half_width is not None]
-    floor = float(np.median(own)) if own else None
+    floor = _own_floor(ws)
     k = len(ws)
     if k < 2:
         return Estimate(mean, floor, 1, ws[0].df)
@@ -199,8 +204,7 @@ def over_time(windows: Sequence[Estimate]) -> Estimate:
     if len(ws) < 2:
         return between_windows(ws)
     est, _ = batch_means([w.mean for w in ws])
-    own = [w.half_width for w in ws if w.half_width is not None]
-    floor = float(np.median(own)) if own else 0.0
+    floor = _own_floor(ws) or 0.0
     if est.half_width is None:
         return Estimate(est.mean, floor or None, len(ws))
     return Estimate(est.mean, max(est.half_width, floor), len(ws), est.df)

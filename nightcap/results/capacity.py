@@ -15,14 +15,15 @@ def capacity_block(res: StageResults) -> tuple[dict[str, Any], list[str]]:
     pods = [f.to_dict() for f in res.pods.values()]
     if fig is None:
         return {"per_pod": None, "pods": pods}, []
+    per_pod = fig.to_dict()
     warnings = []
     if fig.status == "unstable":
-        u = fig.to_dict()["unstable"]
+        u = per_pod["unstable"]
         warnings.append(f"one pod measured differently: {fig.stage} confirmed {u['figure_rps']:.1f} rps, "
                         f"{u['stage']} {u['rps']:.1f} rps on {fig.key.replicas} pod(s), beyond their intervals "
                         f"after interleaved windows; the run plans on the lower (capacity.per_pod.unstable)")
     warnings += levels_above_warnings(res, fig)
-    return {"per_pod": fig.to_dict(), "pods": pods}, warnings
+    return {"per_pod": per_pod, "pods": pods}, warnings
 
 
 def levels_above_warnings(res: StageResults, fig: PodFigure) -> list[str]:

@@ -65,8 +65,8 @@ class Saturation:
         `closed_p95_ms`, interpolated along a closed-loop ramp), and the SLO capacity the search walked to.
 
         With an open-loop check the operating point is the rate it offered: later stages' windows join the figure
-        after the check and move it by up to MARGIN (`ensure_operating_check`), and a p95 is only stated for the
-        rate it was measured at."""
+        after the check and move it by up to RECHECK, 5% (`tasks.measure.ensure_operating_check`), and a p95 is
+        only stated for the rate it was measured at."""
         plan = fig.planning
         op = plan.scaled(headroom)
         if check is not None and plan.mean > 0:  # the rate the check offered: the figure may have moved since
