@@ -32,3 +32,9 @@ HEADLINE_FIGURES: tuple[Figure, ...] = (
 )
 HEADLINE_NAMES: tuple[str, ...] = tuple(f.name for f in HEADLINE_FIGURES)
 COMPARED_FIGURES: tuple[Figure, ...] = tuple(f for f in HEADLINE_FIGURES if f.compared)
+
+
+def rate_text(rps: float) -> str:
+    """A rate as summary.json rounds it (2 decimals), then to 0.1: the same number reads the same in every line
+    (64.9469 printed directly to 0.1 reads 64.9 where the summary's 64.95 reads 65.0)."""
+    return f"{round(rps, 2):.1f}"

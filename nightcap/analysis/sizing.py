@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import pandas as pd
 
+from nightcap.analysis.figures import rate_text
 from nightcap.analysis.saturation import usable_mask
 from nightcap.analysis.slo import Slo
 
@@ -79,12 +80,12 @@ class SizingInputs:
     def rate_from(self) -> str:
         if self.verified_rate_rps is not None:
             if self.verified_rate_rps > self.headroom * self.saturation_rps:
-                return (f"{self.headroom:.0%} of the {self.saturation_rps:.4g} rps one pod saturates at (the SLO was "
-                        f"verified open loop at {self.verified_rate_rps:.4g} rps, above it)")
-            return f"verified open loop: the SLO held at {self.verified_rate_rps:.4g} rps per pod"
+                return (f"{self.headroom:.0%} of the {rate_text(self.saturation_rps)} rps one pod saturates at (the SLO "
+                        f"was verified open loop at {rate_text(self.verified_rate_rps)} rps, above it)")
+            return f"verified open loop: the SLO held at {rate_text(self.verified_rate_rps)} rps per pod"
         if self.slo_rate_rps is not None and self.slo_rate_rps < self.headroom * self.saturation_rps:
-            return f"the SLO held up to {self.slo_rate_rps:.4g} rps, below {self.headroom:.0%} of saturation"
-        return f"{self.headroom:.0%} of the {self.saturation_rps:.4g} rps one pod saturates at"
+            return f"the SLO held up to {rate_text(self.slo_rate_rps)} rps, below {self.headroom:.0%} of saturation"
+        return f"{self.headroom:.0%} of the {rate_text(self.saturation_rps)} rps one pod saturates at"
 
 
 @dataclass(frozen=True)
@@ -177,7 +178,7 @@ def _size(kind: Literal["users", "rps"], value: float, rps: float, think_time_s:
     binds_conc = by_conc is not None and by_conc > by_rate
     pods = by_conc if binds_conc else by_rate
     assert pods is not None
-    words = (f"{rate_words}{_g(rps)} rps / {_g(per_pod)} rps per pod ({pod.rate_from}) = {rps / per_pod:.2f} "
+    words = (f"{rate_words}{_g(rps)} rps / {rate_text(per_pod)} rps per pod ({pod.rate_from}) = {rps / per_pod:.2f} "
              f"-> {by_rate} pod(s). In flight: {_g(rps)} rps x {1000 * latency:.3g} ms mean latency = "
              f"{_g(in_flight)} requests, {_g(per_pod_in_flight)} per pod")
     if pod.in_flight_held is None:

@@ -9,6 +9,8 @@ import base64
 from pathlib import Path
 from typing import Any
 
+from nightcap.analysis.figures import rate_text
+from nightcap.analysis.operating_point import OperatingPointCheck
 from nightcap.analysis.regression_result import RegressionResult
 from nightcap.results.report_lines import (answer_verdicts, clause, confidence_line, sentence, verdict_lines,
                                           warning_line)
@@ -72,11 +74,6 @@ def _share(op: dict[str, Any], sat: dict[str, Any]) -> int:
     return int(round(100 * op.get("headroom", 0.7)))
 
 
-def _rate(x: float) -> str:
-    """A rate as summary.json rounds it (2 decimals), then to 0.1: the same number reads the same in every line."""
-    return f"{round(x, 2):.1f}"
-
-
 def _s(x: float | None) -> str:
     return "never" if x is None else f"{x:.0f}s"
 
@@ -104,18 +101,23 @@ def multi_client_line(multi: RampResult) -> str | None:
 
 
 def operating_line(r: RampResult) -> str | None:
-    """Where the operating point's latency was measured, and whether the SLO held there (or how far back)."""
+    """Where this ramp's operating point's latency was measured, and whether the SLO held there (or how far back)."""
     check = r.operating_check
     if check is None:
         rate = r.search.operating_rps
         if rate is None:
             return None
-        return (f"operating point {_rate(rate)} rps not verified open loop (load.verify_s 0): its p95 "
+        return (f"operating point {rate_text(rate)} rps not verified open loop (load.verify_s 0): its p95 "
                 f"{_fmt(r.operating_p95_ms, 0)} ms is interpolated along the {r.stage} closed-loop ramp at that rate")
+    return check_line(check, r.stage, r.replicas)
+
+
+def check_line(check: OperatingPointCheck, stage: str, replicas: int) -> str:
+    """One open-loop check of the operating rate: what it offered, the latency and losses, whether the SLO held."""
     v = check.verified
     ci = f" (95% interval {v.p95_ci[0]:.0f}-{v.p95_ci[1]:.0f})" if v.p95_ci else ""
-    line = (f"operating point verified open loop: {_rate(v.offered_rps)} rps offered for {v.windows} window(s) on "
-            f"{r.replicas} pod(s) ({r.stage}): p50 {_fmt(v.p50_ms, 0)} / p95 {_fmt(v.p95_ms, 0)}{ci} / p99 "
+    line = (f"operating point verified open loop: {rate_text(v.offered_rps)} rps offered for {v.windows} window(s) "
+            f"on {replicas} pod(s) ({stage}): p50 {_fmt(v.p50_ms, 0)} / p95 {_fmt(v.p95_ms, 0)}{ci} / p99 "
             f"{_fmt(v.p99_ms, 0)} ms from the planned send times, {100 * v.error_rate:.1f}% of {v.planned} arrivals "
             f"failed or dropped ({v.dropped} dropped)")
     if v.meets_slo:
@@ -123,9 +125,27 @@ def operating_line(r: RampResult) -> str | None:
     line += f": misses the SLO ({v.why})"
     low, high = check.slo_rate_interval_rps
     if check.slo_rate_rps is None:
-        return line + f"; no rate down to {_rate(high)} rps met it in {len(check.backoff)} back-off step(s)"
-    return line + (f"; backing off by bisection, the SLO holds at {_rate(check.slo_rate_rps)} rps "
-                   f"(the highest rate in [{_rate(low)}, {_rate(high)}) rps measured to meet it)")
+        return line + f"; no rate down to {rate_text(high)} rps met it in {len(check.backoff)} back-off step(s)"
+    return line + (f"; backing off by bisection, the SLO holds at {rate_text(check.slo_rate_rps)} rps "
+                   f"(the highest rate in [{rate_text(low)}, {rate_text(high)}) rps measured to meet it)")
+
+
+def run_check_line(r: StageResults) -> str | None:
+    """The run's operating check, whichever stage made it last (a later stage checks again when the figure moved
+    by more than RECHECK after the first check): the one the answer, sizing and autoscale use."""
+    fig = r.figure()
+    if r.operating is None or fig is None:
+        ramp = r.headline_ramp()
+        return ramp and operating_line(ramp)
+    return check_line(r.operating, r.operating_stage or "?", fig.key.replicas)
+
+
+def superseded_line(r: RampResult, run: StageResults) -> str | None:
+    """A ramp's own check that the run's later check replaced: say so beside it, so two p95s do not read as one."""
+    if r.operating_check is None or run.operating is None or r.operating_check is run.operating:
+        return None
+    return (f"the figure moved after this check: {run.operating_stage} checked "
+            f"{rate_text(run.operating.verified.rate_rps)} rps again, the rate the answer, sizing and autoscale use")
 
 
 def sizing_line(s: SizingResult, slo_p95_ms: float) -> str | None:
@@ -138,7 +158,7 @@ def sizing_line(s: SizingResult, slo_p95_ms: float) -> str | None:
                      f"core{'s' if r.cores != 1 else ''} on {r.nodes} {r.node_type} node{'s' if r.nodes != 1 else ''}"
                      f"{cost} (binding: {r.binding_constraint})")
     pod = s.pod
-    rate = f" at {pod.rate_rps:.1f} rps per pod ({pod.rate_from})" if pod else ""
+    rate = f" at {rate_text(pod.rate_rps)} rps per pod ({pod.rate_from})" if pod else ""
     return f"sizing with p95 ≤ {slo_p95_ms:g} ms{rate}: " + "; ".join(parts)
 
 
@@ -242,11 +262,8 @@ def regression_line(result: RegressionResult) -> str:
 
 def stage_lines(r: StageResults, slo_p95_ms: float) -> dict[str, str]:
     """One sentence per stage that has something to say (summary.json `<stage>_line`, report.md's bullets)."""
-    checked = [x for x in (r.multi_client, r.single_client) if x is not None and x.operating_check is not None
-               and x.operating_check is r.operating]
-    ramp = checked[0] if checked else r.headline_ramp()  # the stage that checked the run's operating rate
     lines = {
-        "operating_line": ramp and operating_line(ramp),
+        "operating_line": run_check_line(r),
         "tuning_line": r.tune and tuning_line(r.tune),
         "multi_client_line": r.multi_client and multi_client_line(r.multi_client),
         "sizing_line": r.sizing and sizing_line(r.sizing, slo_p95_ms),

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from nightcap.results.report import (autoscale_line, canary_line, multi_client_line, operating_line, sizing_line,
-                                     tuning_line)
+from nightcap.results.report import (autoscale_line, canary_line, multi_client_line, operating_line, run_check_line,
+                                     sizing_line, superseded_line, tuning_line)
 from nightcap.results.report_lines import (scaling_rows_line, sentence, usl_line, validation_line)
 from nightcap.results.stages import RampResult, ScalingResult, SizingResult, StageResults
 
@@ -85,14 +85,17 @@ def _section(stage: str, text: str, rows: list[dict[str, Any]] | None = None, co
             "columns": columns, "plots": [p for p in plots or [] if p]}
 
 
-def _ramp(r: RampResult) -> dict[str, Any]:
-    lines = [ramp_line(r), multi_client_line(r) if r.stage == "multi_client" else None, operating_line(r)]
+def _ramp(r: RampResult, run: StageResults) -> dict[str, Any]:
+    lines = [ramp_line(r), multi_client_line(r) if r.stage == "multi_client" else None, operating_line(r),
+             superseded_line(r, run)]
     return _section(r.stage, _text(*lines), [lv.__dict__ for lv in r.search.levels], LEVEL_COLUMNS, [r.plot])
 
 
-def _scaling(s: ScalingResult) -> list[dict[str, Any]]:
+def _scaling(s: ScalingResult, run: StageResults) -> list[dict[str, Any]]:
+    """The rows, the USL fits, and the run's operating check when the figure moved here and scaling made it."""
     by_cores = [p for p in s.plots if "p95_by_cores" in p]
-    out = [_section("scaling", scaling_text(s), [row.__dict__ for row in s.rows], SCALING_COLUMNS,
+    text = _text(scaling_text(s), run_check_line(run) if run.operating_stage == "scaling" else None)
+    out = [_section("scaling", text, [row.__dict__ for row in s.rows], SCALING_COLUMNS,
                     [p for p in s.plots if p not in by_cores])]
     if s.by_cores or by_cores:
         out.append(_section("scaling", by_cores_text(s.by_cores), s.by_cores, None, by_cores,
@@ -119,9 +122,9 @@ def sections(r: StageResults, slo_p95_ms: float) -> list[dict[str, Any]]:
                 "figure is measured again on fresh windows (saturation_rps, rps_per_core)") if r.tune.confirmation else None
         out.append(_section("tune", _text(tuning_line(r.tune), note), r.tune.candidate_rows(),
                             TUNING_COLUMNS, [r.tune.plot]))
-    out += [_ramp(ramp) for ramp in (r.single_client, r.multi_client) if ramp]
+    out += [_ramp(ramp, r) for ramp in (r.single_client, r.multi_client) if ramp]
     if r.scaling:
-        out += _scaling(r.scaling)
+        out += _scaling(r.scaling, r)
     if r.autoscale:
         out.append(_section("autoscale", autoscale_line(r.autoscale), r.autoscale.phases, PHASE_COLUMNS,
                             [r.autoscale.plot]))

@@ -43,7 +43,7 @@ def test_reference_target_1000_rps_is_8_pods() -> None:
     assert row.in_flight == pytest.approx(22) and row.in_flight_per_pod == pytest.approx(2.75)
     assert row.pods_by_concurrency == 2  # 22 in flight / 12 held: far from binding
     assert row.cores == 8 and row.nodes == 2 and row.cost_per_hour == pytest.approx(0.4)
-    assert "1000 rps / 140 rps per pod (70% of the 200 rps one pod saturates at) = 7.14 -> 8 pod(s)" in row.reason
+    assert "1000 rps / 140.0 rps per pod (70% of the 200.0 rps one pod saturates at) = 7.14 -> 8 pod(s)" in row.reason
     assert "concurrency does not bind" in row.reason
 
 
@@ -59,7 +59,7 @@ def test_the_slo_rate_caps_the_per_pod_rate_when_the_slo_held_only_below_the_hea
     pod = SizingInputs(saturation_rps=200.0, headroom=0.7, mean_latency_s=0.05, slo_rate_rps=100.0)
     row = size_for_rps(1000, pod, **NODE)
     assert pod.rate_rps == 100 and row.pods == 10
-    assert "the SLO held up to 100 rps, below 70% of saturation" in row.reason
+    assert "the SLO held up to 100.0 rps, below 70% of saturation" in row.reason
     assert row.pods_by_concurrency is None and "concurrency was not checked" in row.reason
     higher = SizingInputs(saturation_rps=200.0, headroom=0.7, mean_latency_s=0.05, slo_rate_rps=180.0)
     assert higher.rate_rps == pytest.approx(140)  # a rate above the headroom is not planned on

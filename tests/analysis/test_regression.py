@@ -194,6 +194,11 @@ def test_a_step_too_small_for_one_night_adds_up_over_the_next_and_is_reported_on
     assert alarms == [14], verdicts  # night 13 alone was within the noise; with night 14 the mean is not
     row = results[13].figures[0]
     assert row.window_nights == 2 and "over the last 2 nights" in row.message
+    # report.md's table shows the look the change is of beside tonight's own value (its "nights" column read 1
+    # beside "2 comparable nights" in make run's report, as if it counted the history)
+    table = results[13].table_rows()[0]
+    assert table["nights averaged"] == 2 and table["their mean"] == pytest.approx(row.window_mean)
+    assert table["change %"] == pytest.approx(100 * (row.window_mean / row.baseline_mean - 1), abs=0.01)
     assert row.change_point["night"] == 13 and row.change_point["run_id"] == "night-13"
     assert {k: results[13].new_level[k] for k in ("run_id", "started_at", "night", "figure")} == {
         "run_id": "night-13", "started_at": "2026-11-13T02:00:00", "night": 13, "figure": "saturation_rps"}

@@ -342,3 +342,42 @@ def test_the_table_by_core_count_says_which_layouts_were_never_pushed_past_the_s
     text = by_cores_text(rows)
     assert "At 2 pod(s) no level failed the SLO" in text and "1 pod(s)" not in text
     assert "no level failed" not in by_cores_text(rows[:1])
+
+
+def _met_at(rate: float, p95_ms: float) -> "OperatingPointCheck":
+    from nightcap.analysis.operating_point import RateWindow, check_operating_point
+    from test_summary_keys import SLO50
+
+    def measure(r: float) -> RateWindow:
+        return RateWindow(r, r, r, r, 10.0, p95_ms, p95_ms + 5, 12.0, int(r * 6), int(r * 6), 0, 0, 0, "ok",
+                          ok_ms={10: int(r * 3), int(p95_ms): int(r * 3)})
+    return check_operating_point(measure, rate, SLO50)
+
+
+def test_the_operating_line_is_the_check_the_answer_uses_and_a_replaced_check_says_so(tmp_path) -> None:
+    """make run 12-05 05:37: the figure moved by more than 5% after single_client's check and scaling checked
+    again; the answer gave that check's p95 (110 ms) while operating_line and the single-client section gave the
+    first one's (40 ms), as if it were the run's."""
+    from test_summary_keys import KEY, _confirmation, _figure, _search
+
+    first, later = _met_at(70.0, 20.0), _met_at(64.9, 40.0)
+    single = RampResult("single_client", 1, 1, _search(95.0, 2), 22.0, 0, operating_check=first,
+                        confirmation=_confirmation([98.0, 99.0, 100.0]))
+    fit = fit_usl([1, 2], [92.7, 185.0])
+    rows = [ScalingRow(n, 92.7 * n, 2, 92.7, 1.0, 4, "flat", 2.0, 3, [0.97, 1.03], 3) for n in (1, 2)]
+    results = StageResults(pods={KEY: _figure([100.0, 92.0, 86.0])}, run_pod=KEY, single_client=single,
+                           scaling=ScalingResult(rows, fit, fit, 4, []), operating=later, operating_stage="scaling")
+    summary = run_summary(results, ["single_client", "scaling"])
+    op = summary["operating_point"]
+    assert op["rps"] == 64.9 and op["p95_ms"] == 40.0
+    assert "64.9 rps offered" in summary["operating_line"] and "p95 40 " in summary["operating_line"]
+    assert "(scaling)" in summary["operating_line"] and "p95 20 " not in summary["operating_line"]
+    report = report_of(summary, tmp_path)
+    single_section = report.split("## Single-client ramp")[1].split("##")[0]
+    scaling_section = report.split("## Scaling")[1].split("##")[0]
+    assert "p95 20 " in single_section  # what single_client measured stays where it was measured
+    assert "The figure moved after this check: scaling checked 64.9 rps again" in single_section
+    assert "64.9 rps offered" in scaling_section and "p95 40 " in scaling_section
+    # a check that is the run's is not said to be replaced
+    results.operating, results.operating_stage = first, "single_client"
+    assert "moved after this check" not in report_of(run_summary(results, ["single_client", "scaling"]), tmp_path)
