@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Protocol, Sequence
 
 from nightcap.analysis import latency
+from nightcap.analysis.figures import rate_text
 from nightcap.analysis.slo import Slo
 
 @dataclass(frozen=True)
@@ -248,4 +249,4 @@ def sizing_latency(check: OperatingPointCheck | None, replicas: int, stage: str,
     if window is None or window.mean_ms is None:
         return SizingLatency(None, slo_rate, "")
     return SizingLatency(window.mean_ms / 1000, slo_rate,
-                         f"mean latency open loop at {window.rate_rps:.1f} rps on {replicas} pod(s) ({stage})")
+                         f"mean latency open loop at {rate_text(window.rate_rps)} rps on {replicas} pod(s) ({stage})")
