@@ -80,6 +80,9 @@ def one_figure(summary: dict[str, Any]) -> tuple[bool, str]:
     seen = {"saturation": (summary.get("saturation") or {}).get("rps")}
     for stage in ("single_client", "multi_client"):
         seen[stage] = ((summary.get(stage) or {}).get("saturation") or {}).get("rps")
+    tuning = summary.get("tuning") or {}
+    if tuning.get("replicas") == replicas:  # the chosen pod's row of the tuning table, on the same pod count
+        seen["tuning"] = (tuning.get("best") or {}).get("saturation_rps")
     rows = [r for r in (summary.get("scaling") or {}).get("rows", []) if r.get("replicas") == 1]
     if rows:
         seen["scaling 1 pod"] = rows[0].get("saturation_rps")

@@ -158,10 +158,17 @@ class TuneResult:
                     f"{self.best.rps_per_core:.0f} rps per core is a lower bound, so the choice may be wrong")
         return None
 
-    def candidate_rows(self) -> list[dict[str, Any]]:
+    def figure_rps(self, figure: PodFigure | None) -> float | None:
+        """The chosen pod's figure on `replicas` pods: capacity.per_pod's for it (`figure`, with every later window
+        that joined tune's confirmation), else the confirmation's own; None when nothing confirmed it."""
+        if figure is not None:
+            return figure.planning.mean
+        return self.confirmation.rps if self.confirmation is not None and self.confirmation.good else None
+
+    def candidate_rows(self, figure: PodFigure | None = None) -> list[dict[str, Any]]:
         """The candidates as they were compared (their searches' figures: `chosen_on_rps`); the chosen one's
-        `saturation_rps` and `rps_per_core` are its confirmed figure (fresh windows), as everywhere else."""
-        confirmed = self.confirmation.rps if self.confirmation is not None and self.confirmation.good else None
+        `saturation_rps` and `rps_per_core` are its figure as the run ends (`figure_rps`), as everywhere else."""
+        confirmed = self.figure_rps(figure)
         rows = []
         for r in self.candidates:
             cores = (r.candidate.cpu or 1.0) * self.replicas
@@ -324,6 +331,14 @@ class StageResults:
     # the open-loop check at headroom x the run's figure (the stage that ran it last), None until one ran
     operating: OperatingPointCheck | None = None
     operating_stage: str | None = None
+
+    def tuned_figure(self) -> PodFigure | None:
+        """The figure of the pod tune chose, on tune's replicas (None: tune chose none, or did not confirm it)."""
+        if self.tune is None or self.tune.best is None:
+            return None
+        c = self.tune.best.candidate
+        key = PodKey(c.cpu, c.memory, c.concurrency, self.tune.replicas)
+        return next((f for k, f in self.pods.items() if k.replicas == key.replicas and k.same_shape(key)), None)
 
     def figure(self) -> PodFigure | None:
         """The run's pod's confirmed figure on platform.replicas, else one of the same pod shape on other replicas

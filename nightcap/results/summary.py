@@ -17,6 +17,7 @@ from nightcap.analysis.autoscale_metrics import AutoscaleSummary
 from nightcap.analysis.autoscale_plan import AutoscaleFit, Expectation
 from nightcap.analysis.figures import HEADLINE_NAMES
 from nightcap.analysis.operating_point import OperatingPointCheck
+from nightcap.analysis.pod_capacity import PodFigure
 from nightcap.results import report, report_sections
 from nightcap.results.capacity import capacity_block
 from nightcap.results.stages import (
@@ -153,12 +154,13 @@ def headline_figures(head: dict[str, Any]) -> dict[str, Any]:
     return figures
 
 
-def tuning_block(t: TuneResult) -> dict[str, Any]:
+def tuning_block(t: TuneResult, figure: PodFigure | None = None) -> dict[str, Any]:
     """The candidates as they were compared (their searches' figures: `chosen_on_rps`), and the chosen one with
-    its confirmed figure (fresh windows), which is the one reported wherever the pod appears."""
+    its figure as the run ends (`figure`: tune's confirmation and every later window that joined it), which is the
+    one reported wherever the pod appears; `confirmation` keeps what tune's own fresh windows measured."""
     best = t.best
-    confirmed = t.confirmation.rps if t.confirmation is not None and t.confirmation.good else None
-    rows = t.candidate_rows()
+    confirmed = t.figure_rps(figure)
+    rows = t.candidate_rows(figure)
     best_rps = confirmed if confirmed is not None else (best.saturation_rps if best else None)
     return {
         "candidates": rows,
@@ -305,7 +307,7 @@ def stage_blocks(results: StageResults, headroom: float, run: dict[str, Any]) ->
     """One block per stage that has a result, under the stage's summary key (`run`: the headline blocks)."""
     out: dict[str, Any] = {}
     if results.tune:
-        out["tuning"] = tuning_block(results.tune)
+        out["tuning"] = tuning_block(results.tune, results.tuned_figure())
     for ramp in (results.single_client, results.multi_client):
         if ramp:
             out[ramp.stage] = ramp_block(ramp, headroom, run)

@@ -381,3 +381,33 @@ def test_the_operating_line_is_the_check_the_answer_uses_and_a_replaced_check_sa
     # a check that is the run's is not said to be replaced
     results.operating, results.operating_stage = first, "single_client"
     assert "moved after this check" not in report_of(run_summary(results, ["single_client", "scaling"]), tmp_path)
+
+
+def test_the_tuned_pods_row_gives_its_figure_as_the_run_ends_not_tunes_own_windows(tmp_path) -> None:
+    """make run 12-05 05:37: the tuning table gave the chosen pod 99.77 rps (199.55 per core), tune's own three
+    fresh windows, while the answer, scaling, sizing and the nightly figures gave 92.78 (185.56 per core) once
+    later stages' windows had joined the figure: two figures for one pod in one report."""
+    from nightcap.analysis.pod_capacity import PodKey
+    from nightcap.analysis.tuning import Candidate, evaluate
+    from nightcap.results.stages import TuneResult
+    from test_summary_keys import MI, _confirmation, _figure, _search
+
+    chosen = Candidate(0.5, 768 * MI, 1)
+    candidates = [evaluate(c, replicas=1, saturation_rps=rps, p95_ms=20.0, cpu_use_pct=99.0, memory_peak_pct=20.0,
+                           oom_kills=0, restarts=0, meets_slo=True)
+                  for c, rps in ((Candidate(1.0, 768 * MI, 2), 167.4), (chosen, 86.3))]
+    key = PodKey(0.5, 768 * MI, 1, 1)
+    figure = _figure([100.3, 94.2, 104.8, 77.8, 77.9, 81.9, 101.1, 96.8, 87.8], "tune", 4, key=key)
+    tune = TuneResult(candidates, 2, 12, 1, [], "cpu=0.5", True, candidates[1], _search(86.3, 2), 0.7,
+                      confirmation=_confirmation([100.3, 94.2, 104.8], 4))
+    summary = run_summary(StageResults(pods={key: figure}, run_pod=key, tune=tune), ["tune"])
+    rps = summary["capacity"]["per_pod"]["rps"]
+    assert rps == pytest.approx(figure.planning.mean, abs=0.01) and abs(rps - 99.77) > 5  # the figure moved
+    best = summary["tuning"]["best"]
+    assert best["saturation_rps"] == pytest.approx(rps, abs=0.01) and best["rps_per_core"] == pytest.approx(2 * rps, abs=0.02)
+    assert best["chosen_on_rps"] == 86.3  # what the choice compared stays beside it
+    row = next(r for r in summary["tuning"]["candidates"] if r["cpu"] == 0.5)
+    assert row["saturation_rps"] == pytest.approx(rps, abs=0.01) and row["chosen_on_rps"] == 86.3
+    assert summary["tuning"]["confirmation"]["rps"] == pytest.approx(99.77, abs=0.01)  # tune's own windows, kept
+    table = report_of(summary, tmp_path).split("## Fine-tuning")[1].split("##")[0]
+    assert f"| {rps:.2f} | {2 * rps:.2f} |" in table and "99.77" not in table
