@@ -4,7 +4,7 @@ Five runs of `nightcap run configs/local.yaml --set stages=[tune,single_client,m
 MLflow model, as `make run` starts it: its own Prefect server, report folder and throwaway history store), one
 after another. Per run: `capacity.per_pod` (the pod's one figure: rps per pod, its 95% interval, how many fresh
 windows, which stage confirmed it, confirmed or unstable) and whether every per-pod figure in summary.json is that
-one (the headline's saturation, both ramps' blocks, scaling's one-pod row).
+one (the headline's saturation, both ramps' blocks, scaling's one-pod row, the tuning table's chosen row).
 
 Targets (issue 22): every run's interval contains the median of the five; median half-width <= 10%; within each
 run every per-pod figure is capacity.per_pod's. `python -m bench.consistency [--runs 3-5]` measures only those runs
