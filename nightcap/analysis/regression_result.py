@@ -121,8 +121,8 @@ def _row(c: FigureCheck, name: str | None = None) -> dict[str, Any]:
     # "nights averaged": the look the change is of (1: tonight alone; k: the mean of tonight and the k - 1 nights
     # before it, shown beside tonight's own value), not the nights of history the message counts
     return {"figure": name or c.figure, "tonight": c.tonight, "baseline": c.baseline_mean,
-            "nights averaged": c.window_nights, "their mean": c.window_mean, "change %": c.change_pct, "noise ±%": c.noise_pct,
-            "own ±%": c.interval_pct, "p (all looks)": c.pvalue, "verdict": c.verdict,
+            "nights averaged": c.window_nights, "their mean": c.window_mean, "change %": c.change_pct,
+            "noise ±%": c.noise_pct, "own ±%": c.interval_pct, "p (all looks)": c.pvalue, "verdict": c.verdict,
             "baseline nights": c.baseline}
 
 

@@ -80,8 +80,8 @@ class SizingInputs:
     def rate_from(self) -> str:
         if self.verified_rate_rps is not None:
             if self.verified_rate_rps > self.headroom * self.saturation_rps:
-                return (f"{self.headroom:.0%} of the {rate_text(self.saturation_rps)} rps one pod saturates at (the SLO "
-                        f"was verified open loop at {rate_text(self.verified_rate_rps)} rps, above it)")
+                return (f"{self.headroom:.0%} of the {rate_text(self.saturation_rps)} rps one pod saturates at "
+                        f"(the SLO was verified open loop at {rate_text(self.verified_rate_rps)} rps, above it)")
             return f"verified open loop: the SLO held at {rate_text(self.verified_rate_rps)} rps per pod"
         if self.slo_rate_rps is not None and self.slo_rate_rps < self.headroom * self.saturation_rps:
             return f"the SLO held up to {rate_text(self.slo_rate_rps)} rps, below {self.headroom:.0%} of saturation"

@@ -49,8 +49,8 @@ def answer_line(summary: dict[str, Any]) -> str:
     # the knee's users; the figure's windows run on the plateau above it (capacity.per_pod.users) when it has one
     measured_at = ((summary.get("capacity") or {}).get("per_pod") or {}).get("users")
     where = f" (the knee; measured at {measured_at})" if measured_at and users and measured_at != users else ""
-    line = (f"**{target}** saturates at **{_fmt(sat['rps'])} rps**{_pm(sat['rps'], sat.get('rps_ci'))}{sure} with {users} "
-            f"concurrent user{'s' if users != 1 else ''}{where} on {size}; operate at {_fmt(op.get('rps'))} rps"
+    line = (f"**{target}** saturates at **{_fmt(sat['rps'])} rps**{_pm(sat['rps'], sat.get('rps_ci'))}{sure} with "
+            f"{users} concurrent user{'s' if users != 1 else ''}{where} on {size}; operate at {_fmt(op.get('rps'))} rps"
             f"{_pm(op.get('rps'), op.get('rps_ci'))} ({_share(op, sat)}%)")
     if op.get("load") == "open":  # measured at that rate, open loop
         line += (f", where open loop p95 is {_fmt(op.get('p95_ms'), 0)} ms: "
@@ -144,7 +144,7 @@ def superseded_line(r: RampResult, run: StageResults) -> str | None:
     """A ramp's own check that the run's later check replaced: say so beside it, so two p95s do not read as one."""
     if r.operating_check is None or run.operating is None or r.operating_check is run.operating:
         return None
-    return (f"the figure moved after this check: {run.operating_stage} checked "
+    return (f"the figure moved after this check: {run.operating_stage or 'a later stage'} checked "
             f"{rate_text(run.operating.verified.rate_rps)} rps again, the rate the answer, sizing and autoscale use")
 
 
