@@ -132,9 +132,9 @@ def test_ramps_scaling_and_sizing_match_the_formula(prefect_api, tmp_path, monke
     rps_row, users_row = by_target["500 rps"], by_target["50 users"]
     # planned on the rate the open-loop check passed at (op.rps, one replica here), never above 70% of the figure:
     # later stages' windows may have moved the figure by up to 5% after the check (69.56 against 0.7 x 99.73 in a
-    # clean-clone run)
+    # clean-clone run); summary.json rounds op.rps to 2 decimals (69.71 for 69.7107)
     assert op["verification"][0]["meets_slo"]
-    assert inputs["per_pod_rate_rps"] == pytest.approx(min(op["rps"], 0.7 * inputs["per_pod_rps"]))
+    assert inputs["per_pod_rate_rps"] == pytest.approx(min(op["rps"], 0.7 * inputs["per_pod_rps"]), abs=0.006)
     assert rps_row["pods"] == math.ceil(500 / inputs["per_pod_rate_rps"] - 1e-9) and 7 <= rps_row["pods"] <= 9
     assert users_row["pods"] == 1 and within(users_row["rps"], 50 / (1 + inputs["latency_s"]), 0.001)
     assert 0.038 <= inputs["latency_s"] <= 0.07 and "open loop" in inputs["latency_from"]
