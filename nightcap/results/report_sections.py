@@ -120,7 +120,7 @@ def sections(r: StageResults, slo_p95_ms: float) -> list[dict[str, Any]]:
     if r.tune:
         note = ("candidates are compared on their searches (chosen_on_rps, chosen_on_rps_per_core); the chosen one's "
                 "figure is measured again on fresh windows (saturation_rps, rps_per_core)") if r.tune.confirmation else None
-        out.append(_section("tune", _text(tuning_line(r.tune), note), r.tune.candidate_rows(r.tuned_figure()),
+        out.append(_section("tune", _text(tuning_line(r.tune), note), r.tune.candidate_rows(r.tuned_rps()),
                             TUNING_COLUMNS, [r.tune.plot]))
     out += [_ramp(ramp, r) for ramp in (r.single_client, r.multi_client) if ramp]
     if r.scaling:

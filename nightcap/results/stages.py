@@ -165,10 +165,9 @@ class TuneResult:
             return figure.planning.mean
         return self.confirmation.rps if self.confirmation is not None and self.confirmation.good else None
 
-    def candidate_rows(self, figure: PodFigure | None = None) -> list[dict[str, Any]]:
+    def candidate_rows(self, figure_rps: float | None) -> list[dict[str, Any]]:
         """The candidates as they were compared (their searches' figures: `chosen_on_rps`); the chosen one's
         `saturation_rps` and `rps_per_core` are its figure as the run ends (`figure_rps`), as everywhere else."""
-        confirmed = self.figure_rps(figure)
         rows = []
         for r in self.candidates:
             cores = (r.candidate.cpu or 1.0) * self.replicas
@@ -176,8 +175,8 @@ class TuneResult:
             # why it was chosen (a confirmed figure lower than another candidate's search figure is not a contradiction)
             row = {**r.to_dict(), "chosen_on_rps": r.saturation_rps,
                    "chosen_on_rps_per_core": round(r.saturation_rps / cores, 2) if r.saturation_rps else None}
-            if r is self.best and confirmed is not None:
-                row.update(saturation_rps=round(confirmed, 2), rps_per_core=round(confirmed / cores, 2))
+            if r is self.best and figure_rps is not None:
+                row.update(saturation_rps=round(figure_rps, 2), rps_per_core=round(figure_rps / cores, 2))
             rows.append(row)
         return rows
 
@@ -332,13 +331,15 @@ class StageResults:
     operating: OperatingPointCheck | None = None
     operating_stage: str | None = None
 
-    def tuned_figure(self) -> PodFigure | None:
-        """The figure of the pod tune chose, on tune's replicas (None: tune chose none, or did not confirm it)."""
+    def tuned_rps(self) -> float | None:
+        """The figure of the pod tune chose, on tune's replicas, as the run ends (`TuneResult.figure_rps`): the
+        tuning table's chosen row and `tuning.best` give it (None: tune chose none, or confirmed none)."""
         if self.tune is None or self.tune.best is None:
             return None
         c = self.tune.best.candidate
         key = PodKey(c.cpu, c.memory, c.concurrency, self.tune.replicas)
-        return next((f for k, f in self.pods.items() if k.replicas == key.replicas and k.same_shape(key)), None)
+        figure = next((f for k, f in self.pods.items() if k.replicas == key.replicas and k.same_shape(key)), None)
+        return self.tune.figure_rps(figure)
 
     def figure(self) -> PodFigure | None:
         """The run's pod's confirmed figure on platform.replicas, else one of the same pod shape on other replicas

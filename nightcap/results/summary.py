@@ -17,7 +17,6 @@ from nightcap.analysis.autoscale_metrics import AutoscaleSummary
 from nightcap.analysis.autoscale_plan import AutoscaleFit, Expectation
 from nightcap.analysis.figures import HEADLINE_NAMES
 from nightcap.analysis.operating_point import OperatingPointCheck
-from nightcap.analysis.pod_capacity import PodFigure
 from nightcap.results import report, report_sections
 from nightcap.results.capacity import capacity_block
 from nightcap.results.stages import (
@@ -154,14 +153,13 @@ def headline_figures(head: dict[str, Any]) -> dict[str, Any]:
     return figures
 
 
-def tuning_block(t: TuneResult, figure: PodFigure | None = None) -> dict[str, Any]:
+def tuning_block(t: TuneResult, figure_rps: float | None) -> dict[str, Any]:
     """The candidates as they were compared (their searches' figures: `chosen_on_rps`), and the chosen one with
-    its figure as the run ends (`figure`: tune's confirmation and every later window that joined it), which is the
-    one reported wherever the pod appears; `confirmation` keeps what tune's own fresh windows measured."""
+    its figure as the run ends (`figure_rps`: tune's confirmation and every later window that joined it), which is
+    the one reported wherever the pod appears; `confirmation` keeps what tune's own fresh windows measured."""
     best = t.best
-    confirmed = t.figure_rps(figure)
-    rows = t.candidate_rows(figure)
-    best_rps = confirmed if confirmed is not None else (best.saturation_rps if best else None)
+    rows = t.candidate_rows(figure_rps)
+    best_rps = figure_rps if figure_rps is not None else (best.saturation_rps if best else None)
     return {
         "candidates": rows,
         "candidates_measured": t.candidates_measured,
@@ -175,7 +173,7 @@ def tuning_block(t: TuneResult, figure: PodFigure | None = None) -> dict[str, An
             "memory_label": best.to_dict()["memory_label"], "concurrency": best.candidate.concurrency,
             "rps_per_core": None if best_rps is None else round(best_rps / ((best.candidate.cpu or 1.0) * t.replicas), 2),
             "saturation_rps": None if best_rps is None else round(best_rps, 2),
-            "chosen_on_rps": best.saturation_rps, "confirmed": confirmed is not None},
+            "chosen_on_rps": best.saturation_rps, "confirmed": figure_rps is not None},
         "warm_start": t.warm_start.to_dict() if t.warm_start else None,
         "confirmation": confirmation_block(t.confirmation),
         "cpu_pairs": t.cpu_pairs.to_dict() if t.cpu_pairs else None,
@@ -307,7 +305,7 @@ def stage_blocks(results: StageResults, headroom: float, run: dict[str, Any]) ->
     """One block per stage that has a result, under the stage's summary key (`run`: the headline blocks)."""
     out: dict[str, Any] = {}
     if results.tune:
-        out["tuning"] = tuning_block(results.tune, results.tuned_figure())
+        out["tuning"] = tuning_block(results.tune, results.tuned_rps())
     for ramp in (results.single_client, results.multi_client):
         if ramp:
             out[ramp.stage] = ramp_block(ramp, headroom, run)
