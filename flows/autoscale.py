@@ -65,7 +65,7 @@ def autoscale(run: StageRun) -> AutoscaleResult:
         shape = (fit.shape.cpu, fit.shape.memory, fit.shape.concurrency)
         open_cost = open_loop_cpu_cost(s for s in ctx.steps if (s.cpu, s.memory, s.concurrency) == shape)
         base, why = baseline_load(ctx.config.search.headroom, a.target_cpu_pct, fit.shape.rps, fit.shape.rps_low,
-                                  open_cost, a.tolerance)
+                                  open_cost, a.tolerance, fit.held)
         if why and not a.phases:
             logger.info("autoscale: %s", why)
         timeline.expected = expectation(ctx, fit, spec, base)
@@ -94,7 +94,7 @@ def fit_autoscale(ctx: RunContext, per_pod: PerPod) -> AutoscaleFit:
     budget = getattr(platform, "replica_cpu_budget", None)
     overload = max(p.load for p in a.phases) if a.phases else a.overload  # what the phases will offer
     return fit_to_platform(tuned, grid, budget() if budget else None, a.min_replicas, a.max_replicas, overload,
-                           ctx.config.search.headroom, phases_given=bool(a.phases))
+                           ctx.config.search.headroom, phases_given=bool(a.phases), held=per_pod.held_share)
 
 
 def expectation(ctx: RunContext, fit: AutoscaleFit, spec: PodSpec, baseline: float) -> Expectation:

@@ -31,9 +31,6 @@ def sizing(run: StageRun) -> SizingResult:
     latency = sizing_latency(check, replicas, r.operating_stage or "ramp",
                              ramp.operating_p95_ms if ramp else None) if fig else None
     latency_s, slo_rate = (latency.mean_latency_s, latency.slo_rate_per_pod_rps) if latency else (None, None)
-    verified = None
-    if check is not None and check.sizing_window is not None:
-        verified = check.sizing_window.rate_rps / replicas
     latency_from = latency.source if latency else ""
     spec = ctx.spec
     cpu = spec.cpu if spec and spec.cpu else 1.0
@@ -51,7 +48,7 @@ def sizing(run: StageRun) -> SizingResult:
     else:
         result.pod = SizingInputs(saturation_rps=per_pod.rps, headroom=cfg.headroom, mean_latency_s=latency_s,
                                   slo_rate_rps=slo_rate, in_flight_held=per_pod.slo_users or None,
-                                  verified_rate_rps=verified)
+                                  verified_rate_rps=per_pod.slo_rate_rps)
         result.rows = size_rows(cfg, result.pod, cpu_per_pod=cpu, memory_per_pod=spec.memory if spec else None)
         if r.scaling:
             result.validation = validate_against_scaling(result.pod, {row.replicas: row.saturation_rps

@@ -22,7 +22,8 @@ def open_loop_cpu_cost(rows: Iterable[Any]) -> float | None:
 
 
 def baseline_load(headroom: float, target_cpu_pct: float, rps: float, rps_low: float | None,
-                  open_cost: float | None = None, tolerance: float = 0.1) -> tuple[float, str]:
+                  open_cost: float | None = None, tolerance: float = 0.1,
+                  held: float | None = None) -> tuple[float, str]:
     """The baseline's load, as a multiple of one pod's figure, and why when it is not the operating point.
 
     The baseline shows the service steady below the HPA's target before the step; the HPA scales once the pods'
@@ -33,26 +34,32 @@ def baseline_load(headroom: float, target_cpu_pct: float, rps: float, rps_low: f
     noise room on both sides. The lowest of the three (make run scaled 1 -> 2 during the baseline at 20:33 with
     neither bound, and at 21:43 with only the first). Two tolerances, not one: aimed at 72% of the limit
     (12-05 03:06), a pod whose CPU per request wanders by a quarter on this machine (4.1-6.7 ms in consecutive
-    windows) crossed the HPA's 88% in a 2-s sample and scaled during the baseline."""
+    windows) crossed the HPA's 88% in a 2-s sample and scaled during the baseline.
+
+    `held`: the share of the figure the open-loop check held the SLO at when it backed off below `headroom`; a
+    baseline above it would start over the SLO, and "p95 back under the SLO" would have nothing to return to."""
     if rps <= 0:
         return headroom, ""
     target = target_cpu_pct / 100.0
+    scales = "and the HPA would scale before the step"
     bounds = [(headroom, "")]
     if rps_low and rps_low > 0:
         bounds.append((target * rps_low / rps,
                        f"at the lower end of its interval ({rps_low:.1f} rps) {headroom:.2f} x {rps:.1f} rps would "
-                       f"put the pod's CPU over the HPA's target of {target_cpu_pct:g}%"))
+                       f"put the pod's CPU over the HPA's target of {target_cpu_pct:g}%, {scales}"))
     if open_cost and open_cost > 0:
         aim = target * (1 - 2 * tolerance)
         bounds.append((aim / open_cost / rps,
                        f"open loop the pod used up to {100 * open_cost:.2f}% of its CPU limit per rps, which puts "
                        f"it at {100 * aim:.0f}% (the HPA's target of {target_cpu_pct:g}% less twice its tolerance) at "
-                       f"{aim / open_cost:.1f} rps"))
+                       f"{aim / open_cost:.1f} rps, {scales}"))
+    if held is not None and 0 < held < headroom:
+        bounds.append((held, f"the open-loop check held the SLO only up to {held * rps:.1f} rps, and a baseline "
+                             "above it would start over the SLO"))
     load, why = min(bounds, key=lambda b: b[0])
     if load >= headroom:
         return headroom, ""
-    return load, (f"baseline at {load:.2f} x one pod's figure, not the operating point's {headroom:.2f}: {why}, "
-                  "and the HPA would scale before the step")
+    return load, f"baseline at {load:.2f} x one pod's figure, not the operating point's {headroom:.2f}: {why}"
 
 
 def default_phases(a: AutoscaleConfig, headroom: float, overload: float | None = None,

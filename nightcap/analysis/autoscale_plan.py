@@ -20,7 +20,7 @@ Two questions, both pure arithmetic on figures the run already measured:
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Sequence
 
 START_UNDER_LOAD = 1.5  # a pod starting beside an overloaded one (shared disk, page cache, CPU): measured 1.25x
@@ -54,6 +54,7 @@ class AutoscaleFit:
     change: str = "none"  # "none", "fewer replicas" or "smaller pod"
     reason: str = ""  # which change and why, one sentence ("" when none)
     no_room: str | None = None  # why the stage cannot run at all (no shape leaves room to add a pod)
+    held: float | None = None  # the share of the shape's figure its open-loop check held the SLO at, when below headroom
 
     @staticmethod
     def keys() -> list[str]:
@@ -68,6 +69,20 @@ class AutoscaleFit:
                 "reason": self.reason or None}
 
 
+@dataclass(frozen=True)
+class Share:
+    """What one pod takes within the SLO, as a share of its figure: the operating point's headroom, or (`held`)
+    the lower rate the open-loop check backed off to."""
+
+    value: float
+    held: bool = False
+
+    def words(self) -> str:
+        if self.held:
+            return f"at {self.value:.0%} of one pod's figure, the rate its open-loop check held the SLO at"
+        return f"at the {self.value:.0%} operating point"
+
+
 def pods_that_fit(cpu: float | None, replica_cpus: float | None, asked: int) -> int:
     """How many pods of `cpu` fit in `replica_cpus` (all `asked` when either is unknown)."""
     if replica_cpus is None or not cpu:
@@ -76,22 +91,27 @@ def pods_that_fit(cpu: float | None, replica_cpus: float | None, asked: int) -> 
 
 
 def fit_to_platform(tuned: Shape, grid: Sequence[Shape], replica_cpus: float | None, min_replicas: int,
-                    max_replicas: int, overload: float, headroom: float, phases_given: bool = False) -> AutoscaleFit:
+                    max_replicas: int, overload: float, headroom: float, phases_given: bool = False,
+                    held: float | None = None) -> AutoscaleFit:
     """The tuned pod when `max_replicas` of it fit; else fewer replicas, else a smaller measured shape (see above).
 
     `phases_given`: autoscale.phases were configured: their loads are offered as written (`overload` is their
-    largest), never lowered to what fewer replicas take."""
-    if phases_given:
-        headroom = math.inf
+    largest), never lowered to what fewer replicas take. `held`: the share of the tuned pod's figure its open-loop
+    check held the SLO at, when that is below `headroom` (the check backed off): fewer pods then take only that
+    much each, so an overload capped at `headroom` per pod would miss the SLO however fast the HPA was. A smaller
+    grid shape was never checked open loop: its cap stays at `headroom`."""
+    plain = Share(math.inf if phases_given else headroom)  # configured phases: offered as written
+    share = plain if phases_given or held is None or held >= headroom else Share(held, True)
+    kept = share.value if share.held else None
     n = pods_that_fit(tuned.cpu, replica_cpus, max_replicas)
     if n >= max_replicas:
-        return AutoscaleFit(tuned, max_replicas, overload, replica_cpus)
+        return AutoscaleFit(tuned, max_replicas, overload, replica_cpus, held=kept)
     room = f"the {replica_cpus:g} CPU(s) reserved for replicas"
     if n > min_replicas:
         return _capped(AutoscaleFit(
             tuned, n, overload, replica_cpus, "fewer replicas",
-            f"autoscale.max_replicas {max_replicas} lowered to {n}: {n} pods of {tuned.cpu:g} CPU fit in {room}"),
-            headroom)
+            f"autoscale.max_replicas {max_replicas} lowered to {n}: {n} pods of {tuned.cpu:g} CPU fit in {room}",
+            held=kept), share)
     smaller = [s for s in grid if s.cpu and s.rps > 0 and pods_that_fit(s.cpu, replica_cpus, max_replicas) > min_replicas]
     if not smaller:
         return AutoscaleFit(tuned, n, overload, replica_cpus, no_room=(
@@ -104,18 +124,17 @@ def fit_to_platform(tuned: Shape, grid: Sequence[Shape], replica_cpus: float | N
     return _capped(AutoscaleFit(
         pick, bound, overload, replica_cpus, "smaller pod",
         f"the tuned pod ({tuned.cpu:g} CPU) fits {n} time(s) in {room}, leaving no room to add one: the stage uses "
-        f"the tune grid's {pick.label()} pod ({pick.rps:.1f} rps, {pick.source}), {bound} of which fit"), headroom)
+        f"the tune grid's {pick.label()} pod ({pick.rps:.1f} rps, {pick.source}), {bound} of which fit"), plain)
 
 
-def _capped(fit: AutoscaleFit, headroom: float) -> AutoscaleFit:
-    if math.isinf(headroom):  # configured phases: offered as written
+def _capped(fit: AutoscaleFit, share: Share) -> AutoscaleFit:
+    if math.isinf(share.value):
         return fit
-    cap = round(fit.max_replicas * headroom, 2)
+    cap = round(fit.max_replicas * share.value, 2)
     if fit.overload <= cap:
         return fit
-    return AutoscaleFit(fit.shape, fit.max_replicas, cap, fit.replica_cpus, fit.change,
-                        f"{fit.reason}; the overload is {cap:g}x one pod (not {fit.overload:g}x), what "
-                        f"{fit.max_replicas} pods take at the {headroom:.0%} operating point")
+    return replace(fit, overload=cap, reason=f"{fit.reason}; the overload is {cap:g}x one pod (not "
+                                             f"{fit.overload:g}x), what {fit.max_replicas} pods take {share.words()}")
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,8 @@ class FigureCheck:
     # where the change the alarm found began: the window's first night (None: no change found tonight)
     change_point: dict[str, Any] | None = None
     baseline_mean: float | None = None  # geometric mean of the baseline nights: what change_pct is against
-    window_nights: int = 1  # the look shown: the mean of tonight and the nights before it (1: tonight alone)
+    window_nights: int | None = None  # the look shown: the mean of tonight and the nights before it (1: tonight
+    # alone; None: no look was made, the figure has too little history or was not measured)
     window_mean: float | None = None  # that window's geometric mean
     pvalue: float | None = None  # the look's one-sided p-value x the night's looks (Bonferroni), capped at 1
     interval_pct: float | None = None  # the window's own 95% half-width, % (None: not measured, not required)

@@ -334,3 +334,15 @@ class PerPod:
     slo_users: float | None
     source: str
     rps_low: float | None = None  # the lower end of the figure's 95% interval (None: not known)
+    # the open-loop rate per pod the operating-point check met the SLO at (the operating rate, or the rate it
+    # backed off to; None: no check, or no rate met it), and whether it backed off below the operating point
+    slo_rate_rps: float | None = None
+    backed_off: bool = False
+
+    @property
+    def held_share(self) -> float | None:
+        """The share of the figure one pod held the SLO at open loop when the check backed off below the operating
+        point (None when it did not: the operating point holds, or nothing is known)."""
+        if not self.backed_off or self.slo_rate_rps is None or self.rps <= 0:
+            return None
+        return self.slo_rate_rps / self.rps

@@ -353,16 +353,18 @@ class StageResults:
 
     def per_pod(self) -> PerPod | None:
         """One pod of the run's shape, as sizing and autoscaling plan on it: capacity.per_pod (its planning
-        figure: the lower one when unstable), with the SLO users the ramp walked to, per pod."""
+        figure: the lower one when unstable), with the SLO users the ramp walked to and the open-loop rate the
+        operating-point check met the SLO at, per pod (the check ran on the figure's replicas)."""
         fig = self.figure()
         if fig is None:
             return None
-        n = fig.key.replicas
-        ramp = self.slo_search()
+        n, ramp, check = fig.key.replicas, self.slo_search(), self.operating
         slo = ramp.search.slo_users if ramp else None
+        window = check.sizing_window if check is not None else None
         return PerPod(fig.per_pod.mean, max(1, round((fig.knee_users or fig.users) / n)), None if slo is None else slo / n,
                       f"capacity.per_pod ({fig.stage}, {fig.status}, {len(fig.windows)} fresh windows on {n} pod(s))",
-                      rps_low=fig.per_pod.low)
+                      rps_low=fig.per_pod.low, slo_rate_rps=window.rate_rps / n if window is not None else None,
+                      backed_off=check is not None and not check.met)
 
     def slo_search(self) -> RampResult | None:
         """The ramp whose search walked past the knee to the SLO capacity (single-client first)."""

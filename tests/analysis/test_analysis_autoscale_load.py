@@ -95,3 +95,18 @@ def test_the_baseline_is_planned_on_what_open_loop_arrivals_cost_the_pod() -> No
     assert "open loop the pod used up to 1.87% of its CPU limit per rps" in why and "at 34.2 rps" in why
     assert open_loop_cpu_cost([row(99.0, 100.0, load="closed")]) is None
     assert baseline_load(0.7, 80, 99.0, None, 0.002)[0] == 0.7  # cheap arrivals: the operating point holds
+
+
+def test_the_baseline_stays_under_the_rate_the_open_loop_check_held_the_slo_at() -> None:
+    """make run 12-05 05:51: the SLO held open loop only up to 57.2 of 106.6 rps; a baseline at the operating point
+    (0.7 x 106.6 = 74.6 rps) would have started over the SLO, with nothing for "back under the SLO" to return to."""
+    from nightcap.analysis.autoscale_load import baseline_load
+
+    load, why = baseline_load(0.7, 80, 106.6, 93.7, held=57.2 / 106.6)
+    assert load == pytest.approx(57.2 / 106.6)
+    assert why == ("baseline at 0.54 x one pod's figure, not the operating point's 0.70: the open-loop check held the "
+                   "SLO only up to 57.2 rps, and a baseline above it would start over the SLO")
+    assert baseline_load(0.7, 80, 106.6, 100.0, held=0.75) == (0.7, "")  # it held beyond the operating point
+    assert baseline_load(0.7, 80, 106.6, 100.0, held=None) == (0.7, "")
+    lower, _ = baseline_load(0.7, 80, 100.0, 40.0, held=0.6)  # the pod's slow end binds first
+    assert lower == pytest.approx(0.8 * 40.0 / 100.0)

@@ -108,3 +108,23 @@ def test_configured_phases_are_offered_as_written_and_the_fit_says_so() -> None:
     assert fit.max_replicas == 4 and fit.overload == 3.0 and "overload" not in fit.reason
     capped = fit_to_platform(tuned, [], 1.0, 1, 6, 3.0, 0.7)
     assert capped.overload == 2.8 and "the overload is 2.8x one pod (not 3x)" in capped.reason
+
+
+def test_the_overload_is_capped_at_the_rate_the_open_loop_check_held_the_slo_at() -> None:
+    """make run 12-05 05:51: the operating-point check backed off to 57.2 of the figure's 106.6 rps (0.54); capped
+    at 2 x 0.7 = 1.4x one pod, the overload put 75 rps on each of 2 pods, a rate the check had already seen miss the
+    SLO, and "25 s over the SLO" was the plan's doing, not the HPA's."""
+    tuned = Shape(0.5, 768 * MI, 1, 106.6, "capacity.per_pod")
+    held = 57.2 / 106.6
+    fit = fit_to_platform(tuned, GRID, 1.0, 1, 4, 3.0, 0.7, held=held)
+    assert (fit.change, fit.max_replicas, fit.overload) == ("fewer replicas", 2, 1.07)
+    assert fit.held == pytest.approx(held)
+    assert fit.reason.endswith("the overload is 1.07x one pod (not 3x), what 2 pods take at 54% of one pod's "
+                               "figure, the rate its open-loop check held the SLO at")
+    at_headroom = fit_to_platform(tuned, GRID, 1.0, 1, 4, 3.0, 0.7, held=0.72)  # the check held the operating point
+    assert at_headroom.overload == 1.4 and at_headroom.held is None
+    assert fit_to_platform(tuned, [], 1.0, 1, 4, 3.0, 0.7, phases_given=True, held=held).overload == 3.0
+    on_a_cluster = fit_to_platform(tuned, GRID, None, 1, 12, 3.0, 0.7, held=held)  # nothing to cap; baseline bound
+    assert on_a_cluster.overload == 3.0 and on_a_cluster.held == pytest.approx(held)
+    smaller = fit_to_platform(TUNED_1CPU, GRID, 1.0, 1, 4, 3.0, 0.7, held=held)  # a grid shape: never checked
+    assert smaller.change == "smaller pod" and smaller.overload == 1.4 and smaller.held is None

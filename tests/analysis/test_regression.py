@@ -100,6 +100,11 @@ def test_figure_missing_from_old_runs_is_not_enough_history():
     assert by_name["saturation_rps"].verdict == "ok" and by_name["slo_users"].verdict == "not enough history"
     assert by_name["slo_users"].message == "slo_users: 0 comparable night(s), need 5"
     assert result.verdict == "ok"
+    # no look was made: the table's "nights averaged" is empty, not 1 beside an empty "their mean" (make run 05:51)
+    assert by_name["slo_users"].window_nights is None and by_name["slo_users"].window_mean is None
+    assert by_name["saturation_rps"].window_nights == 1
+    row = next(r for r in result.table_rows() if r["figure"] == "slo_users")
+    assert row["nights averaged"] is None and row["their mean"] is None
 
 
 def test_latency_changes_below_the_measurement_resolution_never_regress():

@@ -412,3 +412,27 @@ def test_the_tuned_pods_row_gives_its_figure_as_the_run_ends_not_tunes_own_windo
     assert summary["tuning"]["confirmation"]["rps"] == pytest.approx(99.77, abs=0.01)  # tune's own windows, kept
     table = report_of(summary, tmp_path).split("## Fine-tuning")[1].split("##")[0]
     assert f"| {rps:.2f} | {2 * rps:.2f} |" in table and "99.77" not in table
+
+
+def test_one_pod_as_sizing_and_autoscaling_plan_on_it_carries_the_rate_the_open_loop_check_held() -> None:
+    """A check that missed the SLO at the operating point and backed off: sizing plans on the rate it held, and
+    autoscaling caps its phases there (`PerPod.held_share`); a check that held the operating point caps nothing."""
+    from nightcap.analysis.operating_point import RateWindow, check_operating_point
+    from test_summary_keys import KEY, SLO50, _figure
+
+    def measure(r: float) -> RateWindow:
+        p95 = 80.0 if r > 50.0 else 20.0
+        return RateWindow(r, r, r, r, 10.0, p95, p95 + 5, 12.0, int(r * 6), int(r * 6), 0, 0, 0, "ok",
+                          ok_ms={10: int(r * 3), int(p95): int(r * 3)})
+
+    fig = _figure([100.0, 92.0, 86.0])
+    backed = check_operating_point(measure, 70.0, SLO50, backoff_windows=3)
+    assert backed.slo_rate_rps == 43.75  # 35 met, 52.5 missed, 43.75 met
+    per_pod = StageResults(pods={KEY: fig}, run_pod=KEY, operating=backed).per_pod()
+    assert per_pod is not None and per_pod.backed_off
+    assert per_pod.slo_rate_rps == pytest.approx(43.75 / KEY.replicas)
+    assert per_pod.held_share == pytest.approx(43.75 / KEY.replicas / per_pod.rps)
+    held = StageResults(pods={KEY: fig}, run_pod=KEY, operating=_met_at(45.0, 20.0)).per_pod()
+    assert held is not None and held.slo_rate_rps == pytest.approx(45.0 / KEY.replicas) and held.held_share is None
+    unchecked = StageResults(pods={KEY: fig}, run_pod=KEY).per_pod()
+    assert unchecked is not None and unchecked.slo_rate_rps is None and unchecked.held_share is None
