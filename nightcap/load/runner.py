@@ -115,7 +115,7 @@ class StepRunner:
         row.note = "; ".join(notes) or ("" if window.completed else "no request completed in the window")
         if not row.valid and not row.generator_bound:
             self._rate = None  # set the schedule again before the next window (see `measure`)
-        self._remember(row)
+        self.follow(row)
         self.rows.append(row)
         self.on_row(row)
         return row, window
@@ -167,7 +167,9 @@ class StepRunner:
         lighter = users is None or users < self._last_users
         return max(self.config.load.warmup_s, min(self._drain_s, 10.0) if lighter else 0.0)
 
-    def _remember(self, row: StepRow) -> None:
+    def follow(self, row: StepRow) -> None:
+        """The window measured last (by this runner, or the one before it on the same platform): the next window,
+        when lighter, waits for what that one left queued (`_warmup_s`)."""
         self._last_users = row.users if row.load != "open" else 10**9  # an open-loop rate: drain before any users
         self._drain_s = (row.p95_ms or 0.0) / 1000.0
 
@@ -204,7 +206,7 @@ class StepRunner:
             self._users = None
         if rate_limited := (self.config.load.max_rps and window.rps > self.config.load.max_rps):  # offered, failures too
             row.note = (row.note + "; " if row.note else "") + f"rps {window.rps:.0f} above load.max_rps"
-        self._remember(row)
+        self.follow(row)
         self.rows.append(row)
         self.on_row(row)
         if rate_limited:

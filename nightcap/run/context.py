@@ -110,12 +110,12 @@ class RunContext:
         return gen
 
     def idle_generator(self) -> None:
-        """Stop the swarm so the next search starts from zero users; a generator that cannot is dropped."""
+        """No users left running, so the next search starts from zero users; a generator that cannot is dropped."""
         gen = self.generator
         if gen is None:
             return
         try:
-            gen.client.stop()
+            gen.client.idle()
         except Exception as exc:
             logging.getLogger(__name__).info("the load generator did not stop its swarm (%s); it is replaced", exc)
             self.release_generator()
@@ -141,6 +141,8 @@ class RunContext:
             runner = StepRunner(self.config, platform, gen, stage, self.record_step, self.deadline,
                                 spec or self.spec, self.next_step)
             runner.purpose = purpose
+            if self.steps:  # a lighter first window waits for what the last one left queued at the server
+                runner.follow(self.steps[-1])
             yield runner
         except BaseException:
             self.release_generator()

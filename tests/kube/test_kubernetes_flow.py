@@ -230,6 +230,9 @@ class RecordingClient:
     def stop(self) -> None:
         pass
 
+    def idle(self) -> None:
+        pass
+
     def close(self) -> None:
         pass
 

@@ -24,6 +24,9 @@ class FakeClient:
             raise ConnectionError("master gone")
         self.stops += 1
 
+    def idle(self) -> None:  # what the run calls between searches: counted as a stop of the swarm
+        self.stop()
+
 
 class LocalLike:
     def __init__(self, workers: int) -> None:

@@ -186,3 +186,29 @@ def test_per_request_connections_resolve_the_host_once_not_once_per_arrival() ->
     out = subprocess.run([sys.executable, "-c", DNS_PROBE], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["2", "True", "ModelUser", "OpenLoopUser"], out.stdout  # Locust finds both classes
+
+
+def test_idle_leaves_no_user_running_and_the_next_swarm_starts_from_it(locust: LocalLocust) -> None:
+    """Between searches the swarm goes to 0 users instead of `/stop` (which answers only after a whole-second poll
+    of the workers, 17 times a make run): no request is sent while idle, the master stays ready to swarm again,
+    and an open-loop swarm is still stopped."""
+    with server("--slots", "4", "--service-ms", "10") as url:
+        locust.client.swarm(4, 100, url)
+        time.sleep(1.0)
+        locust.client.idle()
+        time.sleep(0.5)
+        locust.client.reset()
+        time.sleep(1.0)
+        idle = locust.client.window()
+        locust.client.swarm(4, 100, url)
+        time.sleep(1.0)
+        locust.client.reset()
+        time.sleep(1.0)
+        again = locust.client.window()
+        locust.client.swarm_rate(20, locust.workers, url)
+        time.sleep(0.5)
+        locust.client.idle()
+        stopped = locust.client.window()
+    assert idle["user_count"] == 0 and idle["total"]["num_requests"] == 0 and idle["state"] == "running"
+    assert again["user_count"] == 4 and again["total"]["num_requests"] > 100
+    assert stopped["user_count"] == 0 and stopped["state"] == "stopped"  # open loop: `/stop`, as before
