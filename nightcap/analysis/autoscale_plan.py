@@ -54,7 +54,7 @@ class AutoscaleFit:
     change: str = "none"  # "none", "fewer replicas" or "smaller pod"
     reason: str = ""  # which change and why, one sentence ("" when none)
     no_room: str | None = None  # why the stage cannot run at all (no shape leaves room to add a pod)
-    held: float | None = None  # the share of the shape's figure its open-loop check held the SLO at, when below headroom
+    held: float | None = None  # the share of its figure the shape's open-loop check held the SLO at, below headroom
 
     @staticmethod
     def keys() -> list[str]:

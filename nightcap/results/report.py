@@ -116,7 +116,9 @@ def check_line(check: OperatingPointCheck, stage: str, replicas: int) -> str:
     """One open-loop check of the operating rate: what it offered, the latency and losses, whether the SLO held."""
     v = check.verified
     ci = f" (95% interval {v.p95_ci[0]:.0f}-{v.p95_ci[1]:.0f})" if v.p95_ci else ""
-    line = (f"operating point verified open loop: {rate_text(v.offered_rps)} rps offered for {v.windows} window(s) "
+    # the planned rate is the one the answer, sizing and autoscale give; what arrived differs by the arrivals' noise
+    line = (f"operating point verified open loop: {rate_text(v.rate_rps)} rps planned ({rate_text(v.offered_rps)} "
+            f"arrived) for {v.windows} window(s) "
             f"on {replicas} pod(s) ({stage}): p50 {_fmt(v.p50_ms, 0)} / p95 {_fmt(v.p95_ms, 0)}{ci} / p99 "
             f"{_fmt(v.p99_ms, 0)} ms from the planned send times, {100 * v.error_rate:.1f}% of {v.planned} arrivals "
             f"failed or dropped ({v.dropped} dropped)")

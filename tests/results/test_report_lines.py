@@ -370,14 +370,14 @@ def test_the_operating_line_is_the_check_the_answer_uses_and_a_replaced_check_sa
     summary = run_summary(results, ["single_client", "scaling"])
     op = summary["operating_point"]
     assert op["rps"] == 64.9 and op["p95_ms"] == 40.0
-    assert "64.9 rps offered" in summary["operating_line"] and "p95 40 " in summary["operating_line"]
+    assert "64.9 rps planned" in summary["operating_line"] and "p95 40 " in summary["operating_line"]
     assert "(scaling)" in summary["operating_line"] and "p95 20 " not in summary["operating_line"]
     report = report_of(summary, tmp_path)
     single_section = report.split("## Single-client ramp")[1].split("##")[0]
     scaling_section = report.split("## Scaling")[1].split("##")[0]
     assert "p95 20 " in single_section  # what single_client measured stays where it was measured
     assert "The figure moved after this check: scaling checked 64.9 rps again" in single_section
-    assert "64.9 rps offered" in scaling_section and "p95 40 " in scaling_section
+    assert "64.9 rps planned" in scaling_section and "p95 40 " in scaling_section
     # a check that is the run's is not said to be replaced
     results.operating, results.operating_stage = first, "single_client"
     assert "moved after this check" not in report_of(run_summary(results, ["single_client", "scaling"]), tmp_path)
@@ -436,3 +436,19 @@ def test_one_pod_as_sizing_and_autoscaling_plan_on_it_carries_the_rate_the_open_
     assert held is not None and held.slo_rate_rps == pytest.approx(45.0 / KEY.replicas) and held.held_share is None
     unchecked = StageResults(pods={KEY: fig}, run_pod=KEY).per_pod()
     assert unchecked is not None and unchecked.slo_rate_rps is None and unchecked.held_share is None
+
+
+def test_the_operating_check_gives_the_rate_the_answer_gives_and_what_arrived_beside_it() -> None:
+    """make run 12-05 09:16: the answer said "operate at 55.4 rps" and sizing "the SLO held at 55.4 rps per pod",
+    while the single-client section said "54.5 rps offered": Poisson arrivals of a 55.4-rps plan, one rate printed
+    two ways. The line now gives the planned rate, with what arrived beside it."""
+    from nightcap.analysis.operating_point import RateWindow, check_operating_point
+    from nightcap.results.report import check_line
+    from test_summary_keys import SLO50
+
+    def measure(r: float) -> RateWindow:  # 2% fewer arrivals than planned, as a Poisson draw may give
+        return RateWindow(r, 0.98 * r, 0.98 * r, 0.98 * r, 10.0, 20.0, 25.0, 12.0, int(r * 6), int(r * 6), 0, 0, 0,
+                          "ok", ok_ms={10: int(r * 3), 20: int(r * 3)})
+
+    line = check_line(check_operating_point(measure, 55.4, SLO50), "single_client", 1)
+    assert line.startswith("operating point verified open loop: 55.4 rps planned (54.3 arrived) for 2 window(s)")
