@@ -160,7 +160,8 @@ def measure_level(measure: Callable[[int], Measured], users: int, slo: Slo, p: S
     the level's earlier windows (it is extended): a level whose figure is reported is topped up later.
     """
     windows = [] if windows is None else windows
-    stable = bool(windows) and settled(combine_windows([window_estimate(w) for w in windows]), windows, p)
+    stable = bool(windows) and settled(combine_windows([window_estimate(w) for w in windows]), windows, p) \
+        and not latency_miss_alone(windows, slo)
     if len(windows) == 1 and decisive is not None and not windows[0].generator_bound and decisive(windows[0]):
         stable = True  # a window measured earlier (a warm start's) that is decisive here too: no loop
     fresh = valid_windows(measure, users, p.max_invalid, f"at {users} users")
@@ -169,7 +170,8 @@ def measure_level(measure: Callable[[int], Measured], users: int, slo: Slo, p: S
         windows.append(m)
         if len(windows) == 1 and decisive is not None and not m.generator_bound and decisive(m):
             break
-        if settled(combine_windows([window_estimate(w) for w in windows]), windows, p):
+        if settled(combine_windows([window_estimate(w) for w in windows]), windows, p) \
+                and not latency_miss_alone(windows, slo):
             stable = True
             break
     estimate = combine_windows([window_estimate(w) for w in windows])
@@ -182,6 +184,18 @@ def measure_level(measure: Callable[[int], Measured], users: int, slo: Slo, p: S
         bound, good, why = True, False, "the load generator was CPU-bound in a window at this level"
     return Level(users, estimate.mean, last.p95_ms, last.error_rate, len(windows), stable, good, bound, why,
                  rps_halfwidth=estimate.half_width, batches=estimate.n)
+
+
+def latency_miss_alone(windows: Sequence[Measured], slo: Slo) -> bool:
+    """One window that misses the SLO on its p95 alone (its errors within the limit) is no verdict yet: a stall of
+    a few hundred ms lifts one window's p95, and a level that fails can end a search there. bench/consistency
+    12-05 09:32: a 0.5-CPU tune candidate read p95 410 ms at 1 user, where 30 other first windows of that pod
+    read 49-57 ms, and tune dropped the candidate on that one window. A second window decides (unless `decisive`
+    already did: far over the SLO is out at once)."""
+    if len(windows) != 1:
+        return False
+    m = windows[0]
+    return not m.generator_bound and slo.errors_met(m.error_rate) and not slo.p95_met(m.p95_ms)
 
 
 def decisive_errors(m: Measured, slo: Slo) -> bool:

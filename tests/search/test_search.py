@@ -279,3 +279,31 @@ def test_a_better_level_found_by_the_slo_capacity_extension_moves_the_knee():
     before = find_saturation(measure, SLO, SearchParams(max_users=64, max_windows=2, refine_steps=2,
                                                         slo_capacity=False))
     assert before.saturation_users == 8  # what refinement alone can tell
+
+
+def test_one_stalled_window_at_the_first_level_does_not_end_the_search():
+    """bench/consistency 12-05 09:32: a tune candidate's first window, at 1 user, read p95 410 ms against an SLO of
+    250 (its pod's other first windows read 49-57 ms) and the search ended there: no level met the SLO, and tune
+    dropped the candidate. A window that misses the SLO on latency alone now gets a second one; a level that
+    misses it again still fails."""
+    slo = Slo(p95_ms=250, max_error_rate=0.01)
+    server = closed_loop(100, 10)
+    stalls = {1: 1}  # users -> how many of the first windows at that level stall
+
+    def measure(users: int) -> M:  # windows with sub-window intervals (±2%): one is precise enough on goodput
+        m = server(users)
+        if stalls.get(users, 0) > 0:
+            stalls[users] -= 1
+            return M(users, m.rps * 0.7, 410.0, 0.0, rps_halfwidth=0.014 * m.rps, batches=10)
+        return M(users, m.rps, m.p95_ms, m.error_rate, rps_halfwidth=0.02 * m.rps, batches=10)
+
+    result = find_saturation(measure, slo, SearchParams(slo_capacity=False, max_windows=2))
+    assert result.found and result.saturation_rps == pytest.approx(100)
+    first = next(lv for lv in result.levels if lv.users == 1)
+    assert first.good and first.windows == 2
+    stalls.update({1: 2})  # the level misses the SLO in both windows: a real miss, the search ends there
+    missed = find_saturation(measure, slo, SearchParams(slo_capacity=False, max_windows=2))
+    assert not missed.found and missed.saturation_rps is None and "p95 410 ms over the SLO" in missed.stop_reason
+    far = find_saturation(lambda u: M(u, 50.0, 900.0, 0.0, rps_halfwidth=1.0, batches=10), slo,
+                          SearchParams(max_windows=2))
+    assert not far.found and far.levels[0].windows == 2  # doubling: a miss is never settled on one window
