@@ -63,8 +63,11 @@ class StepRunner:
         load = self.config.load
         if users > load.max_users:
             raise LoadError(f"{users} users exceeds the safety limit load.max_users ({load.max_users})")
-        self.generator.client.swarm(users, load.spawn_rate, target_url(self.generator, self.platform),
-                                    user_rps=user_rps)
+        try:
+            self.generator.client.swarm(users, load.spawn_rate, target_url(self.generator, self.platform),
+                                        user_rps=user_rps)
+        except httpx.HTTPError as exc:  # a master killed between windows: say so, as a window read does
+            raise LoadError(f"the Locust master stopped answering: {exc}") from None
         self._users, self._rate = users, None
 
     def set_rate(self, rate_rps: float, connection: str = "keep-alive") -> None:
@@ -72,9 +75,13 @@ class StepRunner:
         load = self.config.load
         if rate_rps > load.max_rps:
             raise LoadError(f"{rate_rps:.0f} rps exceeds the safety limit load.max_rps ({load.max_rps:.0f})")
-        self.generator.client.swarm_rate(rate_rps, self.generator.workers, target_url(self.generator, self.platform),
-                                         arrivals=load.arrivals, max_in_flight=load.open_max_in_flight,
-                                         late_ms=load.open_late_ms, connection=connection)
+        try:  # a switch from closed loop stops the swarm first: the master can die in that second too
+            self.generator.client.swarm_rate(rate_rps, self.generator.workers,
+                                             target_url(self.generator, self.platform), arrivals=load.arrivals,
+                                             max_in_flight=load.open_max_in_flight, late_ms=load.open_late_ms,
+                                             connection=connection)
+        except httpx.HTTPError as exc:
+            raise LoadError(f"the Locust master stopped answering: {exc}") from None
         self._users, self._rate = None, rate_rps
 
     def measure_rate(self, rate_rps: float, window_s: float | None = None) -> tuple[StepRow, OpenWindow]:

@@ -143,3 +143,25 @@ def test_only_local_workers_get_the_api_key(monkeypatch: Any, tmp_path: Any) -> 
         __import__("shutil").rmtree(gen._tmp, ignore_errors=True)
     assert envs["worker"]["NIGHTCAP_API_KEY"] == "k3y"
     assert "NIGHTCAP_API_KEY" not in envs["master"]
+
+
+def test_a_master_that_dies_while_told_to_swarm_is_named() -> None:
+    """A switch from closed to open loop stops the swarm first, and a master killed in that second answered the
+    run with a bare 'Server disconnected without sending a response'; it reads as a window read's failure does."""
+    import httpx
+    import pytest
+
+    from nightcap.load.driver import LoadError
+
+    class DeadMaster(ScriptedMaster):
+        def swarm(self, users: int, spawn_rate: float, host: str, user_rps: float = 0.0) -> None:
+            raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
+
+        def swarm_rate(self, *args: Any, **kwargs: Any) -> None:
+            raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
+
+    config = validate({"target": {"name": "t", "kind": "reference"}, "slo": {"p95_ms": 500}})
+    runner = StepRunner(config, Platform(), Generator(DeadMaster([])), "single_client", lambda row: None)  # type: ignore[arg-type]
+    for call in (lambda: runner.set_users(4), lambda: runner.set_rate(50.0)):
+        with pytest.raises(LoadError, match="the Locust master stopped answering: Server disconnected"):
+            call()
