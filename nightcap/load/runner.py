@@ -11,7 +11,8 @@ from __future__ import annotations
 import statistics
 import threading
 import time
-from typing import Callable
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 import httpx
 
@@ -26,6 +27,15 @@ from nightcap.steps import StepRow
 class BudgetExceeded(RuntimeError):
     """The run reached load.max_duration_s; what was measured is kept."""
 
+
+@contextmanager
+def master_answers() -> Iterator[None]:
+    """A call to the Locust master whose HTTP failure (a master killed between or during windows) reads as the run
+    names it, wherever the call was made."""
+    try:
+        yield
+    except httpx.HTTPError as exc:
+        raise LoadError(f"the Locust master stopped answering: {exc}") from None
 
 class StepRunner:
     """Measures windows for the search; every row is handed to `on_row` at once so nothing is lost."""
@@ -63,11 +73,9 @@ class StepRunner:
         load = self.config.load
         if users > load.max_users:
             raise LoadError(f"{users} users exceeds the safety limit load.max_users ({load.max_users})")
-        try:
+        with master_answers():
             self.generator.client.swarm(users, load.spawn_rate, target_url(self.generator, self.platform),
                                         user_rps=user_rps)
-        except httpx.HTTPError as exc:  # a master killed between windows: say so, as a window read does
-            raise LoadError(f"the Locust master stopped answering: {exc}") from None
         self._users, self._rate = users, None
 
     def set_rate(self, rate_rps: float, connection: str = "keep-alive") -> None:
@@ -75,13 +83,11 @@ class StepRunner:
         load = self.config.load
         if rate_rps > load.max_rps:
             raise LoadError(f"{rate_rps:.0f} rps exceeds the safety limit load.max_rps ({load.max_rps:.0f})")
-        try:  # a switch from closed loop stops the swarm first: the master can die in that second too
+        with master_answers():  # a switch from closed loop stops the swarm first: the master can die in that second
             self.generator.client.swarm_rate(rate_rps, self.generator.workers,
                                              target_url(self.generator, self.platform), arrivals=load.arrivals,
                                              max_in_flight=load.open_max_in_flight, late_ms=load.open_late_ms,
                                              connection=connection)
-        except httpx.HTTPError as exc:
-            raise LoadError(f"the Locust master stopped answering: {exc}") from None
         self._users, self._rate = None, rate_rps
 
     def measure_rate(self, rate_rps: float, window_s: float | None = None) -> tuple[StepRow, OpenWindow]:
@@ -144,12 +150,10 @@ class StepRunner:
         sampler.join(timeout=5)
         self._observe_into(samples)  # the end of the window: a replica that died in its last second counts
         span = (measured_from, time.time())
-        try:
+        with master_answers():
             raw = self.generator.client.window()
             # by arrival, once the window's arrivals came back (up to another window): its own, all of them
             open_raw = self.generator.client.open_window(settle_s=window_s) if with_open else None
-        except httpx.HTTPError as exc:
-            raise LoadError(f"the Locust master stopped answering: {exc}") from None
         return raw, open_raw, self.generator.generator_cpu_pct(), samples, workers_before, span
 
     def read_open_window(self, seconds: float, rate_rps: float) -> OpenWindow:
@@ -161,10 +165,8 @@ class StepRunner:
         self.generator.client.reset()
         time.sleep(seconds)
         closed = self._read()
-        try:
+        with master_answers():
             open_raw = self.generator.client.open_window()
-        except httpx.HTTPError as exc:
-            raise LoadError(f"the Locust master stopped answering: {exc}") from None
         return summarize_open(open_raw, rate_rps, closed)
 
     def _warmup_s(self, users: int | None) -> float:
@@ -181,10 +183,8 @@ class StepRunner:
         self._drain_s = (row.p95_ms or 0.0) / 1000.0
 
     def _read(self) -> Window:
-        try:
+        with master_answers():
             return summarize(self.generator.client.window())
-        except httpx.HTTPError as exc:
-            raise LoadError(f"the Locust master stopped answering: {exc}") from None
 
     def measure(self, users: int) -> StepRow:
         load = self.config.load
