@@ -202,6 +202,18 @@ def fault_suite_line(faults: dict[str, int]) -> str:
     return line
 
 
+def pytest_sessionfinish(session):
+    """An xdist worker hands its fault counts to the controller, which prints the one line for all of them."""
+    if hasattr(session.config, "workeroutput"):
+        session.config.workeroutput["faults"] = dict(FAULTS)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    for key, count in getattr(node, "workeroutput", {}).get("faults", {}).items():
+        FAULTS[key] += count
+
+
 def pytest_terminal_summary(terminalreporter):
     if FAULTS["passed"] or FAULTS["failed"]:
         terminalreporter.write_line(fault_suite_line(FAULTS))

@@ -27,7 +27,7 @@ import yaml
 from nightcap.platforms.cgroups import detect
 from nightcap.targets.reference_capacity import reference_capacity
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.quiet]
 
 LIMITS = detect().enforced
 WIDEN = 0.03  # the interval may miss the truth by a systematic 3% (the client's round trip)

@@ -23,7 +23,7 @@ import pytest
 from nightcap.results.glance import NO_EARLIER_NIGHT
 from prefect_cli import run_artifacts
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.slow, pytest.mark.quiet, pytest.mark.timeout(300)]
 
 REPO = Path(__file__).resolve().parents[2]
 REFERENCE = str(REPO / "configs" / "reference.yaml")  # absolute: the tests run in a scratch directory

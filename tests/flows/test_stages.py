@@ -19,7 +19,7 @@ from nightcap.platforms.cgroups import detect
 from queue_sim import mdc_p95_quantile_ms
 from test_summary_keys import real_run_keys_outside_golden
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.quiet]
 
 LIMITS = detect().enforced
 

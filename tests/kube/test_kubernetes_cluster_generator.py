@@ -191,6 +191,7 @@ def _config(tmp: Path) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.quiet  # the answer within 15% of the server's capacity
 @pytest.mark.timeout(240)
 def test_flow_with_in_cluster_locust_through_the_port_forward(prefect_api: str, cluster: FakeCluster, leftovers: Any,
                                                               tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

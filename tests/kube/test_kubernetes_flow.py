@@ -68,6 +68,7 @@ def _config(tmp: Path) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.quiet  # the answer within 15% of the server's capacity
 @pytest.mark.timeout(180)
 def test_parent_flow_on_kubernetes_end_to_end(prefect_api: str, cluster: FakeCluster, reference_server: int,
                                               leftovers: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

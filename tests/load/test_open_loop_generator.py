@@ -19,7 +19,7 @@ from nightcap.load.open_loop import OpenWindow, summarize_open
 from nightcap.processes.ports import free_port
 from nightcap.targets.reference_capacity import stall_latency_ms
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.quiet]
 TIMEOUT_S = 2.0  # the generator's request time-out: longer than a window here, so time-outs land in later ones
 
 

@@ -23,7 +23,7 @@ import pytest
 
 from prefect_cli import REPO, WebhookReceiver, cli, prefect_env
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.slow, pytest.mark.quiet, pytest.mark.timeout(240)]
 
 TARGET = "reference-alerts"  # its own identity, run lock and history, apart from other tests
 NIGHTCAP = str(Path(sys.executable).with_name("nightcap"))

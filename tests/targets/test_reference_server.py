@@ -23,7 +23,7 @@ import pytest
 
 from nightcap.targets.reference_capacity import reference_capacity, reference_throughput, stall_latency_ms
 
-pytestmark = pytest.mark.slow  # every test here starts a real server
+pytestmark = [pytest.mark.slow, pytest.mark.quiet]  # every test here starts a real server
 
 REPO = Path(__file__).resolve().parents[2]
 
