@@ -7,7 +7,7 @@ from prefect import flow, get_run_logger
 from nightcap.analysis.canary import FIGURE as CANARY, canary_value
 from nightcap.analysis.regression import check_regression, version_change
 from nightcap.analysis.regression_nights import figure_intervals
-from nightcap.results.meanings import figure_meanings
+from nightcap.results.meanings import figure_meanings, renewals
 from nightcap.results.stages import RegressionOutcome
 from nightcap.results.store import model_label
 from nightcap.results.summary import headline, headline_figures
@@ -38,8 +38,7 @@ def regression(run: StageRun) -> RegressionOutcome:
                              [model_label(run.get("target_version")) for run in history])
     if changed:  # "capacity dropped 20% ... (when wine v3 replaced wine v2)"
         result.message += f" (when {changed})" if result.regressed else f"; {changed}"
-    renewed = sorted({f"{name} is now measured {new} (was {old}): a new baseline starts"
-                      for run in history for name, (old, new) in run.get("meaning_changed", {}).items()})
+    renewed = renewal_sentences([run.get("meaning_changed", {}) for run in history])
     if renewed:
         result.message += "; " + "; ".join(renewed)
     ctx.results.regression = RegressionOutcome(result, baseline_runs=len(result.baseline_run_ids),
@@ -59,3 +58,15 @@ def with_canary(ctx: RunContext, tonight: dict, history: list[dict]) -> None:
         tonight["intervals"][CANARY] = canary.figure.ci
     for run in history:
         run[CANARY] = canary_value(run, canary.settings)
+
+
+def renewal_sentences(changes: list[dict[str, tuple[str, str]]]) -> list[str]:
+    """One sentence per figure measured another way than on earlier nights, one per pod they were measured on."""
+    methods, pods = set(), set()
+    for night in changes:
+        found, pod = renewals(night)
+        methods |= {(name, old, new) for name, (old, new) in found.items()}
+        pods |= pod
+    return sorted({f"{name} is now measured {new} (was {old}): a new baseline starts" for name, old, new in methods}
+                  | {f"tonight's figures are of pods of {new} (earlier nights: {old}): a new baseline starts for them"
+                     for old, new in pods})

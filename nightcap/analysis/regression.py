@@ -274,10 +274,13 @@ def _decide(checks: list[FigureCheck], platform: FigureCheck | None, normalised:
             size: int, rules: Rules, common: dict[str, Any], *, since: str, nights_since: int) -> RegressionResult:
     """The night's one verdict from its figures' verdicts, and whose change it was."""
     if not size:
+        need = f"need {rules.min_runs} before any figure can alarm"
+        if nights_since >= rules.min_runs:  # the nights are there, their figures were blanked (`meanings`)
+            need = (f"but no figure was measured as tonight's on {rules.min_runs} of them (another method or pod: a "
+                    "new baseline starts)")
         return RegressionResult(
-            INSUFFICIENT, f"insufficient history: {nights_since} comparable completed night(s){since}, "
-            f"need {rules.min_runs} before any figure can alarm; tonight's figures build the baseline",
-            figures=checks, **common)
+            INSUFFICIENT, f"insufficient history: {nights_since} comparable completed night(s){since}, {need}; "
+            "tonight's figures build the baseline", figures=checks, **common)
     if moved:
         assert platform is not None
         return _platform_moved(checks, platform, normalised, common)

@@ -14,6 +14,7 @@ from rich.table import Table
 from nightcap.analysis.change_points import MAX_PVALUE
 from nightcap.config import RegressionConfig
 from nightcap.results.level_changes import LevelChange, level_changes
+from nightcap.results.meanings import changed_figures, renewals
 from nightcap.results.redact import safe_url
 from nightcap.results.store import DEFAULT_URL, HistoryStore, StoreError
 
@@ -143,30 +144,33 @@ SHORT = {"p95_at_operating_ms": "p95"}
 
 
 def method_change_labels(frame: "pd.DataFrame") -> dict[str, str]:
-    """{run_id: "p95 now open-loop (new baseline)"} for the first night of each target a figure changed method."""
-    seen: dict[tuple[str, str], str] = {}
+    """{run_id: "p95 now open-loop (new baseline)"} for the first night of each target a figure changed method, or
+    its figures another pod ("pod now 1 CPU, concurrency 2 (new baseline)")."""
+    seen: dict[str, dict[str, str]] = {}
     out: dict[str, str] = {}
     for row in frame.itertuples(index=False):
-        labels = []
-        for figure, meaning in (row.figure_meanings or {}).items():
-            before = seen.get((str(row.target_name), figure))
-            seen[(str(row.target_name), figure)] = meaning
-            if before is not None and before != meaning:
-                labels.append(f"[yellow]{SHORT.get(figure, figure)} now {meaning} (new baseline)[/yellow]")
+        meanings = row.figure_meanings or {}
+        methods, pods = renewals(changed_figures(meanings, seen.get(str(row.target_name), {})))
+        seen[str(row.target_name)] = meanings
+        labels = [f"[yellow]{SHORT.get(figure, figure)} now {new} (new baseline)[/yellow]"
+                  for figure, (_, new) in methods.items()]
+        labels += [f"[yellow]pod now {new} (new baseline)[/yellow]" for _, new in sorted(pods)]
         if labels:
             out[str(row.run_id)] = ", ".join(labels)
     return out
 
 
 def same_method(frame: "pd.DataFrame") -> "pd.DataFrame":
-    """The frame with each figure blanked on nights that measured it another way than its target's newest."""
+    """The frame with each figure blanked on nights that measured it another way, or on another pod, than its
+    target's newest."""
     frame = frame.copy()
     if frame.empty or "figure_meanings" not in frame:
         return frame
     for target, group in frame.groupby("target_name", dropna=False):
         newest = group.iloc[-1]["figure_meanings"] or {}
         for figure, meaning in newest.items():
-            other = [i for i, m in zip(group.index, group["figure_meanings"]) if (m or {}).get(figure) != meaning]
+            other = [i for i, m in zip(group.index, group["figure_meanings"])
+                     if figure in changed_figures({figure: meaning}, m or {})]
             if figure in frame and other:
                 frame.loc[other, figure] = float("nan")
     return frame

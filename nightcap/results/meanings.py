@@ -4,6 +4,14 @@
 open-loop; the two are different quantities (a closed loop under-reports latency when the server stalls).
 A night whose figure was measured another way than tonight's is not its baseline: that figure starts a new
 baseline (the regression check sees it as missing from those nights) and the history marks the change.
+
+The pod a per-pod figure was measured on is part of its meaning too. Tune chooses the pod every night, and two
+sizes can sit near each other per core: a night that chose 1 CPU where the nights before chose 0.5 measures
+another pod, and its saturation rate is twice theirs by design, not a change of the model; the reverse would
+read as a 50% regression. So the figures of one pod (`POD_FIGURES`) carry its CPU limit and server concurrency,
+and nights of another pod are not their baseline. Memory is left out: tune's memory choice moves between runs of
+one pod (bench/consistency: 768Mi and 1Gi twice each), and a memory limit that slows the pod is a change the
+alarm should see. A night whose pod is unknown (its summary does not say) is compared on the method alone.
 """
 
 from __future__ import annotations
@@ -17,6 +25,42 @@ SEARCH, FRESH = "the search's knee level", "fresh windows at the knee"  # the sa
 # before the open-loop verification, p95 was always interpolated; before the confirmation, saturation was the level
 # the search chose it on
 LEGACY = {"p95_at_operating_ms": CLOSED, "saturation_rps": SEARCH, "rps_per_core": SEARCH}
+# the stored figures measured on one pod (every headline figure: `nightcap.analysis.figures`)
+POD_FIGURES = ("saturation_rps", "saturation_users", "operating_rps", "rps_per_core", "p95_at_operating_ms",
+               "slo_users", "slo_rps")
+POD = "on pods of "
+
+
+def pod_meaning(summary: Mapping[str, Any] | None) -> str | None:
+    """"on pods of 0.5 CPU, concurrency 1": the pod the night's figures were measured on (its `platform` block as
+    the run ended, i.e. tune's choice); None when the summary does not say."""
+    platform = (summary or {}).get("platform") or {}
+    cpu, concurrency = platform.get("cpu"), platform.get("concurrency")
+    if cpu is None and concurrency is None:
+        return None
+    size = "no CPU limit" if cpu is None else f"{float(cpu):g} CPU"
+    return f"{POD}{size}, concurrency {concurrency if concurrency is not None else 'as the server sets it'}"
+
+
+def with_pod(meanings: Mapping[str, str], summary: Mapping[str, Any] | None) -> dict[str, str]:
+    """The meanings with the night's pod added to each per-pod figure that does not name one yet."""
+    pod = pod_meaning(summary)
+    out = dict(meanings)
+    if pod is None:
+        return out
+    for name in POD_FIGURES:
+        method = out.get(name)
+        if method is None or POD not in method:
+            out[name] = f"{method}, {pod}" if method else pod
+    return out
+
+
+def _split(meaning: str) -> tuple[str, str | None]:
+    """(the method, the pod or None) of a stored meaning."""
+    at = meaning.find(POD)
+    if at < 0:
+        return meaning, None
+    return meaning[:at].rstrip(", "), meaning[at:]
 
 
 def figure_meanings(summary: Mapping[str, Any] | None) -> dict[str, str]:
@@ -29,18 +73,40 @@ def figure_meanings(summary: Mapping[str, Any] | None) -> dict[str, str]:
     p95 = CLOSED if load != "open" else (OPEN_POISSON if operating.get("arrivals") == "poisson" else OPEN)
     status = (summary.get("saturation") or {}).get("status")
     saturation = FRESH if status in ("confirmed", "unstable") else SEARCH
-    return {"p95_at_operating_ms": p95, "saturation_rps": saturation, "rps_per_core": saturation}
+    return with_pod({"p95_at_operating_ms": p95, "saturation_rps": saturation, "rps_per_core": saturation}, summary)
 
 
 def stored_meanings(run: Mapping[str, Any]) -> dict[str, str]:
     """A stored run's meanings: its own column, else derived from its summary (rows written before schema 2)."""
     stored = run.get("figure_meanings")
-    if isinstance(stored, Mapping) and stored:
-        return {str(k): str(v) for k, v in stored.items()}
-    return figure_meanings(run.get("summary") if isinstance(run.get("summary"), Mapping) else None)
+    summary = run.get("summary") if isinstance(run.get("summary"), Mapping) else None
+    if isinstance(stored, Mapping) and stored:  # rows written before the pod was part of a meaning get it here
+        return with_pod({str(k): str(v) for k, v in stored.items()}, summary)
+    return figure_meanings(summary)
 
 
 def changed_figures(tonight: Mapping[str, str], earlier: Mapping[str, str]) -> dict[str, tuple[str, str]]:
-    """{figure: (earlier meaning, tonight's)} for each figure measured differently."""
-    return {name: (earlier[name], meaning) for name, meaning in tonight.items()
-            if name in earlier and earlier[name] != meaning}
+    """{figure: (earlier meaning, tonight's)} for each figure measured differently: another method, or another pod,
+    where both nights name theirs."""
+    changed = {}
+    for name, meaning in tonight.items():
+        if name not in earlier:
+            continue
+        (method, pod), (was_method, was_pod) = _split(meaning), _split(earlier[name])
+        if (method and was_method and method != was_method) or (pod and was_pod and pod != was_pod):
+            changed[name] = (earlier[name], meaning)
+    return changed
+
+
+def renewals(changes: Mapping[str, tuple[str, str]]) -> tuple[dict[str, tuple[str, str]], set[tuple[str, str]]]:
+    """The changes as ({figure: (old method, new method)}, {(old pod, new pod)}): a pod change is one change of
+    every per-pod figure, said once."""
+    methods: dict[str, tuple[str, str]] = {}
+    pods: set[tuple[str, str]] = set()
+    for name, (old, new) in changes.items():
+        (was_method, was_pod), (method, pod) = _split(old), _split(new)
+        if was_method and method and was_method != method:
+            methods[name] = (was_method, method)
+        if was_pod and pod and was_pod != pod:
+            pods.add((was_pod[len(POD):], pod[len(POD):]))
+    return methods, pods
