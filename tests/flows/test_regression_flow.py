@@ -23,7 +23,7 @@ import pytest
 from nightcap.results.glance import NO_EARLIER_NIGHT
 from prefect_cli import run_artifacts
 
-pytestmark = [pytest.mark.slow, pytest.mark.quiet, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 REPO = Path(__file__).resolve().parents[2]
 REFERENCE = str(REPO / "configs" / "reference.yaml")  # absolute: the tests run in a scratch directory
@@ -79,6 +79,7 @@ def history(store_url: str):
     return HistoryStore(store_url)
 
 
+@pytest.mark.quiet  # three nights of noise must not alarm
 def test_slower_target_fails_the_flow_and_noise_does_not(night, prefect_api):
     run, store_url = night
     stable, run_ids = [], []

@@ -19,7 +19,7 @@ from nightcap.platforms.cgroups import detect
 from queue_sim import mdc_p95_quantile_ms
 from test_summary_keys import real_run_keys_outside_golden
 
-pytestmark = [pytest.mark.slow, pytest.mark.quiet]
+pytestmark = pytest.mark.slow  # the tests that assert measured figures are also `quiet`
 
 LIMITS = detect().enforced
 
@@ -55,6 +55,7 @@ def within(value: float, truth: float, tolerance: float) -> bool:
     return abs(value - truth) <= tolerance * truth
 
 
+@pytest.mark.quiet
 def test_ramps_scaling_and_sizing_match_the_formula(prefect_api, tmp_path, monkeypatch):
     """4 slots x 40 ms = 100 rps per replica: saturation within ±10% at 1, 2 and 3 replicas, USL linear.
 
@@ -152,6 +153,7 @@ def test_ramps_scaling_and_sizing_match_the_formula(prefect_api, tmp_path, monke
     assert summary["slo_capacity"]["by_cores"]
 
 
+@pytest.mark.quiet
 def test_retrograde_target_gives_positive_kappa(prefect_api, tmp_path, monkeypatch):
     """A shared lock whose cost grows with concurrency: throughput falls past a peak, USL κ > 0."""
     monkeypatch.chdir(tmp_path)
@@ -191,6 +193,7 @@ def test_starved_generator_is_flagged_and_never_the_answer(prefect_api, tmp_path
 
 
 @pytest.mark.skipif(not LIMITS, reason="cgroups not writable: CPU limits cannot be enforced here")
+@pytest.mark.quiet
 def test_tune_picks_best_rps_per_core_and_names_the_limit(prefect_api, tmp_path, monkeypatch):
     """capacity = min(concurrency x 1000 / (service+cpu), cpu x 1000 / cpu_ms); 64Mi is below the working set."""
     monkeypatch.chdir(tmp_path)
@@ -232,6 +235,7 @@ def test_tune_picks_best_rps_per_core_and_names_the_limit(prefect_api, tmp_path,
 
 
 @pytest.mark.skipif(not LIMITS, reason="cgroups not writable: the HPA needs CPU limits to compute utilization")
+@pytest.mark.quiet
 def test_autoscaler_scales_out_and_recovers_the_slo(prefect_api, tmp_path, monkeypatch):
     """One pod of 0.25 CPU serves 25 rps; 3x that is offered open loop; the HPA must add pods until p95 recovers
     and the new pods serve what is offered (each arrival on its own connection reaches them). The first pod
