@@ -8,6 +8,7 @@ locustfile) into one `Window`. Used by both generators (`local.py`, `kubernetes.
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass
 from typing import Any, Iterable
@@ -16,6 +17,11 @@ import httpx
 
 from nightcap.analysis.confidence import batch_means
 from nightcap.analysis.latency import merge, percentile
+
+
+# How often a worker reports to the master: our locustfile sets Locust's WORKER_REPORT_INTERVAL from the same
+# variable (the generator's processes and pods inherit or are given none: both sides read the default).
+REPORT_INTERVAL_S = float(os.environ.get("NIGHTCAP_REPORT_INTERVAL_S", "0.5"))
 
 
 class LoadError(RuntimeError):

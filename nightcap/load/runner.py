@@ -18,7 +18,7 @@ import httpx
 
 from nightcap.config import Config
 from nightcap.load.base import Generator, target_url
-from nightcap.load.driver import LoadError, Window, summarize
+from nightcap.load.driver import REPORT_INTERVAL_S, LoadError, Window, summarize
 from nightcap.load.open_loop import OpenWindow, summarize_open
 from nightcap.platforms.base import Observation, Platform, PodSpec
 from nightcap.steps import StepRow
@@ -171,10 +171,15 @@ class StepRunner:
 
     def _warmup_s(self, users: int | None) -> float:
         """load.warmup_s, or longer after a heavier window: the requests it left queued at the server (stopped
-        users' requests are still served) take about its p95 to drain, and a window read before they have
-        would measure the last level's backlog, not this one (capped at 10 s)."""
+        users' requests are still served) take about its p95 to drain (capped at 10 s), and a window read before
+        they have would measure the last level's backlog, not this one.
+
+        Plus one worker report interval: a window counts each worker's requests from its last report before the
+        reset (`nightcap_window.on_reset`), up to one interval earlier. A 2-user window on a CPU-limited pod right
+        after 12 users read 56.4 rps against a capacity of 50 (p95 350 ms, the 12 users' queue): its first
+        report held completions of the drain."""
         lighter = users is None or users < self._last_users
-        return max(self.config.load.warmup_s, min(self._drain_s, 10.0) if lighter else 0.0)
+        return max(self.config.load.warmup_s, min(self._drain_s, 10.0) + REPORT_INTERVAL_S if lighter else 0.0)
 
     def follow(self, row: StepRow) -> None:
         """The window measured last (by this runner, or the one before it on the same platform): the next window,

@@ -165,3 +165,20 @@ def test_a_master_that_dies_while_told_to_swarm_is_named() -> None:
     for call in (lambda: runner.set_users(4), lambda: runner.set_rate(50.0)):
         with pytest.raises(LoadError, match="the Locust master stopped answering: Server disconnected"):
             call()
+
+
+def test_a_lighter_window_waits_for_the_drain_and_one_worker_report_more() -> None:
+    """A window counts each worker's requests from its last report before the reset, up to one report interval
+    earlier: after 12 users with a p95 of 360 ms, the 2-user window's warm-up ends one interval after the drain
+    (a CPU-limited pod's 2-user window read 56.4 rps against 50 when it waited the drain alone)."""
+    from nightcap.load.driver import REPORT_INTERVAL_S
+    from nightcap.steps import StepRow
+
+    config = validate({"target": {"name": "t", "kind": "reference"}, "slo": {"p95_ms": 500},
+                       "load": {"warmup_s": 0.5, "window_s": 2.0}})
+    runner = StepRunner(config, Platform(), Generator(ScriptedMaster([])), "single_client", lambda row: None)  # type: ignore[arg-type]
+    runner.follow(StepRow(stage="single_client", step=1, replicas=1, cpu=0.5, memory=None, concurrency=None,
+                          users=12, rps=50.0, p95_ms=360.0))
+    assert runner._warmup_s(2) == 0.36 + REPORT_INTERVAL_S
+    assert runner._warmup_s(None) == 0.36 + REPORT_INTERVAL_S  # an open-loop rate after it
+    assert runner._warmup_s(16) == 0.5  # heavier: nothing queued to wait for
