@@ -167,10 +167,11 @@ def test_a_master_that_dies_while_told_to_swarm_is_named() -> None:
             call()
 
 
-def test_a_lighter_window_waits_for_the_drain_and_one_worker_report_more() -> None:
+def test_a_lighter_window_waits_for_the_drain_and_two_worker_reports_more() -> None:
     """A window counts each worker's requests from its last report before the reset, up to one report interval
-    earlier: after 12 users with a p95 of 360 ms, the 2-user window's warm-up ends one interval after the drain
-    (a CPU-limited pod's 2-user window read 56.4 rps against 50 when it waited the drain alone)."""
+    earlier, and workers stop surplus users on their own time: after 12 users with a p95 of 360 ms, the 2-user
+    window's warm-up ends two intervals after the drain (a CPU-limited pod's 2-user window read 56.4 rps against
+    50 when it waited the drain alone)."""
     from nightcap.load.driver import REPORT_INTERVAL_S
     from nightcap.steps import StepRow
 
@@ -179,6 +180,6 @@ def test_a_lighter_window_waits_for_the_drain_and_one_worker_report_more() -> No
     runner = StepRunner(config, Platform(), Generator(ScriptedMaster([])), "single_client", lambda row: None)  # type: ignore[arg-type]
     runner.follow(StepRow(stage="single_client", step=1, replicas=1, cpu=0.5, memory=None, concurrency=None,
                           users=12, rps=50.0, p95_ms=360.0))
-    assert runner._warmup_s(2) == 0.36 + REPORT_INTERVAL_S
-    assert runner._warmup_s(None) == 0.36 + REPORT_INTERVAL_S  # an open-loop rate after it
+    assert runner._warmup_s(2) == 0.36 + 2 * REPORT_INTERVAL_S
+    assert runner._warmup_s(None) == 0.36 + 2 * REPORT_INTERVAL_S  # an open-loop rate after it
     assert runner._warmup_s(16) == 0.5  # heavier: nothing queued to wait for
