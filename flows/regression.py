@@ -7,7 +7,7 @@ from prefect import flow, get_run_logger
 from nightcap.analysis.canary import FIGURE as CANARY, canary_value
 from nightcap.analysis.regression import check_regression, version_change
 from nightcap.analysis.regression_nights import figure_intervals
-from nightcap.results.meanings import figure_meanings, renewals
+from nightcap.results.meanings import figure_meanings, renewal_sentences
 from nightcap.results.stages import RegressionOutcome
 from nightcap.results.store import model_label
 from nightcap.results.summary import headline, headline_figures
@@ -59,14 +59,3 @@ def with_canary(ctx: RunContext, tonight: dict, history: list[dict]) -> None:
     for run in history:
         run[CANARY] = canary_value(run, canary.settings)
 
-
-def renewal_sentences(changes: list[dict[str, tuple[str, str]]]) -> list[str]:
-    """One sentence per figure measured another way than on earlier nights, one per pod they were measured on."""
-    methods, pods = set(), set()
-    for night in changes:
-        found, pod = renewals(night)
-        methods |= {(name, old, new) for name, (old, new) in found.items()}
-        pods |= pod
-    return sorted({f"{name} is now measured {new} (was {old}): a new baseline starts" for name, old, new in methods}
-                  | {f"tonight's figures are of pods of {new} (earlier nights: {old}): a new baseline starts for them"
-                     for old, new in pods})

@@ -16,7 +16,7 @@ alarm should see. A night whose pod is unknown (its summary does not say) is com
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 # how each figure with more than one possible meaning is measured, read from the night's summary.json
 CLOSED, OPEN = "closed-loop", "open-loop"
@@ -85,17 +85,20 @@ def stored_meanings(run: Mapping[str, Any]) -> dict[str, str]:
     return figure_meanings(summary)
 
 
+def _difference(old: str, new: str) -> tuple[tuple[str, str] | None, tuple[str, str] | None]:
+    """(old and new method, old and new pod) of two meanings of one figure, each None where it did not change or
+    one side does not name it."""
+    (was_method, was_pod), (method, pod) = _split(old), _split(new)
+    methods = (was_method, method) if was_method and method and was_method != method else None
+    pods = (was_pod[len(POD):], pod[len(POD):]) if was_pod and pod and was_pod != pod else None
+    return methods, pods
+
+
 def changed_figures(tonight: Mapping[str, str], earlier: Mapping[str, str]) -> dict[str, tuple[str, str]]:
     """{figure: (earlier meaning, tonight's)} for each figure measured differently: another method, or another pod,
     where both nights name theirs."""
-    changed = {}
-    for name, meaning in tonight.items():
-        if name not in earlier:
-            continue
-        (method, pod), (was_method, was_pod) = _split(meaning), _split(earlier[name])
-        if (method and was_method and method != was_method) or (pod and was_pod and pod != was_pod):
-            changed[name] = (earlier[name], meaning)
-    return changed
+    return {name: (earlier[name], meaning) for name, meaning in tonight.items()
+            if name in earlier and any(_difference(earlier[name], meaning))}
 
 
 def renewals(changes: Mapping[str, tuple[str, str]]) -> tuple[dict[str, tuple[str, str]], set[tuple[str, str]]]:
@@ -104,9 +107,22 @@ def renewals(changes: Mapping[str, tuple[str, str]]) -> tuple[dict[str, tuple[st
     methods: dict[str, tuple[str, str]] = {}
     pods: set[tuple[str, str]] = set()
     for name, (old, new) in changes.items():
-        (was_method, was_pod), (method, pod) = _split(old), _split(new)
-        if was_method and method and was_method != method:
-            methods[name] = (was_method, method)
-        if was_pod and pod and was_pod != pod:
-            pods.add((was_pod[len(POD):], pod[len(POD):]))
+        method, pod = _difference(old, new)
+        if method:
+            methods[name] = method
+        if pod:
+            pods.add(pod)
     return methods, pods
+
+
+def renewal_sentences(changes: Sequence[Mapping[str, tuple[str, str]]]) -> list[str]:
+    """One sentence per figure measured another way than on earlier nights, one per pod they were measured on
+    (`changes`: each earlier night's `meaning_changed`)."""
+    methods, pods = set(), set()
+    for night in changes:
+        found, pod = renewals(night)
+        methods |= {(name, old, new) for name, (old, new) in found.items()}
+        pods |= pod
+    return sorted({f"{name} is now measured {new} (was {old}): a new baseline starts" for name, old, new in methods}
+                  | {f"tonight's figures are of pods of {new} (earlier nights: {old}): a new baseline starts for them"
+                     for old, new in pods})

@@ -10,9 +10,9 @@ from rich.console import Console
 from nightcap.analysis.regression import check_regression
 from nightcap.config import validate
 from nightcap.results.history_cli import history_command
-from nightcap.results.meanings import FRESH, OPEN_POISSON, POD_FIGURES, changed_figures, figure_meanings, stored_meanings
+from nightcap.results.meanings import (FRESH, OPEN_POISSON, POD_FIGURES, changed_figures, figure_meanings,
+                                       renewal_sentences, stored_meanings)
 from nightcap.results.store import HistoryStore
-from flows.regression import renewal_sentences
 
 REF = validate({"target": {"name": "ref", "kind": "reference"}, "slo": {"p95_ms": 1000}})
 OPEN = {"load": "open", "arrivals": "poisson", "p95_ms": 40.0}
