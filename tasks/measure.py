@@ -18,7 +18,7 @@ from nightcap.analysis.paired import pair_order
 from nightcap.analysis.operating_point import OperatingPointCheck, RateWindow, check_operating_point
 from nightcap.analysis.pod_capacity import POD_STAGES, Check, FigureWindow, PodFigure, settle, verify
 from nightcap.analysis.slo import Slo
-from nightcap.search.confirm import ConfirmParams, Confirmation, confirm_knee
+from nightcap.search.confirm import ConfirmParams, Confirmation, confirm_knee, settle_ceiling
 from nightcap.load.runner import StepRunner
 from nightcap.platforms.base import PodSpec
 from nightcap.steps import StepRow
@@ -104,6 +104,8 @@ def confirm_pod(ctx: RunContext, stage: str, workers: int, result: SearchResult)
     logger = get_run_logger()
     if c is None:
         return None
+    if settle_ceiling(result, c, search_params(ctx)):
+        logger.info("%s: %s", stage, result.stop_reason)
     e = c.estimate
     if c.good and not c.generator_bound:
         key = ctx.pod_key()

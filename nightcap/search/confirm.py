@@ -22,7 +22,8 @@ from typing import Callable, Sequence
 
 from nightcap.analysis.confidence import Estimate, between_windows, window_estimate
 from nightcap.analysis.slo import Slo
-from nightcap.search.levels import Measured, SearchResult, judge, valid_windows
+from nightcap.search.knee import report_knee
+from nightcap.search.levels import Measured, SearchParams, SearchResult, judge, valid_windows
 
 
 @dataclass
@@ -143,3 +144,31 @@ def confirm_knee(measure: Callable[[int], Measured], result: SearchResult, slo: 
         c = measure_fresh(measure, users, slo, p)
         c.fell_back_from = first
     return c if c.good or c.generator_bound else tried  # none held: say why the level chosen first did not
+
+
+def settle_ceiling(result: SearchResult, c: Confirmation | None, p: SearchParams) -> bool:
+    """A search that reached search.max_users still gaining is a lower bound, unless the fresh windows at its top
+    say the gain was one window's noise: when the confirmed figure does not beat the best good level below it by
+    `min_gain` (the doubling's own rule for "flat"), the plateau was reached after all. Then `result` is marked
+    found, its knee is placed among the levels below by the search's own rule (`report_knee`), and the stop reason
+    says why; returns whether it changed.
+
+    Seen in a test night: 4 slots x 40 ms (100 rps), search.max_users 16, one 1-s window per level: 8 users read
+    99.8 rps, 16 users 107.7 (one window's count), so the run ended "inconclusive: throughput still grew" while
+    three fresh windows at 16 users read 99.7 ± 3%.
+    """
+    if result.found or not result.at_ceiling or c is None or not c.good or c.generator_bound:
+        return False
+    below = sorted((lv for lv in result.levels if lv.good and lv.users < c.users), key=lambda lv: lv.users)
+    if not below:
+        return False
+    best = max(below, key=lambda lv: lv.rps)
+    if c.rps >= best.rps * (1 + p.min_gain):
+        return False  # the growth held on fresh windows: still a lower bound
+    top = result.saturation_users
+    report_knee(result, below, p)
+    result.found, result.at_ceiling = True, False
+    result.stop_reason = (f"{result.stop_reason}, but {len(c.windows)} fresh window(s) at {c.users} users read "
+                          f"{c.rps:.1f} rps, under {p.min_gain:.0%} over {best.users} users' {best.rps:.1f}: the gain "
+                          f"at {top} users was one window's noise, and the knee is at {result.saturation_users} users")
+    return True

@@ -77,6 +77,7 @@ class SearchResult:
     operating_halfwidth: float | None = None
     slo_halfwidth: float | None = None
     plateau_users: int | None = None  # where the plateau's figure is confirmed (`plateau_users`); None: the knee
+    at_ceiling: bool = False  # the doubling reached search.max_users still gaining (`confirm.settle_ceiling`)
 
     def level(self, users: int) -> Level | None:
         return next((lv for lv in self.levels if lv.users == users), None)

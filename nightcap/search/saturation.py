@@ -48,6 +48,7 @@ def find_saturation(measure: Callable[[int], Measured], slo: Slo, params: Search
     if book.good():
         report_knee(result, book.good(), p)
         result.found = first_stop is not None and not first_stop.generator_bound
+        result.at_ceiling = first_stop is None
         if p.slo_capacity and not book.generator_bound:
             _walk_past_knee(book)
         good = book.good()

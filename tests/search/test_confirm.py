@@ -169,3 +169,45 @@ def test_a_deeper_level_not_clearly_below_the_plateau_is_where_the_figure_is_mea
     assert plateau_users([knee, noisy], 1, slo, SearchParams()) == 2
     declined = Level(2, 80.0, 65.0, 0.0, 2, True, True, False, rps_halfwidth=3.0)
     assert plateau_users([knee, declined], 1, slo, SearchParams()) == 1
+
+
+def _spike_at_the_ceiling(growth_holds: bool):
+    """100 rps from 8 users on (a target that is flat, or one that keeps growing when `growth_holds`); the search's
+    only window at 16 users reads 8% high, as a 1-s window did in a test night."""
+    seen: list[int] = []
+
+    def measure(users: int) -> Point:
+        first_at_16 = users == 16 and 16 not in seen
+        seen.append(users)
+        rps = 12.5 * users if growth_holds else 12.5 * min(users, 8)
+        return Point(users, rps * (1.08 if first_at_16 else 1.0), 20.0, 0.0, rps_halfwidth=0.03 * rps, batches=10)
+
+    return measure
+
+
+def test_a_gain_at_max_users_that_fresh_windows_do_not_repeat_is_a_plateau_not_a_lower_bound():
+    from nightcap.search.confirm import settle_ceiling
+
+    params = SearchParams(max_users=16, max_windows=1, slo_capacity=False)
+    measure = _spike_at_the_ceiling(growth_holds=False)
+    result = find_saturation(measure, SLO, params)
+    assert not result.found and result.at_ceiling and "still grew" in result.stop_reason
+    c = confirm_knee(measure, result, SLO, ConfirmParams())
+    assert c is not None and c.users == 16 and abs(c.rps - 100) < 0.5
+    assert settle_ceiling(result, c, params)
+    assert result.found and not result.at_ceiling and result.saturation_users == 8
+    assert result.saturation_rps == 100.0 and result.operating_rps == 70.0
+    assert "one window's noise" in result.stop_reason and "knee is at 8 users" in result.stop_reason
+
+
+def test_a_gain_at_max_users_that_holds_on_fresh_windows_stays_a_lower_bound():
+    from nightcap.search.confirm import settle_ceiling
+
+    params = SearchParams(max_users=16, max_windows=1, slo_capacity=False)
+    measure = _spike_at_the_ceiling(growth_holds=True)
+    result = find_saturation(measure, SLO, params)
+    c = confirm_knee(measure, result, SLO, ConfirmParams())
+    assert c is not None and abs(c.rps - 200) < 0.5
+    reason = result.stop_reason
+    assert not settle_ceiling(result, c, params)
+    assert not result.found and result.stop_reason == reason and result.saturation_users == 16
