@@ -10,6 +10,11 @@ exactly the SLO while sizing and the operating-point check failed it, so one win
 figure and a miss in the next. Why inclusive: `slo.p95_ms` and `slo.max_error_rate` are ceilings in the
 config ("p95 within 250 ms"), read the same way for both limits.
 
+A level measured in several windows is judged once, on `level_of` its windows: the median of their p95 and the
+mean of their error rates. Not on its last window (a second window at 220 ms passed a level whose first read
+340 ms, so make run's headline said 20 users fit while its by-cores table, which asked every window, said 8), and
+not on every window (one stall of a few hundred ms would fail a level whose other windows read 50 ms).
+
 The forms: `met` (one window), `p95_met` / `errors_met` (one limit, for reasons in words), `met_many`
 (arrays or columns), `met_frame` (a steps frame), `met_steps` (a list of step rows or levels), and `scaled`
 (the same rule on a line k times as far: the search's one-window shortcuts ask "well within?" or "far over?").
@@ -18,6 +23,7 @@ The forms: `met` (one window), `p95_met` / `errors_met` (one limit, for reasons 
 from __future__ import annotations
 
 from dataclasses import dataclass
+import statistics
 from typing import TYPE_CHECKING, Any, Iterable, Protocol
 
 import numpy as np
@@ -32,6 +38,14 @@ class Judged(Protocol):
 
     p95_ms: float | None
     error_rate: float
+
+
+def level_of(p95s: Iterable[float | None], error_rates: Iterable[float]) -> tuple[float | None, float]:
+    """A level's windows as the SLO judges them: (the median of their p95, None when no window has one; the mean
+    of their error rates, 1.0 when there is none)."""
+    known = [float(v) for v in p95s if v is not None and np.isfinite(float(v))]
+    errors = [float(e) for e in error_rates]
+    return (statistics.median(known) if known else None), (statistics.fmean(errors) if errors else 1.0)
 
 
 @dataclass(frozen=True)

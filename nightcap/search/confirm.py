@@ -16,14 +16,13 @@ Pure: `measure(users)` is a callable (the step runner in a flow, a model in test
 from __future__ import annotations
 
 import math
-import statistics
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from nightcap.analysis.confidence import Estimate, between_windows, window_estimate
-from nightcap.analysis.slo import Slo
+from nightcap.analysis.slo import Slo, level_of
 from nightcap.search.knee import report_knee
-from nightcap.search.levels import Measured, SearchParams, SearchResult, judge, valid_windows
+from nightcap.search.levels import Measured, Point, SearchParams, SearchResult, judge, valid_windows
 
 
 @dataclass
@@ -43,8 +42,8 @@ class Confirmation:
     estimate: Estimate = field(default_factory=lambda: Estimate(0.0, None, 0))
     good: bool = False
     why_bad: str = ""
-    p95_ms: float | None = None  # the median of the windows' p95
-    error_rate: float = 0.0  # the mean of the windows' error rates
+    p95_ms: float | None = None  # the level's p95 and error rate as the SLO judges them (`slo.level_of`)
+    error_rate: float = 0.0
     generator_bound: bool = False
     fell_back_from: int | None = None  # the knee's users when the knee failed its fresh windows
 
@@ -68,23 +67,10 @@ def summarize_windows(users: int, windows: Sequence[Measured], slo: Slo, first: 
         c.why_bad = "no valid window"
         return c
     c.estimate = between_windows([window_estimate(w) for w in windows], spread_from=first)
-    p95s = [w.p95_ms for w in windows if w.p95_ms is not None]
-    c.p95_ms = statistics.median(p95s) if p95s else None
-    c.error_rate = statistics.fmean(w.error_rate for w in windows)
+    c.p95_ms, c.error_rate = level_of((w.p95_ms for w in windows), (w.error_rate for w in windows))
     c.generator_bound = any(w.generator_bound for w in windows)
-    pooled = _Pooled(users, c.estimate.mean, c.p95_ms, c.error_rate, c.generator_bound)
-    c.good, c.why_bad = judge(pooled, slo)
+    c.good, c.why_bad = judge(Point(users, c.estimate.mean, c.p95_ms, c.error_rate, c.generator_bound), slo)
     return c
-
-
-@dataclass
-class _Pooled:
-    users: int
-    rps: float
-    p95_ms: float | None
-    error_rate: float
-    generator_bound: bool
-    valid: bool = True
 
 
 def measure_fresh(measure: Callable[[int], Measured], users: int, slo: Slo, p: ConfirmParams) -> Confirmation:

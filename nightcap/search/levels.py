@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator, Mapping, Protocol, Sequence
 
 from nightcap.analysis.confidence import Estimate, combine_windows, window_estimate
-from nightcap.analysis.slo import Slo
+from nightcap.analysis.slo import Slo, level_of
 
 
 class Measured(Protocol):
@@ -178,12 +178,13 @@ def measure_level(measure: Callable[[int], Measured], users: int, slo: Slo, p: S
     estimate = combine_windows([window_estimate(w) for w in windows])
     stable = settled(estimate, windows, p)  # a decisive window may be precise already
     last = windows[-1]
-    good, why = judge(last, slo)
-    bound = last.generator_bound and slo.errors_met(last.error_rate)  # see judge: errors name the target
-    if not bound and any(w.generator_bound for w in windows) and slo.errors_met(last.error_rate):
+    p95, errors = level_of((w.p95_ms for w in windows), (w.error_rate for w in windows))  # the level, not a window
+    good, why = judge(Point(users, estimate.mean, p95, errors, last.generator_bound), slo)
+    bound = last.generator_bound and slo.errors_met(errors)  # see judge: errors name the target
+    if not bound and any(w.generator_bound for w in windows) and slo.errors_met(errors):
         # one starved window makes the level untrustworthy: its rps would enter the average below
         bound, good, why = True, False, "the load generator was CPU-bound in a window at this level"
-    return Level(users, estimate.mean, last.p95_ms, last.error_rate, len(windows), stable, good, bound, why,
+    return Level(users, estimate.mean, p95, errors, len(windows), stable, good, bound, why,
                  rps_halfwidth=estimate.half_width, batches=estimate.n)
 
 

@@ -176,15 +176,23 @@ def test_slo_capacity_by_cores_ignores_generator_bound_and_invalid_steps() -> No
     assert by["slo_exceeded"].tolist() == [True, True, True]  # 32 users, 48 users (errors), 8 users (no p95) failed
 
 
-def test_slo_capacity_by_cores_counts_a_level_only_when_every_window_there_met_the_slo() -> None:
-    """make run's table once said 16 users (one window at 190 ms) while the ramp failed 16 users in another
-    window (310 ms) and reported 14: a level passes only when all its windows do, and a layout never pushed past
-    the SLO says its users are a lower bound (slo_exceeded false)."""
-    steps = [_step(1, 12, 150), _step(1, 14, 200), _step(1, 14, 210), _step(1, 16, 190), _step(1, 16, 310),
-             _step(2, 4, 30), _step(2, 5, 39)]
-    by = slo_capacity_by_cores(steps_frame(steps), Slo(p95_ms=250)).set_index("replicas")
-    assert by.loc[1, "slo_users"] == 14 and by.loc[1, "p95_ms"] == 210 and bool(by.loc[1, "slo_exceeded"])
+def test_slo_capacity_by_cores_judges_a_level_as_the_search_does() -> None:
+    """make run's headline said 20 users fit (the search judged each level on its last window: 340 then 220 ms)
+    while the by-cores table, which asked every window, said 8 (16 users: 300 then 190 ms). Both now judge a level
+    on the median p95 and mean error rate of its windows (`slo.level_of`): the table's users are the search's, and a
+    layout never pushed past the SLO says its users are a lower bound (slo_exceeded false)."""
+    from nightcap.search.levels import Point, SearchParams, measure_level
+
+    windows = {8: [100.0], 16: [300.0, 190.0], 20: [340.0, 220.0], 24: [460.0]}
+    steps = [_step(1, u, p95) for u, p95s in windows.items() for p95 in p95s] + [_step(2, 4, 30), _step(2, 5, 39)]
+    slo = Slo(p95_ms=250)
+    by = slo_capacity_by_cores(steps_frame(steps), slo).set_index("replicas")
+    assert by.loc[1, "slo_users"] == 16 and by.loc[1, "p95_ms"] == 245 and bool(by.loc[1, "slo_exceeded"])
     assert by.loc[2, "slo_users"] == 5 and not bool(by.loc[2, "slo_exceeded"])
+    for users, p95s in windows.items():  # the search's level verdict on the same windows
+        given = iter(Point(users, users * 10.0, p95, 0.0) for p95 in p95s)
+        level = measure_level(lambda u: next(given), users, slo, SearchParams(max_windows=len(p95s)))
+        assert level.good == (users <= 16), (users, level)
 
 
 def test_slo_capacity_reads_steps_csv_as_pandas_does(tmp_path: Path) -> None:
