@@ -51,8 +51,10 @@ def sizing(run: StageRun) -> SizingResult:
                                   verified_rate_rps=per_pod.slo_rate_rps)
         result.rows = size_rows(cfg, result.pod, cpu_per_pod=cpu, memory_per_pod=spec.memory if spec else None)
         if r.scaling:
-            result.validation = validate_against_scaling(result.pod, {row.replicas: row.saturation_rps
-                                                                      for row in r.scaling.rows})
+            result.validation = validate_against_scaling(
+                result.pod, {row.replicas: row.saturation_rps for row in r.scaling.rows},
+                {row.replicas: (row.paired_one_pod_rps, row.efficiency, row.efficiency_ci)
+                 for row in r.scaling.rows if row.pairs})
         logger.info("sizing: %s", sizing_line(result, ctx.config.slo.p95_ms))
     ctx.results.sizing = result
     return result

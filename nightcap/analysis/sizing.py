@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Mapping
 
 import numpy as np
 import pandas as pd
@@ -258,19 +258,29 @@ class ValidationRow:
     measured_saturation_rps: float
     error: float  # predicted / measured - 1
     predicted_rate_rps: float  # N x the per-pod rate the sizing rows use
+    # one pod in the windows paired with these N pods, and N pods' efficiency against it (with its 95% interval):
+    # the prediction's pod figure was measured at other times, and a pod whose rate moves between them makes the
+    # prediction look wrong where the scaling is not
+    paired_one_pod_rps: float | None = None
+    efficiency: float | None = None
+    efficiency_ci: list[float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def validate_against_scaling(pod: SizingInputs, measured: dict[int, float]) -> list[ValidationRow]:
-    """For each pod count scaling measured (replicas -> saturation rps), the model's figure and its error."""
+def validate_against_scaling(pod: SizingInputs, measured: dict[int, float],
+                             paired: Mapping[int, tuple[float | None, float | None, list[float] | None]] | None = None,
+                             ) -> list[ValidationRow]:
+    """For each pod count scaling measured (replicas -> saturation rps), the model's figure and its error; `paired`
+    (replicas -> one pod's rps in the same pairs, the efficiency, its interval) says what the pairs found."""
     rows = []
     for n, rps in sorted(measured.items()):
         if not rps or rps <= 0:
             continue
         predicted = n * pod.saturation_rps
-        rows.append(ValidationRow(n, predicted, rps, predicted / rps - 1, n * pod.rate_rps))
+        one, eff, ci = (paired or {}).get(n) or (None, None, None)
+        rows.append(ValidationRow(n, predicted, rps, predicted / rps - 1, n * pod.rate_rps, one, eff, ci))
     return rows
 
 

@@ -108,7 +108,13 @@ def validation_line(v: ValidationRow) -> str:
     off = v.measured_saturation_rps / v.predicted_saturation_rps - 1
     if abs(off) < 0.005:
         return head + " (as predicted)"
-    return head + f" ({abs(off):.0%} {'below' if off < 0 else 'above'} the prediction)"
+    text = f"{abs(off):.0%} {'below' if off < 0 else 'above'} the prediction"
+    if v.paired_one_pod_rps and v.efficiency is not None:
+        # the prediction's pod figure came from other windows; the pairs say whether the pods or the pod's rate moved
+        ci = f", 95% interval {v.efficiency_ci[0]:.0%}-{v.efficiency_ci[1]:.0%}" if v.efficiency_ci else ""
+        text += (f"; one pod read {v.paired_one_pod_rps:.0f} rps in the windows paired with these, against which "
+                 f"{pods} scale at {v.efficiency:.0%}{ci}")
+    return head + f" ({text})"
 
 
 def _pm(err: float | None) -> str:

@@ -452,3 +452,16 @@ def test_the_operating_check_gives_the_rate_the_answer_gives_and_what_arrived_be
 
     line = check_line(check_operating_point(measure, 55.4, SLO50), "single_client", 1)
     assert line.startswith("operating point verified open loop: 55.4 rps planned (54.3 arrived) for 2 window(s)")
+
+
+def test_a_prediction_missed_where_the_pairs_scale_says_what_the_pairs_found() -> None:
+    """make run: sizing said 2 pods came 22% below 2 x the figure (114 rps) while scaling, from windows that paired
+    one pod (79 rps then) with two, said 114%: the pod's rate had moved, not the scaling. The line says both."""
+    from nightcap.analysis.sizing import SizingInputs, validate_against_scaling
+
+    pod = SizingInputs(saturation_rps=114.3, headroom=0.7, mean_latency_s=0.015)
+    [one, two] = validate_against_scaling(pod, {1: 114.3, 2: 178.51}, {2: (79.0, 1.1445, [0.6725, 1.6165])})
+    assert one.paired_one_pod_rps is None and two.paired_one_pod_rps == 79.0
+    assert validation_line(two) == ("2 pods: predicted 229 rps, measured 179 rps (22% below the prediction; one pod "
+                                    "read 79 rps in the windows paired with these, against which 2 pods scale at "
+                                    "114%, 95% interval 67%-162%)")
