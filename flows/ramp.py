@@ -20,8 +20,8 @@ from nightcap.results.stages import RampResult
 from nightcap.run.context import RunContext, StageRun
 from nightcap.search.levels import SearchResult
 from nightcap.search.saturation import extend_to_slo
-from tasks.measure import (Side, confirm_pod, ensure_operating_check, measure_window, meet_pod, paired_windows,
-                           run_warm_search, search_params, slo_of)
+from tasks.measure import (Side, confirm_pod, ensure_operating_check, measure_window, meet_pod, move_figure_up,
+                           paired_windows, run_warm_search, search_params, slo_of)
 
 
 def _ramp(ctx: RunContext, stage: str, workers: int) -> RampResult:
@@ -45,6 +45,7 @@ def _ramp(ctx: RunContext, stage: str, workers: int) -> RampResult:
             result = extend_to_slo(lambda users: measure_window(runner, stage, users), slo_of(ctx),
                                    search_params(ctx), fig.users, rows,
                                    f"verified {fig.stage}'s confirmed knee ({check.outcome})")
+        confirmation = move_figure_up(ctx, stage, workers, fig, result)  # the walk found the pod faster further in
     else:
         result, warm = run_warm_search(ctx, stage, workers, search_params(ctx))
         confirmation = confirm_pod(ctx, stage, workers, result)

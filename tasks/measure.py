@@ -16,9 +16,10 @@ from prefect.cache_policies import NO_CACHE
 from nightcap.search import warm_start
 from nightcap.analysis.paired import pair_order
 from nightcap.analysis.operating_point import OperatingPointCheck, RateWindow, check_operating_point
-from nightcap.analysis.pod_capacity import POD_STAGES, Check, FigureWindow, PodFigure, settle, verify
+from nightcap.analysis.pod_capacity import (POD_STAGES, Check, FigureWindow, PodFigure, levels_above, move_up, settle,
+                                           verify)
 from nightcap.analysis.slo import Slo
-from nightcap.search.confirm import ConfirmParams, Confirmation, confirm_knee, settle_ceiling
+from nightcap.search.confirm import ConfirmParams, Confirmation, confirm_knee, measure_fresh, settle_ceiling
 from nightcap.load.runner import StepRunner
 from nightcap.platforms.base import PodSpec
 from nightcap.steps import StepRow
@@ -188,6 +189,35 @@ def meet_pod(ctx: RunContext, stage: str, workers: int) -> tuple[PodFigure, Chec
     with ctx.measuring(stage, workers, purpose="verify") as runner:
         rows = fresh_rows(runner, stage, fig.users, k)
     return fig, settle_figure(ctx, stage, fig, [FigureWindow.of(r, stage, "verify", workers) for r in rows]), rows
+
+
+def move_figure_up(ctx: RunContext, stage: str, workers: int, fig: PodFigure, result: SearchResult
+                   ) -> Confirmation | None:
+    """A ramp's walk past the figure's users found good levels wholly above its interval (`levels_above`): the best
+    of them measured on fresh windows, which become the pod's figure when they lie wholly above it too (`move_up`).
+    The confirmation when it moved the figure; None when nothing was above or the fresh windows did not hold (the
+    report's warning then still names the level above)."""
+    above = levels_above(fig.estimate, result.levels) if fig.status == "confirmed" else []
+    if not above:
+        return None
+    best = max(above, key=lambda lv: lv.rps)
+    params = confirm_params(ctx, stage)
+    logger = get_run_logger()
+    logger.info("%s: %d users measured %.1f rps, above the figure %.1f rps %s confirmed at %d users: confirming it "
+                "on fresh windows", stage, best.users, best.rps, fig.estimate.mean, fig.stage, fig.users)
+    with ctx.measuring(stage, workers, purpose="confirm") as runner:
+        c = measure_fresh(lambda users: measure_window(runner, stage, users), best.users, slo_of(ctx), params)
+    if not c.good or c.generator_bound:
+        logger.info("%s: the pod's figure kept: %d users did not hold on fresh windows (%s)", stage, best.users,
+                    c.why_bad or "generator-bound")
+        return None
+    min_gain = ctx.config.search.min_gain
+    knee = min((lv.users for lv in result.levels if lv.good and not lv.generator_bound
+                and lv.rps >= c.rps * (1 - min_gain)), default=best.users)
+    check = move_up(fig, [FigureWindow.of(w, stage, "confirm", workers) for w in c.windows], knee, params.min_windows)
+    logger.info("%s: the pod's figure %s", stage, f"higher: {check.note}" if check else
+                f"kept: {len(c.windows)} fresh window(s) at {best.users} users read {c.rps:.1f} rps, not wholly above it")
+    return c if check else None
 
 
 def settle_figure(ctx: RunContext, stage: str, fig: PodFigure, fresh: list[FigureWindow]) -> Check:

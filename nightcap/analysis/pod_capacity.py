@@ -16,6 +16,10 @@ pod (same CPU, memory, concurrency and replica count) measures a few fresh windo
     holds → a transient; above 1 with more generators → one generator limited the load, and the figure becomes
     the stage's windows; otherwise **unstable**.
   An unstable figure keeps both estimates and plans on the lower, never on a midpoint nobody measured.
+- a ramp that walks past the figure's users to the SLO capacity finds levels wholly above its interval: the knee
+  was placed on a flat step that one noisy window made (tune compares candidates on one window a level). The best
+  of them is measured on fresh windows; when those lie wholly above the figure too, they are the figure (`move_up`,
+  outcome "higher"), and the earlier one stays in the check's note.
 
 Pure: windows in, decisions out.
 """
@@ -28,7 +32,7 @@ from typing import Any, Iterable, Literal, Sequence
 from nightcap.analysis.confidence import Estimate, agree, between_windows, over_time, paired_ratio
 from nightcap.steps import StepRow
 
-Outcome = Literal["agrees", "transient", "bottleneck", "unstable"]
+Outcome = Literal["agrees", "transient", "bottleneck", "unstable", "higher"]
 
 # Differences within 2% are not acted on even when the intervals can tell them apart (a deterministic reference
 # server gives intervals of ± 0.5%): no plan changes by 2%, and re-measuring or calling a pod unstable over it
@@ -285,6 +289,25 @@ def compare_configs(figure: PodFigure, reference: Sequence[FigureWindow],
                                      f"{pairs}: {ratio.mean - 1:+.1%} with more generators: one generator limited "
                                      f"the load, the figure is now {stage}'s", ratio))
     return _unstable(figure, stage, workers, now, ratio, f"{pairs} differ by {ratio.mean - 1:+.1%}")
+
+
+def move_up(figure: PodFigure, fresh: Sequence[FigureWindow], knee_users: int | None,
+            spread_from: int | None) -> Check | None:
+    """Fresh windows at more users than the figure's, measured because a ramp found levels above it: when their
+    interval lies wholly above the figure's (and by more than MARGIN), they replace it and the check says from what;
+    None (the figure kept) when they do not, or when the figure is already unstable (two estimates are enough)."""
+    if not fresh or figure.other is not None:
+        return None
+    old, now = figure.estimate, between_windows([w.estimate for w in fresh], spread_from=spread_from)
+    if _agree(old, now) or now.mean <= old.mean or (now.low or now.mean) <= (old.high or old.mean):
+        return None
+    stage, workers, users = fresh[0].stage, fresh[0].workers, fresh[0].users
+    note = (f"{len(fresh)} fresh window(s) at {users} users measured {now.mean:.1f} rps, wholly above the figure "
+            f"{old.mean:.1f} rps that {figure.stage} confirmed at {figure.users} users: the knee sat higher, and the "
+            f"figure is now {stage}'s")
+    figure.windows, figure.users, figure.stage, figure.workers = list(fresh), users, stage, workers
+    figure.spread_from, figure.joined, figure.knee_users = spread_from, 0, knee_users
+    return _record(figure, Check(stage, workers, now, "higher", note))
 
 
 def levels_above(figure: Estimate, levels: Sequence[Any]) -> list[Any]:

@@ -165,3 +165,32 @@ def test_the_table_by_core_count_reads_every_stage_that_measured_the_pod():
                                                  ("single_client", 64), ("scaling", 16)}
     table = slo_capacity_by_cores(steps_frame(kept), Slo(p95_ms=250.0))
     assert table.set_index("replicas")["slo_users"].to_dict() == {1: 32, 2: 16}
+
+
+def _at(users: int, stage: str, rates: list[float]) -> list[FigureWindow]:
+    return [FigureWindow(stage, "confirm", 1, users, r, 3.0, 10) for r in rates]
+
+
+def test_fresh_windows_wholly_above_the_figure_at_more_users_replace_it() -> None:
+    """make run 12-05: tune confirmed a 0.5-CPU pod at 112 rps (1 user its knee), single_client's walk read 138 at 8:
+    fresh windows there, wholly above the figure's interval, are the figure from then on; the old one is named."""
+    from nightcap.analysis.pod_capacity import move_up
+
+    f = PodFigure(KEY, 2, "tune", 1, _at(2, "tune", [110.0, 113.0, 114.0]), window_s=2.0, knee_users=1)
+    check = move_up(f, _at(8, "single_client", [136.0, 139.0, 138.0]), 4, 3)
+    assert check is not None and check.outcome == "higher" and "112.3 rps that tune confirmed at 2 users" in check.note
+    d = f.to_dict()
+    assert d["stage"] == "single_client" and d["users"] == 8 and d["knee_users"] == 4 and d["status"] == "confirmed"
+    assert d["rps"] == pytest.approx(137.67, abs=0.01) and d["windows"] == d["confirm_windows"] == 3
+    assert d["measured_by"] == ["single_client"] and d["checks"][-1]["outcome"] == "higher"
+
+
+def test_fresh_windows_that_reach_the_figure_or_an_unstable_figure_keep_it() -> None:
+    from nightcap.analysis.pod_capacity import move_up
+
+    f = PodFigure(KEY, 2, "tune", 1, _at(2, "tune", [110.0, 113.0, 114.0]), window_s=2.0)
+    assert move_up(f, _at(8, "single_client", [118.0, 112.0, 125.0]), 4, 3) is None  # overlaps: kept
+    assert f.stage == "tune" and f.users == 2 and not f.checks
+    settle(f, windows("multi_client", "verify", [90.0, 91.0, 92.0]), [], windows("multi_client", "recheck", [90.0]))
+    assert f.status == "unstable"
+    assert move_up(f, _at(8, "single_client", [150.0, 151.0, 152.0]), 4, 3) is None and f.stage == "tune"
