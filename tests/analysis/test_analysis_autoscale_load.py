@@ -89,10 +89,11 @@ def test_the_baseline_is_planned_on_what_open_loop_arrivals_cost_the_pod() -> No
     cost = open_loop_cpu_cost(rows)
     assert cost == pytest.approx(0.606 / 32.43)  # the most expensive open-loop window on one pod
     load, why = baseline_load(0.7, 80, 99.0, 73.9, cost, tolerance=0.1)
-    assert load * 99.0 == pytest.approx(0.64 / cost) and 34 < load * 99.0 < 35  # CPU at 64% there
-    # well under where the HPA scales (88%): a CPU per request a quarter higher than measured stays under it
-    assert load * 99.0 * cost * 1.25 < 0.8 * (1 + 0.1)
-    assert "open loop the pod used up to 1.87% of its CPU limit per rps" in why and "at 34.2 rps" in why
+    assert load * 99.0 == pytest.approx(0.56 / cost) and 29 < load * 99.0 < 31  # CPU at 56% there
+    # well under where the HPA scales (88%): a CPU per request half as high again as measured stays under it (at
+    # 64% a pod 37% costlier than its costliest open-loop window crossed it, make run 12-05 15:49)
+    assert load * 99.0 * cost * 1.5 < 0.8 * (1 + 0.1)
+    assert "open loop the pod used up to 1.87% of its CPU limit per rps" in why and "at 30.0 rps" in why
     assert open_loop_cpu_cost([row(99.0, 100.0, load="closed")]) is None
     assert baseline_load(0.7, 80, 99.0, None, 0.002)[0] == 0.7  # cheap arrivals: the operating point holds
 
