@@ -26,7 +26,7 @@ run: $(STAMP)  ## the capacity check on the embedded default (bundled MLflow mod
 # e.g. ARGS names one file) is not a failure; make fails when either part fails.
 test: $(STAMP)
 	@rc=0; \
-	PYTHONDONTWRITEBYTECODE= $(BIN)/python -m pytest -q -p no:cacheprovider -m "not quiet" -n 2 --dist loadfile $(ARGS) || rc=$$?; \
+	PYTHONDONTWRITEBYTECODE= $(BIN)/python -m pytest -q -p no:cacheprovider -m "not quiet" -n 2 --dist worksteal $(ARGS) || rc=$$?; \
 	[ $$rc -eq 5 ] && rc=0; \
 	PYTHONDONTWRITEBYTECODE= $(BIN)/python -m pytest -q -p no:cacheprovider -m quiet $(ARGS) || { q=$$?; [ $$q -eq 5 ] || rc=$$q; }; \
 	exit $$rc
