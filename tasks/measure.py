@@ -215,8 +215,8 @@ def move_figure_up(ctx: RunContext, stage: str, workers: int, fig: PodFigure, re
     knee = min((lv.users for lv in result.levels if lv.good and not lv.generator_bound
                 and lv.rps >= c.rps * (1 - min_gain)), default=best.users)
     check = move_up(fig, [FigureWindow.of(w, stage, "confirm", workers) for w in c.windows], knee, params.min_windows)
-    logger.info("%s: the pod's figure %s", stage, f"higher: {check.note}" if check else
-                f"kept: {len(c.windows)} fresh window(s) at {best.users} users read {c.rps:.1f} rps, not wholly above it")
+    kept = f"kept: {len(c.windows)} fresh window(s) at {best.users} users read {c.rps:.1f} rps, not wholly above it"
+    logger.info("%s: the pod's figure %s", stage, f"higher: {check.note}" if check else kept)
     return c if check else None
 
 

@@ -53,8 +53,8 @@ def baseline_load(headroom: float, target_cpu_pct: float, rps: float, rps_low: f
         aim = target * (1 - 3 * tolerance)
         bounds.append((aim / open_cost / rps,
                        f"open loop the pod used up to {100 * open_cost:.2f}% of its CPU limit per rps, which puts "
-                       f"it at {100 * aim:.0f}% (the HPA's target of {target_cpu_pct:g}% less three times its tolerance) at "
-                       f"{aim / open_cost:.1f} rps, {scales}"))
+                       f"it at {100 * aim:.0f}% (the HPA's target of {target_cpu_pct:g}% less three times its "
+                       f"tolerance) at {aim / open_cost:.1f} rps, {scales}"))
     if held is not None and 0 < held < headroom:
         bounds.append((held, f"the open-loop check held the SLO only up to {held * rps:.1f} rps, and a baseline "
                              "above it would start over the SLO"))

@@ -22,8 +22,8 @@ The forms: `met` (one window), `p95_met` / `errors_met` (one limit, for reasons 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 import statistics
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable, Protocol
 
 import numpy as np

@@ -105,7 +105,8 @@ def _scaling(s: ScalingResult, run: StageResults) -> list[dict[str, Any]]:
 
 def by_cores_text(rows: list[dict[str, Any]]) -> str:
     """What slo_users means, and which layouts were never pushed past the SLO (their users are a floor)."""
-    text = "slo_users: the most users whose level met the SLO (its windows' median p95 and mean error rate, as the search judges a level)."
+    text = ("slo_users: the most users whose level met the SLO (its windows' median p95 and mean error rate, as the "
+            "search judges a level).")
     floors = [f"{r['replicas']} pod(s)" for r in rows if r.get("slo_users") and not r.get("slo_exceeded", True)]
     if floors:
         text += (f" At {', '.join(floors)} no level failed the SLO: at least "
