@@ -19,6 +19,7 @@ from nightcap.analysis.operating_point import OperatingPointCheck, RateWindow, c
 from nightcap.analysis.pod_capacity import (POD_STAGES, Check, FigureWindow, PodFigure, levels_above, move_up, settle,
                                            verify)
 from nightcap.analysis.slo import Slo
+from nightcap.search.knee import knee_of
 from nightcap.search.confirm import ConfirmParams, Confirmation, confirm_knee, measure_fresh, settle_ceiling
 from nightcap.load.runner import StepRunner
 from nightcap.platforms.base import PodSpec
@@ -211,9 +212,8 @@ def move_figure_up(ctx: RunContext, stage: str, workers: int, fig: PodFigure, re
         logger.info("%s: the pod's figure kept: %d users did not hold on fresh windows (%s)", stage, best.users,
                     c.why_bad or "generator-bound")
         return None
-    min_gain = ctx.config.search.min_gain
-    knee = min((lv.users for lv in result.levels if lv.good and not lv.generator_bound
-                and lv.rps >= c.rps * (1 - min_gain)), default=best.users)
+    walked = knee_of({lv.users: lv for lv in result.levels if not lv.generator_bound}, search_params(ctx))
+    knee = walked[0].users if walked else best.users  # the search's own rule over the levels the walk measured
     check = move_up(fig, [FigureWindow.of(w, stage, "confirm", workers) for w in c.windows], knee, params.min_windows)
     kept = f"kept: {len(c.windows)} fresh window(s) at {best.users} users read {c.rps:.1f} rps, not wholly above it"
     logger.info("%s: the pod's figure %s", stage, f"higher: {check.note}" if check else kept)

@@ -299,7 +299,7 @@ def move_up(figure: PodFigure, fresh: Sequence[FigureWindow], knee_users: int | 
     if not fresh or figure.other is not None:
         return None
     old, now = figure.estimate, between_windows([w.estimate for w in fresh], spread_from=spread_from)
-    if _agree(old, now) or now.mean <= old.mean or (now.low or now.mean) <= (old.high or old.mean):
+    if not _wholly_above(old, now.mean, now.half_width) or _agree(old, now):
         return None
     stage, workers, users = fresh[0].stage, fresh[0].workers, fresh[0].users
     note = (f"{len(fresh)} fresh window(s) at {users} users measured {now.mean:.1f} rps, wholly above the figure "
@@ -314,6 +314,10 @@ def levels_above(figure: Estimate, levels: Sequence[Any]) -> list[Any]:
     """Good levels a later stage measured whose goodput lies wholly above the figure's 95% interval (the level's own
     interval does not reach it): the stage's own numbers contradict "the pod saturates at the figure", so the report
     must say so. Non-overlap, not `agree`, so that one noisy window does not raise it."""
-    top = figure.mean + (figure.half_width or 0.0)
     return [lv for lv in levels
-            if lv.good and not lv.generator_bound and lv.rps - (lv.rps_halfwidth or 0.0) > top]
+            if lv.good and not lv.generator_bound and _wholly_above(figure, lv.rps, lv.rps_halfwidth)]
+
+
+def _wholly_above(figure: Estimate, rps: float, half_width: float | None) -> bool:
+    """`rps` ± `half_width` lies entirely above the figure's 95% interval (a side without one counts as exact)."""
+    return rps - (half_width or 0.0) > figure.mean + (figure.half_width or 0.0)
