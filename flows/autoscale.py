@@ -14,7 +14,7 @@ Each arrival opens its own connection (`autoscale.connections`), so the per-conn
 pods (a Service, the local proxy) spreads arrivals over the ready pods whatever each already holds.
 
 The stage is `inconclusive` (`AutoscaleResult.inconclusive`) when it could not answer: no room to add a pod,
-added pods never ready, p95 never back under the SLO, or stopped midway. What it sampled is kept in every case.
+added pods never ready, the SLO never met again, or stopped midway. What it sampled is kept in every case.
 """
 
 from __future__ import annotations
@@ -261,7 +261,7 @@ class Timeline:
             plot=timeline_plot(samples, ctx.out / "autoscale_timeline.png", ctx.config.slo.p95_ms, step_t, step_down_t),
             fit=self.fit, expected=self.expected,
             inconclusive=why or inconclusive_reason(timings, sum(p.duration_s for p in phases), a.min_replicas,
-                                                    self.fit.max_replicas))
+                                                    self.fit.max_replicas, Slo.of(ctx.config.slo)))
 
 
 def _by_arrival(sample: AutoscaleSample, w: OpenWindow) -> AutoscaleSample:

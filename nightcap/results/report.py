@@ -196,15 +196,15 @@ def _recovery_words(a: AutoscaleResult) -> str:
     t, exp = a.timings, a.expected
     assert t is not None
     if t.time_to_recover_slo_s == 0:
-        return "p95 stayed under the SLO through the overload"
+        return "the SLO (p95 and errors) held through the overload"
     if t.time_to_recover_slo_s is not None:
         expected = exp.recover_in_overload_s if exp else None
         note = f" (expected {expected:.0f}s)" if expected is not None else ""
-        return f"p95 back under the SLO {t.time_to_recover_slo_s:.0f}s after the step{note}"
+        return f"the SLO (p95 and errors) met again {t.time_to_recover_slo_s:.0f}s after the step{note}"
     if t.recovered_after_step_down_s is not None:
         note = f" (expected {exp.drain_recovery_s:.0f}s)" if exp and exp.drain_recovery_s is not None else ""
-        return f"p95 back under the SLO {t.recovered_after_step_down_s:.0f}s after the step back down{note}"
-    return "p95 never back under the SLO"
+        return f"the SLO (p95 and errors) met again {t.recovered_after_step_down_s:.0f}s after the step back down{note}"
+    return "the SLO (p95 and errors) never met again"
 
 
 def phase_line(p: dict) -> str:

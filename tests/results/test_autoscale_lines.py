@@ -53,8 +53,8 @@ def test_an_answer_says_the_pod_shape_when_pods_were_ready_and_when_p95_came_bac
         "time(s) in the 1 CPU(s) reserved for replicas, leaving no room to add one: the stage uses the tune grid's 0.5 "
         "CPU, concurrency 1 pod (55.0 rps, tune, on 1 pod(s)), 2 of which fit; the overload is 1.4x one pod (not 3x), "
         "what 2 pods take at the 70% operating point), first scale-up 0s after the step, added pods ready 4s after "
-        "the step (expected 6s), p95 back under the SLO 2s after the step back down (expected 0s); 10s over the SLO; "
-        f"peak Pending 0; {NOTE}")
+        "the step (expected 6s), the SLO (p95 and errors) met again 2s after the step back down (expected 0s); 10s "
+        f"over the SLO; peak Pending 0; {NOTE}")
     assert phases[1] == ("  phase overload: 20.0 rps offered open loop (1.4× one pod), 18.1 rps served; 0 dropped and "
                          "15 failed of its 160 arrivals (9.4%), worst p95 1200 ms")
 
@@ -65,7 +65,7 @@ def test_an_inconclusive_stage_says_why_first() -> None:
     assert line.startswith("autoscaling inconclusive: the added pods never became ready within the 18s of the "
                            "experiment (1 of the 2 asked for were ready at most): 1→2 replicas on pods of 0.5 CPU")
     assert "added pods never all ready" in line and "ready after never" not in line
-    assert "p95 never back under the SLO" in line
+    assert "the SLO (p95 and errors) never met again" in line
     stopped = autoscale_line(result([], "it did not run: no pod shape with a measured rate leaves room"))
     assert stopped.startswith("autoscaling inconclusive: it did not run: no pod shape with a measured rate leaves "
                               "room; pods of 0.5 CPU, concurrency 1 (55.0 rps each;")
