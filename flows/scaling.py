@@ -1,17 +1,17 @@
 """Manual scaling: 1, 2, … pods of the tuned size; efficiency from paired windows, SLO capacity per core count, USL.
 
-One pod's figure is the run's (confirmed once; confirmed here on one pod if no stage did). At N pods the knee is
-searched from N × one pod's knee; then windows alternate between one pod at its figure's users and N pods at N
-times as many (1, N, N, 1, 1, N, ...), and the efficiency at N is the mean of the pairs' N-pod / (N × one-pod)
-ratios: a drift of the machine moves both windows of a pair alike and cancels. The one-pod windows also verify
-the pod's figure (and join it when they agree).
+One pod's figure is the run's (confirmed once; confirmed here on one pod if no stage did). At N pods windows
+alternate between one pod at its figure's users and N pods at N times as many (1, N, N, 1, 1, N, ...), with no
+search first (`n_pod_users`), and the efficiency at N is the mean of the pairs' N-pod / (N × one-pod) ratios: a
+drift of the machine moves both windows of a pair alike and cancels. The one-pod windows also verify the pod's
+figure (and join it when they agree).
 """
 
 from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
-from nightcap.analysis.paired import n_pod_users, scaling_efficiency
+from nightcap.analysis.paired import n_pod_users, scaling_efficiency, under_knee_note
 from nightcap.analysis.pod_capacity import FigureWindow, PodFigure, pod_steps
 from nightcap.analysis.saturation import steps_frame
 from nightcap.analysis.sizing import max_replicas, slo_capacity_by_cores
@@ -20,9 +20,8 @@ from nightcap.results.plots import plot_p95_by_cores, usl_plot
 from nightcap.results.stages import ScalingResult, ScalingRow
 from nightcap.run.context import RunContext, StageRun
 from nightcap.run.platform import set_replicas
-from nightcap.search.warm_start import PriorSearch, warm_search
-from tasks.measure import (Side, confirm_pod, ensure_operating_check, measure_window, paired_windows, run_search,
-                           search_params, settle_figure, slo_of)
+from tasks.measure import (Side, confirm_pod, ensure_operating_check, paired_windows, run_search, search_params,
+                           settle_figure, slo_of)
 
 
 @flow(name="manual-scaling", flow_run_name="scaling {run.run_id}")
@@ -83,23 +82,11 @@ def one_pod_figure(ctx: RunContext, workers: int) -> PodFigure | None:
 
 
 def scale_to(ctx: RunContext, one: PodFigure, n: int, workers: int) -> ScalingRow:
-    """N pods: their knee searched from N × one pod's, then pairs of windows (one pod, N pods), N pods at as many
-    users per pod as one pod's figure (`n_pod_users`)."""
+    """N pods: pairs of windows (one pod, N pods), N pods at as many users per pod as one pod's figure
+    (`n_pod_users`)."""
     assert ctx.platform is not None
     ctx.platform.scale(n)
-    knee_one = one.knee_users or one.users
-    prior = PriorSearch(run_id=f"{n} x one pod", saturation_users=n * knee_one)
-    # a search that falls back (the N x knee shape did not hold, often on noise) starts at one pod's knee, not at
-    # one user: below it N pods sharing the users each carry a fraction of one pod's knee (a service whose shared
-    # part saturates sooner shows its plateau from that first level on, its throughput still measured)
-    params = search_params(ctx, slo_capacity=False, start_users=max(ctx.config.search.start_users,
-                                                                     min(knee_one, ctx.config.search.max_users)))
-    with ctx.measuring("scaling", workers) as runner:
-        result, _ = warm_search(lambda users: measure_window(runner, "scaling", users), slo_of(ctx), params, prior)
-    knee = result.plateau_users or result.saturation_users  # N pods' capacity, measured on their plateau
-    if not knee:
-        return ScalingRow(n, 0.0, None, 0.0, None, None, result.stop_reason or "no level met the SLO")
-    users = n_pod_users(knee, one.users, n, ctx.config.search.max_users)
+    users = n_pod_users(one.users, n, ctx.config.search.max_users)
     rows_a, rows_b = paired_windows(ctx, "scaling", Side(one.users, workers, 1), Side(users, workers, n),
                                     ctx.config.search.pairs)
     set_replicas(ctx.platform, 1)  # verify the one-pod figure with the one-pod windows (again if they disagree)
@@ -107,9 +94,7 @@ def scale_to(ctx: RunContext, one: PodFigure, n: int, workers: int) -> ScalingRo
     settle_figure(ctx, "scaling", one, ones)
     eff = scaling_efficiency(ones, [FigureWindow.of(r, "scaling", "pair", workers) for r in rows_b], n)
     b = eff.n_pods
-    at = f"at {users} users ({n} x one pod's {one.users}; the search's plateau was {knee})" if users != knee else \
-        f"at {users} users"
-    return ScalingRow(n, b.mean, users, b.mean / n, eff.ratio.mean, None,
-                      f"{result.stop_reason}; {eff.pairs} window(s) {at} paired with one pod",
-                      b.half_width, eff.pairs, eff.ci, eff.pairs, paired_one_pod_rps=round(eff.one_pod.mean, 2))
-
+    note = (f"{eff.pairs} window(s) of {n} pods at {users} users paired with one pod at {one.users}"
+            f"{under_knee_note(users, n, one.knee_users or one.users)}")
+    return ScalingRow(n, b.mean, users, b.mean / n, eff.ratio.mean, None, note, b.half_width, eff.pairs, eff.ci,
+                      eff.pairs, paired_one_pod_rps=round(eff.one_pod.mean, 2))

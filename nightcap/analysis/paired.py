@@ -40,17 +40,25 @@ def pair_order(pairs: int) -> list[tuple[int, int]]:
     return [(side, len(list(run))) for side, run in groupby(sides)]
 
 
-def n_pod_users(knee: int, one_pod_users: int, n: int, max_users: int) -> int:
-    """The users N pods are measured at beside one pod: as many per pod as one pod's figure had, or their own
-    search's knee when that is more (capped at `max_users`).
+def n_pod_users(one_pod_users: int, n: int, max_users: int) -> int:
+    """The users N pods are measured at beside one pod: as many per pod as one pod's figure had (capped at
+    `max_users`).
 
-    The N-pod search's own plateau can sit far below that on noise: make run's 2 pods read 220 rps at 3 users,
-    228 at 3, 192 at 4 and 244 at 5, so its plateau came out at 3 users — 1.5 per pod beside one pod measured
-    at 4 — and the efficiency read 0.85 for pods that took 244 rps at 5. Equal users per pod compare like with
-    like: a service that scales keeps each pod on its plateau; one that does not is past its shared knee either
-    way, where closed-loop goodput no longer moves with users.
+    One pod's figure is measured on its plateau (past its knee), so N pods at N times its users sit on theirs when
+    the service scales, and past a shared knee when it does not, where closed-loop goodput no longer moves with
+    users. A search at N pods chose nothing else: its knee mattered only above N × the figure's users, and on noise
+    it sat far below (make run's 2 pods: a plateau at 3 users, 1.5 per pod beside one pod at 4, efficiency 0.85
+    for pods that took 244 rps at 5), so the pairs start at once.
     """
-    return max(knee, min(n * one_pod_users, max_users))
+    return min(n * one_pod_users, max_users)
+
+
+def under_knee_note(users: int, n: int, knee_one: int | None) -> str:
+    """Why an efficiency is only a lower bound: search.max_users left N pods fewer users each than one pod's knee."""
+    if knee_one and users < n * knee_one:
+        return (f"; search.max_users left the {n} pods {users / n:.1f} users each, under one pod's knee of {knee_one}: "
+                "the efficiency is a lower bound (raise search.max_users)")
+    return ""
 
 
 def multi_client_gain(figure: PodFigure, stage: str, workers: int, one: Sequence[Any],

@@ -44,12 +44,15 @@ def test_good_rps_leaves_out_invalid_and_generator_bound_windows() -> None:
 
 def test_n_pods_are_measured_at_as_many_users_per_pod_as_one_pod():
     """make run's 2-pod search put its plateau at 3 users (1.5 per pod) beside one pod measured at 4: the pairs
-    now run 2 pods at 8, or at the search's knee when that is more, never past max_users."""
-    from nightcap.analysis.paired import n_pod_users
+    run 2 pods at 8, never past max_users; fewer than one pod's knee each makes the efficiency a lower bound."""
+    from nightcap.analysis.paired import n_pod_users, under_knee_note
 
-    assert n_pod_users(knee=3, one_pod_users=4, n=2, max_users=32) == 8
-    assert n_pod_users(knee=12, one_pod_users=4, n=2, max_users=32) == 12
-    assert n_pod_users(knee=3, one_pod_users=8, n=3, max_users=16) == 16
+    assert n_pod_users(one_pod_users=4, n=2, max_users=32) == 8
+    assert n_pod_users(one_pod_users=8, n=3, max_users=16) == 16
+    assert under_knee_note(16, 3, 4) == ""  # 5.3 users each, past a knee of 4
+    assert under_knee_note(16, 3, 8) == ("; search.max_users left the 3 pods 5.3 users each, under one pod's knee "
+                                         "of 8: the efficiency is a lower bound (raise search.max_users)")
+    assert under_knee_note(8, 2, None) == ""
 
 
 def test_pairs_alternate_and_a_side_that_meets_itself_is_measured_back_to_back():
