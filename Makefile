@@ -10,10 +10,12 @@ export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
 .PHONY: install run test test-fast ui bench cleanup clean
 
+# uv installs the same packages as pip in about a third of the time (23 s against 52 s here, cold cache against
+# warm); pip installs them wherever uv cannot (no network to its index, a platform it has no wheel for).
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install --upgrade --quiet pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	{ $(BIN)/pip install --quiet uv && $(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -e '.[dev]'; } || \
+	{ echo "uv could not install; installing with pip"; $(BIN)/pip install --upgrade --quiet pip && $(BIN)/pip install --quiet -e '.[dev]'; }
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -21,12 +23,13 @@ install: $(STAMP)
 run: $(STAMP)  ## the capacity check on the embedded default (bundled MLflow model, local platform)
 	$(BIN)/nightcap run $(CONFIG) $(ARGS)
 
-# Two parts: everything that does not assert a measured figure on 2 processes, then the `quiet` tests (rates,
+# Two parts: everything that does not assert a measured figure on 3 processes (much of it waits on servers and
+# windows: 268 s against 345 s on 2, same tests, 2 cores), then the `quiet` tests (rates,
 # latencies, efficiencies) alone, so no other test moves their figures. A part that collects nothing (exit 5,
 # e.g. ARGS names one file) is not a failure; make fails when either part fails.
 test: $(STAMP)
 	@rc=0; \
-	PYTHONDONTWRITEBYTECODE= $(BIN)/python -m pytest -q -p no:cacheprovider -m "not quiet" -n 2 --dist worksteal $(ARGS) || rc=$$?; \
+	PYTHONDONTWRITEBYTECODE= $(BIN)/python -m pytest -q -p no:cacheprovider -m "not quiet" -n 3 --dist worksteal $(ARGS) || rc=$$?; \
 	[ $$rc -eq 5 ] && rc=0; \
 	PYTHONDONTWRITEBYTECODE= $(BIN)/python -m pytest -q -p no:cacheprovider -m quiet $(ARGS) || { q=$$?; [ $$q -eq 5 ] || rc=$$q; }; \
 	exit $$rc

@@ -19,7 +19,7 @@ from nightcap.load.open_loop import OpenWindow, summarize_open
 from nightcap.processes.ports import free_port
 from nightcap.targets.reference_capacity import stall_latency_ms
 
-pytestmark = [pytest.mark.slow, pytest.mark.quiet]
+pytestmark = pytest.mark.slow  # the tests that assert rates or latencies are also `quiet`
 TIMEOUT_S = 2.0  # the generator's request time-out: longer than a window here, so time-outs land in later ones
 
 
@@ -65,6 +65,7 @@ def open_window(gen: LocalLocust, url: str, rate: float, window_s: float, max_in
     return summarize_open(gen.client.open_window(settle_s=TIMEOUT_S + 1), rate, window), max(gen.generator_cpu_pct())
 
 
+@pytest.mark.quiet
 def test_a_stall_shows_in_open_loop_and_hides_in_closed_loop(locust: LocalLocust) -> None:
     every_s, stall_s, service_ms = 1.0, 0.25, 20.0
     with server("--slots", "64", "--service-ms", str(service_ms), "--stall-every-s", str(every_s),
@@ -85,6 +86,7 @@ def test_a_stall_shows_in_open_loop_and_hides_in_closed_loop(locust: LocalLocust
     assert closed.p95_ms < service_ms + 15, closed  # the closed loop's p95 hides the stall
 
 
+@pytest.mark.quiet
 def test_an_overloaded_target_drops_arrivals_at_the_in_flight_bound(locust: LocalLocust) -> None:
     # 1 slot x 50 ms = 20 rps, offered 60 rps with a large queue: in flight grows until the bound drops arrivals
     with server("--slots", "1", "--service-ms", "50", "--queue", "1000") as url:
@@ -97,6 +99,7 @@ def test_an_overloaded_target_drops_arrivals_at_the_in_flight_bound(locust: Loca
     assert "target-overloaded" in w.explain(cpu) and "dropped" in w.explain(cpu)
 
 
+@pytest.mark.quiet
 def test_each_arrival_is_counted_in_the_window_that_planned_it_whenever_it_fails(locust: LocalLocust) -> None:
     """Issue 23 item 4: an overload (60 rps at a 20-rps server with a long queue), then a recovery (10 rps), with
     2 s time-outs, longer than the 1 s windows. The overload's time-outs land while the recovery runs; by arrival
@@ -125,6 +128,7 @@ def test_each_arrival_is_counted_in_the_window_that_planned_it_whenever_it_fails
     assert sum(w.planned for w in recovery) < sum(w.planned for w in over) / 3
 
 
+@pytest.mark.quiet
 def test_switching_between_closed_and_open_loop_keeps_one_class_at_a_time(locust: LocalLocust) -> None:
     with server("--slots", "8", "--service-ms", "10") as url:
         locust.client.swarm(3, 100, url)
@@ -135,6 +139,7 @@ def test_switching_between_closed_and_open_loop_keeps_one_class_at_a_time(locust
     assert w.offered_rps == pytest.approx(50, rel=0.05) and w.dropped == 0
 
 
+@pytest.mark.quiet
 def test_the_step_runner_measures_open_loop_rows_and_switches_back_to_users(locust: LocalLocust) -> None:
     from nightcap.config import validate
     from nightcap.load.runner import StepRunner
