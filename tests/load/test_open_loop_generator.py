@@ -99,7 +99,6 @@ def test_an_overloaded_target_drops_arrivals_at_the_in_flight_bound(locust: Loca
     assert "target-overloaded" in w.explain(cpu) and "dropped" in w.explain(cpu)
 
 
-@pytest.mark.quiet
 def test_each_arrival_is_counted_in_the_window_that_planned_it_whenever_it_fails(locust: LocalLocust) -> None:
     """Issue 23 item 4: an overload (60 rps at a 20-rps server with a long queue), then a recovery (10 rps), with
     2 s time-outs, longer than the 1 s windows. The overload's time-outs land while the recovery runs; by arrival
