@@ -32,6 +32,16 @@ def test_a_drifting_machine_moves_both_sides_of_a_pair_and_the_ratio_holds() -> 
     assert d["chosen"] == SMALL.label() and d["pairs"] == 4 and d["per_core_ratio_ci"][0] < 1 < d["per_core_ratio_ci"][1]
 
 
+def test_a_ratio_wholly_under_one_but_within_the_tie_is_said_to_be_worse() -> None:
+    """make run, 12-05 18:52: 0.96 of the larger pod's rps per core, 95% interval 0.93-0.98, read "not shown worse
+    per core" although the whole interval lies under 1: it is worse, by less than the tie can tell."""
+    close = settle_cpu(SMALL, LARGE, windows(48, 48.5, 47.5, 48, rel=0.01), windows(100, 100, 100, 100, rel=0.01))
+    assert close.chosen == SMALL and close.ratio.high < 1 and close.ratio.high >= 0.97, close.ratio
+    assert "not shown worse per core" not in close.reason
+    assert ", not shown worse beyond the 3% tie: the smaller pod is chosen" in close.reason
+    assert "worse per core by " in close.reason
+
+
 def test_unpaired_figures_would_flip_where_the_pairs_do_not() -> None:
     """The same windows, compared as tune's searches compared them (each side's mean, measured at another time):
     the smaller pod measured during the slow minute looks 25% worse per core; its pairs say it is not."""
