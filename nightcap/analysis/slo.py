@@ -70,6 +70,14 @@ class Slo:
     def met(self, p95_ms: float | None, error_rate: float) -> bool:
         return self.p95_met(p95_ms) and self.errors_met(error_rate)
 
+    def misses(self, p95_ms: float | None, error_rate: float) -> list[str]:
+        """The limits a window misses, in words, errors first ("error rate 1.1% over 1.0%", "p95 400 ms over the
+        SLO 250 ms"); a missing p95 is not named here (the caller says "no successful request" its own way)."""
+        words = [] if self.errors_met(error_rate) else [f"error rate {error_rate:.1%} over {self.max_error_rate:.1%}"]
+        if p95_ms is not None and not self.p95_met(p95_ms):
+            words.append(f"p95 {p95_ms:.0f} ms over the SLO {self.p95_ms:.0f} ms")
+        return words
+
     def met_many(self, p95_ms: Any, error_rate: Any) -> np.ndarray:
         """The rule over arrays (or columns): a missing or non-numeric p95 fails, a missing error rate fails."""
         p95 = pd.to_numeric(pd.Series(np.asarray(p95_ms, dtype=object)), errors="coerce").to_numpy(dtype=float)

@@ -192,19 +192,22 @@ def _shape_words(a: AutoscaleResult) -> str:
     return f"pods of {fit.shape.label()} ({fit.shape.rps:.1f} rps each{why})"
 
 
+SLO_WORDS = "the SLO (p95 and errors)"  # a sample is judged on both (autoscale_metrics.breaches), never p95 alone
+
+
 def _recovery_words(a: AutoscaleResult) -> str:
     t, exp = a.timings, a.expected
     assert t is not None
     if t.time_to_recover_slo_s == 0:
-        return "the SLO (p95 and errors) held through the overload"
+        return f"{SLO_WORDS} held through the overload"
     if t.time_to_recover_slo_s is not None:
         expected = exp.recover_in_overload_s if exp else None
         note = f" (expected {expected:.0f}s)" if expected is not None else ""
-        return f"the SLO (p95 and errors) met again {t.time_to_recover_slo_s:.0f}s after the step{note}"
+        return f"{SLO_WORDS} met again {t.time_to_recover_slo_s:.0f}s after the step{note}"
     if t.recovered_after_step_down_s is not None:
         note = f" (expected {exp.drain_recovery_s:.0f}s)" if exp and exp.drain_recovery_s is not None else ""
-        return f"the SLO (p95 and errors) met again {t.recovered_after_step_down_s:.0f}s after the step back down{note}"
-    return "the SLO (p95 and errors) never met again"
+        return f"{SLO_WORDS} met again {t.recovered_after_step_down_s:.0f}s after the step back down{note}"
+    return f"{SLO_WORDS} never met again"
 
 
 def phase_line(p: dict) -> str:

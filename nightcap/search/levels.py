@@ -106,14 +106,15 @@ def judge(m: Measured, slo: Slo) -> tuple[bool, str]:
     # Errors first: closed-loop users spin on instant 503s, so an overloaded target pegs the generator too;
     # calling that level generator-bound reported "no saturation found, add load.workers" for a target
     # that was plainly rejecting load.
+    missed = slo.misses(m.p95_ms, m.error_rate)
     if not slo.errors_met(m.error_rate):
-        return False, f"error rate {m.error_rate:.1%} over {slo.max_error_rate:.1%}"
+        return False, missed[0]
     if m.generator_bound:
         return False, "the load generator was CPU-bound"
     if m.p95_ms is None:
         return False, "no successful request"
-    if not slo.p95_met(m.p95_ms):
-        return False, f"p95 {m.p95_ms:.0f} ms over the SLO {slo.p95_ms:.0f} ms"
+    if missed:
+        return False, missed[0]
     return True, ""
 
 
